@@ -1,0 +1,285 @@
+"""The report model: frozen dataclasses that every renderer reads.
+
+`Report.to_dict()` is the JSON contract described in the README (and in
+DESIGN.md's verdict vocabulary); the terminal view walks the same objects, so
+the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Cause(str, enum.Enum):
+    """Why cancellation of a run has not completed (DESIGN.md vocabulary)."""
+
+    CANCEL_NOT_OBSERVED = "cancel_not_observed"
+    SIGNAL_IGNORED = "signal_ignored"
+    SIGNAL_PENDING = "signal_pending"
+    EXIT_BLOCKED_BY_THREAD = "exit_blocked_by_thread"
+    EVENT_LOOP_BLOCKED = "event_loop_blocked"
+    PID1_NO_FORWARD = "pid1_no_forward"
+    UNINTERRUPTIBLE_IO = "uninterruptible_io"
+    CHILD_PROCESS_SURVIVES = "child_process_survives"
+    CANCELLATION_HOOK_HANG = "cancellation_hook_hang"
+    NEVER_STARTED = "never_started"
+    INFRASTRUCTURE_GONE = "infrastructure_gone"
+    ORPHANED_INFRASTRUCTURE = "orphaned_infrastructure"
+    NOT_ATTACHABLE = "not_attachable"
+    UNKNOWN = "unknown"
+
+
+class CallKind(str, enum.Enum):
+    """What sort of call a thread is blocked in."""
+
+    SLEEP = "sleep"
+    NETWORK_IO = "network_io"
+    DATABASE = "database"
+    SUBPROCESS = "subprocess"
+    LOCK = "lock"
+    FILE_IO = "file_io"
+    CPU = "cpu"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker of the run's work pool, as the API reports it."""
+
+    name: str
+    status: str | None
+    last_heartbeat_time: str | None
+    seconds_since_heartbeat: float | None
+
+
+@dataclass(frozen=True)
+class FlowRunRef:
+    """What the Prefect API says about one flow run."""
+
+    id: str
+    name: str
+    flow_name: str | None
+    deployment_name: str | None
+    work_pool_name: str | None
+    state_type: str
+    state_name: str
+    state_message: str | None
+    start_time: str | None
+    infrastructure_pid: str | None
+    labels: dict[str, Any]
+    #: Seconds since the run entered CANCELLING, read from its state history.
+    cancelling_for_seconds: float | None
+    #: ISO time at which the run entered CANCELLING (None if it never did).
+    cancelling_since: str | None
+    parent_task_run_id: str | None = None
+    workers: tuple[WorkerInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One stack frame as py-spy reports it."""
+
+    function: str
+    filename: str
+    line: int
+    module: str | None = None
+    #: The source line, read from the target's filesystem when available.
+    code: str | None = None
+    #: True for a native (C) frame from `py-spy dump --native`.
+    native: bool = False
+    #: Local variables (only with --locals; secret-looking names redacted).
+    locals: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SocketPeer:
+    """A TCP connection a process holds, with its remote end."""
+
+    fd: int
+    local: str
+    remote: str
+    state: str
+
+
+@dataclass(frozen=True)
+class KernelThread:
+    """What /proc says about one thread (task) of a process."""
+
+    tid: int
+    name: str
+    state: str
+    wchan: str | None
+    syscall: int | None
+    syscall_name: str | None
+    sig_blocked: int = 0
+    sig_pending: int = 0
+
+
+@dataclass(frozen=True)
+class ProcSnapshot:
+    """What /proc says about one process at one moment."""
+
+    pid: int
+    ppid: int
+    cmdline: tuple[str, ...]
+    comm: str
+    state: str
+    #: PID as seen in the innermost PID namespace (1 means PID 1 of a container).
+    ns_pid: int
+    sig_ignored: int
+    sig_caught: int
+    sig_blocked: int
+    sig_pending: int
+    shared_pending: int
+    threads: tuple[KernelThread, ...]
+    sockets: tuple[SocketPeer, ...]
+    children: tuple[int, ...]
+    flow_run_id: str | None
+    start_time_ticks: int
+
+
+@dataclass(frozen=True)
+class ThreadSample:
+    """One thread of one py-spy dump, merged with the kernel's view of it."""
+
+    thread_id: int
+    native_id: int | None
+    name: str | None
+    active: bool
+    owns_gil: bool
+    frames: tuple[Frame, ...]
+    native_frames: tuple[str, ...] = ()
+    kernel: KernelThread | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """Repeated samples of one process: the kernel view and py-spy's threads."""
+
+    pid: int
+    role: str
+    proc: ProcSnapshot | None
+    #: One entry per successful py-spy dump, each a tuple of threads.
+    dumps: tuple[tuple[ThreadSample, ...], ...]
+    native: bool
+    errors: tuple[str, ...] = ()
+    python: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run lives, and how it was found."""
+
+    kind: str
+    description: str
+    pid: int | None = None
+    host: str | None = None
+    container_id: str | None = None
+    found_by: str = "infrastructure_pid"
+    processes: tuple[ProcessSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockingCall:
+    """What the flow is doing right now: the call that holds cancellation up."""
+
+    kind: CallKind
+    function: str
+    filename: str | None
+    line: int | None
+    code: str | None
+    thread_name: str | None
+    native: str | None
+    on_event_loop: bool
+    #: True if the same call was on top in every sample; False means it moved.
+    stable: bool = True
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The diagnosis of one run: cause, blocking call, and what to do."""
+
+    cause: Cause
+    summary: str
+    confidence: float
+    blocking_call: BlockingCall | None = None
+    evidence: tuple[str, ...] = ()
+    remediation: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One run: what the API said, where it lives, and the verdict."""
+
+    flow_run: FlowRunRef | None
+    target: Target | None
+    verdict: Verdict
+    errors: tuple[str, ...] = ()
+
+    @property
+    def needs_attention(self) -> bool:
+        """Stuck in Cancelling, an orphan, or a process inspected directly."""
+        if self.flow_run is None or self.flow_run.state_type == "CANCELLING":
+            return True
+        return bool(self.target and self.target.processes)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one command found."""
+
+    api_url: str | None
+    generated_at: str
+    runs: tuple[Diagnosis, ...]
+    errors: tuple[str, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a run is stuck in Cancelling or something of a finished run still runs."""
+        return any(d.needs_attention for d in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: the model as plain dicts, enums as their values."""
+        document: dict[str, Any] = _plain(self)
+        return document
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, ProcessSample):
+            out["threads"] = out.pop("dumps")
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+__all__ = [
+    "BlockingCall",
+    "CallKind",
+    "Cause",
+    "Diagnosis",
+    "FlowRunRef",
+    "Frame",
+    "KernelThread",
+    "ProcSnapshot",
+    "ProcessSample",
+    "Report",
+    "SocketPeer",
+    "Target",
+    "ThreadSample",
+    "Verdict",
+    "WorkerInfo",
+]

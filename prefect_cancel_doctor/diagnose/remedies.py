@@ -1,0 +1,128 @@
+"""The concrete fixes to propose, by cause and by the kind of blocking call."""
+
+from __future__ import annotations
+
+from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
+
+_BY_CAUSE: dict[Cause, tuple[str, ...]] = {
+    Cause.CANCEL_NOT_OBSERVED: (
+        "restart the worker (or `serve` process) that owns the run and check its log for "
+        "'Cancellation observer failed'",
+        "set PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE=true on workers so lost cancellation "
+        "observers crash runs instead of leaving them running",
+        "a custom job command must run a Prefect Runner (`prefect flow-run execute`), "
+        "not `python -m prefect.engine` or the flow script",
+    ),
+    Cause.SIGNAL_IGNORED: (
+        "do not set SIGTERM to SIG_IGN or block it; a custom handler must end the run "
+        "(raise or call sys.exit) or chain to the previous handler",
+    ),
+    Cause.SIGNAL_PENDING: (
+        "bound the C call: give it a timeout or split it into chunks that return to Python",
+        "run it in a subprocess Prefect can kill, e.g. "
+        "prefect.utilities.processutils.run_process, or give the task @task(timeout_seconds=...)",
+    ),
+    Cause.EXIT_BLOCKED_BY_THREAD: (
+        "start background threads with daemon=True, or stop them from an Event set in a "
+        "finally/on_cancellation hook",
+        "give thread-pool tasks @task(timeout_seconds=...) and make their waits interruptible",
+    ),
+    Cause.EVENT_LOOP_BLOCKED: (
+        "never call blocking code on the event loop: use `await anyio.sleep(...)` / "
+        "`await asyncio.sleep(...)` and async clients",
+        "move unavoidable blocking calls off the loop: `await anyio.to_thread.run_sync(fn)`",
+    ),
+    Cause.PID1_NO_FORWARD: (
+        "use `exec` in the entrypoint so Python becomes PID 1, or run with an init "
+        "(tini -g, `docker run --init`)",
+    ),
+    Cause.UNINTERRUPTIBLE_IO: (
+        "find the stuck mount or device (NFS, FUSE, a dead disk): the process ends only when "
+        "the I/O returns; use soft/timeo mount options for network filesystems",
+    ),
+    Cause.CHILD_PROCESS_SURVIVES: (
+        "start children in the flow's process group (no start_new_session/setsid) so the "
+        "cancel's process-group SIGTERM reaches them",
+        "terminate child processes in a finally block or an on_cancellation hook; prefer "
+        "prefect.utilities.processutils.run_process, which ends its child when cancelled",
+    ),
+    Cause.CANCELLATION_HOOK_HANG: (
+        "bound on_cancellation hooks with timeouts; they run before Cancelled is proposed",
+    ),
+    Cause.NEVER_STARTED: (
+        "once a worker polls the pool again it finishes the cancel; or set the state to "
+        "Cancelled through the API (force=True)",
+    ),
+    Cause.INFRASTRUCTURE_GONE: (
+        "nothing is left to stop: set the run's state to Cancelled through the API "
+        "(force=True) to release its concurrency slot, or wait for the server's cancellation "
+        "cleanup (PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS)",
+        "find out why it died: OOM kill (dmesg), node restart, or a killed worker",
+    ),
+    Cause.ORPHANED_INFRASTRUCTURE: (
+        "the run looks finished but still holds CPU, memory and connections: stop the process "
+        "and find out why it ignored the cancel (run `diagnose` on it before killing)",
+    ),
+    Cause.NOT_ATTACHABLE: (
+        "run the doctor on the host that runs the process, as root or with CAP_SYS_PTRACE",
+    ),
+    Cause.UNKNOWN: (),
+}
+
+_BY_KIND: dict[CallKind, str] = {
+    CallKind.SLEEP: "in async code use `await anyio.sleep(...)`; in long sync waits sleep in "
+    "short steps or wait on an Event that a cancellation hook can set",
+    CallKind.NETWORK_IO: "set a timeout on the client (socket.settimeout, "
+    "httpx.Client(timeout=...), requests.get(..., timeout=...))",
+    CallKind.DATABASE: "set a timeout on the database call (sqlite3.connect(timeout=...), "
+    "PostgreSQL statement_timeout / connect_timeout, the driver's read timeout)",
+    CallKind.SUBPROCESS: "run commands with prefect.utilities.processutils.run_process or "
+    "anyio.run_process (they end the child on cancel), or pass timeout= to subprocess.run",
+    CallKind.LOCK: "wait with a timeout (lock.acquire(timeout=...), queue.get(timeout=...)) "
+    "in a loop that checks for shutdown",
+    CallKind.CPU: "add @task(timeout_seconds=...) and run long C computations in a subprocess",
+    CallKind.FILE_IO: "check the filesystem the file lives on (network mounts, FUSE)",
+}
+
+
+#: Causes whose fix does not depend on what the flow was doing.
+_CALL_IRRELEVANT = (Cause.CANCEL_NOT_OBSERVED, Cause.NEVER_STARTED, Cause.INFRASTRUCTURE_GONE)
+
+_SHORT_BY_CAUSE: dict[Cause, str] = {
+    Cause.CANCEL_NOT_OBSERVED: "restart the worker; kill -TERM the flow",
+    Cause.SIGNAL_IGNORED: "stop ignoring SIGTERM",
+    Cause.EXIT_BLOCKED_BY_THREAD: "daemon=True / stop the thread",
+    Cause.EVENT_LOOP_BLOCKED: "await anyio.sleep / to_thread",
+    Cause.PID1_NO_FORWARD: "exec in entrypoint / tini",
+    Cause.UNINTERRUPTIBLE_IO: "fix the stuck mount or device",
+    Cause.CHILD_PROCESS_SURVIVES: "kill the children; use run_process",
+    Cause.CANCELLATION_HOOK_HANG: "timeout in on_cancellation",
+    Cause.NEVER_STARTED: "start a worker for the pool",
+    Cause.INFRASTRUCTURE_GONE: "force the state to Cancelled",
+    Cause.ORPHANED_INFRASTRUCTURE: "kill the process",
+    Cause.NOT_ATTACHABLE: "run the doctor on its host",
+    Cause.UNKNOWN: "read the stacks",
+}
+
+_SHORT_BY_KIND: dict[CallKind, str] = {
+    CallKind.DATABASE: "timeout on the DB call",
+    CallKind.NETWORK_IO: "timeout on the client",
+    CallKind.CPU: "run it in a killable subprocess",
+    CallKind.SUBPROCESS: "run_process / timeout=",
+    CallKind.LOCK: "wait with a timeout",
+}
+
+
+def remediation(cause: Cause, call: BlockingCall | None) -> tuple[str, ...]:
+    """Fixes for a verdict: the cause's own, then the blocking call's."""
+    fixes = list(_BY_CAUSE[cause])
+    if call is not None and call.kind in _BY_KIND and cause not in _CALL_IRRELEVANT:
+        fixes.append(_BY_KIND[call.kind])
+    return tuple(fixes)
+
+
+def short_fix(cause: Cause, call: BlockingCall | None) -> str:
+    """A few words for the summary table."""
+    if cause is Cause.SIGNAL_PENDING and call is not None:
+        return _SHORT_BY_KIND.get(call.kind, "bound the C call")
+    return _SHORT_BY_CAUSE[cause]

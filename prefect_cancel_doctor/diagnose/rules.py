@@ -1,0 +1,474 @@
+"""Ordered, pure rules: what was read about a run → the verdict.
+
+The first rule that matches wins. For a live flow process the question the
+rules answer is: *what would keep this process from ending when it gets
+SIGTERM?* If nothing would (its main thread sits in a call that a signal
+interrupts), then no SIGTERM reached it: nothing acted on CANCELLING.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prefect_cancel_doctor.diagnose.classify import INTERRUPTIBLE_KINDS, db_port_name
+from prefect_cancel_doctor.diagnose.remedies import remediation
+from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
+from prefect_cancel_doctor.model import (
+    CallKind,
+    Cause,
+    FlowRunRef,
+    ProcessSample,
+    ProcSnapshot,
+    Target,
+    Verdict,
+)
+
+SIGTERM = int(signal.SIGTERM)
+RUNNER_GRACE_SECONDS = 30.0
+FINAL_STATES = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything read about one run, the input of every rule."""
+
+    run: FlowRunRef | None
+    target: Target | None
+    #: Why the target cannot be inspected from here, if it cannot.
+    unreachable: str | None = None
+    #: The Runner (process worker / `serve` / `prefect flow-run execute`) that launched the engine.
+    runner: ProcSnapshot | None = None
+    #: Facts found while locating (stale infrastructure_pid, PID reuse, ...).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def processes(self) -> tuple[ProcessSample, ...]:
+        """Live processes of the run (the engine first)."""
+        return self.target.processes if self.target else ()
+
+    @property
+    def engine(self) -> ProcessSample | None:
+        """The flow engine process, if it still runs."""
+        return next((p for p in self.processes if p.role == "engine"), None)
+
+    @property
+    def children(self) -> tuple[ProcessSample, ...]:
+        """Processes the flow started (or that outlived it)."""
+        return tuple(p for p in self.processes if p.role == "child")
+
+    @property
+    def state_type(self) -> str | None:
+        """The run's state type, if the API was read."""
+        return self.run.state_type if self.run else None
+
+
+Rule = Callable[[Evidence], Verdict | None]
+
+
+def _has(mask: int, signum: int) -> bool:
+    return bool(mask >> (signum - 1) & 1)
+
+
+def _verdict(
+    cause: Cause,
+    summary: str,
+    confidence: float,
+    evidence: list[str],
+    view: ThreadView | None = None,
+    extra_fixes: tuple[str, ...] = (),
+) -> Verdict:
+    call = view.blocking_call() if view else None
+    if view is not None and not view.stable:
+        evidence.append(
+            f"the {view.name or 'thread'} thread moved between samples: work in progress, "
+            f"not one blocking call (last seen in {view.where()})"
+        )
+        confidence = min(confidence, 0.6)
+    return Verdict(
+        cause=cause,
+        summary=summary,
+        confidence=round(confidence, 2),
+        blocking_call=call,
+        evidence=tuple(evidence),
+        remediation=remediation(cause, call) + extra_fixes,
+    )
+
+
+def _describe(view: ThreadView) -> str:
+    kernel = view.kernel
+    facts = [f"{view.name or 'thread'} (tid {view.native_id})"]
+    if kernel is not None:
+        facts.append(f"state {kernel.state}")
+        if kernel.wchan:
+            facts.append(f"wchan {kernel.wchan}")
+        if kernel.syscall_name:
+            facts.append(f"syscall {kernel.syscall_name}")
+    if view.call.native:
+        facts.append(f"native frame {view.call.native}")
+    facts.append(f"in {view.where()}")
+    stable = "stable across" if view.stable else "moving between"
+    facts.append(f"({stable} {len(view.calls)} samples)")
+    return " ".join(facts)
+
+
+def _socket_facts(process: ProcessSample) -> list[str]:
+    if process.proc is None:
+        return []
+    facts = []
+    for sock in process.proc.sockets:
+        if sock.state != "ESTABLISHED":
+            continue
+        port = int(sock.remote.rsplit(":", 1)[-1])
+        name = db_port_name(port)
+        facts.append(f"fd {sock.fd}: TCP connection to {sock.remote}" + (f" ({name})" if name else ""))
+    return facts
+
+
+def _main(process: ProcessSample) -> ThreadView | None:
+    views = thread_views(process)
+    return views[0] if views and views[0].is_main else None
+
+
+# -- rules, in order ------------------------------------------------------------
+
+
+def not_attachable(ev: Evidence) -> Verdict | None:
+    """The target exists (or may) but cannot be read from here."""
+    if ev.unreachable is None:
+        return None
+    return _verdict(Cause.NOT_ATTACHABLE, ev.unreachable, 0.9, [*ev.notes, ev.unreachable])
+
+
+def never_started(ev: Evidence) -> Verdict | None:
+    """CANCELLING with no start time and no infrastructure: only a worker can finish it."""
+    run = ev.run
+    if run is None or run.state_type != "CANCELLING" or run.start_time or run.infrastructure_pid:
+        return None
+    if ev.processes:
+        return None
+    evidence = [*ev.notes, "the run has no start_time and no infrastructure_pid"]
+    online = [w for w in run.workers if w.status == "ONLINE"]
+    for worker in run.workers:
+        beat = worker.seconds_since_heartbeat
+        evidence.append(
+            f"worker {worker.name} of pool {run.work_pool_name}: {worker.status}"
+            + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
+        )
+    if not run.workers:
+        evidence.append(f"no worker is registered in pool {run.work_pool_name}")
+    who = (
+        "no worker of its pool is online to finish the cancel"
+        if not online
+        else "its pool's workers are online but none finished the cancel "
+        "(the claiming worker died or stalled)"
+    )
+    return _verdict(
+        Cause.NEVER_STARTED,
+        f"A worker claimed the run but its infrastructure never started; {who}.",
+        0.85,
+        evidence,
+        extra_fixes=(f"start a worker for the pool: prefect worker start --pool '{run.work_pool_name}'",),
+    )
+
+
+def orphaned(ev: Evidence) -> Verdict | None:
+    """A final-state run whose flow process (or only its children) still runs."""
+    if ev.state_type not in FINAL_STATES or not ev.processes:
+        return None
+    message = ev.run.state_message if ev.run else None
+    evidence = [
+        *ev.notes,
+        f"the run is {ev.run.state_name if ev.run else '?'}" + (f": {message!r}" if message else ""),
+    ]
+    engine = ev.engine
+    if engine is None:
+        return _children_survive(ev, evidence)
+    view = _main(engine)
+    evidence.append(f"flow process {engine.pid} still runs")
+    if view is not None:
+        evidence.append(_describe(view))
+    evidence.extend(_socket_facts(engine))
+    timed_out = bool(message and "timed out" in message)
+    why = " after the server's cancellation timeout" if timed_out else ""
+    return _verdict(
+        Cause.ORPHANED_INFRASTRUCTURE,
+        f"The run was marked {ev.run.state_name if ev.run else 'final'}{why} but its process "
+        f"{engine.pid} still runs" + (f", in {view.where()}." if view else "."),
+        0.95,
+        evidence,
+        view,
+        extra_fixes=(f"stop it now: kill -TERM {engine.pid}; if it stays, kill -KILL {engine.pid}",),
+    )
+
+
+def infrastructure_gone(ev: Evidence) -> Verdict | None:
+    """CANCELLING, but nothing of the run runs any more."""
+    if ev.state_type != "CANCELLING" or ev.processes or ev.run is None:
+        return None
+    if not (ev.run.start_time or ev.run.infrastructure_pid):
+        return None
+    evidence = [*ev.notes, "no process carries this run's PREFECT__FLOW_RUN_ID"]
+    return _verdict(
+        Cause.INFRASTRUCTURE_GONE,
+        "The run's process is gone; only its API state is stuck in Cancelling "
+        "(nothing is left to report Cancelled).",
+        0.9,
+        evidence,
+    )
+
+
+def children_survive(ev: Evidence) -> Verdict | None:
+    """The flow process is gone but processes it started still run."""
+    if ev.engine is not None or not ev.children:
+        return None
+    return _children_survive(ev, list(ev.notes))
+
+
+def _children_survive(ev: Evidence, evidence: list[str]) -> Verdict:
+    children = ev.children
+    pids = " ".join(str(c.pid) for c in children)
+    for child in children:
+        cmd = " ".join(child.proc.cmdline)[:120] if child.proc else "?"
+        evidence.append(f"process {child.pid} ({cmd}) carries the run's PREFECT__FLOW_RUN_ID")
+        if child.proc and child.proc.ppid == 1:
+            evidence.append(f"process {child.pid} was re-parented to PID 1: its parent is gone")
+    view = next((v for c in children for v in thread_views(c)[:1]), None)
+    return _verdict(
+        Cause.CHILD_PROCESS_SURVIVES,
+        f"The flow process is gone but {len(children)} process(es) it started still run "
+        f"(pid {pids}): the cancel signalled the flow, not its children.",
+        0.9,
+        evidence,
+        view,
+        extra_fixes=(f"stop them now: kill -TERM {pids}",),
+    )
+
+
+def uninterruptible(ev: Evidence) -> Verdict | None:
+    """A thread in state D: not even SIGKILL acts until the I/O returns."""
+    for process in ev.processes:
+        for view in thread_views(process):
+            if view.kernel is not None and view.kernel.state == "D":
+                return _verdict(
+                    Cause.UNINTERRUPTIBLE_IO,
+                    f"Thread {view.name or view.native_id} of process {process.pid} is in "
+                    "uninterruptible I/O (state D); no signal acts until it returns.",
+                    0.85,
+                    [*ev.notes, _describe(view)],
+                    view,
+                )
+    return None
+
+
+def signal_ignored(ev: Evidence) -> Verdict | None:
+    """SIGTERM is ignored or blocked by the flow process."""
+    engine = ev.engine
+    if engine is None or engine.proc is None:
+        return None
+    proc = engine.proc
+    main = _main(engine)
+    main_kernel = main.kernel if main else None
+    if _has(proc.sig_ignored, SIGTERM):
+        how = "ignored (SIG_IGN)"
+    elif main_kernel is not None and _has(main_kernel.sig_blocked, SIGTERM):
+        how = "blocked in the main thread's signal mask"
+    else:
+        return None
+    evidence = [*ev.notes, f"/proc/{proc.pid}/status: SIGTERM is {how} (SigIgn={proc.sig_ignored:016x})"]
+    if _has(proc.sig_pending, SIGTERM) or _has(proc.shared_pending, SIGTERM):
+        evidence.append("a SIGTERM is pending in the kernel")
+    if main is not None:
+        evidence.append(_describe(main))
+    return _verdict(
+        Cause.SIGNAL_IGNORED,
+        f"The flow process {proc.pid} has SIGTERM {how}, so the cancel cannot stop it"
+        + (f"; it sits in {main.where()}." if main else "."),
+        0.95,
+        evidence,
+        main,
+    )
+
+
+def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
+    """The main thread has unwound (or would) but a non-daemon thread keeps the process alive."""
+    engine = ev.engine
+    if engine is None:
+        return None
+    views = thread_views(engine)
+    main = views[0] if views and views[0].is_main else None
+    others = [v for v in views if not v.is_main and v.in_user_code and not v.call.on_event_loop]
+    if not others:
+        return None
+    holder = next((v for v in others if v.is_pool_worker), others[0])
+    evidence = [*ev.notes, _describe(holder)]
+    if main is None or main.in_shutdown:
+        evidence.append(
+            "the main thread has left the flow and waits in interpreter shutdown"
+            if main
+            else "the main thread is gone"
+        )
+        confidence = 0.95
+        summary = (
+            f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "
+            "so the process cannot exit."
+        )
+    elif main.call.kind in INTERRUPTIBLE_KINDS and (holder.is_pool_worker or main.call.kind is CallKind.LOCK):
+        evidence.append(_describe(main))
+        evidence.append(
+            "a SIGTERM would unwind the main thread, then the interpreter joins this "
+            + ("thread-pool thread (never a daemon)" if holder.is_pool_worker else "non-daemon thread")
+        )
+        confidence = 0.8 if holder.is_pool_worker else 0.6
+        summary = (
+            f"Thread {holder.name} is blocked in {holder.where()}; it keeps the process alive "
+            "after the main thread unwinds."
+        )
+    else:
+        return None
+    return _verdict(Cause.EXIT_BLOCKED_BY_THREAD, summary, confidence, evidence, holder)
+
+
+def event_loop_blocked(ev: Evidence) -> Verdict | None:
+    """An async flow's event loop thread is stuck in a synchronous call."""
+    engine = ev.engine
+    if engine is None:
+        return None
+    for view in thread_views(engine):
+        call = view.call
+        if call.on_event_loop and call.user_frame is not None and call.kind is not CallKind.OTHER:
+            return _verdict(
+                Cause.EVENT_LOOP_BLOCKED,
+                f"The async flow's event loop is blocked in {view.where()}: a synchronous call "
+                "on the loop, so no await point is reached.",
+                0.9 if view.stable else 0.6,
+                [*ev.notes, _describe(view), "the frames below it run an asyncio event loop"],
+                view,
+            )
+    return None
+
+
+def signal_pending(ev: Evidence) -> Verdict | None:
+    """The main thread is inside a C call that does not return to the interpreter."""
+    engine = ev.engine
+    if engine is None:
+        return None
+    main = _main(engine)
+    if main is None or (main.call.kind in INTERRUPTIBLE_KINDS and main.call.kind is not CallKind.OTHER):
+        return None
+    if main.call.kind not in (CallKind.CPU, CallKind.DATABASE) and not (
+        main.kernel is not None and main.kernel.state == "R"
+    ):
+        return None
+    evidence = [
+        *ev.notes,
+        _describe(main),
+        "Prefect's SIGTERM handler runs in the main thread between bytecodes; "
+        "this C call does not return to the interpreter, so the handler stays pending",
+    ]
+    evidence.extend(_socket_facts(engine))
+    return _verdict(
+        Cause.SIGNAL_PENDING,
+        f"The main thread is inside a C call ({main.where()}) that does not return to Python, "
+        "so the SIGTERM handler cannot run.",
+        0.85 if main.stable else 0.6,
+        evidence,
+        main,
+    )
+
+
+def cancel_not_observed(ev: Evidence) -> Verdict | None:
+    """The process would stop on SIGTERM, so none came: nothing acted on CANCELLING."""
+    engine = ev.engine
+    if engine is None or ev.state_type not in (None, "CANCELLING"):
+        return None
+    main = _main(engine)
+    if main is None:
+        return None
+    evidence = [*ev.notes, _describe(main)]
+    evidence.append(
+        f"{main.call.function} returns to the interpreter when a signal arrives, "
+        "so a SIGTERM would have stopped this process"
+    )
+    evidence.extend(_socket_facts(engine))
+    who, confidence = _who_should_act(ev, engine, evidence)
+    return _verdict(
+        Cause.CANCEL_NOT_OBSERVED,
+        f"No SIGTERM reached the flow process {engine.pid} ({who}); it is still in {main.where()}.",
+        confidence,
+        evidence,
+        main,
+        extra_fixes=(f"stop it now: kill -TERM {engine.pid}",),
+    )
+
+
+def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) -> tuple[str, float]:
+    """Name what failed to act on the cancel; append what shows it."""
+    run = ev.run
+    proc = engine.proc
+    cmd = " ".join(proc.cmdline) if proc else ""
+    if run is not None and run.cancelling_for_seconds is not None:
+        evidence.append(f"the run has been Cancelling for {run.cancelling_for_seconds:.0f} s")
+    worker_name = str(run.labels.get("prefect.worker.name", "")) if run else ""
+    for worker in run.workers if run else ():
+        if worker.name == worker_name or not worker_name:
+            beat = worker.seconds_since_heartbeat
+            evidence.append(
+                f"worker {worker.name}: {worker.status}"
+                + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
+            )
+    if ev.runner is None:
+        parent = f"its parent is now PID {proc.ppid}" if proc else "its parent is gone"
+        evidence.append(f"the Runner that launched the flow process is gone ({parent})")
+        if "prefect.engine" in cmd or "prefect" in cmd:
+            return "the worker or Runner that owns the run is gone", 0.9
+        return "no Prefect Runner watches this process", 0.8
+    runner_cmd = " ".join(ev.runner.cmdline)[:160]
+    evidence.append(f"the Runner that launched it is alive: pid {ev.runner.pid} ({runner_cmd})")
+    if run is not None and (run.cancelling_for_seconds or 0) < RUNNER_GRACE_SECONDS + 5:
+        return "the cancel is recent; the Runner may still be acting on it", 0.5
+    evidence.append(
+        "a live Runner that saw the cancel would have sent SIGTERM and, 30 s later, SIGKILL: "
+        "its cancellation observer has most likely failed (its log says "
+        "'Cancellation observer failed')"
+    )
+    return "the Runner is alive but did not act: its cancellation observer has failed", 0.8
+
+
+def unknown(ev: Evidence) -> Verdict | None:
+    """Nothing matched: show what was seen."""
+    facts = [*ev.notes]
+    for process in ev.processes:
+        facts.extend(process.errors)
+        if not process.python:
+            facts.append(f"process {process.pid} is not a Python process py-spy can read")
+        facts.extend(_describe(v) for v in thread_views(process)[:1])
+    return _verdict(
+        Cause.UNKNOWN, "No rule matched; the stacks below show what the run is doing.", 0.2, facts
+    )
+
+
+RULES: tuple[Rule, ...] = (
+    not_attachable,
+    never_started,
+    orphaned,
+    infrastructure_gone,
+    children_survive,
+    uninterruptible,
+    signal_ignored,
+    exit_blocked_by_thread,
+    event_loop_blocked,
+    signal_pending,
+    cancel_not_observed,
+    unknown,
+)
+
+
+def diagnose(ev: Evidence) -> Verdict:
+    """Apply the rules in order; `unknown` always matches."""
+    for rule in RULES:
+        verdict = rule(ev)
+        if verdict is not None:
+            return verdict
+    raise AssertionError("the last rule always matches")  # pragma: no cover

@@ -1,0 +1,110 @@
+"""Threads followed across samples: what each is doing and whether it moves."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from prefect_cancel_doctor.diagnose.classify import ThreadCall, classify_thread
+from prefect_cancel_doctor.model import BlockingCall, KernelThread, ProcessSample, ThreadSample
+
+#: Functions in which a main thread sits after the flow returned or unwound.
+_SHUTDOWN_FUNCTIONS = ("_shutdown", "Thread._shutdown", "ThreadPoolExecutor.shutdown")
+
+
+@dataclass(frozen=True)
+class ThreadView:
+    """One thread of one process across all samples."""
+
+    pid: int
+    name: str | None
+    native_id: int | None
+    is_main: bool
+    calls: tuple[ThreadCall, ...]
+    kernel: KernelThread | None
+    #: The newest py-spy sample of this thread.
+    latest: ThreadSample
+
+    @property
+    def call(self) -> ThreadCall:
+        """The most frequent call across samples (the latest on ties)."""
+        counts = Counter(c.site for c in self.calls)
+        best = max(counts.values())
+        return next(c for c in reversed(self.calls) if counts[c.site] == best)
+
+    @property
+    def stable(self) -> bool:
+        """True when every sample shows the same call at the same line."""
+        return len({c.site for c in self.calls}) == 1
+
+    @property
+    def in_user_code(self) -> bool:
+        """True when some frame of the thread is the user's code."""
+        return self.call.user_frame is not None
+
+    @property
+    def in_shutdown(self) -> bool:
+        """True for a main thread that has left the flow and waits in interpreter shutdown."""
+        frames = self.latest.frames
+        return (
+            self.is_main
+            and any(f.function.endswith(_SHUTDOWN_FUNCTIONS) for f in frames)
+            and (self.call.user_frame is None)
+        )
+
+    @property
+    def is_pool_worker(self) -> bool:
+        """True for a concurrent.futures worker thread: joined at exit, never a daemon."""
+        return any(
+            f.function.endswith("_worker") and f.filename.endswith("concurrent/futures/thread.py")
+            for f in self.latest.frames
+        )
+
+    def blocking_call(self) -> BlockingCall:
+        """The verdict's `blocking_call` for this thread."""
+        call = self.call
+        frame = call.user_frame
+        return BlockingCall(
+            kind=call.kind,
+            function=call.function,
+            filename=frame.filename if frame else None,
+            line=frame.line if frame else None,
+            code=frame.code if frame else None,
+            thread_name=self.name,
+            native=call.native,
+            on_event_loop=call.on_event_loop,
+            stable=self.stable,
+            pid=self.pid,
+        )
+
+    def where(self) -> str:
+        """`function at file:line` for summaries."""
+        call = self.call
+        if call.user_frame is None:
+            return call.function
+        return f"{call.function} at {call.user_frame.filename}:{call.user_frame.line}"
+
+
+def thread_views(process: ProcessSample) -> list[ThreadView]:
+    """Group a process's samples by thread; main thread first."""
+    by_thread: dict[int, list[ThreadSample]] = {}
+    for dump in process.dumps:
+        for thread in dump:
+            by_thread.setdefault(thread.thread_id, []).append(thread)
+    ns_pid = process.proc.ns_pid if process.proc else None
+    views = []
+    for samples in by_thread.values():
+        latest = samples[-1]
+        is_main = latest.native_id in (process.pid, ns_pid) or latest.name == "MainThread"
+        views.append(
+            ThreadView(
+                pid=process.pid,
+                name=latest.name,
+                native_id=latest.native_id,
+                is_main=is_main,
+                calls=tuple(classify_thread(s) for s in samples),
+                kernel=latest.kernel,
+                latest=latest,
+            )
+        )
+    return sorted(views, key=lambda v: not v.is_main)

@@ -1,0 +1,67 @@
+"""Where a run lives: parse `infrastructure_pid`, dispatch to one module per kind.
+
+Forms written by Prefect's workers (see DESIGN.md):
+
+- process worker / runner: ``"3055"`` (older: ``"hostname:3055"``)
+- Docker worker: ``"<docker base url>:<container id>"`` (split on the last ``:``)
+- Kubernetes worker: ``"<namespace>:<job name>"`` (before 3.4.1 ``"<cluster uid>:<ns>:<job>"``)
+- ECS worker: ``"<cluster>::<task arn>"``
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
+
+
+@dataclass(frozen=True)
+class InfraRef:
+    """A parsed `infrastructure_pid`."""
+
+    kind: str  # "none" | "process" | "docker" | "kubernetes" | "ecs" | "unknown"
+    raw: str | None
+    pid: int | None = None
+    host: str | None = None
+    container_id: str | None = None
+    docker_url: str | None = None
+    namespace: str | None = None
+    job: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    """The processes of one run found on this host, with their roles."""
+
+    kind: str
+    description: str
+    #: (pid, role) with role "engine" (the flow process), "child", or "pid1".
+    pids: tuple[tuple[int, str], ...] = ()
+    #: The Runner that launched the engine, if it is alive here.
+    runner_pid: int | None = None
+    #: Set when the target cannot be inspected from here, with what would work.
+    unreachable: str | None = None
+    notes: tuple[str, ...] = ()
+    container_id: str | None = None
+
+
+def parse_infrastructure_pid(raw: str | None) -> InfraRef:
+    """Parse the forms above; anything else is kind "unknown"."""
+    value = (raw or "").strip()
+    if not value:
+        return InfraRef("none", raw)
+    if value.isdigit():
+        return InfraRef("process", raw, pid=int(value))
+    if "::" in value:
+        cluster, _, task = value.partition("::")
+        return InfraRef("ecs", raw, namespace=cluster, job=task)
+    head, _, tail = value.rpartition(":")
+    if "://" in head or (_HEX_ID.match(tail) and head):
+        return InfraRef("docker", raw, container_id=tail, docker_url=head)
+    if tail.isdigit() and head and "/" not in head and head.count(":") == 0:
+        return InfraRef("process", raw, pid=int(tail), host=head)
+    parts = value.split(":")
+    if len(parts) in (2, 3) and all(parts):
+        return InfraRef("kubernetes", raw, namespace=parts[-2], job=parts[-1])
+    return InfraRef("unknown", raw)

@@ -1,0 +1,91 @@
+"""Local processes: a bare PID or "host:pid", checked against the run's environment.
+
+Every process of a run carries `PREFECT__FLOW_RUN_ID` (the worker sets it for
+the engine; children inherit it), so the run's processes are found by that
+variable, whatever `infrastructure_pid` says: children the flow started,
+survivors of a dead flow, runs whose `infrastructure_pid` is stale.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from prefect_cancel_doctor.locate import InfraRef, Location
+from prefect_cancel_doctor.model import ProcSnapshot
+from prefect_cancel_doctor.sample import procfs
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_runner(proc: ProcSnapshot | None) -> bool:
+    """True for a Prefect Runner: a process worker, `serve`, or `prefect flow-run execute`."""
+    if proc is None:
+        return False
+    cmd = " ".join(proc.cmdline)
+    return "prefect" in cmd and any(word in cmd for word in ("worker", "flow-run execute", "serve", "runner"))
+
+
+def is_engine(proc: ProcSnapshot) -> bool:
+    """True for a Prefect flow engine process (`python -m prefect.engine`)."""
+    return "prefect.engine" in proc.cmdline
+
+
+def locate_processes(
+    run_id: str,
+    ref: InfraRef,
+    index: dict[str, list[int]],
+    proc_root: str = "/proc",
+) -> Location:
+    """Find the run's engine, its children and its Runner on this host."""
+    if ref.host and ref.host not in _LOCAL_HOSTS | {socket.gethostname()}:
+        return Location(
+            "process",
+            f"process {ref.pid} on host {ref.host}",
+            unreachable=(
+                f"the run's process {ref.pid} runs on host {ref.host!r}, not on this host "
+                f"({socket.gethostname()}): run the doctor there"
+            ),
+        )
+    notes: list[str] = []
+    engine_pid = None
+    if ref.pid is not None:
+        engine_pid, note = _check_pid(run_id, ref.pid, proc_root)
+        if note:
+            notes.append(note)
+    snapshots = {pid: procfs.read_process(pid, proc_root) for pid in index.get(run_id, ())}
+    live = {pid: snap for pid, snap in snapshots.items() if snap is not None and snap.state != "Z"}
+    if engine_pid is None:
+        engine_pid = next((pid for pid, snap in sorted(live.items()) if is_engine(snap)), None)
+        if engine_pid is not None and ref.pid is not None:
+            notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
+    runner_pid = None
+    if engine_pid is not None and engine_pid in live:
+        parent = procfs.read_process(live[engine_pid].ppid, proc_root)
+        if is_runner(parent):
+            runner_pid = parent.pid if parent else None
+    roles: list[tuple[int, str]] = []
+    if engine_pid is not None and engine_pid in live:
+        roles.append((engine_pid, "engine"))
+    roles.extend(
+        (pid, "child")
+        for pid in sorted(live)
+        if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
+    )
+    description = f"local process {engine_pid}" if engine_pid else f"local run {run_id}"
+    return Location("process", description, tuple(roles), runner_pid, None, tuple(notes))
+
+
+def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None]:
+    """Is `pid` this run's process? Never trust a PID that may have been reused."""
+    snap = procfs.read_process(pid, proc_root)
+    if snap is None or snap.state == "Z":
+        return None, f"infrastructure_pid {pid} no longer exists"
+    if snap.flow_run_id == run_id:
+        return pid, None
+    cmd = " ".join(snap.cmdline)[:80] or snap.comm
+    if snap.flow_run_id is None:
+        return None, (
+            f"infrastructure_pid {pid} is now another program ({cmd}) without this run's "
+            "PREFECT__FLOW_RUN_ID: the PID was reused or the environment is unreadable; not sampled"
+        )
+    return None, (f"infrastructure_pid {pid} belongs to another flow run ({snap.flow_run_id}); not sampled")

@@ -1,0 +1,159 @@
+"""The on-call view: one table to read in five seconds, then evidence and stacks per run.
+
+Every piece of data goes in as `rich.text.Text`, never as markup, so a run
+named "etl [prod]" or a code line holding "[/]" prints as it is.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from prefect_cancel_doctor.diagnose.remedies import short_fix
+from prefect_cancel_doctor.diagnose.threads import thread_views
+from prefect_cancel_doctor.model import Diagnosis, Report
+
+_CAUSE_STYLE = {
+    "cancel_not_observed": "yellow",
+    "infrastructure_gone": "dim",
+    "orphaned_infrastructure": "red",
+    "child_process_survives": "red",
+    "unknown": "magenta",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: 45s, 12m, 3h05m, 2d4h."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def location(diagnosis: Diagnosis, short: bool = False) -> str:
+    """`function file:line` of the blocking call, else its function, else "-"."""
+    call = diagnosis.verdict.blocking_call
+    if call is None:
+        return "-"
+    if call.filename:
+        name = call.filename.rsplit("/", 1)[-1] if short else call.filename
+        return f"{call.function} {name}:{call.line}"
+    return call.function
+
+
+def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -> None:
+    """Write the table and the per-run details."""
+    console = Console(
+        file=out,
+        no_color=None if color is None else not color,
+        force_terminal=color,
+        highlight=False,
+        soft_wrap=False,
+    )
+    if not report.runs:
+        console.print(Text("No flow runs stuck in Cancelling and no orphaned processes.", style="green"))
+        for error in report.errors:
+            console.print(Text(f"error: {error}", style="red"))
+        return
+    console.print(_table(report))
+    for diagnosis in report.runs:
+        console.print()
+        console.print(_details(diagnosis))
+    for error in report.errors:
+        console.print(Text(f"error: {error}", style="red"))
+
+
+def _table(report: Report) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD, title=f"{len(report.runs)} run(s) need attention", title_justify="left"
+    )
+    for column in ("Run", "Deployment", "Pool", "Cancelling", "Cause", "Blocking call", "Fix"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Cause", "Cancelling"))
+    for d in report.runs:
+        run = d.flow_run
+        verdict = d.verdict
+        cause = verdict.cause.value
+        table.add_row(
+            Text(run.name if run else (d.target.description if d.target else "?")),
+            Text(_deployment(d)),
+            Text(run.work_pool_name or "-" if run else "-"),
+            Text(duration(run.cancelling_for_seconds) if run else "-"),
+            Text(cause, style=_CAUSE_STYLE.get(cause, "bold red")),
+            Text(location(d, short=True)),
+            Text(short_fix(verdict.cause, verdict.blocking_call)),
+        )
+    return table
+
+
+def _deployment(d: Diagnosis) -> str:
+    run = d.flow_run
+    if run is None:
+        return "-"
+    flow = run.flow_name or "?"
+    return f"{flow}/{run.deployment_name}" if run.deployment_name else flow
+
+
+def _details(d: Diagnosis) -> Panel:
+    verdict = d.verdict
+    run = d.flow_run
+    parts: list[Text | Table] = [Text(verdict.summary, style="bold")]
+    facts = Text()
+    if run is not None:
+        facts.append(f"run {run.id}  state {run.state_name}")
+        if run.infrastructure_pid:
+            facts.append(f"  infrastructure_pid {run.infrastructure_pid}")
+    if d.target is not None:
+        facts.append(f"  target {d.target.description}")
+    facts.append(f"  confidence {verdict.confidence:.2f}")
+    parts.append(facts)
+    if verdict.evidence:
+        parts.append(Text("Evidence", style="underline"))
+        parts.extend(Text(f"  • {line}") for line in verdict.evidence)
+    stack = _stack(d)
+    if stack is not None:
+        parts.append(Text("Stack of the blocking thread (innermost first)", style="underline"))
+        parts.append(stack)
+    if verdict.remediation:
+        parts.append(Text("Fix", style="underline"))
+        parts.extend(Text(f"  → {fix}") for fix in verdict.remediation)
+    if d.errors:
+        parts.extend(Text(f"  ! {e}", style="yellow") for e in d.errors)
+    title = Text(run.name if run else "process")
+    title.append(f"  {verdict.cause.value}", style=_CAUSE_STYLE.get(verdict.cause.value, "bold red"))
+    return Panel(Group(*parts), title=title, title_align="left", box=box.ROUNDED)
+
+
+def _stack(d: Diagnosis) -> Text | None:
+    call = d.verdict.blocking_call
+    if call is None or d.target is None:
+        return None
+    process = next((p for p in d.target.processes if p.pid == call.pid), None)
+    if process is None:
+        return None
+    view = next((v for v in thread_views(process) if v.name == call.thread_name), None)
+    if view is None:
+        return None
+    text = Text()
+    if call.native:
+        text.append(f"     [native] {call.native}\n", style="dim")
+    for frame in view.latest.frames:
+        marked = frame.filename == call.filename and frame.line == call.line
+        prefix = "  ➤  " if marked else "     "
+        text.append(
+            prefix + f"{frame.function} ({frame.filename}:{frame.line})\n", style="bold" if marked else ""
+        )
+        if frame.code:
+            text.append(f"         {frame.code.strip()}\n", style="cyan" if marked else "dim")
+    text.rstrip()
+    return text

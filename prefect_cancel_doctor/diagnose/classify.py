@@ -149,6 +149,9 @@ class ThreadCall:
     kind: CallKind
     native: str | None
     on_event_loop: bool
+    #: True when a signal makes the call return to the interpreter (so Python's
+    #: SIGTERM handler runs); False for C code that loops or computes regardless.
+    interruptible: bool
 
     @property
     def site(self) -> tuple[str | None, int | None, str]:
@@ -188,14 +191,38 @@ def classify_thread(thread: ThreadSample) -> ThreadCall:
         kind = _SYSCALL_KINDS[kernel.syscall_name]  # "read" on a socket or pipe is not file I/O
     if kernel is not None and kernel.state == "R" and kind in (None, CallKind.OTHER):
         kind = CallKind.CPU
+    kind = kind or CallKind.OTHER
     return ThreadCall(
         user_frame=user,
         library_frames=library,
         function=function or (thread.frames[0].function if thread.frames else "?"),
-        kind=kind or CallKind.OTHER,
+        kind=kind,
         native=native_top,
         on_event_loop=runs_event_loop(thread.frames),
+        interruptible=_interruptible(kind, function, thread, kernel),
     )
+
+
+def _interruptible(
+    kind: CallKind, function: str | None, thread: ThreadSample, kernel: KernelThread | None
+) -> bool:
+    frames = thread.frames
+    if kind in INTERRUPTIBLE_KINDS:
+        return True
+    if kind is CallKind.CPU:
+        # Native frames above the Python ones, a known C routine, or a busy thread that
+        # released the GIL all mean C code; a GIL-holding loop with none is bytecode,
+        # which runs the handler between instructions.
+        in_c = bool(thread.native_frames) or (function or "").startswith("hashlib.")
+        return not in_c and thread.owns_gil
+    if kind is CallKind.DATABASE:
+        # A pure-Python driver waits in socket/ssl/selectors, which return on EINTR;
+        # C drivers (sqlite3, libpq, mysqlclient) retry inside C and never return.
+        top = next((f for f in frames if not f.native), None)
+        return top is not None and module_of(top.filename).startswith(("socket", "ssl", "selectors"))
+    if kind is CallKind.OTHER:
+        return kernel is None or kernel.state != "R"
+    return False
 
 
 def _from_library(library: tuple[Frame, ...]) -> tuple[str | None, CallKind | None]:

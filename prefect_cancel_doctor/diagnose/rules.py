@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.diagnose.classify import INTERRUPTIBLE_KINDS, db_port_name
+from prefect_cancel_doctor.diagnose.classify import db_port_name
 from prefect_cancel_doctor.diagnose.remedies import remediation
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.model import (
@@ -314,7 +314,7 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
             f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "
             "so the process cannot exit."
         )
-    elif main.call.kind in INTERRUPTIBLE_KINDS and (holder.is_pool_worker or main.call.kind is CallKind.LOCK):
+    elif main.call.interruptible and (holder.is_pool_worker or main.call.kind is CallKind.LOCK):
         evidence.append(_describe(main))
         evidence.append(
             "a SIGTERM would unwind the main thread, then the interpreter joins this "
@@ -352,14 +352,8 @@ def event_loop_blocked(ev: Evidence) -> Verdict | None:
 def signal_pending(ev: Evidence) -> Verdict | None:
     """The main thread is inside a C call that does not return to the interpreter."""
     engine = ev.engine
-    if engine is None:
-        return None
-    main = _main(engine)
-    if main is None or (main.call.kind in INTERRUPTIBLE_KINDS and main.call.kind is not CallKind.OTHER):
-        return None
-    if main.call.kind not in (CallKind.CPU, CallKind.DATABASE) and not (
-        main.kernel is not None and main.kernel.state == "R"
-    ):
+    main = _main(engine) if engine else None
+    if engine is None or main is None or main.call.interruptible:
         return None
     evidence = [
         *ev.notes,

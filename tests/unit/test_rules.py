@@ -1,0 +1,243 @@
+"""The rules on recorded py-spy dumps of real stuck programs (tests/integration/programs/).
+
+The kernel's view is given per case (state, wait channel, syscall, signal masks),
+as /proc showed it for the same programs; the API's view is a FlowRunRef.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from pathlib import Path
+
+import pytest
+
+from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
+from prefect_cancel_doctor.model import (
+    CallKind,
+    Cause,
+    FlowRunRef,
+    KernelThread,
+    ProcessSample,
+    ProcSnapshot,
+    Target,
+    WorkerInfo,
+)
+from prefect_cancel_doctor.sample.pyspy import parse_dump
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pyspy"
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def run_ref(state: str = "CANCELLING", **changes: object) -> FlowRunRef:
+    ref = FlowRunRef(
+        id="0b6c9d6e-0000-4000-8000-000000000001",
+        name="brave-otter",
+        flow_name="etl",
+        deployment_name="nightly",
+        work_pool_name="pool",
+        state_type=state,
+        state_name=state.title(),
+        state_message=None,
+        start_time="2026-11-27T10:00:00Z",
+        infrastructure_pid="4242",
+        labels={"prefect.worker.name": "w1"},
+        cancelling_for_seconds=900.0,
+        cancelling_since="2026-11-27T10:05:00Z",
+        workers=(WorkerInfo("w1", "OFFLINE", "2026-11-27T10:01:00Z", 840.0),),
+    )
+    return dataclasses.replace(ref, **changes)  # type: ignore[arg-type]
+
+
+def process(
+    fixture: str,
+    role: str = "engine",
+    state: str = "S",
+    wchan: str = "hrtimer_nanosleep",
+    syscall: str = "clock_nanosleep",
+    sig_ignored: int = 0,
+    repeat: int = 3,
+    kernel: dict[int, tuple[str, str, str]] | None = None,
+    ppid: int = 1,
+) -> ProcessSample:
+    """A ProcessSample from a recorded dump, repeated `repeat` times, with the kernel view given."""
+    threads = parse_dump((FIXTURES / f"{fixture}.json").read_text())
+    pid = next(t.native_id for t in threads if t.native_id is not None)
+    pid = min(t.native_id or pid for t in threads)
+    kernel = kernel or {}
+    kthreads = tuple(
+        KernelThread(
+            tid=t.native_id or 0,
+            name=t.name or "python",
+            state=kernel.get(t.native_id or 0, (state, wchan, syscall))[0],
+            wchan=kernel.get(t.native_id or 0, (state, wchan, syscall))[1],
+            syscall=None,
+            syscall_name=kernel.get(t.native_id or 0, (state, wchan, syscall))[2],
+        )
+        for t in threads
+    )
+    by_tid = {k.tid: k for k in kthreads}
+    merged = tuple(dataclasses.replace(t, kernel=by_tid.get(t.native_id or 0)) for t in threads)
+    proc = ProcSnapshot(
+        pid=pid,
+        ppid=ppid,
+        cmdline=("python", "-m", "prefect.engine"),
+        comm="python",
+        state=state,
+        ns_pid=pid,
+        sig_ignored=sig_ignored,
+        sig_caught=0,
+        sig_blocked=0,
+        sig_pending=0,
+        shared_pending=0,
+        threads=kthreads,
+        sockets=(),
+        children=(),
+        flow_run_id=run_ref().id,
+        start_time_ticks=1,
+    )
+    return ProcessSample(pid, role, proc, (merged,) * repeat, native="native" in fixture)
+
+
+def evidence(*processes: ProcessSample, run: FlowRunRef | None = None, **kw: object) -> Evidence:
+    target = Target(kind="process", description="test", processes=processes)
+    return Evidence(run if run is not None else run_ref(), target, **kw)  # type: ignore[arg-type]
+
+
+def program_line(program: str, marker: str) -> int:
+    source = (Path(__file__).parents[1] / "integration" / "programs" / program).read_text()
+    return next(i for i, line in enumerate(source.splitlines(), 1) if marker in line)
+
+
+def test_sleep_with_its_runner_gone_is_cancel_not_observed() -> None:
+    verdict = diagnose(evidence(process("sleep_main_native")))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.kind is CallKind.SLEEP
+    assert verdict.blocking_call.function == "time.sleep"
+    assert verdict.blocking_call.filename is not None
+    assert verdict.blocking_call.filename.endswith("sleep_main.py")
+    assert any("Runner that launched" in e and "gone" in e for e in verdict.evidence)
+    assert any("worker w1: OFFLINE" in e for e in verdict.evidence)
+
+
+def test_live_runner_and_a_long_cancel_point_to_a_failed_observer() -> None:
+    ev = evidence(process("sleep_main_native", ppid=77), runner=process("sleep_main").proc)
+    verdict = diagnose(ev)
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert "observer" in verdict.summary
+    assert verdict.confidence >= 0.8
+
+
+def test_recent_cancel_with_live_runner_has_low_confidence() -> None:
+    ev = evidence(
+        process("sleep_main_native"),
+        run=run_ref(cancelling_for_seconds=5.0),
+        runner=process("sleep_main").proc,
+    )
+    assert diagnose(ev).confidence <= 0.5
+
+
+def test_sqlite_busy_wait_keeps_sigterm_pending() -> None:
+    verdict = diagnose(evidence(process("sqlite_busy_native")))
+    assert verdict.cause is Cause.SIGNAL_PENDING
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.kind is CallKind.DATABASE
+    assert verdict.blocking_call.line == program_line("sqlite_busy.py", "# BLOCK")
+    assert any("timeout" in fix for fix in verdict.remediation)
+
+
+@pytest.mark.parametrize("fixture", ["pbkdf2", "pbkdf2_native"])
+def test_c_computation_keeps_sigterm_pending(fixture: str) -> None:
+    verdict = diagnose(evidence(process(fixture, state="R", wchan="0", syscall="")))
+    assert verdict.cause is Cause.SIGNAL_PENDING
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.kind is CallKind.CPU
+
+
+def test_pure_python_loop_would_run_the_handler() -> None:
+    sample = process("sleep_main", state="R", wchan="0", syscall="")
+    hot = tuple(
+        tuple(dataclasses.replace(t, owns_gil=True, active=True) for t in dump) for dump in sample.dumps
+    )
+    verdict = diagnose(evidence(dataclasses.replace(sample, dumps=hot)))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+
+
+def test_sigterm_ignored_wins_over_the_blocking_call() -> None:
+    verdict = diagnose(evidence(process("sleep_main_native", sig_ignored=SIGTERM_BIT)))
+    assert verdict.cause is Cause.SIGNAL_IGNORED
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
+
+
+def test_main_thread_in_shutdown_waits_for_a_non_daemon_thread() -> None:
+    kernel = {6107: ("S", "futex_wait_queue", "futex")}
+    verdict = diagnose(evidence(process("thread_sleep_native", kernel=kernel)))
+    assert verdict.cause is Cause.EXIT_BLOCKED_BY_THREAD
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.thread_name == "uploader"
+    assert verdict.blocking_call.kind is CallKind.SLEEP
+    assert verdict.confidence >= 0.9
+
+
+def test_blocking_call_on_the_event_loop() -> None:
+    verdict = diagnose(evidence(process("asyncio_blocking_native")))
+    assert verdict.cause is Cause.EVENT_LOOP_BLOCKED
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.on_event_loop
+    assert verdict.blocking_call.kind is CallKind.SLEEP
+    assert any("anyio.sleep" in fix for fix in verdict.remediation)
+
+
+def test_socket_read_is_interruptible_so_no_sigterm_came() -> None:
+    verdict = diagnose(evidence(process("socket_recv_native", wchan="wait_woken", syscall="recvfrom")))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.NETWORK_IO
+
+
+def test_thread_in_state_d_is_uninterruptible_io() -> None:
+    kernel = {6108: ("D", "rpc_wait_bit_killable", "read")}
+    verdict = diagnose(evidence(process("thread_sleep_native", kernel=kernel)))
+    assert verdict.cause is Cause.UNINTERRUPTIBLE_IO
+
+
+def test_no_process_left_is_infrastructure_gone() -> None:
+    assert diagnose(evidence()).cause is Cause.INFRASTRUCTURE_GONE
+
+
+def test_cancelled_run_with_live_engine_is_an_orphan() -> None:
+    run = run_ref("CANCELLED", state_message="Flow run cancellation timed out; marked this flow run as Cancelled.")
+    verdict = diagnose(evidence(process("sleep_main_native"), run=run))
+    assert verdict.cause is Cause.ORPHANED_INFRASTRUCTURE
+    assert "cancellation timeout" in verdict.summary
+
+
+@pytest.mark.parametrize("state", ["CANCELLING", "CANCELLED"])
+def test_only_children_left_is_child_process_survives(state: str) -> None:
+    verdict = diagnose(evidence(process("sleep_main_native", role="child"), run=run_ref(state)))
+    assert verdict.cause is Cause.CHILD_PROCESS_SURVIVES
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
+
+
+def test_never_started_names_the_pool_and_its_workers() -> None:
+    run = run_ref(start_time=None, infrastructure_pid=None)
+    verdict = diagnose(evidence(run=run))
+    assert verdict.cause is Cause.NEVER_STARTED
+    assert any("prefect worker start --pool 'pool'" in fix for fix in verdict.remediation)
+
+
+def test_unreachable_target_is_not_attachable() -> None:
+    verdict = diagnose(evidence(run=run_ref(infrastructure_pid="other:12"), unreachable="on host other"))
+    assert verdict.cause is Cause.NOT_ATTACHABLE
+
+
+def test_a_call_that_moves_between_samples_is_work_in_progress() -> None:
+    still = process("sleep_main_native", repeat=2)
+    thread = still.dumps[0][0]
+    moved_frame = dataclasses.replace(thread.frames[0], line=thread.frames[0].line + 1)
+    moved = dataclasses.replace(thread, frames=(moved_frame, *thread.frames[1:]))
+    sample = dataclasses.replace(still, dumps=(*still.dumps, (moved,)))
+    verdict = diagnose(evidence(sample))
+    assert verdict.blocking_call is not None and not verdict.blocking_call.stable
+    assert verdict.confidence <= 0.6
+    assert any("work in progress" in e for e in verdict.evidence)

@@ -1,0 +1,327 @@
+"""Pure readers over a /proc tree: what the kernel says about a process.
+
+Every function takes `proc_root` so tests can point it at a recorded tree.
+A process can exit between two reads; readers then return None (or skip the
+vanished thread or fd) instead of raising.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TypeAlias
+
+from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
+from prefect_cancel_doctor.sample.syscalls import syscall_name
+
+PathLike: TypeAlias = "str | os.PathLike[str]"
+
+_FLOW_RUN_KEY = b"PREFECT__FLOW_RUN_ID="
+_SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
+_TCP_STATES = {
+    0x01: "ESTABLISHED",
+    0x02: "SYN_SENT",
+    0x03: "SYN_RECV",
+    0x04: "FIN_WAIT1",
+    0x05: "FIN_WAIT2",
+    0x06: "TIME_WAIT",
+    0x07: "CLOSE",
+    0x08: "CLOSE_WAIT",
+    0x09: "LAST_ACK",
+    0x0A: "LISTEN",
+    0x0B: "CLOSING",
+    0x0C: "NEW_SYN_RECV",
+}
+# Errors that mean "the process (or thread) is gone": ENOENT once reaped,
+# ESRCH for some files of a task that is exiting.
+_VANISHED = (FileNotFoundError, ProcessLookupError)
+
+
+class _Gone(Exception):
+    """Internal: the process vanished while it was being read."""
+
+
+def read_process(pid: int, proc_root: PathLike = "/proc") -> ProcSnapshot | None:
+    """Read one process's kernel view from `proc_root`; None if it does not exist (any more)."""
+    base = Path(proc_root) / str(pid)
+    try:
+        state, ppid, start_time = _parse_stat(_read_text(base / "stat"))
+        status = _parse_status(_read_text(base / "status"))
+        cmdline = _read_cmdline(base / "cmdline")
+        comm = _read_text(base / "comm").rstrip("\n")
+        threads = _read_threads(base)
+        sockets = _read_sockets(base)
+        children = _read_children(pid, base, Path(proc_root))
+        flow_run_id = _env_value(_read_raw(f"{base}/environ") or b"", _FLOW_RUN_KEY)
+    except _Gone:
+        return None
+    return ProcSnapshot(
+        pid=pid,
+        ppid=ppid,
+        cmdline=cmdline,
+        comm=comm,
+        state=state,
+        ns_pid=_last_int(status.get("NSpid"), default=pid),
+        sig_ignored=_hex(status.get("SigIgn")),
+        sig_caught=_hex(status.get("SigCgt")),
+        sig_blocked=_hex(status.get("SigBlk")),
+        sig_pending=_hex(status.get("SigPnd")),
+        shared_pending=_hex(status.get("ShdPnd")),
+        threads=threads,
+        sockets=sockets,
+        children=children,
+        flow_run_id=flow_run_id,
+        start_time_ticks=start_time,
+    )
+
+
+def flow_run_processes(proc_root: PathLike = "/proc") -> dict[str, list[int]]:
+    """Map each `PREFECT__FLOW_RUN_ID` found in a process environment to its pids (ascending)."""
+    found: dict[str, list[int]] = {}
+    root = os.fspath(proc_root)
+    for pid in _list_ints(Path(root)):
+        environ = _read_raw(f"{root}/{pid}/environ")
+        if environ is None or _FLOW_RUN_KEY not in environ:
+            continue
+        run_id = _env_value(environ, _FLOW_RUN_KEY)
+        if run_id:
+            found.setdefault(run_id, []).append(pid)
+    return found
+
+
+def thread_ns_tids(pid: int, proc_root: PathLike = "/proc") -> dict[int, int]:
+    """Map each thread's id in its innermost PID namespace to its id in `proc_root`'s namespace."""
+    mapping: dict[int, int] = {}
+    task_dir = Path(proc_root) / str(pid) / "task"
+    for tid in _list_ints(task_dir):
+        try:
+            status = _parse_status(_read_text(task_dir / str(tid) / "status"))
+        except _Gone:
+            continue
+        mapping[_last_int(status.get("NSpid"), default=tid)] = tid
+    return mapping
+
+
+def read_state(pid: int, proc_root: PathLike = "/proc") -> str | None:
+    """The process's one-letter state (R, S, D, T, t, Z, ...), or None if it is gone."""
+    try:
+        return _parse_stat(_read_text(Path(proc_root) / str(pid) / "stat"))[0]
+    except _Gone:
+        return None
+
+
+def has_signal(mask: int, signum: int) -> bool:
+    """Whether signal `signum` is set in a /proc signal mask (bit signum-1)."""
+    return bool(mask >> (signum - 1) & 1)
+
+
+def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "/proc") -> str | None:
+    """Line `line` of `filename` as the process sees it (through /proc/PID/root), stripped."""
+    if line < 1 or not filename or filename.startswith("<"):
+        return None
+    base = Path(proc_root) / str(pid)
+    if os.path.isabs(filename):
+        lines = _cached_lines(str(base / "root"), filename) or _cached_lines("/", filename)
+    else:
+        # A working directory can change, so relative paths are read afresh.
+        lines = _read_lines(base / "cwd" / filename)
+    if lines is None or line > len(lines):
+        return None
+    return lines[line - 1].strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_lines(root: str, filename: str) -> tuple[str, ...] | None:
+    return _read_lines(Path(root) / filename.lstrip("/"))
+
+
+def _read_lines(path: Path) -> tuple[str, ...] | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return tuple(data.decode("utf-8", errors="replace").splitlines())
+
+
+def _read_threads(base: Path) -> tuple[KernelThread, ...]:
+    threads = []
+    for tid in _list_ints(base / "task", required=True):
+        thread = _read_thread(base / "task" / str(tid), tid)
+        if thread is not None:
+            threads.append(thread)
+    return tuple(threads)
+
+
+def _read_thread(task: Path, tid: int) -> KernelThread | None:
+    try:
+        state = _parse_stat(_read_text(task / "stat"))[0]
+        status = _parse_status(_read_text(task / "status"))
+        name = _read_text(task / "comm").rstrip("\n")
+    except _Gone:
+        return None
+    wchan = _read_optional_text(task / "wchan")
+    syscall = _parse_syscall(_read_optional_text(task / "syscall"))
+    return KernelThread(
+        tid=tid,
+        name=name,
+        state=state,
+        wchan=None if wchan in (None, "", "0") else wchan,
+        syscall=syscall,
+        syscall_name=syscall_name(syscall),
+        sig_blocked=_hex(status.get("SigBlk")),
+        sig_pending=_hex(status.get("SigPnd")),
+    )
+
+
+def _read_sockets(base: Path) -> tuple[SocketPeer, ...]:
+    inodes: dict[int, int] = {}
+    for fd in _list_ints(base / "fd"):
+        try:
+            match = _SOCKET_LINK.fullmatch(os.readlink(base / "fd" / str(fd)))
+        except OSError:
+            continue
+        if match:
+            inodes[int(match.group(1))] = fd
+    if not inodes:
+        return ()
+    peers = []
+    for table in ("tcp", "tcp6"):
+        text = _read_optional_text(base / "net" / table) or ""
+        for local, remote, state, inode in _parse_tcp_table(text):
+            if inode in inodes:
+                peers.append(SocketPeer(fd=inodes[inode], local=local, remote=remote, state=state))
+    return tuple(sorted(peers, key=lambda p: p.fd))
+
+
+def _parse_tcp_table(text: str) -> list[tuple[str, str, str, int]]:
+    rows = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, remote = _decode_address(fields[1]), _decode_address(fields[2])
+        rows.append((local, remote, _TCP_STATES.get(int(fields[3], 16), fields[3]), int(fields[9])))
+    return rows
+
+
+def _decode_address(hex_address: str) -> str:
+    """Decode /proc/net/tcp's "0100007F:1538" into "127.0.0.1:5432" (IPv6 as "[::1]:5432")."""
+    hex_ip, hex_port = hex_address.split(":")
+    raw = bytes.fromhex(hex_ip)
+    # The kernel prints the address as 32-bit words in host byte order.
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    port = int(hex_port, 16)
+    if len(raw) == 4:
+        return f"{ipaddress.IPv4Address(raw)}:{port}"
+    return f"[{ipaddress.IPv6Address(raw)}]:{port}"
+
+
+def _read_children(pid: int, base: Path, proc_root: Path) -> tuple[int, ...]:
+    children: set[int] = set()
+    found_file = False
+    for tid in _list_ints(base / "task"):
+        text = _read_optional_text(base / "task" / str(tid) / "children")
+        if text is not None:
+            found_file = True
+            children.update(int(c) for c in text.split())
+    if not found_file:
+        # Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
+        for other in _list_ints(proc_root):
+            try:
+                if _parse_stat(_read_text(proc_root / str(other) / "stat"))[1] == pid:
+                    children.add(other)
+            except _Gone:
+                continue
+    return tuple(sorted(children))
+
+
+def _parse_stat(text: str) -> tuple[str, int, int]:
+    """State, ppid and start time (clock ticks) from a stat line; comm may hold ')' and spaces."""
+    fields = text[text.rfind(")") + 2 :].split() if ")" in text else []
+    if len(fields) < 20:
+        raise _Gone("truncated stat")  # an exiting task can yield an empty read
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _parse_status(text: str) -> dict[str, str]:
+    status = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+    return status
+
+
+def _parse_syscall(text: str | None) -> int | None:
+    if not text or text.startswith("running"):
+        return None
+    number = int(text.split()[0])
+    return None if number < 0 else number
+
+
+def _read_cmdline(path: Path) -> tuple[str, ...]:
+    data = _read_raw(str(path))
+    return tuple(os.fsdecode(arg) for arg in data.split(b"\0")[:-1]) if data else ()
+
+
+def _env_value(environ: bytes, key: bytes) -> str | None:
+    for entry in environ.split(b"\0"):
+        if entry.startswith(key):
+            return entry[len(key) :].decode("utf-8", errors="replace")
+    return None
+
+
+def _list_ints(directory: Path, *, required: bool = False) -> list[int]:
+    try:
+        names = os.listdir(directory)
+    except _VANISHED as exc:
+        if required:
+            raise _Gone from exc
+        return []
+    except PermissionError:
+        return []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except _VANISHED as exc:
+        raise _Gone(str(path)) from exc
+
+
+def _read_optional_text(path: Path) -> str | None:
+    """A file that may be unreadable (permissions) or absent on this kernel: None then."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _read_raw(path: str) -> bytes | None:
+    """A whole file through os.open/os.read: this runs for every process, so skip buffered IO."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _hex(value: str | None) -> int:
+    return int(value, 16) if value else 0
+
+
+def _last_int(value: str | None, *, default: int) -> int:
+    return int(value.split()[-1]) if value else default

@@ -6,7 +6,7 @@ step in between lives here, under test.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -228,26 +228,34 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
 
 def _diagnosis(job: _Job, options: Options) -> Diagnosis:
     location = job.location
-    live = tuple(s for s in job.samples if s.proc is not None or s.dumps)
-    gone = [s for s in job.samples if s.proc is None and not s.dumps]
     notes = list(location.notes)
-    notes += [f"process {s.pid} ({s.role}) exited while being sampled" for s in gone]
+    live: list[ProcessSample] = []
+    for sample in job.samples:
+        if _still_running(sample, options):
+            live.append(sample)
+        else:
+            notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
     runner = procfs.read_process(location.runner_pid, options.proc_root) if location.runner_pid else None
     target = Target(
         kind=location.kind,
         description=location.description,
-        pid=next((pid for pid, role in location.pids if role == "engine"), None),
+        pid=next((s.pid for s in live if s.role == "engine"), None),
         container_id=location.container_id,
-        found_by="infrastructure_pid" if not notes else "PREFECT__FLOW_RUN_ID",
-        processes=live,
+        found_by=location.found_by,
+        processes=tuple(live),
     )
-    denied = [e for s in job.samples for e in s.errors if e.startswith("permission denied")]
-    unreachable = location.unreachable or (denied[0] if denied and not any(s.dumps for s in live) else None)
+    denied = [e for s in live for e in s.errors if e.startswith("permission denied")]
+    unreachable = location.unreachable
+    if denied and not any(s.dumps for s in live):
+        unreachable = f"cannot read the run's processes: {denied[0]}"
     evidence = Evidence(job.run, target, unreachable, runner, tuple(notes))
     errors = tuple(e for s in job.samples for e in s.errors)
     return Diagnosis(job.run, target, diagnose(evidence), errors)
 
 
-def run_ids(report: Report) -> Iterable[str]:
-    """The flow run ids in a report (for tests and scripts)."""
-    return (d.flow_run.id for d in report.runs if d.flow_run)
+def _still_running(sample: ProcessSample, options: Options) -> bool:
+    """Re-read /proc after sampling: a process that exited (or whose PID was reused) is gone."""
+    if sample.proc is None:
+        return False
+    now = procfs.read_process(sample.pid, options.proc_root)
+    return now is not None and now.state != "Z" and now.start_time_ticks == sample.proc.start_time_ticks

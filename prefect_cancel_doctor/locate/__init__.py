@@ -44,6 +44,8 @@ class Location:
     unreachable: str | None = None
     notes: tuple[str, ...] = ()
     container_id: str | None = None
+    #: How the engine was found: "infrastructure_pid" or "PREFECT__FLOW_RUN_ID".
+    found_by: str = "infrastructure_pid"
 
 
 def parse_infrastructure_pid(raw: str | None) -> InfraRef:

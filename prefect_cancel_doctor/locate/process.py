@@ -48,6 +48,7 @@ def locate_processes(
         )
     notes: list[str] = []
     engine_pid = None
+    found_by = "infrastructure_pid"
     if ref.pid is not None:
         engine_pid, note = _check_pid(run_id, ref.pid, proc_root)
         if note:
@@ -56,6 +57,7 @@ def locate_processes(
     live = {pid: snap for pid, snap in snapshots.items() if snap is not None and snap.state != "Z"}
     if engine_pid is None:
         engine_pid = next((pid for pid, snap in sorted(live.items()) if is_engine(snap)), None)
+        found_by = "PREFECT__FLOW_RUN_ID"
         if engine_pid is not None and ref.pid is not None:
             notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
     runner_pid = None
@@ -72,7 +74,9 @@ def locate_processes(
         if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
     )
     description = f"local process {engine_pid}" if engine_pid else f"local run {run_id}"
-    return Location("process", description, tuple(roles), runner_pid, None, tuple(notes))
+    return Location(
+        "process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by
+    )
 
 
 def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None]:

@@ -206,7 +206,9 @@ def test_no_process_left_is_infrastructure_gone() -> None:
 
 
 def test_cancelled_run_with_live_engine_is_an_orphan() -> None:
-    run = run_ref("CANCELLED", state_message="Flow run cancellation timed out; marked this flow run as Cancelled.")
+    run = run_ref(
+        "CANCELLED", state_message="Flow run cancellation timed out; marked this flow run as Cancelled."
+    )
     verdict = diagnose(evidence(process("sleep_main_native"), run=run))
     assert verdict.cause is Cause.ORPHANED_INFRASTRUCTURE
     assert "cancellation timeout" in verdict.summary

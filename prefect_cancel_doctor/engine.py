@@ -150,7 +150,7 @@ def _refs(
 def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> Location:
     infra = parse_infrastructure_pid(ref.infrastructure_pid)
     if infra.kind in ("process", "none"):
-        return locate_processes(ref.id, infra, index, options.proc_root)
+        return locate_processes(ref.id, infra, index, options.proc_root, ref.work_pool_name)
     if infra.kind == "kubernetes":
         why = (
             f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "

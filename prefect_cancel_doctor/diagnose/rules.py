@@ -45,8 +45,15 @@ class Evidence:
 
     @property
     def processes(self) -> tuple[ProcessSample, ...]:
-        """Live processes of the run (the engine first)."""
-        return self.target.processes if self.target else ()
+        """Live processes of the run itself: the engine and its children (not Runners)."""
+        sampled = self.target.processes if self.target else ()
+        return tuple(p for p in sampled if p.role in ("engine", "child", "pid1"))
+
+    @property
+    def runners(self) -> tuple[ProcessSample, ...]:
+        """Local Runners (workers) of the run's pool, sampled when nothing of the run is left."""
+        sampled = self.target.processes if self.target else ()
+        return tuple(p for p in sampled if p.role == "runner")
 
     @property
     def engine(self) -> ProcessSample | None:
@@ -217,6 +224,33 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         0.9,
         evidence,
     )
+
+
+def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
+    """The flow process is gone and a Runner of its pool is inside user code: an on_cancellation hook."""
+    if ev.state_type != "CANCELLING" or ev.processes:
+        return None
+    for runner in ev.runners:
+        for view in thread_views(runner):
+            if view.in_user_code:
+                cmd = " ".join(runner.proc.cmdline)[:120] if runner.proc else "?"
+                return _verdict(
+                    Cause.CANCELLATION_HOOK_HANG,
+                    f"The flow process is gone, but the Runner (pid {runner.pid}) is stuck in user code "
+                    f"— an on_cancellation hook — in {view.where()}; Cancelled is proposed only "
+                    "after the hooks return.",
+                    0.8 if view.stable else 0.55,
+                    [
+                        *ev.notes,
+                        "no process carries this run's PREFECT__FLOW_RUN_ID any more",
+                        f"Runner {runner.pid} ({cmd}) of pool {ev.run.work_pool_name if ev.run else '?'}",
+                        _describe(view),
+                        "a Runner executes no user code except on_cancellation/on_crashed hooks "
+                        "(sync hooks run in a thread of their own)",
+                    ],
+                    view,
+                )
+    return None
 
 
 def children_survive(ev: Evidence) -> Verdict | None:
@@ -438,15 +472,18 @@ def unknown(ev: Evidence) -> Verdict | None:
         if not process.python:
             facts.append(f"process {process.pid} is not a Python process py-spy can read")
         facts.extend(_describe(v) for v in thread_views(process)[:1])
-    return _verdict(
-        Cause.UNKNOWN, "No rule matched; the stacks below show what the run is doing.", 0.2, facts
-    )
+    summary = "No rule matched; the stacks below show what the run is doing."
+    if ev.run is not None and ev.state_type != "CANCELLING":
+        running = "its processes are shown below" if ev.processes else "nothing of it runs here"
+        summary = f"The run is {ev.run.state_name}, not stuck in Cancelling; {running}."
+    return _verdict(Cause.UNKNOWN, summary, 0.2, facts)
 
 
 RULES: tuple[Rule, ...] = (
     not_attachable,
     never_started,
     orphaned,
+    cancellation_hook_hang,
     infrastructure_gone,
     children_survive,
     uninterruptible,

@@ -9,6 +9,7 @@ survivors of a dead flow, runs whose `infrastructure_pid` is stale.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from prefect_cancel_doctor.locate import InfraRef, Location
 from prefect_cancel_doctor.model import ProcSnapshot
@@ -30,13 +31,37 @@ def is_engine(proc: ProcSnapshot) -> bool:
     return "prefect.engine" in proc.cmdline
 
 
+def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:
+    """PIDs of `prefect worker start` processes of `pool` running on this host."""
+    pids = []
+    for entry in Path(proc_root).iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if "worker" in words and "start" in words and any(
+            w == pool and i and words[i - 1] in ("--pool", "-p") for i, w in enumerate(words)
+        ):
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 def locate_processes(
     run_id: str,
     ref: InfraRef,
     index: dict[str, list[int]],
     proc_root: str = "/proc",
+    pool: str | None = None,
 ) -> Location:
-    """Find the run's engine, its children and its Runner on this host."""
+    """Find the run's engine, its children and its Runner on this host.
+
+    When nothing of the run is left, the local workers of its pool are returned
+    with role "runner": an `on_cancellation` hook runs in the Runner, after the
+    flow process is gone, and may be what holds the run in Cancelling.
+    """
     if ref.host and ref.host not in _LOCAL_HOSTS | {socket.gethostname()}:
         return Location(
             "process",
@@ -73,6 +98,8 @@ def locate_processes(
         for pid in sorted(live)
         if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
     )
+    if not roles and pool:
+        roles.extend((pid, "runner") for pid in local_workers(pool, proc_root))
     description = f"local process {engine_pid}" if engine_pid else f"local run {run_id}"
     return Location(
         "process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by

@@ -243,3 +243,36 @@ def test_a_call_that_moves_between_samples_is_work_in_progress() -> None:
     assert verdict.blocking_call is not None and not verdict.blocking_call.stable
     assert verdict.confidence <= 0.6
     assert any("work in progress" in e for e in verdict.evidence)
+
+
+def test_runner_in_user_code_after_the_flow_is_gone_is_a_hanging_hook() -> None:
+    runner = process("thread_sleep_native", role="runner")
+    verdict = diagnose(evidence(runner))
+    assert verdict.cause is Cause.CANCELLATION_HOOK_HANG
+    assert verdict.blocking_call is not None and verdict.blocking_call.thread_name == "uploader"
+
+
+def test_runner_without_user_code_leaves_the_run_gone() -> None:
+    runner = process("sleep_main", role="runner")
+    library_only = tuple(
+        tuple(
+            dataclasses.replace(
+                t, frames=tuple(dataclasses.replace(f, filename="/usr/lib/python3.11/x.py") for f in t.frames)
+            )
+            for t in dump
+        )
+        for dump in runner.dumps
+    )
+    verdict = diagnose(evidence(dataclasses.replace(runner, dumps=library_only)))
+    assert verdict.cause is Cause.INFRASTRUCTURE_GONE
+
+
+def test_a_finished_run_with_nothing_left_needs_no_attention() -> None:
+    from prefect_cancel_doctor.model import Diagnosis
+
+    run = run_ref("COMPLETED")
+    ev = evidence(run=run)
+    verdict = diagnose(ev)
+    assert verdict.cause is Cause.UNKNOWN
+    assert "not stuck in Cancelling" in verdict.summary
+    assert not Diagnosis(run, ev.target, verdict).needs_attention

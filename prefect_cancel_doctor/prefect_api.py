@@ -92,13 +92,11 @@ class PrefectApi:
                 hint="is this the API URL (ending in /api) and not the UI's?",
             ) from exc
 
-    def _paged(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a `/filter` endpoint, page by page (stable id order)."""
+    def _paged(self, path: str, body: dict[str, Any], sort: str = "ID_DESC") -> Iterator[dict[str, Any]]:
+        """Every item of a `/filter` endpoint, page by page, in a stable order."""
         offset, seen = 0, set()
         while True:
-            page = self._request(
-                "POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": "ID_DESC"}
-            )
+            page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
             for item in page:
                 # Runs that change state while we page can shift between pages.
                 if item["id"] not in seen:
@@ -153,7 +151,7 @@ class PrefectApi:
         names: dict[str, str] = {}
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {kind: {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            for item in self._paged(f"/{kind}/filter", body):
+            for item in self._paged(f"/{kind}/filter", body, sort="NAME_ASC"):
                 names[item["id"]] = item["name"]
         return names
 

@@ -164,8 +164,10 @@ class LocalPrefect:
         log: Callable[[str], None] | None = None,
         cancelling_timeout_seconds: float = 86400.0,
         startup_timeout: float = 180.0,
+        server_env: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self._server_env = dict(server_env or {})
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._keep_workdir = keep_workdir
@@ -283,6 +285,7 @@ class LocalPrefect:
                 ),
                 # Mark dead workers OFFLINE within ~20 s (3 missed 5 s heartbeats), not ~60 s.
                 "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "5",
+                **self._server_env,
             }
         )
         command = [

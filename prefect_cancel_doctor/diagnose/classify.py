@@ -121,8 +121,15 @@ _DB_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB",
 
 
 def is_library(filename: str) -> bool:
-    """True for the standard library, site-packages and frozen modules."""
-    return filename.startswith("<") or bool(_STDLIB.search(filename)) or bool(_THIRD_PARTY.search(filename))
+    """True for the standard library, site-packages and frozen modules.
+
+    `<string>` and `<stdin>` (code run with `python -c` or piped in) are user code.
+    """
+    return (
+        filename.startswith("<frozen")
+        or bool(_STDLIB.search(filename))
+        or bool(_THIRD_PARTY.search(filename))
+    )
 
 
 def module_of(filename: str) -> str:

@@ -85,8 +85,13 @@ _BY_KIND: dict[CallKind, str] = {
 }
 
 
-#: Causes whose fix does not depend on what the flow was doing.
-_CALL_IRRELEVANT = (Cause.CANCEL_NOT_OBSERVED, Cause.NEVER_STARTED, Cause.INFRASTRUCTURE_GONE)
+#: Causes where the blocking call itself is what must change.
+_CALL_IS_THE_PROBLEM = (
+    Cause.SIGNAL_PENDING,
+    Cause.EXIT_BLOCKED_BY_THREAD,
+    Cause.EVENT_LOOP_BLOCKED,
+    Cause.CANCELLATION_HOOK_HANG,
+)
 
 _SHORT_BY_CAUSE: dict[Cause, str] = {
     Cause.CANCEL_NOT_OBSERVED: "restart the worker; kill -TERM the flow",
@@ -116,7 +121,7 @@ _SHORT_BY_KIND: dict[CallKind, str] = {
 def remediation(cause: Cause, call: BlockingCall | None) -> tuple[str, ...]:
     """Fixes for a verdict: the cause's own, then the blocking call's."""
     fixes = list(_BY_CAUSE[cause])
-    if call is not None and call.kind in _BY_KIND and cause not in _CALL_IRRELEVANT:
+    if call is not None and call.kind in _BY_KIND and cause in _CALL_IS_THE_PROBLEM:
         fixes.append(_BY_KIND[call.kind])
     return tuple(fixes)
 

@@ -42,8 +42,10 @@ def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in args]
-        if "worker" in words and "start" in words and any(
-            w == pool and i and words[i - 1] in ("--pool", "-p") for i, w in enumerate(words)
+        if (
+            "worker" in words
+            and "start" in words
+            and any(w == pool and i and words[i - 1] in ("--pool", "-p") for i, w in enumerate(words))
         ):
             pids.append(int(entry.name))
     return sorted(pids)
@@ -98,12 +100,15 @@ def locate_processes(
         for pid in sorted(live)
         if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
     )
-    if not roles and pool:
-        roles.extend((pid, "runner") for pid in local_workers(pool, proc_root))
-    description = f"local process {engine_pid}" if engine_pid else f"local run {run_id}"
-    return Location(
-        "process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by
-    )
+    if engine_pid is not None and engine_pid in live:
+        description = f"local process {engine_pid}"
+    elif roles:
+        description = f"{len(roles)} leftover process(es) on this host"
+    else:
+        description = "no process of the run on this host"
+        if pool:
+            roles.extend((pid, "runner") for pid in local_workers(pool, proc_root))
+    return Location("process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by)
 
 
 def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None]:

@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from prefect_cancel_doctor.diagnose.classify import is_library, module_of
 from prefect_cancel_doctor.diagnose.remedies import short_fix
 from prefect_cancel_doctor.diagnose.threads import thread_views
 from prefect_cancel_doctor.model import Diagnosis, Report
@@ -75,25 +76,34 @@ def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -
 
 
 def _table(report: Report) -> Table:
-    table = Table(
-        box=box.SIMPLE_HEAD, title=f"{len(report.runs)} run(s) need attention", title_justify="left"
-    )
-    for column in ("Run", "Deployment", "Pool", "Cancelling", "Cause", "Blocking call", "Fix"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("Cause", "Cancelling"))
+    title = f"{len(report.runs)} run(s) need attention"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
+    table.add_column("Run", overflow="fold")
+    table.add_column("Deployment", overflow="fold")
+    table.add_column("State", no_wrap=True)
+    table.add_column("Cause", no_wrap=True)
+    table.add_column("Blocking call", overflow="fold")
+    table.add_column("Fix", overflow="fold")
     for d in report.runs:
-        run = d.flow_run
-        verdict = d.verdict
-        cause = verdict.cause.value
+        cause = d.verdict.cause.value
         table.add_row(
-            Text(run.name if run else (d.target.description if d.target else "?")),
+            Text(d.flow_run.name if d.flow_run else (d.target.description if d.target else "?")),
             Text(_deployment(d)),
-            Text(run.work_pool_name or "-" if run else "-"),
-            Text(duration(run.cancelling_for_seconds) if run else "-"),
+            Text(_state(d)),
             Text(cause, style=_CAUSE_STYLE.get(cause, "bold red")),
             Text(location(d, short=True)),
-            Text(short_fix(verdict.cause, verdict.blocking_call)),
+            Text(short_fix(d.verdict.cause, d.verdict.blocking_call)),
         )
     return table
+
+
+def _state(d: Diagnosis) -> str:
+    run = d.flow_run
+    if run is None:
+        return "-"
+    if run.state_type == "CANCELLING":
+        return f"Cancelling {duration(run.cancelling_for_seconds)}"
+    return run.state_name
 
 
 def _deployment(d: Diagnosis) -> str:
@@ -101,7 +111,8 @@ def _deployment(d: Diagnosis) -> str:
     if run is None:
         return "-"
     flow = run.flow_name or "?"
-    return f"{flow}/{run.deployment_name}" if run.deployment_name else flow
+    name = f"{flow}/{run.deployment_name}" if run.deployment_name else flow
+    return f"{name} ({run.work_pool_name})" if run.work_pool_name else name
 
 
 def _details(d: Diagnosis) -> Panel:
@@ -135,6 +146,7 @@ def _details(d: Diagnosis) -> Panel:
 
 
 def _stack(d: Diagnosis) -> Text | None:
+    """The blocking thread's frames, innermost first, down to the outermost user frame."""
     call = d.verdict.blocking_call
     if call is None or d.target is None:
         return None
@@ -144,16 +156,20 @@ def _stack(d: Diagnosis) -> Text | None:
     view = next((v for v in thread_views(process) if v.name == call.thread_name), None)
     if view is None:
         return None
+    frames = view.latest.frames
+    user = [i for i, f in enumerate(frames) if not is_library(f.filename)]
+    shown = frames[: user[-1] + 1] if user else frames
     text = Text()
     if call.native:
         text.append(f"     [native] {call.native}\n", style="dim")
-    for frame in view.latest.frames:
+    for frame in shown:
         marked = frame.filename == call.filename and frame.line == call.line
-        prefix = "  ➤  " if marked else "     "
-        text.append(
-            prefix + f"{frame.function} ({frame.filename}:{frame.line})\n", style="bold" if marked else ""
-        )
+        text.append("  ➤  " if marked else "     ")
+        text.append(f"{frame.function} ({frame.filename}:{frame.line})\n", style="bold" if marked else "")
         if frame.code:
             text.append(f"         {frame.code.strip()}\n", style="cyan" if marked else "dim")
+    if len(shown) < len(frames):
+        modules = sorted({module_of(f.filename).split(".")[0] for f in frames[len(shown) :]})
+        text.append(f"     … {len(frames) - len(shown)} more frame(s) in {', '.join(modules)}\n", style="dim")
     text.rstrip()
     return text

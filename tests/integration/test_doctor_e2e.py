@@ -1,0 +1,145 @@
+"""The doctor end to end: the CLI, as a subprocess, against real runs stuck for real.
+
+GIVEN a real local Prefect server whose runs are stuck in real blocking calls
+(the `stuck_runs` session fixture), WHEN `prefect-cancel-doctor scan --format
+json` runs against it, THEN each run's verdict names the cause it was staged
+for, the kind of blocking call and the exact file:line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
+
+from prefect_cancel_doctor.demo.catalog import SCENARIOS
+
+CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+
+
+def doctor(*args: str, api_url: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
+    environ.update(env)
+    if api_url:
+        environ["PREFECT_API_URL"] = api_url
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=environ, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def scan_result(demo_environment: DemoEnvironment) -> tuple[int, dict[str, Any]]:
+    result = doctor("scan", "--format", "json", "--samples", "3", api_url=demo_environment.api_url)
+    assert result.stdout.startswith("{"), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def by_run(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["flow_run"]["id"]: entry for entry in document["runs"] if entry["flow_run"]}
+
+
+def test_scan_exits_1_when_runs_are_stuck(scan_result: tuple[int, dict[str, Any]]) -> None:
+    code, document = scan_result
+    assert code == 1
+    assert document["schema_version"] == 1
+    assert document["runs"]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_scan_names_cause_kind_and_line(
+    scenario: str, stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
+) -> None:
+    run = stuck_runs[scenario]
+    entry = by_run(scan_result[1]).get(run.run_id)
+    assert entry is not None, f"{scenario}: run {run.run_id} missing from the scan"
+    verdict = entry["verdict"]
+    assert verdict["cause"] == run.expected_cause.value, verdict["summary"]
+    assert entry["flow_run"]["state_type"] == run.expected_state
+    call = verdict["blocking_call"]
+    if run.expected_kind is None:
+        assert call is None or run.expected_location is None
+    else:
+        assert call is not None, verdict["summary"]
+        assert call["kind"] == run.expected_kind.value
+    if run.expected_location is not None:
+        filename, line = run.expected_location
+        assert (call["filename"], call["line"]) == (filename, line), verdict["summary"]
+        assert call["stable"] is True
+    assert verdict["summary"] and verdict["evidence"] and verdict["remediation"]
+
+
+def test_the_blocking_line_is_shown_with_its_source(
+    stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
+) -> None:
+    call = by_run(scan_result[1])[stuck_runs["database"].run_id]["verdict"]["blocking_call"]
+    assert "# demo: blocks here" in call["code"]
+    assert call["function"] == "sqlite3.Cursor.execute"
+
+
+def test_flow_run_fields_come_from_the_api(
+    stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
+) -> None:
+    run = stuck_runs["sleep"]
+    flow_run = by_run(scan_result[1])[run.run_id]["flow_run"]
+    assert flow_run["name"] == run.run_name
+    assert flow_run["work_pool_name"] == run.pool_name
+    assert flow_run["flow_name"] == "stuck-sleep"
+    assert flow_run["infrastructure_pid"] == str(run.flow_pid)
+    assert flow_run["cancelling_for_seconds"] > 0
+    assert any(w["name"] == run.worker_name for w in flow_run["workers"])
+
+
+def test_no_process_is_left_stopped_by_sampling(stuck_runs: dict[str, StuckRun]) -> None:
+    from prefect_cancel_doctor.sample import procfs
+
+    for run in stuck_runs.values():
+        if run.flow_pid and run.process_alive:
+            snap = procfs.read_process(run.flow_pid)
+            assert snap is not None and snap.state not in ("T", "t"), run.scenario
+
+
+def test_diagnose_one_run_reads_its_state_history(demo_environment: DemoEnvironment) -> None:
+    run = demo_environment.run("database")
+    result = doctor("diagnose", run.run_id, "--format", "json", "--samples", "2", api_url=run.api_url)
+    assert result.returncode == 1, result.stderr
+    (entry,) = json.loads(result.stdout)["runs"]
+    assert entry["verdict"]["cause"] == "signal_pending"
+    assert entry["flow_run"]["cancelling_since"] is not None
+
+
+def test_inspect_a_pid_without_the_api(stuck_runs: dict[str, StuckRun]) -> None:
+    run = stuck_runs["ignored"]
+    assert run.flow_pid is not None
+    result = doctor("inspect", "--pid", str(run.flow_pid), "--format", "json", "--samples", "2")
+    assert result.returncode == 1, result.stderr
+    (entry,) = json.loads(result.stdout)["runs"]
+    assert entry["flow_run"] is None
+    assert entry["verdict"]["cause"] == "signal_ignored"
+    assert entry["verdict"]["blocking_call"]["line"] == run.line
+
+
+def test_terminal_report_names_every_run_and_stays_off_stdout_for_progress(
+    demo_environment: DemoEnvironment,
+) -> None:
+    result = doctor("scan", "--samples", "1", api_url=demo_environment.api_url, COLUMNS="160", NO_COLOR="1")
+    assert result.returncode == 1
+    for run in demo_environment.runs:
+        assert run.run_name in result.stdout
+    assert "\x1b[" not in result.stdout
+
+
+def test_an_empty_server_exits_0_and_auth_failures_exit_3() -> None:
+    from prefect_cancel_doctor.demo.harness import LocalPrefect
+
+    with LocalPrefect(server_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:s3cret"}) as server:
+        refused = doctor("scan", api_url=server.api_url)
+        assert refused.returncode == 3
+        assert "refused" in refused.stderr and "s3cret" not in refused.stderr
+        empty = doctor("scan", api_url=server.api_url, PREFECT_API_AUTH_STRING="admin:s3cret")
+        assert empty.returncode == 0, empty.stderr
+        assert "No flow runs stuck" in empty.stdout

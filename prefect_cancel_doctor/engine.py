@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect_cancel_doctor.diagnose.rules import FINAL_STATES, Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, TargetError
@@ -173,7 +174,8 @@ def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> L
 
 def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: ProgressFn) -> Report:
     _sample_all(jobs, options, progress)
-    runs = tuple(_diagnosis(job, options) for job in jobs)
+    api_peer = _peer(api_url)
+    runs = tuple(_diagnosis(job, options, api_peer) for job in jobs)
     order = {"CANCELLING": 0}
     runs = tuple(
         sorted(
@@ -226,7 +228,16 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
             ) from exc
 
 
-def _diagnosis(job: _Job, options: Options) -> Diagnosis:
+def _peer(api_url: str | None) -> str | None:
+    """ "host:port" of the Prefect API, to leave its connections out of the evidence."""
+    if not api_url:
+        return None
+    url = urlsplit(api_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{url.hostname}:{port}"
+
+
+def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
     location = job.location
     notes = list(location.notes)
     live: list[ProcessSample] = []
@@ -248,7 +259,7 @@ def _diagnosis(job: _Job, options: Options) -> Diagnosis:
     unreachable = location.unreachable
     if denied and not any(s.dumps for s in live):
         unreachable = f"cannot read the run's processes: {denied[0]}"
-    evidence = Evidence(job.run, target, unreachable, runner, tuple(notes))
+    evidence = Evidence(job.run, target, unreachable, runner, tuple(notes), api_peer)
     errors = tuple(e for s in job.samples for e in s.errors)
     return Diagnosis(job.run, target, diagnose(evidence), errors)
 

@@ -42,6 +42,8 @@ class Evidence:
     runner: ProcSnapshot | None = None
     #: Facts found while locating (stale infrastructure_pid, PID reuse, ...).
     notes: tuple[str, ...] = ()
+    #: "host:port" of the Prefect API: every flow process talks to it, so it is no finding.
+    api_peer: str | None = None
 
     @property
     def processes(self) -> tuple[ProcessSample, ...]:
@@ -120,15 +122,15 @@ def _describe(view: ThreadView) -> str:
     return " ".join(facts)
 
 
-def _socket_facts(process: ProcessSample, view: ThreadView | None) -> list[str]:
-    """The TCP peers of a process blocked in network or database I/O."""
+def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None) -> list[str]:
+    """The TCP peers (other than the Prefect API) of a process blocked in network or database I/O."""
     if process.proc is None or view is None:
         return []
     if view.call.kind not in (CallKind.NETWORK_IO, CallKind.DATABASE):
         return []
     facts = []
     for sock in process.proc.sockets:
-        if sock.state != "ESTABLISHED":
+        if sock.state != "ESTABLISHED" or sock.remote == ev.api_peer:
             continue
         port = int(sock.remote.rsplit(":", 1)[-1])
         name = db_port_name(port)
@@ -199,7 +201,7 @@ def orphaned(ev: Evidence) -> Verdict | None:
     evidence.append(f"flow process {engine.pid} still runs")
     if view is not None:
         evidence.append(_describe(view))
-    evidence.extend(_socket_facts(engine, view))
+    evidence.extend(_socket_facts(ev, engine, view))
     timed_out = bool(message and "timed out" in message)
     why = " after the server's cancellation timeout" if timed_out else ""
     return _verdict(
@@ -398,7 +400,7 @@ def signal_pending(ev: Evidence) -> Verdict | None:
         "Prefect's SIGTERM handler runs in the main thread between bytecodes; "
         "this C call does not return to the interpreter, so the handler stays pending",
     ]
-    evidence.extend(_socket_facts(engine, main))
+    evidence.extend(_socket_facts(ev, engine, main))
     return _verdict(
         Cause.SIGNAL_PENDING,
         f"The main thread is inside a C call ({main.where()}) that does not return to Python, "
@@ -422,7 +424,7 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
         f"{main.call.function} returns to the interpreter when a signal arrives, "
         "so a SIGTERM would have stopped this process"
     )
-    evidence.extend(_socket_facts(engine, main))
+    evidence.extend(_socket_facts(ev, engine, main))
     who, confidence = _who_should_act(ev, engine, evidence)
     return _verdict(
         Cause.CANCEL_NOT_OBSERVED,

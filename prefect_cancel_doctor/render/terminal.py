@@ -42,17 +42,6 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
-def location(diagnosis: Diagnosis, short: bool = False) -> str:
-    """`function file:line` of the blocking call, else its function, else "-"."""
-    call = diagnosis.verdict.blocking_call
-    if call is None:
-        return "-"
-    if call.filename:
-        name = call.filename.rsplit("/", 1)[-1] if short else call.filename
-        return f"{call.function} {name}:{call.line}"
-    return call.function
-
-
 def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -> None:
     """Write the table and the per-run details."""
     console = Console(
@@ -78,22 +67,25 @@ def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -
 def _table(report: Report) -> Table:
     title = f"{len(report.runs)} run(s) need attention"
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
-    table.add_column("Run", overflow="fold")
-    table.add_column("Deployment", overflow="fold")
-    table.add_column("State", no_wrap=True)
+    table.add_column("Run", overflow="fold", ratio=3)
     table.add_column("Cause", no_wrap=True)
-    table.add_column("Blocking call", overflow="fold")
-    table.add_column("Fix", overflow="fold")
+    table.add_column("Blocking call", overflow="fold", ratio=3)
+    table.add_column("Fix", overflow="fold", ratio=2)
     for d in report.runs:
         cause = d.verdict.cause.value
+        run = Text(d.flow_run.name if d.flow_run else (d.target.description if d.target else "?"))
+        run.append(f"\n{_deployment(d)}\n{_state(d)}", style="dim")
+        call = d.verdict.blocking_call
+        where = Text(call.function if call else "-")
+        if call is not None and call.filename:
+            where.append(f"\n{call.filename.rsplit('/', 1)[-1]}:{call.line}", style="bold")
         table.add_row(
-            Text(d.flow_run.name if d.flow_run else (d.target.description if d.target else "?")),
-            Text(_deployment(d)),
-            Text(_state(d)),
+            run,
             Text(cause, style=_CAUSE_STYLE.get(cause, "bold red")),
-            Text(location(d, short=True)),
-            Text(short_fix(d.verdict.cause, d.verdict.blocking_call)),
+            where,
+            Text(short_fix(d.verdict.cause, call)),
         )
+        table.add_row()
     return table
 
 
@@ -111,8 +103,7 @@ def _deployment(d: Diagnosis) -> str:
     if run is None:
         return "-"
     flow = run.flow_name or "?"
-    name = f"{flow}/{run.deployment_name}" if run.deployment_name else flow
-    return f"{name} ({run.work_pool_name})" if run.work_pool_name else name
+    return f"{flow}/{run.deployment_name}" if run.deployment_name else flow
 
 
 def _details(d: Diagnosis) -> Panel:
@@ -121,7 +112,7 @@ def _details(d: Diagnosis) -> Panel:
     parts: list[Text | Table] = [Text(verdict.summary, style="bold")]
     facts = Text()
     if run is not None:
-        facts.append(f"run {run.id}  state {run.state_name}")
+        facts.append(f"run {run.id}  state {run.state_name}  pool {run.work_pool_name or '-'}")
         if run.infrastructure_pid:
             facts.append(f"  infrastructure_pid {run.infrastructure_pid}")
     if d.target is not None:

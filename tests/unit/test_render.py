@@ -1,0 +1,72 @@
+"""Renderers at a fixed width: what the on-call reads, and data never read as markup."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+from prefect_cancel_doctor.diagnose.rules import diagnose
+from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.render import Format, render
+from tests.unit.test_rules import evidence, process, run_ref
+
+
+def report_of(*diagnoses: Diagnosis) -> Report:
+    return Report("http://127.0.0.1:4200/api", "2026-11-27T12:00:00+00:00", diagnoses)
+
+
+def sleeping(name: str = "brave-otter") -> Diagnosis:
+    run = run_ref(name=name)
+    ev = evidence(process("sleep_main_native"), run=run)
+    return Diagnosis(run, ev.target, diagnose(ev))
+
+
+def rendered(report: Report, fmt: Format = Format.TERMINAL) -> str:
+    out = io.StringIO()
+    render(report, fmt, out, color=False)
+    return out.getvalue()
+
+
+def test_table_row_names_run_cause_call_line_and_fix() -> None:
+    text = rendered(report_of(sleeping()))
+    assert "1 run(s) need attention" in text
+    assert "brave-otter" in text and "etl/nightly" in text and "Cancelling 15m" in text
+    assert "cancel_not_observed" in text
+    assert "sleep_main.py:8" in text
+    assert "restart the worker" in text
+    assert "➤  wait_forever" in text  # the blocking frame is marked in the stack
+    assert "\x1b[" not in text
+
+
+def test_data_is_never_read_as_markup() -> None:
+    diagnosis = sleeping(name="etl [prod] [/]")
+    call = diagnosis.verdict.blocking_call
+    assert call is not None
+    weird = dataclasses.replace(
+        diagnosis, verdict=dataclasses.replace(diagnosis.verdict, summary="stuck in [bold]x[/bold]")
+    )
+    text = rendered(report_of(weird))
+    assert "etl [prod] [/]" in text
+    assert "stuck in [bold]x[/bold]" in text
+
+
+def test_empty_report_says_nothing_is_stuck() -> None:
+    assert "No flow runs stuck in Cancelling" in rendered(report_of())
+
+
+def test_json_is_the_model_serialized() -> None:
+    document = json.loads(rendered(report_of(sleeping()), Format.JSON))
+    (entry,) = document["runs"]
+    assert set(entry) == {"flow_run", "target", "verdict", "errors"}
+    assert entry["verdict"]["cause"] == "cancel_not_observed"
+    assert entry["verdict"]["blocking_call"]["kind"] == "sleep"
+    process_entry = entry["target"]["processes"][0]
+    assert process_entry["role"] == "engine"
+    assert isinstance(process_entry["threads"], list)  # one list of threads per sample
+    assert process_entry["threads"][0][0]["frames"][0]["function"] == "wait_forever"
+
+
+def test_every_format_renders() -> None:
+    for fmt in Format:
+        assert rendered(report_of(sleeping()), fmt)

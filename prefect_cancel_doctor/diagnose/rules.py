@@ -344,10 +344,13 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
     evidence = [*ev.notes, _describe(holder)]
     if main is None or main.in_shutdown:
         evidence.append(
-            "the main thread has left the flow and waits in interpreter shutdown"
+            "the main thread has left the flow and waits for the thread in "
+            + " ← ".join(f.function for f in main.latest.frames[:3])
             if main
             else "the main thread is gone"
         )
+        if holder.is_pool_worker:
+            evidence.append(f"{holder.name} is a thread-pool (task runner) thread: never a daemon")
         confidence = 0.95
         summary = (
             f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "

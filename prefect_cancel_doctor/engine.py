@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from prefect_cancel_doctor.diagnose.rules import FINAL_STATES, Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, TargetError
 from prefect_cancel_doctor.locate import Location, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import is_runner, locate_processes
+from prefect_cancel_doctor.locate.process import locate_processes, runner_of
 from prefect_cancel_doctor.model import (
     Diagnosis,
     FlowRunRef,
@@ -106,8 +106,8 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
         notes.append(f"process {pid} belongs to flow run {snap.flow_run_id} (PREFECT__FLOW_RUN_ID)")
     else:
         notes.append(f"process {pid} carries no PREFECT__FLOW_RUN_ID: it may not be a Prefect flow")
-    parent = procfs.read_process(snap.ppid, options.proc_root)
-    runner_pid = parent.pid if parent is not None and is_runner(parent) else None
+    runner = runner_of(snap, options.proc_root)
+    runner_pid = runner.pid if runner else None
     pids = [(p, role) for p, role in pids if p != runner_pid]
     location = Location("process", f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes))
     return _finish(None, [_Job(None, location, [])], options, progress)

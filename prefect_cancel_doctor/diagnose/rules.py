@@ -216,17 +216,44 @@ def orphaned(ev: Evidence) -> Verdict | None:
 
 
 def infrastructure_gone(ev: Evidence) -> Verdict | None:
-    """CANCELLING, but nothing of the run runs any more."""
-    if ev.state_type != "CANCELLING" or ev.processes or ev.run is None:
+    """CANCELLING, but nothing of the run runs any more — here, at least."""
+    run = ev.run
+    if ev.state_type != "CANCELLING" or ev.processes or run is None:
         return None
-    if not (ev.run.start_time or ev.run.infrastructure_pid):
+    if not (run.start_time or run.infrastructure_pid):
         return None
-    evidence = [*ev.notes, "no process carries this run's PREFECT__FLOW_RUN_ID"]
+    evidence = [*ev.notes, "no process on this host carries this run's PREFECT__FLOW_RUN_ID"]
+    if not run.infrastructure_pid:
+        evidence.append("the run has no infrastructure_pid: no worker or Runner recorded where it runs")
+        return _verdict(
+            Cause.NOT_ATTACHABLE,
+            "The run started without recording where it runs (no infrastructure_pid; e.g. a flow "
+            "called directly, not from a deployment) and no process here carries its id.",
+            0.5,
+            evidence,
+            extra_fixes=("find its process on the host that started it and run `inspect --pid PID` there",),
+        )
+    worker_name = str(run.labels.get("prefect.worker.name", ""))
+    worker = next((w for w in run.workers if w.name == worker_name), None)
+    if worker is not None and worker.status == "ONLINE" and not ev.runners:
+        evidence.append(
+            f"its worker {worker.name} is ONLINE but no worker of pool {run.work_pool_name} runs on "
+            "this host: the run most likely lives on the worker's host"
+        )
+        return _verdict(
+            Cause.NOT_ATTACHABLE,
+            f"The run's process is not on this host; its worker {worker.name} is ONLINE elsewhere.",
+            0.6,
+            evidence,
+            extra_fixes=(f"run the doctor on the host of worker {worker.name}",),
+        )
+    if worker is not None:
+        evidence.append(f"its worker {worker.name} is {worker.status}")
     return _verdict(
         Cause.INFRASTRUCTURE_GONE,
         "The run's process is gone; only its API state is stuck in Cancelling "
         "(nothing is left to report Cancelled).",
-        0.9,
+        0.9 if ev.runners or (worker is not None and worker.status != "ONLINE") else 0.7,
         evidence,
     )
 

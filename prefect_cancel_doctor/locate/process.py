@@ -31,6 +31,23 @@ def is_engine(proc: ProcSnapshot) -> bool:
     return "prefect.engine" in proc.cmdline
 
 
+_INITS = {"init", "systemd", "tini", "dumb-init", "docker-init", "containerd-shim", "s6-svscan"}
+
+
+def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | None:
+    """The live Runner that launched `engine`, if its parent is one.
+
+    A Runner starts `python -m prefect.engine`, so the parent of such an engine
+    is its Runner whatever its command line (a worker, `flow.serve()` in any
+    script, `prefect flow-run execute`) — unless the engine was re-parented to
+    an init or subreaper after its Runner died.
+    """
+    parent = procfs.read_process(engine.ppid, proc_root)
+    if parent is None or parent.pid == 1 or parent.comm in _INITS:
+        return None
+    return parent if is_engine(engine) or is_runner(parent) else None
+
+
 def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:
     """PIDs of `prefect worker start` processes of `pool` running on this host."""
     pids = []
@@ -87,11 +104,8 @@ def locate_processes(
         found_by = "PREFECT__FLOW_RUN_ID"
         if engine_pid is not None and ref.pid is not None:
             notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
-    runner_pid = None
-    if engine_pid is not None and engine_pid in live:
-        parent = procfs.read_process(live[engine_pid].ppid, proc_root)
-        if is_runner(parent):
-            runner_pid = parent.pid if parent else None
+    runner = runner_of(live[engine_pid], proc_root) if engine_pid in live else None
+    runner_pid = runner.pid if runner else None
     roles: list[tuple[int, str]] = []
     if engine_pid is not None and engine_pid in live:
         roles.append((engine_pid, "engine"))

@@ -276,3 +276,22 @@ def test_a_finished_run_with_nothing_left_needs_no_attention() -> None:
     assert verdict.cause is Cause.UNKNOWN
     assert "not stuck in Cancelling" in verdict.summary
     assert not Diagnosis(run, ev.target, verdict).needs_attention
+
+
+def test_a_started_run_without_infrastructure_pid_is_not_called_gone() -> None:
+    verdict = diagnose(evidence(run=run_ref(infrastructure_pid=None)))
+    assert verdict.cause is Cause.NOT_ATTACHABLE
+    assert "no infrastructure_pid" in verdict.summary
+
+
+def test_nothing_here_but_its_worker_online_elsewhere_is_not_attachable() -> None:
+    online = (WorkerInfo("w1", "ONLINE", "2026-11-27T10:20:00Z", 3.0),)
+    verdict = diagnose(evidence(run=run_ref(workers=online)))
+    assert verdict.cause is Cause.NOT_ATTACHABLE
+    assert any("run the doctor on the host of worker w1" in fix for fix in verdict.remediation)
+
+
+def test_nothing_here_and_its_worker_offline_is_gone() -> None:
+    verdict = diagnose(evidence())
+    assert verdict.cause is Cause.INFRASTRUCTURE_GONE
+    assert any("worker w1 is OFFLINE" in e for e in verdict.evidence)

@@ -41,6 +41,9 @@ class Recipe(str, enum.Enum):
     FORCED_CANCELLED = "forced_cancelled"
     #: The run is claimed via the API as a worker does (Pending, labels, Submitting), then cancelled.
     PENDING_THEN_CANCEL = "pending_then_cancel"
+    #: The run is cancelled with a live worker (which stays up); the flow ends
+    #: and the Runner hangs in its on_cancellation hook.
+    HOOK_HANGS = "hook_hangs"
     #: The worker's cancellation observer gives up during a server outage; the
     #: server comes back, the worker is ONLINE again, then the run is cancelled.
     OBSERVER_FAILED = "observer_failed"
@@ -51,7 +54,8 @@ class Pool(str, enum.Enum):
 
     #: The main pool, whose worker the harness kills.
     MAIN = "main"
-    #: A second pool whose worker stays up but whose cancellation observer dies.
+    #: A second pool whose worker stays up (its cancellation observer dies in
+    #: `observer_dead`; it runs the hanging hook of `hook`).
     OBSERVER = "observer"
 
 
@@ -240,6 +244,15 @@ _ALL = (
         Recipe.PENDING_THEN_CANCEL,
         "a worker claimed the run (Pending) and died before starting it; then it was cancelled",
         process_alive=False,
+    ),
+    _scenario(
+        "hook",
+        Cause.CANCELLATION_HOOK_HANG,
+        CallKind.SLEEP,
+        Recipe.HOOK_HANGS,
+        "the flow ended on SIGTERM but the worker hangs in its on_cancellation hook",
+        process_alive=False,
+        pool=Pool.OBSERVER,
     ),
     _scenario(
         "observer_dead",

@@ -300,9 +300,22 @@ def stage_scenarios(
         item.worker_name = MAIN_WORKER
     lap("worker_dead_group")
 
-    # 5. The cancellation observer of a live worker gives up.
+    # 5. On the live second worker: a hanging on_cancellation hook, then the
+    #    cancellation observer gives up.
     if observer_runs:
         _wait_running_and_ready(harness, observer_runs, ready_timeout)
+    for item in by_recipe[Recipe.HOOK_HANGS]:
+        harness.cancel_run(item.run_id)
+        in_hook = item.ready_path.with_suffix(".hook")
+        harness.wait_until(
+            in_hook.exists, 60, f"the Runner to enter the on_cancellation hook of {item.run_id}"
+        )
+        flow_pid = _pid(item)
+        harness.wait_until(partial(_pid_gone, flow_pid), 30, f"flow process {flow_pid} to exit")
+        # The hook runs in a subprocess of the Runner that carries the run's id.
+        item.survivors = tuple(harness.run_processes(item.run_id))
+        log("hook: flow process gone; the worker hangs in its on_cancellation hook")
+    lap("hook")
     for item in by_recipe[Recipe.OBSERVER_FAILED]:
         assert item.worker is not None
         _kill_observer(harness, item.worker, log)

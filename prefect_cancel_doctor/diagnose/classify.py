@@ -123,13 +123,20 @@ _DB_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB",
 def is_library(filename: str) -> bool:
     """True for the standard library, site-packages and frozen modules.
 
-    `<string>` and `<stdin>` (code run with `python -c` or piped in) are user code.
+    `<string>` and `<stdin>` (code run with `python -c` or piped in) are user code;
+    console-script shims (`.../bin/prefect`) are not.
     """
     return (
         filename.startswith("<frozen")
         or bool(_STDLIB.search(filename))
         or bool(_THIRD_PARTY.search(filename))
+        or _is_console_script(filename)
     )
+
+
+def _is_console_script(filename: str) -> bool:
+    """An installed entry-point shim such as .../venv/bin/prefect."""
+    return "/bin/" in filename and not filename.endswith(".py")
 
 
 def module_of(filename: str) -> str:

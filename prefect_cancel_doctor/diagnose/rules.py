@@ -52,6 +52,12 @@ class Evidence:
         return tuple(p for p in sampled if p.role in ("engine", "child", "pid1"))
 
     @property
+    def hooks(self) -> tuple[ProcessSample, ...]:
+        """The Runner's on_cancellation hook subprocesses for this run."""
+        sampled = self.target.processes if self.target else ()
+        return tuple(p for p in sampled if p.role == "hook")
+
+    @property
     def runners(self) -> tuple[ProcessSample, ...]:
         """Local Runners (workers) of the run's pool, sampled when nothing of the run is left."""
         sampled = self.target.processes if self.target else ()
@@ -259,30 +265,41 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
 
 
 def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
-    """The flow process is gone and a Runner of its pool is inside user code: an on_cancellation hook."""
-    if ev.state_type != "CANCELLING" or ev.processes:
+    """The flow process is gone and the Runner is stuck in an on_cancellation hook.
+
+    Prefect 3.9 runs hooks in a subprocess of the Runner (role "hook"); older
+    versions in a thread of the Runner itself (a local worker in user code).
+    """
+    if ev.state_type != "CANCELLING" or ev.engine is not None:
         return None
-    for runner in ev.runners:
-        for view in thread_views(runner):
-            if view.in_user_code:
-                cmd = " ".join(runner.proc.cmdline)[:120] if runner.proc else "?"
-                return _verdict(
-                    Cause.CANCELLATION_HOOK_HANG,
-                    f"The flow process is gone, but the Runner (pid {runner.pid}) is stuck in user code "
-                    f"— an on_cancellation hook — in {view.where()}; Cancelled is proposed only "
-                    "after the hooks return.",
-                    0.8 if view.stable else 0.55,
-                    [
-                        *ev.notes,
-                        "no process carries this run's PREFECT__FLOW_RUN_ID any more",
-                        f"Runner {runner.pid} ({cmd}) of pool {ev.run.work_pool_name if ev.run else '?'}",
-                        _describe(view),
-                        "a Runner executes no user code except on_cancellation/on_crashed hooks "
-                        "(sync hooks run in a thread of their own)",
-                    ],
-                    view,
-                )
-    return None
+    # A sync hook runs in a thread of its own: prefer the thread in user code.
+    candidates = [(p, v) for p in (*ev.hooks, *ev.runners) for v in thread_views(p) if _in_hook(v)]
+    candidates += [(p, v) for p in ev.hooks for v in thread_views(p)[:1]]
+    if not candidates:
+        return None
+    process, view = candidates[0]
+    cmd = " ".join(process.proc.cmdline)[:140] if process.proc else "?"
+    where = "hook subprocess" if process.role == "hook" else "Runner"
+    return _verdict(
+        Cause.CANCELLATION_HOOK_HANG,
+        f"The flow process is gone, but its on_cancellation hook hangs in {view.where()} "
+        f"({where} pid {process.pid}); Cancelled is proposed only after the hooks return.",
+        0.9 if view.stable else 0.6,
+        [
+            *ev.notes,
+            f"{where} {process.pid}: {cmd}",
+            _describe(view),
+            "the Runner runs on_cancellation hooks after the flow process has exited and "
+            "proposes Cancelled only when they return",
+        ],
+        view,
+    )
+
+
+def _in_hook(view: ThreadView) -> bool:
+    """A Runner thread in user code: Runners execute no user code but hooks."""
+    frame = view.call.user_frame
+    return frame is not None and frame.function != "<module>"
 
 
 def children_survive(ev: Evidence) -> Verdict | None:

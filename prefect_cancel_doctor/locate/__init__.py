@@ -126,7 +126,9 @@ class Location:
 
     kind: str
     description: str
-    #: (pid, role) with role "engine" (the flow process), "child", or "pid1".
+    #: (pid, role): "engine" (the flow process), "child" (processes it started),
+    #: "hook" (the Runner's on_cancellation hook subprocess), "runner" (a local
+    #: worker of the run's pool, sampled when nothing else is left), "pid1".
     pids: tuple[tuple[int, str], ...] = ()
     #: The Runner that launched the engine, if it is alive here.
     runner_pid: int | None = None

@@ -19,11 +19,23 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 def is_runner(proc: ProcSnapshot | None) -> bool:
-    """True for a Prefect Runner: a process worker, `serve`, or `prefect flow-run execute`."""
+    """True for a Prefect Runner known by its command: a worker or `prefect flow-run execute`.
+
+    (`flow.serve()` runs in any script; `runner_of` recognises it as the parent of an engine.)
+    """
     if proc is None:
         return False
+    words = proc.cmdline
+    cmd = " ".join(words)
+    return "prefect" in cmd and (
+        ("worker" in words and "start" in words) or ("flow-run" in words and "execute" in words)
+    )
+
+
+def is_hook_runner(proc: ProcSnapshot) -> bool:
+    """True for the subprocess in which a Runner runs `on_cancellation`/`on_crashed` hooks (3.9+)."""
     cmd = " ".join(proc.cmdline)
-    return "prefect" in cmd and any(word in cmd for word in ("worker", "flow-run execute", "serve", "runner"))
+    return "_workspace_runtime_bootstrap" in cmd and "hook" in proc.cmdline
 
 
 def is_engine(proc: ProcSnapshot) -> bool:
@@ -110,12 +122,14 @@ def locate_processes(
     if engine_pid is not None and engine_pid in live:
         roles.append((engine_pid, "engine"))
     roles.extend(
-        (pid, "child")
+        (pid, "hook" if is_hook_runner(live[pid]) else "child")
         for pid in sorted(live)
         if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
     )
     if engine_pid is not None and engine_pid in live:
         description = f"local process {engine_pid}"
+    elif roles and all(role == "hook" for _, role in roles):
+        description = "the Runner's hook subprocess " + " ".join(str(pid) for pid, _ in roles)
     elif roles:
         description = f"{len(roles)} leftover process(es) on this host"
     else:

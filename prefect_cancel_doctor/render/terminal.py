@@ -71,7 +71,9 @@ def _table(report: Report) -> Table:
     table.add_column("Cause", no_wrap=True)
     table.add_column("Blocking call", overflow="fold", ratio=3)
     table.add_column("Fix", overflow="fold", ratio=2)
-    for d in report.runs:
+    for index, d in enumerate(report.runs):
+        if index:
+            table.add_row()
         cause = d.verdict.cause.value
         run = Text(d.flow_run.name if d.flow_run else (d.target.description if d.target else "?"))
         run.append(f"\n{_deployment(d)}\n{_state(d)}", style="dim")
@@ -85,7 +87,6 @@ def _table(report: Report) -> Table:
             where,
             Text(short_fix(d.verdict.cause, call)),
         )
-        table.add_row()
     return table
 
 

@@ -53,11 +53,11 @@ def test_catalog_program_has_one_marked_line_in_its_flow(name: str) -> None:
         node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
     assert scenario.flow_function in functions
-    assert f'@flow(name="{scenario.flow_name}")' in source
+    assert f'@flow(name="{scenario.flow_name}"' in source
     assert "ready_path: str" in source
-    # the ready handshake comes before the blocking line
-    ready_lines = [n for n, line in enumerate(source.splitlines(), 1) if 'write_text("ready")' in line]
-    assert ready_lines and max(ready_lines) < scenario.blocking_line
+    # a handshake (the ready file, or the hook's own) is written before the blocking line
+    ready_lines = [n for n, line in enumerate(source.splitlines(), 1) if ".write_text(" in line]
+    assert ready_lines and min(ready_lines) < scenario.blocking_line
 
 
 def test_catalog_covers_the_requested_causes() -> None:
@@ -77,6 +77,7 @@ def test_catalog_covers_the_requested_causes() -> None:
         "orphan": Cause.ORPHANED_INFRASTRUCTURE,
         "never_started": Cause.NEVER_STARTED,
         "observer_dead": Cause.CANCEL_NOT_OBSERVED,
+        "hook": Cause.CANCELLATION_HOOK_HANG,
     }
     assert {name: s.expected_cause for name, s in SCENARIOS.items()} == expected
     assert set(DEFAULT_DEMO_SCENARIOS) <= set(SCENARIOS)

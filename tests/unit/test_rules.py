@@ -295,3 +295,10 @@ def test_nothing_here_and_its_worker_offline_is_gone() -> None:
     verdict = diagnose(evidence())
     assert verdict.cause is Cause.INFRASTRUCTURE_GONE
     assert any("worker w1 is OFFLINE" in e for e in verdict.evidence)
+
+
+def test_a_live_hook_subprocess_after_the_flow_is_gone_is_a_hanging_hook() -> None:
+    verdict = diagnose(evidence(process("sleep_main_native", role="hook")))
+    assert verdict.cause is Cause.CANCELLATION_HOOK_HANG
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
+    assert "hook subprocess" in verdict.summary

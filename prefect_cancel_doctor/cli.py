@@ -265,8 +265,17 @@ def diagnose(
 @app.command()
 def inspect(
     pid: Annotated[
-        int, typer.Option("--pid", help="Diagnose this process directly, without the Prefect API.")
-    ],
+        Optional[int],
+        typer.Option("--pid", help="Diagnose this process directly, without the Prefect API."),
+    ] = None,
+    container: Annotated[
+        Optional[str],
+        typer.Option(
+            "--container",
+            help="Diagnose this Docker container (id or name), without the Prefect API.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.terminal,
     samples: Samples = 5,
     interval: Interval = 0.2,
@@ -275,12 +284,17 @@ def inspect(
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:
-    """Diagnose a process you already know (the flow process, or a survivor)."""
+    """Diagnose a process or container you already know (the flow process, a survivor, a container)."""
+    if (pid is None) == (container is None):
+        _fail(_usage("give exactly one of --pid PID or --container ID|NAME"))
     options = _options(samples, interval, native, locals_, 4, timeout)
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.engine import inspect_pid
+        from prefect_cancel_doctor.engine import inspect_container, inspect_pid
 
+        if container is not None:
+            return inspect_container(container, options, progress)
+        assert pid is not None
         return inspect_pid(pid, options, progress)
 
     _run(fmt, color, work)
@@ -304,6 +318,233 @@ def _usage(message: str) -> Exception:
     from prefect_cancel_doctor.errors import ConfigurationError
 
     return ConfigurationError(message)
+
+
+# -- report and schedule: the fleet health report -------------------------------------
+
+REPORT_EXIT_CODES = """\
+Exit codes: 0 healthy (no --fail-on rule breached); 1 a rule is breached (named on
+stderr); 2 usage or configuration error; 3 Prefect API unreachable or refused the request."""
+
+RULES_HELP = (
+    "Exit 1 when a rule is breached; repeat it or separate rules with commas. Rules: stuck, "
+    "stuck-older-than=DURATION, p95-above=DURATION, max-above=DURATION, orphans, ignored, children, slots."
+)
+
+
+class ReportFormat(str, Enum):
+    """Values of `report --format` (mirrors render.health.HealthFormat without importing it)."""
+
+    terminal = "terminal"
+    markdown = "markdown"
+    html = "html"
+    json = "json"
+
+
+ReportSince = Annotated[
+    str,
+    typer.Option(
+        "--since", envvar="PCD_REPORT_SINCE", help="The window: cancels requested within it (e.g. 24h, 7d)."
+    ),
+]
+FailOn = Annotated[
+    Optional[list[str]],
+    typer.Option("--fail-on", envvar="PCD_FAIL_ON", help=RULES_HELP, show_default=False),
+]
+Slow = Annotated[
+    str,
+    typer.Option("--slow", envvar="PCD_REPORT_SLOW", help="A cancel slower than this counts as resisting."),
+]
+Top = Annotated[
+    int,
+    typer.Option("--top", envvar="PCD_REPORT_TOP", min=1, max=10000, help="Rows per table (JSON has all)."),
+]
+
+
+def _health_options(
+    since: str,
+    slow: str,
+    top: int,
+    sample: bool,
+    fail_on: list[str] | None,
+    scan_options: Options,
+) -> Any:
+    from prefect_cancel_doctor.health import HealthOptions, parse_rules
+
+    try:
+        rules = parse_rules(fail_on or ())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fail-on") from None
+    try:
+        slow_delta = parse_duration(slow)
+    except typer.BadParameter:
+        raise typer.BadParameter(f"{slow!r} is not a duration like 30s or 2m", param_hint="--slow") from None
+    return HealthOptions(
+        since=parse_duration(since),
+        window_label=since.strip(),
+        slow=slow_delta,
+        top=top,
+        sample=sample,
+        scan=scan_options,
+        rules=rules,
+    )
+
+
+@app.command(epilog=REPORT_EXIT_CODES)
+def report(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+    since: ReportSince = "24h",
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            envvar="PCD_REPORT_FORMAT",
+            help="terminal (rich), markdown, html (one self-contained page with charts) or json.",
+        ),
+    ] = ReportFormat.terminal,
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="PCD_REPORT_OUTPUT",
+            help="Write the report to this file (atomically, once it is complete) instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_on: FailOn = None,
+    slow: Slow = "60s",
+    top: Top = 10,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample/--no-sample",
+            envvar="PCD_REPORT_SAMPLE",
+            help="Sample the stuck runs' processes on this host (else locate them from the API only).",
+        ),
+    ] = True,
+    samples: Samples = 3,
+    interval: Interval = 0.2,
+    native: Native = True,
+    parallel: Parallel = 4,
+    timeout: Timeout = 10.0,
+    color: Color = None,
+) -> None:
+    """Cancellation across the fleet over a window: time to cancel, stuck runs, orphans, alerts."""
+    options = _health_options(
+        since,
+        slow,
+        top,
+        sample,
+        fail_on,
+        _options(samples, interval, native, False, parallel, timeout, since),
+    )
+    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
+    from prefect_cancel_doctor.health import build_health_report
+    from prefect_cancel_doctor.render.health import HealthFormat, render_health, write_health
+
+    progress, status = _progress()
+    try:
+        with _api(api_url, api_key, profile) as api:
+            health = build_health_report(api, options, progress)
+    except DoctorError as exc:
+        status.stop()
+        _fail(exc)
+    status.stop()
+    fmt_ = HealthFormat(fmt.value)
+    if output:
+        try:
+            write_health(health, fmt_, output, color=color)
+        except OSError as exc:
+            _fail(_usage(f"cannot write {output}: {exc.strerror or exc}"))
+        typer.echo(f"report written to {output}", err=True)
+    else:
+        render_health(health, fmt_, sys.stdout, color=color)
+    for breach in health.breaches:
+        typer.echo(f"breached: {breach.rule}: {breach.message}", err=True)
+    raise typer.Exit(EXIT_STUCK if health.breaches else EXIT_OK)
+
+
+@app.command()
+def schedule(
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron", envvar="PCD_SCHEDULE_CRON", help='When to run the report, e.g. "*/15 * * * *".'
+        ),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", envvar="PCD_SCHEDULE_NAME", help="Name of the served deployment.")
+    ] = "fleet",
+    timezone: Annotated[
+        Optional[str],
+        typer.Option("--timezone", envvar="PCD_SCHEDULE_TIMEZONE", help="Time zone of --cron (default UTC)."),
+    ] = None,
+    since: ReportSince = "24h",
+    fail_on: FailOn = None,
+    notify: Annotated[
+        Optional[str],
+        typer.Option(
+            "--notify",
+            envvar="PCD_NOTIFY",
+            help="Notification block told when a rule is breached, as type/name (e.g. slack-webhook/oncall).",
+            show_default=False,
+        ),
+    ] = None,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample/--no-sample",
+            envvar="PCD_SCHEDULE_SAMPLE",
+            help="Sample stuck runs' processes (only where the flow runs on their host).",
+        ),
+    ] = False,
+    slow: Slow = "60s",
+    top: Top = 10,
+    fail_run: Annotated[
+        bool,
+        typer.Option(
+            "--fail-run/--no-fail-run",
+            envvar="PCD_SCHEDULE_FAIL_RUN",
+            help="End the report's flow run Failed when a rule is breached.",
+        ),
+    ] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> None:
+    """Serve the report as a Prefect flow on a cron schedule (Markdown artifact, notification)."""
+    import os
+
+    from prefect_cancel_doctor.errors import DoctorError
+    from prefect_cancel_doctor.settings import resolve_connection
+
+    _health_options(since, slow, top, sample, fail_on, _options(3, 0.2, True, False, 4, 10.0, since))
+    try:
+        connection = resolve_connection(api_url, api_key, profile)
+    except DoctorError as exc:
+        _fail(exc)
+    # Prefect reads its settings when it is imported: point it at the same API first.
+    os.environ["PREFECT_API_URL"] = connection.api_url
+    if connection.api_key:
+        os.environ["PREFECT_API_KEY"] = connection.api_key
+    if connection.auth_string:
+        os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
+    from prefect_cancel_doctor.flows import serve_report
+
+    parameters = {
+        "since": since,
+        "fail_on": list(fail_on or ()),
+        "notify_block": notify,
+        "sample": sample,
+        "slow": slow,
+        "top": top,
+        "fail_run_on_breach": fail_run,
+    }
+    serve_report(cron, name=name, timezone=timezone, parameters=parameters)
 
 
 def main() -> None:

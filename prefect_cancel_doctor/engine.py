@@ -6,9 +6,9 @@ step in between lives here, under test.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from prefect_cancel_doctor.model import (
     Diagnosis,
     FlowRunRef,
     ProcessSample,
+    ProcSnapshot,
     Report,
     Target,
 )
@@ -29,8 +30,9 @@ from prefect_cancel_doctor.sample import (
     PermissionDenied,
     ProcessGone,
     PySpyNotFound,
+    SampleRequest,
     procfs,
-    sample_process,
+    sample_many,
 )
 
 #: Called as work advances: (what is being done, done so far, total).
@@ -62,6 +64,15 @@ class _Job:
     run: FlowRunRef | None
     location: Location
     samples: list[ProcessSample]
+    #: The Runner as a sidecar saw it (containers sampled from inside their namespace).
+    runner: ProcSnapshot | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_sidecar(self) -> bool:
+        """True when the run's container is sampled from a sidecar (namespace PIDs)."""
+        container = self.location.container
+        return container is not None and container.attach == "sidecar"
 
 
 def scan(api: PrefectApi, options: Options, progress: ProgressFn = _no_progress) -> Report:
@@ -78,7 +89,7 @@ def scan(api: PrefectApi, options: Options, progress: ProgressFn = _no_progress)
     orphans = [r for r in candidates if index.get(r["id"]) or _remote_target(r)]
     refs = _refs(api, cancelling + orphans)
     jobs = [_Job(ref, _locate(ref, index, options), []) for ref in refs]
-    jobs = [j for j in jobs if j.run is None or j.run.state_type == "CANCELLING" or j.location.pids]
+    jobs = [j for j in jobs if j.run is None or j.run.state_type == "CANCELLING" or _still_there(j.location)]
     return _finish(api.url, jobs, options, progress)
 
 
@@ -113,7 +124,38 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
     return _finish(None, [_Job(None, location, [])], options, progress)
 
 
+def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
+    """Diagnose a Docker container (id or name) directly, without the Prefect API."""
+    from prefect_cancel_doctor.locate import InfraRef
+    from prefect_cancel_doctor.locate.docker import (
+        ContainerNotFound,
+        DockerClient,
+        container_info,
+        locate_container,
+        resolve_endpoint,
+    )
+
+    with DockerClient(resolve_endpoint()) as client:
+        try:
+            info = container_info(client.inspect_raw(name))
+        except ContainerNotFound as exc:
+            raise TargetError(f"no container {name!r}", hint="list them with `docker ps -a`") from exc
+        if info.flow_run_id is None:
+            raise TargetError(
+                f"container {name!r} carries no PREFECT__FLOW_RUN_ID and no io.prefect.flow-run-id label",
+                hint="it does not look like a Prefect flow-run container",
+            )
+        ref = InfraRef("docker", info.id, container_id=info.id)
+        location = locate_container(info.flow_run_id, ref, client=client, proc_root=options.proc_root)
+    return _finish(None, [_Job(None, location, [])], options, progress)
+
+
 # -- steps -------------------------------------------------------------------------
+
+
+def _still_there(location: Location) -> bool:
+    """Something of a finished run still runs: processes here, or a running container."""
+    return bool(location.pids) or bool(location.container and location.container.running)
 
 
 def _state_type(run: dict[str, Any]) -> str | None:
@@ -161,12 +203,9 @@ def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> L
     elif infra.kind == "ecs":
         why = f"the run is ECS task {infra.job}: enable ECS Exec and run the doctor inside the task"
     elif infra.kind == "docker":
-        why = (
-            f"the run is Docker container {infra.container_id[:12] if infra.container_id else '?'}: "
-            "container attach is not implemented in this version; run "
-            "`prefect-cancel-doctor inspect --pid <host pid>` with the PID from "
-            "`docker inspect -f '{{.State.Pid}}' <container>`"
-        )
+        from prefect_cancel_doctor.locate.docker import locate_container
+
+        return locate_container(ref.id, infra, proc_root=options.proc_root)
     else:
         why = f"unrecognised infrastructure_pid {infra.raw!r}"
     return Location(infra.kind, infra.raw or "?", unreachable=why)
@@ -174,6 +213,7 @@ def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> L
 
 def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: ProgressFn) -> Report:
     _sample_all(jobs, options, progress)
+    _sample_sidecars(jobs, options, progress)
     api_peer = _peer(api_url)
     runs = tuple(_diagnosis(job, options, api_peer) for job in jobs)
     order = {"CANCELLING": 0}
@@ -190,42 +230,58 @@ def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: P
 
 
 def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
+    """Sample every process of every job, each process once even if several jobs share it.
+
+    All processes are sampled together in rounds (see `sample_many`), at most
+    `options.parallel` py-spy dumps at a time.
+    """
     work = [(job, pid, role) for job in jobs for pid, role in job.location.pids]
     if not work:
         return
-    progress("sampling", 0, len(work))
-
-    def one(item: tuple[_Job, int, str]) -> ProcessSample:
-        _, pid, role = item
-        try:
-            return sample_process(
-                pid,
-                role,
-                samples=options.samples,
-                interval=options.interval,
-                native=options.native,
-                locals=options.locals,
-                timeout=options.timeout,
-                proc_root=options.proc_root,
-            )
-        except ProcessGone:
-            return ProcessSample(pid, role, None, (), False, ("process exited before sampling",))
-        except PermissionDenied as exc:
-            proc = procfs.read_process(pid, options.proc_root)
-            return ProcessSample(pid, role, proc, (), False, (f"permission denied: {exc}",))
-
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-        try:
-            results = pool.map(one, work)
-            for done, ((job, _, _), sample) in enumerate(zip(work, results, strict=True), 1):
-                job.samples.append(sample)
-                progress("sampling", done, len(work))
-        except PySpyNotFound as exc:
+    roles: dict[int, str] = {}
+    for _, pid, role in work:
+        roles.setdefault(pid, role)
+    requests = [
+        SampleRequest(
+            pid,
+            role,
+            samples=options.samples,
+            interval=options.interval,
+            native=options.native,
+            locals=options.locals,
+            timeout=options.timeout,
+            proc_root=options.proc_root,
+        )
+        for pid, role in roles.items()
+    ]
+    progress("sampling", 0, len(requests))
+    results = sample_many(
+        requests,
+        max_workers=options.parallel,
+        on_done=lambda done: progress("sampling", done, len(requests)),
+    )
+    samples: dict[int, ProcessSample] = {}
+    for request, result in zip(requests, results, strict=True):
+        pid, role = request.pid, request.role
+        if isinstance(result, ProcessSample):
+            samples[pid] = result
+        elif isinstance(result, PySpyNotFound):
             raise ConfigurationError(
-                f"py-spy not found: {exc}",
+                f"py-spy not found: {result}",
                 hint="install it with `pip install py-spy` (the wheel ships the binary) "
                 "or point PCD_PY_SPY at the binary",
-            ) from exc
+            ) from result
+        elif isinstance(result, ProcessGone):
+            samples[pid] = ProcessSample(pid, role, None, (), False, ("process exited before sampling",))
+        elif isinstance(result, PermissionDenied):
+            proc = procfs.read_process(pid, options.proc_root)
+            samples[pid] = ProcessSample(pid, role, proc, (), False, (f"permission denied: {result}",))
+        else:
+            proc = procfs.read_process(pid, options.proc_root)
+            samples[pid] = ProcessSample(pid, role, proc, (), False, (str(result),))
+    for job, pid, role in work:
+        sample = samples[pid]
+        job.samples.append(sample if sample.role == role else dataclasses.replace(sample, role=role))
 
 
 def _peer(api_url: str | None) -> str | None:
@@ -237,16 +293,52 @@ def _peer(api_url: str | None) -> str | None:
     return f"{url.hostname}:{port}"
 
 
+def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
+    """Sample containers whose processes are not reachable from here, one sidecar each."""
+    todo = [job for job in jobs if job.in_sidecar]
+    if not todo:
+        return
+    from prefect_cancel_doctor.locate.docker import DockerClient, DockerError, resolve_endpoint
+    from prefect_cancel_doctor.sample.sidecar import sample_container
+
+    for done, job in enumerate(todo, 1):
+        progress("sampling containers from a sidecar", done - 1, len(todo))
+        container = job.location.container
+        assert container is not None
+        infra = parse_infrastructure_pid(job.run.infrastructure_pid if job.run else None)
+        try:
+            with DockerClient(resolve_endpoint(infra_url=infra.docker_url)) as client:
+                sampled = sample_container(
+                    container.id,
+                    client=client,
+                    samples=options.samples,
+                    interval=options.interval,
+                    native=options.native,
+                    locals=options.locals,
+                    timeout=max(options.timeout, 30.0),
+                )
+        except DockerError as exc:
+            job.notes.append(f"sidecar sampling of container {container.id[:12]} failed: {exc}")
+            continue
+        job.samples.extend(sampled.processes)
+        job.runner = sampled.runner
+        job.notes.extend(sampled.notes)
+
+
 def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
     location = job.location
     notes = list(location.notes)
     live: list[ProcessSample] = []
+    notes += job.notes
     for sample in job.samples:
-        if _still_running(sample, options):
+        # A sidecar's PIDs are the container's; they cannot be re-read from our /proc.
+        if job.in_sidecar or _still_running(sample, options):
             live.append(sample)
         else:
             notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
-    runner = procfs.read_process(location.runner_pid, options.proc_root) if location.runner_pid else None
+    runner = job.runner
+    if runner is None and location.runner_pid:
+        runner = procfs.read_process(location.runner_pid, options.proc_root)
     target = Target(
         kind=location.kind,
         description=location.description,
@@ -254,6 +346,7 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
         container_id=location.container_id,
         found_by=location.found_by,
         processes=tuple(live),
+        container=location.container,
     )
     denied = [e for s in live for e in s.errors if e.startswith("permission denied")]
     unreachable = location.unreachable

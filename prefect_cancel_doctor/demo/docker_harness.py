@@ -26,6 +26,27 @@ container takes ~1-2 s; a run is picked up, started and at its blocking line
 ``io.prefect.version``, and the environment variables ``PREFECT__FLOW_RUN_ID``,
 ``PREFECT__FLOW_ID``, ``PREFECT__FLOW_NAME``, ``PREFECT__DEPLOYMENT_ID``/``_NAME``,
 ``PREFECT__WORKER_NAME`` and the worker's own ``PREFECT_HOME``.
+
+What a cancel does, by job command (seen on that setup):
+
+- default command (the Runner is PID 1, the engine its child, NSpid 6 or 7):
+  a flow in ``time.sleep`` ends Cancelled within ~4 s; a flow stuck in C
+  (SQLite busy wait) keeps SIGTERM pending, the Runner SIGKILLs the engine
+  30 s later and the run is Cancelled at ~32 s, container exit 0. Only a
+  Runner that cannot act (here: frozen with SIGSTOP) leaves it Cancelling.
+- ``python -m prefect.engine`` (engine is PID 1, no Runner): nothing happens;
+  the run stays Cancelling.
+- ``sh -c '...; ...'`` (dash is PID 1, SigCgt 0x10002): same, and `docker
+  stop -t 20` waits the full 20 s, then SIGKILL, exit 137, run still Cancelling.
+- the container SIGKILLed or deleted while Cancelling: the worker logs its exit
+  (status 'exited' / 'removing'), its Crashed proposal is rejected, the run
+  stays Cancelling.
+- the server's cancelling timeout (tried at 15 s) marks the runs Cancelled,
+  then the worker `docker stop`s the containers one at a time with a 30 s
+  grace: a frozen Runner or a shell as PID 1 ends with exit 137 after 30 s
+  each (orphans meanwhile); an engine as PID 1 handles SIGTERM, exits 0 and
+  turns the Cancelled run into CRASHED ("Execution was aborted by a
+  termination signal.").
 """
 
 from __future__ import annotations
@@ -843,13 +864,23 @@ def _freeze_runner_after_sigterm(
 def _wait_worker_saw_exit(harness: LocalPrefect, worker: DockerWorkerProcess, item: _Staged) -> None:
     """The worker notices a dead container and tries (in vain) to mark the run Crashed; wait for that."""
     name = item.container_name or item.container_id[:12]
-    needles = (f"'{name}' has status 'exited'", f"{name} was removed", f"{name} was marked for removal")
+    needles = (
+        f"'{name}' has status 'exited'",
+        f"'{name}' has status 'removing'",
+        f"{name} was removed",
+        f"{name} was marked for removal",
+    )
 
     def seen() -> bool:
         text = worker.log_text()
         return any(needle in text for needle in needles)
 
-    harness.wait_until(seen, 60, f"the Docker worker to notice that container {name} is gone", interval=0.25)
+    try:
+        harness.wait_until(
+            seen, 60, f"the Docker worker to notice that container {name} is gone", interval=0.25
+        )
+    except HarnessError as exc:
+        raise HarnessError(f"{exc}\n---- Docker worker log ----\n{worker.log_text()[-4000:]}") from None
 
 
 def _stuck_run(

@@ -8,6 +8,7 @@ interrupts), then no SIGTERM reached it: nothing acted on CANCELLING.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from prefect_cancel_doctor.diagnose.classify import db_port_name
 from prefect_cancel_doctor.diagnose.remedies import remediation
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.model import (
+    CONTAINER_NOT_FOUND,
     CallKind,
     Cause,
+    ContainerInfo,
     FlowRunRef,
     ProcessSample,
     ProcSnapshot,
@@ -62,6 +65,16 @@ class Evidence:
         """Local Runners (workers) of the run's pool, sampled when nothing of the run is left."""
         sampled = self.target.processes if self.target else ()
         return tuple(p for p in sampled if p.role == "runner")
+
+    @property
+    def container(self) -> ContainerInfo | None:
+        """The run's Docker container, for Docker runs."""
+        return self.target.container if self.target else None
+
+    @property
+    def pid1(self) -> ProcessSample | None:
+        """A container's PID 1 when it is neither the engine nor the Runner (a shell, a wrapper)."""
+        return next((p for p in self.processes if p.role == "pid1"), None)
 
     @property
     def engine(self) -> ProcessSample | None:
@@ -228,6 +241,9 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         return None
     if not (run.start_time or run.infrastructure_pid):
         return None
+    container = ev.container
+    if container is not None:
+        return _container_gone(ev, container)
     evidence = [*ev.notes, "no process on this host carries this run's PREFECT__FLOW_RUN_ID"]
     if not run.infrastructure_pid:
         evidence.append("the run has no infrastructure_pid: no worker or Runner recorded where it runs")
@@ -261,6 +277,65 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         "(nothing is left to report Cancelled).",
         0.9 if ev.runners or (worker is not None and worker.status != "ONLINE") else 0.7,
         evidence,
+    )
+
+
+def _container_gone(ev: Evidence, container: ContainerInfo) -> Verdict:
+    if container.status == "paused":
+        return _verdict(
+            Cause.NOT_ATTACHABLE,
+            f"The run's container {container.id[:12]} is paused: its processes are frozen and "
+            "cannot be sampled or signalled.",
+            0.8,
+            list(ev.notes),
+            extra_fixes=(f"docker unpause {container.id[:12]}",),
+        )
+    if container.status == CONTAINER_NOT_FOUND:
+        what = "was removed"
+    elif container.oom_killed:
+        what = f"was OOM-killed (exit code {container.exit_code})"
+    elif container.status == "restarting":
+        what = f"is restarting (restart count {container.restart_count}, policy {container.restart_policy})"
+    else:
+        what = f"is {container.status}" + (
+            f" with exit code {container.exit_code}" if container.exit_code is not None else ""
+        )
+    return _verdict(
+        Cause.INFRASTRUCTURE_GONE,
+        f"The run's container {container.id[:12] or '?'} {what}; only the API state is stuck in "
+        "Cancelling (nothing is left to report Cancelled).",
+        0.9,
+        list(ev.notes),
+    )
+
+
+def pid1_no_forward(ev: Evidence) -> Verdict | None:
+    """A container's PID 1 is a shell or wrapper without a SIGTERM handler: the kernel drops SIGTERM."""
+    pid1 = ev.pid1
+    container = ev.container
+    if pid1 is None or pid1.proc is None or container is None or container.init:
+        return None
+    if _has(pid1.proc.sig_caught, SIGTERM) or ev.engine is None:
+        return None
+    command = " ".join(pid1.proc.cmdline) or " ".join(container.pid1_command) or pid1.proc.comm
+    main = _main(ev.engine)
+    evidence = [
+        *ev.notes,
+        f"PID 1 of container {container.id[:12]} is `{command[:160]}` "
+        f"(SigCgt={pid1.proc.sig_caught:016x}: no SIGTERM handler)",
+        "the kernel drops signals that PID 1 of a namespace does not handle, so `docker stop` and "
+        "the worker's teardown SIGTERM never reach the flow process below it",
+        f"flow process: pid {ev.engine.pid} below PID 1",
+    ]
+    if main is not None:
+        evidence.append(_describe(main))
+    return _verdict(
+        Cause.PID1_NO_FORWARD,
+        f"PID 1 of the container is `{command[:60]}`, which does not forward SIGTERM to the flow "
+        "process" + (f" (still in {main.where()})." if main else "."),
+        0.9,
+        evidence,
+        main,
     )
 
 
@@ -498,6 +573,16 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
                 f"worker {worker.name}: {worker.status}"
                 + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
             )
+    if ev.runner is not None and ev.runner.state in ("T", "t"):
+        evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")
+        return "its Runner is stopped", 0.9
+    if ev.container is not None and ev.runner is None:
+        command = " ".join(ev.container.command) or "?"
+        evidence.append(
+            f"the container's command is `{command[:160]}`: no Prefect Runner "
+            "(`prefect flow-run execute`) runs in it to act on the cancel"
+        )
+        return "the container's command runs no Prefect Runner", 0.9
     if ev.runner is None:
         parent = f"its parent is now PID {proc.ppid}" if proc else "its parent is gone"
         evidence.append(f"the Runner that launched the flow process is gone ({parent})")
@@ -514,6 +599,35 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
         "'Cancellation observer failed')"
     )
     return "the Runner is alive but did not act: its cancellation observer has failed", 0.8
+
+
+def _container_facts(container: ContainerInfo) -> tuple[str, ...]:
+    """What a container's configuration says about how it can be stopped."""
+    if container.status == CONTAINER_NOT_FOUND:
+        return ()
+    facts = [
+        f"container {container.name or container.id[:12]}: image {container.image}, "
+        f"status {container.status}, command `{' '.join(container.command)[:120]}`"
+        + (f", entrypoint `{' '.join(container.entrypoint)[:80]}`" if container.entrypoint else "")
+    ]
+    if container.stop_signal and container.stop_signal not in ("SIGTERM", "TERM", "15"):
+        facts.append(
+            f"its StopSignal is {container.stop_signal}: `docker stop` sends that, not SIGTERM, "
+            "so Prefect's SIGTERM handling does not run"
+        )
+    if container.stop_timeout is not None and container.stop_timeout < 10:
+        facts.append(
+            f"its stop timeout is {container.stop_timeout} s: `docker stop` SIGKILLs before "
+            "cleanup and on_cancellation hooks can finish"
+        )
+    if container.attach != "none":
+        facts.append(f"sampled from {'the host' if container.attach == 'host' else 'a sidecar container'}")
+    if container.stats is not None and container.running:
+        stats = container.stats
+        memory = f"{stats.memory_bytes / 2**20:.0f} MiB" if stats.memory_bytes is not None else "?"
+        cpu = f"{stats.cpu_percent:.0f} %" if stats.cpu_percent is not None else "?"
+        facts.append(f"it uses {cpu} CPU and {memory} of memory, started at {container.started_at}")
+    return tuple(facts)
 
 
 def unknown(ev: Evidence) -> Verdict | None:
@@ -539,6 +653,7 @@ RULES: tuple[Rule, ...] = (
     infrastructure_gone,
     children_survive,
     uninterruptible,
+    pid1_no_forward,
     signal_ignored,
     exit_blocked_by_thread,
     event_loop_blocked,
@@ -553,5 +668,8 @@ def diagnose(ev: Evidence) -> Verdict:
     for rule in RULES:
         verdict = rule(ev)
         if verdict is not None:
+            if ev.container is not None:
+                facts = _container_facts(ev.container)
+                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
             return verdict
     raise AssertionError("the last rule always matches")  # pragma: no cover

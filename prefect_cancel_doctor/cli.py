@@ -306,12 +306,19 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the server and stuck runs up until Enter is pressed.")
     ] = False,
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Stick the runs in containers of a real prefect-docker worker (needs a Docker engine).",
+        ),
+    ] = False,
     color: Color = None,
 ) -> None:
     """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
     from prefect_cancel_doctor.demo.run import run_demo
 
-    raise typer.Exit(run_demo(fmt.value, keep=keep, color=color))
+    raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, color=color))
 
 
 def _usage(message: str) -> Exception:

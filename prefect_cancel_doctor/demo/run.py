@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -19,15 +21,27 @@ from prefect_cancel_doctor.settings import Connection
 EXIT_INTERRUPTED = 130
 
 
-def run_demo(fmt: str, *, keep: bool = False, color: bool | None = None) -> int:
-    """Run the demo; the report goes to stdout, the narration to stderr."""
+def run_demo(fmt: str, *, keep: bool = False, docker: bool = False, color: bool | None = None) -> int:
+    """Run the demo; the report goes to stdout, the narration to stderr.
+
+    With `docker`, the runs are stuck in containers of a real prefect-docker
+    worker (a local image built without any registry) instead of local processes.
+    """
     err = Console(stderr=True, highlight=False, no_color=None if color is None else not color)
 
     def narrate(line: str) -> None:
         err.print(Text(f"demo: {line}", style="dim"))
 
     try:
-        with run_demo_environment(console_log=narrate) as environment:
+        # Both environments offer .api_url and .runs with .run_id and .expected_cause.
+        stage: contextlib.AbstractContextManager[Any]
+        if docker:
+            from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment
+
+            stage = docker_demo_environment(log=narrate)
+        else:
+            stage = run_demo_environment(console_log=narrate)
+        with stage as environment:
             narrate(f"scanning {environment.api_url} (prefect-cancel-doctor scan)")
             with PrefectApi(Connection(environment.api_url)) as api:
                 report = scan(api, Options(), lambda what, done, total: None)

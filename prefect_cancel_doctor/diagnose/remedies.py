@@ -104,7 +104,7 @@ _SHORT_BY_CAUSE: dict[Cause, str] = {
     Cause.CANCELLATION_HOOK_HANG: "timeout in on_cancellation",
     Cause.NEVER_STARTED: "start a worker for the pool",
     Cause.INFRASTRUCTURE_GONE: "force the state to Cancelled",
-    Cause.ORPHANED_INFRASTRUCTURE: "kill the process",
+    Cause.ORPHANED_INFRASTRUCTURE: "stop it (kill, docker rm -f)",
     Cause.NOT_ATTACHABLE: "run the doctor on its host",
     Cause.UNKNOWN: "read the stacks",
 }

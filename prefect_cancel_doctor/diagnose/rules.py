@@ -141,6 +141,19 @@ def _describe(view: ThreadView) -> str:
     return " ".join(facts)
 
 
+def _stop_now(ev: Evidence, processes: tuple[ProcessSample, ...]) -> str:
+    """How to end the leftovers by hand: by PID here, through Docker for a container."""
+    container = ev.container
+    if container is not None:
+        short = container.id[:12]
+        return (
+            f"stop it now: docker kill --signal SIGKILL {short} (a shell as PID 1 drops SIGTERM), "
+            f"then docker rm {short}"
+        )
+    pids = " ".join(str(p.pid) for p in processes)
+    return f"stop it now: kill -TERM {pids}; if it stays, kill -KILL {pids}"
+
+
 def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None) -> list[str]:
     """The TCP peers (other than the Prefect API) of a process blocked in network or database I/O."""
     if process.proc is None or view is None:
@@ -230,7 +243,7 @@ def orphaned(ev: Evidence) -> Verdict | None:
         0.95,
         evidence,
         view,
-        extra_fixes=(f"stop it now: kill -TERM {engine.pid}; if it stays, kill -KILL {engine.pid}",),
+        extra_fixes=(_stop_now(ev, (engine,)),),
     )
 
 
@@ -400,7 +413,7 @@ def _children_survive(ev: Evidence, evidence: list[str]) -> Verdict:
         0.9,
         evidence,
         view,
-        extra_fixes=(f"stop them now: kill -TERM {pids}",),
+        extra_fixes=(_stop_now(ev, children),),
     )
 
 
@@ -554,7 +567,7 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
         confidence,
         evidence,
         main,
-        extra_fixes=(f"stop it now: kill -TERM {engine.pid}",),
+        extra_fixes=(_stop_now(ev, (engine,)),),
     )
 
 

@@ -343,11 +343,28 @@ class Report:
         return document
 
 
+def _latest_threads(diagnosis: Diagnosis) -> list[dict[str, Any]]:
+    """Every thread of the run's processes as the last sample saw it, with its pid and role.
+
+    The full series of samples is under `target.processes[].threads`; this flat
+    view is what a script usually wants.
+    """
+    processes = diagnosis.target.processes if diagnosis.target else ()
+    return [
+        {"pid": process.pid, "role": process.role, **_plain(thread)}
+        for process in processes
+        if process.dumps
+        for thread in process.dumps[-1]
+    ]
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, ProcessSample):
             out["threads"] = out.pop("dumps")
+        if isinstance(value, Diagnosis):
+            out["threads"] = _latest_threads(value)
         return out
     if isinstance(value, enum.Enum):
         return value.value

@@ -74,6 +74,8 @@ from prefect_cancel_doctor.demo.harness import (
     CANCELLING_TIMEOUT_MESSAGE,
     HarnessError,
     LocalPrefect,
+    SpawnedWorker,
+    StagedEnvironment,
     prefect_command,
 )
 from prefect_cancel_doctor.locate.docker import (
@@ -419,29 +421,8 @@ def _owner_alive(owner: str) -> bool:
 
 
 @dataclass
-class DockerWorkerProcess:
-    """A `prefect worker start --type docker` process the harness started."""
-
-    name: str
-    pool: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        """The worker's PID (also its process group and session)."""
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        """Whether the worker still runs."""
-        return self.popen.poll() is None
-
-    def log_text(self) -> str:
-        """The worker's log so far (with its containers' output: `stream_output`)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+class DockerWorkerProcess(SpawnedWorker):
+    """A `prefect worker start --type docker` process (its log has the containers' output)."""
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM its process group, SIGKILL after `timeout` s."""
@@ -553,7 +534,7 @@ class StuckContainerRun:
 
 
 @dataclass
-class DockerDemoEnvironment:
+class DockerDemoEnvironment(StagedEnvironment["StuckContainerRun"]):
     """A staged environment: server, Docker worker, image and the stuck container runs."""
 
     harness: LocalPrefect
@@ -566,23 +547,6 @@ class DockerDemoEnvironment:
     owner: str
     #: Seconds spent in each stage.
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def api_url(self) -> str:
-        """The Prefect API the runs live on."""
-        return self.harness.api_url
-
-    @property
-    def env(self) -> dict[str, str]:
-        """PREFECT_API_URL and friends, for a process that should talk to this server."""
-        return self.harness.env
-
-    def run(self, scenario: str) -> StuckContainerRun:
-        """The staged run of a scenario."""
-        for run in self.runs:
-            if run.scenario == scenario:
-                return run
-        raise KeyError(scenario)
 
     def containers(self) -> list[str]:
         """Ids of every container of this session that still exists (sidecars included)."""

@@ -48,6 +48,7 @@ from prefect_cancel_doctor.demo.harness import (
     OBSERVER_FAILED_LINE,
     HarnessError,
     LocalPrefect,
+    StagedEnvironment,
     WorkerProcess,
     process_environ,
 )
@@ -125,7 +126,7 @@ class StuckRun:
 
 
 @dataclass
-class DemoEnvironment:
+class DemoEnvironment(StagedEnvironment[StuckRun]):
     """A staged environment: the server, its workers, and the stuck runs."""
 
     harness: LocalPrefect
@@ -133,23 +134,6 @@ class DemoEnvironment:
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     #: Seconds spent in each stage, for the curious and for the timing report.
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def api_url(self) -> str:
-        """The local server's API URL."""
-        return self.harness.api_url
-
-    @property
-    def env(self) -> dict[str, str]:
-        """PREFECT_API_URL and friends, for a process that should talk to this server."""
-        return self.harness.env
-
-    def run(self, scenario: str) -> StuckRun:
-        """The staged run of a scenario."""
-        for run in self.runs:
-            if run.scenario == scenario:
-                return run
-        raise KeyError(scenario)
 
 
 @dataclass

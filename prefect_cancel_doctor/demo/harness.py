@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -101,15 +101,13 @@ class SignalSent:
 
 
 @dataclass
-class WorkerProcess:
-    """A `prefect worker start` process the harness started."""
+class SpawnedWorker:
+    """A `prefect worker start` process started by a harness, with its log file."""
 
     name: str
     pool: str
     popen: subprocess.Popen[bytes]
     log_path: Path
-    kill_log_path: Path
-    started_at: float = field(default_factory=time.time)
 
     @property
     def pid(self) -> int:
@@ -123,6 +121,14 @@ class WorkerProcess:
     def log_text(self) -> str:
         """The worker's log so far (its own output and its flow runs')."""
         return _read_text(self.log_path)
+
+
+@dataclass
+class WorkerProcess(SpawnedWorker):
+    """A process worker whose every kill/killpg is audited (see `_SITECUSTOMIZE`)."""
+
+    kill_log_path: Path = Path()
+    started_at: float = field(default_factory=time.time)
 
     def signals_sent(self) -> list[SignalSent]:
         """Every kill/killpg the worker made so far."""
@@ -139,6 +145,38 @@ class WorkerProcess:
             if sent.target == pid and sent.signal == signal.SIGTERM:
                 return sent.time
         return None
+
+
+class _HasScenario(Protocol):
+    @property
+    def scenario(self) -> str: ...
+
+
+RunT = TypeVar("RunT", bound=_HasScenario)
+
+
+class StagedEnvironment(Generic[RunT]):
+    """What every staged demo environment offers: its server and its stuck runs by scenario."""
+
+    harness: LocalPrefect
+    runs: list[RunT]
+
+    @property
+    def api_url(self) -> str:
+        """The local server's API URL."""
+        return self.harness.api_url
+
+    @property
+    def env(self) -> dict[str, str]:
+        """PREFECT_API_URL and friends, for a process that should talk to this server."""
+        return self.harness.env
+
+    def run(self, scenario: str) -> RunT:
+        """The staged run of a scenario."""
+        for run in self.runs:
+            if run.scenario == scenario:
+                return run
+        raise KeyError(scenario)
 
 
 class LocalPrefect:

@@ -45,8 +45,14 @@ class _Gone(Exception):
     """Internal: the process vanished while it was being read."""
 
 
-def read_process(pid: int, proc_root: PathLike = "/proc") -> ProcSnapshot | None:
-    """Read one process's kernel view from `proc_root`; None if it does not exist (any more)."""
+def read_process(
+    pid: int, proc_root: PathLike = "/proc", *, read_sockets: bool = True
+) -> ProcSnapshot | None:
+    """Read one process's kernel view from `proc_root`; None if it does not exist (any more).
+
+    `read_sockets=False` leaves `sockets` empty: /proc/PID/net/tcp walks the kernel's whole
+    connection table (milliseconds on a large host), too slow to repeat before every dump.
+    """
     base = Path(proc_root) / str(pid)
     try:
         state, ppid, start_time = _parse_stat(_read_text(base / "stat"))
@@ -54,7 +60,7 @@ def read_process(pid: int, proc_root: PathLike = "/proc") -> ProcSnapshot | None
         cmdline = _read_cmdline(base / "cmdline")
         comm = _read_text(base / "comm").rstrip("\n")
         threads = _read_threads(base)
-        sockets = _read_sockets(base)
+        sockets = _read_sockets(base) if read_sockets else ()
         children = _read_children(pid, base, Path(proc_root))
         flow_run_id = _env_value(_read_raw(f"{base}/environ") or b"", _FLOW_RUN_KEY)
     except _Gone:
@@ -119,8 +125,22 @@ def has_signal(mask: int, signum: int) -> bool:
     return bool(mask >> (signum - 1) & 1)
 
 
+_SECRET_LITERAL = re.compile(
+    r"""(\b\w*(?:passw|secret|token|api_?key|auth|credential|private)\w*["']?\s*[=:]\s*)(["'])[^"']*\2""",
+    re.IGNORECASE,
+)
+_URL_CREDENTIALS = re.compile(r"(://[^:/@\s\"']+:)[^@\s\"']+@")
+
+
+def redact_code(line: str) -> str:
+    """A source line with string literals assigned to secret-looking names, and URL passwords, hidden."""
+    line = _SECRET_LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>{m.group(2)}", line)
+    return _URL_CREDENTIALS.sub(r"\1<redacted>@", line)
+
+
 def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "/proc") -> str | None:
-    """Line `line` of `filename` as the process sees it (through /proc/PID/root), stripped."""
+    """Line `line` of `filename` as the process sees it (through /proc/PID/root), stripped
+    and with literal secrets redacted (see `redact_code`)."""
     if line < 1 or not filename or filename.startswith("<"):
         return None
     base = Path(proc_root) / str(pid)
@@ -131,7 +151,7 @@ def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "
         lines = _read_lines(base / "cwd" / filename)
     if lines is None or line > len(lines):
         return None
-    return lines[line - 1].strip()
+    return redact_code(lines[line - 1].strip())
 
 
 @functools.lru_cache(maxsize=256)

@@ -599,7 +599,7 @@ def _with_source(
         lines = sources.get(frame.filename)
         if lines is None or not 1 <= frame.line <= len(lines):
             return frame
-        return dataclasses.replace(frame, code=lines[frame.line - 1].strip())
+        return dataclasses.replace(frame, code=procfs.redact_code(lines[frame.line - 1].strip()))
 
     return tuple(
         dataclasses.replace(

@@ -157,3 +157,17 @@ def test_read_source_line_through_proc_root(tmp_path: Path, monkeypatch: pytest.
     assert read_source_line(pid, str(source), 99) is None
     assert read_source_line(pid, "<frozen runpy>", 1) is None
     assert read_source_line(pid, str(tmp_path / "missing.py"), 1) is None
+
+
+def test_source_lines_never_show_literal_secrets() -> None:
+    from prefect_cancel_doctor.sample.procfs import redact_code
+
+    assert redact_code('conn = connect(password="hunter2", host="db")') == (
+        'conn = connect(password="<redacted>", host="db")'
+    )
+    assert redact_code("API_KEY = 'pnu_abc'  # demo") == "API_KEY = '<redacted>'  # demo"
+    assert (
+        redact_code('url = "postgresql://etl:s3cret@db:5432/x"')
+        == 'url = "postgresql://etl:<redacted>@db:5432/x"'
+    )
+    assert redact_code("time.sleep(3600)  # demo: blocks here") == "time.sleep(3600)  # demo: blocks here"

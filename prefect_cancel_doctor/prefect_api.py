@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
+from urllib.request import getproxies
 
 import httpx
 
@@ -21,7 +24,19 @@ from prefect_cancel_doctor.model import FlowRunRef, WorkerInfo
 from prefect_cancel_doctor.settings import Connection
 
 PAGE_SIZE = 200  # the server's default maximum page size (PREFECT_API_DEFAULT_LIMIT)
+#: The server's maximum page of `POST /events/filter` (`INTERACTIVE_PAGE_SIZE`).
+EVENTS_PAGE_SIZE = 50
+#: Flow runs named in one events query by resource id. The server puts the whole
+#: filter into its page token, and the token into a URL: keep it well under the
+#: 16 KiB an HTTP request line may take.
+EVENTS_IDS_PER_QUERY = 50
+#: Answers worth one more try: a busy SQLite server answers 503 now and then.
+_RETRY_STATUS = (502, 503, 504)
 FINAL_STATE_TYPES = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
+
+
+class EventsUnavailable(ApiRefused):
+    """The server has no events API (`POST /events/filter` answers 404)."""
 
 
 class PrefectApi:
@@ -40,13 +55,18 @@ class PrefectApi:
             token = base64.b64encode(connection.auth_string.encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         self.url = connection.api_url
+        # Loading the CA bundle costs 15-60 ms, a large part of a scan's start-up: skip it
+        # when no connection can use TLS (a plain http:// URL and no proxy configured).
+        verify = connection.verify if _may_use_tls(connection.api_url) else False
         self._client = httpx.Client(
             base_url=connection.api_url + "/",
             headers=headers,
             timeout=timeout,
-            verify=connection.verify,
-            transport=transport or httpx.HTTPTransport(retries=2, verify=connection.verify),
+            verify=verify,
+            transport=transport or httpx.HTTPTransport(retries=2, verify=verify),
         )
+        #: Requests sent so far (the health report states its cost).
+        self.requests = 0
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -60,13 +80,27 @@ class PrefectApi:
 
     # -- transport -----------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = self._client.request(method, path.lstrip("/"), json=body)
-        except httpx.TimeoutException as exc:
-            raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise ApiUnreachable(f"cannot reach the Prefect API at {self.url}: {exc}") from exc
+    def _request(
+        self, method: str, path: str, body: Any = None, *, missing_ok: bool = False, retries: int = 0
+    ) -> Any:
+        """One request; errors become `ApiUnreachable`/`ApiRefused`.
+
+        `missing_ok`: answer None on 404/405 (an endpoint older servers or Cloud lack).
+        `retries`: try again this many times on 502/503/504, backing off.
+        """
+        for attempt in range(retries + 1):
+            self.requests += 1
+            try:
+                response = self._client.request(method, path.lstrip("/"), json=body)
+            except httpx.TimeoutException as exc:
+                raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise ApiUnreachable(f"cannot reach the Prefect API at {self.url}: {exc}") from exc
+            if response.status_code not in _RETRY_STATUS or attempt == retries:
+                break
+            time.sleep(0.25 * 2**attempt)
+        if missing_ok and response.status_code in (404, 405):
+            return None
         if response.status_code in (401, 403):
             raise ApiRefused(
                 f"Prefect API refused the request ({response.status_code} "
@@ -92,11 +126,15 @@ class PrefectApi:
                 hint="is this the API URL (ending in /api) and not the UI's?",
             ) from exc
 
-    def _paged(self, path: str, body: dict[str, Any], sort: str = "ID_DESC") -> Iterator[dict[str, Any]]:
+    def _paged(
+        self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, retries: int = 0
+    ) -> Iterator[dict[str, Any]]:
         """Every item of a `/filter` endpoint, page by page, in a stable order."""
         offset, seen = 0, set()
         while True:
-            page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
+            page = self._request(
+                "POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort}, retries=retries
+            )
             for item in page:
                 # Runs that change state while we page can shift between pages.
                 if item["id"] not in seen:
@@ -158,6 +196,120 @@ class PrefectApi:
     def pool_workers(self, pool: str) -> list[dict[str, Any]]:
         """The workers registered in a work pool, with status and heartbeat."""
         return list(self._request("POST", f"/work_pools/{pool}/workers/filter", {"limit": PAGE_SIZE}))
+
+    # -- reads for the health report ---------------------------------------------
+    # Each retries a 503 a few times: a report reads hundreds of pages.
+
+    def events(
+        self, event_filter: dict[str, Any], on_total: Callable[[int], None] | None = None
+    ) -> Generator[dict[str, Any], None, None]:
+        """Every event matching `event_filter` (`POST /events/filter`, then its next pages).
+
+        The server's `next_page` is an absolute URL built from the URL it was
+        reached at, with a token that is not URL-encoded; only the token is
+        taken from it, and sent, encoded, to this client's own base URL.
+        `on_total` is told how many events match, before the first is yielded.
+        """
+        body = {"filter": event_filter, "limit": EVENTS_PAGE_SIZE}
+        page = self._request("POST", "/events/filter", body, missing_ok=True, retries=3)
+        if page is None:
+            raise EventsUnavailable(
+                f"{self.url} has no events API (404 on /events/filter)",
+                hint="Prefect 3 servers and Prefect Cloud have one; older servers are read run by run",
+            )
+        if on_total is not None:
+            on_total(int(page.get("total") or 0))
+        seen: set[str] = set()
+        while True:
+            for event in page.get("events") or ():
+                if event["id"] not in seen:
+                    seen.add(event["id"])
+                    yield event
+            token = _page_token(page.get("next_page"))
+            if token is None:
+                return
+            page = self._request("GET", f"/events/filter/next?page-token={quote(token, safe='')}", retries=3)
+
+    def server_settings(self) -> dict[str, Any] | None:
+        """The server's settings (`GET /admin/settings`); None where it has none (Prefect Cloud)."""
+        try:
+            settings = self._request("GET", "/admin/settings", missing_ok=True, retries=3)
+        except ApiRefused:
+            return None
+        return settings if isinstance(settings, dict) else None
+
+    def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Flow runs matching a `flow_runs` filter body (paged)."""
+        return list(self._paged("/flow_runs/filter", {"flow_runs": flow_runs}, retries=3))
+
+    def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[dict[str, Any]]:
+        """Deployment runs started by these flow runs (`run_deployment`), in one of `state_types`."""
+        wanted = sorted(set(parent_ids))
+        children: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {
+                "parent_flow_run_id": {"any_": wanted[start : start + PAGE_SIZE]},
+                "deployment_id": {"is_null_": False},
+                "state": {"type": {"any_": list(state_types)}},
+            }
+            children.extend(self.runs_by_filter(body))
+        return children
+
+    def count_runs(self, flow_runs: dict[str, Any]) -> int:
+        """How many flow runs match a `flow_runs` filter body."""
+        return int(self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs}, retries=3))
+
+    def task_runs_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The task runs with these ids."""
+        wanted = sorted(set(ids))
+        runs: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"task_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            runs.extend(self._paged("/task_runs/filter", body, retries=3))
+        return runs
+
+    def deployments_by_id(self, ids: Iterable[str | None]) -> list[dict[str, Any]]:
+        """The deployments with these ids (with `concurrency_limit` and `global_concurrency_limit`)."""
+        wanted = sorted({i for i in ids if i})
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"deployments": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            found.extend(self._paged("/deployments/filter", body, sort="NAME_ASC", retries=3))
+        return found
+
+    def work_pool(self, name: str) -> dict[str, Any] | None:
+        """A work pool by name; None if there is none."""
+        pool = self._request("GET", f"/work_pools/{quote(name, safe='')}", missing_ok=True, retries=3)
+        return pool if isinstance(pool, dict) else None
+
+    def pool_concurrency_status(self, name: str) -> dict[str, Any] | None:
+        """Which runs the server counts against a pool's and its queues' limits.
+
+        `POST /work_pools/{name}/concurrency_status` (recent servers): per queue,
+        `concurrency_limit`, `active_slots` and up to 200 slot-holding `flow_runs`.
+        None where the server has no such endpoint.
+        """
+        status = self._request(
+            "POST",
+            f"/work_pools/{quote(name, safe='')}/concurrency_status",
+            {"limit": PAGE_SIZE, "flow_run_limit": PAGE_SIZE},
+            missing_ok=True,
+            retries=3,
+        )
+        return status if isinstance(status, dict) else None
+
+
+def _page_token(next_page: str | None) -> str | None:
+    """The raw `page-token` of a `next_page` link (taken as it is: the server does not encode it)."""
+    if not next_page or "page-token=" not in next_page:
+        return None
+    token = next_page.split("page-token=", 1)[1].split("&", 1)[0]
+    return token or None
+
+
+def _may_use_tls(url: str) -> bool:
+    """Whether a client of `url` may open a TLS connection: an https URL, or any proxy configured."""
+    return not url.lower().startswith("http://") or bool(getproxies())
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, ThreadSample
@@ -60,72 +61,204 @@ def sample_process(
     PySpyNotFound when py-spy cannot be used at all. A process that exits
     midway, a py-spy timeout or a failing `--native` is reported in `errors`.
     """
-    first = read_process(pid, proc_root)
-    if first is None:
-        raise ProcessGone(f"process {pid} does not exist")
-    proc: ProcSnapshot = first
-    dumps: list[tuple[ThreadSample, ...]] = []
-    errors: list[str] = []
-    use_native = native
-    for index in range(samples):
-        if index:
-            time.sleep(interval)
-            snapshot = read_process(pid, proc_root)
-            if (
-                snapshot is None
-                or snapshot.state == "Z"
-                or snapshot.start_time_ticks != first.start_time_ticks
-            ):
-                _note(errors, EXITED)
-                break
-            proc = snapshot
-        try:
-            threads, use_native = _dump(pid, use_native, locals, timeout, proc_root, errors)
-        except NotPython:
-            return ProcessSample(
-                pid=pid,
-                role=role,
-                proc=proc,
-                dumps=tuple(dumps),
-                native=False,
-                errors=tuple(errors),
-                python=False,
-            )
-        except ProcessGone:
-            _note(errors, EXITED)
-            break
-        except SampleTimeout as exc:
-            # A target that stalled py-spy once will stall it again: stop ptracing it.
-            _note(errors, str(exc))
-            break
-        except (PermissionDenied, PySpyNotFound):
-            raise
-        except SamplerError as exc:
-            # A dump can fail while the target changes its threads; the next one may work.
-            _note(errors, str(exc))
-            continue
-        dumps.append(merge(threads, proc, proc_root))
-    return ProcessSample(
-        pid=pid,
-        role=role,
-        proc=proc,
-        dumps=tuple(dumps),
-        native=use_native,
-        errors=tuple(errors),
-    )
+    request = SampleRequest(pid, role, samples, interval, native, locals, timeout, proc_root)
+    (result,) = sample_many([request], max_workers=1)
+    if isinstance(result, SamplerError):
+        raise result
+    return result
 
 
 def sample_many(
-    requests: Sequence[SampleRequest], max_workers: int = 4
+    requests: Sequence[SampleRequest],
+    max_workers: int = 4,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[ProcessSample | SamplerError]:
-    """Sample several processes in parallel (at most `max_workers` at once), in input order.
+    """Sample several processes together, at most `max_workers` dumps at once; in input order.
 
-    A process that cannot be sampled yields its SamplerError in its place.
+    The processes take turns: a worker always takes the process whose next
+    sample is due first, and a process is due `interval` seconds after its
+    previous dump ended. So every process is dumped once before any is dumped
+    twice, and N processes x S samples take about S rounds (each as long as
+    the interval or as N dumps over the workers, whichever is longer), not
+    N x S x interval. A process that cannot be sampled (gone before the first
+    dump, permission denied, no py-spy) yields its SamplerError in its place.
+    `on_done(finished)` is called from the calling thread whenever processes
+    have finished, with how many have so far.
     """
     if not requests:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(requests)))) as pool:
-        return list(pool.map(_sample_or_error, requests))
+    targets = [_Target(request) for request in requests]
+    schedule = _Schedule(targets)
+    workers = [
+        threading.Thread(target=schedule.work, name=f"pcd-sampler-{index}", daemon=True)
+        for index in range(max(1, min(max_workers, len(targets))))
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        reported = 0
+        while (finished := schedule.wait_for_progress(reported)) is not None:
+            if on_done is not None:
+                on_done(finished)
+            reported = finished
+    finally:
+        schedule.stop()
+        for worker in workers:
+            worker.join()
+    if schedule.crash is not None:
+        raise schedule.crash
+    return [target.result() for target in targets]
+
+
+class _Schedule:
+    """The targets still to sample, earliest due first, shared by the worker threads."""
+
+    def __init__(self, targets: list[_Target]) -> None:
+        self.targets = targets
+        # (due, input position): ties go in input order.
+        self.queue = [(0.0, index) for index in range(len(targets))]
+        self.remaining = len(targets)
+        self.changed = threading.Condition()
+        self.stopped = False
+        #: An unexpected exception in a worker (a bug, not a SamplerError); re-raised by sample_many.
+        self.crash: BaseException | None = None
+
+    def work(self) -> None:
+        while True:
+            with self.changed:
+                while not self.queue and not self.stopped and self.remaining:
+                    self.changed.wait()
+                if self.stopped or not self.remaining:
+                    return
+                _, index = heapq.heappop(self.queue)
+            target = self.targets[index]
+            try:
+                target.step()
+            except BaseException as exc:  # surfaced in the caller's thread
+                with self.changed:
+                    self.crash = self.crash or exc
+                    self.stopped = True
+                    self.changed.notify_all()
+                return
+            with self.changed:
+                if target.done:
+                    self.remaining -= 1
+                else:
+                    heapq.heappush(self.queue, (target.due, index))
+                self.changed.notify_all()
+
+    def wait_for_progress(self, reported: int) -> int | None:
+        """How many targets have finished, once it is more than `reported`; None when all are done."""
+        with self.changed:
+            while not self.stopped and self.remaining and len(self.targets) - self.remaining == reported:
+                self.changed.wait()
+            finished = len(self.targets) - self.remaining
+            if finished != reported:
+                return finished
+            return None
+
+    def stop(self) -> None:
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+
+
+class _Target:
+    """One process being sampled: what `sample_process` used to keep in its loop's locals."""
+
+    def __init__(self, request: SampleRequest) -> None:
+        self.request = request
+        self.first: ProcSnapshot | None = None
+        self.proc: ProcSnapshot | None = None
+        self.dumps: list[tuple[ThreadSample, ...]] = []
+        self.errors: list[str] = []
+        self.use_native = request.native
+        self.index = 0
+        self.due = 0.0
+        self.done = False
+        self.python = True
+        self.failure: SamplerError | None = None
+
+    def step(self) -> None:
+        """Wait until this process is due, then take its next sample (/proc, then one py-spy dump)."""
+        request = self.request
+        delay = self.due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            self._sample(request)
+        finally:
+            self.index += 1
+            self.due = time.monotonic() + request.interval
+            if self.index >= request.samples:
+                self.done = True
+
+    def _sample(self, request: SampleRequest) -> None:
+        pid, proc_root = request.pid, request.proc_root
+        # The TCP peers are read on the first and the last sample only (see read_process).
+        full = self.first is None or self.index >= request.samples - 1
+        snapshot = read_process(pid, proc_root, read_sockets=full)
+        if self.first is None:
+            if snapshot is None:
+                self._fail(ProcessGone(f"process {pid} does not exist"))
+                return
+            self.first = snapshot
+            if request.samples < 1:
+                self.proc = snapshot
+                return
+        elif (
+            snapshot is None
+            or snapshot.state == "Z"
+            or snapshot.start_time_ticks != self.first.start_time_ticks
+        ):
+            self._stop(EXITED)
+            return
+        self.proc = snapshot if full else dataclasses.replace(snapshot, sockets=self.first.sockets)
+        try:
+            threads, self.use_native = _dump(
+                pid, self.use_native, request.locals, request.timeout, proc_root, self.errors
+            )
+        except NotPython:
+            self.python = False
+            self.done = True
+            return
+        except ProcessGone:
+            self._stop(EXITED)
+            return
+        except SampleTimeout as exc:
+            # A target that stalled py-spy once will stall it again: stop ptracing it.
+            self._stop(str(exc))
+            return
+        except (PermissionDenied, PySpyNotFound) as exc:
+            self._fail(exc)
+            return
+        except SamplerError as exc:
+            # A dump can fail while the target changes its threads; the next one may work.
+            _note(self.errors, str(exc))
+            return
+        self.dumps.append(merge(threads, snapshot, proc_root))
+
+    def _stop(self, message: str) -> None:
+        _note(self.errors, message)
+        self.done = True
+
+    def _fail(self, error: SamplerError) -> None:
+        self.failure = error
+        self.done = True
+
+    def result(self) -> ProcessSample | SamplerError:
+        if self.failure is not None:
+            return self.failure
+        assert self.proc is not None  # a target without a first snapshot has failed
+        return ProcessSample(
+            pid=self.request.pid,
+            role=self.request.role,
+            proc=self.proc,
+            dumps=tuple(self.dumps),
+            native=self.use_native and self.python,
+            errors=tuple(self.errors),
+            python=self.python,
+        )
 
 
 def merge(
@@ -150,22 +283,6 @@ def merge(
         )
         for thread, kernel in zip(threads, kernels, strict=True)
     )
-
-
-def _sample_or_error(request: SampleRequest) -> ProcessSample | SamplerError:
-    try:
-        return sample_process(
-            request.pid,
-            request.role,
-            samples=request.samples,
-            interval=request.interval,
-            native=request.native,
-            locals=request.locals,
-            timeout=request.timeout,
-            proc_root=request.proc_root,
-        )
-    except SamplerError as exc:
-        return exc
 
 
 def _dump(

@@ -1,0 +1,1 @@
+"""Benchmarks of prefect-cancel-doctor: run each as `python -m bench.<name>` from the repository root."""

@@ -1,0 +1,336 @@
+"""Seeded Prefect databases for the fleet-scale benchmarks: 1,000, 10,000 and 50,000 flow runs.
+
+Everything goes through the REST API of a real local server, in the server's
+fastest ways: 20 process work pools with 2 workers each, 50 flows and 200
+deployments on an hourly schedule; the runs are created by backfilling the
+deployments' schedules (`POST /deployments/{id}/schedule`, one bulk insert per
+deployment), and moved to their final states 50 at a time with
+`POST /flow_runs/bulk_set_state` (forced, as a history would have them:
+85 % Completed, 6 % Failed, 4 % Cancelled, 2 % Crashed, 1 % Running, 2 % left
+Scheduled). Runs in CANCELLING are made RUNNING, given an
+`infrastructure_pid` on another host and proposed CANCELLING one by one, as a
+worker and `prefect flow-run cancel` would. (SQLite takes one writer at a
+time: concurrent writes are refused with 503, so writes are sequential.)
+
+| size | runs in CANCELLING |
+|---|---|
+| 1,000 | 50 (5 %) |
+| 10,000 | 500 (5 %) |
+| 50,000 | 500 (1 %) |
+
+so 10k → 50k grows the history fivefold with the same stuck runs, and 1k →
+10k grows the stuck runs tenfold. The databases are built in one pass (the
+1k database is a snapshot of the 10k one on its way, and so on) and cached
+under ~/.cache/prefect-cancel-doctor-bench/ (or $PCD_BENCH_CACHE); a re-run
+reuses them.
+
+The API stamps every state with the time of the request, so a history seeded
+in minutes would look as if every run had ended within the last hour. Each
+snapshot is therefore aged, in SQL, the one thing not done through the API:
+every run not in CANCELLING is moved back by a random 1 hour to 30 days
+(its times and its states' times alike), as a month of real history would be.
+
+    python -m bench.seed            # build what is missing, print the seeding time
+    python -m bench.seed --force    # build again
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._common import local_server, log
+
+SEED_VERSION = 1
+#: (total runs, of which in CANCELLING), cumulative.
+SIZES: tuple[tuple[int, int], ...] = ((1_000, 50), (10_000, 500), (50_000, 500))
+POOLS = 20
+WORKERS_PER_POOL = 2
+FLOWS = 50
+DEPLOYMENTS = 200
+#: The final states of the history (not CANCELLING), with their weights.
+HISTORY_STATES = (
+    ("COMPLETED", "Completed", 85),
+    ("FAILED", "Failed", 6),
+    ("CANCELLED", "Cancelled", 4),
+    ("CRASHED", "Crashed", 2),
+    ("SCHEDULED", "Scheduled", 2),
+    ("RUNNING", "Running", 1),
+)
+#: Times moved back when a snapshot is aged (columns holding timestamps).
+_RUN_TIME_COLUMNS = (
+    "created",
+    "updated",
+    "expected_start_time",
+    "next_scheduled_start_time",
+    "start_time",
+    "end_time",
+    "state_timestamp",
+)
+_STATE_TIME_COLUMNS = ("created", "updated", "timestamp")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PCD_BENCH_CACHE") or Path.home() / ".cache" / "prefect-cancel-doctor-bench")
+
+
+def database_path(size: int) -> Path:
+    import importlib.metadata
+
+    prefect = importlib.metadata.version("prefect")
+    return cache_dir() / f"v{SEED_VERSION}-prefect-{prefect}-{size}-runs.db"
+
+
+def seeding_record() -> dict[str, Any]:
+    """What the last seeding measured (sizes, seconds), if it was recorded."""
+    path = cache_dir() / f"v{SEED_VERSION}-seeding.json"
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+    except (OSError, ValueError):
+        return {}
+
+
+def ensure_databases(force: bool = False) -> dict[int, Path]:
+    """The seeded databases by size, seeding them first if any is missing."""
+    paths = {size: database_path(size) for size, _ in SIZES}
+    if force or not all(path.exists() for path in paths.values()):
+        seed(paths)
+    return paths
+
+
+@dataclass
+class _Fleet:
+    pools: list[str]
+    flows: list[str]
+    #: (deployment id, flow id, pool name)
+    deployments: list[tuple[str, str, str]]
+
+
+def seed(paths: dict[int, Path]) -> None:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    rng = random.Random(20240601)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with local_server() as prefect:
+        timings["server start"] = time.perf_counter() - started
+        database = prefect.home / "prefect.db"
+        api = _Api(prefect.api_url)
+        try:
+            step = time.perf_counter()
+            fleet = _create_fleet(api)
+            timings["pools, workers, flows, deployments"] = time.perf_counter() - step
+            # Consecutive backfill windows, so every phase adds new runs.
+            window = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(
+                days=400
+            )
+            done, done_cancelling = 0, 0
+            for size, cancelling in SIZES:
+                step = time.perf_counter()
+                count = size - done
+                _create_runs(api, fleet, window, count, cancelling - done_cancelling, rng)
+                window += timedelta(hours=count // len(fleet.deployments))
+                done, done_cancelling = size, cancelling
+                seconds = time.perf_counter() - step
+                timings[f"runs {size - count + 1:,}–{size:,}"] = seconds
+                log(f"seeded {size:,} runs ({count / seconds:.0f} runs/s in this phase)")
+                step = time.perf_counter()
+                _snapshot(database, paths[size], rng)
+                timings[f"snapshot + aging at {size:,}"] = time.perf_counter() - step
+        finally:
+            api.close()
+    timings["total"] = time.perf_counter() - started
+    runs_seconds = sum(v for k, v in timings.items() if k.startswith("runs "))
+    record = {
+        "sizes": [list(size) for size in SIZES],
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "runs_per_second": round(SIZES[-1][0] / runs_seconds, 1),
+        "seeded_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    (cache_dir() / f"v{SEED_VERSION}-seeding.json").write_text(json.dumps(record, indent=2))
+
+
+class _Api:
+    """Sequential calls to the server's API, failing loudly."""
+
+    def __init__(self, api_url: str) -> None:
+        self.http = httpx.Client(base_url=api_url + "/", timeout=300)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _create_fleet(api: _Api) -> _Fleet:
+    pools = [f"bench-pool-{index:02d}" for index in range(POOLS)]
+    for pool in pools:
+        api.call("POST", "work_pools/", {"name": pool, "type": "process"})
+        for worker in range(WORKERS_PER_POOL):
+            api.call(
+                "POST",
+                f"work_pools/{pool}/workers/heartbeat",
+                {"name": f"{pool}-worker-{worker}", "heartbeat_interval_seconds": 30},
+            )
+    flows = [api.call("POST", "flows/", {"name": f"bench-flow-{index:02d}"})["id"] for index in range(FLOWS)]
+    deployments = []
+    for index in range(DEPLOYMENTS):
+        flow, pool = flows[index % FLOWS], pools[index % POOLS]
+        body = {
+            "name": f"deployment-{index:03d}",
+            "flow_id": flow,
+            "work_pool_name": pool,
+            "entrypoint": "flows.py:main",
+            "path": "/opt/flows",
+            "paused": False,
+            "schedules": [{"schedule": {"interval": 3600}, "active": True}],
+            "parameter_openapi_schema": {"type": "object", "properties": {}},
+        }
+        deployments.append((api.call("POST", "deployments/", body)["id"], flow, pool))
+    return _Fleet(pools, flows, deployments)
+
+
+def _create_runs(
+    api: _Api, fleet: _Fleet, start: datetime, count: int, cancelling: int, rng: random.Random
+) -> None:
+    """Backfill `count` hourly runs from `start` (spread over the deployments), then set their states."""
+    per_deployment = count // len(fleet.deployments)
+    end = start + timedelta(hours=per_deployment)
+    ids: list[str] = []
+    for deployment, _, _ in fleet.deployments:
+        body = {
+            "start_time": start.isoformat(),
+            "end_time": end.isoformat(),
+            "min_runs": per_deployment,
+            "max_runs": per_deployment,
+        }
+        api.call("POST", f"deployments/{deployment}/schedule", body)
+        window = {
+            "deployments": {"id": {"any_": [deployment]}},
+            "flow_runs": {
+                "state": {"type": {"any_": ["SCHEDULED"]}},
+                "expected_start_time": {"after_": start.isoformat(), "before_": end.isoformat()},
+            },
+        }
+        for offset in range(0, per_deployment, 200):
+            page = api.call(
+                "POST", "flow_runs/filter", {**window, "limit": 200, "offset": offset, "sort": "ID_DESC"}
+            )
+            ids.extend(run["id"] for run in page)
+    if len(ids) != per_deployment * len(fleet.deployments):
+        raise RuntimeError(
+            f"backfill made {len(ids)} runs, expected {per_deployment * len(fleet.deployments)}"
+        )
+    rng.shuffle(ids)
+    stuck, history = ids[:cancelling], ids[cancelling:]
+    names = [name for name, _, _ in HISTORY_STATES]
+    weights = [weight for _, _, weight in HISTORY_STATES]
+    by_state: dict[str, list[str]] = {}
+    for run in history:
+        by_state.setdefault(rng.choices(names, weights)[0], []).append(run)
+    by_state.setdefault("RUNNING", []).extend(stuck)
+    labels = {name: label for name, label, _ in HISTORY_STATES}
+    for state, runs in by_state.items():
+        if state == "SCHEDULED":
+            continue
+        for chunk in range(0, len(runs), 50):
+            body = {
+                "flow_runs": {"id": {"any_": runs[chunk : chunk + 50]}},
+                "state": {"type": state, "name": labels[state]},
+                "force": True,
+                "limit": 50,
+            }
+            results = api.call("POST", "flow_runs/bulk_set_state", body)["results"]
+            refused = [r for r in results if r["status"] != "ACCEPT"]
+            if len(results) != len(runs[chunk : chunk + 50]) or refused:
+                raise RuntimeError(f"bulk_set_state {state}: {len(results)} results, refused: {refused[:2]}")
+    for run in stuck:
+        host = f"worker-host-{rng.randrange(40):02d}"
+        api.call(
+            "PATCH", f"flow_runs/{run}", {"infrastructure_pid": f"{host}:{rng.randrange(1000, 4_000_000)}"}
+        )
+        result = api.call(
+            "POST", f"flow_runs/{run}/set_state", {"state": {"type": "CANCELLING"}, "force": False}
+        )
+        if result["status"] != "ACCEPT":
+            raise RuntimeError(f"CANCELLING not accepted for {run}: {result}")
+
+
+def _snapshot(database: Path, target: Path, rng: random.Random) -> None:
+    """Copy the live database consistently (SQLite backup), age its history, publish it atomically."""
+    partial = target.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
+        source.backup(copy)
+    with sqlite3.connect(partial) as db:
+        _age(db, rng)
+        db.execute("PRAGMA journal_mode=DELETE")
+    with sqlite3.connect(partial) as db:
+        db.execute("VACUUM")
+    shutil.move(partial, target)
+
+
+def _age(db: sqlite3.Connection, rng: random.Random) -> None:
+    """Move every run not in CANCELLING, and its states, back by 1 hour to 30 days."""
+    runs = [row[0] for row in db.execute("SELECT id FROM flow_run WHERE state_type != 'CANCELLING'")]
+    offsets = [(f"-{rng.randrange(3600, 30 * 86400)} seconds", run) for run in runs]
+    db.execute("CREATE TEMP TABLE age (shift TEXT, run TEXT PRIMARY KEY)")
+    db.executemany("INSERT INTO age (shift, run) VALUES (?, ?)", offsets)
+    run_sets = ", ".join(f"{c} = {_shifted(c)}" for c in _RUN_TIME_COLUMNS)
+    db.execute(
+        f"UPDATE flow_run SET {run_sets.replace('SHIFT', '(SELECT shift FROM age WHERE run = flow_run.id)')} "
+        "WHERE id IN (SELECT run FROM age)"
+    )
+    state_sets = ", ".join(f"{c} = {_shifted(c)}" for c in _STATE_TIME_COLUMNS)
+    db.execute(
+        f"UPDATE flow_run_state SET "
+        f"{state_sets.replace('SHIFT', '(SELECT shift FROM age WHERE run = flow_run_state.flow_run_id)')} "
+        "WHERE flow_run_id IN (SELECT run FROM age)"
+    )
+    db.execute("DROP TABLE age")
+    db.commit()
+
+
+def _shifted(column: str) -> str:
+    """SQL moving a stored timestamp ("2026-01-31 12:00:00.123456", UTC) back by SHIFT whole seconds."""
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL ELSE "
+        f"strftime('%Y-%m-%d %H:%M:%S', {column}, SHIFT) || substr({column}, 20) END"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--force", action="store_true", help="seed again even if the cache has the databases")
+    args = parser.parse_args()
+    paths = ensure_databases(force=args.force)
+    for size, path in paths.items():
+        print(f"{size:>6,} runs: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    record = seeding_record()
+    if record:
+        print(
+            "seeding (s):",
+            json.dumps(record["seconds"], ensure_ascii=False),
+            f"– {record['runs_per_second']} runs/s",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -146,6 +146,8 @@ class _Staged:
     worker: WorkerProcess | None = None
     worker_name: str | None = None
     survivors: tuple[int, ...] = ()
+    #: Runs created again because the first crashed at submission (a transient 503).
+    resubmitted: int = 0
 
 
 def stage_scenarios(
@@ -347,6 +349,9 @@ def run_demo_environment(
 # -- steps -----------------------------------------------------------------
 
 
+_SUBMIT_FAILED = "Failed to submit flow run to infrastructure"
+
+
 def _wait_running_and_ready(harness: LocalPrefect, items: list[_Staged], timeout: float) -> None:
     pending = {item.run_id: item for item in items}
     last_states: dict[str, str] = {}
@@ -359,6 +364,14 @@ def _wait_running_and_ready(harness: LocalPrefect, items: list[_Staged], timeout
             last_states[run_id] = state
             if run.state is not None and run.state.is_final():
                 name = item.scenario.name
+                if _SUBMIT_FAILED in (run.state.message or "") and item.resubmitted < 2:
+                    # A busy SQLite server answers 503 now and then; the observer pool's
+                    # worker retries once only, so its run can crash at submission.
+                    item.resubmitted += 1
+                    del pending[run_id]
+                    item.run_id = harness.create_run(item.deployment_id, {"ready_path": str(item.ready_path)})
+                    pending[item.run_id] = item
+                    continue
                 raise harness.error(
                     f"run {run_id} ({name}) ended {state} before it got stuck: {run.state.message}"
                 )

@@ -169,10 +169,12 @@ class ThreadCall:
 
     @property
     def site(self) -> tuple[str | None, int | None, str]:
-        """What must stay the same across samples for the call to count as blocking."""
+        """What must stay the same across samples for the call to count as blocking: the user
+        frame's line (the callee's name may be read from native frames in one sample only)."""
         if self.user_frame is None:
-            return None, None, self.function
-        return self.user_frame.filename, self.user_frame.line, self.function
+            top = self.library_frames[-1] if self.library_frames else None
+            return (top.filename, top.line, "") if top else (None, None, self.function)
+        return self.user_frame.filename, self.user_frame.line, ""
 
 
 def innermost_user_frame(frames: Sequence[Frame]) -> tuple[Frame | None, tuple[Frame, ...]]:

@@ -27,10 +27,12 @@ class ThreadView:
 
     @property
     def call(self) -> ThreadCall:
-        """The most frequent call across samples (the latest on ties)."""
+        """The most frequent call across samples; among those, one with native frames if any
+        (the sampler takes native stacks on the first dump only), else the latest."""
         counts = Counter(c.site for c in self.calls)
         best = max(counts.values())
-        return next(c for c in reversed(self.calls) if counts[c.site] == best)
+        candidates = [c for c in reversed(self.calls) if counts[c.site] == best]
+        return next((c for c in candidates if c.native is not None), candidates[0])
 
     @property
     def stable(self) -> bool:

@@ -214,10 +214,15 @@ class _Target:
             self._stop(EXITED)
             return
         self.proc = snapshot if full else dataclasses.replace(snapshot, sockets=self.first.sockets)
+        # Native stacks cost ~10x a plain dump and pause the target as long: only the
+        # first dump is native; the rest show whether the Python line stays put.
+        want_native = self.use_native and not self.dumps
         try:
-            threads, self.use_native = _dump(
-                pid, self.use_native, request.locals, request.timeout, proc_root, self.errors
+            threads, native_worked = _dump(
+                pid, want_native, request.locals, request.timeout, proc_root, self.errors
             )
+            if want_native:
+                self.use_native = native_worked
         except NotPython:
             self.python = False
             self.done = True

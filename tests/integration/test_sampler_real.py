@@ -107,8 +107,18 @@ def sample(pid: int, **options: Any) -> ProcessSample:
         pytest.skip(f"py-spy may not attach here: {exc}")
 
 
-def thread_by_tid(result: ProcessSample, tid: int) -> ThreadSample:
-    return next(t for t in result.dumps[-1] if t.native_id == tid)
+def thread_by_tid(result: ProcessSample, tid: int, dump: int = 0) -> ThreadSample:
+    """The thread in one dump; the first is the native one (later dumps are plain)."""
+    return next(t for t in result.dumps[dump] if t.native_id == tid)
+
+
+def test_only_the_first_dump_is_native() -> None:
+    with running("sleep_main.py") as child:
+        wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS)
+        result = sample(child.pid, samples=3)
+        natives = [thread_by_tid(result, child.pid, i).native_frames != () for i in range(3)]
+        assert natives == [True, False, False]
+        assert result.native
 
 
 def assert_not_stopped(pid: int) -> None:

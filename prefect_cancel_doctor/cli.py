@@ -540,8 +540,15 @@ def schedule(
         os.environ["PREFECT_API_KEY"] = connection.api_key
     if connection.auth_string:
         os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
-    from prefect_cancel_doctor.flows import serve_report
+    from prefect_cancel_doctor.flows import cron_schedule, notification_block, serve_report
 
+    # Fail now, not at the first scheduled run.
+    try:
+        cron_schedule(cron, timezone)
+        if notify:
+            notification_block(notify)
+    except ValueError as exc:
+        _fail(_usage(str(exc)))
     parameters = {
         "since": since,
         "fail_on": list(fail_on or ()),

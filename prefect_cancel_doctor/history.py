@@ -1,0 +1,517 @@
+"""Reading the cancellation history of a window from the Prefect API.
+
+`read_cancellations(api, since, until, cancelling_now)` returns one
+`Cancellation` per cancel requested in the window (a run that entered
+Cancelling), with what ended it. The cost follows the number of cancelled
+runs, not the size of the history:
+
+1. `prefect.flow-run.Cancelling` events in the window (`POST /events/filter`,
+   50 a page): exactly the runs that entered CANCELLING, each event naming the
+   run's flow, deployment, work pool and queue.
+2. The events that ended those cancels (`Cancelled`, `Completed`, `Failed`,
+   `Crashed`, `TimedOut`), asked for by resource id, 50 runs a query.
+3. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
+   worker label, infrastructure.
+4. Only for a run whose end is not among those events (a custom state name, a
+   reschedule, an event not stored yet): its state history
+   (`GET /flow_run_states/`).
+
+A server without an events API is read from its runs instead: the Cancelled
+runs of the window and their state histories, a request per run, blind to
+cancels that were ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect_cancel_doctor.prefect_api import (
+    EVENTS_IDS_PER_QUERY,
+    EventsUnavailable,
+    PrefectApi,
+    parse_time,
+)
+
+#: How the server's cancelling timeout words the state it sets (Prefect ≥ 3.7.5).
+TIMEOUT_MESSAGE_PREFIX = "Flow run cancellation timed out"
+
+#: State events that can end a cancel. Anything else is found in the run's state history.
+END_EVENT_PREFIXES = (
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Crashed",
+    "prefect.flow-run.TimedOut",
+)
+_CANCELLING_EVENT = "prefect.flow-run.Cancelling"
+#: Cancelling events read in one paged query at most; a busier window is cut in halves.
+SLICE_EVENTS = 2000
+_RUN_RESOURCE = "prefect.flow-run."
+_TERMINAL = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
+
+
+class Outcome(str, enum.Enum):
+    """How one cancel ended."""
+
+    #: The run reached Cancelled.
+    CANCELLED = "cancelled"
+    #: The server's cancelling timeout marked it Cancelled: a suspected orphan.
+    TIMED_OUT = "timed_out"
+    #: It completed, failed or crashed after the cancel was requested.
+    IGNORED = "ignored"
+    #: Still in Cancelling now.
+    CANCELLING = "cancelling"
+    #: It left Cancelling for a state that is not final (e.g. rescheduled), or the run was deleted.
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """One cancel requested in the window and what became of it."""
+
+    flow_run_id: str
+    flow_run_name: str
+    #: "flow/deployment", or None for a run without a deployment.
+    deployment: str | None
+    work_pool: str | None
+    worker: str | None
+    #: ISO time the run entered Cancelling.
+    requested_at: str
+    outcome: Outcome
+    #: ISO time of the state that ended the cancel (None while still Cancelling).
+    ended_at: str | None = None
+    end_state_type: str | None = None
+    end_state_name: str | None = None
+    end_message: str | None = None
+    #: Time to cancel (ended - requested); for a run still Cancelling, the time so far.
+    seconds: float | None = None
+    #: The run's infrastructure_pid, where it is known.
+    infrastructure_pid: str | None = None
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    """A flow run state change, from an event or from the run's state history."""
+
+    run_id: str
+    occurred: datetime
+    state_type: str
+    state_name: str
+    message: str | None
+    #: The state the run left (events only).
+    from_type: str | None = None
+    run_name: str | None = None
+    #: Names of related resources by role ("flow", "deployment", "work-pool", "work-queue").
+    related: tuple[tuple[str, str], ...] = ()
+
+
+def state_event(event: dict[str, Any]) -> StateEvent | None:
+    """A `prefect.flow-run.<State>` event as a StateEvent (None for anything else)."""
+    resource = event.get("resource") or {}
+    resource_id = resource.get("prefect.resource.id") or ""
+    state_type = resource.get("prefect.state-type")
+    occurred = parse_time(event.get("occurred"))
+    if not resource_id.startswith(_RUN_RESOURCE) or not state_type or occurred is None:
+        return None
+    payload = event.get("payload") or {}
+    initial = payload.get("initial_state") or {}
+    validated = payload.get("validated_state") or {}
+    related = tuple(
+        (str(r.get("prefect.resource.role")), str(r.get("prefect.resource.name")))
+        for r in event.get("related") or ()
+        if r.get("prefect.resource.role") and r.get("prefect.resource.name")
+    )
+    return StateEvent(
+        run_id=resource_id[len(_RUN_RESOURCE) :],
+        occurred=occurred,
+        state_type=state_type,
+        state_name=resource.get("prefect.state-name") or state_type.title(),
+        message=validated.get("message") or resource.get("prefect.state-message") or None,
+        from_type=initial.get("type"),
+        run_name=resource.get("prefect.resource.name"),
+        related=related,
+    )
+
+
+def history_events(run_id: str, states: Iterable[dict[str, Any]]) -> list[StateEvent]:
+    """A run's state history (`GET /flow_run_states/`) as StateEvents, oldest first."""
+    events = []
+    previous = None
+    for state in sorted(states, key=lambda s: s["timestamp"]):
+        occurred = parse_time(state.get("timestamp"))
+        if occurred is None:
+            continue
+        events.append(
+            StateEvent(
+                run_id,
+                occurred,
+                state["type"],
+                state.get("name") or state["type"].title(),
+                state.get("message"),
+                from_type=previous,
+            )
+        )
+        previous = state["type"]
+    return events
+
+
+def cancel_requests(events: Iterable[StateEvent]) -> dict[str, list[StateEvent]]:
+    """Run id → the times it entered Cancelling, oldest first (Cancelling → Cancelling is one request)."""
+    requests: dict[str, list[StateEvent]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e.occurred):
+        if event.state_type == "CANCELLING" and event.from_type != "CANCELLING":
+            requests[event.run_id].append(event)
+    return dict(requests)
+
+
+def end_of(request: StateEvent, later: Sequence[StateEvent], until: datetime | None) -> StateEvent | None:
+    """The first state after `request` (and before `until`) that is not Cancelling."""
+    for event in sorted(later, key=lambda e: e.occurred):
+        if event.occurred <= request.occurred or event.state_type == "CANCELLING":
+            continue
+        if until is not None and event.occurred >= until:
+            return None
+        return event
+    return None
+
+
+def outcome_of(end: StateEvent) -> Outcome:
+    """How a cancel ended, from the state that ended it."""
+    if end.state_type == "CANCELLED":
+        timed_out = (end.message or "").startswith(TIMEOUT_MESSAGE_PREFIX)
+        return Outcome.TIMED_OUT if timed_out else Outcome.CANCELLED
+    if end.state_type in _TERMINAL:
+        return Outcome.IGNORED
+    return Outcome.OTHER
+
+
+@dataclass
+class _RunInfo:
+    """What is known of one run from its events and the runs API."""
+
+    name: str
+    deployment: str | None = None
+    work_pool: str | None = None
+    worker: str | None = None
+    infrastructure_pid: str | None = None
+    state_type: str | None = None
+    state_timestamp: datetime | None = None
+
+
+def _label(run: dict[str, Any], key: str) -> str | None:
+    value = (run.get("labels") or {}).get(key)
+    return str(value) if value not in (None, "") else None
+
+
+@dataclass
+class _Reader:
+    api: PrefectApi
+    since: datetime
+    until: datetime
+    progress: Callable[[str, int, int], None]
+    cancelling_events: int = 0
+    end_events: int = 0
+    runs_read: int = 0
+    history_reads: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: Run id → (related resources, run name) from its Cancelling event.
+    _related: dict[str, tuple[tuple[tuple[str, str], ...], str | None]] = dataclasses.field(
+        default_factory=dict
+    )
+    _infos: dict[str, _RunInfo] = dataclasses.field(default_factory=dict)
+    _flow_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    _deployment_names: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def _window(self) -> dict[str, str]:
+        return {"since": iso(self.since), "until": iso(self.until)}
+
+    def read(
+        self, cancelling_now: list[dict[str, Any]]
+    ) -> tuple[list[Cancellation], dict[str, dict[str, Any]], str]:
+        """Every cancel requested in the window: (cancels, runs by id, method)."""
+        try:
+            requests, ends, method = self._from_events()
+        except EventsUnavailable:
+            requests, ends, method = self._from_runs()
+            self.notes.append(
+                "this server has no events API: cancels were read from the Cancelled runs of the window "
+                "and their state histories; ignored cancels cannot be seen that way"
+            )
+        # A run that entered Cancelling moments ago may not have its event stored yet
+        # (the server persists events in batches, every few seconds).
+        unstored = 0
+        for run in cancelling_now:
+            entered = parse_time((run.get("state") or {}).get("timestamp"))
+            if run["id"] in requests or entered is None or entered < self.since:
+                continue
+            requests[run["id"]] = [StateEvent(run["id"], entered, "CANCELLING", "Cancelling", None)]
+            unstored += 1
+        if unstored and method == "events":
+            self.notes.append(
+                f"{unstored} run(s) entered Cancelling too recently for their event to be stored"
+            )
+        runs = self._runs(set(requests))
+        cancels: list[Cancellation] = []
+        needs_history: list[tuple[str, StateEvent, StateEvent | None]] = []
+        for run_id, attempts in requests.items():
+            for i, request in enumerate(attempts):
+                before = attempts[i + 1].occurred if i + 1 < len(attempts) else None
+                end = end_of(request, ends.get(run_id, ()), before)
+                if end is None:
+                    needs_history.append(
+                        (run_id, request, attempts[i + 1] if i + 1 < len(attempts) else None)
+                    )
+                    continue
+                cancels.append(self._cancellation(run_id, request, end, runs.get(run_id), attempts))
+        self._resolve_from_history(needs_history, runs, requests, cancels)
+        cancels.sort(key=lambda c: c.requested_at)
+        return cancels, runs, method
+
+    # -- the events path
+
+    def _from_events(self) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
+        self.progress("reading Cancelling events", 0, 0)
+        unique = {e["id"]: e for e in self._cancelling_events(self.since, self.until)}
+        events = [
+            e for e in (state_event(raw) for raw in unique.values()) if e and e.state_type == "CANCELLING"
+        ]
+        self.cancelling_events = len(events)
+        self._related = {e.run_id: (e.related, e.run_name) for e in events}
+        requests = cancel_requests(events)
+        ids = sorted(requests)
+        ends: dict[str, list[StateEvent]] = defaultdict(list)
+        for start in range(0, len(ids), EVENTS_IDS_PER_QUERY):
+            self.progress("reading the events that ended them", start, len(ids))
+            chunk = ids[start : start + EVENTS_IDS_PER_QUERY]
+            query = {
+                **self._filter(),
+                "event": {"prefix": list(END_EVENT_PREFIXES)},
+                "resource": {"id": [_RUN_RESOURCE + run_id for run_id in chunk]},
+            }
+            for raw in self.api.events(query):
+                event = state_event(raw)
+                if event is not None:
+                    ends[event.run_id].append(event)
+                    self.end_events += 1
+        return requests, dict(ends), "events"
+
+    def _cancelling_events(self, since: datetime, until: datetime, depth: int = 0) -> list[dict[str, Any]]:
+        """The Cancelling events of [since, until], in slices of at most `SLICE_EVENTS` each.
+
+        The server pages by offset, counting the whole match for each page: a
+        slice keeps every offset (and the work per page) small however many
+        runs were cancelled. Slice bounds are inclusive on both ends: callers
+        drop the events read twice by id.
+        """
+        totals: list[int] = []
+        query = {
+            "occurred": {"since": iso(since), "until": iso(until)},
+            "order": "ASC",
+            "event": {"prefix": [_CANCELLING_EVENT]},
+        }
+        pages = self.api.events(query, totals.append)
+        events: list[dict[str, Any]] = []
+        for raw in pages:
+            if totals[0] > SLICE_EVENTS and depth < 16 and until - since > timedelta(seconds=2):
+                pages.close()
+                middle = since + (until - since) / 2
+                return self._cancelling_events(since, middle, depth + 1) + self._cancelling_events(
+                    middle, until, depth + 1
+                )
+            events.append(raw)
+            if len(events) % 500 == 0:
+                self.progress("reading Cancelling events", len(events), 0)
+        return events
+
+    def _filter(self) -> dict[str, Any]:
+        return {"occurred": self._window(), "order": "ASC"}
+
+    # -- the fallback without events
+
+    def _from_runs(self) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
+        candidates = self.api.runs_by_filter(
+            {"state": {"type": {"any_": ["CANCELLED"]}}, "end_time": {"after_": iso(self.since)}}
+        )
+        requests: dict[str, list[StateEvent]] = {}
+        ends: dict[str, list[StateEvent]] = {}
+        for n, run in enumerate(candidates):
+            self.progress("reading state histories", n, len(candidates))
+            history = history_events(run["id"], self.api.state_history(run["id"]))
+            self.history_reads += 1
+            in_window = [e for e in cancel_requests(history).get(run["id"], []) if e.occurred >= self.since]
+            if in_window:
+                requests[run["id"]] = in_window
+                ends[run["id"]] = [e for e in history if e.state_type != "CANCELLING"]
+        return requests, ends, "runs"
+
+    # -- runs, and the ends the events did not show
+
+    def _runs(self, ids: set[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted(ids)
+        runs: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 200):
+            self.progress("reading the cancelled runs", start, len(wanted))
+            for run in self.api.runs_by_filter({"id": {"any_": wanted[start : start + 200]}}):
+                runs[run["id"]] = run
+        self.runs_read = len(runs)
+        self._names(runs.values())
+        return runs
+
+    def _names(self, runs: Iterable[dict[str, Any]]) -> None:
+        # Runs whose Cancelling event was not read have no related names: look them up.
+        runs = [r for r in runs if r["id"] not in self._related]
+        self._flow_names = self.api.names("flows", (r.get("flow_id") for r in runs)) if runs else {}
+        self._deployment_names = (
+            self.api.names("deployments", (r.get("deployment_id") for r in runs)) if runs else {}
+        )
+
+    def info(self, run_id: str, run: dict[str, Any] | None) -> _RunInfo:
+        """Names of the run's deployment, pool and worker: from its events, else from the run."""
+        if run_id in self._infos:
+            return self._infos[run_id]
+        related, event_name = self._related.get(run_id, ((), None))
+        roles = dict(related)
+        flow = roles.get("flow")
+        deployment = roles.get("deployment")
+        if run is not None and not related:
+            flow = self._flow_names.get(run.get("flow_id") or "")
+            deployment = self._deployment_names.get(run.get("deployment_id") or "")
+        info = _RunInfo(
+            name=(run or {}).get("name") or event_name or run_id,
+            deployment=f"{flow or '?'}/{deployment}" if deployment else None,
+            work_pool=roles.get("work-pool") or (run or {}).get("work_pool_name"),
+            worker=_label(run, "prefect.worker.name") if run else None,
+            infrastructure_pid=(run or {}).get("infrastructure_pid"),
+            state_type=((run or {}).get("state") or {}).get("type"),
+            state_timestamp=parse_time(((run or {}).get("state") or {}).get("timestamp")),
+        )
+        self._infos[run_id] = info
+        return info
+
+    def _cancellation(
+        self,
+        run_id: str,
+        request: StateEvent,
+        end: StateEvent | None,
+        run: dict[str, Any] | None,
+        attempts: Sequence[StateEvent],
+    ) -> Cancellation:
+        info = self.info(run_id, run)
+        base = Cancellation(
+            flow_run_id=run_id,
+            flow_run_name=info.name,
+            deployment=info.deployment,
+            work_pool=info.work_pool,
+            worker=info.worker,
+            requested_at=iso(request.occurred),
+            outcome=Outcome.OTHER,
+            infrastructure_pid=info.infrastructure_pid,
+        )
+        if end is None:
+            if info.state_type == "CANCELLING" and request is attempts[-1]:
+                seconds = (self.until - request.occurred).total_seconds()
+                return dataclasses.replace(base, outcome=Outcome.CANCELLING, seconds=seconds)
+            return base
+        return dataclasses.replace(
+            base,
+            outcome=outcome_of(end),
+            ended_at=iso(end.occurred),
+            end_state_type=end.state_type,
+            end_state_name=end.state_name,
+            end_message=end.message,
+            seconds=(end.occurred - request.occurred).total_seconds(),
+        )
+
+    def _resolve_from_history(
+        self,
+        pending: list[tuple[str, StateEvent, StateEvent | None]],
+        runs: dict[str, dict[str, Any]],
+        requests: dict[str, list[StateEvent]],
+        cancels: list[Cancellation],
+    ) -> None:
+        histories: dict[str, list[StateEvent]] = {}
+        for n, (run_id, request, following) in enumerate(pending):
+            run = runs.get(run_id)
+            state = (run or {}).get("state") or {}
+            still = state.get("type") == "CANCELLING" and following is None
+            if still or run is None:
+                # Still Cancelling (the common case), or deleted: no history to read.
+                cancels.append(self._cancellation(run_id, request, None, run, requests[run_id]))
+                continue
+            if run_id not in histories:
+                self.progress("reading state histories", n, len(pending))
+                histories[run_id] = history_events(run_id, self.api.state_history(run_id))
+                self.history_reads += 1
+            until = following.occurred if following else None
+            end = end_of(request, histories[run_id], until)
+            cancels.append(self._cancellation(run_id, request, end, run, requests[run_id]))
+
+
+def iso(moment: datetime) -> str:
+    """An aware datetime as ISO 8601 in UTC, with a Z."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class History:
+    """The cancels of a window, and how they were read."""
+
+    cancels: tuple[Cancellation, ...]
+    #: The cancelled runs as the API returns them now, by id.
+    runs: dict[str, dict[str, Any]]
+    #: "events" or "runs" (no events API).
+    method: str
+    cancelling_events: int
+    end_events: int
+    runs_read: int
+    history_reads: int
+    notes: tuple[str, ...]
+
+
+def read_cancellations(
+    api: PrefectApi,
+    since: datetime,
+    until: datetime,
+    cancelling_now: list[dict[str, Any]],
+    progress: Callable[[str, int, int], None] = lambda what, done, total: None,
+) -> History:
+    """Every cancel requested between `since` and `until`, and what became of it.
+
+    `cancelling_now` (the runs in Cancelling now) covers cancels too recent for
+    their event to be stored yet.
+    """
+    reader = _Reader(api, since, until, progress)
+    cancels, runs, method = reader.read(cancelling_now)
+    return History(
+        tuple(cancels),
+        runs,
+        method,
+        reader.cancelling_events,
+        reader.end_events,
+        reader.runs_read,
+        reader.history_reads,
+        tuple(reader.notes),
+    )
+
+
+__all__ = [
+    "END_EVENT_PREFIXES",
+    "TIMEOUT_MESSAGE_PREFIX",
+    "Cancellation",
+    "History",
+    "Outcome",
+    "StateEvent",
+    "cancel_requests",
+    "end_of",
+    "history_events",
+    "iso",
+    "outcome_of",
+    "read_cancellations",
+    "state_event",
+]

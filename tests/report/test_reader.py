@@ -1,0 +1,283 @@
+"""Reading the history through the API, against an in-memory fake server (httpx.MockTransport).
+
+What a real server cannot be made to show on demand: a page token with a '+'
+in it, an end state whose event name is not a known one, a server without an
+events API, and how the number of requests grows with the number of runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from prefect_cancel_doctor.health import HealthOptions, build_health_report
+from prefect_cancel_doctor.prefect_api import PrefectApi, _page_token
+from prefect_cancel_doctor.settings import Connection
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+TIMEOUT = "Flow run cancellation timed out; marked this flow run as Cancelled."
+
+
+def iso(seconds_ago: float) -> str:
+    return (NOW - timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
+
+
+class FakeServer:
+    """Just enough of the Prefect REST API: runs, their state histories, and the events they emit."""
+
+    def __init__(self, events_api: bool = True) -> None:
+        self.events_api = events_api
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.histories: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.tokens: list[str] = []
+
+    def add(
+        self, run_id: str, states: Iterable[tuple[str, float, str | None, str | None]], worker: str = "w1"
+    ) -> None:
+        """A run and its history: (state type, seconds ago, message, state name)."""
+        history = [
+            {"type": t, "timestamp": iso(ago), "message": msg, "name": name or t.title()}
+            for t, ago, msg, name in states
+        ]
+        self.histories[run_id] = history
+        self.runs[run_id] = {
+            "id": run_id,
+            "name": f"run-{run_id}",
+            "flow_id": "f1",
+            "deployment_id": "d1",
+            "work_pool_name": "pool",
+            "labels": {"prefect.worker.name": worker},
+            "state": history[-1],
+            "infrastructure_pid": None,
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for run_id, history in self.histories.items():
+            previous = None
+            for state in history:
+                out.append(
+                    {
+                        "id": f"{run_id}-{state['timestamp']}",
+                        "occurred": state["timestamp"],
+                        "event": f"prefect.flow-run.{state['name']}",
+                        "resource": {
+                            "prefect.resource.id": f"prefect.flow-run.{run_id}",
+                            "prefect.resource.name": f"run-{run_id}",
+                            "prefect.state-type": state["type"],
+                            "prefect.state-name": state["name"],
+                        },
+                        "related": [
+                            {"prefect.resource.role": "flow", "prefect.resource.name": "etl"},
+                            {"prefect.resource.role": "deployment", "prefect.resource.name": "nightly"},
+                            {"prefect.resource.role": "work-pool", "prefect.resource.name": "pool"},
+                        ],
+                        "payload": {
+                            "initial_state": {"type": previous} if previous else None,
+                            "validated_state": {"type": state["type"], "message": state["message"]},
+                        },
+                    }
+                )
+                previous = state["type"]
+        return sorted(out, key=lambda e: e["occurred"])
+
+    def _filter_events(self, f: dict[str, Any]) -> list[dict[str, Any]]:
+        since, until = f["occurred"]["since"], f["occurred"]["until"]
+        prefixes = (f.get("event") or {}).get("prefix") or [""]
+        ids = set((f.get("resource") or {}).get("id") or [])
+        return [
+            e
+            for e in self.events()
+            if since <= e["occurred"] <= until
+            and any(e["event"].startswith(p) for p in prefixes)
+            and (not ids or e["resource"]["prefect.resource.id"] in ids)
+        ]
+
+    def _page(self, f: dict[str, Any], offset: int) -> dict[str, Any]:
+        matching = self._filter_events(f)
+        page = matching[offset : offset + 50]
+        next_page = None
+        if offset + 50 < len(matching):
+            # Like the server: base64 of a JSON token, not URL-encoded; the '+' is deliberate.
+            token = base64.b64encode(
+                json.dumps({"filter": f, "offset": offset + 50, "pad": "??>"}).encode()
+            ).decode()
+            token = "+" + token
+            next_page = f"http://elsewhere:4200/api/events/filter/next?page-token={token}"
+        return {"events": page, "total": len(matching), "next_page": next_page}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/")
+        self.requests.append((request.method, path))
+        body = json.loads(request.content) if request.content else {}
+        if path == "admin/settings":
+            return httpx.Response(200, json={"server": {"events": {"retention_period": "P7D"}}})
+        if path == "events/filter":
+            if not self.events_api:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            return httpx.Response(200, json=self._page(body["filter"], 0))
+        if path == "events/filter/next":
+            raw = parse_qs(urlsplit(str(request.url)).query)["page-token"][0]
+            self.tokens.append(raw)
+            token = json.loads(base64.b64decode(raw[1:]))
+            return httpx.Response(200, json=self._page(token["filter"], token["offset"]))
+        if path == "flow_runs/filter":
+            f = body.get("flow_runs") or {}
+            runs = list(self.runs.values())
+            if "id" in f:
+                runs = [r for r in runs if r["id"] in f["id"]["any_"]]
+            if "state" in f:
+                runs = [r for r in runs if r["state"]["type"] in f["state"]["type"]["any_"]]
+            if "parent_flow_run_id" in f:
+                runs = []
+            return httpx.Response(
+                200, json=runs[body.get("offset", 0) : body.get("offset", 0) + body["limit"]]
+            )
+        if path == "flow_run_states/":
+            return httpx.Response(200, json=self.histories[request.url.params["flow_run_id"]])
+        if path in ("flows/filter", "deployments/filter"):
+            name = {"flows/filter": ("f1", "etl"), "deployments/filter": ("d1", "nightly")}[path]
+            return httpx.Response(
+                200, json=[{"id": name[0], "name": name[1]}] if body.get("offset", 0) == 0 else []
+            )
+        if path.startswith("work_pools/"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        raise AssertionError(f"unexpected request {request.method} {path}")
+
+
+def report_from(server: FakeServer, since: timedelta = timedelta(hours=1)) -> Any:
+    api = PrefectApi(Connection("http://prefect.test/api"), transport=httpx.MockTransport(server.handle))
+    options = HealthOptions(since=since, window_label="1h", slow=timedelta(seconds=60), sample=False)
+    return build_health_report(api, options, now=NOW)
+
+
+def test_page_token_is_taken_raw_and_sent_encoded() -> None:
+    assert _page_token("http://x/api/events/filter/next?page-token=a+b/c==") == "a+b/c=="
+    assert _page_token(None) is None and _page_token("http://x/") is None
+    server = FakeServer()
+    for i in range(120):
+        server.add(
+            f"r{i:03d}",
+            [
+                ("RUNNING", 600, None, None),
+                ("CANCELLING", 500 - i, None, None),
+                ("CANCELLED", 400 - i, None, None),
+            ],
+        )
+    report = report_from(server)
+    assert report.fleet.requested == 120 and report.fleet.cancelled == 120
+    # Two next pages of Cancelling events; the '+' reached the server as a '+', not a space.
+    assert server.tokens and all(t.startswith("+") for t in server.tokens)
+    assert report.fleet.time_to_cancel.p50 == pytest.approx(100.0)
+
+
+def test_outcomes_and_the_history_fallback() -> None:
+    server = FakeServer()
+    server.add(
+        "quick",
+        [("RUNNING", 900, None, None), ("CANCELLING", 800, None, None), ("CANCELLED", 799.5, None, None)],
+    )
+    server.add(
+        "timeout",
+        [("RUNNING", 900, None, None), ("CANCELLING", 700, None, None), ("CANCELLED", 400, TIMEOUT, None)],
+    )
+    server.add(
+        "ignored",
+        [("RUNNING", 900, None, None), ("CANCELLING", 600, None, None), ("COMPLETED", 590, None, None)],
+    )
+    server.add("stuck", [("RUNNING", 900, None, None), ("CANCELLING", 300, None, None)])
+    # Ended by a state whose name no end-event prefix knows: read from its history.
+    server.add(
+        "custom",
+        [("RUNNING", 900, None, None), ("CANCELLING", 200, None, None), ("CANCELLED", 150, None, "Aborted")],
+    )
+    # Cancelled before the window: not counted.
+    server.add(
+        "old",
+        [("RUNNING", 9000, None, None), ("CANCELLING", 8000, None, None), ("CANCELLED", 7000, None, None)],
+    )
+    # Cancelled twice in the window: rescheduled after the first cancel, then cancelled again.
+    server.add(
+        "twice",
+        [
+            *(("RUNNING", 900, None, None), ("CANCELLING", 850, None, None)),
+            ("SCHEDULED", 840, None, "AwaitingRetry"),
+            *(("RUNNING", 830, None, None), ("CANCELLING", 820, None, None), ("CANCELLED", 810, None, None)),
+        ],
+    )
+    report = report_from(server)
+    f = report.fleet
+    assert (f.requested, f.cancelled, f.timed_out, f.ignored, f.cancelling, f.other) == (7, 3, 1, 1, 1, 1)
+    assert [c.flow_run_id for c in report.suspected_orphans] == ["timeout"]
+    assert report.suspected_orphans[0].seconds == pytest.approx(300.0)
+    assert [c.flow_run_id for c in report.ignored_cancels] == ["ignored"]
+    assert [s.flow_run.id for s in report.stuck] == ["stuck"] and report.stuck[0].sampled is False
+    # Only the runs without an end event had their history read: the rescheduled one and "custom".
+    assert report.source.history_reads == 2
+    assert report.by_deployment[0].name == "etl/nightly"
+
+
+def test_without_an_events_api_cancelled_runs_are_read_one_by_one() -> None:
+    server = FakeServer(events_api=False)
+    server.add(
+        "a", [("RUNNING", 900, None, None), ("CANCELLING", 800, None, None), ("CANCELLED", 790, None, None)]
+    )
+    server.runs["a"]["end_time"] = iso(790)
+    server.add(
+        "b",
+        [("RUNNING", 900, None, None), ("CANCELLING", 800, None, None), ("CANCELLED", 500, TIMEOUT, None)],
+    )
+    report = report_from(server)
+    assert report.source.method == "runs"
+    assert (report.fleet.cancelled, report.fleet.timed_out) == (1, 1)
+    assert any("no events API" in note for note in report.source.notes)
+
+
+@pytest.mark.parametrize("runs", [100, 400])
+def test_requests_grow_with_the_cancelled_runs(runs: int) -> None:
+    server = FakeServer()
+    for i in range(runs):
+        server.add(
+            f"r{i:04d}",
+            [
+                ("RUNNING", 3000, None, None),
+                ("CANCELLING", 2000 - i, None, None),
+                ("CANCELLED", 1900 - i, None, None),
+            ],
+        )
+    report = report_from(server)
+    assert report.fleet.requested == runs
+    pages = -(-runs // 50)
+    # Cancelling events (one page per 50), their ends (one query per 50 runs), the runs (200 a page).
+    assert report.source.requests <= 2 * pages + -(-runs // 200) + 12
+    assert report.source.history_reads == 0
+
+
+def test_a_window_beyond_the_event_retention_is_said() -> None:
+    server = FakeServer()
+    report = report_from(server, since=timedelta(days=30))
+    assert any("event retention" in note for note in report.source.notes)
+
+
+def test_a_busy_window_is_read_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect_cancel_doctor.history as history
+
+    monkeypatch.setattr(history, "SLICE_EVENTS", 60)
+    server = FakeServer()
+    for i in range(300):
+        # Ten runs per second of the window, some exactly on a slice boundary.
+        server.add(f"r{i:04d}", [("RUNNING", 3000, None, None), ("CANCELLING", 1000 - i / 10, None, None),
+                                ("CANCELLED", 900, None, None)])  # fmt: skip
+    report = report_from(server)
+    assert report.fleet.requested == 300 and report.fleet.cancelled == 300
+    assert report.source.cancelling_events == 300  # none read twice
+    first_pages = [p for m, p in server.requests if p == "events/filter"]
+    assert len(first_pages) > 300 // 50  # the window was cut: more first pages than one query needs

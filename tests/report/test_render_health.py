@@ -1,0 +1,248 @@
+"""The health report's renderers and rules on a hand-made report: every format, escaping, atomic output."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from prefect_cancel_doctor.diagnose.rules import diagnose
+from prefect_cancel_doctor.health import (
+    Cancellation,
+    DataSource,
+    HealthReport,
+    OrphanedChild,
+    Outcome,
+    SlotHold,
+    StuckRun,
+    Window,
+    evaluate,
+    group_stats,
+    histogram,
+    parse_rules,
+    top_call_sites,
+    top_causes,
+)
+from prefect_cancel_doctor.render.health import HealthFormat, render_health, seconds_text, write_health
+from tests.unit.test_rules import evidence, process, run_ref
+
+NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"
+
+
+def cancel(
+    outcome: Outcome, seconds: float | None, deployment: str = NASTY, name: str = "brave-otter"
+) -> Cancellation:
+    return Cancellation(
+        "c0ffee00-0000-0000-0000-000000000001", name, deployment, "pool [a]", "worker|1",
+        "2026-11-27T11:00:00Z", outcome, end_state_name="Cancelled", seconds=seconds,
+        end_message="Flow run cancellation timed out; marked this flow run as Cancelled.",
+        infrastructure_pid="etl-host-1:4242",
+    )  # fmt: skip
+
+
+def sample(rules: str = "", *, stuck: bool = True, **changes: object) -> HealthReport:
+    cancels = [
+        cancel(Outcome.CANCELLED, 0.4),
+        cancel(Outcome.CANCELLED, 95.0),
+        cancel(Outcome.TIMED_OUT, 310.0),
+        cancel(Outcome.IGNORED, 12.0, name="late [finisher]"),
+        cancel(Outcome.CANCELLING, 900.0),
+    ]
+    run = run_ref(name="brave-otter [prod]")
+    ev = evidence(process("sleep_main_native"), run=run)
+    verdict = diagnose(ev)
+    stuck_runs = (
+        (
+            StuckRun(run, "local process 4242", True, ev.target, verdict),
+            StuckRun(
+                dataclasses.replace(run, id="r2", name="remote-run", infrastructure_pid="gpu-7:99"),
+                "process 99 on host gpu-7",
+                False,
+                note="not sampled (--no-sample): located from the API only",
+            ),
+        )
+        if stuck
+        else ()
+    )
+    fleet = group_stats("fleet", cancels, 60)
+    by_deployment = (group_stats(NASTY, cancels, 60),)
+    report = HealthReport(
+        api_url="http://127.0.0.1:4200/api",
+        generated_at="2026-11-27T12:00:00Z",
+        window=Window("2026-11-26T12:00:00Z", "2026-11-27T12:00:00Z", 86400, "24h"),
+        slow_seconds=60,
+        fleet=fleet,
+        histogram=histogram(
+            [c.seconds for c in cancels if c.outcome is not Outcome.CANCELLING and c.seconds]
+        ),
+        by_deployment=by_deployment,
+        by_work_pool=(group_stats("pool [a]", cancels, 60),),
+        by_worker=(group_stats("worker|1", cancels, 60),),
+        worst_offenders=by_deployment,
+        stuck=stuck_runs,
+        live_orphans=(),
+        sampled=True,
+        top_causes=top_causes(stuck_runs, 10),
+        top_call_sites=top_call_sites(stuck_runs, 10),
+        suspected_orphans=tuple(c for c in cancels if c.outcome is Outcome.TIMED_OUT),
+        ignored_cancels=tuple(c for c in cancels if c.outcome is Outcome.IGNORED),
+        orphaned_children=(
+            OrphanedChild(
+                "k1",
+                "child <1>",
+                "export/s3",
+                "RUNNING",
+                "Running",
+                "p1",
+                "parent",
+                "CANCELLED",
+                "2026-11-27T11:00:00Z",
+            ),
+        ),
+        slots=(SlotHold("deployment", "limited", 1, 1, 1, ("brave-otter [prod]",), "1/1 slots in use"),),
+        rules=(),
+        breaches=(),
+        source=DataSource("events", 5, 4, 5, 0, 12, 0.4, 604800.0, 300.0, ("a note with | pipe",)),
+    )
+    rule_set = parse_rules([rules] if rules else [])
+    report = dataclasses.replace(report, rules=tuple(r.text for r in rule_set), **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(report, breaches=evaluate(rule_set, report))
+
+
+def rendered(report: HealthReport, fmt: HealthFormat) -> str:
+    out = io.StringIO()
+    render_health(report, fmt, out, color=False)
+    return out.getvalue()
+
+
+def test_every_format_renders() -> None:
+    # The enum is walked: a new format without a renderer fails here (render_health ends in assert_never).
+    for fmt in HealthFormat:
+        assert rendered(sample("orphans"), fmt).strip()
+    assert {f.value for f in HealthFormat} == {"terminal", "markdown", "html", "json"}
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "breached"),
+    [
+        ("stuck", True),
+        ("stuck-older-than=10m", True),
+        ("stuck-older-than=1d", False),
+        ("p95-above=4m", True),  # p95 of 0.4, 12, 95, 310 s is 277.75 s
+        ("p95-above=5m", False),
+        ("max-above=300s", True),
+        ("max-above=311s", False),
+        ("orphans", True),
+        ("ignored", True),
+        ("children", True),
+        ("slots", True),
+    ],
+)
+def test_each_rule(rule: str, breached: bool) -> None:
+    report = sample(rule)
+    assert bool(report.breaches) is breached
+    if breached:
+        (breach,) = report.breaches
+        assert breach.rule == rule and breach.message
+
+
+def test_rules_on_a_quiet_fleet_are_not_breached() -> None:
+    quiet = sample(
+        "stuck,orphans,ignored,children,slots",
+        stuck=False,
+        suspected_orphans=(),
+        ignored_cancels=(),
+        orphaned_children=(),
+        slots=(),
+    )
+    assert quiet.healthy and quiet.rules == ("stuck", "orphans", "ignored", "children", "slots")
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def test_json_is_the_model_with_scan_vocabulary_for_stuck_runs() -> None:
+    document = json.loads(rendered(sample("orphans"), HealthFormat.JSON))
+    assert document["kind"] == "cancellation_health_report" and document["schema_version"] == 1
+    stuck = document["stuck"][0]
+    assert {"flow_run", "target", "verdict", "errors", "location", "sampled", "note"} <= set(stuck)
+    assert stuck["verdict"]["cause"] == "cancel_not_observed"
+    assert stuck["target"]["processes"][0]["threads"]  # the same key scan uses for dumps
+    assert document["stuck"][1]["verdict"] is None and document["stuck"][1]["sampled"] is False
+    assert document["breaches"] == [{"rule": "orphans", "message": document["breaches"][0]["message"]}]
+    assert document["suspected_orphans"][0]["outcome"] == "timed_out"
+
+
+def test_markdown_escapes_data_and_keeps_tables_intact() -> None:
+    md = rendered(sample("orphans"), HealthFormat.MARKDOWN)
+    assert "<script>" not in md and "\\<script\\>" in md
+    assert "etl \\| \\[prod\\]" in md
+    assert "❌ `orphans`" in md
+    for line in md.splitlines():
+        if line.startswith("| ") and "etl" in line:
+            assert line.count(" | ") - line.count("\\| ") >= 3
+
+
+def test_html_escapes_data_and_loads_nothing() -> None:
+    page = rendered(sample("orphans"), HealthFormat.HTML)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+    class Tags(HTMLParser):
+        found: ClassVar[list[str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.found.append(tag)
+            assert not any(name in ("src", "href") for name, _ in attrs), (tag, attrs)
+
+    parser = Tags()
+    parser.feed(page)
+    assert "script" not in parser.found and parser.found.count("svg") == 3
+
+
+def test_terminal_shows_data_verbatim() -> None:
+    text = rendered(sample("orphans"), HealthFormat.TERMINAL)
+    assert "brave-otter [prod]" in text  # not eaten as rich markup
+    assert "✗ orphans" in text
+    assert "\x1b[" not in text
+
+
+def test_seconds_text() -> None:
+    assert [seconds_text(v) for v in (None, 0.42, 7.46, 45, 610, 300, 3600, 7380, 86400, 93600)] == [
+        "–", "0.42s", "7.5s", "45s", "10m", "5m00s", "1h", "2h03m", "1d", "1d2h",
+    ]  # fmt: skip
+
+
+# -- --output ---------------------------------------------------------------------------------
+
+
+def test_output_is_written_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("previous report")
+    write_health(sample(), HealthFormat.HTML, target)
+    assert target.read_text().startswith("<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert oct(os.stat(target).st_mode & 0o777) == "0o644"
+
+
+def test_a_failed_render_leaves_the_previous_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "report.md"
+    target.write_text("previous report")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError):
+        write_health(sample(), HealthFormat.MARKDOWN, target)
+    assert target.read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]

@@ -1,0 +1,73 @@
+"""`report` and `schedule` as a user runs them, without a server: help, usage errors, exit codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
+    env["PREFECT_HOME"] = str(tmp_path)
+    return env
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_report_help_lists_formats_rules_and_exit_codes(clean_env: dict[str, str]) -> None:
+    result = run_cli("report", "--help", env={**clean_env, "COLUMNS": "200"})
+    assert result.returncode == 0
+    for word in ("--since", "markdown", "html", "--output", "--fail-on", "stuck-older-than", "PCD_FAIL_ON"):
+        assert word in result.stdout, word
+    assert "1 a rule is breached" in result.stdout
+
+
+def test_bad_durations_and_rules_are_usage_errors(clean_env: dict[str, str]) -> None:
+    for args, what in (
+        (("--since", "yesterday"), "--since"),
+        (("--slow", "slowly"), "--slow"),
+        (("--fail-on", "p99-above=1s"), "unknown rule"),
+        (("--fail-on", "stuck-older-than"), "needs a duration"),
+    ):
+        result = run_cli("report", *args, env=clean_env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert what in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_api_exits_2_and_unreachable_api_exits_3(clean_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli("report", "--no-sample", env=clean_env)
+    assert result.returncode == 2 and result.stderr.startswith("error: no Prefect API configured")
+    out = tmp_path / "report.md"
+    env = {**clean_env, "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api"}
+    result = run_cli("report", "--no-sample", "--format", "markdown", "--output", str(out), env=env)
+    assert result.returncode == 3 and result.stderr.startswith("error: cannot reach the Prefect API")
+    assert not out.exists(), "--output is opened only once the report succeeded"
+
+
+def test_rules_come_from_the_environment(clean_env: dict[str, str]) -> None:
+    env = {**clean_env, "PCD_FAIL_ON": "orphans p42-above=1s"}
+    result = run_cli("report", env=env)
+    assert result.returncode == 2 and "unknown rule 'p42-above'" in result.stderr
+
+
+def test_schedule_refuses_a_bad_cron_before_serving(clean_env: dict[str, str]) -> None:
+    env = {**clean_env, "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api"}
+    result = run_cli("schedule", "--cron", "every now and then", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid schedule 'every now and then'")

@@ -120,13 +120,14 @@ Color = Annotated[
 ]
 
 
-def parse_duration(value: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' → timedelta."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-    if not match:
-        raise typer.BadParameter(f"{value!r} is not a duration like 30m, 1h or 2d", param_hint="--since")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+def parse_duration(value: str, param_hint: str = "--since") -> timedelta:
+    """A duration flag ('90s', '30m', '1h', '2d') → timedelta; a usage error otherwise."""
+    from prefect_cancel_doctor.durations import parse_duration as parse
+
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=param_hint) from exc
 
 
 def _options(
@@ -383,7 +384,7 @@ def _health_options(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fail-on") from None
     try:
-        slow_delta = parse_duration(slow)
+        slow_delta = parse_duration(slow, "--slow")
     except typer.BadParameter:
         raise typer.BadParameter(f"{slow!r} is not a duration like 30s or 2m", param_hint="--slow") from None
     return HealthOptions(

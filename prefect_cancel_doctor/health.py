@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.history import (
     TIMEOUT_MESSAGE_PREFIX,
@@ -296,15 +297,6 @@ _PLACEHOLDER = Verdict(Cause.UNKNOWN, "", 0.0)
 
 
 # -- options and rules -------------------------------------------------------------------
-
-
-def parse_duration(value: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' (a bare number is seconds) → timedelta; ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 1h or 2d")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 class RuleName(str, enum.Enum):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+from tests.helpers import clean_environ
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -21,3 +24,9 @@ def _fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendered output at a known width and without colour."""
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """An environment with no Prefect connection configured (an empty PREFECT_HOME)."""
+    return clean_environ(PREFECT_HOME=str(tmp_path))

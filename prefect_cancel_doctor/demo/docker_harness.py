@@ -75,6 +75,7 @@ from prefect_cancel_doctor.demo.harness import (
     HarnessError,
     LocalPrefect,
     SpawnedWorker,
+    StageClock,
     StagedEnvironment,
     prefect_command,
 )
@@ -625,14 +626,8 @@ def _stage(
     ready_timeout: float,
     stack: contextlib.ExitStack,
 ) -> DockerDemoEnvironment:
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[name] = round(now - clock, 2)
-        clock = now
+    stages = StageClock()
+    timings, lap = stages.timings, stages.lap
 
     flows_dir = harness.workdir / "docker-flows"
     ready_dir = harness.workdir / "docker-ready"

@@ -48,6 +48,7 @@ from prefect_cancel_doctor.demo.harness import (
     OBSERVER_FAILED_LINE,
     HarnessError,
     LocalPrefect,
+    StageClock,
     StagedEnvironment,
     WorkerProcess,
     process_environ,
@@ -163,14 +164,8 @@ def stage_scenarios(
     worker OFFLINE (about 20 s after the kill), so the API tells the same story
     as the processes do.
     """
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[name] = round(now - clock, 2)
-        clock = now
+    stages = StageClock()
+    timings, lap = stages.timings, stages.lap
 
     flows_dir = harness.workdir / "flows"
     ready_dir = harness.workdir / "ready"

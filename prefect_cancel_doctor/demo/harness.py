@@ -147,6 +147,20 @@ class WorkerProcess(SpawnedWorker):
         return None
 
 
+class StageClock:
+    """Seconds spent in each named stage of a staging, for the timing report."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        """Close the stage `name`: record the time since the previous lap."""
+        now = time.monotonic()
+        self.timings[name] = round(now - self._clock, 2)
+        self._clock = now
+
+
 class _HasScenario(Protocol):
     @property
     def scenario(self) -> str: ...

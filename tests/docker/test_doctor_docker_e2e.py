@@ -10,25 +10,20 @@ the kind of blocking call and the file:line inside the container.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from prefect_cancel_doctor.demo.docker_harness import DOCKER_SCENARIOS
+from tests.helpers import clean_environ, run_cli
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
 
-CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
-
 
 def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
-    environ.update(env)
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=environ, timeout=600)
+    return run_cli(*args, env=clean_environ(**env), timeout=600)
 
 
 @pytest.fixture(scope="module", params=["host", "sidecar"])

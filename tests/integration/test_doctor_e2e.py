@@ -9,9 +9,7 @@ for, the kind of blocking call and the exact file:line.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,16 +18,13 @@ if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
 from prefect_cancel_doctor.demo.catalog import SCENARIOS
-
-CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+from tests.helpers import clean_environ, run_cli
 
 
 def doctor(*args: str, api_url: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
-    environ.update(env)
     if api_url:
-        environ["PREFECT_API_URL"] = api_url
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=environ, timeout=300)
+        env["PREFECT_API_URL"] = api_url
+    return run_cli(*args, env=clean_environ(**env))
 
 
 @pytest.fixture(scope="module")

@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-@pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
-    env["PREFECT_HOME"] = str(tmp_path)
-    return env
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import closed_port, run_cli
 
 
 def test_report_help_lists_formats_rules_and_exit_codes(clean_env: dict[str, str]) -> None:

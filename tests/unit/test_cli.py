@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=60)
-
-
-@pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
-    env["PREFECT_HOME"] = str(tmp_path)
-    return env
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import closed_port, run_cli
 
 
 def test_cli_import_path_loads_no_prefect_and_no_heavy_modules() -> None:

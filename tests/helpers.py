@@ -1,0 +1,31 @@
+"""Running the CLI the way a user does: a subprocess with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This environment without any PREFECT_* or PCD_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m prefect_cancel_doctor ARGS`, output captured as text."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -224,6 +224,10 @@ class _Target:
             if want_native:
                 self.use_native = native_worked
         except NotPython:
+            # py-spy says this also of a process that exits while it attaches.
+            if self._exited():
+                self._stop(EXITED)
+                return
             self.python = False
             self.done = True
             return
@@ -242,6 +246,16 @@ class _Target:
             _note(self.errors, str(exc))
             return
         self.dumps.append(merge(threads, snapshot, proc_root))
+
+    def _exited(self) -> bool:
+        """True when the process is gone (or a zombie, or its PID reused) since the first sample."""
+        now = read_process(self.request.pid, self.request.proc_root, read_sockets=False)
+        first = self.first
+        return (
+            now is None
+            or now.state == "Z"
+            or (first is not None and now.start_time_ticks != first.start_time_ticks)
+        )
 
     def _stop(self, message: str) -> None:
         _note(self.errors, message)

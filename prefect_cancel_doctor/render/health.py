@@ -11,7 +11,7 @@ from typing import TextIO
 
 from typing_extensions import assert_never
 
-from prefect_cancel_doctor.health import HealthReport, StuckRun
+from prefect_cancel_doctor.health import GroupStats, HealthReport, StuckRun
 
 
 class HealthFormat(str, enum.Enum):
@@ -92,6 +92,23 @@ def seconds_text(seconds: float | None) -> str:
 def percent(share: float) -> str:
     """0.125 → '12%'."""
     return f"{share * 100:.0f}%"
+
+
+#: Columns of the worst-offenders table, in every format.
+OFFENDER_HEADERS = ("deployment", "resisted", "of", "share", "timed out", "ignored", "cancelling", "slow")
+
+
+def offender_figures(group: GroupStats) -> list[str]:
+    """The worst-offenders row after the deployment's name (which each format escapes its own way)."""
+    return [
+        str(group.resisted),
+        str(group.requested),
+        percent(group.resistance),
+        str(group.timed_out),
+        str(group.ignored),
+        str(group.cancelling),
+        str(group.slow),
+    ]
 
 
 def status_line(report: HealthReport) -> str:

@@ -17,8 +17,9 @@ from pygal.style import Style
 
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
+    OFFENDER_HEADERS,
     deployment_of,
-    percent,
+    offender_figures,
     seconds_text,
     site_text,
     source_lines,
@@ -400,21 +401,9 @@ def html_page(report: HealthReport) -> str:
             body += _table(["blocking call site", "kind", "runs", "which"], rows, [2])
         parts.append(_section("causes", "Why they are stuck", body))
     if r.worst_offenders:
-        rows = [
-            [
-                _e(g.name),
-                str(g.resisted),
-                str(g.requested),
-                percent(g.resistance),
-                str(g.timed_out),
-                str(g.ignored),
-                str(g.cancelling),
-                str(g.slow),
-            ]
-            for g in r.worst_offenders
-        ]
-        headers = ["deployment", "resisted", "of", "share", "timed out", "ignored", "cancelling", "slow"]
-        parts.append(_section("offenders", "Worst offenders", _table(headers, rows, range(1, 8))))
+        rows = [[_e(g.name), *offender_figures(g)] for g in r.worst_offenders]
+        table = _table(list(OFFENDER_HEADERS), rows, range(1, 8))
+        parts.append(_section("offenders", "Worst offenders", table))
     parts.append(_section("by-deployment", "By deployment", _stats_table("deployment", r.by_deployment, top)))
     parts.append(_section("by-work-pool", "By work pool", _stats_table("work pool", r.by_work_pool, top)))
     parts.append(_section("by-worker", "By worker", _stats_table("worker", r.by_worker, top)))

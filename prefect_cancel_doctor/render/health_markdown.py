@@ -12,8 +12,9 @@ from typing import TextIO
 
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
+    OFFENDER_HEADERS,
     deployment_of,
-    percent,
+    offender_figures,
     seconds_text,
     site_text,
     source_lines,
@@ -223,21 +224,8 @@ def markdown_lines(report: HealthReport) -> list[str]:
 
     if r.worst_offenders:
         lines += ["## Worst offenders", ""]
-        rows = [
-            [
-                cell(g.name),
-                str(g.resisted),
-                str(g.requested),
-                percent(g.resistance),
-                str(g.timed_out),
-                str(g.ignored),
-                str(g.cancelling),
-                str(g.slow),
-            ]
-            for g in r.worst_offenders
-        ]
-        headers = ["deployment", "resisted", "of", "share", "timed out", "ignored", "cancelling", "slow"]
-        lines += [*table(headers, rows, range(1, 8)), ""]
+        rows = [[cell(g.name), *offender_figures(g)] for g in r.worst_offenders]
+        lines += [*table(list(OFFENDER_HEADERS), rows, range(1, 8)), ""]
 
     lines += _stats_section("By deployment", "deployment", r.by_deployment, top)
     lines += _stats_section("By work pool", "work pool", r.by_work_pool, top)

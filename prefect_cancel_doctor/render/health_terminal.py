@@ -15,8 +15,9 @@ from rich.text import Text
 
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
+    OFFENDER_HEADERS,
     deployment_of,
-    percent,
+    offender_figures,
     seconds_text,
     site_text,
     source_lines,
@@ -211,30 +212,9 @@ def render_health_terminal(report: HealthReport, out: TextIO, *, color: bool | N
     console.print(histogram)
 
     if r.worst_offenders:
-        worst = _table(
-            "Worst offenders",
-            "deployment",
-            "resisted",
-            "of",
-            "share",
-            "timed out",
-            "ignored",
-            "cancelling",
-            "slow",
-            right=range(1, 8),
-        )
+        worst = _table("Worst offenders", *OFFENDER_HEADERS, right=range(1, 8))
         for g in r.worst_offenders:
-            _row(
-                worst,
-                g.name,
-                g.resisted,
-                g.requested,
-                percent(g.resistance),
-                g.timed_out,
-                g.ignored,
-                g.cancelling,
-                g.slow,
-            )
+            _row(worst, g.name, *offender_figures(g))
         console.print(worst)
     _stats(console, "By deployment", "deployment", r.by_deployment, top)
     _stats(console, "By work pool", "work pool", r.by_work_pool, top)

@@ -16,9 +16,8 @@ from typing import Any
 from urllib.parse import quote
 from urllib.request import getproxies
 
-import httpx
-
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
 from prefect_cancel_doctor.model import FlowRunRef, WorkerInfo
 from prefect_cancel_doctor.settings import Connection

@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
+from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.locate import (
     CONTAINER_NOT_FOUND,

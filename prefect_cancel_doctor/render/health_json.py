@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 from prefect_cancel_doctor.health import HealthReport
+from prefect_cancel_doctor.render.json import write_json
 
 
 def render_health_json(report: HealthReport, out: TextIO) -> None:
     """Write the JSON document (stuck runs use `scan`'s keys: flow_run, target, verdict)."""
-    json.dump(report.to_dict(), out, indent=2)
-    out.write("\n")
+    write_json(report.to_dict(), out)

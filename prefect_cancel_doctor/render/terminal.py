@@ -6,6 +6,7 @@ named "etl [prod]" or a code line holding "[/]" prints as it is.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TextIO
 
 from rich import box
@@ -18,6 +19,11 @@ from prefect_cancel_doctor.diagnose.classify import is_library, module_of
 from prefect_cancel_doctor.diagnose.remedies import short_fix
 from prefect_cancel_doctor.diagnose.threads import thread_views
 from prefect_cancel_doctor.model import Diagnosis, Report
+
+#: Runs shown in the table and in detail. A fleet with hundreds stuck gets a tally
+#: of the rest: a longer page is not read during an incident, and rich takes ~1.5 ms
+#: a run to lay it out.
+SHOWN = 20
 
 _CAUSE_STYLE = {
     "cancel_not_observed": "yellow",
@@ -56,22 +62,37 @@ def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -
         for error in report.errors:
             console.print(Text(f"error: {error}", style="red"))
         return
-    console.print(_table(report))
-    for diagnosis in report.runs:
+    shown = report.runs[:SHOWN]
+    console.print(_table(report, shown))
+    for diagnosis in shown:
         console.print()
         console.print(_details(diagnosis))
+    rest = report.runs[SHOWN:]
+    if rest:
+        causes = Counter(d.verdict.cause.value for d in rest)
+        console.print()
+        console.print(
+            Text(
+                f"… and {len(rest)} more run(s): "
+                + ", ".join(f"{n} {cause}" for cause, n in causes.most_common())
+                + ". `--format json` lists them all; `diagnose RUN_ID` details one.",
+                style="dim",
+            )
+        )
     for error in report.errors:
         console.print(Text(f"error: {error}", style="red"))
 
 
-def _table(report: Report) -> Table:
+def _table(report: Report, shown: tuple[Diagnosis, ...]) -> Table:
     title = f"{len(report.runs)} run(s) need attention"
+    if len(shown) < len(report.runs):
+        title += f"; the first {len(shown)} (Cancelling longest first)"
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
     table.add_column("Run", overflow="fold", ratio=3)
     table.add_column("Cause", no_wrap=True)
     table.add_column("Blocking call", overflow="fold", ratio=3)
     table.add_column("Fix", overflow="fold", ratio=2)
-    for index, d in enumerate(report.runs):
+    for index, d in enumerate(shown):
         if index:
             table.add_row()
         cause = d.verdict.cause.value

@@ -9,6 +9,7 @@ import json
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.model import Diagnosis, Report
 from prefect_cancel_doctor.render import Format, render
+from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.unit.test_rules import evidence, process, run_ref
 
 
@@ -37,6 +38,15 @@ def test_table_row_names_run_cause_call_line_and_fix() -> None:
     assert "restart the worker" in text
     assert "➤  wait_forever" in text  # the blocking frame is marked in the stack
     assert "\x1b[" not in text
+
+
+def test_a_long_report_details_the_first_runs_and_tallies_the_rest() -> None:
+    many = [sleeping(name=f"run-{index:02d}") for index in range(SHOWN + 5)]
+    text = rendered(report_of(*many))
+    assert f"{SHOWN + 5} run(s) need attention; the first {SHOWN}" in text
+    assert f"run-{SHOWN - 1:02d}" in text and f"run-{SHOWN:02d}" not in text
+    assert text.count("Evidence") == SHOWN
+    assert "… and 5 more run(s): 5 cancel_not_observed." in text
 
 
 def test_data_is_never_read_as_markup() -> None:

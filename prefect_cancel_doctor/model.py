@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,9 +359,26 @@ def _latest_threads(diagnosis: Diagnosis) -> list[dict[str, Any]]:
     ]
 
 
+#: Types copied as they are. Exact types: a `str` enum (Cause) must become its value.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass, None for any other class (looked up once a class)."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    # A report of 500 runs is ~20,000 values: the common cases come first.
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _field_names(kind)
+    if names is not None:
+        out = {name: _plain(getattr(value, name)) for name in names}
         if isinstance(value, ProcessSample):
             out["threads"] = out.pop("dumps")
         if isinstance(value, Diagnosis):

@@ -159,19 +159,22 @@ def _api(api_url: str | None, api_key: str | None, profile: str | None) -> Prefe
     return PrefectApi(resolve_connection(api_url, api_key, profile))
 
 
-def _progress() -> tuple[ProgressFn, Any]:
-    """A spinner on stderr (silent when stderr is not a terminal)."""
+def _progress() -> tuple[ProgressFn, Callable[[], None]]:
+    """A spinner on stderr, and what stops it; nothing at all when stderr is not a terminal.
+
+    rich is imported only for the spinner: scripts reading `--format json` do not pay for it.
+    """
+    if not sys.stderr.isatty():
+        return (lambda what, done, total: None), (lambda: None)
     from rich.console import Console
 
-    console = Console(stderr=True)
-    status = console.status("starting", spinner="dots")
-    if console.is_terminal:
-        status.start()
+    status = Console(stderr=True).status("starting", spinner="dots")
+    status.start()
 
     def update(what: str, done: int, total: int) -> None:
         status.update(f"{what} {done}/{total}" if total else what)
 
-    return update, status
+    return update, status.stop
 
 
 def _emit(report: Report, fmt: OutputFormat, color: bool | None) -> int:
@@ -186,13 +189,13 @@ def _run(fmt: OutputFormat, color: bool | None, work: Callable[[ProgressFn], Rep
     """Run `work(progress) -> Report`, render it, exit with the right code."""
     from prefect_cancel_doctor.errors import DoctorError
 
-    progress, status = _progress()
+    progress, stop = _progress()
     try:
         report = work(progress)
     except DoctorError as exc:
-        status.stop()
+        stop()
         _fail(exc)
-    status.stop()
+    stop()
     raise typer.Exit(_emit(report, fmt, color))
 
 
@@ -454,14 +457,14 @@ def report(
     from prefect_cancel_doctor.health import build_health_report
     from prefect_cancel_doctor.render.health import HealthFormat, render_health, write_health
 
-    progress, status = _progress()
+    progress, stop = _progress()
     try:
         with _api(api_url, api_key, profile) as api:
             health = build_health_report(api, options, progress)
     except DoctorError as exc:
-        status.stop()
+        stop()
         _fail(exc)
-    status.stop()
+    stop()
     fmt_ = HealthFormat(fmt.value)
     if output:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,12 +362,15 @@ def _latest_threads(diagnosis: Diagnosis) -> list[dict[str, Any]]:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...] | None:
     """The fields of a dataclass, None for any other class (looked up once a class)."""
-    if not dataclasses.is_dataclass(cls):
-        return None
-    return tuple(f.name for f in dataclasses.fields(cls))
+    if cls not in _FIELD_NAMES:
+        is_data = dataclasses.is_dataclass(cls)
+        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)) if is_data else None
+    return _FIELD_NAMES[cls]
 
 
 def _plain(value: Any) -> Any:

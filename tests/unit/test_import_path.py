@@ -117,3 +117,5 @@ def test_a_whole_scan_loads_no_prefect_and_no_heavy_modules(empty_api: str, fmt:
 
     assert {"httpx", "prefect_cancel_doctor"} <= loaded
     assert loaded & START_UP_HEAVY == set()
+    # rich draws the terminal view and the spinner; JSON for a script needs neither.
+    assert ("rich" in loaded) == (fmt == "terminal")

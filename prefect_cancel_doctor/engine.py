@@ -7,7 +7,9 @@ step in between lives here, under test.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +18,7 @@ from urllib.parse import urlsplit
 from prefect_cancel_doctor.diagnose.rules import FINAL_STATES, Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, TargetError
 from prefect_cancel_doctor.locate import Location, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import locate_processes, runner_of
+from prefect_cancel_doctor.locate.process import local_workers, locate_processes, runner_of
 from prefect_cancel_doctor.model import (
     Diagnosis,
     FlowRunRef,
@@ -37,6 +39,9 @@ from prefect_cancel_doctor.sample import (
 
 #: Called as work advances: (what is being done, done so far, total).
 ProgressFn = Callable[[str, int, int], None]
+
+#: API requests in flight at once while a scan reads the API.
+_CONCURRENT_REQUESTS = 8
 
 
 @dataclass(frozen=True)
@@ -78,17 +83,22 @@ class _Job:
 def scan(api: PrefectApi, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Every run in CANCELLING, plus orphans: final-state runs whose processes still run."""
     progress("querying the Prefect API for runs in Cancelling", 0, 0)
-    cancelling = api.cancelling_runs()
-    index = procfs.flow_run_processes(options.proc_root)
-    seen = {r["id"] for r in cancelling}
     since = datetime.now(timezone.utc) - options.since
-    candidates = [r for r in api.runs_ended_since(since, ["CANCELLED"]) if r["id"] not in seen]
-    local_ids = set(index) - seen - {r["id"] for r in candidates}
-    candidates += [r for r in api.runs_by_id(local_ids) if _state_type(r) in FINAL_STATES]
-    # A final-state run is reported only when something of it still runs here.
-    orphans = [r for r in candidates if index.get(r["id"]) or _remote_target(r)]
-    refs = _refs(api, cancelling + orphans)
-    jobs = [_Job(ref, _locate(ref, index, options), []) for ref in refs]
+    # Requests that do not depend on each other go out together (httpx.Client is
+    # thread-safe); /proc is read meanwhile.
+    with ThreadPoolExecutor(_CONCURRENT_REQUESTS) as requests:
+        cancelling_page = requests.submit(api.cancelling_runs)
+        cancelled_page = requests.submit(api.runs_ended_since, since, ["CANCELLED"])
+        names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
+        index = procfs.flow_run_processes(options.proc_root)
+        cancelling = cancelling_page.result()
+        seen = {r["id"] for r in cancelling}
+        candidates = [r for r in cancelled_page.result() if r["id"] not in seen]
+        local_ids = set(index) - seen - {r["id"] for r in candidates}
+        candidates += [r for r in api.runs_by_id(local_ids) if _state_type(r) in FINAL_STATES]
+        # A final-state run is reported only when something of it still runs here.
+        orphans = [r for r in candidates if index.get(r["id"]) or _remote_target(r)]
+        jobs = _jobs(api, requests, cancelling + orphans, index, options, names)
     jobs = [j for j in jobs if j.run is None or j.run.state_type == "CANCELLING" or _still_there(j.location)]
     return _finish(api.url, jobs, options, progress)
 
@@ -99,9 +109,10 @@ def diagnose_run(
     """One run, in any state; its cancelling time read from the state history."""
     run = api.flow_run(run_id)
     history = api.state_history(run_id)
-    ref = _refs(api, [run], {run_id: history})[0]
     index = procfs.flow_run_processes(options.proc_root)
-    return _finish(api.url, [_Job(ref, _locate(ref, index, options), [])], options, progress)
+    with ThreadPoolExecutor(_CONCURRENT_REQUESTS) as requests:
+        jobs = _jobs(api, requests, [run], index, options, histories={run_id: history})
+    return _finish(api.url, jobs, options, progress)
 
 
 def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress) -> Report:
@@ -166,34 +177,73 @@ def _remote_target(run: dict[str, Any]) -> bool:
     return parse_infrastructure_pid(run.get("infrastructure_pid")).kind == "docker"
 
 
-def _refs(
+def _jobs(
     api: PrefectApi,
+    requests: ThreadPoolExecutor,
     runs: list[dict[str, Any]],
+    index: dict[str, list[int]],
+    options: Options,
+    known_names: dict[str, Future[dict[str, str]]] | None = None,
     histories: dict[str, list[dict[str, Any]]] | None = None,
-) -> list[FlowRunRef]:
-    flows = api.names("flows", (r.get("flow_id") for r in runs))
-    deployments = api.names("deployments", (r.get("deployment_id") for r in runs))
-    workers: dict[str, list[dict[str, Any]]] = {}
-    for pool in sorted({r["work_pool_name"] for r in runs if r.get("work_pool_name")}):
-        workers[pool] = api.pool_workers(pool)
+) -> list[_Job]:
+    """Locate each run, and read (together) the names and the workers its verdict uses.
+
+    `known_names` ("flows", "deployments" → names being read already) leaves
+    only the missing ones to ask for. A pool's workers are read only for runs
+    whose target is reachable from here: the verdict of an unreachable one
+    (`not_attachable`, the first rule) never uses them, and on a fleet of many
+    pools they cost one request per pool.
+    """
+    known = known_names or {}
+    flows = requests.submit(_names, api, "flows", [r.get("flow_id") for r in runs], known.get("flows"))
+    deployments = requests.submit(
+        _names, api, "deployments", [r.get("deployment_id") for r in runs], known.get("deployments")
+    )
+    runners_here = functools.cache(lambda pool: local_workers(pool, options.proc_root))
+    locations = [_locate(r, index, options, runners_here) for r in runs]
+    pools = {
+        r["work_pool_name"]
+        for r, location in zip(runs, locations, strict=True)
+        if r.get("work_pool_name") and location.unreachable is None
+    }
+    workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
     now = datetime.now(timezone.utc)
     return [
-        to_flow_run_ref(
-            r,
-            flows,
-            deployments,
-            (histories or {}).get(r["id"]),
-            workers.get(r.get("work_pool_name") or "", []),
-            now,
+        _Job(
+            to_flow_run_ref(
+                r,
+                flows.result(),
+                deployments.result(),
+                (histories or {}).get(r["id"]),
+                workers[r["work_pool_name"]].result() if r.get("work_pool_name") in workers else None,
+                now,
+            ),
+            location,
+            [],
         )
-        for r in runs
+        for r, location in zip(runs, locations, strict=True)
     ]
 
 
-def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> Location:
-    infra = parse_infrastructure_pid(ref.infrastructure_pid)
+def _names(
+    api: PrefectApi, kind: str, ids: list[str | None], known: Future[dict[str, str]] | None
+) -> dict[str, str]:
+    names = dict(known.result()) if known else {}
+    missing = {i for i in ids if i and i not in names}
+    return names | api.names(kind, missing) if missing else names
+
+
+def _locate(
+    run: dict[str, Any],
+    index: dict[str, list[int]],
+    options: Options,
+    runners_here: Callable[[str], list[int]],
+) -> Location:
+    infra = parse_infrastructure_pid(run.get("infrastructure_pid"))
     if infra.kind in ("process", "none"):
-        return locate_processes(ref.id, infra, index, options.proc_root, ref.work_pool_name)
+        return locate_processes(
+            run["id"], infra, index, options.proc_root, run.get("work_pool_name"), runners_here
+        )
     if infra.kind == "kubernetes":
         why = (
             f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "
@@ -205,7 +255,7 @@ def _locate(ref: FlowRunRef, index: dict[str, list[int]], options: Options) -> L
     elif infra.kind == "docker":
         from prefect_cancel_doctor.locate.docker import locate_container
 
-        return locate_container(ref.id, infra, proc_root=options.proc_root)
+        return locate_container(run["id"], infra, proc_root=options.proc_root)
     else:
         why = f"unrecognised infrastructure_pid {infra.raw!r}"
     return Location(infra.kind, infra.raw or "?", unreachable=why)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ EVENTS_PAGE_SIZE = 50
 EVENTS_IDS_PER_QUERY = 50
 #: Answers worth one more try: a busy SQLite server answers 503 now and then.
 _RETRY_STATUS = (502, 503, 504)
+_CANCELLING = {"state": {"type": {"any_": ["CANCELLING"]}}}
 FINAL_STATE_TYPES = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
 
 
@@ -64,8 +66,10 @@ class PrefectApi:
             verify=verify,
             transport=transport or httpx.HTTPTransport(retries=2, verify=verify),
         )
-        #: Requests sent so far (the health report states its cost).
+        #: Requests sent so far (the health report states its cost); a scan sends some
+        #: from several threads at once.
         self.requests = 0
+        self._counting = threading.Lock()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -88,7 +92,8 @@ class PrefectApi:
         `retries`: try again this many times on 502/503/504, backing off.
         """
         for attempt in range(retries + 1):
-            self.requests += 1
+            with self._counting:
+                self.requests += 1
             try:
                 response = self._client.request(method, path.lstrip("/"), json=body)
             except httpx.TimeoutException as exc:
@@ -151,8 +156,14 @@ class PrefectApi:
 
     def cancelling_runs(self) -> list[dict[str, Any]]:
         """All flow runs whose state type is CANCELLING (server-side filter)."""
-        body = {"flow_runs": {"state": {"type": {"any_": ["CANCELLING"]}}}}
-        return list(self._paged("/flow_runs/filter", body))
+        return list(self._paged("/flow_runs/filter", {"flow_runs": _CANCELLING}))
+
+    def cancelling_names(self, kind: str) -> dict[str, str]:
+        """Names of the flows or deployments (`kind`) that have runs in CANCELLING, by id.
+
+        Needs no run ids, so it can be asked at the same time as `cancelling_runs`.
+        """
+        return self._names(kind, {"flow_runs": _CANCELLING})
 
     def runs_ended_since(self, since: datetime, state_types: Iterable[str]) -> list[dict[str, Any]]:
         """Flow runs in one of `state_types` whose end time is after `since`."""
@@ -187,10 +198,11 @@ class PrefectApi:
         wanted = sorted({i for i in ids if i})
         names: dict[str, str] = {}
         for start in range(0, len(wanted), PAGE_SIZE):
-            body = {kind: {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            for item in self._paged(f"/{kind}/filter", body, sort="NAME_ASC"):
-                names[item["id"]] = item["name"]
+            names.update(self._names(kind, {kind: {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
         return names
+
+    def _names(self, kind: str, body: dict[str, Any]) -> dict[str, str]:
+        return {item["id"]: item["name"] for item in self._paged(f"/{kind}/filter", body, sort="NAME_ASC")}
 
     def pool_workers(self, pool: str) -> list[dict[str, Any]]:
         """The workers registered in a work pool, with status and heartbeat."""

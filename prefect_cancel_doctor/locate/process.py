@@ -9,6 +9,7 @@ survivors of a dead flow, runs whose `infrastructure_pid` is stale.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect_cancel_doctor.locate import InfraRef, Location
@@ -86,20 +87,24 @@ def locate_processes(
     index: dict[str, list[int]],
     proc_root: str = "/proc",
     pool: str | None = None,
+    runners_here: Callable[[str], list[int]] | None = None,
 ) -> Location:
     """Find the run's engine, its children and its Runner on this host.
 
     When nothing of the run is left, the local workers of its pool are returned
     with role "runner": an `on_cancellation` hook runs in the Runner, after the
     flow process is gone, and may be what holds the run in Cancelling.
+    `runners_here(pool)` finds them (default `local_workers`: one walk of /proc
+    a call; a scan of many runs passes a cached one).
     """
-    if ref.host and ref.host not in _LOCAL_HOSTS | {socket.gethostname()}:
+    here = socket.gethostname()
+    if ref.host and ref.host not in _LOCAL_HOSTS | {here}:
         return Location(
             "process",
             f"process {ref.pid} on host {ref.host}",
             unreachable=(
                 f"the run's process {ref.pid} runs on host {ref.host!r}, not on this host "
-                f"({socket.gethostname()}): run the doctor there"
+                f"({here}): run the doctor there"
             ),
         )
     notes: list[str] = []
@@ -135,7 +140,8 @@ def locate_processes(
     else:
         description = "no process of the run on this host"
         if pool:
-            roles.extend((pid, "runner") for pid in local_workers(pool, proc_root))
+            workers = runners_here(pool) if runners_here else local_workers(pool, proc_root)
+            roles.extend((pid, "runner") for pid in workers)
     return Location("process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by)
 
 

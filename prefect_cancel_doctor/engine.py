@@ -80,18 +80,28 @@ class _Job:
         return container is not None and container.attach == "sidecar"
 
 
-def scan(api: PrefectApi, options: Options, progress: ProgressFn = _no_progress) -> Report:
-    """Every run in CANCELLING, plus orphans: final-state runs whose processes still run."""
+def scan(
+    api: PrefectApi,
+    options: Options,
+    progress: ProgressFn = _no_progress,
+    cancelling: list[dict[str, Any]] | None = None,
+) -> Report:
+    """Every run in CANCELLING, plus orphans: final-state runs whose processes still run.
+
+    `cancelling`: the runs in Cancelling, where the caller has just read them.
+    """
     progress("querying the Prefect API for runs in Cancelling", 0, 0)
     since = datetime.now(timezone.utc) - options.since
     # Requests that do not depend on each other go out together (httpx.Client is
     # thread-safe); /proc is read meanwhile.
     with ThreadPoolExecutor(_CONCURRENT_REQUESTS) as requests:
-        cancelling_page = requests.submit(api.cancelling_runs)
+        cancelling_page = requests.submit(api.cancelling_runs) if cancelling is None else None
         cancelled_page = requests.submit(api.runs_ended_since, since, ["CANCELLED"])
         names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
         index = procfs.flow_run_processes(options.proc_root)
-        cancelling = cancelling_page.result()
+        if cancelling_page is not None:
+            cancelling = cancelling_page.result()
+        assert cancelling is not None
         seen = {r["id"] for r in cancelling}
         candidates = [r for r in cancelled_page.result() if r["id"] not in seen]
         local_ids = set(index) - seen - {r["id"] for r in candidates}

@@ -24,6 +24,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -633,9 +634,13 @@ def held_slots(
                 )
             )
     stuck_ids = {r["id"]: r.get("name") or r["id"] for r in cancelling}
-    for pool_name in sorted({r["work_pool_name"] for r in cancelling if r.get("work_pool_name")}):
-        pool = api.work_pool(pool_name) or {}
-        status = api.pool_concurrency_status(pool_name)
+    pool_names = sorted({r["work_pool_name"] for r in cancelling if r.get("work_pool_name")})
+    pools = api.work_pools(pool_names)
+    # One request a pool (no bulk endpoint): sent together.
+    with ThreadPoolExecutor(8) as requests:
+        statuses = list(requests.map(api.pool_concurrency_status, pool_names))
+    for pool_name, status in zip(pool_names, statuses, strict=True):
+        pool = pools.get(pool_name) or {}
         if status is None:
             if pool.get("concurrency_limit"):
                 notes.append(
@@ -790,7 +795,7 @@ def build_health_report(
 
     if options.sample:
         scan_options = dataclasses.replace(options.scan, since=options.since)
-        report = scan(api, scan_options, progress)
+        report = scan(api, scan_options, progress, cancelling_now)
         found = [s for s in (_stuck_from_diagnosis(d) for d in report.runs) if s is not None]
         stuck = [s for s in found if s.flow_run.state_type == "CANCELLING"]
         live_orphans = [s for s in found if s.flow_run.state_type != "CANCELLING"]

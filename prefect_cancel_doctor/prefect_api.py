@@ -288,10 +288,16 @@ class PrefectApi:
             found.extend(self._paged("/deployments/filter", body, sort="NAME_ASC", retries=3))
         return found
 
-    def work_pool(self, name: str) -> dict[str, Any] | None:
-        """A work pool by name; None if there is none."""
-        pool = self._request("GET", f"/work_pools/{quote(name, safe='')}", missing_ok=True, retries=3)
-        return pool if isinstance(pool, dict) else None
+    def work_pools(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The work pools with these names, by name (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            found.update(
+                (p["name"], p) for p in self._paged("/work_pools/filter", body, "NAME_ASC", retries=3)
+            )
+        return found
 
     def pool_concurrency_status(self, name: str) -> dict[str, Any] | None:
         """Which runs the server counts against a pool's and its queues' limits.

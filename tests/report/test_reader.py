@@ -148,6 +148,8 @@ class FakeServer:
             return httpx.Response(
                 200, json=[{"id": name[0], "name": name[1]}] if body.get("offset", 0) == 0 else []
             )
+        if path == "work_pools/filter":
+            return httpx.Response(200, json=[])
         if path.startswith("work_pools/"):
             return httpx.Response(404, json={"detail": "Not Found"})
         raise AssertionError(f"unexpected request {request.method} {path}")

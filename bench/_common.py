@@ -236,15 +236,29 @@ def _tree(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def local_server(database: Path | None = None) -> Iterator[LocalPrefect]:
-    """A quiet local Prefect server on a copy of `database` (a fresh one if None); all removed after."""
+def local_server(
+    database: Path | None = None,
+    *,
+    prepare: Callable[[Path], None] | None = None,
+    persist_events: bool = False,
+) -> Iterator[LocalPrefect]:
+    """A quiet local Prefect server on a copy of `database` (a fresh one if None); all removed after.
+
+    `prepare` is given the copy before the server opens it; `persist_events`
+    keeps the event persister on (off otherwise, like every loop service).
+    """
+    server_env = dict(QUIET_SERVER)
+    if persist_events:
+        del server_env["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED"]
     with tempfile.TemporaryDirectory(prefix="pcd-bench-") as tmp:
         workdir = Path(tmp)
         if database is not None:
             home = workdir / "prefect-home"
             home.mkdir()
             shutil.copyfile(database, home / "prefect.db")
-        with LocalPrefect(workdir=workdir, server_env=QUIET_SERVER, log=log) as prefect:
+            if prepare is not None:
+                prepare(home / "prefect.db")
+        with LocalPrefect(workdir=workdir, server_env=server_env, log=log) as prefect:
             yield prefect
 
 

@@ -38,7 +38,7 @@ from bench._common import (
     print_table,
     stuck_processes,
 )
-from bench.seed import ensure_databases
+from bench.seed import serve
 from prefect_cancel_doctor.demo.harness import LocalPrefect
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 
@@ -113,9 +113,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    databases = ensure_databases()
     rows: list[Row] = []
-    with local_server(databases[50_000]) as prefect:
+    with serve(50_000) as prefect:
         env = client_env(prefect)
         log(f"scan of the 50,000-run server x {args.repeat}")
         ours = _repeat([DOCTOR, "scan", "--format", "json"], env, args.repeat, (1,))

@@ -7,10 +7,12 @@ deployments' schedules (`POST /deployments/{id}/schedule`, one bulk insert per
 deployment), and moved to their final states 50 at a time with
 `POST /flow_runs/bulk_set_state` (forced, as a history would have them:
 85 % Completed, 6 % Failed, 4 % Cancelled, 2 % Crashed, 1 % Running, 2 % left
-Scheduled). Runs in CANCELLING are made RUNNING, given an
-`infrastructure_pid` on another host and proposed CANCELLING one by one, as a
-worker and `prefect flow-run cancel` would. (SQLite takes one writer at a
-time: concurrent writes are refused with 503, so writes are sequential.)
+Scheduled; the Cancelled runs go Running, Cancelling, Cancelled, as a cancel does).
+Runs in CANCELLING are made RUNNING, given an `infrastructure_pid` on another
+host and proposed CANCELLING one by one, as a worker and `prefect flow-run
+cancel` would. The server persists the events of all these state changes,
+which the health report reads. (SQLite takes one writer at a time: concurrent
+writes are refused with 503, so writes are sequential.)
 
 | size | runs in CANCELLING |
 |---|---|
@@ -28,7 +30,9 @@ The API stamps every state with the time of the request, so a history seeded
 in minutes would look as if every run had ended within the last hour. Each
 snapshot is therefore aged, in SQL, the one thing not done through the API:
 every run not in CANCELLING is moved back by a random 1 hour to 30 days
-(its times and its states' times alike), as a month of real history would be.
+(its times, its states' and its events' alike), as a month of real history
+would be. A benchmark serving a snapshot later moves all of it forward by the
+time since seeding (`rebase`), so "the last 24 hours" hold the same runs.
 
     python -m bench.seed            # build what is missing, print the seeding time
     python -m bench.seed --force    # build again
@@ -37,12 +41,14 @@ every run not in CANCELLING is moved back by a random 1 hour to 30 days
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,8 +57,9 @@ from typing import Any
 import httpx
 
 from bench._common import local_server, log
+from prefect_cancel_doctor.demo.harness import LocalPrefect
 
-SEED_VERSION = 1
+SEED_VERSION = 2
 #: (total runs, of which in CANCELLING), cumulative.
 SIZES: tuple[tuple[int, int], ...] = ((1_000, 50), (10_000, 500), (50_000, 500))
 POOLS = 20
@@ -79,6 +86,14 @@ _RUN_TIME_COLUMNS = (
     "state_timestamp",
 )
 _STATE_TIME_COLUMNS = ("created", "updated", "timestamp")
+#: Every time a benchmark's view depends on, by table (moved together by `rebase`).
+_TIMES = {
+    "flow_run": _RUN_TIME_COLUMNS,
+    "flow_run_state": _STATE_TIME_COLUMNS,
+    "events": ("occurred", "received", "recorded"),
+    "event_resources": ("occurred",),
+    "worker": ("last_heartbeat_time",),
+}
 
 
 def cache_dir() -> Path:
@@ -105,7 +120,7 @@ def seeding_record() -> dict[str, Any]:
 def ensure_databases(force: bool = False) -> dict[int, Path]:
     """The seeded databases by size, seeding them first if any is missing."""
     paths = {size: database_path(size) for size, _ in SIZES}
-    if force or not all(path.exists() for path in paths.values()):
+    if force or not all(path.exists() and _aged_at_path(path).exists() for path in paths.values()):
         seed(paths)
     return paths
 
@@ -123,7 +138,7 @@ def seed(paths: dict[int, Path]) -> None:
     rng = random.Random(20240601)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with local_server() as prefect:
+    with local_server(persist_events=True) as prefect:
         timings["server start"] = time.perf_counter() - started
         database = prefect.home / "prefect.db"
         api = _Api(prefect.api_url)
@@ -146,6 +161,7 @@ def seed(paths: dict[int, Path]) -> None:
                 timings[f"runs {size - count + 1:,}–{size:,}"] = seconds
                 log(f"seeded {size:,} runs ({count / seconds:.0f} runs/s in this phase)")
                 step = time.perf_counter()
+                _wait_for_events(api)
                 _snapshot(database, paths[size], rng)
                 timings[f"snapshot + aging at {size:,}"] = time.perf_counter() - step
         finally:
@@ -169,7 +185,12 @@ class _Api:
         self.http = httpx.Client(base_url=api_url + "/", timeout=300)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, path, json=body)
+        # The event persister writes too: SQLite then answers 503 (locked, rolled back).
+        for attempt in range(10):
+            response = self.http.request(method, path, json=body)
+            if response.status_code != 503:
+                break
+            time.sleep(0.05 * 2**attempt)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -248,17 +269,23 @@ def _create_runs(
     for state, runs in by_state.items():
         if state == "SCHEDULED":
             continue
-        for chunk in range(0, len(runs), 50):
-            body = {
-                "flow_runs": {"id": {"any_": runs[chunk : chunk + 50]}},
-                "state": {"type": state, "name": labels[state]},
-                "force": True,
-                "limit": 50,
-            }
-            results = api.call("POST", "flow_runs/bulk_set_state", body)["results"]
-            refused = [r for r in results if r["status"] != "ACCEPT"]
-            if len(results) != len(runs[chunk : chunk + 50]) or refused:
-                raise RuntimeError(f"bulk_set_state {state}: {len(results)} results, refused: {refused[:2]}")
+        # A cancel goes through Cancelling (that event is what the health report counts),
+        # from Running: the server ends a Scheduled run's cancel at once.
+        steps = [("RUNNING", "Running"), ("CANCELLING", "Cancelling")] if state == "CANCELLED" else []
+        for step_type, step_name in [*steps, (state, labels[state])]:
+            for chunk in range(0, len(runs), 50):
+                body = {
+                    "flow_runs": {"id": {"any_": runs[chunk : chunk + 50]}},
+                    "state": {"type": step_type, "name": step_name},
+                    "force": True,
+                    "limit": 50,
+                }
+                results = api.call("POST", "flow_runs/bulk_set_state", body)["results"]
+                refused = [r for r in results if r["status"] != "ACCEPT"]
+                if len(results) != len(runs[chunk : chunk + 50]) or refused:
+                    raise RuntimeError(
+                        f"bulk_set_state {step_type}: {len(results)} results, refused: {refused[:2]}"
+                    )
     for run in stuck:
         host = f"worker-host-{rng.randrange(40):02d}"
         api.call(
@@ -269,6 +296,19 @@ def _create_runs(
         )
         if result["status"] != "ACCEPT":
             raise RuntimeError(f"CANCELLING not accepted for {run}: {result}")
+
+
+def _wait_for_events(api: _Api, timeout: float = 300.0) -> None:
+    """Until the server has stored every event sent so far (the persister writes in batches)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        total = int(api.call("POST", "events/filter", {"limit": 1})["total"])
+        if total == last:
+            return
+        last = total
+    raise RuntimeError(f"the server was still storing events after {timeout:.0f} s")
 
 
 def _snapshot(database: Path, target: Path, rng: random.Random) -> None:
@@ -282,15 +322,48 @@ def _snapshot(database: Path, target: Path, rng: random.Random) -> None:
         db.execute("PRAGMA journal_mode=DELETE")
     with sqlite3.connect(partial) as db:
         db.execute("VACUUM")
+    _aged_at_path(target).write_text(json.dumps({"aged_at": time.time()}))
     shutil.move(partial, target)
 
 
+def _aged_at_path(database: Path) -> Path:
+    return database.with_suffix(".json")
+
+
+def rebase(copy: Path, snapshot: Path) -> None:
+    """Move every time in `copy` of `snapshot` forward by the time since the snapshot was aged.
+
+    So a snapshot served days after seeding still has its month of history
+    ending now, and its runs in Cancelling entered it as long ago as when seeded.
+    """
+    aged_at = float(json.loads(_aged_at_path(snapshot).read_text())["aged_at"])
+    shift = f"+{max(0, int(time.time() - aged_at))} seconds"
+    with sqlite3.connect(copy) as db:
+        for table, columns in _TIMES.items():
+            sets = ", ".join(f"{c} = {_shifted(c)}".replace("SHIFT", f"'{shift}'") for c in columns)
+            db.execute(f"UPDATE {table} SET {sets}")
+        db.commit()
+
+
+@contextlib.contextmanager
+def serve(size: int) -> Iterator[LocalPrefect]:
+    """A quiet local server on the seeded database of `size` runs, rebased to now."""
+    snapshot = database_path(size)
+    if not (snapshot.exists() and _aged_at_path(snapshot).exists()):
+        snapshot = ensure_databases()[size]
+    with local_server(snapshot, prepare=lambda copy: rebase(copy, snapshot)) as prefect:
+        yield prefect
+
+
 def _age(db: sqlite3.Connection, rng: random.Random) -> None:
-    """Move every run not in CANCELLING, and its states, back by 1 hour to 30 days."""
+    """Move every run not in CANCELLING, its states and its events, back by 1 hour to 30 days."""
     runs = [row[0] for row in db.execute("SELECT id FROM flow_run WHERE state_type != 'CANCELLING'")]
     offsets = [(f"-{rng.randrange(3600, 30 * 86400)} seconds", run) for run in runs]
-    db.execute("CREATE TEMP TABLE age (shift TEXT, run TEXT PRIMARY KEY)")
-    db.executemany("INSERT INTO age (shift, run) VALUES (?, ?)", offsets)
+    db.execute("CREATE TEMP TABLE age (shift TEXT, run TEXT PRIMARY KEY, resource TEXT UNIQUE)")
+    db.executemany(
+        "INSERT INTO age (shift, run, resource) VALUES (?, ?, ?)",
+        [(shift, run, f"prefect.flow-run.{run}") for shift, run in offsets],
+    )
     run_sets = ", ".join(f"{c} = {_shifted(c)}" for c in _RUN_TIME_COLUMNS)
     db.execute(
         f"UPDATE flow_run SET {run_sets.replace('SHIFT', '(SELECT shift FROM age WHERE run = flow_run.id)')} "
@@ -301,6 +374,17 @@ def _age(db: sqlite3.Connection, rng: random.Random) -> None:
         f"UPDATE flow_run_state SET "
         f"{state_sets.replace('SHIFT', '(SELECT shift FROM age WHERE run = flow_run_state.flow_run_id)')} "
         "WHERE flow_run_id IN (SELECT run FROM age)"
+    )
+    # Its events (and their resource rows) move with it.
+    event_shift = "(SELECT shift FROM age WHERE resource = events.resource_id)"
+    event_sets = ", ".join(f"{c} = {_shifted(c)}" for c in _TIMES["events"])
+    db.execute(
+        f"UPDATE events SET {event_sets.replace('SHIFT', event_shift)} "
+        "WHERE resource_id IN (SELECT resource FROM age)"
+    )
+    db.execute(
+        "UPDATE event_resources SET occurred = (SELECT occurred FROM events WHERE events.id = event_id) "
+        "WHERE event_id IN (SELECT id FROM events WHERE resource_id IN (SELECT resource FROM age))"
     )
     db.execute("DROP TABLE age")
     db.commit()

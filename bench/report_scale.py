@@ -1,0 +1,190 @@
+"""The health report at fleet scale: `report --since 24h` over servers of 1k, 10k and 50k runs.
+
+For each seeded database (see bench/seed.py: a month of history, its events
+included, 4 % of the runs cancelled through Cancelling, 1–5 % stuck in
+Cancelling now) a quiet local server is started on a copy, moved to now, and
+these take turns, each a whole process, start-up included:
+
+- ours: `prefect-cancel-doctor report --since 24h --format json --output F`
+  (cancel events of the window, what became of each, the runs in Cancelling
+  now located and, since none runs here, not sampled; statistics; the JSON);
+- (a) a script doing the same with Prefect's client, the way one would
+  without the doctor: `read_flow_runs` of the runs that ended Cancelled in the
+  window and of those in Cancelling now, then each run's state history
+  (`read_flow_run_states`) for its time from Cancelling to Cancelled;
+- (b) the floor: a bare httpx loop paging the server's `prefect.flow-run.Cancelling`
+  events of the window (`POST /events/filter`, then its next pages): the least
+  any report must read.
+
+Each is timed, and its peak RSS read from /proc while it runs. No target is set
+by the issue for the report; the figures show its cost follows the cancels of
+the window, not the size of the history.
+
+    python -m bench.report_scale [--repeat 3] [--sizes 1000,10000,50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    DOCTOR,
+    Peak,
+    Row,
+    client_env,
+    log,
+    median,
+    peak_memory,
+    print_table,
+    ratio_row,
+)
+from bench.seed import SIZES, ensure_databases, serve
+
+CLIENT_SCRIPT = """
+from datetime import datetime, timedelta, timezone
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterState, FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+
+since = datetime.now(timezone.utc) - timedelta(hours=24)
+filters = [
+    FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+        end_time=FlowRunFilterEndTime(after_=since),
+    ),
+    FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING]))),
+]
+durations = []
+with get_client(sync_client=True) as client:
+    for flow_run_filter in filters:
+        offset = 0
+        while True:
+            page = client.read_flow_runs(flow_run_filter=flow_run_filter, limit=200, offset=offset)
+            for run in page:
+                states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
+                asked = next((s.timestamp for s in states if s.type == StateType.CANCELLING), None)
+                ended = next((s.timestamp for s in states if s.type == StateType.CANCELLED), None)
+                if asked and ended:
+                    durations.append((ended - asked).total_seconds())
+            if len(page) < 200:
+                break
+            offset += 200
+durations.sort()
+print(len(durations), durations[len(durations) // 2] if durations else None)
+"""
+
+FLOOR_SCRIPT = """
+import os
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+import httpx
+
+since = (datetime.now(timezone.utc) - timedelta(hours=24)).isoformat()
+body = {
+    "filter": {"event": {"name": ["prefect.flow-run.Cancelling"]}, "occurred": {"since": since}},
+    "limit": 50,
+}
+events = []
+with httpx.Client(base_url=os.environ["PREFECT_API_URL"] + "/") as http:
+    page = http.post("events/filter", json=body).json()
+    while True:
+        events.extend(page["events"])
+        if not page.get("next_page"):
+            break
+        token = parse_qs(urlsplit(page["next_page"]).query)["page-token"][0]
+        page = http.get("events/filter/next", params={"page-token": token}).json()
+print(len(events))
+"""
+
+
+def _report(env: dict[str, str], output: Path) -> tuple[Peak, dict[str, Any]]:
+    argv = [DOCTOR, "report", "--since", "24h", "--format", "json", "--output", str(output)]
+    peak = peak_memory(argv, env, ok=(0, 1))
+    return peak, json.loads(output.read_text())
+
+
+def measure(size: int, cancelling: int, repeat: int) -> tuple[list[Row], str]:
+    with serve(size) as prefect, tempfile.TemporaryDirectory(prefix="pcd-bench-report-") as tmp:
+        env = client_env(prefect)
+        output = Path(tmp) / "report.json"
+        log(f"{size:,} runs ({cancelling} cancelling): report, client script, floor x {repeat}, taking turns")
+        ours: list[Peak] = []
+        client: list[Peak] = []
+        floor: list[Peak] = []
+        document: dict[str, Any] = {}
+        for _ in range(repeat + 1):  # the first round warms the server's caches, not counted
+            peak, document = _report(env, output)
+            ours.append(peak)
+            client.append(peak_memory([sys.executable, "-c", CLIENT_SCRIPT], env, ok=(0,)))
+            floor.append(peak_memory([sys.executable, "-c", FLOOR_SCRIPT], env, ok=(0,)))
+        ours, client, floor = ours[1:], client[1:], floor[1:]
+    seconds = median([p.seconds for p in ours])
+    rss = max(p.own_mb for p in ours)
+    label = f"{size:,} runs, {cancelling} cancelling: `report --since 24h`"
+    rows = [
+        ratio_row(
+            f"{label}, wall time",
+            seconds,
+            median([p.seconds for p in client]),
+            "s",
+            None,
+            "(a) `read_flow_runs` + state histories",
+        ),
+        ratio_row(
+            f"{label}, wall time", seconds, median([p.seconds for p in floor]), "s", None, "(b) events loop"
+        ),
+        ratio_row(
+            f"{label}, peak RSS",
+            rss,
+            max(p.own_mb for p in client),
+            "MB",
+            None,
+            "(a) `read_flow_runs` + state histories",
+        ),
+    ]
+    source, fleet = document["source"], document["fleet"]
+    growth = (
+        f"| {size:,} | {fleet['requested']} | {len(document['stuck'])} | {seconds:.2f} s | "
+        f"{rss:.0f} MB | {source['requests']} | {source['method']} | "
+        f"{median([p.seconds for p in floor]):.2f} s |"
+    )
+    return rows, growth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
+    args = parser.parse_args()
+    wanted = {int(size) for size in args.sizes.split(",")}
+
+    ensure_databases()
+    rows: list[Row] = []
+    growth: list[str] = []
+    for size, cancelling in SIZES:
+        if size in wanted:
+            size_rows, line = measure(size, cancelling, args.repeat)
+            rows += size_rows
+            growth.append(line)
+    notes = [
+        "Cost against the size of the history (medians; RSS is the largest seen):\n\n"
+        "| runs on the server | cancels in the window | in Cancelling now | report | peak RSS | "
+        "requests | read from | floor (b) |\n"
+        "|---:|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(growth),
+    ]
+    print_table(
+        f"`report --since 24h` at fleet scale (median of {args.repeat} alternating runs)", rows, notes
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,7 @@ quiet local Prefect server is started on a copy, and these take turns:
 Targets: ours ≤ 0.2× (a) and ≤ 1.5× (b), and a cost that follows the number
 of runs in Cancelling, not the size of the history.
 
-    python -m bench.scan_scale [--repeat 5] [--sizes 1000,10000,50000]
+    python -m bench.scan_scale [--repeat 9] [--sizes 1000,10000,50000]
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
     args = parser.parse_args()
     wanted = {int(size) for size in args.sizes.split(",")}

@@ -30,13 +30,13 @@ from bench._common import (
 )
 
 #: Prefect and its server stack: never on the scan path. pydantic and anyio are listed to be
-#: seen: typer (0.29+) loads pydantic to coerce options, httpcore loads anyio.
+#: seen: typer 0.29+ would load pydantic to coerce options (hence typer<0.29), httpcore loads anyio.
 HEAVY = ("prefect", "sqlalchemy", "fastapi", "uvicorn", "pydantic", "anyio")
 
-#: What a scan imports before it does anything (rich.console: the progress spinner).
+#: What `scan --format json` imports before it does anything (no rich: stderr is not a terminal).
 IMPORTS = (
     "import prefect_cancel_doctor.cli, prefect_cancel_doctor.engine, prefect_cancel_doctor.prefect_api, "
-    "prefect_cancel_doctor.render.json, rich.console"
+    "prefect_cancel_doctor.render.json"
 )
 
 SCAN_MODULES = """
@@ -107,7 +107,7 @@ def main() -> None:
         [
             f"Of the empty scan: Python itself {medians['python'] * 1000:.0f} ms, importing the scan path "
             f"{(medians['imports'] - medians['python']) * 1000:.0f} ms; the rest is typer's option parsing, "
-            "two API requests, /proc and the rendering.",
+            "four API requests (sent together), /proc and the rendering.",
             f"A whole scan loads {count} modules; of {', '.join(HEAVY)}: {', '.join(heavy) or 'none'}.",
             "Min / max (s): " + "; ".join(f"{name} {min(v):.3f} / {max(v):.3f}" for name, v in times.items()),
         ],

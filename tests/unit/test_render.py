@@ -79,6 +79,21 @@ def test_json_is_the_model_serialized() -> None:
     assert process_entry["threads"][0][0]["frames"][0]["function"] == "wait_forever"
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_json_is_one_line_for_scripts_and_indented_on_a_terminal() -> None:
+    report = report_of(sleeping())
+    piped, terminal = io.StringIO(), _Terminal()
+    render(report, Format.JSON, piped)
+    render(report, Format.JSON, terminal)
+    assert piped.getvalue().count("\n") == 1
+    assert terminal.getvalue().startswith('{\n  "api_url"')
+    assert json.loads(piped.getvalue()) == json.loads(terminal.getvalue())
+
+
 def test_every_format_renders() -> None:
     for fmt in Format:
         assert rendered(report_of(sleeping()), fmt)

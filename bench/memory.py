@@ -6,7 +6,7 @@
 2. An empty server with 20 runs in Cancelling, each with a live stand-in flow
    process here (bench/targets/stuck_flow.py, carrying the run's
    PREFECT__FLOW_RUN_ID and `infrastructure_pid`): `scan` samples all 20 with
-   the defaults (5 samples, --native, --parallel 4); against one
+   the defaults (5 samples, --native, --parallel = CPUs, at most 4); against one
    `py-spy dump --native` of one of them.
 
 The figure is the peak RSS (VmHWM) of the doctor's own process; the peak sum

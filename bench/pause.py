@@ -10,8 +10,8 @@ that window. The baseline is the same measurement over windows of the same
 length in which nothing samples the target (what the machine's scheduling
 alone costs). Target: median ≤ 20 ms per sample, worst case reported; with
 and without --native. The same is measured on one of 20 targets while all 20
-are sampled together as `scan` does (5 samples each, --parallel 4, the
-default, and 2), where the dumps compete for the two cores.
+are sampled together as `scan` does (5 samples each, --parallel 4, and 2:
+the default on two cores, one dump a CPU), where the dumps compete for the cores.
 
     python -m bench.pause [--samples 40] [--fleet-runs 4]
 """
@@ -29,7 +29,7 @@ from prefect_cancel_doctor.model import ProcessSample
 from prefect_cancel_doctor.sample import SampleRequest, sample_many, sample_process
 
 FLEET = 20
-#: --parallel 4 is the default; 2 is one dump per core on the benchmark machine.
+#: 4 was the default; 2 is the default now on the 2-core benchmark machine (one dump a CPU).
 PARALLEL = (4, 2)
 
 

@@ -3,13 +3,15 @@
 The targets are bench/targets/stuck_flow.py processes (the threads of a flow
 engine, the main thread 30 frames deep in a sleep). Taking turns:
 
-- ours: `sample_many` as `scan` calls it (`--samples 5 --interval 0.2
-  --native --parallel 4`: rounds of one dump per target, 4 at a time);
+- ours: `sample_many` as `scan` called it before the default became one
+  dump a CPU (`--samples 5 --interval 0.2 --native --parallel 4`: rounds of
+  one dump per target, 4 at a time);
 - the baseline: `py-spy dump --json --native` run 5 times per target, one
   after the other, nothing else (no /proc, no interval);
 - the previous design, for reference: each process sampled in its own loop
   (5 dumps, 0.2 s apart), 4 processes at a time;
-- ours with `--no-native`, and with `--parallel 2` (one dump per core here).
+- ours with `--no-native`, and with `--parallel 2` (one dump a CPU here: the
+  default on this machine).
 
 Target: 20 targets x 5 samples in ≤ 3 s wall on 2 cores.
 

@@ -96,7 +96,15 @@ Locals = Annotated[
     ),
 ]
 Parallel = Annotated[
-    int, typer.Option("--parallel", envvar="PCD_PARALLEL", min=1, max=64, help="Processes sampled at once.")
+    Optional[int],
+    typer.Option(
+        "--parallel",
+        envvar="PCD_PARALLEL",
+        min=1,
+        max=64,
+        help="Processes sampled at once.",
+        show_default="the number of CPUs, at most 4",
+    ),
 ]
 Timeout = Annotated[
     float,
@@ -135,18 +143,18 @@ def _options(
     interval: float,
     native: bool,
     locals_: bool,
-    parallel: int,
+    parallel: int | None,
     timeout: float,
     since: str = "1h",
 ) -> Options:
-    from prefect_cancel_doctor.engine import Options
+    from prefect_cancel_doctor.engine import Options, default_parallel
 
     return Options(
         samples=samples,
         interval=interval,
         native=native,
         locals=locals_,
-        parallel=parallel,
+        parallel=parallel or default_parallel(),
         timeout=timeout,
         since=parse_duration(since),
     )
@@ -221,7 +229,7 @@ def scan(
     native: Native = True,
     locals_: Locals = False,
     since: Since = "1h",
-    parallel: Parallel = 4,
+    parallel: Parallel = None,
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:
@@ -248,7 +256,7 @@ def diagnose(
     interval: Interval = 0.2,
     native: Native = True,
     locals_: Locals = False,
-    parallel: Parallel = 4,
+    parallel: Parallel = None,
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:
@@ -440,7 +448,7 @@ def report(
     samples: Samples = 3,
     interval: Interval = 0.2,
     native: Native = True,
-    parallel: Parallel = 4,
+    parallel: Parallel = None,
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:

@@ -137,11 +137,14 @@ def main() -> None:
             log(f"{args.samples} samples {'with' if native else 'without'} --native")
             paused, unsampled = measure(child.pid, child, native, args.samples, tick)
             mode = "`--native`" if native else "`--no-native`"
-            rows += _rows(f"one target, {mode}", paused, unsampled)
+            rows += _rows(f"one target, every sample a {mode} dump", paused, unsampled)
             notes.append(
                 f"One target, {mode}: pauses (ms) p10 {statistics.quantiles(paused, n=10)[0]:.1f}, "
                 f"p90 {statistics.quantiles(paused, n=10)[-1]:.1f}, over {len(paused)} samples."
             )
+        log("one target sampled as `scan --native` does (5 samples, the first native)")
+        paused, unsampled = measure_in_fleet(child, [], True, args.samples // 5, 1)
+        rows += _rows("one target as `scan` samples it (5 samples, the first `--native`)", paused, unsampled)
         with stuck_processes(FLEET - 1) as others:
             for parallel in PARALLEL:
                 for native in (False, True):

@@ -25,7 +25,6 @@ the window, not the size of the history.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from bench._common import (
     print_table,
     ratio_row,
 )
-from bench.seed import SIZES, ensure_databases, serve
+from bench.seed import serve, size_arguments
 
 CLIENT_SCRIPT = """
 from datetime import datetime, timedelta, timezone
@@ -159,31 +158,20 @@ def measure(size: int, cancelling: int, repeat: int) -> tuple[list[Row], str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
-    args = parser.parse_args()
-    wanted = {int(size) for size in args.sizes.split(",")}
-
-    ensure_databases()
+    repeat, sizes = size_arguments(__doc__ or "", repeat=3)
     rows: list[Row] = []
     growth: list[str] = []
-    for size, cancelling in SIZES:
-        if size in wanted:
-            size_rows, line = measure(size, cancelling, args.repeat)
-            rows += size_rows
-            growth.append(line)
+    for size, cancelling in sizes:
+        size_rows, line = measure(size, cancelling, repeat)
+        rows += size_rows
+        growth.append(line)
     notes = [
         "Cost against the size of the history (medians; RSS is the largest seen):\n\n"
         "| runs on the server | cancels in the window | in Cancelling now | report | peak RSS | "
         "requests | read from | floor (b) |\n"
         "|---:|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(growth),
     ]
-    print_table(
-        f"`report --since 24h` at fleet scale (median of {args.repeat} alternating runs)", rows, notes
-    )
+    print_table(f"`report --since 24h` at fleet scale (median of {repeat} alternating runs)", rows, notes)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ of runs in Cancelling, not the size of the history.
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from bench._common import (
     print_table,
     ratio_row,
 )
-from bench.seed import SIZES, ensure_databases, seeding_record, serve
+from bench.seed import seeding_record, serve, size_arguments
 from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render import Format, render
@@ -198,21 +197,11 @@ def measure(size: int, cancelling: int, repeat: int) -> tuple[list[Row], dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
-    args = parser.parse_args()
-    wanted = {int(size) for size in args.sizes.split(",")}
-
-    ensure_databases()
+    repeat, sizes = size_arguments(__doc__ or "", repeat=9)
     rows: list[Row] = []
     per_run: list[str] = []
-    for size, cancelling in SIZES:
-        if size not in wanted:
-            continue
-        size_rows, m = measure(size, cancelling, args.repeat)
+    for size, cancelling in sizes:
+        size_rows, m = measure(size, cancelling, repeat)
         rows += size_rows
         per_run.append(
             f"| {size:,} | {cancelling} | {m['ours in process'] * 1000:.0f} ms | "
@@ -234,7 +223,7 @@ def main() -> None:
             + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
             + "."
         )
-    print_table(f"Scan at fleet scale (median of {args.repeat} alternating runs)", rows, notes)
+    print_table(f"Scan at fleet scale (median of {repeat} alternating runs)", rows, notes)
 
 
 if __name__ == "__main__":

@@ -345,6 +345,22 @@ def rebase(copy: Path, snapshot: Path) -> None:
         db.commit()
 
 
+def size_arguments(description: str, repeat: int) -> tuple[int, list[tuple[int, int]]]:
+    """`--repeat` and `--sizes` of a benchmark over the seeded databases, seeded if missing.
+
+    Returns the repeat count and the (runs, runs in Cancelling) sizes asked for.
+    """
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
+    args = parser.parse_args()
+    wanted = {int(size) for size in args.sizes.split(",")}
+    ensure_databases()
+    return args.repeat, [(size, cancelling) for size, cancelling in SIZES if size in wanted]
+
+
 @contextlib.contextmanager
 def serve(size: int) -> Iterator[LocalPrefect]:
     """A quiet local server on the seeded database of `size` runs, rebased to now."""

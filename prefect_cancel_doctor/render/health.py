@@ -111,6 +111,25 @@ def offender_figures(group: GroupStats) -> list[str]:
     ]
 
 
+#: Columns of the by-deployment, by-work-pool and by-worker tables after the group's name.
+STATS_HEADERS = ("cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max")
+
+
+def stats_figures(group: GroupStats) -> list[str]:
+    """A by-group row after the group's name (which each format escapes its own way)."""
+    ttc = group.time_to_cancel
+    return [
+        str(group.requested),
+        str(group.cancelled),
+        str(group.timed_out),
+        str(group.ignored),
+        str(group.cancelling),
+        seconds_text(ttc.p50),
+        seconds_text(ttc.p95),
+        seconds_text(ttc.max),
+    ]
+
+
 def status_line(report: HealthReport) -> str:
     """One sentence: healthy, or how many rules are breached."""
     if report.breaches:

@@ -18,11 +18,13 @@ from pygal.style import Style
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
+    STATS_HEADERS,
     deployment_of,
     offender_figures,
     seconds_text,
     site_text,
     source_lines,
+    stats_figures,
     status_line,
     stuck_call,
     stuck_cause,
@@ -249,22 +251,10 @@ def _none() -> str:
 
 
 def _stats_table(what: str, groups: Sequence[GroupStats], top: int) -> str:
-    rows = [
-        [
-            _e(g.name),
-            str(g.requested),
-            str(g.cancelled),
-            str(g.timed_out),
-            str(g.ignored),
-            str(g.cancelling),
-            seconds_text(g.time_to_cancel.p50),
-            seconds_text(g.time_to_cancel.p95),
-            seconds_text(g.time_to_cancel.max),
-        ]
-        for g in groups[:top]
-    ]
-    headers = [what, "cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max"]
-    return (_table(headers, rows, range(1, 9)) + _more(len(groups), top)) if groups else _none()
+    rows = [[_e(g.name), *stats_figures(g)] for g in groups[:top]]
+    return (
+        (_table([what, *STATS_HEADERS], rows, range(1, 9)) + _more(len(groups), top)) if groups else _none()
+    )
 
 
 def _cancels_table(cancels: Sequence[Cancellation], top: int) -> str:

@@ -13,11 +13,13 @@ from typing import TextIO
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
+    STATS_HEADERS,
     deployment_of,
     offender_figures,
     seconds_text,
     site_text,
     source_lines,
+    stats_figures,
     status_line,
     stuck_call,
     stuck_cause,
@@ -52,34 +54,14 @@ def _more(total: int, shown: int) -> list[str]:
     )
 
 
-def _stats_rows(groups: Sequence[GroupStats]) -> list[list[str]]:
-    return [
-        [
-            cell(g.name),
-            str(g.requested),
-            str(g.cancelled),
-            str(g.timed_out),
-            str(g.ignored),
-            str(g.cancelling),
-            seconds_text(g.time_to_cancel.p50),
-            seconds_text(g.time_to_cancel.p95),
-            seconds_text(g.time_to_cancel.max),
-        ]
-        for g in groups
-    ]
-
-
-_STATS_HEADERS = ["", "cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max"]
-
-
 def _stats_section(title: str, what: str, groups: Sequence[GroupStats], top: int) -> list[str]:
     if not groups:
         return []
-    headers = [what, *_STATS_HEADERS[1:]]
+    rows = [[cell(g.name), *stats_figures(g)] for g in groups[:top]]
     return [
         f"## {title}",
         "",
-        *table(headers, _stats_rows(groups[:top]), range(1, 9)),
+        *table([what, *STATS_HEADERS], rows, range(1, 9)),
         *_more(len(groups), top),
         "",
     ]

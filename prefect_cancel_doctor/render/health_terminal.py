@@ -16,11 +16,13 @@ from rich.text import Text
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
+    STATS_HEADERS,
     deployment_of,
     offender_figures,
     seconds_text,
     site_text,
     source_lines,
+    stats_figures,
     status_line,
     stuck_call,
     stuck_cause,
@@ -54,33 +56,9 @@ def _more(console: Console, total: int, shown: int) -> None:
 def _stats(console: Console, title: str, what: str, groups: Sequence[GroupStats], top: int) -> None:
     if not groups:
         return
-    table = _table(
-        title,
-        what,
-        "cancels",
-        "cancelled",
-        "timed out",
-        "ignored",
-        "cancelling",
-        "p50",
-        "p95",
-        "max",
-        right=range(1, 9),
-    )
+    table = _table(title, what, *STATS_HEADERS, right=range(1, 9))
     for g in groups[:top]:
-        t = g.time_to_cancel
-        _row(
-            table,
-            g.name,
-            g.requested,
-            g.cancelled,
-            g.timed_out,
-            g.ignored,
-            g.cancelling,
-            seconds_text(t.p50),
-            seconds_text(t.p95),
-            seconds_text(t.max),
-        )
+        _row(table, g.name, *stats_figures(g))
     console.print(table)
     _more(console, len(groups), top)
 

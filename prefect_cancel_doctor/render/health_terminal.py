@@ -27,6 +27,7 @@ from prefect_cancel_doctor.render.health import (
     stuck_call,
     stuck_cause,
 )
+from prefect_cancel_doctor.render.terminal import console_for
 
 #: Columns never wrapped: a cause or a number split over two lines reads wrong.
 _NO_WRAP = {"cause", "state", "in Cancelling", "p50", "p95", "max"}
@@ -81,13 +82,7 @@ def _cancels(console: Console, title: str, cancels: Sequence[Cancellation], top:
 
 def render_health_terminal(report: HealthReport, out: TextIO, *, color: bool | None = None) -> None:
     """Write the report for a terminal."""
-    console = Console(
-        file=out,
-        no_color=None if color is None else not color,
-        force_terminal=color,
-        highlight=False,
-        soft_wrap=False,
-    )
+    console = console_for(out, color)
     r, top = report, report.top
     title = Text(f"Cancellation health — last {r.window.label}", style="bold")
     title.append(f"   {r.window.since} → {r.window.until}   {r.api_url or ''}", style="dim")

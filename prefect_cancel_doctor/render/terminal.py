@@ -48,15 +48,24 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
-def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -> None:
-    """Write the table and the per-run details."""
-    console = Console(
+def console_for(out: TextIO, color: bool | None) -> Console:
+    """A rich console on `out` for the doctor's views (the on-call one and the health report's).
+
+    `color` forces colour on or off; None leaves it to NO_COLOR and the terminal.
+    Data is never highlighted, long lines are never re-wrapped.
+    """
+    return Console(
         file=out,
         no_color=None if color is None else not color,
         force_terminal=color,
         highlight=False,
         soft_wrap=False,
     )
+
+
+def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -> None:
+    """Write the table and the per-run details."""
+    console = console_for(out, color)
     if not report.runs:
         console.print(Text("No flow runs stuck in Cancelling and no orphaned processes.", style="green"))
         for error in report.errors:

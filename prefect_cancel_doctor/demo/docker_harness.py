@@ -425,19 +425,6 @@ def _owner_alive(owner: str) -> bool:
 class DockerWorkerProcess(SpawnedWorker):
     """A `prefect worker start --type docker` process (its log has the containers' output)."""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM its process group, SIGKILL after `timeout` s."""
-        if not self.alive():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
-
 
 def start_docker_worker(harness: LocalPrefect, pool: str, name: str) -> DockerWorkerProcess:
     """Start `prefect worker start --pool POOL --type docker` in its own session, logging to a file."""

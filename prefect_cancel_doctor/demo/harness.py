@@ -122,6 +122,19 @@ class SpawnedWorker:
         """The worker's log so far (its own output and its flow runs')."""
         return _read_text(self.log_path)
 
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Send `sig` to the worker's process group and reap it; SIGKILL after `timeout` s."""
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+
 
 @dataclass
 class WorkerProcess(SpawnedWorker):
@@ -595,15 +608,7 @@ class LocalPrefect:
 
     def kill_worker(self, worker: WorkerProcess, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
         """Signal the worker's process group (SIGKILL by default: a crash) and reap it."""
-        if worker.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, sig)
-            try:
-                worker.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signal.SIGKILL)
-                worker.popen.wait(timeout)
+        worker.stop(sig, timeout)
         self._log(f"worker {worker.name}: killed (pid {worker.pid})")
 
     def _kill_workers(self) -> None:

@@ -51,6 +51,7 @@ from prefect_cancel_doctor.demo.harness import (
     StageClock,
     StagedEnvironment,
     WorkerProcess,
+    pid_alive,
     process_environ,
 )
 from prefect_cancel_doctor.model import CallKind, Cause
@@ -450,7 +451,7 @@ def _verify(harness: LocalPrefect, runs: list[StuckRun]) -> None:
         if state_type != run.expected_state:
             problems.append(f"{run.scenario}: state {state_type}, expected {run.expected_state}")
         if run.flow_pid is not None:
-            alive = _pid_running(run.flow_pid)
+            alive = pid_alive(run.flow_pid)
             if alive != run.process_alive:
                 problems.append(f"{run.scenario}: flow process {run.flow_pid} alive={alive}")
             if alive and process_environ(run.flow_pid).get("PREFECT__FLOW_RUN_ID") != run.run_id:
@@ -466,15 +467,7 @@ def _pid(item: _Staged) -> int:
 
 
 def _pid_gone(pid: int) -> bool:
-    return not _pid_running(pid)
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    return not pid_alive(pid)
 
 
 __all__ = [

@@ -641,7 +641,7 @@ class LocalPrefect:
                 return
             self._kill_pids(pids)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
                 time.sleep(0.05)
 
     @staticmethod
@@ -748,7 +748,7 @@ def processes_by_flow_run(run_ids: Iterable[str]) -> dict[str, list[int]]:
         for variable in environ.split(b"\0"):
             if variable.startswith(_FLOW_RUN_ENV):
                 run_id = wanted.get(variable[len(_FLOW_RUN_ENV) :])
-                if run_id is not None and _alive(int(entry)):
+                if run_id is not None and pid_alive(int(entry)):
                     found.setdefault(run_id, []).append(int(entry))
                 break
     return found
@@ -764,7 +764,7 @@ def process_environ(pid: int) -> dict[str, str]:
     return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -840,6 +840,7 @@ __all__ = [
     "SignalSent",
     "WorkerProcess",
     "free_port",
+    "pid_alive",
     "prefect_command",
     "process_environ",
     "processes_by_flow_run",

@@ -42,7 +42,7 @@ from prefect_cancel_doctor.sample import (
 ProgressFn = Callable[[str, int, int], None]
 
 #: API requests in flight at once while a scan reads the API.
-_CONCURRENT_REQUESTS = 8
+CONCURRENT_REQUESTS = 8
 
 
 def default_parallel() -> int:
@@ -105,7 +105,7 @@ def scan(
     since = datetime.now(timezone.utc) - options.since
     # Requests that do not depend on each other go out together (httpx.Client is
     # thread-safe); /proc is read meanwhile.
-    with ThreadPoolExecutor(_CONCURRENT_REQUESTS) as requests:
+    with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         cancelling_page = requests.submit(api.cancelling_runs) if cancelling is None else None
         cancelled_page = requests.submit(api.runs_ended_since, since, ["CANCELLED"])
         names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
@@ -131,7 +131,7 @@ def diagnose_run(
     run = api.flow_run(run_id)
     history = api.state_history(run_id)
     index = procfs.flow_run_processes(options.proc_root)
-    with ThreadPoolExecutor(_CONCURRENT_REQUESTS) as requests:
+    with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         jobs = _jobs(api, requests, [run], index, options, histories={run_id: history})
     return _finish(api.url, jobs, options, progress)
 

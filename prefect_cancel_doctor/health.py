@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect_cancel_doctor.durations import parse_duration
-from prefect_cancel_doctor.engine import Options, scan
+from prefect_cancel_doctor.engine import CONCURRENT_REQUESTS, Options, scan
 from prefect_cancel_doctor.history import (
     TIMEOUT_MESSAGE_PREFIX,
     Cancellation,
@@ -637,7 +637,7 @@ def held_slots(
     pool_names = sorted({r["work_pool_name"] for r in cancelling if r.get("work_pool_name")})
     pools = api.work_pools(pool_names)
     # One request a pool (no bulk endpoint): sent together.
-    with ThreadPoolExecutor(8) as requests:
+    with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         statuses = list(requests.map(api.pool_concurrency_status, pool_names))
     for pool_name, status in zip(pool_names, statuses, strict=True):
         pool = pools.get(pool_name) or {}

@@ -41,7 +41,7 @@ from prefect_cancel_doctor.sample import (
 #: Called as work advances: (what is being done, done so far, total).
 ProgressFn = Callable[[str, int, int], None]
 
-#: API requests in flight at once while a scan reads the API.
+#: API requests in flight at once where the doctor sends independent reads together.
 CONCURRENT_REQUESTS = 8
 
 

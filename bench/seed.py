@@ -120,7 +120,7 @@ def seeding_record() -> dict[str, Any]:
 def ensure_databases(force: bool = False) -> dict[int, Path]:
     """The seeded databases by size, seeding them first if any is missing."""
     paths = {size: database_path(size) for size, _ in SIZES}
-    if force or not all(path.exists() and _aged_at_path(path).exists() for path in paths.values()):
+    if force or not all(_cached(path) for path in paths.values()):
         seed(paths)
     return paths
 
@@ -330,6 +330,11 @@ def _aged_at_path(database: Path) -> Path:
     return database.with_suffix(".json")
 
 
+def _cached(database: Path) -> bool:
+    """Whether a snapshot is complete: the database and the time it was aged."""
+    return database.exists() and _aged_at_path(database).exists()
+
+
 def rebase(copy: Path, snapshot: Path) -> None:
     """Move every time in `copy` of `snapshot` forward by the time since the snapshot was aged.
 
@@ -365,7 +370,7 @@ def size_arguments(description: str, repeat: int) -> tuple[int, list[tuple[int, 
 def serve(size: int) -> Iterator[LocalPrefect]:
     """A quiet local server on the seeded database of `size` runs, rebased to now."""
     snapshot = database_path(size)
-    if not (snapshot.exists() and _aged_at_path(snapshot).exists()):
+    if not _cached(snapshot):
         snapshot = ensure_databases()[size]
     with local_server(snapshot, prepare=lambda copy: rebase(copy, snapshot)) as prefect:
         yield prefect

@@ -70,8 +70,8 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
 }
 
 _BY_KIND: dict[CallKind, str] = {
-    CallKind.SLEEP: "in async code use `await anyio.sleep(...)`; in long sync waits sleep in "
-    "short steps or wait on an Event that a cancellation hook can set",
+    # On the event loop, the cause's own fixes (`await anyio.sleep`) say it.
+    CallKind.SLEEP: "sleep in short steps, or wait on an Event that a cancellation hook can set",
     CallKind.NETWORK_IO: "set a timeout on the client (socket.settimeout, "
     "httpx.Client(timeout=...), requests.get(..., timeout=...))",
     CallKind.DATABASE: "set a timeout on the database call (sqlite3.connect(timeout=...), "

@@ -178,6 +178,9 @@ def test_main_thread_in_shutdown_waits_for_a_non_daemon_thread() -> None:
     assert verdict.blocking_call.thread_name == "uploader"
     assert verdict.blocking_call.kind is CallKind.SLEEP
     assert verdict.confidence >= 0.9
+    # A thread's sleep is not on an event loop: no advice for async code.
+    assert any("wait on an Event" in fix for fix in verdict.remediation)
+    assert not any("anyio" in fix or "async" in fix for fix in verdict.remediation)
 
 
 def test_blocking_call_on_the_event_loop() -> None:

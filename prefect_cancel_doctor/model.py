@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
 
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
 
-class Cause(str, enum.Enum):
+    class StrEnum(str, enum.Enum):
+        """`enum.StrEnum` of Python 3.11: members are their values, also in f-strings."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class Cause(StrEnum):
     """Why cancellation of a run has not completed (DESIGN.md vocabulary)."""
 
     CANCEL_NOT_OBSERVED = "cancel_not_observed"
@@ -34,7 +45,7 @@ class Cause(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class CallKind(str, enum.Enum):
+class CallKind(StrEnum):
     """What sort of call a thread is blocked in."""
 
     SLEEP = "sleep"
@@ -44,6 +55,81 @@ class CallKind(str, enum.Enum):
     LOCK = "lock"
     FILE_IO = "file_io"
     CPU = "cpu"
+    OTHER = "other"
+
+
+class Role(StrEnum):
+    """What one process is to its run."""
+
+    #: The flow engine (`python -m prefect.engine`): the process the Runner signals.
+    ENGINE = "engine"
+    #: A process the flow started (or one that outlived it), carrying the run's id.
+    CHILD = "child"
+    #: The Runner's subprocess that runs `on_cancellation` / `on_crashed` hooks (3.9+).
+    HOOK = "hook"
+    #: A Runner or worker of the run's pool (sampled when nothing of the run is left).
+    RUNNER = "runner"
+    #: A container's PID 1 that is neither the engine nor the Runner (a shell, a wrapper).
+    PID1 = "pid1"
+
+
+class InfraKind(StrEnum):
+    """Where a run lives, as its `infrastructure_pid` tells."""
+
+    NONE = "none"
+    PROCESS = "process"
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+    ECS = "ecs"
+    UNKNOWN = "unknown"
+
+
+class StateType(StrEnum):
+    """Prefect's state types (`StateType` in prefect.client.schemas.objects)."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    #: A state the API did not name (or a type newer than this tool).
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, value: object) -> StateType:
+        """The state type named by `value`; UNKNOWN for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+#: State types a run does not leave by itself: its processes should be gone.
+FINAL_STATES = frozenset({StateType.CANCELLED, StateType.COMPLETED, StateType.FAILED, StateType.CRASHED})
+
+
+class AttachMode(StrEnum):
+    """How a container's processes are sampled."""
+
+    #: By host PID, from here (the doctor shares the engine's host and PID namespace).
+    HOST = "host"
+    #: From a container that shares the target's PID namespace, with SYS_PTRACE.
+    SIDECAR = "sidecar"
+    #: Not sampled: not running, or not attachable.
+    NONE = "none"
+
+
+class SampleFailure(StrEnum):
+    """Why sampling one process gave no stacks."""
+
+    PERMISSION_DENIED = "permission_denied"
+    GONE = "gone"
+    NOT_PYTHON = "not_python"
+    TIMEOUT = "timeout"
     OTHER = "other"
 
 
@@ -397,6 +483,8 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "CONTAINER_NOT_FOUND",
+    "FINAL_STATES",
+    "AttachMode",
     "BlockingCall",
     "CallKind",
     "Cause",
@@ -406,11 +494,16 @@ __all__ = [
     "Diagnosis",
     "FlowRunRef",
     "Frame",
+    "InfraKind",
     "KernelThread",
     "ProcSnapshot",
     "ProcessSample",
     "Report",
+    "Role",
+    "SampleFailure",
     "SocketPeer",
+    "StateType",
+    "StrEnum",
     "Target",
     "ThreadSample",
     "Verdict",

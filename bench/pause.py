@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 from bench._common import Row, log, print_table, read_json_line, stuck_processes
-from prefect_cancel_doctor.model import ProcessSample
+from prefect_cancel_doctor.model import ProcessSample, Role
 from prefect_cancel_doctor.sample import SampleRequest, sample_many, sample_process
 
 FLEET = 20
@@ -52,7 +52,7 @@ def measure(
     read_json_line(child, "report")  # clears what came before
     for _ in range(samples):
         started = time.monotonic()
-        result = sample_process(pid, "engine", samples=1, native=native, timeout=10)
+        result = sample_process(pid, Role.ENGINE, samples=1, native=native, timeout=10)
         ended = time.monotonic()
         if len(result.dumps) != 1 or result.native != native:
             raise RuntimeError(f"sample failed: {result.errors}")
@@ -79,7 +79,7 @@ def measure_in_fleet(
     """
     pids = [monitored.pid, *others]
     requests = [
-        SampleRequest(pid, "engine", samples=5, interval=0.2, native=native, timeout=10) for pid in pids
+        SampleRequest(pid, Role.ENGINE, samples=5, interval=0.2, native=native, timeout=10) for pid in pids
     ]
     paused: list[float] = []
     unsampled: list[float] = []

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from bench._common import Row, alternate, log, median, print_table, ratio_row, stuck_processes
-from prefect_cancel_doctor.model import ProcessSample
+from prefect_cancel_doctor.model import ProcessSample, Role
 from prefect_cancel_doctor.sample import SampleRequest, SamplerError, sample_many
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 
@@ -39,7 +39,7 @@ PARALLEL = 4
 
 def _requests(pids: Sequence[int], native: bool = True) -> list[SampleRequest]:
     return [
-        SampleRequest(pid, "engine", samples=SAMPLES, interval=INTERVAL, native=native, timeout=10)
+        SampleRequest(pid, Role.ENGINE, samples=SAMPLES, interval=INTERVAL, native=native, timeout=10)
         for pid in pids
     ]
 

@@ -13,27 +13,35 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 from urllib.parse import urlsplit
 
-from prefect_cancel_doctor.diagnose.rules import FINAL_STATES, Evidence, diagnose
+from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, TargetError
 from prefect_cancel_doctor.locate import Location, parse_infrastructure_pid
 from prefect_cancel_doctor.locate.process import local_workers, locate_processes, runner_of
 from prefect_cancel_doctor.model import (
+    FINAL_STATES,
+    AttachMode,
     Diagnosis,
     FlowRunRef,
+    InfraKind,
     ProcessSample,
     ProcSnapshot,
     Report,
+    Role,
+    SampleFailure,
+    StateType,
     Target,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
+from prefect_cancel_doctor.prefect_records import FlowRun, State
 from prefect_cancel_doctor.sample import (
+    NotPython,
     PermissionDenied,
     ProcessGone,
     PySpyNotFound,
     SampleRequest,
+    SampleTimeout,
     procfs,
     sample_many,
 )
@@ -88,14 +96,14 @@ class _Job:
     def in_sidecar(self) -> bool:
         """True when the run's container is sampled from a sidecar (namespace PIDs)."""
         container = self.location.container
-        return container is not None and container.attach == "sidecar"
+        return container is not None and container.attach == AttachMode.SIDECAR
 
 
 def scan(
     api: PrefectApi,
     options: Options,
     progress: ProgressFn = _no_progress,
-    cancelling: list[dict[str, Any]] | None = None,
+    cancelling: list[FlowRun] | None = None,
 ) -> Report:
     """Every run in CANCELLING, plus orphans: final-state runs whose processes still run.
 
@@ -113,14 +121,18 @@ def scan(
         if cancelling_page is not None:
             cancelling = cancelling_page.result()
         assert cancelling is not None
-        seen = {r["id"] for r in cancelling}
-        candidates = [r for r in cancelled_page.result() if r["id"] not in seen]
-        local_ids = set(index) - seen - {r["id"] for r in candidates}
-        candidates += [r for r in api.runs_by_id(local_ids) if _state_type(r) in FINAL_STATES]
+        seen = {r.id for r in cancelling}
+        candidates = [r for r in cancelled_page.result() if r.id not in seen]
+        local_ids = set(index) - seen - {r.id for r in candidates}
+        candidates += [r for r in api.runs_by_id(local_ids) if r.state_type in FINAL_STATES]
         # A final-state run is reported only when something of it still runs here.
-        orphans = [r for r in candidates if index.get(r["id"]) or _remote_target(r)]
+        orphans = [r for r in candidates if index.get(r.id) or _remote_target(r)]
         jobs = _jobs(api, requests, cancelling + orphans, index, options, names)
-    jobs = [j for j in jobs if j.run is None or j.run.state_type == "CANCELLING" or _still_there(j.location)]
+    jobs = [
+        j
+        for j in jobs
+        if j.run is None or j.run.state_type == StateType.CANCELLING or _still_there(j.location)
+    ]
     return _finish(api.url, jobs, options, progress)
 
 
@@ -142,17 +154,19 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
     if snap is None:
         raise TargetError(f"no process with PID {pid}", hint="list candidates with `ps -ef | grep prefect`")
     notes: list[str] = []
-    pids: list[tuple[int, str]] = [(pid, "engine")]
+    pids: list[tuple[int, Role]] = [(pid, Role.ENGINE)]
     if snap.flow_run_id:
         index = procfs.flow_run_processes(options.proc_root)
-        pids += [(p, "child") for p in sorted(index.get(snap.flow_run_id, ())) if p != pid]
+        pids += [(p, Role.CHILD) for p in sorted(index.get(snap.flow_run_id, ())) if p != pid]
         notes.append(f"process {pid} belongs to flow run {snap.flow_run_id} (PREFECT__FLOW_RUN_ID)")
     else:
         notes.append(f"process {pid} carries no PREFECT__FLOW_RUN_ID: it may not be a Prefect flow")
     runner = runner_of(snap, options.proc_root)
     runner_pid = runner.pid if runner else None
     pids = [(p, role) for p, role in pids if p != runner_pid]
-    location = Location("process", f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes))
+    location = Location(
+        InfraKind.PROCESS, f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes)
+    )
     return _finish(None, [_Job(None, location, [])], options, progress)
 
 
@@ -177,7 +191,7 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
                 f"container {name!r} carries no PREFECT__FLOW_RUN_ID and no io.prefect.flow-run-id label",
                 hint="it does not look like a Prefect flow-run container",
             )
-        ref = InfraRef("docker", info.id, container_id=info.id)
+        ref = InfraRef(InfraKind.DOCKER, info.id, container_id=info.id)
         location = locate_container(info.flow_run_id, ref, client=client, proc_root=options.proc_root)
     return _finish(None, [_Job(None, location, [])], options, progress)
 
@@ -190,22 +204,18 @@ def _still_there(location: Location) -> bool:
     return bool(location.pids) or bool(location.container and location.container.running)
 
 
-def _state_type(run: dict[str, Any]) -> str | None:
-    return (run.get("state") or {}).get("type")
-
-
-def _remote_target(run: dict[str, Any]) -> bool:
-    return parse_infrastructure_pid(run.get("infrastructure_pid")).kind == "docker"
+def _remote_target(run: FlowRun) -> bool:
+    return parse_infrastructure_pid(run.infrastructure_pid).kind == InfraKind.DOCKER
 
 
 def _jobs(
     api: PrefectApi,
     requests: ThreadPoolExecutor,
-    runs: list[dict[str, Any]],
+    runs: list[FlowRun],
     index: dict[str, list[int]],
     options: Options,
     known_names: dict[str, Future[dict[str, str]]] | None = None,
-    histories: dict[str, list[dict[str, Any]]] | None = None,
+    histories: dict[str, list[State]] | None = None,
 ) -> list[_Job]:
     """Locate each run, and read (together) the names and the workers its verdict uses.
 
@@ -216,16 +226,16 @@ def _jobs(
     pools they cost one request per pool.
     """
     known = known_names or {}
-    flows = requests.submit(_names, api, "flows", [r.get("flow_id") for r in runs], known.get("flows"))
+    flows = requests.submit(_names, api, "flows", [r.flow_id for r in runs], known.get("flows"))
     deployments = requests.submit(
-        _names, api, "deployments", [r.get("deployment_id") for r in runs], known.get("deployments")
+        _names, api, "deployments", [r.deployment_id for r in runs], known.get("deployments")
     )
     runners_here = functools.cache(lambda pool: local_workers(pool, options.proc_root))
     locations = [_locate(r, index, options, runners_here) for r in runs]
     pools = {
-        r["work_pool_name"]
+        r.work_pool_name
         for r, location in zip(runs, locations, strict=True)
-        if r.get("work_pool_name") and location.unreachable is None
+        if r.work_pool_name and location.unreachable is None
     }
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
     now = datetime.now(timezone.utc)
@@ -235,8 +245,8 @@ def _jobs(
                 r,
                 flows.result(),
                 deployments.result(),
-                (histories or {}).get(r["id"]),
-                workers[r["work_pool_name"]].result() if r.get("work_pool_name") in workers else None,
+                (histories or {}).get(r.id),
+                workers[r.work_pool_name].result() if r.work_pool_name in workers else None,
                 now,
             ),
             location,
@@ -255,28 +265,26 @@ def _names(
 
 
 def _locate(
-    run: dict[str, Any],
+    run: FlowRun,
     index: dict[str, list[int]],
     options: Options,
     runners_here: Callable[[str], list[int]],
 ) -> Location:
-    infra = parse_infrastructure_pid(run.get("infrastructure_pid"))
-    if infra.kind in ("process", "none"):
-        return locate_processes(
-            run["id"], infra, index, options.proc_root, run.get("work_pool_name"), runners_here
-        )
-    if infra.kind == "kubernetes":
+    infra = parse_infrastructure_pid(run.infrastructure_pid)
+    if infra.kind in (InfraKind.PROCESS, InfraKind.NONE):
+        return locate_processes(run.id, infra, index, options.proc_root, run.work_pool_name, runners_here)
+    if infra.kind == InfraKind.KUBERNETES:
         why = (
             f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "
             "debug container sharing the pod's PID namespace (kubectl debug --profile=general "
             "--target=<container>) and run `prefect-cancel-doctor inspect --pid 1` there"
         )
-    elif infra.kind == "ecs":
+    elif infra.kind == InfraKind.ECS:
         why = f"the run is ECS task {infra.job}: enable ECS Exec and run the doctor inside the task"
-    elif infra.kind == "docker":
+    elif infra.kind == InfraKind.DOCKER:
         from prefect_cancel_doctor.locate.docker import locate_container
 
-        return locate_container(run["id"], infra, proc_root=options.proc_root)
+        return locate_container(run.id, infra, proc_root=options.proc_root)
     else:
         why = f"unrecognised infrastructure_pid {infra.raw!r}"
     return Location(infra.kind, infra.raw or "?", unreachable=why)
@@ -287,12 +295,12 @@ def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: P
     _sample_sidecars(jobs, options, progress)
     api_peer = _peer(api_url)
     runs = tuple(_diagnosis(job, options, api_peer) for job in jobs)
-    order = {"CANCELLING": 0}
+    order = {StateType.CANCELLING: 0}
     runs = tuple(
         sorted(
             runs,
             key=lambda d: (
-                order.get(d.flow_run.state_type if d.flow_run else "CANCELLING", 1),
+                order.get(d.flow_run.state_type if d.flow_run else StateType.CANCELLING, 1),
                 -(d.flow_run.cancelling_for_seconds or 0) if d.flow_run else 0,
             ),
         )
@@ -309,7 +317,7 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
     work = [(job, pid, role) for job in jobs for pid, role in job.location.pids]
     if not work:
         return
-    roles: dict[int, str] = {}
+    roles: dict[int, Role] = {}
     for _, pid, role in work:
         roles.setdefault(pid, role)
     requests = [
@@ -343,13 +351,26 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
                 "or point PCD_PY_SPY at the binary",
             ) from result
         elif isinstance(result, ProcessGone):
-            samples[pid] = ProcessSample(pid, role, None, (), False, ("process exited before sampling",))
+            samples[pid] = ProcessSample(
+                pid, role, None, (), False, ("process exited before sampling",), failure=SampleFailure.GONE
+            )
         elif isinstance(result, PermissionDenied):
             proc = procfs.read_process(pid, options.proc_root)
-            samples[pid] = ProcessSample(pid, role, proc, (), False, (f"permission denied: {result}",))
+            samples[pid] = ProcessSample(
+                pid,
+                role,
+                proc,
+                (),
+                False,
+                (f"permission denied: {result}",),
+                failure=SampleFailure.PERMISSION_DENIED,
+            )
         else:
             proc = procfs.read_process(pid, options.proc_root)
-            samples[pid] = ProcessSample(pid, role, proc, (), False, (str(result),))
+            failure = SampleFailure.TIMEOUT if isinstance(result, SampleTimeout) else SampleFailure.OTHER
+            if isinstance(result, NotPython):
+                failure = SampleFailure.NOT_PYTHON
+            samples[pid] = ProcessSample(pid, role, proc, (), False, (str(result),), failure=failure)
     for job, pid, role in work:
         sample = samples[pid]
         job.samples.append(sample if sample.role == role else dataclasses.replace(sample, role=role))
@@ -413,13 +434,13 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
     target = Target(
         kind=location.kind,
         description=location.description,
-        pid=next((s.pid for s in live if s.role == "engine"), None),
+        pid=next((s.pid for s in live if s.role == Role.ENGINE), None),
         container_id=location.container_id,
         found_by=location.found_by,
         processes=tuple(live),
         container=location.container,
     )
-    denied = [e for s in live for e in s.errors if e.startswith("permission denied")]
+    denied = [s.errors[0] for s in live if s.failure is SampleFailure.PERMISSION_DENIED and s.errors]
     unreachable = location.unreachable
     if denied and not any(s.dumps for s in live):
         unreachable = f"cannot read the run's processes: {denied[0]}"

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.durations import edge_text as _short
 from prefect_cancel_doctor.durations import parse_duration
+from prefect_cancel_doctor.durations import rough_text as _human
 from prefect_cancel_doctor.engine import CONCURRENT_REQUESTS, Options, scan
 from prefect_cancel_doctor.history import (
     TIMEOUT_MESSAGE_PREFIX,
@@ -43,16 +45,19 @@ from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,
     FlowRunRef,
+    InfraKind,
     Report,
+    StateType,
     Target,
     Verdict,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
+from prefect_cancel_doctor.prefect_records import FlowRun, ServerSettings
 
 SCHEMA_VERSION = 1
 
 #: States in which a sub-deployment run still runs (or is about to).
-_LIVE_STATES = ("PENDING", "RUNNING", "CANCELLING", "PAUSED")
+_LIVE_STATES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)
 
 #: Upper edges (seconds) of the time-to-cancel histogram's buckets; the last is open.
 HISTOGRAM_EDGES = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -456,16 +461,6 @@ def histogram(seconds: Sequence[float]) -> tuple[Bucket, ...]:
     return tuple(buckets)
 
 
-def _short(seconds: float | None) -> str:
-    if seconds is None:
-        return "∞"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
-
-
 def worst_offenders(by_deployment: Sequence[GroupStats], top: int) -> tuple[GroupStats, ...]:
     """Deployments with resisting cancels: most resisted first, then the highest share."""
     resisting = [g for g in by_deployment if g.resisted]
@@ -478,15 +473,15 @@ def worst_offenders(by_deployment: Sequence[GroupStats], top: int) -> tuple[Grou
 def describe_location(infrastructure_pid: str | None, started: bool = False) -> str:
     """Where a run lives, in words, from its infrastructure_pid alone (`started`: it has a start_time)."""
     infra = parse_infrastructure_pid(infrastructure_pid)
-    if infra.kind == "process":
+    if infra.kind == InfraKind.PROCESS:
         return f"process {infra.pid} on host {infra.host}" if infra.host else f"process {infra.pid}"
-    if infra.kind == "docker":
+    if infra.kind == InfraKind.DOCKER:
         return f"Docker container {(infra.container_id or '?')[:12]}"
-    if infra.kind == "kubernetes":
+    if infra.kind == InfraKind.KUBERNETES:
         return f"Kubernetes job {infra.namespace}/{infra.job}"
-    if infra.kind == "ecs":
+    if infra.kind == InfraKind.ECS:
         return f"ECS task {infra.job}"
-    if infra.kind == "none":
+    if infra.kind == InfraKind.NONE:
         return "started, no infrastructure_pid recorded" if started else "no infrastructure (never started)"
     return f"infrastructure_pid {infrastructure_pid!r}"
 
@@ -506,9 +501,9 @@ def _stuck_from_diagnosis(d: Diagnosis) -> StuckRun | None:
     return StuckRun(d.flow_run, location, sampled, d.target, d.verdict, note, d.errors)
 
 
-def _stuck_from_api(api: PrefectApi, runs: list[dict[str, Any]], now: datetime) -> list[StuckRun]:
-    flows = api.names("flows", (r.get("flow_id") for r in runs))
-    deployments = api.names("deployments", (r.get("deployment_id") for r in runs))
+def _stuck_from_api(api: PrefectApi, runs: list[FlowRun], now: datetime) -> list[StuckRun]:
+    flows = api.names("flows", (r.flow_id for r in runs))
+    deployments = api.names("deployments", (r.deployment_id for r in runs))
     stuck = []
     for run in runs:
         ref = to_flow_run_ref(run, flows, deployments, None, None, now)
@@ -545,13 +540,13 @@ def top_call_sites(stuck: Sequence[StuckRun], top: int) -> tuple[CallSite, ...]:
 
 
 def orphaned_children(
-    api: PrefectApi, cancels: Sequence[Cancellation], runs: dict[str, dict[str, Any]]
+    api: PrefectApi, cancels: Sequence[Cancellation], runs: dict[str, FlowRun]
 ) -> tuple[OrphanedChild, ...]:
     """Sub-deployment runs still live whose parent run (cancelled in the window) is Cancelled."""
     parents = {
         c.flow_run_id
         for c in cancels
-        if ((runs.get(c.flow_run_id) or {}).get("state") or {}).get("type") == "CANCELLED"
+        if c.flow_run_id in runs and runs[c.flow_run_id].state_type is StateType.CANCELLED
     }
     if not parents:
         return ()
@@ -559,39 +554,36 @@ def orphaned_children(
     if not children:
         return ()
     tasks = {
-        t["id"]: t
-        for t in api.task_runs_by_id(c["parent_task_run_id"] for c in children if c.get("parent_task_run_id"))
+        t.id: t for t in api.task_runs_by_id(c.parent_task_run_id for c in children if c.parent_task_run_id)
     }
-    names = api.names("deployments", (c.get("deployment_id") for c in children))
-    flows = api.names("flows", (c.get("flow_id") for c in children))
+    names = api.names("deployments", (c.deployment_id for c in children))
+    flows = api.names("flows", (c.flow_id for c in children))
     found = []
     for child in children:
-        parent_id = (tasks.get(child.get("parent_task_run_id") or "") or {}).get("flow_run_id")
-        parent = runs.get(parent_id or "")
+        task = tasks.get(child.parent_task_run_id or "")
+        parent = runs.get(task.flow_run_id or "") if task else None
         if parent is None:
             continue
-        state = child.get("state") or {}
-        parent_state = parent.get("state") or {}
         found.append(
             OrphanedChild(
-                flow_run_id=child["id"],
-                flow_run_name=child.get("name") or child["id"],
-                deployment=f"{flows.get(child.get('flow_id') or '', '?')}/{names[child['deployment_id']]}"
-                if child.get("deployment_id") in names
+                flow_run_id=child.id,
+                flow_run_name=child.name,
+                deployment=f"{flows.get(child.flow_id or '', '?')}/{names[child.deployment_id]}"
+                if child.deployment_id in names
                 else None,
-                state_type=state.get("type") or "UNKNOWN",
-                state_name=state.get("name") or "",
-                parent_id=parent["id"],
-                parent_name=parent.get("name") or parent["id"],
-                parent_state_type=parent_state.get("type") or "UNKNOWN",
-                parent_cancelled_at=parent_state.get("timestamp"),
+                state_type=child.state_type,
+                state_name=child.state.name if child.state else "",
+                parent_id=parent.id,
+                parent_name=parent.name,
+                parent_state_type=parent.state_type,
+                parent_cancelled_at=parent.state.timestamp if parent.state else None,
             )
         )
     return tuple(sorted(found, key=lambda c: (c.parent_name, c.flow_run_name)))
 
 
 def held_slots(
-    api: PrefectApi, cancelling: Sequence[dict[str, Any]], notes: list[str]
+    api: PrefectApi, cancelling: Sequence[FlowRun], notes: list[str]
 ) -> tuple[SlotHold, ...]:
     """Concurrency limits whose slots runs in Cancelling hold.
 
@@ -602,20 +594,19 @@ def held_slots(
     server itself says which runs it counts (`concurrency_status`).
     """
     holds: list[SlotHold] = []
-    by_deployment: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_deployment: dict[str, list[FlowRun]] = defaultdict(list)
     for run in cancelling:
-        if run.get("deployment_id"):
-            by_deployment[run["deployment_id"]].append(run)
+        if run.deployment_id:
+            by_deployment[run.deployment_id].append(run)
     for deployment in api.deployments_by_id(by_deployment):
-        gcl = deployment.get("global_concurrency_limit") or {}
-        limit = gcl.get("limit") or deployment.get("concurrency_limit")
+        limit = deployment.limit_slots or deployment.concurrency_limit
         if not limit:
             continue
-        active = gcl.get("active_slots")
-        stuck = by_deployment[deployment["id"]]
+        active = deployment.active_slots
+        stuck = by_deployment[deployment.id]
         others = api.count_runs(
             {
-                "deployment_id": {"any_": [deployment["id"]]},
+                "deployment_id": {"any_": [deployment.id]},
                 "state": {"type": {"any_": ["RUNNING", "PENDING"]}},
             }
         )
@@ -624,65 +615,65 @@ def held_slots(
             holds.append(
                 SlotHold(
                     scope="deployment",
-                    name=deployment["name"],
-                    limit=int(limit),
+                    name=deployment.name,
+                    limit=limit,
                     active_slots=active,
                     held=held,
-                    runs=tuple(sorted(r.get("name") or r["id"] for r in stuck)),
+                    runs=tuple(sorted(r.name for r in stuck)),
                     detail=f"{active}/{limit} slots in use, {others} by Running or Pending runs: "
                     f"{held} held by runs stuck in Cancelling",
                 )
             )
-    stuck_ids = {r["id"]: r.get("name") or r["id"] for r in cancelling}
-    pool_names = sorted({r["work_pool_name"] for r in cancelling if r.get("work_pool_name")})
+    stuck_ids = {r.id: r.name for r in cancelling}
+    pool_names = sorted({r.work_pool_name for r in cancelling if r.work_pool_name})
     pools = api.work_pools(pool_names)
     # One request a pool (no bulk endpoint): sent together.
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         statuses = list(requests.map(api.pool_concurrency_status, pool_names))
     for pool_name, status in zip(pool_names, statuses, strict=True):
-        pool = pools.get(pool_name) or {}
+        pool = pools.get(pool_name)
+        pool_limit = pool.concurrency_limit if pool else None
         if status is None:
-            if pool.get("concurrency_limit"):
+            if pool_limit:
                 notes.append(
-                    f"work pool {pool_name} has a concurrency limit of {pool['concurrency_limit']}; this "
+                    f"work pool {pool_name} has a concurrency limit of {pool_limit}; this "
                     "server does not tell which runs count against it"
                 )
             continue
-        queues = status.get("queues") or ()
-        pool_holders = {fr["id"] for q in queues for fr in q.get("flow_runs") or ()}
-        if pool.get("concurrency_limit"):
+        pool_holders = {run_id for q in status.queues for run_id in q.flow_run_ids}
+        if pool_limit:
             mine = sorted(stuck_ids[i] for i in pool_holders if i in stuck_ids)
             if mine:
                 holds.append(
                     SlotHold(
                         "work_pool",
                         pool_name,
-                        int(pool["concurrency_limit"]),
-                        status.get("active_slots"),
+                        pool_limit,
+                        status.active_slots,
                         len(mine),
                         tuple(mine),
-                        f"{status.get('active_slots')}/{pool['concurrency_limit']} slots in use",
+                        f"{status.active_slots}/{pool_limit} slots in use",
                     )
                 )
             else:
                 notes.append(
-                    f"work pool {pool_name} (limit {pool['concurrency_limit']}): the server does not count "
+                    f"work pool {pool_name} (limit {pool_limit}): the server does not count "
                     "its runs in Cancelling against the limit"
                 )
-        for queue in queues:
-            if not queue.get("concurrency_limit"):
+        for queue in status.queues:
+            if not queue.concurrency_limit:
                 continue
-            mine = sorted(stuck_ids[fr["id"]] for fr in queue.get("flow_runs") or () if fr["id"] in stuck_ids)
+            mine = sorted(stuck_ids[i] for i in queue.flow_run_ids if i in stuck_ids)
             if mine:
                 holds.append(
                     SlotHold(
                         "work_queue",
-                        f"{pool_name}/{queue.get('queue_name')}",
-                        int(queue["concurrency_limit"]),
-                        queue.get("active_slots"),
+                        f"{pool_name}/{queue.queue_name}",
+                        queue.concurrency_limit,
+                        queue.active_slots,
                         len(mine),
                         tuple(mine),
-                        f"{queue.get('active_slots')}/{queue['concurrency_limit']} slots in use",
+                        f"{queue.active_slots}/{queue.concurrency_limit} slots in use",
                     )
                 )
     return tuple(holds)
@@ -747,14 +738,6 @@ def _check(rule: Rule, r: HealthReport) -> str | None:
     raise AssertionError(name)
 
 
-def _human(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 # -- the report ---------------------------------------------------------------------------------
 
 
@@ -769,13 +752,9 @@ def build_health_report(
     until = now or datetime.now(timezone.utc)
     since = until - options.since
     notes: list[str] = []
-    settings = api.server_settings() or {}
-    retention = _seconds(((settings.get("server") or {}).get("events") or {}).get("retention_period"))
-    timeout = _seconds(
-        (((settings.get("server") or {}).get("services") or {}).get("cancellation_cleanup") or {}).get(
-            "cancelling_timeout_seconds"
-        )
-    )
+    settings = api.server_settings() or ServerSettings()
+    retention = settings.events_retention_seconds
+    timeout = settings.cancelling_timeout_seconds
     if retention is not None and options.since.total_seconds() > retention:
         notes.append(
             f"the window ({options.window_label}) is longer than the server's event retention "
@@ -797,8 +776,8 @@ def build_health_report(
         scan_options = dataclasses.replace(options.scan, since=options.since)
         report = scan(api, scan_options, progress, cancelling_now)
         found = [s for s in (_stuck_from_diagnosis(d) for d in report.runs) if s is not None]
-        stuck = [s for s in found if s.flow_run.state_type == "CANCELLING"]
-        live_orphans = [s for s in found if s.flow_run.state_type != "CANCELLING"]
+        stuck = [s for s in found if s.flow_run.state_type == StateType.CANCELLING]
+        live_orphans = [s for s in found if s.flow_run.state_type != StateType.CANCELLING]
         errors = report.errors
     else:
         stuck, live_orphans, errors = _stuck_from_api(api, cancelling_now, until), [], ()
@@ -847,24 +826,6 @@ def build_health_report(
         errors=tuple(errors),
     )
     return dataclasses.replace(report_, breaches=evaluate(options.rules, report_))
-
-
-def _seconds(value: Any) -> float | None:
-    """A setting's duration: seconds as a number, or ISO 8601 ('P7D', 'PT300S')."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    if not isinstance(value, str):
-        return None
-    match = re.fullmatch(
-        r"P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?", value
-    )
-    if not match or value in ("P", "PT"):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 __all__ = [

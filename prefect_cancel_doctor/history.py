@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.model import FINAL_STATES, StateType
 from prefect_cancel_doctor.prefect_api import (
     EVENTS_IDS_PER_QUERY,
     EventsUnavailable,
     PrefectApi,
-    parse_time,
 )
+from prefect_cancel_doctor.prefect_records import Event, FlowRun, State, parse_time
 
 #: How the server's cancelling timeout words the state it sets (Prefect ≥ 3.7.5).
 TIMEOUT_MESSAGE_PREFIX = "Flow run cancellation timed out"
@@ -53,7 +54,6 @@ _CANCELLING_EVENT = "prefect.flow-run.Cancelling"
 #: Cancelling events read in one paged query at most; a busier window is cut in halves.
 SLICE_EVENTS = 2000
 _RUN_RESOURCE = "prefect.flow-run."
-_TERMINAL = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
 
 
 class Outcome(str, enum.Enum):
@@ -111,20 +111,17 @@ class StateEvent:
     related: tuple[tuple[str, str], ...] = ()
 
 
-def state_event(event: dict[str, Any]) -> StateEvent | None:
+def state_event(event: Event) -> StateEvent | None:
     """A `prefect.flow-run.<State>` event as a StateEvent (None for anything else)."""
-    resource = event.get("resource") or {}
+    resource = event.resource
     resource_id = resource.get("prefect.resource.id") or ""
     state_type = resource.get("prefect.state-type")
-    occurred = parse_time(event.get("occurred"))
+    occurred = parse_time(event.occurred)
     if not resource_id.startswith(_RUN_RESOURCE) or not state_type or occurred is None:
         return None
-    payload = event.get("payload") or {}
-    initial = payload.get("initial_state") or {}
-    validated = payload.get("validated_state") or {}
     related = tuple(
-        (str(r.get("prefect.resource.role")), str(r.get("prefect.resource.name")))
-        for r in event.get("related") or ()
+        (r["prefect.resource.role"], r["prefect.resource.name"])
+        for r in event.related
         if r.get("prefect.resource.role") and r.get("prefect.resource.name")
     )
     return StateEvent(
@@ -132,32 +129,32 @@ def state_event(event: dict[str, Any]) -> StateEvent | None:
         occurred=occurred,
         state_type=state_type,
         state_name=resource.get("prefect.state-name") or state_type.title(),
-        message=validated.get("message") or resource.get("prefect.state-message") or None,
-        from_type=initial.get("type"),
+        message=event.validated_message or resource.get("prefect.state-message") or None,
+        from_type=event.initial_state_type,
         run_name=resource.get("prefect.resource.name"),
         related=related,
     )
 
 
-def history_events(run_id: str, states: Iterable[dict[str, Any]]) -> list[StateEvent]:
+def history_events(run_id: str, states: Iterable[State]) -> list[StateEvent]:
     """A run's state history (`GET /flow_run_states/`) as StateEvents, oldest first."""
     events = []
     previous = None
-    for state in sorted(states, key=lambda s: s["timestamp"]):
-        occurred = parse_time(state.get("timestamp"))
+    for state in sorted(states, key=lambda s: s.timestamp or ""):
+        occurred = parse_time(state.timestamp)
         if occurred is None:
             continue
         events.append(
             StateEvent(
                 run_id,
                 occurred,
-                state["type"],
-                state.get("name") or state["type"].title(),
-                state.get("message"),
+                state.type,
+                state.name or state.type.title(),
+                state.message,
                 from_type=previous,
             )
         )
-        previous = state["type"]
+        previous = state.type
     return events
 
 
@@ -165,7 +162,7 @@ def cancel_requests(events: Iterable[StateEvent]) -> dict[str, list[StateEvent]]
     """Run id → the times it entered Cancelling, oldest first (Cancelling → Cancelling is one request)."""
     requests: dict[str, list[StateEvent]] = defaultdict(list)
     for event in sorted(events, key=lambda e: e.occurred):
-        if event.state_type == "CANCELLING" and event.from_type != "CANCELLING":
+        if event.state_type == StateType.CANCELLING and event.from_type != StateType.CANCELLING:
             requests[event.run_id].append(event)
     return dict(requests)
 
@@ -173,7 +170,7 @@ def cancel_requests(events: Iterable[StateEvent]) -> dict[str, list[StateEvent]]
 def end_of(request: StateEvent, later: Sequence[StateEvent], until: datetime | None) -> StateEvent | None:
     """The first state after `request` (and before `until`) that is not Cancelling."""
     for event in sorted(later, key=lambda e: e.occurred):
-        if event.occurred <= request.occurred or event.state_type == "CANCELLING":
+        if event.occurred <= request.occurred or event.state_type == StateType.CANCELLING:
             continue
         if until is not None and event.occurred >= until:
             return None
@@ -183,10 +180,10 @@ def end_of(request: StateEvent, later: Sequence[StateEvent], until: datetime | N
 
 def outcome_of(end: StateEvent) -> Outcome:
     """How a cancel ended, from the state that ended it."""
-    if end.state_type == "CANCELLED":
+    if end.state_type == StateType.CANCELLED:
         timed_out = (end.message or "").startswith(TIMEOUT_MESSAGE_PREFIX)
         return Outcome.TIMED_OUT if timed_out else Outcome.CANCELLED
-    if end.state_type in _TERMINAL:
+    if end.state_type in FINAL_STATES:
         return Outcome.IGNORED
     return Outcome.OTHER
 
@@ -202,11 +199,6 @@ class _RunInfo:
     infrastructure_pid: str | None = None
     state_type: str | None = None
     state_timestamp: datetime | None = None
-
-
-def _label(run: dict[str, Any], key: str) -> str | None:
-    value = (run.get("labels") or {}).get(key)
-    return str(value) if value not in (None, "") else None
 
 
 @dataclass
@@ -231,9 +223,7 @@ class _Reader:
     def _window(self) -> dict[str, str]:
         return {"since": iso(self.since), "until": iso(self.until)}
 
-    def read(
-        self, cancelling_now: list[dict[str, Any]]
-    ) -> tuple[list[Cancellation], dict[str, dict[str, Any]], str]:
+    def read(self, cancelling_now: list[FlowRun]) -> tuple[list[Cancellation], dict[str, FlowRun], str]:
         """Every cancel requested in the window: (cancels, runs by id, method)."""
         try:
             requests, ends, method = self._from_events()
@@ -247,10 +237,10 @@ class _Reader:
         # (the server persists events in batches, every few seconds).
         unstored = 0
         for run in cancelling_now:
-            entered = parse_time((run.get("state") or {}).get("timestamp"))
-            if run["id"] in requests or entered is None or entered < self.since:
+            entered = parse_time(run.state.timestamp if run.state else None)
+            if run.id in requests or entered is None or entered < self.since:
                 continue
-            requests[run["id"]] = [StateEvent(run["id"], entered, "CANCELLING", "Cancelling", None)]
+            requests[run.id] = [StateEvent(run.id, entered, StateType.CANCELLING, "Cancelling", None)]
             unstored += 1
         if unstored and method == "events":
             self.notes.append(
@@ -277,9 +267,11 @@ class _Reader:
 
     def _from_events(self) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
         self.progress("reading Cancelling events", 0, 0)
-        unique = {e["id"]: e for e in self._cancelling_events(self.since, self.until)}
+        unique = {e.id: e for e in self._cancelling_events(self.since, self.until)}
         events = [
-            e for e in (state_event(raw) for raw in unique.values()) if e and e.state_type == "CANCELLING"
+            e
+            for e in (state_event(raw) for raw in unique.values())
+            if e and e.state_type == StateType.CANCELLING
         ]
         self.cancelling_events = len(events)
         self._related = {e.run_id: (e.related, e.run_name) for e in events}
@@ -301,7 +293,7 @@ class _Reader:
                     self.end_events += 1
         return requests, dict(ends), "events"
 
-    def _cancelling_events(self, since: datetime, until: datetime, depth: int = 0) -> list[dict[str, Any]]:
+    def _cancelling_events(self, since: datetime, until: datetime, depth: int = 0) -> list[Event]:
         """The Cancelling events of [since, until], in slices of at most `SLICE_EVENTS` each.
 
         The server pages by offset, counting the whole match for each page: a
@@ -316,7 +308,7 @@ class _Reader:
             "event": {"prefix": [_CANCELLING_EVENT]},
         }
         pages = self.api.events(query, totals.append)
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         for raw in pages:
             if totals[0] > SLICE_EVENTS and depth < 16 and until - since > timedelta(seconds=2):
                 pages.close()
@@ -336,42 +328,42 @@ class _Reader:
 
     def _from_runs(self) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
         candidates = self.api.runs_by_filter(
-            {"state": {"type": {"any_": ["CANCELLED"]}}, "end_time": {"after_": iso(self.since)}}
+            {"state": {"type": {"any_": [StateType.CANCELLED]}}, "end_time": {"after_": iso(self.since)}}
         )
         requests: dict[str, list[StateEvent]] = {}
         ends: dict[str, list[StateEvent]] = {}
         for n, run in enumerate(candidates):
             self.progress("reading state histories", n, len(candidates))
-            history = history_events(run["id"], self.api.state_history(run["id"]))
+            history = history_events(run.id, self.api.state_history(run.id))
             self.history_reads += 1
-            in_window = [e for e in cancel_requests(history).get(run["id"], []) if e.occurred >= self.since]
+            in_window = [e for e in cancel_requests(history).get(run.id, []) if e.occurred >= self.since]
             if in_window:
-                requests[run["id"]] = in_window
-                ends[run["id"]] = [e for e in history if e.state_type != "CANCELLING"]
+                requests[run.id] = in_window
+                ends[run.id] = [e for e in history if e.state_type != StateType.CANCELLING]
         return requests, ends, "runs"
 
     # -- runs, and the ends the events did not show
 
-    def _runs(self, ids: set[str]) -> dict[str, dict[str, Any]]:
+    def _runs(self, ids: set[str]) -> dict[str, FlowRun]:
         wanted = sorted(ids)
-        runs: dict[str, dict[str, Any]] = {}
+        runs: dict[str, FlowRun] = {}
         for start in range(0, len(wanted), 200):
             self.progress("reading the cancelled runs", start, len(wanted))
             for run in self.api.runs_by_filter({"id": {"any_": wanted[start : start + 200]}}):
-                runs[run["id"]] = run
+                runs[run.id] = run
         self.runs_read = len(runs)
         self._names(runs.values())
         return runs
 
-    def _names(self, runs: Iterable[dict[str, Any]]) -> None:
+    def _names(self, runs: Iterable[FlowRun]) -> None:
         # Runs whose Cancelling event was not read have no related names: look them up.
-        runs = [r for r in runs if r["id"] not in self._related]
-        self._flow_names = self.api.names("flows", (r.get("flow_id") for r in runs)) if runs else {}
+        runs = [r for r in runs if r.id not in self._related]
+        self._flow_names = self.api.names("flows", (r.flow_id for r in runs)) if runs else {}
         self._deployment_names = (
-            self.api.names("deployments", (r.get("deployment_id") for r in runs)) if runs else {}
+            self.api.names("deployments", (r.deployment_id for r in runs)) if runs else {}
         )
 
-    def info(self, run_id: str, run: dict[str, Any] | None) -> _RunInfo:
+    def info(self, run_id: str, run: FlowRun | None) -> _RunInfo:
         """Names of the run's deployment, pool and worker: from its events, else from the run."""
         if run_id in self._infos:
             return self._infos[run_id]
@@ -380,16 +372,17 @@ class _Reader:
         flow = roles.get("flow")
         deployment = roles.get("deployment")
         if run is not None and not related:
-            flow = self._flow_names.get(run.get("flow_id") or "")
-            deployment = self._deployment_names.get(run.get("deployment_id") or "")
+            flow = self._flow_names.get(run.flow_id or "")
+            deployment = self._deployment_names.get(run.deployment_id or "")
+        state = run.state if run else None
         info = _RunInfo(
-            name=(run or {}).get("name") or event_name or run_id,
+            name=run.name if run else event_name or run_id,
             deployment=f"{flow or '?'}/{deployment}" if deployment else None,
-            work_pool=roles.get("work-pool") or (run or {}).get("work_pool_name"),
-            worker=_label(run, "prefect.worker.name") if run else None,
-            infrastructure_pid=(run or {}).get("infrastructure_pid"),
-            state_type=((run or {}).get("state") or {}).get("type"),
-            state_timestamp=parse_time(((run or {}).get("state") or {}).get("timestamp")),
+            work_pool=roles.get("work-pool") or (run.work_pool_name if run else None),
+            worker=run.label("prefect.worker.name") if run else None,
+            infrastructure_pid=run.infrastructure_pid if run else None,
+            state_type=state.type if state else None,
+            state_timestamp=parse_time(state.timestamp if state else None),
         )
         self._infos[run_id] = info
         return info
@@ -399,7 +392,7 @@ class _Reader:
         run_id: str,
         request: StateEvent,
         end: StateEvent | None,
-        run: dict[str, Any] | None,
+        run: FlowRun | None,
         attempts: Sequence[StateEvent],
     ) -> Cancellation:
         info = self.info(run_id, run)
@@ -414,7 +407,7 @@ class _Reader:
             infrastructure_pid=info.infrastructure_pid,
         )
         if end is None:
-            if info.state_type == "CANCELLING" and request is attempts[-1]:
+            if info.state_type == StateType.CANCELLING and request is attempts[-1]:
                 seconds = (self.until - request.occurred).total_seconds()
                 return dataclasses.replace(base, outcome=Outcome.CANCELLING, seconds=seconds)
             return base
@@ -431,15 +424,14 @@ class _Reader:
     def _resolve_from_history(
         self,
         pending: list[tuple[str, StateEvent, StateEvent | None]],
-        runs: dict[str, dict[str, Any]],
+        runs: dict[str, FlowRun],
         requests: dict[str, list[StateEvent]],
         cancels: list[Cancellation],
     ) -> None:
         histories: dict[str, list[StateEvent]] = {}
         for n, (run_id, request, following) in enumerate(pending):
             run = runs.get(run_id)
-            state = (run or {}).get("state") or {}
-            still = state.get("type") == "CANCELLING" and following is None
+            still = run is not None and run.state_type == StateType.CANCELLING and following is None
             if still or run is None:
                 # Still Cancelling (the common case), or deleted: no history to read.
                 cancels.append(self._cancellation(run_id, request, None, run, requests[run_id]))
@@ -464,7 +456,7 @@ class History:
 
     cancels: tuple[Cancellation, ...]
     #: The cancelled runs as the API returns them now, by id.
-    runs: dict[str, dict[str, Any]]
+    runs: dict[str, FlowRun]
     #: "events" or "runs" (no events API).
     method: str
     cancelling_events: int
@@ -478,7 +470,7 @@ def read_cancellations(
     api: PrefectApi,
     since: datetime,
     until: datetime,
-    cancelling_now: list[dict[str, Any]],
+    cancelling_now: list[FlowRun],
     progress: Callable[[str, int, int], None] = lambda what, done, total: None,
 ) -> History:
     """Every cancel requested between `since` and `until`, and what became of it.

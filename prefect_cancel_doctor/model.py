@@ -26,6 +26,10 @@ else:  # pragma: no cover - Python 3.10
             return str(self.value)
 
 
+#: A label's value on a flow run (Prefect's `KeyValueLabels`).
+LabelValue = str | int | float | bool | None
+
+
 class Cause(StrEnum):
     """Why cancellation of a run has not completed (DESIGN.md vocabulary)."""
 
@@ -152,12 +156,12 @@ class FlowRunRef:
     flow_name: str | None
     deployment_name: str | None
     work_pool_name: str | None
-    state_type: str
+    state_type: StateType
     state_name: str
     state_message: str | None
     start_time: str | None
     infrastructure_pid: str | None
-    labels: dict[str, Any]
+    labels: dict[str, LabelValue]
     #: Seconds since the run entered CANCELLING, read from its state history.
     cancelling_for_seconds: float | None
     #: ISO time at which the run entered CANCELLING (None if it never did).
@@ -248,13 +252,15 @@ class ProcessSample:
     """Repeated samples of one process: the kernel view and py-spy's threads."""
 
     pid: int
-    role: str
+    role: Role
     proc: ProcSnapshot | None
     #: One entry per successful py-spy dump, each a tuple of threads.
     dumps: tuple[tuple[ThreadSample, ...], ...]
     native: bool
     errors: tuple[str, ...] = ()
     python: bool = True
+    #: Why no stack could be taken at all (None when some dump succeeded or none was tried).
+    failure: SampleFailure | None = None
 
 
 #: `ContainerInfo.status` of a container the Docker engine does not know (removed).
@@ -285,8 +291,8 @@ class ContainerProcess:
     ppid: int
     #: The command line, arguments joined by single spaces.
     args: str
-    #: "pid1", "engine", "runner" or "child".
-    role: str
+    #: PID1, ENGINE, RUNNER or CHILD.
+    role: Role
     #: PID inside the container's namespace, when it could be read (1 is the container's PID 1).
     ns_pid: int | None = None
 
@@ -340,7 +346,7 @@ class ContainerInfo:
     settings: dict[str, str] = field(default_factory=dict)
     #: How its processes are sampled: "host" (host PIDs, from here), "sidecar" (a container
     #: sharing its PID namespace), or "none" (not running, or not attachable).
-    attach: str = "none"
+    attach: AttachMode = AttachMode.NONE
     #: Its processes with their roles (see Location.pids for the host-mode PIDs to sample).
     processes: tuple[ContainerProcess, ...] = ()
     #: One-shot CPU and memory use, when running.
@@ -351,7 +357,7 @@ class ContainerInfo:
 class Target:
     """Where a run lives, and how it was found."""
 
-    kind: str
+    kind: InfraKind
     description: str
     pid: int | None = None
     host: str | None = None
@@ -403,7 +409,7 @@ class Diagnosis:
     @property
     def needs_attention(self) -> bool:
         """Stuck in Cancelling, an orphan, or a process inspected directly."""
-        if self.flow_run is None or self.flow_run.state_type == "CANCELLING":
+        if self.flow_run is None or self.flow_run.state_type == StateType.CANCELLING:
             return True
         return bool(self.target and self.target.processes)
 
@@ -496,6 +502,7 @@ __all__ = [
     "Frame",
     "InfraKind",
     "KernelThread",
+    "LabelValue",
     "ProcSnapshot",
     "ProcessSample",
     "Report",

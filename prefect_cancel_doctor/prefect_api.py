@@ -20,7 +20,30 @@ from urllib.request import getproxies
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
-from prefect_cancel_doctor.model import FlowRunRef, WorkerInfo
+from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
+from prefect_cancel_doctor.prefect_records import (
+    Deployment,
+    Event,
+    FlowRun,
+    PoolConcurrency,
+    ServerSettings,
+    State,
+    TaskRun,
+    UnexpectedShape,
+    Worker,
+    WorkPool,
+    parse_deployment,
+    parse_event_page,
+    parse_flow_run,
+    parse_names,
+    parse_pool_concurrency,
+    parse_server_settings,
+    parse_states,
+    parse_task_run,
+    parse_time,
+    parse_work_pool,
+    parse_workers,
+)
 from prefect_cancel_doctor.settings import Connection
 
 PAGE_SIZE = 200  # the server's default maximum page size (PREFECT_API_DEFAULT_LIMIT)
@@ -33,7 +56,6 @@ EVENTS_IDS_PER_QUERY = 50
 #: Answers worth one more try: a busy SQLite server answers 503 now and then.
 _RETRY_STATUS = (502, 503, 504)
 _CANCELLING = {"state": {"type": {"any_": ["CANCELLING"]}}}
-FINAL_STATE_TYPES = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
 
 
 class EventsUnavailable(ApiRefused):
@@ -131,18 +153,23 @@ class PrefectApi:
             ) from exc
 
     def _paged(
-        self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, retries: int = 0
-    ) -> Iterator[dict[str, Any]]:
-        """Every item of a `/filter` endpoint, page by page, in a stable order."""
+        self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, id_key: str = "id", retries: int = 0
+    ) -> Iterator[object]:
+        """Every item of a `/filter` endpoint, page by page, in a stable order (parsed by the caller)."""
         offset, seen = 0, set()
         while True:
             page = self._request(
                 "POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort}, retries=retries
             )
+            if not isinstance(page, list):
+                raise UnexpectedShape(
+                    f"the Prefect API answered {path} with {type(page).__name__}, not a list"
+                )
             for item in page:
                 # Runs that change state while we page can shift between pages.
-                if item["id"] not in seen:
-                    seen.add(item["id"])
+                key = item.get(id_key) if isinstance(item, dict) else None
+                if key is None or key not in seen:
+                    seen.add(key)
                     yield item
             if len(page) < PAGE_SIZE:
                 return
@@ -154,9 +181,9 @@ class PrefectApi:
         """Fail fast with a clear error when the API is unreachable or refuses."""
         self._request("POST", "/flow_runs/filter", {"limit": 1})
 
-    def cancelling_runs(self) -> list[dict[str, Any]]:
+    def cancelling_runs(self) -> list[FlowRun]:
         """All flow runs whose state type is CANCELLING (server-side filter)."""
-        return list(self._paged("/flow_runs/filter", {"flow_runs": _CANCELLING}))
+        return self._runs({"flow_runs": _CANCELLING})
 
     def cancelling_names(self, kind: str) -> dict[str, str]:
         """Names of the flows or deployments (`kind`) that have runs in CANCELLING, by id.
@@ -165,7 +192,7 @@ class PrefectApi:
         """
         return self._names(kind, {"flow_runs": _CANCELLING})
 
-    def runs_ended_since(self, since: datetime, state_types: Iterable[str]) -> list[dict[str, Any]]:
+    def runs_ended_since(self, since: datetime, state_types: Iterable[str]) -> list[FlowRun]:
         """Flow runs in one of `state_types` whose end time is after `since`."""
         body = {
             "flow_runs": {
@@ -173,25 +200,23 @@ class PrefectApi:
                 "end_time": {"after_": since.astimezone(timezone.utc).isoformat()},
             }
         }
-        return list(self._paged("/flow_runs/filter", body))
+        return self._runs(body)
 
-    def runs_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+    def runs_by_id(self, ids: Iterable[str]) -> list[FlowRun]:
         """The flow runs with these ids (missing ids are simply absent)."""
         wanted = sorted(set(ids))
-        runs: list[dict[str, Any]] = []
+        runs: list[FlowRun] = []
         for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"flow_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            runs.extend(self._paged("/flow_runs/filter", body))
+            runs.extend(self._runs({"flow_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
         return runs
 
-    def flow_run(self, run_id: str) -> dict[str, Any]:
+    def flow_run(self, run_id: str) -> FlowRun:
         """One flow run by id."""
-        return dict(self._request("GET", f"/flow_runs/{run_id}"))
+        return parse_flow_run(self._request("GET", f"/flow_runs/{quote(run_id, safe='')}"))
 
-    def state_history(self, run_id: str) -> list[dict[str, Any]]:
+    def state_history(self, run_id: str) -> list[State]:
         """Every state the run has been in, oldest first."""
-        states = self._request("GET", f"/flow_run_states/?flow_run_id={run_id}")
-        return sorted(states, key=lambda s: s["timestamp"])
+        return parse_states(self._request("GET", f"/flow_run_states/?flow_run_id={quote(run_id, safe='')}"))
 
     def names(self, kind: str, ids: Iterable[str | None]) -> dict[str, str]:
         """Names of flows or deployments (`kind` = "flows" | "deployments") by id."""
@@ -202,18 +227,22 @@ class PrefectApi:
         return names
 
     def _names(self, kind: str, body: dict[str, Any]) -> dict[str, str]:
-        return {item["id"]: item["name"] for item in self._paged(f"/{kind}/filter", body, sort="NAME_ASC")}
+        return parse_names(list(self._paged(f"/{kind}/filter", body, sort="NAME_ASC")), f"a {kind} listing")
 
-    def pool_workers(self, pool: str) -> list[dict[str, Any]]:
+    def _runs(self, body: dict[str, Any], retries: int = 0) -> list[FlowRun]:
+        return [parse_flow_run(r) for r in self._paged("/flow_runs/filter", body, retries=retries)]
+
+    def pool_workers(self, pool: str) -> list[Worker]:
         """The workers registered in a work pool, with status and heartbeat."""
-        return list(self._request("POST", f"/work_pools/{pool}/workers/filter", {"limit": PAGE_SIZE}))
+        path = f"/work_pools/{quote(pool, safe='')}/workers/filter"
+        return parse_workers(self._request("POST", path, {"limit": PAGE_SIZE}))
 
     # -- reads for the health report ---------------------------------------------
     # Each retries a 503 a few times: a report reads hundreds of pages.
 
     def events(
         self, event_filter: dict[str, Any], on_total: Callable[[int], None] | None = None
-    ) -> Generator[dict[str, Any], None, None]:
+    ) -> Generator[Event, None, None]:
         """Every event matching `event_filter` (`POST /events/filter`, then its next pages).
 
         The server's `next_page` is an absolute URL built from the URL it was
@@ -222,41 +251,43 @@ class PrefectApi:
         `on_total` is told how many events match, before the first is yielded.
         """
         body = {"filter": event_filter, "limit": EVENTS_PAGE_SIZE}
-        page = self._request("POST", "/events/filter", body, missing_ok=True, retries=3)
-        if page is None:
+        raw = self._request("POST", "/events/filter", body, missing_ok=True, retries=3)
+        if raw is None:
             raise EventsUnavailable(
                 f"{self.url} has no events API (404 on /events/filter)",
                 hint="Prefect 3 servers and Prefect Cloud have one; older servers are read run by run",
             )
+        page = parse_event_page(raw)
         if on_total is not None:
-            on_total(int(page.get("total") or 0))
+            on_total(page.total)
         seen: set[str] = set()
         while True:
-            for event in page.get("events") or ():
-                if event["id"] not in seen:
-                    seen.add(event["id"])
+            for event in page.events:
+                if event.id not in seen:
+                    seen.add(event.id)
                     yield event
-            token = _page_token(page.get("next_page"))
+            token = _page_token(page.next_page)
             if token is None:
                 return
-            page = self._request("GET", f"/events/filter/next?page-token={quote(token, safe='')}", retries=3)
+            path = f"/events/filter/next?page-token={quote(token, safe='')}"
+            page = parse_event_page(self._request("GET", path, retries=3))
 
-    def server_settings(self) -> dict[str, Any] | None:
+    def server_settings(self) -> ServerSettings | None:
         """The server's settings (`GET /admin/settings`); None where it has none (Prefect Cloud)."""
         try:
             settings = self._request("GET", "/admin/settings", missing_ok=True, retries=3)
         except ApiRefused:
             return None
-        return settings if isinstance(settings, dict) else None
+        return parse_server_settings(settings)
 
-    def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[dict[str, Any]]:
+    def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[FlowRun]:
         """Flow runs matching a `flow_runs` filter body (paged)."""
-        return list(self._paged("/flow_runs/filter", {"flow_runs": flow_runs}, retries=3))
+        return self._runs({"flow_runs": flow_runs}, retries=3)
 
-    def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[dict[str, Any]]:
+    def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[FlowRun]:
         """Deployment runs started by these flow runs (`run_deployment`), in one of `state_types`."""
         wanted = sorted(set(parent_ids))
-        children: list[dict[str, Any]] = []
+        children: list[FlowRun] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {
                 "parent_flow_run_id": {"any_": wanted[start : start + PAGE_SIZE]},
@@ -268,38 +299,44 @@ class PrefectApi:
 
     def count_runs(self, flow_runs: dict[str, Any]) -> int:
         """How many flow runs match a `flow_runs` filter body."""
-        return int(self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs}, retries=3))
+        count = self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs}, retries=3)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise UnexpectedShape("the Prefect API answered a run count with something that is not a number")
+        return count
 
-    def task_runs_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+    def task_runs_by_id(self, ids: Iterable[str]) -> list[TaskRun]:
         """The task runs with these ids."""
         wanted = sorted(set(ids))
-        runs: list[dict[str, Any]] = []
+        runs: list[TaskRun] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {"task_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            runs.extend(self._paged("/task_runs/filter", body, retries=3))
+            runs.extend(parse_task_run(t) for t in self._paged("/task_runs/filter", body, retries=3))
         return runs
 
-    def deployments_by_id(self, ids: Iterable[str | None]) -> list[dict[str, Any]]:
-        """The deployments with these ids (with `concurrency_limit` and `global_concurrency_limit`)."""
+    def deployments_by_id(self, ids: Iterable[str | None]) -> list[Deployment]:
+        """The deployments with these ids (with their concurrency limits)."""
         wanted = sorted({i for i in ids if i})
-        found: list[dict[str, Any]] = []
+        found: list[Deployment] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {"deployments": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            found.extend(self._paged("/deployments/filter", body, sort="NAME_ASC", retries=3))
-        return found
-
-    def work_pools(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The work pools with these names, by name (missing names are simply absent)."""
-        wanted = sorted(set(names))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            found.update(
-                (p["name"], p) for p in self._paged("/work_pools/filter", body, "NAME_ASC", retries=3)
+            found.extend(
+                parse_deployment(d) for d in self._paged("/deployments/filter", body, "NAME_ASC", retries=3)
             )
         return found
 
-    def pool_concurrency_status(self, name: str) -> dict[str, Any] | None:
+    def work_pools(self, names: Iterable[str]) -> dict[str, WorkPool]:
+        """The work pools with these names, by name (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        found: dict[str, WorkPool] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name", retries=3):
+                pool = parse_work_pool(raw)
+                if pool is not None:
+                    found[pool.name] = pool
+        return found
+
+    def pool_concurrency_status(self, name: str) -> PoolConcurrency | None:
         """Which runs the server counts against a pool's and its queues' limits.
 
         `POST /work_pools/{name}/concurrency_status` (recent servers): per queue,
@@ -313,7 +350,7 @@ class PrefectApi:
             missing_ok=True,
             retries=3,
         )
-        return status if isinstance(status, dict) else None
+        return parse_pool_concurrency(status)
 
 
 def _page_token(next_page: str | None) -> str | None:
@@ -329,64 +366,57 @@ def _may_use_tls(url: str) -> bool:
     return not url.lower().startswith("http://") or bool(getproxies())
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """An API timestamp as an aware datetime."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def cancelling_since(run: dict[str, Any], history: list[dict[str, Any]] | None) -> str | None:
+def cancelling_since(run: FlowRun, history: list[State] | None) -> str | None:
     """When the run last entered CANCELLING: the first of the latest unbroken CANCELLING states."""
     if history:
         since = None
         for state in history:
-            if state["type"] == "CANCELLING":
-                since = since or state["timestamp"]
-            elif since and state["type"] != "CANCELLED":
+            if state.type is StateType.CANCELLING:
+                since = since or state.timestamp
+            elif since and state.type is not StateType.CANCELLED:
                 since = None
         return since
-    state = run.get("state") or {}
-    return state.get("timestamp") if state.get("type") == "CANCELLING" else None
+    current = run.state
+    return current.timestamp if current and current.type is StateType.CANCELLING else None
 
 
 def to_flow_run_ref(
-    run: dict[str, Any],
+    run: FlowRun,
     flow_names: dict[str, str],
     deployment_names: dict[str, str],
-    history: list[dict[str, Any]] | None = None,
-    workers: list[dict[str, Any]] | None = None,
+    history: list[State] | None = None,
+    workers: list[Worker] | None = None,
     now: datetime | None = None,
 ) -> FlowRunRef:
-    """Build the report's view of a run from the API's JSON."""
+    """Build the report's view of a run from the API's records."""
     now = now or datetime.now(timezone.utc)
-    state = run.get("state") or {}
+    state = run.state
     since = cancelling_since(run, history)
     since_dt = parse_time(since)
     return FlowRunRef(
-        id=run["id"],
-        name=run.get("name") or run["id"],
-        flow_name=flow_names.get(run.get("flow_id") or ""),
-        deployment_name=deployment_names.get(run.get("deployment_id") or ""),
-        work_pool_name=run.get("work_pool_name"),
-        state_type=state.get("type") or "UNKNOWN",
-        state_name=state.get("name") or "",
-        state_message=state.get("message"),
-        start_time=run.get("start_time"),
-        infrastructure_pid=run.get("infrastructure_pid"),
-        labels=dict(run.get("labels") or {}),
+        id=run.id,
+        name=run.name,
+        flow_name=flow_names.get(run.flow_id or ""),
+        deployment_name=deployment_names.get(run.deployment_id or ""),
+        work_pool_name=run.work_pool_name,
+        state_type=run.state_type,
+        state_name=state.name if state else "",
+        state_message=state.message if state else None,
+        start_time=run.start_time,
+        infrastructure_pid=run.infrastructure_pid,
+        labels=dict(run.labels),
         cancelling_for_seconds=(now - since_dt).total_seconds() if since_dt else None,
         cancelling_since=since,
-        parent_task_run_id=run.get("parent_task_run_id"),
+        parent_task_run_id=run.parent_task_run_id,
         workers=tuple(_worker_info(w, now) for w in workers or ()),
     )
 
 
-def _worker_info(worker: dict[str, Any], now: datetime) -> WorkerInfo:
-    beat = parse_time(worker.get("last_heartbeat_time"))
+def _worker_info(worker: Worker, now: datetime) -> WorkerInfo:
+    beat = parse_time(worker.last_heartbeat_time)
     return WorkerInfo(
-        name=worker["name"],
-        status=worker.get("status"),
-        last_heartbeat_time=worker.get("last_heartbeat_time"),
+        name=worker.name,
+        status=worker.status,
+        last_heartbeat_time=worker.last_heartbeat_time,
         seconds_since_heartbeat=(now - beat).total_seconds() if beat else None,
     )

@@ -18,19 +18,22 @@ from prefect_cancel_doctor.diagnose.remedies import remediation
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
+    FINAL_STATES,
+    AttachMode,
     CallKind,
     Cause,
     ContainerInfo,
     FlowRunRef,
     ProcessSample,
     ProcSnapshot,
+    Role,
+    StateType,
     Target,
     Verdict,
 )
 
 SIGTERM = int(signal.SIGTERM)
 RUNNER_GRACE_SECONDS = 30.0
-FINAL_STATES = ("CANCELLED", "COMPLETED", "FAILED", "CRASHED")
 
 
 @dataclass(frozen=True)
@@ -52,19 +55,19 @@ class Evidence:
     def processes(self) -> tuple[ProcessSample, ...]:
         """Live processes of the run itself: the engine and its children (not Runners)."""
         sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role in ("engine", "child", "pid1"))
+        return tuple(p for p in sampled if p.role in (Role.ENGINE, Role.CHILD, Role.PID1))
 
     @property
     def hooks(self) -> tuple[ProcessSample, ...]:
         """The Runner's on_cancellation hook subprocesses for this run."""
         sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role == "hook")
+        return tuple(p for p in sampled if p.role == Role.HOOK)
 
     @property
     def runners(self) -> tuple[ProcessSample, ...]:
         """Local Runners (workers) of the run's pool, sampled when nothing of the run is left."""
         sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role == "runner")
+        return tuple(p for p in sampled if p.role == Role.RUNNER)
 
     @property
     def container(self) -> ContainerInfo | None:
@@ -74,20 +77,20 @@ class Evidence:
     @property
     def pid1(self) -> ProcessSample | None:
         """A container's PID 1 when it is neither the engine nor the Runner (a shell, a wrapper)."""
-        return next((p for p in self.processes if p.role == "pid1"), None)
+        return next((p for p in self.processes if p.role == Role.PID1), None)
 
     @property
     def engine(self) -> ProcessSample | None:
         """The flow engine process, if it still runs."""
-        return next((p for p in self.processes if p.role == "engine"), None)
+        return next((p for p in self.processes if p.role == Role.ENGINE), None)
 
     @property
     def children(self) -> tuple[ProcessSample, ...]:
         """Processes the flow started (or that outlived it)."""
-        return tuple(p for p in self.processes if p.role == "child")
+        return tuple(p for p in self.processes if p.role == Role.CHILD)
 
     @property
-    def state_type(self) -> str | None:
+    def state_type(self) -> StateType | None:
         """The run's state type, if the API was read."""
         return self.run.state_type if self.run else None
 
@@ -188,7 +191,7 @@ def not_attachable(ev: Evidence) -> Verdict | None:
 def never_started(ev: Evidence) -> Verdict | None:
     """CANCELLING with no start time and no infrastructure: only a worker can finish it."""
     run = ev.run
-    if run is None or run.state_type != "CANCELLING" or run.start_time or run.infrastructure_pid:
+    if run is None or run.state_type != StateType.CANCELLING or run.start_time or run.infrastructure_pid:
         return None
     if ev.processes:
         return None
@@ -250,7 +253,7 @@ def orphaned(ev: Evidence) -> Verdict | None:
 def infrastructure_gone(ev: Evidence) -> Verdict | None:
     """CANCELLING, but nothing of the run runs any more — here, at least."""
     run = ev.run
-    if ev.state_type != "CANCELLING" or ev.processes or run is None:
+    if ev.state_type != StateType.CANCELLING or ev.processes or run is None:
         return None
     if not (run.start_time or run.infrastructure_pid):
         return None
@@ -358,7 +361,7 @@ def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
     Prefect 3.9 runs hooks in a subprocess of the Runner (role "hook"); older
     versions in a thread of the Runner itself (a local worker in user code).
     """
-    if ev.state_type != "CANCELLING" or ev.engine is not None:
+    if ev.state_type != StateType.CANCELLING or ev.engine is not None:
         return None
     # A sync hook runs in a thread of its own: prefer the thread in user code.
     candidates = [(p, v) for p in (*ev.hooks, *ev.runners) for v in thread_views(p) if _in_hook(v)]
@@ -367,7 +370,7 @@ def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
         return None
     process, view = candidates[0]
     cmd = " ".join(process.proc.cmdline)[:140] if process.proc else "?"
-    where = "hook subprocess" if process.role == "hook" else "Runner"
+    where = "hook subprocess" if process.role == Role.HOOK else "Runner"
     return _verdict(
         Cause.CANCELLATION_HOOK_HANG,
         f"The flow process is gone, but its on_cancellation hook hangs in {view.where()} "
@@ -549,7 +552,7 @@ def signal_pending(ev: Evidence) -> Verdict | None:
 def cancel_not_observed(ev: Evidence) -> Verdict | None:
     """The process would stop on SIGTERM, so none came: nothing acted on CANCELLING."""
     engine = ev.engine
-    if engine is None or ev.state_type not in (None, "CANCELLING"):
+    if engine is None or ev.state_type not in (None, StateType.CANCELLING):
         return None
     main = _main(engine)
     if main is None:
@@ -633,8 +636,9 @@ def _container_facts(container: ContainerInfo) -> tuple[str, ...]:
             f"its stop timeout is {container.stop_timeout} s: `docker stop` SIGKILLs before "
             "cleanup and on_cancellation hooks can finish"
         )
-    if container.attach != "none":
-        facts.append(f"sampled from {'the host' if container.attach == 'host' else 'a sidecar container'}")
+    if container.attach != AttachMode.NONE:
+        where = "the host" if container.attach == AttachMode.HOST else "a sidecar container"
+        facts.append(f"sampled from {where}")
     if container.stats is not None and container.running:
         stats = container.stats
         memory = f"{stats.memory_bytes / 2**20:.0f} MiB" if stats.memory_bytes is not None else "?"
@@ -652,7 +656,7 @@ def unknown(ev: Evidence) -> Verdict | None:
             facts.append(f"process {process.pid} is not a Python process py-spy can read")
         facts.extend(_describe(v) for v in thread_views(process)[:1])
     summary = "No rule matched; the stacks below show what the run is doing."
-    if ev.run is not None and ev.state_type != "CANCELLING":
+    if ev.run is not None and ev.state_type != StateType.CANCELLING:
         running = "its processes are shown below" if ev.processes else "nothing of it runs here"
         summary = f"The run is {ev.run.state_name}, not stuck in Cancelling; {running}."
     return _verdict(Cause.UNKNOWN, summary, 0.2, facts)

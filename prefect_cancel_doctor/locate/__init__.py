@@ -18,16 +18,20 @@ from prefect_cancel_doctor.model import (  # re-exported: the report model holds
     ContainerInfo,
     ContainerProcess,
     ContainerStats,
+    InfraKind,
+    Role,
 )
 
 _HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
+#: A PID as Linux writes it: ASCII digits, at most 7 of them (pid_max is at most 2^22).
+_PID = re.compile(r"[0-9]{1,7}")
 
 
 @dataclass(frozen=True)
 class InfraRef:
     """A parsed `infrastructure_pid`."""
 
-    kind: str  # "none" | "process" | "docker" | "kubernetes" | "ecs" | "unknown"
+    kind: InfraKind
     raw: str | None
     pid: int | None = None
     host: str | None = None
@@ -41,12 +45,10 @@ class InfraRef:
 class Location:
     """The processes of one run found on this host, with their roles."""
 
-    kind: str
+    kind: InfraKind
     description: str
-    #: (pid, role): "engine" (the flow process), "child" (processes it started),
-    #: "hook" (the Runner's on_cancellation hook subprocess), "runner" (a local
-    #: worker of the run's pool, sampled when nothing else is left), "pid1".
-    pids: tuple[tuple[int, str], ...] = ()
+    #: The run's processes here and what each is to the run (see `Role`).
+    pids: tuple[tuple[int, Role], ...] = ()
     #: The Runner that launched the engine, if it is alive here.
     runner_pid: int | None = None
     #: Set when the target cannot be inspected from here, with what would work.
@@ -65,21 +67,21 @@ def parse_infrastructure_pid(raw: str | None) -> InfraRef:
     """Parse the forms above; anything else is kind "unknown"."""
     value = (raw or "").strip()
     if not value:
-        return InfraRef("none", raw)
-    if value.isdigit():
-        return InfraRef("process", raw, pid=int(value))
+        return InfraRef(InfraKind.NONE, raw)
+    if _PID.fullmatch(value):
+        return InfraRef(InfraKind.PROCESS, raw, pid=int(value))
     if "::" in value:
         cluster, _, task = value.partition("::")
-        return InfraRef("ecs", raw, namespace=cluster, job=task)
+        return InfraRef(InfraKind.ECS, raw, namespace=cluster, job=task)
     head, _, tail = value.rpartition(":")
     if "://" in head or (_HEX_ID.match(tail) and head):
-        return InfraRef("docker", raw, container_id=tail, docker_url=head)
-    if tail.isdigit() and head and "/" not in head and head.count(":") == 0:
-        return InfraRef("process", raw, pid=int(tail), host=head)
+        return InfraRef(InfraKind.DOCKER, raw, container_id=tail, docker_url=head)
+    if _PID.fullmatch(tail) and head and "/" not in head and head.count(":") == 0:
+        return InfraRef(InfraKind.PROCESS, raw, pid=int(tail), host=head)
     parts = value.split(":")
     if len(parts) in (2, 3) and all(parts):
-        return InfraRef("kubernetes", raw, namespace=parts[-2], job=parts[-1])
-    return InfraRef("unknown", raw)
+        return InfraRef(InfraKind.KUBERNETES, raw, namespace=parts[-2], job=parts[-1])
+    return InfraRef(InfraKind.UNKNOWN, raw)
 
 
 __all__ = [

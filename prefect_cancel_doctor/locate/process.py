@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect_cancel_doctor.locate import InfraRef, Location
-from prefect_cancel_doctor.model import ProcSnapshot
+from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
 from prefect_cancel_doctor.sample import procfs
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -100,7 +100,7 @@ def locate_processes(
     here = socket.gethostname()
     if ref.host and ref.host not in _LOCAL_HOSTS | {here}:
         return Location(
-            "process",
+            InfraKind.PROCESS,
             f"process {ref.pid} on host {ref.host}",
             unreachable=(
                 f"the run's process {ref.pid} runs on host {ref.host!r}, not on this host "
@@ -123,17 +123,17 @@ def locate_processes(
             notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
     runner = runner_of(live[engine_pid], proc_root) if engine_pid in live else None
     runner_pid = runner.pid if runner else None
-    roles: list[tuple[int, str]] = []
+    roles: list[tuple[int, Role]] = []
     if engine_pid is not None and engine_pid in live:
-        roles.append((engine_pid, "engine"))
+        roles.append((engine_pid, Role.ENGINE))
     roles.extend(
-        (pid, "hook" if is_hook_runner(live[pid]) else "child")
+        (pid, Role.HOOK if is_hook_runner(live[pid]) else Role.CHILD)
         for pid in sorted(live)
         if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
     )
     if engine_pid is not None and engine_pid in live:
         description = f"local process {engine_pid}"
-    elif roles and all(role == "hook" for _, role in roles):
+    elif roles and all(role == Role.HOOK for _, role in roles):
         description = "the Runner's hook subprocess " + " ".join(str(pid) for pid, _ in roles)
     elif roles:
         description = f"{len(roles)} leftover process(es) on this host"
@@ -141,8 +141,10 @@ def locate_processes(
         description = "no process of the run on this host"
         if pool:
             workers = runners_here(pool) if runners_here else local_workers(pool, proc_root)
-            roles.extend((pid, "runner") for pid in workers)
-    return Location("process", description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by)
+            roles.extend((pid, Role.RUNNER) for pid in workers)
+    return Location(
+        InfraKind.PROCESS, description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by
+    )
 
 
 def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None]:

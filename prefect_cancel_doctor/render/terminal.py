@@ -18,7 +18,8 @@ from rich.text import Text
 from prefect_cancel_doctor.diagnose.classify import is_library, module_of
 from prefect_cancel_doctor.diagnose.remedies import short_fix
 from prefect_cancel_doctor.diagnose.threads import thread_views
-from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.durations import age_text as duration
+from prefect_cancel_doctor.model import Diagnosis, Report, StateType
 
 #: Runs shown in the table and in detail. A fleet with hundreds stuck gets a tally
 #: of the rest: a longer page is not read during an incident, and rich takes ~1.5 ms
@@ -32,20 +33,6 @@ _CAUSE_STYLE = {
     "child_process_survives": "red",
     "unknown": "magenta",
 }
-
-
-def duration(seconds: float | None) -> str:
-    """A short human duration: 45s, 12m, 3h05m, 2d4h."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def console_for(out: TextIO, color: bool | None) -> Console:
@@ -124,7 +111,7 @@ def _state(d: Diagnosis) -> str:
     run = d.flow_run
     if run is None:
         return "-"
-    if run.state_type == "CANCELLING":
+    if run.state_type == StateType.CANCELLING:
         return f"Cancelling {duration(run.cancelling_for_seconds)}"
     return run.state_name
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, ThreadSample
+from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
 from prefect_cancel_doctor.sample.procfs import (
     PathLike,
     read_process,
@@ -35,7 +35,7 @@ class SampleRequest:
     """One process to sample, with the options of `sample_process`."""
 
     pid: int
-    role: str
+    role: Role
     samples: int = 5
     interval: float = 0.2
     native: bool = True
@@ -46,7 +46,7 @@ class SampleRequest:
 
 def sample_process(
     pid: int,
-    role: str,
+    role: Role,
     *,
     samples: int = 5,
     interval: float = 0.2,

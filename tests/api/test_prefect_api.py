@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
+from prefect_cancel_doctor.model import StateType
 from prefect_cancel_doctor.prefect_api import PAGE_SIZE, PrefectApi, cancelling_since
+from prefect_cancel_doctor.prefect_records import FlowRun, State, parse_states
 from prefect_cancel_doctor.settings import Connection
 
 
@@ -35,7 +37,7 @@ def test_paging_reads_every_cancelling_run_and_filters_server_side() -> None:
         return httpx.Response(200, json=runs[body["offset"] : body["offset"] + body["limit"]])
 
     found = api(handler).cancelling_runs()
-    assert [r["id"] for r in found] == [r["id"] for r in runs]
+    assert [r.id for r in found] == [r["id"] for r in runs]
     assert len(bodies) == 3
     assert all(b["flow_runs"]["state"]["type"]["any_"] == ["CANCELLING"] for b in bodies)
 
@@ -97,5 +99,8 @@ def test_cancelling_since_is_the_start_of_the_latest_cancelling_stretch() -> Non
         {"type": "CANCELLING", "timestamp": "t4"},
         {"type": "CANCELLING", "timestamp": "t5"},
     ]
-    assert cancelling_since({}, history) == "t4"
-    assert cancelling_since({}, [*history, {"type": "CANCELLED", "timestamp": "t6"}]) == "t4"
+    states = parse_states(history)
+    assert cancelling_since(FlowRun("r", "r"), states) == "t4"
+    assert (
+        cancelling_since(FlowRun("r", "r"), [*states, State(StateType.CANCELLED, "", timestamp="t6")]) == "t4"
+    )

@@ -28,6 +28,7 @@ from prefect_cancel_doctor.history import (
     outcome_of,
     state_event,
 )
+from prefect_cancel_doctor.prefect_records import parse_event
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -155,12 +156,15 @@ def test_state_event_reads_what_the_server_emits() -> None:
         },
         "id": "01a21e2e-92e8-7b69-8992-fab4d3a0c9aa",
     }
-    event = state_event(raw)
+    event = state_event(parse_event(raw))
     assert event is not None
     assert event.run_id == "3024794b-960c-41b3-9383-20cd6267b0af"
     assert event.from_type == "CANCELLING" and outcome_of(event) is Outcome.TIMED_OUT
     assert dict(event.related) == {"flow": "etl", "deployment": "d1"}
-    assert state_event({"resource": {"prefect.resource.id": "prefect.deployment.x"}}) is None
+    assert (
+        state_event(parse_event({"id": "e", "resource": {"prefect.resource.id": "prefect.deployment.x"}}))
+        is None
+    )
 
 
 # -- grouping ---------------------------------------------------------------------------------

@@ -1,0 +1,429 @@
+"""What the Prefect API answers, parsed at the boundary into small frozen records.
+
+`PrefectApi` turns every JSON body into these records; nothing past it indexes
+a dict from the API. Parsing is tolerant of what a server may legitimately
+leave out (a run without a state, a worker that never sent a heartbeat) and
+strict about what makes a record meaningless (an item without an id): that is
+`UnexpectedShape`, an API error with exit code 3, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect_cancel_doctor.errors import ApiRefused
+from prefect_cancel_doctor.model import LabelValue, StateType
+
+
+class UnexpectedShape(ApiRefused):
+    """A 200 answer whose JSON is not what the Prefect API sends."""
+
+
+@dataclass(frozen=True)
+class State:
+    """A flow run's state: the current one, or one of its history."""
+
+    type: StateType
+    name: str
+    message: str | None = None
+    #: ISO time the run entered it, as the API wrote it.
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True)
+class FlowRun:
+    """A flow run, as `POST /flow_runs/filter` or `GET /flow_runs/{id}` returns it."""
+
+    id: str
+    name: str
+    flow_id: str | None = None
+    deployment_id: str | None = None
+    work_pool_name: str | None = None
+    state: State | None = None
+    start_time: str | None = None
+    infrastructure_pid: str | None = None
+    labels: Mapping[str, LabelValue] = field(default_factory=dict)
+    parent_task_run_id: str | None = None
+
+    @property
+    def state_type(self) -> StateType:
+        """The current state's type (UNKNOWN when the run has no state)."""
+        return self.state.type if self.state else StateType.UNKNOWN
+
+    def label(self, key: str) -> str | None:
+        """A label's value as text, None when absent or empty."""
+        value = self.labels.get(key)
+        return str(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker of a work pool (`POST /work_pools/{name}/workers/filter`)."""
+
+    name: str
+    status: str | None = None
+    last_heartbeat_time: str | None = None
+    heartbeat_interval_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkPool:
+    """A work pool (`POST /work_pools/filter`)."""
+
+    name: str
+    concurrency_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment and its concurrency limit (`POST /deployments/filter`)."""
+
+    id: str
+    name: str
+    concurrency_limit: int | None = None
+    #: The global concurrency limit that backs the deployment's limit (recent servers).
+    limit_slots: int | None = None
+    active_slots: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """A task run: only what links a subflow's parent task to its flow run."""
+
+    id: str
+    flow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueConcurrency:
+    """One queue of `POST /work_pools/{name}/concurrency_status`."""
+
+    queue_name: str | None
+    concurrency_limit: int | None
+    active_slots: int | None
+    #: The runs the server counts against the queue's (and the pool's) limit.
+    flow_run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PoolConcurrency:
+    """Which runs a work pool's limits count, as the server says."""
+
+    active_slots: int | None
+    queues: tuple[QueueConcurrency, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Prefect event (`POST /events/filter`), with what the history reader uses."""
+
+    id: str
+    event: str
+    occurred: str | None
+    #: The resource's labels (`prefect.resource.id`, `prefect.state-type`, ...).
+    resource: Mapping[str, str]
+    #: Related resources' labels (`prefect.resource.role`, `prefect.resource.name`, ...).
+    related: tuple[Mapping[str, str], ...] = ()
+    #: The state type the run left (state-change events' `payload.initial_state`).
+    initial_state_type: str | None = None
+    #: The message of the state it entered (`payload.validated_state.message`).
+    validated_message: str | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events, the total matching and the token of the next page."""
+
+    events: tuple[Event, ...]
+    total: int
+    next_page: str | None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server settings the health report reads (`GET /admin/settings`)."""
+
+    events_retention_seconds: float | None = None
+    cancelling_timeout_seconds: float | None = None
+
+
+# -- parsers ---------------------------------------------------------------------------------
+
+
+def _obj(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise UnexpectedShape(f"the Prefect API answered {what} with {type(value).__name__}, not a list")
+    return value
+
+
+def _text(item: Mapping[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _int(item: Mapping[str, Any], key: str) -> int | None:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _float(item: Mapping[str, Any], key: str) -> float | None:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _id(item: object, what: str) -> str:
+    value = _obj(item).get("id")
+    if not isinstance(value, str) or not value:
+        raise UnexpectedShape(f"the Prefect API answered {what} with an item without an id")
+    return value
+
+
+def _strings(value: object) -> Mapping[str, str]:
+    return {str(k): v for k, v in _obj(value).items() if isinstance(v, str)}
+
+
+def _label_value(value: object) -> LabelValue:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def parse_state(raw: object) -> State | None:
+    """A state object; None when absent."""
+    if not isinstance(raw, dict):
+        return None
+    state_type = StateType.parse(raw.get("type"))
+    return State(
+        type=state_type,
+        name=_text(raw, "name") or "",
+        message=_text(raw, "message"),
+        timestamp=_text(raw, "timestamp"),
+    )
+
+
+def parse_flow_run(raw: object, what: str = "a flow run") -> FlowRun:
+    """A flow run record."""
+    run_id = _id(raw, what)
+    item = _obj(raw)
+    return FlowRun(
+        id=run_id,
+        name=_text(item, "name") or run_id,
+        flow_id=_text(item, "flow_id"),
+        deployment_id=_text(item, "deployment_id"),
+        work_pool_name=_text(item, "work_pool_name"),
+        state=parse_state(item.get("state")),
+        start_time=_text(item, "start_time"),
+        infrastructure_pid=_infrastructure_pid(item.get("infrastructure_pid")),
+        labels={str(k): _label_value(v) for k, v in _obj(item.get("labels")).items()},
+        parent_task_run_id=_text(item, "parent_task_run_id"),
+    )
+
+
+def _infrastructure_pid(value: object) -> str | None:
+    # Servers store it as text; a number is a process worker's PID all the same.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def parse_flow_runs(raw: object) -> list[FlowRun]:
+    """A list of flow runs."""
+    return [parse_flow_run(item, "a flow run listing") for item in _list(raw, "a flow run listing")]
+
+
+def parse_states(raw: object) -> list[State]:
+    """A run's state history, oldest first (states without a timestamp last)."""
+    states = [s for s in (parse_state(item) for item in _list(raw, "a state history")) if s]
+    return sorted(states, key=lambda s: (s.timestamp is None, s.timestamp or ""))
+
+
+def parse_names(raw: object, what: str) -> dict[str, str]:
+    """Names by id, from a listing of flows or deployments."""
+    return {_id(item, what): _text(_obj(item), "name") or "?" for item in _list(raw, what)}
+
+
+def parse_worker(raw: object) -> Worker | None:
+    """A worker; None for an item without a name."""
+    item = _obj(raw)
+    name = _text(item, "name")
+    if name is None:
+        return None
+    return Worker(
+        name=name,
+        status=_text(item, "status"),
+        last_heartbeat_time=_text(item, "last_heartbeat_time"),
+        heartbeat_interval_seconds=_float(item, "heartbeat_interval_seconds"),
+    )
+
+
+def parse_workers(raw: object) -> list[Worker]:
+    """A pool's workers."""
+    return [w for w in (parse_worker(item) for item in _list(raw, "a worker listing")) if w]
+
+
+def parse_work_pool(raw: object) -> WorkPool | None:
+    """A work pool; None for an item without a name."""
+    item = _obj(raw)
+    name = _text(item, "name")
+    return WorkPool(name, _int(item, "concurrency_limit")) if name else None
+
+
+def parse_deployment(raw: object) -> Deployment:
+    """A deployment with its concurrency limits."""
+    deployment_id = _id(raw, "a deployment listing")
+    item = _obj(raw)
+    gcl = _obj(item.get("global_concurrency_limit"))
+    return Deployment(
+        id=deployment_id,
+        name=_text(item, "name") or deployment_id,
+        concurrency_limit=_int(item, "concurrency_limit"),
+        limit_slots=_int(gcl, "limit"),
+        active_slots=_int(gcl, "active_slots"),
+    )
+
+
+def parse_task_run(raw: object) -> TaskRun:
+    """A task run's link to its flow run."""
+    return TaskRun(_id(raw, "a task run listing"), _text(_obj(raw), "flow_run_id"))
+
+
+def parse_pool_concurrency(raw: object) -> PoolConcurrency | None:
+    """A pool's concurrency status; None when the answer is not one."""
+    if not isinstance(raw, dict):
+        return None
+    queues = tuple(
+        QueueConcurrency(
+            queue_name=_text(queue, "queue_name"),
+            concurrency_limit=_int(queue, "concurrency_limit"),
+            active_slots=_int(queue, "active_slots"),
+            flow_run_ids=tuple(
+                run["id"]
+                for run in (_obj(r) for r in queue.get("flow_runs") or () if isinstance(r, dict))
+                if isinstance(run.get("id"), str)
+            ),
+        )
+        for queue in (_obj(q) for q in raw.get("queues") or () if isinstance(q, dict))
+    )
+    return PoolConcurrency(_int(raw, "active_slots"), queues)
+
+
+def parse_event(raw: object) -> Event:
+    """An event."""
+    event_id = _id(raw, "an event page")
+    item = _obj(raw)
+    payload = _obj(item.get("payload"))
+    related = item.get("related")
+    return Event(
+        id=event_id,
+        event=_text(item, "event") or "",
+        occurred=_text(item, "occurred"),
+        resource=_strings(item.get("resource")),
+        related=tuple(_strings(r) for r in related if isinstance(r, dict))
+        if isinstance(related, list)
+        else (),
+        initial_state_type=_text(_obj(payload.get("initial_state")), "type"),
+        validated_message=_text(_obj(payload.get("validated_state")), "message"),
+    )
+
+
+def parse_event_page(raw: object) -> EventPage:
+    """A page of `POST /events/filter` or its next pages."""
+    if not isinstance(raw, dict):
+        raise UnexpectedShape("the Prefect API answered an event query with something that is not a page")
+    events = raw.get("events") or []
+    return EventPage(
+        tuple(parse_event(e) for e in _list(events, "an event page")),
+        _int(raw, "total") or 0,
+        _text(raw, "next_page"),
+    )
+
+
+def parse_server_settings(raw: object) -> ServerSettings | None:
+    """The durations the health report reads from the server's settings."""
+    if not isinstance(raw, dict):
+        return None
+    server = _obj(raw.get("server"))
+    return ServerSettings(
+        events_retention_seconds=parse_setting_seconds(_obj(server.get("events")).get("retention_period")),
+        cancelling_timeout_seconds=parse_setting_seconds(
+            _obj(_obj(server.get("services")).get("cancellation_cleanup")).get("cancelling_timeout_seconds")
+        ),
+    )
+
+
+_ISO_DURATION = re.compile(
+    r"P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def parse_setting_seconds(value: object) -> float | None:
+    """A setting's duration: seconds as a number, or ISO 8601 ('P7D', 'PT300S')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    match = _ISO_DURATION.fullmatch(value)
+    if not match or value in ("P", "PT"):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An API timestamp as an aware datetime (None when absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+__all__ = [
+    "Deployment",
+    "Event",
+    "EventPage",
+    "FlowRun",
+    "PoolConcurrency",
+    "QueueConcurrency",
+    "ServerSettings",
+    "State",
+    "TaskRun",
+    "UnexpectedShape",
+    "WorkPool",
+    "Worker",
+    "parse_deployment",
+    "parse_event",
+    "parse_event_page",
+    "parse_flow_run",
+    "parse_flow_runs",
+    "parse_names",
+    "parse_pool_concurrency",
+    "parse_server_settings",
+    "parse_setting_seconds",
+    "parse_state",
+    "parse_states",
+    "parse_task_run",
+    "parse_time",
+    "parse_work_pool",
+    "parse_worker",
+    "parse_workers",
+]

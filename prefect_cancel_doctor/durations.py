@@ -1,4 +1,4 @@
-"""Durations as people type them: '90s', '30m', '1h', '2d' (a bare number is seconds).
+"""Durations: parsed as people type them ("90s", "30m", "1h", "2d"), and formatted for people to read.
 
 Standard library only: the CLI imports it at start-up.
 """
@@ -12,8 +12,70 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' → timedelta; ValueError otherwise."""
+    """'90s', '30m', '1h', '2d' (a bare number is seconds) → timedelta; ValueError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
     if not match:
         raise ValueError(f"{value!r} is not a duration like 90s, 30m, 1h or 2d")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+# -- durations for people to read: one formatter per place, each output fixed by tests ----------
+
+
+def age_text(seconds: float | None) -> str:
+    """Coarse, for `scan`'s on-call table ("Cancelling 15m"): 45s, 12m, 3h05m, 2d4h; '-' for none."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def seconds_text(seconds: float | None) -> str:
+    """For the health report's cells and sentences: 0.42s, 7.5s, 45s, 5m00s, 12m, 3h05m, 2d4h; '–' if none."""
+    if seconds is None:
+        return "–"
+    if seconds < 10:
+        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m" if s % 3600 else f"{s // 3600}h"
+    return f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 >= 3600 else f"{s // 86400}d"
+
+
+def rough_text(seconds: float) -> str:
+    """For the `--fail-on` breach messages and the retention note: 7.5s, 45s, 4.6m, 2.5h."""
+    if seconds < 120:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def edge_text(seconds: float | None) -> str:
+    """For the edges of the time-to-cancel histogram's buckets ('5s–15s', '≥1h'): 5s, 1m, 1h; '∞' for none."""
+    if seconds is None:
+        return "∞"
+    if seconds < 60:
+        return f"{seconds:g}s"
+    if seconds < 3600:
+        return f"{seconds / 60:g}m"
+    return f"{seconds / 3600:g}h"
+
+
+def tick_text(seconds: float) -> str:
+    """For the values of the HTML report's log-scale chart, two significant digits: 0.78s, 53s, 1.9m, 2h."""
+    if seconds < 60:
+        return f"{seconds:.2g}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.2g}m"
+    return f"{seconds / 3600:.2g}h"

@@ -21,6 +21,7 @@ from prefect.settings import get_current_settings
 from prefect.types.entrypoint import EntrypointType
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.engine import Options
 from prefect_cancel_doctor.health import (
     HealthOptions,
@@ -30,7 +31,7 @@ from prefect_cancel_doctor.health import (
     parse_rules,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.render.health import seconds_text, status_line
+from prefect_cancel_doctor.render.health import status_line
 from prefect_cancel_doctor.render.health_markdown import markdown_lines
 from prefect_cancel_doctor.settings import Connection
 

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from typing_extensions import assert_never
 
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health import GroupStats, HealthReport, StuckRun
 
 
@@ -71,22 +72,6 @@ def write_health(
 
 
 # -- wording shared by the formats ---------------------------------------------------------
-
-
-def seconds_text(seconds: float | None) -> str:
-    """A duration for a table cell: 0.42s, 7.5s, 45s, 12m, 3h05m, 2d4h; '–' for none."""
-    if seconds is None:
-        return "–"
-    if seconds < 10:
-        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m" if s % 3600 else f"{s // 3600}h"
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 >= 3600 else f"{s // 86400}d"
 
 
 def percent(share: float) -> str:

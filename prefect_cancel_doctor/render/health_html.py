@@ -15,13 +15,13 @@ from typing import TextIO
 import pygal
 from pygal.style import Style
 
+from prefect_cancel_doctor.durations import seconds_text, tick_text
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
     STATS_HEADERS,
     deployment_of,
     offender_figures,
-    seconds_text,
     site_text,
     source_lines,
     stats_figures,
@@ -176,7 +176,7 @@ def latency_chart(report: HealthReport) -> str:
         zero=ticks[0],
         legend_at_bottom=True,
         print_values=True,
-        value_formatter=_compact,
+        value_formatter=tick_text,
         truncate_label=48,
         margin=12,
         margin_right=36,
@@ -196,15 +196,6 @@ def _log_ticks(groups: Sequence[GroupStats]) -> list[float]:
     low, high = min(values), max(values)
     ticks = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
     return [t for t in ticks if low / 10 <= t <= high * 10]
-
-
-def _compact(seconds: float) -> str:
-    """A duration in three significant digits at most: 0.78s, 53s, 1.9m, 2h."""
-    if seconds < 60:
-        return f"{seconds:.2g}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.2g}m"
-    return f"{seconds / 3600:.2g}h"
 
 
 def _positive(value: float | None) -> float | None:

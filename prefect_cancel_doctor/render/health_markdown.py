@@ -10,13 +10,13 @@ import re
 from collections.abc import Sequence
 from typing import TextIO
 
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
     STATS_HEADERS,
     deployment_of,
     offender_figures,
-    seconds_text,
     site_text,
     source_lines,
     stats_figures,

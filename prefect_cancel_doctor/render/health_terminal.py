@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health import Cancellation, GroupStats, HealthReport
 from prefect_cancel_doctor.render.health import (
     OFFENDER_HEADERS,
     STATS_HEADERS,
     deployment_of,
     offender_figures,
-    seconds_text,
     site_text,
     source_lines,
     stats_figures,

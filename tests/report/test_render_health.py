@@ -13,6 +13,7 @@ from typing import ClassVar
 import pytest
 
 from prefect_cancel_doctor.diagnose.rules import diagnose
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health import (
     Cancellation,
     DataSource,
@@ -29,7 +30,7 @@ from prefect_cancel_doctor.health import (
     top_call_sites,
     top_causes,
 )
-from prefect_cancel_doctor.render.health import HealthFormat, render_health, seconds_text, write_health
+from prefect_cancel_doctor.render.health import HealthFormat, render_health, write_health
 from tests.unit.test_rules import evidence, process, run_ref
 
 NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"

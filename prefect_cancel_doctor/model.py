@@ -382,7 +382,10 @@ class BlockingCall:
     on_event_loop: bool
     #: True if the same call was on top in every sample; False means it moved.
     stable: bool = True
+    #: The process the thread belongs to.
     pid: int | None = None
+    #: py-spy's id of the thread (`ThreadSample.thread_id`): names may repeat or be missing.
+    thread_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -395,6 +398,8 @@ class Verdict:
     blocking_call: BlockingCall | None = None
     evidence: tuple[str, ...] = ()
     remediation: tuple[str, ...] = ()
+    #: The first fix in a few words, for tables (the full fixes are `remediation`).
+    short_fix: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.diagnose.classify import db_port_name
-from prefect_cancel_doctor.diagnose.remedies import remediation
+from prefect_cancel_doctor.diagnose.remedies import remediation, short_fix
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
@@ -124,6 +124,7 @@ def _verdict(
         blocking_call=call,
         evidence=tuple(evidence),
         remediation=remediation(cause, call) + extra_fixes,
+        short_fix=short_fix(cause, call),
     )
 
 

@@ -77,6 +77,7 @@ class ThreadView:
             on_event_loop=call.on_event_loop,
             stable=self.stable,
             pid=self.pid,
+            thread_id=self.latest.thread_id,
         )
 
     def where(self) -> str:

@@ -16,8 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.diagnose.classify import is_library, module_of
-from prefect_cancel_doctor.diagnose.remedies import short_fix
-from prefect_cancel_doctor.diagnose.threads import thread_views
 from prefect_cancel_doctor.durations import age_text as duration
 from prefect_cancel_doctor.model import Diagnosis, Report, StateType
 
@@ -102,7 +100,7 @@ def _table(report: Report, shown: tuple[Diagnosis, ...]) -> Table:
             run,
             Text(cause, style=_CAUSE_STYLE.get(cause, "bold red")),
             where,
-            Text(short_fix(d.verdict.cause, call)),
+            Text(d.verdict.short_fix),
         )
     return table
 
@@ -159,13 +157,13 @@ def _stack(d: Diagnosis) -> Text | None:
     call = d.verdict.blocking_call
     if call is None or d.target is None:
         return None
-    process = next((p for p in d.target.processes if p.pid == call.pid), None)
+    process = next((p for p in d.target.processes if p.pid == call.pid and p.dumps), None)
     if process is None:
         return None
-    view = next((v for v in thread_views(process) if v.name == call.thread_name), None)
-    if view is None:
+    thread = next((t for t in process.dumps[-1] if t.thread_id == call.thread_id), None)
+    if thread is None:
         return None
-    frames = view.latest.frames
+    frames = thread.frames
     user = [i for i, f in enumerate(frames) if not is_library(f.filename)]
     shown = frames[: user[-1] + 1] if user else frames
     text = Text()

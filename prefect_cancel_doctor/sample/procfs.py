@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
+from prefect_cancel_doctor.redact import redact_code
 from prefect_cancel_doctor.sample.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
@@ -120,22 +121,19 @@ def read_state(pid: int, proc_root: PathLike = "/proc") -> str | None:
         return None
 
 
+def still_same(before: ProcSnapshot, now: ProcSnapshot | None) -> bool:
+    """Whether `now` is the process `before` described, still alive (not gone, a zombie or a reused PID)."""
+    return now is not None and now.state != "Z" and now.start_time_ticks == before.start_time_ticks
+
+
+def same_process(before: ProcSnapshot, proc_root: PathLike = "/proc") -> bool:
+    """Re-read /proc: whether the process `before` described still runs (see `still_same`)."""
+    return still_same(before, read_process(before.pid, proc_root, read_sockets=False))
+
+
 def has_signal(mask: int, signum: int) -> bool:
     """Whether signal `signum` is set in a /proc signal mask (bit signum-1)."""
     return bool(mask >> (signum - 1) & 1)
-
-
-_SECRET_LITERAL = re.compile(
-    r"""(\b\w*(?:passw|secret|token|api_?key|auth|credential|private)\w*["']?\s*[=:]\s*)(["'])[^"']*\2""",
-    re.IGNORECASE,
-)
-_URL_CREDENTIALS = re.compile(r"(://[^:/@\s\"']+:)[^@\s\"']+@")
-
-
-def redact_code(line: str) -> str:
-    """A source line with string literals assigned to secret-looking names, and URL passwords, hidden."""
-    line = _SECRET_LITERAL.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>{m.group(2)}", line)
-    return _URL_CREDENTIALS.sub(r"\1<redacted>@", line)
 
 
 def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "/proc") -> str | None:

@@ -22,17 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor.model import Frame, ThreadSample
+from prefect_cancel_doctor.redact import redact_local
 from prefect_cancel_doctor.sample.procfs import PathLike, read_state
-
-REDACTED = "<redacted>"
-
-_SECRET_NAME = re.compile(
-    r"passw|passphrase|pwd|secret|token|api_?key|auth|credential|private|cookie|session"
-    r"|(?:^|_)key(?:$|_)",
-    re.IGNORECASE,
-)
-# "scheme://user:password@host" inside any value, e.g. a database DSN.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s\"']+:)[^@\s\"']+@")
 
 
 class SamplerError(Exception):
@@ -151,11 +142,6 @@ def classify_error(stderr: str, *, native: bool) -> SamplerError:
     return SamplerError(message)
 
 
-def is_secret_name(name: str) -> bool:
-    """Whether a local variable's name suggests its value must not be shown."""
-    return _SECRET_NAME.search(name) is not None
-
-
 def _parse_thread(thread: dict[str, Any]) -> ThreadSample:
     frames = []
     native_frames = []
@@ -193,12 +179,7 @@ def _redact(raw_locals: list[dict[str, Any]]) -> dict[str, str]:
     for variable in raw_locals:
         name = str(variable["name"])
         shown = variable.get("repr")
-        if is_secret_name(name):
-            values[name] = REDACTED
-        elif shown is None:
-            values[name] = "<unavailable>"
-        else:
-            values[name] = _URL_PASSWORD.sub(rf"\1{REDACTED}@", str(shown))
+        values[name] = redact_local(name, None if shown is None else str(shown))
     return values
 
 

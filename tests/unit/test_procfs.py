@@ -160,7 +160,7 @@ def test_read_source_line_through_proc_root(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_source_lines_never_show_literal_secrets() -> None:
-    from prefect_cancel_doctor.sample.procfs import redact_code
+    from prefect_cancel_doctor.redact import redact_code
 
     assert redact_code('conn = connect(password="hunter2", host="db")') == (
         'conn = connect(password="<redacted>", host="db")'

@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from prefect_cancel_doctor.model import ThreadSample
+from prefect_cancel_doctor.redact import REDACTED, is_secret_name
 from prefect_cancel_doctor.sample.procfs import read_process
 from prefect_cancel_doctor.sample.pyspy import (
-    REDACTED,
     NativeUnavailable,
     NotPython,
     PermissionDenied,
     ProcessGone,
     SamplerError,
     classify_error,
-    is_secret_name,
     parse_dump,
 )
 from prefect_cancel_doctor.sample.sampler import merge

@@ -45,7 +45,6 @@ from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,
     FlowRunRef,
-    InfraKind,
     Report,
     StateType,
     Target,
@@ -470,27 +469,12 @@ def worst_offenders(by_deployment: Sequence[GroupStats], top: int) -> tuple[Grou
 # -- runs stuck now ------------------------------------------------------------------------
 
 
-def describe_location(infrastructure_pid: str | None, started: bool = False) -> str:
-    """Where a run lives, in words, from its infrastructure_pid alone (`started`: it has a start_time)."""
-    infra = parse_infrastructure_pid(infrastructure_pid)
-    if infra.kind == InfraKind.PROCESS:
-        return f"process {infra.pid} on host {infra.host}" if infra.host else f"process {infra.pid}"
-    if infra.kind == InfraKind.DOCKER:
-        return f"Docker container {(infra.container_id or '?')[:12]}"
-    if infra.kind == InfraKind.KUBERNETES:
-        return f"Kubernetes job {infra.namespace}/{infra.job}"
-    if infra.kind == InfraKind.ECS:
-        return f"ECS task {infra.job}"
-    if infra.kind == InfraKind.NONE:
-        return "started, no infrastructure_pid recorded" if started else "no infrastructure (never started)"
-    return f"infrastructure_pid {infrastructure_pid!r}"
-
-
 def _stuck_from_diagnosis(d: Diagnosis) -> StuckRun | None:
     if d.flow_run is None:
         return None
     sampled = bool(d.target and any(p.dumps for p in d.target.processes))
-    location = d.target.description if d.target else describe_location(d.flow_run.infrastructure_pid)
+    infra = parse_infrastructure_pid(d.flow_run.infrastructure_pid)
+    location = d.target.description if d.target else infra.describe()
     note = None
     if not sampled:
         note = (
@@ -508,7 +492,7 @@ def _stuck_from_api(api: PrefectApi, runs: list[FlowRun], now: datetime) -> list
     for run in runs:
         ref = to_flow_run_ref(run, flows, deployments, None, None, now)
         note = "not sampled (--no-sample): located from the API only"
-        where = describe_location(ref.infrastructure_pid, started=ref.start_time is not None)
+        where = parse_infrastructure_pid(ref.infrastructure_pid).describe(started=ref.start_time is not None)
         stuck.append(StuckRun(ref, where, False, None, None, note))
     return stuck
 
@@ -582,9 +566,7 @@ def orphaned_children(
     return tuple(sorted(found, key=lambda c: (c.parent_name, c.flow_run_name)))
 
 
-def held_slots(
-    api: PrefectApi, cancelling: Sequence[FlowRun], notes: list[str]
-) -> tuple[SlotHold, ...]:
+def held_slots(api: PrefectApi, cancelling: Sequence[FlowRun], notes: list[str]) -> tuple[SlotHold, ...]:
     """Concurrency limits whose slots runs in Cancelling hold.
 
     A deployment's slot is released only when its run leaves Pending, Running

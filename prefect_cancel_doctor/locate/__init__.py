@@ -40,6 +40,22 @@ class InfraRef:
     namespace: str | None = None
     job: str | None = None
 
+    def describe(self, started: bool = False) -> str:
+        """Where the run lives, in words (`started`: the run has a start_time)."""
+        if self.kind == InfraKind.PROCESS:
+            return f"process {self.pid} on host {self.host}" if self.host else f"process {self.pid}"
+        if self.kind == InfraKind.DOCKER:
+            return f"Docker container {(self.container_id or '?')[:12]}"
+        if self.kind == InfraKind.KUBERNETES:
+            return f"Kubernetes job {self.namespace}/{self.job}"
+        if self.kind == InfraKind.ECS:
+            return f"ECS task {self.job}"
+        if self.kind == InfraKind.NONE:
+            return (
+                "started, no infrastructure_pid recorded" if started else "no infrastructure (never started)"
+            )
+        return f"infrastructure_pid {self.raw!r}"
+
 
 @dataclass(frozen=True)
 class Location:

@@ -19,7 +19,8 @@ from urllib.request import getproxies
 
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor._http import httpx
-from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
+from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
 from prefect_cancel_doctor.prefect_records import (
     Deployment,
@@ -44,6 +45,7 @@ from prefect_cancel_doctor.prefect_records import (
     parse_work_pool,
     parse_workers,
 )
+from prefect_cancel_doctor.redact import REDACTED, redact_url_passwords
 from prefect_cancel_doctor.settings import Connection
 
 PAGE_SIZE = 200  # the server's default maximum page size (PREFECT_API_DEFAULT_LIMIT)
@@ -53,8 +55,14 @@ EVENTS_PAGE_SIZE = 50
 #: filter into its page token, and the token into a URL: keep it well under the
 #: 16 KiB an HTTP request line may take.
 EVENTS_IDS_PER_QUERY = 50
-#: Answers worth one more try: a busy SQLite server answers 503 now and then.
-_RETRY_STATUS = (502, 503, 504)
+#: Answers worth one more try: a busy SQLite server answers 503 now and then; Cloud rate-limits (429).
+_RETRY_STATUS = (429, 502, 503, 504)
+#: Statuses of an endpoint that older servers or Prefect Cloud do not have.
+_NO_ENDPOINT = (404, 405)
+#: Tries after the first, for every request.
+RETRIES = 3
+#: The longest wait before one retry, whatever `Retry-After` asks: the doctor runs during incidents.
+MAX_RETRY_WAIT = 10.0
 _CANCELLING = {"state": {"type": {"any_": ["CANCELLING"]}}}
 
 
@@ -72,12 +80,17 @@ class PrefectApi:
         timeout: float = 15.0,
     ) -> None:
         headers = {"User-Agent": f"prefect-cancel-doctor/{__version__}"}
+        #: What must never be printed, should a server echo it back.
+        self._secrets: list[str] = []
         if connection.api_key:
             headers["Authorization"] = f"Bearer {connection.api_key}"
+            self._secrets.append(connection.api_key)
         elif connection.auth_string:
             token = base64.b64encode(connection.auth_string.encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        self.url = connection.api_url
+            self._secrets += [connection.auth_string, token]
+        #: The API URL as it may be printed (a password in it hidden).
+        self.url = connection.display_url
         # Loading the CA bundle costs 15-60 ms, a large part of a scan's start-up: skip it
         # when no connection can use TLS (a plain http:// URL and no proxy configured).
         verify = connection.verify if _may_use_tls(connection.api_url) else False
@@ -106,12 +119,20 @@ class PrefectApi:
     # -- transport -----------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, body: Any = None, *, missing_ok: bool = False, retries: int = 0
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        missing: tuple[int, ...] = (),
+        retries: int = RETRIES,
     ) -> Any:
         """One request; errors become `ApiUnreachable`/`ApiRefused`.
 
-        `missing_ok`: answer None on 404/405 (an endpoint older servers or Cloud lack).
-        `retries`: try again this many times on 502/503/504, backing off.
+        `missing`: statuses that mean "no such thing" and answer None (e.g. 404 and 405 for an
+        endpoint older servers or Cloud lack).
+        `retries`: try again this many times on 429/502/503/504, after the server's
+        `Retry-After` (at most `MAX_RETRY_WAIT` seconds) or an exponential backoff.
         """
         for attempt in range(retries + 1):
             with self._counting:
@@ -121,11 +142,13 @@ class PrefectApi:
             except httpx.TimeoutException as exc:
                 raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
-                raise ApiUnreachable(f"cannot reach the Prefect API at {self.url}: {exc}") from exc
+                raise ApiUnreachable(
+                    f"cannot reach the Prefect API at {self.url}: {self._clean(str(exc))}"
+                ) from exc
             if response.status_code not in _RETRY_STATUS or attempt == retries:
                 break
-            time.sleep(0.25 * 2**attempt)
-        if missing_ok and response.status_code in (404, 405):
+            time.sleep(_retry_wait(response, attempt))
+        if response.status_code in missing:
             return None
         if response.status_code in (401, 403):
             raise ApiRefused(
@@ -139,28 +162,37 @@ class PrefectApi:
                 f"{self.url} does not look like a Prefect API (404 on {path})",
                 hint="a self-hosted API URL ends in /api, e.g. http://127.0.0.1:4200/api",
             )
+        if response.status_code == 429:
+            raise ApiRefused(
+                f"Prefect API rate limit: 429 on {method} {path} after {retries + 1} tries",
+                hint="wait a minute and run again; Prefect Cloud limits requests per workspace",
+            )
         if response.status_code >= 400:
             raise ApiRefused(
-                f"Prefect API error {response.status_code} {response.reason_phrase} "
-                f"on {method} {path}: {response.text[:200]}"
+                f"Prefect API error {response.status_code} {self._clean(response.reason_phrase)} "
+                f"on {method} {path}: {self._clean(response.text[:200])}"
             )
         try:
             return response.json()
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiRefused(
                 f"{self.url} answered {path} with something that is not JSON",
                 hint="is this the API URL (ending in /api) and not the UI's?",
             ) from exc
 
+    def _clean(self, text: str) -> str:
+        """Text a server sent back, safe to print: no credentials of ours, no control characters."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return visible(redact_url_passwords(text), 300)
+
     def _paged(
-        self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, id_key: str = "id", retries: int = 0
+        self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, id_key: str = "id"
     ) -> Iterator[object]:
         """Every item of a `/filter` endpoint, page by page, in a stable order (parsed by the caller)."""
         offset, seen = 0, set()
         while True:
-            page = self._request(
-                "POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort}, retries=retries
-            )
+            page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
             if not isinstance(page, list):
                 raise UnexpectedShape(
                     f"the Prefect API answered {path} with {type(page).__name__}, not a list"
@@ -211,8 +243,15 @@ class PrefectApi:
         return runs
 
     def flow_run(self, run_id: str) -> FlowRun:
-        """One flow run by id."""
-        return parse_flow_run(self._request("GET", f"/flow_runs/{quote(run_id, safe='')}"))
+        """One flow run by id; `TargetError` (exit 2) when the server has none."""
+        # 422: the id is not a UUID.
+        raw = self._request("GET", f"/flow_runs/{quote(run_id, safe='')}", missing=(404, 422))
+        if raw is None:
+            raise TargetError(
+                f"no flow run {visible(run_id, 100)} on {self.url}",
+                hint="list the runs stuck in Cancelling with `prefect-cancel-doctor scan`",
+            )
+        return parse_flow_run(raw)
 
     def state_history(self, run_id: str) -> list[State]:
         """Every state the run has been in, oldest first."""
@@ -229,8 +268,8 @@ class PrefectApi:
     def _names(self, kind: str, body: dict[str, Any]) -> dict[str, str]:
         return parse_names(list(self._paged(f"/{kind}/filter", body, sort="NAME_ASC")), f"a {kind} listing")
 
-    def _runs(self, body: dict[str, Any], retries: int = 0) -> list[FlowRun]:
-        return [parse_flow_run(r) for r in self._paged("/flow_runs/filter", body, retries=retries)]
+    def _runs(self, body: dict[str, Any]) -> list[FlowRun]:
+        return [parse_flow_run(r) for r in self._paged("/flow_runs/filter", body)]
 
     def pool_workers(self, pool: str) -> list[Worker]:
         """The workers registered in a work pool, with status and heartbeat."""
@@ -238,7 +277,6 @@ class PrefectApi:
         return parse_workers(self._request("POST", path, {"limit": PAGE_SIZE}))
 
     # -- reads for the health report ---------------------------------------------
-    # Each retries a 503 a few times: a report reads hundreds of pages.
 
     def events(
         self, event_filter: dict[str, Any], on_total: Callable[[int], None] | None = None
@@ -251,7 +289,7 @@ class PrefectApi:
         `on_total` is told how many events match, before the first is yielded.
         """
         body = {"filter": event_filter, "limit": EVENTS_PAGE_SIZE}
-        raw = self._request("POST", "/events/filter", body, missing_ok=True, retries=3)
+        raw = self._request("POST", "/events/filter", body, missing=_NO_ENDPOINT)
         if raw is None:
             raise EventsUnavailable(
                 f"{self.url} has no events API (404 on /events/filter)",
@@ -270,19 +308,19 @@ class PrefectApi:
             if token is None:
                 return
             path = f"/events/filter/next?page-token={quote(token, safe='')}"
-            page = parse_event_page(self._request("GET", path, retries=3))
+            page = parse_event_page(self._request("GET", path))
 
     def server_settings(self) -> ServerSettings | None:
         """The server's settings (`GET /admin/settings`); None where it has none (Prefect Cloud)."""
         try:
-            settings = self._request("GET", "/admin/settings", missing_ok=True, retries=3)
+            settings = self._request("GET", "/admin/settings", missing=_NO_ENDPOINT)
         except ApiRefused:
             return None
         return parse_server_settings(settings)
 
     def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[FlowRun]:
         """Flow runs matching a `flow_runs` filter body (paged)."""
-        return self._runs({"flow_runs": flow_runs}, retries=3)
+        return self._runs({"flow_runs": flow_runs})
 
     def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[FlowRun]:
         """Deployment runs started by these flow runs (`run_deployment`), in one of `state_types`."""
@@ -299,7 +337,7 @@ class PrefectApi:
 
     def count_runs(self, flow_runs: dict[str, Any]) -> int:
         """How many flow runs match a `flow_runs` filter body."""
-        count = self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs}, retries=3)
+        count = self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs})
         if isinstance(count, bool) or not isinstance(count, int):
             raise UnexpectedShape("the Prefect API answered a run count with something that is not a number")
         return count
@@ -310,7 +348,7 @@ class PrefectApi:
         runs: list[TaskRun] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {"task_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            runs.extend(parse_task_run(t) for t in self._paged("/task_runs/filter", body, retries=3))
+            runs.extend(parse_task_run(t) for t in self._paged("/task_runs/filter", body))
         return runs
 
     def deployments_by_id(self, ids: Iterable[str | None]) -> list[Deployment]:
@@ -319,9 +357,7 @@ class PrefectApi:
         found: list[Deployment] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {"deployments": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            found.extend(
-                parse_deployment(d) for d in self._paged("/deployments/filter", body, "NAME_ASC", retries=3)
-            )
+            found.extend(parse_deployment(d) for d in self._paged("/deployments/filter", body, "NAME_ASC"))
         return found
 
     def work_pools(self, names: Iterable[str]) -> dict[str, WorkPool]:
@@ -330,7 +366,7 @@ class PrefectApi:
         found: dict[str, WorkPool] = {}
         for start in range(0, len(wanted), PAGE_SIZE):
             body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
-            for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name", retries=3):
+            for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"):
                 pool = parse_work_pool(raw)
                 if pool is not None:
                     found[pool.name] = pool
@@ -347,10 +383,19 @@ class PrefectApi:
             "POST",
             f"/work_pools/{quote(name, safe='')}/concurrency_status",
             {"limit": PAGE_SIZE, "flow_run_limit": PAGE_SIZE},
-            missing_ok=True,
-            retries=3,
+            missing=_NO_ENDPOINT,
         )
         return parse_pool_concurrency(status)
+
+
+def _retry_wait(response: httpx.Response, attempt: int) -> float:
+    """Seconds to wait before retrying: the server's `Retry-After` (seconds), else a backoff."""
+    asked = response.headers.get("retry-after", "")
+    try:
+        wait = float(asked)
+    except ValueError:
+        wait = 0.25 * 2**attempt
+    return min(max(wait, 0.0), MAX_RETRY_WAIT)
 
 
 def _page_token(next_page: str | None) -> str | None:

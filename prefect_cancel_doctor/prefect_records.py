@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prefect_cancel_doctor.errors import ApiRefused
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import LabelValue, StateType
 
 
@@ -166,7 +167,7 @@ def _list(value: object, what: str) -> list[Any]:
 
 def _text(item: Mapping[str, Any], key: str) -> str | None:
     value = item.get(key)
-    return value if isinstance(value, str) and value else None
+    return visible(value) if isinstance(value, str) and value else None
 
 
 def _int(item: Mapping[str, Any], key: str) -> int | None:
@@ -187,15 +188,17 @@ def _id(item: object, what: str) -> str:
     value = _obj(item).get("id")
     if not isinstance(value, str) or not value:
         raise UnexpectedShape(f"the Prefect API answered {what} with an item without an id")
-    return value
+    return visible(value)
 
 
 def _strings(value: object) -> Mapping[str, str]:
-    return {str(k): v for k, v in _obj(value).items() if isinstance(v, str)}
+    return {visible(str(k)): visible(v) for k, v in _obj(value).items() if isinstance(v, str)}
 
 
 def _label_value(value: object) -> LabelValue:
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    if isinstance(value, str):
+        return visible(value)
+    return value if isinstance(value, (int, float, bool)) or value is None else visible(str(value))
 
 
 def parse_state(raw: object) -> State | None:
@@ -224,7 +227,7 @@ def parse_flow_run(raw: object, what: str = "a flow run") -> FlowRun:
         state=parse_state(item.get("state")),
         start_time=_text(item, "start_time"),
         infrastructure_pid=_infrastructure_pid(item.get("infrastructure_pid")),
-        labels={str(k): _label_value(v) for k, v in _obj(item.get("labels")).items()},
+        labels={visible(str(k)): _label_value(v) for k, v in _obj(item.get("labels")).items()},
         parent_task_run_id=_text(item, "parent_task_run_id"),
     )
 
@@ -235,7 +238,7 @@ def _infrastructure_pid(value: object) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    return value if isinstance(value, str) and value else None
+    return visible(value) if isinstance(value, str) and value else None
 
 
 def parse_flow_runs(raw: object) -> list[FlowRun]:

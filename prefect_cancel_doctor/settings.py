@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect_cancel_doctor.errors import ConfigurationError
+from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.redact import redact_url_passwords
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +43,11 @@ class Connection:
     verify: bool | str = True
     #: Where each value came from, for error messages ("flag", "env", "profile 'x'").
     source: str = "flag"
+
+    @property
+    def display_url(self) -> str:
+        """The API URL as it may be printed: a password in its userinfo is hidden."""
+        return redact_url_passwords(self.api_url)
 
     @property
     def is_cloud(self) -> bool:
@@ -69,8 +77,11 @@ def read_profile(env: Mapping[str, str], name: str | None) -> tuple[str | None, 
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
-    chosen = name or env.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
-    profiles = data.get("profiles", {})
+    chosen = str(name or env.get("PREFECT_PROFILE") or data.get("active") or "ephemeral")
+    profiles = data.get("profiles")
+    profiles = (
+        {str(k): v for k, v in profiles.items() if isinstance(v, dict)} if isinstance(profiles, dict) else {}
+    )
     if chosen not in profiles:
         if name:
             raise ConfigurationError(
@@ -79,6 +90,17 @@ def read_profile(env: Mapping[str, str], name: str | None) -> tuple[str | None, 
             )
         return chosen, {}
     return chosen, {str(k): v for k, v in profiles[chosen].items()}
+
+
+def _valid_url(url: str) -> bool:
+    """An http(s) URL with a host and, if given, a port in range."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return False
 
 
 def resolve_connection(
@@ -106,9 +128,9 @@ def resolve_connection(
             hint="pass --api-url, set PREFECT_API_URL, or select a profile with a "
             "PREFECT_API_URL (`prefect profile use NAME`)",
         )
-    if not url.startswith(("http://", "https://")):
+    if not _valid_url(url):
         raise ConfigurationError(
-            f"invalid Prefect API URL {url!r} (from {source})",
+            f"invalid Prefect API URL {visible(redact_url_passwords(url))!r} (from {source})",
             hint="it looks like http://127.0.0.1:4200/api or "
             "https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>",
         )

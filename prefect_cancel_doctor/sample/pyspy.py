@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import Frame, ThreadSample
 from prefect_cancel_doctor.redact import redact_local
 from prefect_cancel_doctor.sample.procfs import PathLike, read_state
@@ -118,18 +119,24 @@ def dump(
         raise classify_error(stderr.decode("utf-8", errors="replace"), native=native)
     try:
         return parse_dump(stdout.decode("utf-8", errors="replace"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SamplerError(f"could not parse py-spy output: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise SamplerError(f"could not parse py-spy output: {visible(str(exc), 200)}") from exc
 
 
 def parse_dump(text: str) -> tuple[ThreadSample, ...]:
-    """Parse `py-spy dump --json` output into threads (kernel view not attached yet)."""
-    return tuple(_parse_thread(thread) for thread in json.loads(text))
+    """Parse `py-spy dump --json` output into threads (kernel view not attached yet).
+
+    Raises ValueError for anything that is not py-spy's JSON shape.
+    """
+    threads = json.loads(text)
+    if not isinstance(threads, list):
+        raise ValueError(f"expected a list of threads, got {type(threads).__name__}")
+    return tuple(_parse_thread(thread) for thread in threads)
 
 
 def classify_error(stderr: str, *, native: bool) -> SamplerError:
     """Turn py-spy's stderr (exit status 1) into the matching SamplerError."""
-    message = _error_message(stderr)
+    message = visible(_error_message(stderr), 500)
     if any(marker in stderr for marker in _PERMISSION_MARKERS):
         return PermissionDenied(f"{message}. {_PERMISSION_HINT}")
     if any(marker in stderr for marker in _GONE_MARKERS):
@@ -142,21 +149,28 @@ def classify_error(stderr: str, *, native: bool) -> SamplerError:
     return SamplerError(message)
 
 
-def _parse_thread(thread: dict[str, Any]) -> ThreadSample:
+def _parse_thread(thread: object) -> ThreadSample:
+    if not isinstance(thread, dict) or not isinstance(thread.get("frames"), list):
+        raise ValueError("a thread without a list of frames")
     frames = []
     native_frames = []
     for frame in thread["frames"]:
+        if not isinstance(frame, dict):
+            raise ValueError("a frame that is not an object")
         # py-spy sets `module` (the shared object's path) only on native frames.
         # Only the native frames above the innermost Python frame matter: they are
         # the C call in progress; those below are the interpreter and thread start-up.
         if frame.get("module") is None:
             frames.append(_parse_frame(frame))
         elif not frames:
-            native_frames.append(str(frame["name"]))
+            native_frames.append(visible(str(frame.get("name"))))
+    name = thread.get("thread_name")
     return ThreadSample(
-        thread_id=int(thread["thread_id"]),
-        native_id=thread.get("os_thread_id"),
-        name=thread.get("thread_name"),
+        thread_id=_int(thread.get("thread_id"), "thread_id"),
+        native_id=_int(thread["os_thread_id"], "os_thread_id")
+        if thread.get("os_thread_id") is not None
+        else None,
+        name=visible(str(name), 200) if name is not None else None,
         active=bool(thread.get("active")),
         owns_gil=bool(thread.get("owns_gil")),
         frames=tuple(frames),
@@ -164,22 +178,30 @@ def _parse_thread(thread: dict[str, Any]) -> ThreadSample:
     )
 
 
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} is not an integer: {value!r:.40}")
+    return value
+
+
 def _parse_frame(frame: dict[str, Any]) -> Frame:
     raw_locals = frame.get("locals")
     return Frame(
-        function=str(frame["name"]),
-        filename=str(frame["filename"]),
-        line=int(frame["line"]),
-        locals=None if raw_locals is None else _redact(raw_locals),
+        function=visible(str(frame.get("name")), 300),
+        filename=visible(str(frame.get("filename")), 1000),
+        line=_int(frame.get("line"), "line"),
+        locals=_redact(raw_locals) if isinstance(raw_locals, list) else None,
     )
 
 
-def _redact(raw_locals: list[dict[str, Any]]) -> dict[str, str]:
+def _redact(raw_locals: list[Any]) -> dict[str, str]:
     values = {}
     for variable in raw_locals:
-        name = str(variable["name"])
+        if not isinstance(variable, dict):
+            continue
+        name = visible(str(variable.get("name")), 200)
         shown = variable.get("repr")
-        values[name] = redact_local(name, None if shown is None else str(shown))
+        values[name] = visible(redact_local(name, None if shown is None else str(shown)))
     return values
 
 

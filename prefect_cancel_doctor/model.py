@@ -1,7 +1,7 @@
 """The report model: frozen dataclasses that every renderer reads.
 
-`Report.to_dict()` is the JSON contract described in the README (and in
-DESIGN.md's verdict vocabulary); the terminal view walks the same objects, so
+`Report.to_dict()` is the JSON contract described in the README (causes and
+their evidence: docs/how-cancellation-works.md); the terminal view walks the same objects, so
 the two cannot drift apart.
 """
 
@@ -31,7 +31,7 @@ LabelValue = str | int | float | bool | None
 
 
 class Cause(StrEnum):
-    """Why cancellation of a run has not completed (DESIGN.md vocabulary)."""
+    """Why cancellation of a run has not completed (docs/how-cancellation-works.md, section 5)."""
 
     CANCEL_NOT_OBSERVED = "cancel_not_observed"
     SIGNAL_IGNORED = "signal_ignored"

@@ -1,6 +1,6 @@
 """Where a run lives: parse `infrastructure_pid`, dispatch to one module per kind.
 
-Forms written by Prefect's workers (see DESIGN.md):
+Forms written by Prefect's workers (see docs/how-cancellation-works.md, section 4):
 
 - process worker / runner: ``"3055"`` (older: ``"hostname:3055"``)
 - Docker worker: ``"<docker base url>:<container id>"`` (split on the last ``:``)

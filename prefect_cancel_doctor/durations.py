@@ -13,10 +13,13 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_duration(value: str) -> timedelta:
     """'90s', '30m', '1h', '2d' (a bare number is seconds) → timedelta; ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,9})?)\s*([smhd]?)\s*", value, re.ASCII)
     if not match:
-        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 1h or 2d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+        raise ValueError(f"{value!r:.60} is not a duration like 90s, 30m, 1h or 2d")
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    except OverflowError:
+        raise ValueError(f"{value!r:.60} is longer than any duration a scan can use") from None
 
 
 # -- durations for people to read: one formatter per place, each output fixed by tests ----------

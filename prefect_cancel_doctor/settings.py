@@ -74,9 +74,9 @@ def read_profile(env: Mapping[str, str], name: str | None) -> tuple[str | None, 
             )
         return None, {}
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {visible(str(exc), 300)}") from exc
     chosen = str(name or env.get("PREFECT_PROFILE") or data.get("active") or "ephemeral")
     profiles = data.get("profiles")
     profiles = (

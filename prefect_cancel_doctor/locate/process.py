@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect_cancel_doctor.locate import InfraRef, Location
+from prefect_cancel_doctor.locate.roles import argv_role
 from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
 from prefect_cancel_doctor.sample import procfs
 
@@ -24,24 +25,17 @@ def is_runner(proc: ProcSnapshot | None) -> bool:
 
     (`flow.serve()` runs in any script; `runner_of` recognises it as the parent of an engine.)
     """
-    if proc is None:
-        return False
-    words = proc.cmdline
-    cmd = " ".join(words)
-    return "prefect" in cmd and (
-        ("worker" in words and "start" in words) or ("flow-run" in words and "execute" in words)
-    )
+    return proc is not None and argv_role(proc.cmdline) is Role.RUNNER
 
 
 def is_hook_runner(proc: ProcSnapshot) -> bool:
     """True for the subprocess in which a Runner runs `on_cancellation`/`on_crashed` hooks (3.9+)."""
-    cmd = " ".join(proc.cmdline)
-    return "_workspace_runtime_bootstrap" in cmd and "hook" in proc.cmdline
+    return argv_role(proc.cmdline) is Role.HOOK
 
 
 def is_engine(proc: ProcSnapshot) -> bool:
     """True for a Prefect flow engine process (`python -m prefect.engine`)."""
-    return "prefect.engine" in proc.cmdline
+    return argv_role(proc.cmdline) is Role.ENGINE
 
 
 _INITS = {"init", "systemd", "tini", "dumb-init", "docker-init", "containerd-shim", "s6-svscan"}

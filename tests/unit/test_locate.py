@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from prefect_cancel_doctor.locate import parse_infrastructure_pid
+from prefect_cancel_doctor.locate.process import is_engine, is_hook_runner, is_runner
+from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.model import Role
+from prefect_cancel_doctor.sample.procfs import read_process
 
 CONTAINER = "3f1c" + "a" * 60
 
@@ -29,3 +36,46 @@ def test_infrastructure_pid_forms(raw: str | None, kind: str, detail: dict[str, 
     assert ref.kind == kind
     for key, value in detail.items():
         assert getattr(ref, key) == value
+
+
+# -- one classification of a process by its command line -----------------------------------
+
+PROC = Path(__file__).parents[1] / "fixtures" / "proc"
+
+
+@pytest.mark.parametrize(
+    ("argv", "role"),
+    [
+        (("/venv/bin/python", "-m", "prefect.engine"), Role.ENGINE),
+        (("/venv/bin/python", "/venv/bin/prefect", "flow-run", "execute"), Role.RUNNER),
+        (("/venv/bin/python", "/venv/bin/prefect", "worker", "start", "--pool", "p"), Role.RUNNER),
+        (
+            (
+                "/venv/bin/python",
+                "/venv/lib/site-packages/prefect/runner/_workspace_runtime_bootstrap.py",
+                "hook",
+            ),
+            Role.HOOK,
+        ),
+        (("/usr/bin/worker", "start"), None),  # not Prefect
+        (("sh", "-c", "prefect worker start --pool p"), None),  # the shell
+        (("sleep", "3600"), None),
+        ((), None),
+    ],
+)
+def test_argv_role_names_local_processes(argv: tuple[str, ...], role: Role | None) -> None:
+    assert argv_role(argv) is role
+
+
+def test_local_and_container_classifications_are_one() -> None:
+    snap = read_process(6999, PROC / "sigterm_ignored")
+    assert snap is not None
+    for argv, engine, runner, hook in [
+        (("python", "-m", "prefect.engine"), True, False, False),
+        (("prefect", "flow-run", "execute"), False, True, False),
+        (("python", "_workspace_runtime_bootstrap.py", "hook"), False, False, True),
+    ]:
+        proc = dataclasses.replace(snap, cmdline=argv)
+        assert (is_engine(proc), is_runner(proc), is_hook_runner(proc)) == (engine, runner, hook)
+    assert not is_runner(None)
+

@@ -1,0 +1,85 @@
+"""What a process is to its run, told by its command line: one classification for hosts and containers.
+
+Local processes (`prefect_cancel_doctor.locate.process`), a container's
+processes listed by the Docker engine (`prefect_cancel_doctor.locate.docker`)
+and those a sidecar reads inside the container's PID namespace
+(`prefect_cancel_doctor.sample.sidecar`) all go through `argv_role`; a
+container's process tree goes through `assign_roles`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+
+from prefect_cancel_doctor.model import Role
+
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "busybox"})
+#: The script a Runner (Prefect 3.9+) runs its `on_cancellation`/`on_crashed` hooks with.
+_HOOK_BOOTSTRAP = "_workspace_runtime_bootstrap"
+
+
+def argv_role(argv: Sequence[str]) -> Role | None:
+    """The role a command line names, or None (any other program).
+
+    - `Role.ENGINE`: the flow engine, ``python -m prefect.engine`` (or
+      ``.../prefect/engine.py`` run as a script);
+    - `Role.HOOK`: the subprocess in which a Runner runs ``on_cancellation`` /
+      ``on_crashed`` hooks (``.../_workspace_runtime_bootstrap.py hook``);
+    - `Role.RUNNER`: a Runner known by its command, ``prefect flow-run execute``
+      or a worker, ``prefect worker start`` (``flow.serve()`` runs in any script:
+      `locate.process.runner_of` knows it as the parent of an engine).
+
+    A shell whose ``-c`` script mentions one of them is none of them: it is the shell.
+    """
+    if not argv or os.path.basename(argv[0]) in _SHELLS:
+        return None
+    words = tuple(argv)
+    if "prefect.engine" in words or any(w.endswith("prefect/engine.py") for w in words):
+        return Role.ENGINE
+    if "hook" in words and any(_HOOK_BOOTSTRAP in w for w in words):
+        return Role.HOOK
+    pairs = set(itertools.pairwise(words))
+    runs_prefect = any("prefect" in w for w in words)
+    if runs_prefect and (("flow-run", "execute") in pairs or ("worker", "start") in pairs):
+        return Role.RUNNER
+    return None
+
+
+def assign_roles(
+    processes: Iterable[tuple[int, int, Sequence[str]]], pid1: int
+) -> tuple[list[tuple[int, Role]], int | None]:
+    """Roles of a container's processes: (pid, role) for PID 1 and its descendants, and the Runner.
+
+    `processes` are (pid, ppid, argv). PID 1 is `Role.ENGINE` when it is the flow
+    engine, the Runner when it is `prefect flow-run execute`, `Role.PID1`
+    otherwise (a shell, tini, a custom entrypoint). Below it the first engine is
+    `Role.ENGINE`, a Runner is the Runner, and everything else (a hook
+    subprocess included) is `Role.CHILD`. The Runner is not in the list (it is
+    returned apart, as for local processes); processes that do not descend from
+    PID 1 (`docker exec` sessions) are left out.
+    """
+    table = {pid: (ppid, argv) for pid, ppid, argv in processes}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    roles: list[tuple[int, Role]] = []
+    runner: int | None = None
+    engine_seen = False
+    queue = [pid1] if pid1 in table else []
+    while queue:
+        pid = queue.pop(0)
+        kind = argv_role(table[pid][1])
+        if kind is Role.RUNNER and runner is None:
+            runner = pid
+        elif kind is Role.ENGINE and not engine_seen:
+            engine_seen = True
+            roles.append((pid, Role.ENGINE))
+        else:
+            roles.append((pid, Role.PID1 if pid == pid1 else Role.CHILD))
+        queue.extend(sorted(children.get(pid, ())))
+    return roles, runner
+
+
+__all__ = ["argv_role", "assign_roles"]

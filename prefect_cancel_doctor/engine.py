@@ -451,7 +451,4 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
 
 def _still_running(sample: ProcessSample, options: Options) -> bool:
     """Re-read /proc after sampling: a process that exited (or whose PID was reused) is gone."""
-    if sample.proc is None:
-        return False
-    now = procfs.read_process(sample.pid, options.proc_root)
-    return now is not None and now.state != "Z" and now.start_time_ticks == sample.proc.start_time_ticks
+    return sample.proc is not None and procfs.same_process(sample.proc, options.proc_root)

@@ -14,6 +14,7 @@ from prefect_cancel_doctor.sample.procfs import (
     PathLike,
     read_process,
     read_source_line,
+    still_same,
     thread_ns_tids,
 )
 from prefect_cancel_doctor.sample.pyspy import (
@@ -206,11 +207,7 @@ class _Target:
             if request.samples < 1:
                 self.proc = snapshot
                 return
-        elif (
-            snapshot is None
-            or snapshot.state == "Z"
-            or snapshot.start_time_ticks != self.first.start_time_ticks
-        ):
+        elif snapshot is None or not still_same(self.first, snapshot):
             self._stop(EXITED)
             return
         self.proc = snapshot if full else dataclasses.replace(snapshot, sockets=self.first.sockets)
@@ -249,13 +246,9 @@ class _Target:
 
     def _exited(self) -> bool:
         """True when the process is gone (or a zombie, or its PID reused) since the first sample."""
+        assert self.first is not None  # read before any dump
         now = read_process(self.request.pid, self.request.proc_root, read_sockets=False)
-        first = self.first
-        return (
-            now is None
-            or now.state == "Z"
-            or (first is not None and now.start_time_ticks != first.start_time_ticks)
-        )
+        return not still_same(self.first, now)
 
     def _stop(self, message: str) -> None:
         _note(self.errors, message)

@@ -11,7 +11,7 @@ from prefect_cancel_doctor.locate import parse_infrastructure_pid
 from prefect_cancel_doctor.locate.process import is_engine, is_hook_runner, is_runner
 from prefect_cancel_doctor.locate.roles import argv_role
 from prefect_cancel_doctor.model import Role
-from prefect_cancel_doctor.sample.procfs import read_process
+from prefect_cancel_doctor.sample.procfs import read_process, same_process, still_same
 
 CONTAINER = "3f1c" + "a" * 60
 
@@ -79,3 +79,16 @@ def test_local_and_container_classifications_are_one() -> None:
         assert (is_engine(proc), is_runner(proc), is_hook_runner(proc)) == (engine, runner, hook)
     assert not is_runner(None)
 
+
+# -- the same process, still alive -----------------------------------------------------------
+
+
+def test_same_process_checks_state_and_start_time() -> None:
+    root = PROC / "sigterm_ignored"
+    before = read_process(6999, root)
+    assert before is not None
+    assert same_process(before, root)
+    assert not same_process(dataclasses.replace(before, start_time_ticks=before.start_time_ticks + 1), root)
+    assert not same_process(dataclasses.replace(before, pid=424242), root)
+    assert not still_same(before, dataclasses.replace(before, state="Z"))
+    assert not still_same(before, None)

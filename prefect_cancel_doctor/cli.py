@@ -1,7 +1,8 @@
 """The command line: flags → Options → engine → renderer → exit code. No logic here.
 
-Only typer and the standard library are imported at module level, so `--help`
-starts fast; the engine, httpx and rich load inside the commands.
+Only typer, the standard library and the format enums (`render`, which imports
+nothing else) load at module level, so `--help` starts fast; the engine, httpx
+and rich load inside the commands.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import timedelta
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
+
+from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.engine import Options, ProgressFn
+    from prefect_cancel_doctor.health import HealthOptions
     from prefect_cancel_doctor.model import Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
 
@@ -33,13 +37,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-
-
-class OutputFormat(str, Enum):
-    """Values of --format (mirrors render.Format without importing it)."""
-
-    terminal = "terminal"
-    json = "json"
 
 
 ApiUrl = Annotated[
@@ -67,7 +64,7 @@ Profile = Annotated[
     ),
 ]
 FormatOpt = Annotated[
-    OutputFormat,
+    Format,
     typer.Option(
         "--format", "-f", envvar="PCD_FORMAT", help="terminal (rich) or json (stdout holds only JSON)."
     ),
@@ -185,15 +182,15 @@ def _progress() -> tuple[ProgressFn, Callable[[], None]]:
     return update, status.stop
 
 
-def _emit(report: Report, fmt: OutputFormat, color: bool | None) -> int:
+def _emit(report: Report, fmt: Format, color: bool | None) -> int:
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK
-    from prefect_cancel_doctor.render import Format, render
+    from prefect_cancel_doctor.render import render
 
-    render(report, Format(fmt.value), sys.stdout, color=color)
+    render(report, fmt, sys.stdout, color=color)
     return EXIT_STUCK if report.needs_attention else EXIT_OK
 
 
-def _run(fmt: OutputFormat, color: bool | None, work: Callable[[ProgressFn], Report]) -> None:
+def _run(fmt: Format, color: bool | None, work: Callable[[ProgressFn], Report]) -> None:
     """Run `work(progress) -> Report`, render it, exit with the right code."""
     from prefect_cancel_doctor.errors import DoctorError
 
@@ -223,7 +220,7 @@ def scan(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
-    fmt: FormatOpt = OutputFormat.terminal,
+    fmt: FormatOpt = Format.TERMINAL,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -251,7 +248,7 @@ def diagnose(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
-    fmt: FormatOpt = OutputFormat.terminal,
+    fmt: FormatOpt = Format.TERMINAL,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -288,7 +285,7 @@ def inspect(
             show_default=False,
         ),
     ] = None,
-    fmt: FormatOpt = OutputFormat.terminal,
+    fmt: FormatOpt = Format.TERMINAL,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -314,7 +311,7 @@ def inspect(
 
 @app.command()
 def demo(
-    fmt: FormatOpt = OutputFormat.terminal,
+    fmt: FormatOpt = Format.TERMINAL,
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the server and stuck runs up until Enter is pressed.")
     ] = False,
@@ -345,19 +342,20 @@ REPORT_EXIT_CODES = """\
 Exit codes: 0 healthy (no --fail-on rule breached); 1 a rule is breached (named on
 stderr); 2 usage or configuration error; 3 Prefect API unreachable or refused the request."""
 
-RULES_HELP = (
-    "Exit 1 when a rule is breached; repeat it or separate rules with commas. Rules: stuck, "
-    "stuck-older-than=DURATION, p95-above=DURATION, max-above=DURATION, orphans, ignored, children, slots."
-)
+FAIL_ON_HELP = "Exit 1 when a rule is breached; repeat it or separate rules with commas."
 
 
-class ReportFormat(str, Enum):
-    """Values of `report --format` (mirrors render.health.HealthFormat without importing it)."""
+class _RulesInHelp(TyperCommand):
+    """`report` and `schedule`: --fail-on's help ends with `health.RULES_HELP`, imported only to show it."""
 
-    terminal = "terminal"
-    markdown = "markdown"
-    html = "html"
-    json = "json"
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from prefect_cancel_doctor.health import RULES_HELP
+
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.name == "fail_on":
+                # "\b": click keeps the paragraph's lines as they are, one rule a line.
+                param.help = "\n\n".join((FAIL_ON_HELP, "\b\n" + "\n".join(RULES_HELP)))
+        super().format_help(ctx, formatter)
 
 
 ReportSince = Annotated[
@@ -368,7 +366,7 @@ ReportSince = Annotated[
 ]
 FailOn = Annotated[
     Optional[list[str]],
-    typer.Option("--fail-on", envvar="PCD_FAIL_ON", help=RULES_HELP, show_default=False),
+    typer.Option("--fail-on", envvar="PCD_FAIL_ON", help=FAIL_ON_HELP, show_default=False),
 ]
 Slow = Annotated[
     str,
@@ -387,43 +385,32 @@ def _health_options(
     sample: bool,
     fail_on: list[str] | None,
     scan_options: Options,
-) -> Any:
-    from prefect_cancel_doctor.health import HealthOptions, parse_rules
+) -> HealthOptions:
+    from prefect_cancel_doctor.health import OptionError, parse_health_options
 
     try:
-        rules = parse_rules(fail_on or ())
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--fail-on") from None
-    try:
-        slow_delta = parse_duration(slow, "--slow")
-    except typer.BadParameter:
-        raise typer.BadParameter(f"{slow!r} is not a duration like 30s or 2m", param_hint="--slow") from None
-    return HealthOptions(
-        since=parse_duration(since),
-        window_label=since.strip(),
-        slow=slow_delta,
-        top=top,
-        sample=sample,
-        scan=scan_options,
-        rules=rules,
-    )
+        return parse_health_options(
+            since=since, slow=slow, top=top, sample=sample, fail_on=fail_on or (), scan=scan_options
+        )
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--" + exc.parameter.replace("_", "-")) from None
 
 
-@app.command(epilog=REPORT_EXIT_CODES)
+@app.command(cls=_RulesInHelp, epilog=REPORT_EXIT_CODES)
 def report(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
     since: ReportSince = "24h",
     fmt: Annotated[
-        ReportFormat,
+        HealthFormat,
         typer.Option(
             "--format",
             "-f",
             envvar="PCD_REPORT_FORMAT",
             help="terminal (rich), markdown, html (one self-contained page with charts) or json.",
         ),
-    ] = ReportFormat.terminal,
+    ] = HealthFormat.TERMINAL,
     output: Annotated[
         Optional[str],
         typer.Option(
@@ -463,7 +450,7 @@ def report(
     )
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
     from prefect_cancel_doctor.health import build_health_report
-    from prefect_cancel_doctor.render.health import HealthFormat, render_health, write_health
+    from prefect_cancel_doctor.render.health import render_health, write_health
 
     progress, stop = _progress()
     try:
@@ -473,21 +460,20 @@ def report(
         stop()
         _fail(exc)
     stop()
-    fmt_ = HealthFormat(fmt.value)
     if output:
         try:
-            write_health(health, fmt_, output, color=color)
+            write_health(health, fmt, output, color=color)
         except OSError as exc:
             _fail(_usage(f"cannot write {output}: {exc.strerror or exc}"))
         typer.echo(f"report written to {output}", err=True)
     else:
-        render_health(health, fmt_, sys.stdout, color=color)
+        render_health(health, fmt, sys.stdout, color=color)
     for breach in health.breaches:
         typer.echo(f"breached: {breach.rule}: {breach.message}", err=True)
     raise typer.Exit(EXIT_STUCK if health.breaches else EXIT_OK)
 
 
-@app.command()
+@app.command(cls=_RulesInHelp)
 def schedule(
     cron: Annotated[
         str,

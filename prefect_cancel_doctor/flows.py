@@ -23,13 +23,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.engine import Options
-from prefect_cancel_doctor.health import (
-    HealthOptions,
-    HealthReport,
-    build_health_report,
-    parse_duration,
-    parse_rules,
-)
+from prefect_cancel_doctor.health import HealthReport, build_health_report, parse_health_options
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render.health import status_line
 from prefect_cancel_doctor.render.health_markdown import markdown_lines
@@ -61,25 +55,6 @@ def prefect_connection() -> Connection:
         api.auth_string.get_secret_value() if api.auth_string else None,
         verify,
         "prefect settings",
-    )
-
-
-def health_options(
-    since: str = "24h",
-    fail_on: list[str] | None = None,
-    sample: bool = False,
-    slow: str = "60s",
-    top: int = 10,
-) -> HealthOptions:
-    """Flow parameters → HealthOptions (ValueError on a bad duration or rule)."""
-    return HealthOptions(
-        since=parse_duration(since),
-        window_label=since.strip(),
-        slow=parse_duration(slow),
-        top=top,
-        sample=sample,
-        scan=Options(samples=3),
-        rules=parse_rules(fail_on or ()),
     )
 
 
@@ -158,7 +133,9 @@ def cancellation_health_report(
         fail_run_on_breach: end the run Failed when a rule is breached.
     """
     logger = get_run_logger()
-    options = health_options(since, fail_on, sample, slow, top)
+    options = parse_health_options(
+        since=since, slow=slow, top=top, sample=sample, fail_on=fail_on or (), scan=Options(samples=3)
+    )
     with PrefectApi(prefect_connection()) as api:
         report = build_health_report(api, options)
     markdown = "\n".join(markdown_lines(report))
@@ -216,7 +193,6 @@ __all__ = [
     "breach_message",
     "cancellation_health_report",
     "cron_schedule",
-    "health_options",
     "notification_block",
     "notify",
     "prefect_connection",

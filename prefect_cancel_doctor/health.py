@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect_cancel_doctor.durations import edge_text as _short
 from prefect_cancel_doctor.durations import parse_duration
@@ -45,10 +45,10 @@ from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,
     FlowRunRef,
-    Report,
     StateType,
     Target,
     Verdict,
+    to_plain,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.prefect_records import FlowRun, ServerSettings
@@ -60,6 +60,9 @@ _LIVE_STATES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, Stat
 
 #: Upper edges (seconds) of the time-to-cancel histogram's buckets; the last is open.
 HISTOGRAM_EDGES = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 #: Called as work advances: (what is being done, done so far, total).
 ProgressFn = Callable[[str, int, int], None]
@@ -274,28 +277,20 @@ class HealthReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: the model as plain values; stuck runs in `scan`'s vocabulary."""
-        document: dict[str, Any] = _plain(self)
+        document: dict[str, Any] = to_plain(dataclasses.replace(self, stuck=(), live_orphans=()))
+        document["stuck"] = [_stuck_plain(s) for s in self.stuck]
+        document["live_orphans"] = [_stuck_plain(s) for s in self.live_orphans]
         return document
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, StuckRun):
-        # The same keys as a `scan` run (flow_run, target, verdict, errors), via Report.
-        diagnosis = Diagnosis(value.flow_run, value.target, value.verdict or _PLACEHOLDER, value.errors)
-        entry: dict[str, Any] = Report(None, "", (diagnosis,)).to_dict()["runs"][0]
-        if value.verdict is None:
-            entry["verdict"] = None
-        entry.update(location=value.location, sampled=value.sampled, note=value.note)
-        return entry
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+def _stuck_plain(run: StuckRun) -> dict[str, Any]:
+    """A stuck run with a `scan` run's keys (flow_run, target, verdict, errors, threads), then its own."""
+    diagnosis = Diagnosis(run.flow_run, run.target, run.verdict or _PLACEHOLDER, run.errors)
+    entry: dict[str, Any] = to_plain(diagnosis)
+    if run.verdict is None:
+        entry["verdict"] = None
+    entry.update(location=run.location, sampled=run.sampled, note=run.note)
+    return entry
 
 
 _PLACEHOLDER = Verdict(Cause.UNKNOWN, "", 0.0)
@@ -327,13 +322,16 @@ class RuleName(str, enum.Enum):
 
 _RULES_WITH_DURATION = {RuleName.STUCK_OLDER_THAN, RuleName.P95_ABOVE, RuleName.MAX_ABOVE}
 
-#: One line per rule, for --help and error messages.
+#: One line per rule, for `--fail-on`'s help (the error naming an unknown rule lists the rules).
 RULES_HELP = (
-    "stuck (any run in Cancelling), stuck-older-than=DURATION, p95-above=DURATION, "
-    "max-above=DURATION (time to cancel, whole fleet), orphans (cancels the server's timeout "
-    "ended, or orphan processes found), ignored (runs completed/failed after a cancel), "
-    "children (sub-deployment runs live after their parent was cancelled), slots "
-    "(concurrency slots held by stuck runs)"
+    "stuck: any run in Cancelling",
+    "stuck-older-than=DURATION: a run in Cancelling for longer than DURATION",
+    "p95-above=DURATION: the fleet's p95 time to cancel above DURATION",
+    "max-above=DURATION: the fleet's longest time to cancel above DURATION",
+    "orphans: a cancel the server's timeout ended, or a finished run's process still running here",
+    "ignored: a run completed or failed after its cancel was requested",
+    "children: a sub-deployment run still live after its parent was cancelled",
+    "slots: a concurrency slot held by a run in Cancelling",
 )
 
 
@@ -354,7 +352,8 @@ def parse_rule(text: str) -> Rule:
     try:
         rule = RuleName(name.strip().lower())
     except ValueError:
-        raise ValueError(f"unknown rule {name!r}; rules: {RULES_HELP}") from None
+        rules = ", ".join(line.partition(":")[0] for line in RULES_HELP)
+        raise ValueError(f"unknown rule {name!r}; rules: {rules}") from None
     if rule in _RULES_WITH_DURATION:
         if not argument:
             raise ValueError(f"rule {rule.value} needs a duration, e.g. {rule.value}=15m")
@@ -383,6 +382,42 @@ class HealthOptions:
     sample: bool = True
     scan: Options = dataclasses.field(default_factory=Options)
     rules: tuple[Rule, ...] = ()
+
+
+class OptionError(ValueError):
+    """A report option that does not parse; `parameter` names it: since, slow or fail_on."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def parse_health_options(
+    *,
+    since: str = "24h",
+    slow: str = "60s",
+    top: int = 10,
+    sample: bool = True,
+    fail_on: Iterable[str] = (),
+    scan: Options | None = None,
+) -> HealthOptions:
+    """The report's options as people give them (`report`'s flags, the flow's parameters); `OptionError`."""
+    return HealthOptions(
+        since=_parsed("since", parse_duration, since),
+        window_label=since.strip(),
+        slow=_parsed("slow", parse_duration, slow),
+        top=top,
+        sample=sample,
+        scan=scan or Options(),
+        rules=_parsed("fail_on", parse_rules, fail_on),
+    )
+
+
+def _parsed(parameter: str, parse: Callable[[_In], _Out], value: _In) -> _Out:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise OptionError(parameter, str(exc)) from None
 
 
 # -- statistics (pure) ---------------------------------------------------------------------
@@ -821,6 +856,7 @@ __all__ = [
     "GroupStats",
     "HealthOptions",
     "HealthReport",
+    "OptionError",
     "OrphanedChild",
     "Outcome",
     "Rule",
@@ -835,6 +871,7 @@ __all__ = [
     "group_stats",
     "histogram",
     "parse_duration",
+    "parse_health_options",
     "parse_rule",
     "parse_rules",
     "percentile",

@@ -470,6 +470,11 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
     return _FIELD_NAMES[cls]
 
 
+def to_plain(value: Any) -> Any:
+    """A model object (or a dataclass, tuple, list or dict holding some) as JSON-ready plain values."""
+    return _plain(value)
+
+
 def _plain(value: Any) -> Any:
     # A report of 500 runs is ~20,000 values: the common cases come first.
     kind = type(value)

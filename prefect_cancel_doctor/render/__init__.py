@@ -1,19 +1,37 @@
-"""Renderers: one class per output format, chosen from an enum."""
+"""Renderers: one class per output format, chosen from an enum.
+
+The enums are also the CLI's `--format` values: the CLI imports this module at
+start-up, so it imports no other module of the package until it renders.
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import TextIO
+import sys
+from typing import TYPE_CHECKING, TextIO
 
-from typing_extensions import assert_never
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import assert_never
 
-from prefect_cancel_doctor.model import Report
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.model import Report
 
 
 class Format(str, enum.Enum):
-    """Output formats of `scan`, `diagnose` and `inspect`."""
+    """Output formats of `scan`, `diagnose`, `inspect` and `demo`."""
 
     TERMINAL = "terminal"
+    JSON = "json"
+
+
+class HealthFormat(str, enum.Enum):
+    """Output formats of `report` (rendered by `render.health`)."""
+
+    TERMINAL = "terminal"
+    MARKDOWN = "markdown"
+    HTML = "html"
     JSON = "json"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import tempfile
@@ -13,15 +12,7 @@ from typing_extensions import assert_never
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health import GroupStats, HealthReport, StuckRun
-
-
-class HealthFormat(str, enum.Enum):
-    """Output formats of `report`."""
-
-    TERMINAL = "terminal"
-    MARKDOWN = "markdown"
-    HTML = "html"
-    JSON = "json"
+from prefect_cancel_doctor.render import HealthFormat
 
 
 def render_health(report: HealthReport, fmt: HealthFormat, out: TextIO, *, color: bool | None = None) -> None:

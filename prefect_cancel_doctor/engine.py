@@ -172,14 +172,14 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
 
 def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Docker container (id or name) directly, without the Prefect API."""
-    from prefect_cancel_doctor.locate import InfraRef
-    from prefect_cancel_doctor.locate.docker import (
+    from prefect_cancel_doctor.docker_api import (
         ContainerNotFound,
         DockerClient,
         container_info,
-        locate_container,
         resolve_endpoint,
     )
+    from prefect_cancel_doctor.locate import InfraRef
+    from prefect_cancel_doctor.locate.docker import locate_container
 
     with DockerClient(resolve_endpoint()) as client:
         try:
@@ -390,7 +390,7 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
     todo = [job for job in jobs if job.in_sidecar]
     if not todo:
         return
-    from prefect_cancel_doctor.locate.docker import DockerClient, DockerError, resolve_endpoint
+    from prefect_cancel_doctor.docker_api import DockerClient, DockerError, resolve_endpoint
     from prefect_cancel_doctor.sample.sidecar import sample_container
 
     for done, job in enumerate(todo, 1):

@@ -79,13 +79,9 @@ from prefect_cancel_doctor.demo.harness import (
     StagedEnvironment,
     prefect_command,
 )
-from prefect_cancel_doctor.locate.docker import (
-    ContainerNotFound,
-    DockerClient,
-    DockerError,
-    argv_role,
-)
-from prefect_cancel_doctor.model import CallKind, Cause
+from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError
+from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.model import CallKind, Cause, Role
 from prefect_cancel_doctor.sample.sidecar import remove_sidecars
 
 #: Directory holding the `stuck_docker_*.py` flow programs.
@@ -387,17 +383,14 @@ def remove_leftovers(client: DockerClient, log: Callable[[str], None] = lambda _
     """Delete containers and images of earlier sessions whose harness process is dead; returns how many."""
     removed = 0
     for summary in client.containers(filters={"label": [OWNER_LABEL]}):
-        owner = str((summary.get("Labels") or {}).get(OWNER_LABEL, ""))
+        owner = summary.labels.get(OWNER_LABEL, "")
         if not _owner_alive(owner):
-            remove_sidecars(client, str(summary["Id"]))
-            removed += client.remove(str(summary["Id"]))
-    images: list[dict[str, Any]] = client.json(
-        "GET", "/images/json", params={"filters": f'{{"label": ["{OWNER_LABEL}"]}}'}
-    )
-    for image in images:
-        owner = str((image.get("Labels") or {}).get(OWNER_LABEL, ""))
+            remove_sidecars(client, summary.id)
+            removed += client.remove(summary.id)
+    for image in client.images(filters={"label": [OWNER_LABEL]}):
+        owner = image.labels.get(OWNER_LABEL, "")
         if not _owner_alive(owner):
-            for tag in image.get("RepoTags") or [str(image["Id"])]:
+            for tag in image.repo_tags or (image.id,):
                 removed += client.remove_image(tag)
     if removed:
         log(f"removed {removed} leftover container(s)/image(s) of dead demo sessions")
@@ -538,9 +531,7 @@ class DockerDemoEnvironment(StagedEnvironment["StuckContainerRun"]):
 
     def containers(self) -> list[str]:
         """Ids of every container of this session that still exists (sidecars included)."""
-        return [
-            str(c["Id"]) for c in self.client.containers(filters={"label": [f"{OWNER_LABEL}={self.owner}"]})
-        ]
+        return [c.id for c in self.client.containers(filters={"label": [f"{OWNER_LABEL}={self.owner}"]})]
 
 
 @dataclass
@@ -595,7 +586,7 @@ def _remove_session(client: DockerClient, owner: str, log: Callable[[str], None]
     """Delete every container (sidecars first) and image of this session."""
     with contextlib.suppress(DockerError):
         for summary in client.containers(filters={"label": [f"{OWNER_LABEL}={owner}"]}):
-            container_id = str(summary["Id"])
+            container_id = summary.id
             with contextlib.suppress(DockerError):
                 remove_sidecars(client, container_id)
                 client.remove(container_id)
@@ -766,11 +757,11 @@ def _wait_running_and_ready(
 
 def _read_processes(client: DockerClient, item: _Staged) -> None:
     """PID 1 and the engine, from the engine's `docker top` and, when visible, our /proc."""
-    raw = client.inspect_raw(item.container_id)
-    item.container_name = str(raw.get("Name") or "").lstrip("/") or None
-    item.pid1_host_pid = int((raw.get("State") or {}).get("Pid") or 0) or None
+    info = client.inspect(item.container_id)
+    item.container_name = info.name
+    item.pid1_host_pid = info.host_pid
     for row in client.top(item.container_id):
-        if argv_role(tuple(row.args.split())) == "engine":
+        if argv_role(tuple(row.args.split())) is Role.ENGINE:
             item.engine_host_pid = row.pid
             item.engine_ns_pid = _ns_pid(row.pid)
             break
@@ -873,7 +864,7 @@ def _verify(harness: LocalPrefect, client: DockerClient, runs: list[StuckContain
         if state_type != run.expected_state:
             problems.append(f"{run.scenario}: state {state_type}, expected {run.expected_state}")
         try:
-            status = str((client.inspect_raw(run.container_id).get("State") or {}).get("Status"))
+            status = client.inspect(run.container_id).status
         except ContainerNotFound:
             status = "removed"
         if status != run.container_state:

@@ -43,21 +43,21 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.locate.docker import (
+from prefect_cancel_doctor.docker_api import (
     FLOW_RUN_ENV,
+    ContainerDetails,
     DockerApiError,
     DockerClient,
     DockerError,
-    argv_role,
-    assign_roles,
-    host_view,
 )
-from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, ThreadSample
+from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
+from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
+from prefect_cancel_doctor.redact import redact_code
 from prefect_cancel_doctor.sample import procfs
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
@@ -148,7 +148,7 @@ class SidecarRun:
 class ContainerSample:
     """A container's processes sampled from a sidecar (PIDs are the container's namespace PIDs)."""
 
-    #: PID 1 ("pid1" or "engine"), the engine and its children, as the host sampler returns them.
+    #: PID 1 (PID1 or ENGINE), the engine and its children, as the host sampler returns them.
     processes: tuple[ProcessSample, ...]
     #: The Runner (`prefect flow-run execute`), read but not sampled, as for local runs.
     runner: ProcSnapshot | None
@@ -164,7 +164,7 @@ class ContainerSample:
 
 
 def sidecar_config(
-    target: Mapping[str, Any],
+    target: ContainerDetails,
     entrypoint: Sequence[str],
     command: Sequence[str],
     *,
@@ -175,7 +175,7 @@ def sidecar_config(
     `pyspy_bind` is the py-spy binary's path on the engine's host, bind-mounted
     read-only at `PYSPY_PATH`; None when it is copied in instead.
     """
-    target_id = str(target["Id"])
+    target_id = target.info.id
     host_config: dict[str, Any] = {
         "PidMode": f"container:{target_id}",
         "CapAdd": ["SYS_PTRACE"],
@@ -186,7 +186,7 @@ def sidecar_config(
         "RestartPolicy": {"Name": "no"},
     }
     return {
-        "Image": str(target["Image"]),
+        "Image": target.image_id,
         "Entrypoint": list(entrypoint),
         "Cmd": list(command),
         "User": "0:0",
@@ -209,17 +209,17 @@ def run_sidecar(
     *,
     timeout: float = 60.0,
     pyspy: str | None = None,
-    target: Mapping[str, Any] | None = None,
+    target: ContainerDetails | None = None,
 ) -> SidecarRun:
     """Run one sidecar next to `container_id` until it exits (at most `timeout` s); always delete it."""
     started = time.monotonic()
-    raw = dict(target) if target is not None else client.inspect_raw(container_id)
-    if not (raw.get("State") or {}).get("Running"):
+    details = target if target is not None else client.inspect_details(container_id)
+    if not details.info.running:
         raise SidecarError(f"container {container_id[:12]} is not running: nothing to attach to")
     binary = os.path.realpath(pyspy or find_py_spy())
     bind = binary if client.endpoint.socket_path is not None and os.path.isfile(binary) else None
-    config = sidecar_config(raw, entrypoint, command, pyspy_bind=bind)
-    name = f"pcd-sidecar-{str(raw['Id'])[:12]}-{uuid.uuid4().hex[:8]}"
+    config = sidecar_config(details, entrypoint, command, pyspy_bind=bind)
+    name = f"pcd-sidecar-{details.info.id[:12]}-{uuid.uuid4().hex[:8]}"
     sidecar_id = client.create(config, name=name)
     try:
         if bind is None:
@@ -250,7 +250,7 @@ def run_sidecar(
 def list_sidecars(client: DockerClient, container_id: str | None = None) -> list[str]:
     """Ids of sidecars that still exist (for all targets, or one target)."""
     selector = f"{SIDECAR_LABEL}={container_id}" if container_id else SIDECAR_LABEL
-    return [str(c["Id"]) for c in client.containers(filters={"label": [selector]})]
+    return [c.id for c in client.containers(filters={"label": [selector]})]
 
 
 def remove_sidecars(client: DockerClient, container_id: str | None = None) -> int:
@@ -345,23 +345,23 @@ def sample_container(
     read from the container's filesystem through the engine's archive endpoint.
     """
     started = time.monotonic()
-    raw = client.inspect_raw(container_id)
-    flow_run_id = _env(raw).get(FLOW_RUN_ENV)
+    target = client.inspect_details(container_id)
+    flow_run_id = target.env.get(FLOW_RUN_ENV)
     try:
         result = _sample_with_script(
-            client, raw, samples, interval, native, locals, timeout, pyspy, flow_run_id
+            client, target, samples, interval, native, locals, timeout, pyspy, flow_run_id
         )
     except _EntrypointMissing:
-        result = _sample_pyspy_only(client, raw, samples, native, locals, timeout, pyspy)
+        result = _sample_pyspy_only(client, target, samples, native, locals, timeout, pyspy)
     processes = result.processes
     if read_source:
-        processes = _with_source(client, str(raw["Id"]), processes)
+        processes = _with_source(client, target.info.id, processes)
     return dataclasses.replace(result, processes=processes, seconds=round(time.monotonic() - started, 3))
 
 
 def _sample_with_script(
     client: DockerClient,
-    raw: Mapping[str, Any],
+    target: ContainerDetails,
     rounds: int,
     interval: float,
     native: bool,
@@ -372,7 +372,7 @@ def _sample_with_script(
 ) -> ContainerSample:
     flags = (["--native"] if native else []) + (["--locals"] if locals else [])
     command = ["-c", _SCRIPT, "pcd-sidecar", PYSPY_PATH, str(max(1, rounds)), f"{interval:g}", *flags]
-    run = run_sidecar(client, str(raw["Id"]), [SHELL], command, timeout=timeout, pyspy=pyspy, target=raw)
+    run = run_sidecar(client, target.info.id, [SHELL], command, timeout=timeout, pyspy=pyspy, target=target)
     collected = parse_script_output(run.stdout)
     if not collected.finished:
         detail = (run.stderr or run.stdout[-500:]).decode("utf-8", "replace").strip()
@@ -495,15 +495,15 @@ def _round_dump(
     return (), error or SamplerError("py-spy did not run in the sidecar"), False
 
 
-def _engine_by_stack(roles: list[tuple[int, str]], collected: ScriptOutput) -> list[tuple[int, str]]:
+def _engine_by_stack(roles: list[tuple[int, Role]], collected: ScriptOutput) -> list[tuple[int, Role]]:
     """Without readable command lines, tell the engine by its stack: `<module>` of prefect/engine.py."""
-    if any(role == "engine" for _, role in roles):
+    if any(role is Role.ENGINE for _, role in roles):
         return roles
     for index, (pid, _) in enumerate(roles):
         for _, code, output in collected.dumps.get((1, pid), []):
             if code == 0 and "prefect/engine.py" in output and '"<module>"' in output:
                 updated = list(roles)
-                updated[index] = (pid, "engine")
+                updated[index] = (pid, Role.ENGINE)
                 return updated
     return roles
 
@@ -519,7 +519,7 @@ def _merge(threads: tuple[ThreadSample, ...], snap: ProcSnapshot) -> tuple[Threa
 
 def _sample_pyspy_only(
     client: DockerClient,
-    raw: Mapping[str, Any],
+    target: ContainerDetails,
     rounds: int,
     native: bool,
     locals: bool,
@@ -527,7 +527,7 @@ def _sample_pyspy_only(
     pyspy: str | None,
 ) -> ContainerSample:
     """No shell in the image: one sidecar to list the Python processes, one per dump (no /proc view)."""
-    container_id = str(raw["Id"])
+    container_id = target.info.id
     notes = ["the image has no /bin/sh: sampled with one sidecar per py-spy dump, without the kernel's view"]
     try:
         found = sidecar_processes(container_id, client=client, timeout=timeout, pyspy=pyspy)
@@ -540,9 +540,9 @@ def _sample_pyspy_only(
     processes = []
     for pid, argv in found:
         kind = argv_role(argv)
-        role = "engine" if kind == "engine" else "pid1" if pid == 1 else "child"
-        if kind == "runner":
+        if kind is Role.RUNNER:
             continue
+        role = Role.ENGINE if kind is Role.ENGINE else Role.PID1 if pid == 1 else Role.CHILD
         dumps: list[tuple[ThreadSample, ...]] = []
         errors: list[str] = []
         use_native = native
@@ -599,7 +599,7 @@ def _with_source(
         lines = sources.get(frame.filename)
         if lines is None or not 1 <= frame.line <= len(lines):
             return frame
-        return dataclasses.replace(frame, code=procfs.redact_code(lines[frame.line - 1].strip()))
+        return dataclasses.replace(frame, code=redact_code(lines[frame.line - 1].strip()))
 
     return tuple(
         dataclasses.replace(
@@ -616,17 +616,7 @@ def _with_source(
     )
 
 
-def _env(raw: Mapping[str, Any]) -> dict[str, str]:
-    pairs = (str(entry).partition("=") for entry in (raw.get("Config") or {}).get("Env") or ())
-    return {key: value for key, _, value in pairs}
-
-
-# -- which mode --------------------------------------------------------------------------
-
-
-def host_mode_possible(host_pid: int | None, run_id: str, proc_root: str = "/proc") -> bool:
-    """Whether the container's PID 1 is this run's process in our /proc (see `choose_attach_mode`)."""
-    return host_view(host_pid, run_id, proc_root) is not None
+# -- clean-up ----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -647,7 +637,6 @@ __all__ = [
     "ScriptOutput",
     "SidecarError",
     "SidecarRun",
-    "host_mode_possible",
     "list_sidecars",
     "no_leftover_sidecars",
     "parse_script_output",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.locate.docker import DockerClient, DockerError
+from prefect_cancel_doctor.docker_api import DockerClient, DockerError
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
@@ -76,7 +76,7 @@ def docker_environment(docker_client: DockerClient) -> Iterator[DockerDemoEnviro
     from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL
 
     left = docker_client.containers(filters={"label": [f"{OWNER_LABEL}={environment.owner}"]})
-    assert not left, f"containers left behind: {[c['Id'][:12] for c in left]}"
+    assert not left, f"containers left behind: {[c.id[:12] for c in left]}"
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +94,7 @@ def sleeper(
     Yields (container id, the flow run id in its environment and labels).
     """
     from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL
-    from prefect_cancel_doctor.locate.docker import FLOW_RUN_LABEL
+    from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL
 
     run_id = str(uuid.uuid4())
     container = docker_client.create(

@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.locate import CONTAINER_NOT_FOUND, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.docker import (
+from prefect_cancel_doctor.docker_api import (
     ContainerNotFound,
     DockerApiError,
     DockerClient,
@@ -24,16 +23,16 @@ from prefect_cancel_doctor.locate.docker import (
     DockerEndpoint,
     DockerPermissionDenied,
     DockerUnreachable,
-    argv_role,
-    assign_roles,
-    choose_attach_mode,
+    container_details,
     container_info,
     demux_logs,
-    locate_container,
     parse_stats,
     parse_top,
     resolve_endpoint,
 )
+from prefect_cancel_doctor.locate import CONTAINER_NOT_FOUND, parse_infrastructure_pid
+from prefect_cancel_doctor.locate.docker import choose_attach_mode, locate_container
+from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
 from prefect_cancel_doctor.sample.sidecar import PYSPY_PATH, parse_script_output, sidecar_config
 
 CONTAINER = "3f1c" + "a" * 60
@@ -365,7 +364,10 @@ def test_attach_mode_rejects_nonsense() -> None:
 def test_sidecar_config_shares_the_pid_namespace_and_reuses_the_image() -> None:
     target = _inspect()
     config = sidecar_config(
-        target, [PYSPY_PATH], ["dump", "--pid", "7", "--json"], pyspy_bind="/venv/bin/py-spy"
+        container_details(target),
+        [PYSPY_PATH],
+        ["dump", "--pid", "7", "--json"],
+        pyspy_bind="/venv/bin/py-spy",
     )
     host = config["HostConfig"]
     assert config["Image"] == target["Image"]  # by id: nothing to pull
@@ -375,7 +377,7 @@ def test_sidecar_config_shares_the_pid_namespace_and_reuses_the_image() -> None:
     assert host["VolumesFrom"] == [f"{CONTAINER}:ro"]
     assert host["Binds"] == [f"/venv/bin/py-spy:{PYSPY_PATH}:ro"]
     assert config["NetworkDisabled"] is True and config["User"] == "0:0"
-    assert sidecar_config(target, ["x"], [], pyspy_bind=None)["HostConfig"]["Binds"] == []
+    assert sidecar_config(container_details(target), ["x"], [], pyspy_bind=None)["HostConfig"]["Binds"] == []
 
 
 def test_parse_script_output_keeps_files_byte_exact() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
-from prefect_cancel_doctor.locate.docker import DockerClient
+from prefect_cancel_doctor.docker_api import DockerClient
 from prefect_cancel_doctor.model import ThreadSample
 from prefect_cancel_doctor.sample import NativeUnavailable, NotPython
 from prefect_cancel_doctor.sample import sidecar as sidecar_module

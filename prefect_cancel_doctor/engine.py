@@ -17,8 +17,14 @@ from urllib.parse import urlsplit
 
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, TargetError
-from prefect_cancel_doctor.locate import Location, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import local_workers, locate_processes, runner_of
+from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructure_pid
+from prefect_cancel_doctor.locate.process import (
+    ENVIRON_UNREADABLE,
+    NEEDS_PTRACE,
+    local_workers,
+    locate_processes,
+    runner_of,
+)
 from prefect_cancel_doctor.model import (
     FINAL_STATES,
     AttachMode,
@@ -117,7 +123,8 @@ def scan(
         cancelling_page = requests.submit(api.cancelling_runs) if cancelling is None else None
         cancelled_page = requests.submit(api.runs_ended_since, since, ["CANCELLED"])
         names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
-        index = procfs.flow_run_processes(options.proc_root)
+        unreadable: list[int] = []
+        index = procfs.flow_run_processes(options.proc_root, unreadable)
         if cancelling_page is not None:
             cancelling = cancelling_page.result()
         assert cancelling is not None
@@ -133,7 +140,7 @@ def scan(
         for j in jobs
         if j.run is None or j.run.state_type == StateType.CANCELLING or _still_there(j.location)
     ]
-    return _finish(api.url, jobs, options, progress)
+    return _finish(api.url, jobs, options, progress, _partial(unreadable))
 
 
 def diagnose_run(
@@ -155,7 +162,9 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
         raise TargetError(f"no process with PID {pid}", hint="list candidates with `ps -ef | grep prefect`")
     notes: list[str] = []
     pids: list[tuple[int, Role]] = [(pid, Role.ENGINE)]
-    if snap.flow_run_id:
+    if not snap.environ_readable:
+        notes.append(f"{ENVIRON_UNREADABLE.format(pid=pid)}: {NEEDS_PTRACE}")
+    elif snap.flow_run_id:
         index = procfs.flow_run_processes(options.proc_root)
         pids += [(p, Role.CHILD) for p in sorted(index.get(snap.flow_run_id, ())) if p != pid]
         notes.append(f"process {pid} belongs to flow run {snap.flow_run_id} (PREFECT__FLOW_RUN_ID)")
@@ -172,18 +181,12 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
 
 def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Docker container (id or name) directly, without the Prefect API."""
-    from prefect_cancel_doctor.docker_api import (
-        ContainerNotFound,
-        DockerClient,
-        container_info,
-        resolve_endpoint,
-    )
-    from prefect_cancel_doctor.locate import InfraRef
+    from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, resolve_endpoint
     from prefect_cancel_doctor.locate.docker import locate_container
 
     with DockerClient(resolve_endpoint()) as client:
         try:
-            info = container_info(client.inspect_raw(name))
+            info = client.inspect(name)
         except ContainerNotFound as exc:
             raise TargetError(f"no container {name!r}", hint="list them with `docker ps -a`") from exc
         if info.flow_run_id is None:
@@ -230,8 +233,8 @@ def _jobs(
     deployments = requests.submit(
         _names, api, "deployments", [r.deployment_id for r in runs], known.get("deployments")
     )
-    runners_here = functools.cache(lambda pool: local_workers(pool, options.proc_root))
-    locations = [_locate(r, index, options, runners_here) for r in runs]
+    here = _Here(index, options, functools.cache(lambda pool: local_workers(pool, options.proc_root)))
+    locations = [_locate(r, here) for r in runs]
     pools = {
         r.work_pool_name
         for r, location in zip(runs, locations, strict=True)
@@ -264,33 +267,80 @@ def _names(
     return names | api.names(kind, missing) if missing else names
 
 
-def _locate(
-    run: FlowRun,
-    index: dict[str, list[int]],
-    options: Options,
-    runners_here: Callable[[str], list[int]],
-) -> Location:
-    infra = parse_infrastructure_pid(run.infrastructure_pid)
-    if infra.kind in (InfraKind.PROCESS, InfraKind.NONE):
-        return locate_processes(run.id, infra, index, options.proc_root, run.work_pool_name, runners_here)
-    if infra.kind == InfraKind.KUBERNETES:
-        why = (
-            f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "
-            "debug container sharing the pod's PID namespace (kubectl debug --profile=general "
-            "--target=<container>) and run `prefect-cancel-doctor inspect --pid 1` there"
-        )
-    elif infra.kind == InfraKind.ECS:
-        why = f"the run is ECS task {infra.job}: enable ECS Exec and run the doctor inside the task"
-    elif infra.kind == InfraKind.DOCKER:
-        from prefect_cancel_doctor.locate.docker import locate_container
+@dataclass(frozen=True)
+class _Here:
+    """What every locator may use: this host's run processes and its pools' local workers."""
 
-        return locate_container(run.id, infra, proc_root=options.proc_root)
-    else:
-        why = f"unrecognised infrastructure_pid {infra.raw!r}"
+    index: dict[str, list[int]]
+    options: Options
+    runners_here: Callable[[str], list[int]]
+
+
+def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    return locate_processes(
+        run.id, infra, here.index, here.options.proc_root, run.work_pool_name, here.runners_here
+    )
+
+
+def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    from prefect_cancel_doctor.locate.docker import locate_container
+
+    return locate_container(run.id, infra, proc_root=here.options.proc_root)
+
+
+def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    why = (
+        f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "
+        "debug container sharing the pod's PID namespace (kubectl debug --profile=general "
+        "--target=<container>) and run `prefect-cancel-doctor inspect --pid 1` there"
+    )
     return Location(infra.kind, infra.raw or "?", unreachable=why)
 
 
-def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: ProgressFn) -> Report:
+def _ecs_task(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    why = f"the run is ECS task {infra.job}: enable ECS Exec and run the doctor inside the task"
+    return Location(infra.kind, infra.raw or "?", unreachable=why)
+
+
+def _unrecognised(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    return Location(
+        infra.kind, infra.raw or "?", unreachable=f"unrecognised infrastructure_pid {infra.raw!r}"
+    )
+
+
+#: One locator per kind of infrastructure (`parse_infrastructure_pid` tells the kind).
+_LOCATORS: dict[InfraKind, Callable[[FlowRun, InfraRef, _Here], Location]] = {
+    InfraKind.NONE: _locate_processes,
+    InfraKind.PROCESS: _locate_processes,
+    InfraKind.DOCKER: _locate_docker,
+    InfraKind.KUBERNETES: _kubernetes_job,
+    InfraKind.ECS: _ecs_task,
+    InfraKind.UNKNOWN: _unrecognised,
+}
+
+
+def _locate(run: FlowRun, here: _Here) -> Location:
+    infra = parse_infrastructure_pid(run.infrastructure_pid)
+    return _LOCATORS[infra.kind](run, infra, here)
+
+
+def _partial(unreadable: list[int]) -> tuple[str, ...]:
+    """The scan's error when other processes' environments could not be read."""
+    if not unreadable:
+        return ()
+    return (
+        f"partial scan: the environment of {len(unreadable)} process(es) on this host could not be "
+        f"read, so runs and orphans among them are not seen; {NEEDS_PTRACE}",
+    )
+
+
+def _finish(
+    api_url: str | None,
+    jobs: list[_Job],
+    options: Options,
+    progress: ProgressFn,
+    errors: tuple[str, ...] = (),
+) -> Report:
     _sample_all(jobs, options, progress)
     _sample_sidecars(jobs, options, progress)
     api_peer = _peer(api_url)
@@ -305,7 +355,7 @@ def _finish(api_url: str | None, jobs: list[_Job], options: Options, progress: P
             ),
         )
     )
-    return Report(api_url, datetime.now(timezone.utc).isoformat(), runs)
+    return Report(api_url, datetime.now(timezone.utc).isoformat(), runs, errors)
 
 
 def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:

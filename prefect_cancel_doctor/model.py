@@ -231,6 +231,9 @@ class ProcSnapshot:
     children: tuple[int, ...]
     flow_run_id: str | None
     start_time_ticks: int
+    #: False when /proc/PID/environ could not be read (another user's process, no ptrace
+    #: rights): then `flow_run_id` is unknown, not absent.
+    environ_readable: bool = True
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,14 @@ from prefect_cancel_doctor.sample import procfs
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
+#: A process exists but whose run it belongs to cannot be read.
+ENVIRON_UNREADABLE = "process {pid} exists but its environment (/proc/{pid}/environ) cannot be read"
+#: What reading another user's process needs.
+NEEDS_PTRACE = (
+    "reading it needs ptrace access to the process (CAP_SYS_PTRACE): run the doctor as root "
+    "(sudo -E prefect-cancel-doctor ...) or as the user that runs the flow"
+)
+
 
 def is_runner(proc: ProcSnapshot | None) -> bool:
     """True for a Prefect Runner known by its command: a worker or `prefect flow-run execute`.
@@ -105,9 +113,16 @@ def locate_processes(
     engine_pid = None
     found_by = "infrastructure_pid"
     if ref.pid is not None:
-        engine_pid, note = _check_pid(run_id, ref.pid, proc_root)
+        engine_pid, note, readable = _check_pid(run_id, ref.pid, proc_root)
         if note:
             notes.append(note)
+        if not readable and not index.get(run_id):
+            return Location(
+                InfraKind.PROCESS,
+                f"local process {ref.pid} (unreadable)",
+                unreachable=f"{note}: {NEEDS_PTRACE}",
+                notes=tuple(notes),
+            )
     snapshots = {pid: procfs.read_process(pid, proc_root) for pid in index.get(run_id, ())}
     live = {pid: snap for pid, snap in snapshots.items() if snap is not None and snap.state != "Z"}
     if engine_pid is None:
@@ -141,17 +156,27 @@ def locate_processes(
     )
 
 
-def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None]:
-    """Is `pid` this run's process? Never trust a PID that may have been reused."""
+def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None, bool]:
+    """Is `pid` this run's process? Never trust a PID that may have been reused.
+
+    Returns the PID if it is the run's, a note if not, and whether its environment was readable.
+    """
     snap = procfs.read_process(pid, proc_root)
     if snap is None or snap.state == "Z":
-        return None, f"infrastructure_pid {pid} no longer exists"
+        return None, f"infrastructure_pid {pid} no longer exists", True
     if snap.flow_run_id == run_id:
-        return pid, None
+        return pid, None, True
+    if not snap.environ_readable:
+        return None, ENVIRON_UNREADABLE.format(pid=pid), False
     cmd = " ".join(snap.cmdline)[:80] or snap.comm
     if snap.flow_run_id is None:
-        return None, (
+        reused = (
             f"infrastructure_pid {pid} is now another program ({cmd}) without this run's "
-            "PREFECT__FLOW_RUN_ID: the PID was reused or the environment is unreadable; not sampled"
+            "PREFECT__FLOW_RUN_ID: the PID was reused; not sampled"
         )
-    return None, (f"infrastructure_pid {pid} belongs to another flow run ({snap.flow_run_id}); not sampled")
+        return None, reused, True
+    return (
+        None,
+        f"infrastructure_pid {pid} belongs to another flow run ({snap.flow_run_id}); not sampled",
+        True,
+    )

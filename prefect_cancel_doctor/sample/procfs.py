@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TypeAlias
 
+from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
 from prefect_cancel_doctor.redact import redact_code
 from prefect_cancel_doctor.sample.syscalls import syscall_name
@@ -59,40 +60,54 @@ def read_process(
         state, ppid, start_time = _parse_stat(_read_text(base / "stat"))
         status = _parse_status(_read_text(base / "status"))
         cmdline = _read_cmdline(base / "cmdline")
-        comm = _read_text(base / "comm").rstrip("\n")
+        comm = visible(_read_text(base / "comm").rstrip("\n"))
         threads = _read_threads(base)
         sockets = _read_sockets(base) if read_sockets else ()
         children = _read_children(pid, base, Path(proc_root))
-        flow_run_id = _env_value(_read_raw(f"{base}/environ") or b"", _FLOW_RUN_KEY)
-    except _Gone:
+        environ = _read_raw(f"{base}/environ")
+        flow_run_id = _env_value(environ or b"", _FLOW_RUN_KEY)
+        snapshot = ProcSnapshot(
+            pid=pid,
+            ppid=ppid,
+            cmdline=cmdline,
+            comm=comm,
+            state=state,
+            ns_pid=_last_int(status.get("NSpid"), default=pid),
+            sig_ignored=_hex(status.get("SigIgn")),
+            sig_caught=_hex(status.get("SigCgt")),
+            sig_blocked=_hex(status.get("SigBlk")),
+            sig_pending=_hex(status.get("SigPnd")),
+            shared_pending=_hex(status.get("ShdPnd")),
+            threads=threads,
+            sockets=sockets,
+            children=children,
+            flow_run_id=flow_run_id,
+            start_time_ticks=start_time,
+            environ_readable=environ is not None,
+        )
+    except (_Gone, ValueError, IndexError):
+        # Gone, or files no kernel writes (only a fixture tree can hold them): no process to read.
         return None
-    return ProcSnapshot(
-        pid=pid,
-        ppid=ppid,
-        cmdline=cmdline,
-        comm=comm,
-        state=state,
-        ns_pid=_last_int(status.get("NSpid"), default=pid),
-        sig_ignored=_hex(status.get("SigIgn")),
-        sig_caught=_hex(status.get("SigCgt")),
-        sig_blocked=_hex(status.get("SigBlk")),
-        sig_pending=_hex(status.get("SigPnd")),
-        shared_pending=_hex(status.get("ShdPnd")),
-        threads=threads,
-        sockets=sockets,
-        children=children,
-        flow_run_id=flow_run_id,
-        start_time_ticks=start_time,
-    )
+    return snapshot
 
 
-def flow_run_processes(proc_root: PathLike = "/proc") -> dict[str, list[int]]:
-    """Map each `PREFECT__FLOW_RUN_ID` found in a process environment to its pids (ascending)."""
+def flow_run_processes(
+    proc_root: PathLike = "/proc", unreadable: list[int] | None = None
+) -> dict[str, list[int]]:
+    """Map each `PREFECT__FLOW_RUN_ID` found in a process environment to its pids (ascending).
+
+    `unreadable` receives the PIDs whose environment could not be read (other users'
+    processes, for a doctor without ptrace rights): runs among them are not seen.
+    """
     found: dict[str, list[int]] = {}
     root = os.fspath(proc_root)
     for pid in _list_ints(Path(root)):
         environ = _read_raw(f"{root}/{pid}/environ")
-        if environ is None or _FLOW_RUN_KEY not in environ:
+        if environ is None:
+            if unreadable is not None and os.path.exists(f"{root}/{pid}"):
+                unreadable.append(pid)
+            continue
+        if _FLOW_RUN_KEY not in environ:
             continue
         run_id = _env_value(environ, _FLOW_RUN_KEY)
         if run_id:
@@ -178,21 +193,21 @@ def _read_thread(task: Path, tid: int) -> KernelThread | None:
     try:
         state = _parse_stat(_read_text(task / "stat"))[0]
         status = _parse_status(_read_text(task / "status"))
-        name = _read_text(task / "comm").rstrip("\n")
-    except _Gone:
+        name = visible(_read_text(task / "comm").rstrip("\n"))
+        wchan = visible_or_none(_read_optional_text(task / "wchan"))
+        syscall = _parse_syscall(_read_optional_text(task / "syscall"))
+        return KernelThread(
+            tid=tid,
+            name=name,
+            state=state,
+            wchan=None if wchan in (None, "", "0") else wchan,
+            syscall=syscall,
+            syscall_name=syscall_name(syscall),
+            sig_blocked=_hex(status.get("SigBlk")),
+            sig_pending=_hex(status.get("SigPnd")),
+        )
+    except (_Gone, ValueError, IndexError):
         return None
-    wchan = _read_optional_text(task / "wchan")
-    syscall = _parse_syscall(_read_optional_text(task / "syscall"))
-    return KernelThread(
-        tid=tid,
-        name=name,
-        state=state,
-        wchan=None if wchan in (None, "", "0") else wchan,
-        syscall=syscall,
-        syscall_name=syscall_name(syscall),
-        sig_blocked=_hex(status.get("SigBlk")),
-        sig_pending=_hex(status.get("SigPnd")),
-    )
 
 
 def _read_sockets(base: Path) -> tuple[SocketPeer, ...]:
@@ -221,8 +236,11 @@ def _parse_tcp_table(text: str) -> list[tuple[str, str, str, int]]:
         fields = line.split()
         if len(fields) < 10:
             continue
-        local, remote = _decode_address(fields[1]), _decode_address(fields[2])
-        rows.append((local, remote, _TCP_STATES.get(int(fields[3], 16), fields[3]), int(fields[9])))
+        try:
+            local, remote = _decode_address(fields[1]), _decode_address(fields[2])
+            rows.append((local, remote, _TCP_STATES.get(int(fields[3], 16), fields[3]), int(fields[9])))
+        except ValueError:
+            continue
     return rows
 
 
@@ -246,7 +264,7 @@ def _read_children(pid: int, base: Path, proc_root: Path) -> tuple[int, ...]:
         text = _read_optional_text(base / "task" / str(tid) / "children")
         if text is not None:
             found_file = True
-            children.update(int(c) for c in text.split())
+            children.update(int(c) for c in text.split() if c.isascii() and c.isdigit())
     if not found_file:
         # Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
         for other in _list_ints(proc_root):
@@ -283,13 +301,13 @@ def _parse_syscall(text: str | None) -> int | None:
 
 def _read_cmdline(path: Path) -> tuple[str, ...]:
     data = _read_raw(str(path))
-    return tuple(os.fsdecode(arg) for arg in data.split(b"\0")[:-1]) if data else ()
+    return tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1]) if data else ()
 
 
 def _env_value(environ: bytes, key: bytes) -> str | None:
     for entry in environ.split(b"\0"):
         if entry.startswith(key):
-            return entry[len(key) :].decode("utf-8", errors="replace")
+            return visible(entry[len(key) :].decode("utf-8", errors="replace"), 100)
     return None
 
 

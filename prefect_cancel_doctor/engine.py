@@ -121,7 +121,7 @@ def scan(
     # thread-safe); /proc is read meanwhile.
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         cancelling_page = requests.submit(api.cancelling_runs) if cancelling is None else None
-        cancelled_page = requests.submit(api.runs_ended_since, since, ["CANCELLED"])
+        cancelled_page = requests.submit(api.runs_ended_since, since, [StateType.CANCELLED])
         names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
         unreadable: list[int] = []
         index = procfs.flow_run_processes(options.proc_root, unreadable)

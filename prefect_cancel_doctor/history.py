@@ -29,7 +29,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from prefect_cancel_doctor.model import FINAL_STATES, StateType
 from prefect_cancel_doctor.prefect_api import (
@@ -321,7 +320,7 @@ class _Reader:
                 self.progress("reading Cancelling events", len(events), 0)
         return events
 
-    def _filter(self) -> dict[str, Any]:
+    def _filter(self) -> dict[str, object]:
         return {"occurred": self._window(), "order": "ASC"}
 
     # -- the fallback without events

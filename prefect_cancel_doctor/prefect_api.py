@@ -63,7 +63,7 @@ _NO_ENDPOINT = (404, 405)
 RETRIES = 3
 #: The longest wait before one retry, whatever `Retry-After` asks: the doctor runs during incidents.
 MAX_RETRY_WAIT = 10.0
-_CANCELLING = {"state": {"type": {"any_": ["CANCELLING"]}}}
+_CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
 
 
 class EventsUnavailable(ApiRefused):

@@ -94,7 +94,7 @@ def locate_processes(
     """Find the run's engine, its children and its Runner on this host.
 
     When nothing of the run is left, the local workers of its pool are returned
-    with role "runner": an `on_cancellation` hook runs in the Runner, after the
+    with role `Role.RUNNER`: an `on_cancellation` hook runs in the Runner, after the
     flow process is gone, and may be what holds the run in Cancelling.
     `runners_here(pool)` finds them (default `local_workers`: one walk of /proc
     a call; a scan of many runs passes a cached one).

@@ -184,7 +184,7 @@ def _int(value: object, what: str) -> int:
     return value
 
 
-def _parse_frame(frame: dict[str, Any]) -> Frame:
+def _parse_frame(frame: dict[str, object]) -> Frame:
     raw_locals = frame.get("locals")
     return Frame(
         function=visible(str(frame.get("name")), 300),

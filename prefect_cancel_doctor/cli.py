@@ -7,9 +7,10 @@ and rich load inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 EXIT_CODES = """\
 Exit codes: 0 nothing stuck; 1 stuck runs or orphans found; 2 usage or
-configuration error; 3 Prefect API unreachable or refused the request."""
+configuration error; 3 Prefect API unreachable or refused the request;
+4 internal error (a bug: the traceback is written to a file); 130 interrupted."""
 
 app = typer.Typer(
     name="prefect-cancel-doctor",
@@ -196,12 +198,25 @@ def _run(fmt: Format, color: bool | None, work: Callable[[ProgressFn], Report]) 
 
     progress, stop = _progress()
     try:
-        report = work(progress)
+        with _interruptible():
+            report = work(progress)
     except DoctorError as exc:
         stop()
         _fail(exc)
     stop()
     raise typer.Exit(_emit(report, fmt, color))
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs")."""
+    from prefect_cancel_doctor.errors import EXIT_INTERRUPTED
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _fail(exc: Exception) -> None:
@@ -454,7 +469,7 @@ def report(
 
     progress, stop = _progress()
     try:
-        with _api(api_url, api_key, profile) as api:
+        with _interruptible(), _api(api_url, api_key, profile) as api:
             health = build_health_report(api, options, progress)
     except DoctorError as exc:
         stop()
@@ -560,5 +575,43 @@ def schedule(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every outcome is an exit code of its own, never a traceback.
+
+    typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`_interruptible`).
+    """
+    from prefect_cancel_doctor.errors import EXIT_INTERNAL
+
+    try:
+        app()
+    except Exception as exc:
+        where = _write_traceback(exc)
+        typer.echo(
+            f"internal error: {type(exc).__name__} (a bug in prefect-cancel-doctor); "
+            f"traceback written to {where}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+def _write_traceback(exc: BaseException) -> str:
+    """The traceback, redacted, in the user's state directory (else a temporary file): its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    from prefect_cancel_doctor.redact import redact_url_passwords
+
+    text = redact_url_passwords("".join(traceback.format_exception(exc)))
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+    for directory in (state / "prefect-cancel-doctor", Path(tempfile.gettempdir())):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            continue
+    return "nowhere (no writable directory)"

@@ -10,6 +10,10 @@ EXIT_OK = 0
 EXIT_STUCK = 1
 EXIT_USAGE = 2
 EXIT_API = 3
+#: A bug in the doctor: one line on stderr, the traceback in a file (never 1, which means "stuck").
+EXIT_INTERNAL = 4
+#: Interrupted (Ctrl-C), as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 class DoctorError(Exception):

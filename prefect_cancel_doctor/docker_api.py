@@ -31,7 +31,9 @@ from urllib.parse import quote, urlsplit
 
 from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import ContainerInfo, ContainerStats
+from prefect_cancel_doctor.redact import redact_argv
 
 #: Where the Docker engine listens when DOCKER_HOST is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -386,7 +388,8 @@ class DockerClient:
         params: dict[str, str | int] = {"all": int(all)}
         if filters:
             params["filters"] = _filters(filters)
-        return [container_summary(c) for c in self._json("GET", "/containers/json", params=params)]
+        listed = self._json("GET", "/containers/json", params=params)
+        return [container_summary(c) for c in listed if isinstance(c, dict) and isinstance(c.get("Id"), str)]
 
     def containers_for_run(self, run_id: str) -> list[str]:
         """Ids of the containers of a flow run: by label, else by PREFECT__FLOW_RUN_ID (running ones)."""
@@ -595,36 +598,39 @@ def _newest_first(summaries: list[ContainerSummary]) -> list[ContainerSummary]:
 
 
 def container_info(raw: Mapping[str, Any]) -> ContainerInfo:
-    """A `GET /containers/{id}/json` document as the facts the rules read."""
-    state = raw.get("State") or {}
-    config = raw.get("Config") or {}
-    host = raw.get("HostConfig") or {}
+    """A `GET /containers/{id}/json` document as the facts the rules read.
+
+    Every value a run's configuration can set (names, labels, commands) is made inert
+    and its secrets redacted; a value of the wrong type reads as absent.
+    """
+    state = _obj(raw.get("State"))
+    config = _obj(raw.get("Config"))
+    host = _obj(raw.get("HostConfig"))
     labels = _labels(config.get("Labels"))
     env = _env(raw)
-    pid = int(state.get("Pid") or 0)
-    stop_timeout = config.get("StopTimeout")
+    running = bool(state.get("Running"))
     return ContainerInfo(
-        id=str(raw.get("Id", "")),
-        name=str(raw.get("Name") or "").lstrip("/") or None,
-        status=str(state.get("Status") or ("running" if state.get("Running") else "unknown")),
-        running=bool(state.get("Running")),
-        exit_code=None if state.get("Running") else _int_or_none(state.get("ExitCode")),
+        id=_text(raw.get("Id")) or "",
+        name=(_text(raw.get("Name")) or "").lstrip("/") or None,
+        status=_text(state.get("Status")) or ("running" if running else "unknown"),
+        running=running,
+        exit_code=None if running else _int_or_none(state.get("ExitCode")),
         oom_killed=bool(state.get("OOMKilled")),
-        error=str(state.get("Error") or "") or None,
-        image=config.get("Image"),
-        command=tuple(str(a) for a in config.get("Cmd") or ()),
-        entrypoint=_argv(config.get("Entrypoint")),
-        stop_signal=config.get("StopSignal") or None,
-        stop_timeout=int(stop_timeout) if stop_timeout is not None else None,
+        error=_text(state.get("Error")),
+        image=_text(config.get("Image")),
+        command=redact_argv(_argv(config.get("Cmd"))),
+        entrypoint=redact_argv(_argv(config.get("Entrypoint"))),
+        stop_signal=_text(config.get("StopSignal")),
+        stop_timeout=_int_or_none(config.get("StopTimeout")),
         init=bool(host.get("Init")),
-        host_pid=pid or None,
-        restart_count=int(raw.get("RestartCount") or 0),
-        restart_policy=(host.get("RestartPolicy") or {}).get("Name") or None,
+        host_pid=_int_or_none(state.get("Pid")) or None,
+        restart_count=_int_or_none(raw.get("RestartCount")) or 0,
+        restart_policy=_text(_obj(host.get("RestartPolicy")).get("Name")),
         started_at=_time(state.get("StartedAt")),
         finished_at=_time(state.get("FinishedAt")),
         labels=labels,
-        flow_run_id=env.get(FLOW_RUN_ENV) or labels.get(FLOW_RUN_LABEL),
-        settings={k: env[k] for k in _CANCEL_SETTINGS if k in env},
+        flow_run_id=visible_or_none(env.get(FLOW_RUN_ENV) or labels.get(FLOW_RUN_LABEL)),
+        settings={k: visible(env[k]) for k in _CANCEL_SETTINGS if k in env},
     )
 
 
@@ -635,7 +641,7 @@ def container_details(raw: Mapping[str, Any]) -> ContainerDetails:
 
 def container_summary(raw: Mapping[str, Any]) -> ContainerSummary:
     """One entry of a `GET /containers/json` answer."""
-    return ContainerSummary(str(raw["Id"]), _labels(raw.get("Labels")), int(raw.get("Created") or 0))
+    return ContainerSummary(str(raw["Id"]), _labels(raw.get("Labels")), _int_or_none(raw.get("Created")) or 0)
 
 
 def image_summary(raw: Mapping[str, Any]) -> ImageSummary:
@@ -655,7 +661,12 @@ def parse_top(document: Mapping[str, Any]) -> list[TopProcess]:
     args_col = next((i for i, t in enumerate(titles) if t in ("COMMAND", "CMD", "ARGS")), len(titles) - 1)
     rows = []
     for row in document.get("Processes") or ():
-        rows.append(TopProcess(pid=int(row[pid_col]), ppid=int(row[ppid_col]), args=str(row[args_col])))
+        try:
+            pid, ppid = int(row[pid_col]), int(row[ppid_col])
+            args = " ".join(redact_argv(tuple(visible(str(row[args_col])).split(" "))))
+        except (ValueError, TypeError, IndexError, KeyError):
+            continue
+        rows.append(TopProcess(pid=pid, ppid=ppid, args=args))
     return rows
 
 
@@ -706,28 +717,41 @@ def demux_logs(data: bytes) -> tuple[bytes, bytes]:
 
 def _env(raw: Mapping[str, Any]) -> dict[str, str]:
     """Config.Env ("KEY=value" entries) as a dict."""
-    pairs = (str(entry).partition("=") for entry in (raw.get("Config") or {}).get("Env") or ())
+    entries = _obj(raw.get("Config")).get("Env")
+    if not isinstance(entries, list):
+        return {}
+    pairs = (str(entry).partition("=") for entry in entries)
     return {key: value for key, _, value in pairs}
 
 
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return visible(value) if isinstance(value, str) and value else None
+
+
 def _labels(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (value or {}).items()}
+    return {visible(str(k)): visible(str(v)) for k, v in _obj(value).items()}
 
 
 def _argv(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
     if isinstance(value, str):
-        return (value,)
-    return tuple(str(a) for a in value)
+        return (visible(value),)
+    if isinstance(value, list):
+        return tuple(visible(str(a)) for a in value)
+    return ()
 
 
 def _int_or_none(value: Any) -> int | None:
-    return int(value) if value is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
 
 
 def _time(value: Any) -> str | None:
-    return None if not value or value == _NEVER else str(value)
+    return None if not isinstance(value, str) or not value or value == _NEVER else visible(value)
 
 
 __all__ = [

@@ -51,9 +51,28 @@ def redact_local(name: str, shown: str | None) -> str:
     return redact_url_passwords(shown)
 
 
+def redact_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """A command line with secrets hidden: `--password x`, `--token=x`, `API_KEY=x`, URL passwords."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if equals and is_secret_name(name.lstrip("-")):
+            shown.append(f"{name}={REDACTED}")
+            continue
+        hide_next = arg.startswith("-") and not equals and is_secret_name(arg.lstrip("-"))
+        shown.append(redact_url_passwords(arg))
+    return tuple(shown)
+
+
 __all__ = [
     "REDACTED",
     "is_secret_name",
+    "redact_argv",
     "redact_code",
     "redact_local",
     "redact_url_passwords",

@@ -17,7 +17,7 @@ from typing import TypeAlias
 
 from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
-from prefect_cancel_doctor.redact import redact_code
+from prefect_cancel_doctor.redact import redact_argv, redact_code
 from prefect_cancel_doctor.sample.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
@@ -301,7 +301,7 @@ def _parse_syscall(text: str | None) -> int | None:
 
 def _read_cmdline(path: Path) -> tuple[str, ...]:
     data = _read_raw(str(path))
-    return tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1]) if data else ()
+    return redact_argv(tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1])) if data else ()
 
 
 def _env_value(environ: bytes, key: bytes) -> str | None:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prefect_cancel_doctor.docker_api import DockerError
 from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.errors import ConfigurationError
 from prefect_cancel_doctor.inert import visible
@@ -231,3 +232,31 @@ def test_any_profiles_file_is_settings_or_a_configuration_error(
     except ConfigurationError:
         return
     assert isinstance(values, dict)
+
+
+container_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "Id": json_values,
+        "Name": json_values,
+        "State": st.one_of(
+            json_values, st.dictionaries(st.sampled_from(["Pid", "Running", "ExitCode"]), json_values)
+        ),
+        "Config": st.one_of(
+            json_values,
+            st.dictionaries(st.sampled_from(["Cmd", "Env", "Labels", "StopTimeout", "Image"]), json_values),
+        ),
+        "HostConfig": json_values,
+        "RestartCount": json_values,
+    },
+)
+
+
+@FUZZ
+@given(container_like)
+def test_any_docker_inspect_document_is_a_container_record(raw: dict[str, Any]) -> None:
+    from prefect_cancel_doctor.docker_api import container_info, parse_top
+
+    _no_controls(container_info(raw))
+    with contextlib.suppress(DockerError):
+        _no_controls(parse_top(raw))

@@ -105,30 +105,43 @@ class DockerEndpoint:
 def resolve_endpoint(
     docker_host: str | None = None,
     *,
-    infra_url: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> DockerEndpoint:
-    """The engine to talk to: `docker_host`, else $DOCKER_HOST, else the run's recorded URL, else the socket.
+    """The engine to talk to: `docker_host`, else $DOCKER_HOST, else the default socket.
 
-    `infra_url` is the base URL prefect-docker recorded in `infrastructure_pid`
-    (``http+docker://localhost`` means "the default socket, as the worker saw it").
+    Only the operator's configuration chooses it, never a run's data: an
+    `infrastructure_pid` is written by whoever runs a deployment.
     """
     env = os.environ if environ is None else environ
-    configured = (
-        docker_host or env.get("DOCKER_HOST") or _from_infra_url(infra_url) or f"unix://{DEFAULT_SOCKET}"
-    )
-    return _parse_host(configured, env)
+    return _parse_host(docker_host or env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}", env)
 
 
-def _from_infra_url(url: str | None) -> str | None:
-    if not url:
+def recorded_remote_engine(infra_url: str | None, configured: DockerEndpoint) -> str | None:
+    """The engine a run's `infrastructure_pid` names, when it is another host's (else None).
+
+    prefect-docker records the Docker SDK's base URL: ``http+docker://localhost`` (the
+    default socket), a unix socket, or a TCP engine. A loopback or the configured
+    engine is this host's; anything else is where the run's container lives.
+    """
+    if not infra_url:
         return None
-    scheme = urlsplit(url).scheme
-    if scheme in ("http+docker", "http+unix"):
-        return None  # the SDK hides the socket path: use the default socket
-    if scheme in ("http", "https"):
-        return "tcp://" + url.split("://", 1)[1].rstrip("/")
-    return url
+    try:
+        parts = urlsplit(infra_url)
+        host = parts.hostname
+    except ValueError:
+        return visible(infra_url, 200)
+    if parts.scheme in ("http+docker", "http+unix", "unix", "npipe") or host in _LOOPBACK:
+        return None
+    if configured.base_url.startswith(("http://", "https://")):
+        try:
+            if urlsplit(configured.base_url).hostname == host:
+                return None
+        except ValueError:
+            pass
+    return visible(infra_url, 200)
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
 
 
 def _parse_host(url: str, env: Mapping[str, str]) -> DockerEndpoint:

@@ -447,9 +447,8 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
         progress("sampling containers from a sidecar", done - 1, len(todo))
         container = job.location.container
         assert container is not None
-        infra = parse_infrastructure_pid(job.run.infrastructure_pid if job.run else None)
         try:
-            with DockerClient(resolve_endpoint(infra_url=infra.docker_url)) as client:
+            with DockerClient(resolve_endpoint()) as client:
                 sampled = sample_container(
                     container.id,
                     client=client,

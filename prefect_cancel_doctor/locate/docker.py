@@ -32,6 +32,7 @@ from prefect_cancel_doctor.docker_api import (
     DockerClient,
     DockerConfigError,
     DockerError,
+    recorded_remote_engine,
     resolve_endpoint,
 )
 from prefect_cancel_doctor.locate import (
@@ -133,7 +134,20 @@ def locate_container(
     own_client = client is None
     try:
         if client is None:
-            client = DockerClient(resolve_endpoint(infra_url=ref.docker_url, environ=env))
+            endpoint = resolve_endpoint(environ=env)
+            elsewhere = recorded_remote_engine(ref.docker_url, endpoint)
+            if elsewhere is not None:
+                return Location(
+                    InfraKind.DOCKER,
+                    f"Docker container {short} on another engine",
+                    unreachable=(
+                        f"the run's container was started through the Docker engine at {elsewhere} "
+                        f"(its infrastructure_pid); this doctor talks only to the engine it is "
+                        f"configured for ({endpoint.url}): run it on that host, or set DOCKER_HOST"
+                    ),
+                    container_id=ref.container_id,
+                )
+            client = DockerClient(endpoint)
         try:
             return _locate(run_id, ref, client, proc_root, attach or env.get(ATTACH_ENV), with_stats)
         finally:

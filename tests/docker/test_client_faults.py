@@ -28,6 +28,7 @@ from prefect_cancel_doctor.docker_api import (
     demux_logs,
     parse_stats,
     parse_top,
+    recorded_remote_engine,
     resolve_endpoint,
 )
 from prefect_cancel_doctor.locate import CONTAINER_NOT_FOUND, parse_infrastructure_pid
@@ -185,27 +186,39 @@ def test_ssh_docker_host_is_refused_with_a_way_around() -> None:
 
 
 @pytest.mark.parametrize(
-    ("docker_host", "infra_url", "base_url", "socket"),
+    ("docker_host", "base_url", "socket"),
     [
-        (None, None, "http://docker", "/var/run/docker.sock"),
-        (None, "http+docker://localhost", "http://docker", "/var/run/docker.sock"),
-        (
-            "unix:///run/user/1000/docker.sock",
-            "http+docker://localhost",
-            "http://docker",
-            "/run/user/1000/docker.sock",
-        ),
-        ("tcp://10.0.0.5:2375", None, "http://10.0.0.5:2375", None),
-        (None, "http://10.0.0.7:2375", "http://10.0.0.7:2375", None),
+        (None, "http://docker", "/var/run/docker.sock"),
+        ("unix:///run/user/1000/docker.sock", "http://docker", "/run/user/1000/docker.sock"),
+        ("tcp://10.0.0.5:2375", "http://10.0.0.5:2375", None),
     ],
 )
-def test_endpoint_resolution(
-    docker_host: str | None, infra_url: str | None, base_url: str, socket: str | None
+def test_endpoint_resolution_reads_only_the_configuration(
+    docker_host: str | None, base_url: str, socket: str | None
 ) -> None:
     environ = {"DOCKER_HOST": docker_host} if docker_host else {}
-    endpoint = resolve_endpoint(infra_url=infra_url, environ=environ)
+    endpoint = resolve_endpoint(environ=environ)
     assert endpoint.base_url == base_url
     assert endpoint.socket_path == socket
+
+
+@pytest.mark.parametrize(
+    ("docker_host", "infra_url", "elsewhere"),
+    [
+        (None, None, None),
+        (None, "http+docker://localhost", None),
+        ("unix:///run/user/1000/docker.sock", "http+docker://localhost", None),
+        (None, "http://127.0.0.1:2375", None),
+        ("tcp://10.0.0.7:2375", "http://10.0.0.7:2375", None),
+        (None, "http://10.0.0.7:2375", "http://10.0.0.7:2375"),
+        ("tcp://10.0.0.5:2375", "http://10.0.0.7:2375", "http://10.0.0.7:2375"),
+    ],
+)
+def test_a_runs_recorded_engine_is_reported_never_dialled(
+    docker_host: str | None, infra_url: str | None, elsewhere: str | None
+) -> None:
+    environ = {"DOCKER_HOST": docker_host} if docker_host else {}
+    assert recorded_remote_engine(infra_url, resolve_endpoint(environ=environ)) == elsewhere
 
 
 def test_tls_verify_uses_https() -> None:

@@ -197,15 +197,18 @@ def never_started(ev: Evidence) -> Verdict | None:
     if ev.processes:
         return None
     evidence = [*ev.notes, "the run has no start_time and no infrastructure_pid"]
+    pool = run.work_pool_name
     online = [w for w in run.workers if w.status == "ONLINE"]
     for worker in run.workers:
         beat = worker.seconds_since_heartbeat
         evidence.append(
-            f"worker {worker.name} of pool {run.work_pool_name}: {worker.status}"
+            f"worker {worker.name} of pool {pool}: {worker.status}"
             + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
         )
-    if not run.workers:
-        evidence.append(f"no worker is registered in pool {run.work_pool_name}")
+    if pool is None:
+        evidence.append("the run has no work pool: no worker submitted it")
+    elif not run.workers:
+        evidence.append(f"no worker is registered in pool {pool}")
     who = (
         "no worker of its pool is online to finish the cancel"
         if not online
@@ -217,7 +220,7 @@ def never_started(ev: Evidence) -> Verdict | None:
         f"A worker claimed the run but its infrastructure never started; {who}.",
         0.85,
         evidence,
-        extra_fixes=(f"start a worker for the pool: prefect worker start --pool '{run.work_pool_name}'",),
+        extra_fixes=(f"start a worker for the pool: prefect worker start --pool '{pool}'",) if pool else (),
     )
 
 
@@ -656,7 +659,13 @@ def unknown(ev: Evidence) -> Verdict | None:
         if not process.python:
             facts.append(f"process {process.pid} is not a Python process py-spy can read")
         facts.extend(_describe(v) for v in thread_views(process)[:1])
+    sampled = any(process.dumps for process in ev.processes)
     summary = "No rule matched; the stacks below show what the run is doing."
+    if not sampled:
+        failures = [e for process in ev.processes for e in process.errors]
+        summary = "No rule matched and no stack could be taken" + (
+            f": {failures[0]}." if failures else " (nothing of the run was sampled)."
+        )
     if ev.run is not None and ev.state_type != StateType.CANCELLING:
         running = "its processes are shown below" if ev.processes else "nothing of it runs here"
         summary = f"The run is {ev.run.state_name}, not stuck in Cancelling; {running}."

@@ -305,3 +305,19 @@ def test_a_live_hook_subprocess_after_the_flow_is_gone_is_a_hanging_hook() -> No
     assert verdict.cause is Cause.CANCELLATION_HOOK_HANG
     assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
     assert "hook subprocess" in verdict.summary
+
+
+def test_never_started_without_a_pool_does_not_name_a_pool_none() -> None:
+    run = run_ref(start_time=None, infrastructure_pid=None, work_pool_name=None, workers=())
+    verdict = diagnose(Evidence(run, Target(kind="none", description="nothing here")))
+    assert verdict.cause is Cause.NEVER_STARTED
+    text = " ".join([verdict.summary, *verdict.evidence, *verdict.remediation])
+    assert "None" not in text and "no work pool" in text
+
+
+def test_unknown_without_any_stack_says_so_instead_of_pointing_at_stacks() -> None:
+    sample = process("sleep_main_native", repeat=1)
+    failed = dataclasses.replace(sample, dumps=(), errors=("py-spy timed out after 10 s",))
+    verdict = diagnose(evidence(failed, run=run_ref(workers=())))
+    assert verdict.cause is Cause.UNKNOWN
+    assert verdict.summary == "No rule matched and no stack could be taken: py-spy timed out after 10 s."

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
+from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
 from prefect_cancel_doctor.model import StateType
 from prefect_cancel_doctor.prefect_api import PAGE_SIZE, PrefectApi, cancelling_since
 from prefect_cancel_doctor.prefect_records import FlowRun, State, parse_states
@@ -104,3 +104,69 @@ def test_cancelling_since_is_the_start_of_the_latest_cancelling_stretch() -> Non
     assert (
         cancelling_since(FlowRun("r", "r"), [*states, State(StateType.CANCELLED, "", timestamp="t6")]) == "t4"
     )
+
+
+def test_429_is_retried_after_retry_after_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("prefect_cancel_doctor.prefect_api.time.sleep", waits.append)
+    answers = [
+        httpx.Response(429, headers={"Retry-After": "3600"}),
+        httpx.Response(429, headers={"Retry-After": "2"}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0) if answers else httpx.Response(200, json=[run(1)])
+
+    assert [r.id for r in api(handler).cancelling_runs()] == ["run-00001"]
+    assert waits == [10.0, 2.0]
+
+
+def test_a_server_that_keeps_answering_429_is_exit_3_after_bounded_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("prefect_cancel_doctor.prefect_api.time.sleep", lambda _: None)
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(429)
+
+    with pytest.raises(ApiRefused) as info:
+        api(handler).cancelling_runs()
+    assert info.value.exit_code == 3 and "rate limit" in str(info.value)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("body", [{"runs": []}, "not a list", [{"no": "id"}], [1, 2]])
+def test_an_answer_of_the_wrong_shape_is_exit_3(body: object) -> None:
+    with pytest.raises(ApiRefused) as info:
+        api(lambda r: httpx.Response(200, json=body)).cancelling_runs()
+    assert info.value.exit_code == 3
+
+
+def test_an_echoed_key_and_escape_sequences_never_reach_the_message() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, text=f"bad header {request.headers['Authorization']} \x1b[2J")
+
+    with pytest.raises(ApiRefused) as info:
+        api(handler, api_key="pnu_topsecret").cancelling_runs()
+    assert "pnu_topsecret" not in str(info.value) and "\x1b" not in str(info.value)
+    assert "<redacted>" in str(info.value) and "\\x1b[2J" in str(info.value)
+
+
+def test_a_password_in_the_api_url_is_never_printed() -> None:
+    client = PrefectApi(
+        Connection("http://admin:hunter2@prefect.test/api"),
+        transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+    )
+    assert "hunter2" not in client.url
+    with pytest.raises(ApiRefused) as info:
+        client.cancelling_runs()
+    assert "hunter2" not in str(info.value)
+
+
+def test_an_unknown_run_id_is_no_flow_run_exit_2() -> None:
+    for status in (404, 422):
+        with pytest.raises(TargetError) as info:
+            api(lambda r, status=status: httpx.Response(status)).flow_run("nope")
+        assert info.value.exit_code == 2 and "no flow run nope" in str(info.value)

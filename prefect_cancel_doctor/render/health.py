@@ -1,18 +1,30 @@
-"""Renderers of the health report: one module per format, chosen from an enum."""
+"""Renderers of the health report: one module per format, chosen from an enum.
+
+`sections(report)` builds the report once, format-neutral: its parts in order,
+each a title, a table (columns, rows as text), what to say when it is empty,
+notes, and charts for the formats that draw them. The terminal, Markdown and
+HTML writers only lay that list out, each escaping data its own way; JSON is
+the model itself (`HealthReport.to_dict`).
+"""
 
 from __future__ import annotations
 
+import enum
 import io
 import os
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from typing_extensions import assert_never
 
 from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.health import GroupStats, HealthReport, StuckRun
+from prefect_cancel_doctor.health import CallSite, Cancellation, GroupStats, HealthReport, StuckRun
 from prefect_cancel_doctor.render import HealthFormat
+
+_T = TypeVar("_T")
 
 
 def render_health(report: HealthReport, fmt: HealthFormat, out: TextIO, *, color: bool | None = None) -> None:
@@ -62,48 +74,64 @@ def write_health(
         raise
 
 
-# -- wording shared by the formats ---------------------------------------------------------
+# -- the report, format-neutral -------------------------------------------------------------
 
 
-def percent(share: float) -> str:
-    """0.125 → '12%'."""
-    return f"{share * 100:.0f}%"
+class Style(str, enum.Enum):
+    """How a column's cells read in each format."""
+
+    TEXT = "text"
+    #: A cause of the doctor's vocabulary: code in Markdown, a badge in HTML, coloured in a terminal.
+    CAUSE = "cause"
+    #: A call site or an infrastructure id: code in Markdown, monospace in HTML.
+    CODE = "code"
+    #: A bar of █ drawn to scale: coloured in a terminal.
+    BAR = "bar"
 
 
-#: Columns of the worst-offenders table, in every format.
-OFFENDER_HEADERS = ("deployment", "resisted", "of", "share", "timed out", "ignored", "cancelling", "slow")
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, right-aligned if numeric, and how its cells read."""
+
+    name: str
+    numeric: bool = False
+    style: Style = Style.TEXT
 
 
-def offender_figures(group: GroupStats) -> list[str]:
-    """The worst-offenders row after the deployment's name (which each format escapes its own way)."""
-    return [
-        str(group.resisted),
-        str(group.requested),
-        percent(group.resistance),
-        str(group.timed_out),
-        str(group.ignored),
-        str(group.cancelling),
-        str(group.slow),
-    ]
+@dataclass(frozen=True)
+class Chart:
+    """What a section's table says, as a chart for the formats that draw (HTML); `key` names its kind."""
+
+    key: str
+    title: str
+    labels: tuple[str, ...]
+    #: (series name, one value per label).
+    series: tuple[tuple[str, tuple[float | None, ...]], ...]
+    caption: str = ""
 
 
-#: Columns of the by-deployment, by-work-pool and by-worker tables after the group's name.
-STATS_HEADERS = ("cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max")
+@dataclass(frozen=True)
+class Section:
+    """One part of the report, as every format shows it."""
+
+    #: Its anchor in HTML ("stuck", "by-deployment").
+    key: str
+    title: str
+    #: No columns: the section is only its notes.
+    columns: tuple[Column, ...]
+    #: The rows shown (at most the report's `top`), as text; data is escaped by each format.
+    rows: tuple[tuple[str, ...], ...]
+    #: Said instead of a table without rows.
+    empty: str = "None."
+    #: Sentences after the table: rows left out, how to read it, what to do.
+    notes: tuple[str, ...] = ()
+    #: Drawn instead of the table by the formats that can.
+    charts: tuple[Chart, ...] = ()
 
 
-def stats_figures(group: GroupStats) -> list[str]:
-    """A by-group row after the group's name (which each format escapes its own way)."""
-    ttc = group.time_to_cancel
-    return [
-        str(group.requested),
-        str(group.cancelled),
-        str(group.timed_out),
-        str(group.ignored),
-        str(group.cancelling),
-        seconds_text(ttc.p50),
-        seconds_text(ttc.p95),
-        seconds_text(ttc.max),
-    ]
+def page_title(report: HealthReport) -> str:
+    """The report's title."""
+    return f"Cancellation health — last {report.window.label}"
 
 
 def status_line(report: HealthReport) -> str:
@@ -113,6 +141,278 @@ def status_line(report: HealthReport) -> str:
     if report.rules:
         return f"healthy: {len(report.rules)} rule(s) checked, none breached"
     return "no --fail-on rules given"
+
+
+def sections(report: HealthReport) -> list[Section]:
+    """The report's parts in the order every format shows them (after the title and the status)."""
+    r, f, top = report, report.fleet, report.top
+    slow = seconds_text(r.slow_seconds)
+    parts = [
+        Section(
+            "summary",
+            "Fleet",
+            _FLEET_COLUMNS,
+            (_cells(f.requested, f.cancelled, f.timed_out, f.ignored, len(r.stuck), *_times(f)),),
+            notes=(
+                f"Time to cancel is Cancelling → a final state, over {f.time_to_cancel.count} ended "
+                f"cancel(s). A cancel counts as resisting when it took longer than {slow}, timed out, was "
+                "ignored or is still pending.",
+            ),
+        ),
+        _time_to_cancel(r),
+        _listed(
+            "stuck",
+            f"Stuck in Cancelling now ({len(r.stuck)})" + ("" if r.sampled else _NOT_SAMPLED),
+            _STUCK_COLUMNS,
+            r.stuck,
+            _stuck_row,
+            top,
+            notes=sorted({s.note for s in r.stuck[:top] if s.note and not s.sampled}),
+        ),
+    ]
+    if r.live_orphans:
+        title = f"Finished runs whose processes still run here ({len(r.live_orphans)})"
+        parts.append(_listed("live-orphans", title, _ORPHAN_COLUMNS, r.live_orphans, _orphan_row, top))
+    if r.top_causes:
+        parts.append(
+            _listed("causes", "Top causes", _CAUSE_COLUMNS, r.top_causes, lambda c: (c.value, c.count))
+        )
+    if r.top_call_sites:
+        title = "Top blocking call sites"
+        parts.append(_listed("call-sites", title, _SITE_COLUMNS, r.top_call_sites, _site_row))
+    if r.worst_offenders:
+        parts.append(
+            _listed("offenders", "Worst offenders", _OFFENDER_COLUMNS, r.worst_offenders, offender_row)
+        )
+    for key, what, groups in (
+        ("by-deployment", "deployment", r.by_deployment),
+        ("by-work-pool", "work pool", r.by_work_pool),
+        ("by-worker", "worker", r.by_worker),
+    ):
+        if groups:
+            columns = (Column(what), *_numeric(*STATS_HEADERS))
+            parts.append(_listed(key, f"By {what}", columns, groups, stats_row, top))
+    orphans, ignored, children = r.suspected_orphans, r.ignored_cancels, r.orphaned_children
+    parts += [
+        _listed(
+            "suspected-orphans",
+            f"Suspected orphans: cancels the server's timeout ended ({len(orphans)})",
+            _CANCEL_COLUMNS,
+            orphans,
+            _cancel_row,
+            top,
+            notes=[_CHECK_INFRASTRUCTURE] if orphans else [],
+        ),
+        _listed(
+            "ignored",
+            f"Cancels ignored: completed or failed after the cancel ({len(ignored)})",
+            _CANCEL_COLUMNS,
+            ignored,
+            _cancel_row,
+            top,
+        ),
+        _listed(
+            "children",
+            f"Sub-deployment runs still live after their parent was cancelled ({len(children)})",
+            _CHILD_COLUMNS,
+            children,
+            lambda c: (c.flow_run_name, c.deployment, c.state_name, c.parent_name, c.parent_cancelled_at),
+            top,
+        ),
+        _listed(
+            "slots",
+            f"Concurrency slots held by stuck runs ({sum(h.held for h in r.slots)})",
+            _SLOT_COLUMNS,
+            r.slots,
+            lambda h: (h.scope.replace("_", " "), h.name, h.limit, h.active_slots, h.held, ", ".join(h.runs)),
+        ),
+        Section("source", "How this was read", (), (), notes=tuple(source_lines(r))),
+    ]
+    return parts
+
+
+_NOT_SAMPLED = ": located from the API, not sampled"
+_CHECK_INFRASTRUCTURE = (
+    "The run looks Cancelled, but nothing confirmed that its process or container stopped: "
+    "check its infrastructure."
+)
+
+
+def _cells(*values: object) -> tuple[str, ...]:
+    """A row as text: '–' for a missing value."""
+    return tuple("–" if v is None or v == "" else str(v) for v in values)
+
+
+def _numeric(*names: str) -> tuple[Column, ...]:
+    return tuple(Column(name, numeric=True) for name in names)
+
+
+def _text(*names: str) -> tuple[Column, ...]:
+    return tuple(Column(name) for name in names)
+
+
+_FLEET_COLUMNS = _numeric(
+    "cancels requested",
+    "cancelled",
+    "timed out by the server",
+    "ignored",
+    "still cancelling",
+    "p50",
+    "p95",
+    "max",
+)
+_CAUSE = Column("cause", style=Style.CAUSE)
+_CALL = Column("blocking call", style=Style.CODE)
+_STUCK_COLUMNS = (
+    *_text("run", "deployment", "work pool"),
+    Column("in Cancelling", True),
+    Column("where"),
+    _CAUSE,
+    _CALL,
+)
+_ORPHAN_COLUMNS = (*_text("run", "state", "where"), _CAUSE, _CALL)
+_CAUSE_COLUMNS = (_CAUSE, Column("runs", True))
+_SITE_COLUMNS = (
+    Column("blocking call site", style=Style.CODE),
+    Column("kind"),
+    Column("runs", True),
+    Column("which"),
+)
+_CANCEL_COLUMNS = (
+    *_text("run", "deployment", "worker", "cancel requested", "ended as"),
+    Column("after", True),
+    Column("infrastructure", style=Style.CODE),
+)
+_CHILD_COLUMNS = _text("run", "deployment", "state", "parent", "parent cancelled at")
+_SLOT_COLUMNS = (
+    *_text("limit on", "name"),
+    *_numeric("limit", "in use", "held by stuck runs"),
+    Column("stuck runs"),
+)
+
+
+def _stuck_row(s: StuckRun) -> tuple[object, ...]:
+    ref = s.flow_run
+    age = seconds_text(ref.cancelling_for_seconds)
+    return (ref.name, deployment_of(s), ref.work_pool_name, age, s.location, stuck_cause(s), stuck_call(s))
+
+
+def _orphan_row(s: StuckRun) -> tuple[object, ...]:
+    return (s.flow_run.name, s.flow_run.state_name, s.location, stuck_cause(s), stuck_call(s))
+
+
+def _site_row(c: CallSite) -> tuple[object, ...]:
+    return (site_text(c.function, c.filename, c.line), c.kind, c.count, ", ".join(c.runs))
+
+
+def _listed(
+    key: str,
+    title: str,
+    columns: tuple[Column, ...],
+    items: Sequence[_T],
+    row: Callable[[_T], Sequence[object]],
+    top: int | None = None,
+    notes: Sequence[str] = (),
+) -> Section:
+    """A section of one row per item, the first `top` items only (the rest are counted in a note)."""
+    shown = items[:top] if top is not None else items
+    more = len(items) - len(shown)
+    left_out = [f"… and {more} more (all of them are in --format json)."] if more else []
+    return Section(key, title, columns, tuple(_cells(*row(i)) for i in shown), notes=(*left_out, *notes))
+
+
+def _time_to_cancel(r: HealthReport) -> Section:
+    """The histogram as a table of bars; in HTML, charts of it and of each deployment's cancels."""
+    peak = max((b.count for b in r.histogram), default=0)
+    rows = tuple(
+        (b.label, str(b.count), "█" * round(20 * b.count / peak) if peak else "") for b in r.histogram
+    )
+    charts = [
+        Chart(
+            "time-to-cancel",
+            "Time to cancel",
+            tuple(b.label for b in r.histogram),
+            (("cancels", tuple(float(b.count) for b in r.histogram)),),
+            f"{r.fleet.time_to_cancel.count} ended cancel(s); "
+            "the server's cancelling timeout shows as a spike at its value.",
+        )
+    ]
+    groups = r.by_deployment[: r.top]
+    if groups:
+        names = tuple(g.name for g in groups)
+        charts.append(
+            Chart(
+                "outcomes",
+                "Cancels per deployment, by outcome",
+                names,
+                (
+                    ("cancelled", tuple(float(g.cancelled - g.slow) for g in groups)),
+                    ("slow", tuple(float(g.slow) for g in groups)),
+                    ("timed out", tuple(float(g.timed_out) for g in groups)),
+                    ("ignored", tuple(float(g.ignored) for g in groups)),
+                    ("still cancelling", tuple(float(g.cancelling) for g in groups)),
+                ),
+                f"slow = cancelled after more than {seconds_text(r.slow_seconds)}.",
+            )
+        )
+        charts.append(
+            Chart(
+                "latency",
+                "Time to cancel per deployment (seconds, log scale)",
+                names,
+                (
+                    ("p50", tuple(g.time_to_cancel.p50 for g in groups)),
+                    ("p95", tuple(g.time_to_cancel.p95 for g in groups)),
+                ),
+            )
+        )
+    columns = (Column("time to cancel"), Column("cancels", True), Column("", style=Style.BAR))
+    return Section("time-to-cancel", "Time to cancel", columns, rows, charts=tuple(charts))
+
+
+def percent(share: float) -> str:
+    """0.125 → '12%'."""
+    return f"{share * 100:.0f}%"
+
+
+#: Columns of the worst-offenders table.
+OFFENDER_HEADERS = ("deployment", "resisted", "of", "share", "timed out", "ignored", "cancelling", "slow")
+
+
+_OFFENDER_COLUMNS = (Column(OFFENDER_HEADERS[0]), *_numeric(*OFFENDER_HEADERS[1:]))
+
+
+def offender_row(g: GroupStats) -> tuple[object, ...]:
+    """A worst-offenders row."""
+    share = percent(g.resistance)
+    return (g.name, g.resisted, g.requested, share, g.timed_out, g.ignored, g.cancelling, g.slow)
+
+
+#: Columns of the by-deployment, by-work-pool and by-worker tables after the group's name.
+STATS_HEADERS = ("cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max")
+
+
+def stats_row(g: GroupStats) -> tuple[object, ...]:
+    """A by-group row."""
+    return (g.name, g.requested, g.cancelled, g.timed_out, g.ignored, g.cancelling, *_times(g))
+
+
+def _times(group: GroupStats) -> tuple[str, str, str]:
+    ttc = group.time_to_cancel
+    return seconds_text(ttc.p50), seconds_text(ttc.p95), seconds_text(ttc.max)
+
+
+def _cancel_row(c: Cancellation) -> tuple[object, ...]:
+    after = seconds_text(c.seconds)
+    return (
+        c.flow_run_name,
+        c.deployment,
+        c.worker,
+        c.requested_at,
+        c.end_state_name,
+        after,
+        c.infrastructure_pid,
+    )
 
 
 def stuck_cause(run: StuckRun) -> str:
@@ -167,4 +467,15 @@ def source_lines(report: HealthReport) -> list[str]:
     return lines
 
 
-__all__ = ["HealthFormat", "render_health", "write_health"]
+__all__ = [
+    "Chart",
+    "Column",
+    "HealthFormat",
+    "Section",
+    "Style",
+    "page_title",
+    "render_health",
+    "sections",
+    "status_line",
+    "write_health",
+]

@@ -6,9 +6,12 @@ import dataclasses
 import io
 import json
 import os
+import re
+from collections.abc import Callable
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -30,7 +33,7 @@ from prefect_cancel_doctor.health import (
     top_call_sites,
     top_causes,
 )
-from prefect_cancel_doctor.render.health import HealthFormat, render_health, write_health
+from prefect_cancel_doctor.render.health import HealthFormat, render_health, sections, write_health
 from tests.unit.test_rules import evidence, process, run_ref
 
 NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"
@@ -215,6 +218,58 @@ def test_terminal_shows_data_verbatim() -> None:
     assert "brave-otter [prod]" in text  # not eaten as rich markup
     assert "✗ orphans" in text
     assert "\x1b[" not in text
+
+
+#: Each table section's list in the JSON document, and what of an entry one of its row's cells shows.
+IN_JSON: dict[str, tuple[str, Callable[[Any], object]]] = {
+    "time-to-cancel": ("histogram", lambda e: e["label"]),
+    "stuck": ("stuck", lambda e: e["flow_run"]["name"]),
+    "live-orphans": ("live_orphans", lambda e: e["flow_run"]["name"]),
+    "causes": ("top_causes", lambda e: e["value"]),
+    "call-sites": ("top_call_sites", lambda e: e["function"]),
+    "offenders": ("worst_offenders", lambda e: e["name"]),
+    "by-deployment": ("by_deployment", lambda e: e["name"]),
+    "by-work-pool": ("by_work_pool", lambda e: e["name"]),
+    "by-worker": ("by_worker", lambda e: e["name"]),
+    "suspected-orphans": ("suspected_orphans", lambda e: e["flow_run_name"]),
+    "ignored": ("ignored_cancels", lambda e: e["flow_run_name"]),
+    "children": ("orphaned_children", lambda e: e["flow_run_name"]),
+    "slots": ("slots", lambda e: e["name"]),
+}
+
+
+def test_every_format_shows_the_same_sections_and_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One list of sections behind the terminal, Markdown and HTML views; JSON holds the same rows."""
+    monkeypatch.setenv("COLUMNS", "400")  # the terminal view wraps no cell
+    report = dataclasses.replace(sample("orphans"), top=1, live_orphans=sample().stuck[:1])
+    parts = sections(report)
+    terminal = rendered(report, HealthFormat.TERMINAL)
+    markdown = re.sub(r"\\(.)", r"\1", rendered(report, HealthFormat.MARKDOWN))  # escapes undone
+    page = rendered(report, HealthFormat.HTML)
+    text = unescape(page)
+    document = json.loads(rendered(report, HealthFormat.JSON))
+    assert {p.key for p in parts} >= {"summary", "stuck", "live-orphans", "causes", "slots", "source"}
+    for part in parts:
+        assert part.title in terminal and f"## {part.title}" in markdown, part.title
+        assert f'id="{part.key}"' in page, part.key
+        for value in [v for row in part.rows for v in row] + list(part.notes):
+            assert value in terminal and value in markdown, (part.key, value)
+            assert part.charts or value in text, (part.key, value)  # a chart draws the table in HTML
+        for chart in part.charts:
+            assert f'id="chart-{chart.key}"' in page
+        if part.key in IN_JSON:
+            key, shown = IN_JSON[part.key]
+            entries = document[key]
+            assert len(part.rows) == (len(entries) if key == "histogram" else min(len(entries), 1)), part.key
+            for entry, row in zip(entries[: len(part.rows)], part.rows, strict=True):
+                assert str(shown(entry)) in " ".join(row), (part.key, row)
+    summary = parts[0].rows[0]
+    fleet = document["fleet"]
+    counts = ("requested", "cancelled", "timed_out", "ignored")
+    figures = [*(fleet[k] for k in counts), len(document["stuck"])]
+    assert list(summary[:5]) == [str(n) for n in figures]
+    assert summary[5:] == tuple(seconds_text(fleet["time_to_cancel"][q]) for q in ("p50", "p95", "max"))
+    assert "… and 1 more" in terminal and "… and 1 more" in markdown and "… and 1 more" in text
 
 
 def test_seconds_text() -> None:

@@ -66,7 +66,14 @@ def profiles_path(env: Mapping[str, str]) -> Path:
 def read_profile(env: Mapping[str, str], name: str | None) -> tuple[str | None, dict[str, Any]]:
     """The named (else active) profile's settings; ({}, None) when there is no file."""
     path = profiles_path(env)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            hint="set PREFECT_HOME (or PREFECT_PROFILES_PATH) to a directory this user can read",
+        ) from exc
+    if not exists:
         if name:
             raise ConfigurationError(
                 f"profile {name!r} not found: {path} does not exist",

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.helpers import clean_environ
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -30,3 +37,47 @@ def _fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """An environment with no Prefect connection configured (an empty PREFECT_HOME)."""
     return clean_environ(PREFECT_HOME=str(tmp_path))
+
+
+# -- a real local Prefect server with one really stuck run per scenario ----------------------
+#
+# Session fixtures: a real local Prefect server with one really stuck run per scenario.
+#
+# `stuck_runs` brings every scenario of `prefect_cancel_doctor.demo.catalog` up
+# once per test session (about 70-90 s on a 2-core machine) and tears it all
+# down at the end: server, workers, flow processes and their survivors.
+#
+# Each value is a `StuckRun`: run id, scenario, expected cause/kind/state, the
+# deployed file and its marked line, the expected blocking location, the flow
+# PID (and survivor PIDs), the worker's name and PID, the pool and the API URL.
+# Progress lines are printed to stderr (visible with `pytest -s`).
+
+
+def _progress(message: str) -> None:
+    sys.__stderr__.write(f"[stuck-runs {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.__stderr__.flush()
+
+
+@pytest.fixture(scope="session")
+def demo_environment() -> Iterator[DemoEnvironment]:
+    """Every catalog scenario staged for real on one local Prefect server."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the stuck-run harness needs Linux (/proc, process groups)")
+    if os.geteuid() != 0:
+        # Not needed by the harness itself, but the doctor's tests that use this
+        # fixture attach to the processes with py-spy.
+        _progress("warning: not root; attaching py-spy to the stuck runs may be refused")
+    pytest.importorskip("prefect", reason="the stuck-run harness needs Prefect (pip install -e '.[test]')")
+
+    from prefect_cancel_doctor.demo.catalog import SCENARIOS
+    from prefect_cancel_doctor.demo.environment import run_demo_environment
+
+    with run_demo_environment(list(SCENARIOS), _progress) as environment:
+        _progress("timings (s): " + ", ".join(f"{k}={v}" for k, v in environment.timings.items()))
+        yield environment
+
+
+@pytest.fixture(scope="session")
+def stuck_runs(demo_environment: DemoEnvironment) -> dict[str, StuckRun]:
+    """Scenario name -> its staged, stuck run."""
+    return {run.scenario: run for run in demo_environment.runs}

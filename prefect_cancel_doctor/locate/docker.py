@@ -249,9 +249,11 @@ def _locate(
         role_of = dict(roles)
         if runner is not None:
             role_of[runner] = Role.RUNNER
+        # In tree order (PID 1 first), as in host mode: `docker top` sorts by PID, which wraps around.
+        tree_order = {pid: index for index, pid in enumerate([info.host_pid, *(pid for pid, _ in roles)])}
         processes = tuple(
             ContainerProcess(r.pid, r.ppid, r.args, role_of[r.pid], 1 if r.pid == info.host_pid else None)
-            for r in rows
+            for r in sorted(rows, key=lambda r: tree_order.get(r.pid, len(tree_order)))
             if r.pid in role_of
         )
         pid1_command = next((_split_args(r.args) for r in rows if r.pid == info.host_pid), ())

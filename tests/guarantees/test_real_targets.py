@@ -1,0 +1,196 @@
+"""Guarantees on real stuck runs (the session's staged server, `demo_environment`).
+
+- Read-only: `scan`, `diagnose`, `inspect` and `report` change no run's state and
+  signal no process.
+- Partial permissions are said, not guessed: an unprivileged user scanning
+  root-owned stuck runs gets `not_attachable` with the right it lacks, and a
+  scan marked partial — never `infrastructure_gone`.
+- The doctor killed mid-sample (SIGINT, SIGTERM, SIGKILL) leaves no target
+  stopped and no py-spy behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from prefect_cancel_doctor.sample import procfs
+from tests.helpers import clean_environ
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.demo.environment import DemoEnvironment
+
+NOBODY = 65534
+
+
+def _doctor(*args: str, env: dict[str, str], user: int | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "prefect_cancel_doctor", *args]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd="/")
+
+
+def _run_states(environment: DemoEnvironment) -> dict[str, tuple[object, ...]]:
+    runs = environment.harness.read_runs(run.run_id for run in environment.runs)
+    return {
+        run_id: (run.state_type, run.state.timestamp if run.state else None, run.updated)
+        for run_id, run in runs.items()
+    }
+
+
+def _processes(environment: DemoEnvironment) -> dict[int, tuple[int, str, int, int]]:
+    """Every live process of the staged runs: start time, state and pending signal sets."""
+    pids = [pid for run in environment.runs for pid in (run.flow_pid, *run.survivor_pids) if pid]
+    found = {}
+    for pid in pids:
+        snap = procfs.read_process(pid, read_sockets=False)
+        if snap is not None:
+            found[pid] = (snap.start_time_ticks, snap.state, snap.sig_pending, snap.shared_pending)
+    return found
+
+
+def test_every_command_is_read_only(demo_environment: DemoEnvironment, tmp_path: Path) -> None:
+    env = clean_environ(PREFECT_API_URL=demo_environment.api_url, PREFECT_HOME=str(tmp_path))
+    states, processes = _run_states(demo_environment), _processes(demo_environment)
+    assert processes, "no live staged process to watch"
+    some = demo_environment.run("sleep")
+    commands = [
+        ("scan", "--samples", "2", "--format", "json"),
+        ("diagnose", some.run_id, "--samples", "2", "--format", "json"),
+        ("inspect", "--pid", str(some.flow_pid), "--samples", "2", "--format", "json"),
+        ("report", "--since", "1h", "--format", "json"),
+    ]
+    for command in commands:
+        done = _doctor(*command, env=env)
+        assert done.returncode in (0, 1), (command, done.stderr)
+    assert _run_states(demo_environment) == states
+    after = _processes(demo_environment)
+    for pid, (start, _state, pending, shared) in processes.items():
+        assert pid in after, f"process {pid} ended while the doctor looked at it"
+        assert after[pid][0] == start
+        assert after[pid][1] not in ("T", "t"), f"process {pid} left stopped"
+        # No signal was delivered and left pending by the doctor (SIGTERM is bit 15).
+        assert not (after[pid][2] | after[pid][3]) & ~(pending | shared) & (1 << (signal.SIGTERM - 1))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to stage root-owned runs and drop to nobody")
+def test_an_unprivileged_scan_says_what_it_cannot_see(
+    demo_environment: DemoEnvironment, tmp_path: Path
+) -> None:
+    # tmp_path's parents are root's alone: nobody's PREFECT_HOME must be reachable by nobody.
+    home = Path(tempfile.mkdtemp(prefix="pcd-nobody-"))
+    os.chown(home, NOBODY, NOBODY)
+    env = clean_environ(PREFECT_API_URL=demo_environment.api_url, PREFECT_HOME=str(home), HOME=str(home))
+    try:
+        done = _doctor("scan", "--samples", "1", "--format", "json", env=env, user=NOBODY)
+    finally:
+        shutil.rmtree(home)
+    assert done.returncode == 1, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    assert any(
+        error.startswith("partial scan:") and "CAP_SYS_PTRACE" in error for error in document["errors"]
+    )
+    verdicts = {entry["flow_run"]["id"]: entry["verdict"] for entry in document["runs"] if entry["flow_run"]}
+    for run in demo_environment.runs:
+        if run.process_alive and run.expected_state == "CANCELLING" and run.flow_pid:
+            verdict = verdicts[run.run_id]
+            assert verdict["cause"] == "not_attachable", (run.scenario, verdict["summary"])
+            assert "CAP_SYS_PTRACE" in verdict["summary"] + " ".join(verdict["remediation"])
+
+
+def _py_spies() -> dict[int, int]:
+    """Every py-spy process: pid → parent pid (read from /proc/PID/stat alone: polled fast)."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        if text[text.find("(") + 1 : text.rfind(")")] == "py-spy":
+            found[int(entry.name)] = int(text[text.rfind(")") + 2 :].split()[1])
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
+    demo_environment: DemoEnvironment, tmp_path: Path, sig: signal.Signals
+) -> None:
+    env = clean_environ(PREFECT_API_URL=demo_environment.api_url, PREFECT_HOME=str(tmp_path))
+    doctor = subprocess.Popen(
+        [sys.executable, "-m", "prefect_cancel_doctor", "scan", "--samples", "100", "--interval", "0.05"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while doctor.pid not in _py_spies().values() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert doctor.pid in _py_spies().values(), "the doctor never started sampling"
+    doctor.send_signal(sig)
+    doctor.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while _py_spies() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _py_spies() == {}, "a py-spy outlived the doctor"
+    for pid, (_, state, _, _) in _processes(demo_environment).items():
+        assert state not in ("T", "t"), f"process {pid} left stopped after {sig.name}"
+
+
+SECRET_PROGRAM = """
+import sys, time
+def connect(password):
+    api_key = "sk-live-123"
+    dsn = "postgresql://etl:hunter2@db.internal:5432/warehouse"
+    print("ready", flush=True)
+    time.sleep(3600)
+connect("hunter2")
+"""
+PLANTED = ("hunter2", "sk-live-123", "pnu_PLANTEDKEY0000", "planted:authstring")
+
+
+def test_no_output_of_any_command_carries_a_secret(demo_environment: DemoEnvironment, tmp_path: Path) -> None:
+    target = subprocess.Popen(
+        [sys.executable, "-c", SECRET_PROGRAM, "--password", "hunter2", "postgresql://etl:hunter2@db/x"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        env = clean_environ(
+            PREFECT_API_URL=demo_environment.api_url,
+            PREFECT_HOME=str(tmp_path),
+            PREFECT_API_KEY="pnu_PLANTEDKEY0000",
+            PREFECT_API_AUTH_STRING="planted:authstring",
+        )
+        commands: list[tuple[str, ...]] = [
+            ("inspect", "--pid", str(target.pid), "--locals", "--samples", "1", "--format", fmt)
+            for fmt in ("terminal", "json")
+        ]
+        commands += [("scan", "--samples", "1", "--locals", "--format", fmt) for fmt in ("terminal", "json")]
+        commands += [
+            ("report", "--since", "1h", "--format", fmt) for fmt in ("terminal", "markdown", "html", "json")
+        ]
+        commands.append(("scan", "--api-url", "http://admin:hunter2@127.0.0.1:9/api"))
+        for command in commands:
+            done = _doctor(*command, env=env)
+            for secret in PLANTED:
+                assert secret not in done.stdout + done.stderr, (command, secret)
+        inspected = json.loads(_doctor(*commands[1], env=env).stdout)
+        proc = inspected["runs"][0]["target"]["processes"][0]["proc"]
+        assert "--password" in proc["cmdline"], "the command line is shown, with its secrets hidden"
+    finally:
+        target.kill()
+        target.wait()

@@ -325,8 +325,12 @@ def _locate(run: FlowRun, here: _Here) -> Location:
 
 
 def _partial(unreadable: list[int]) -> tuple[str, ...]:
-    """The scan's error when other processes' environments could not be read."""
-    if not unreadable:
+    """The scan's error when other processes' environments could not be read.
+
+    Only without root: what root cannot read (another user namespace's init, say)
+    is no run of this host's Prefect, and no right the user could add.
+    """
+    if not unreadable or os.geteuid() == 0:
         return ()
     return (
         f"partial scan: the environment of {len(unreadable)} process(es) on this host could not be "

@@ -104,7 +104,7 @@ def flow_run_processes(
     for pid in _list_ints(Path(root)):
         environ = _read_raw(f"{root}/{pid}/environ")
         if environ is None:
-            if unreadable is not None and os.path.exists(f"{root}/{pid}"):
+            if unreadable is not None and _is_user_process(f"{root}/{pid}"):
                 unreadable.append(pid)
             continue
         if _FLOW_RUN_KEY not in environ:
@@ -113,6 +113,19 @@ def flow_run_processes(
         if run_id:
             found.setdefault(run_id, []).append(pid)
     return found
+
+
+#: `PF_KTHREAD` in /proc/PID/stat's flags: a kernel thread (no environment to read).
+_PF_KTHREAD = 0x00200000
+
+
+def _is_user_process(base: str) -> bool:
+    """Whether `base` (/proc/PID) is a process that still exists and is not a kernel thread."""
+    stat = _read_raw(f"{base}/stat")
+    if not stat:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return len(fields) > 6 and fields[6].isdigit() and not int(fields[6]) & _PF_KTHREAD
 
 
 def thread_ns_tids(pid: int, proc_root: PathLike = "/proc") -> dict[int, int]:

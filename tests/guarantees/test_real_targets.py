@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from prefect_cancel_doctor.sample import procfs
@@ -181,7 +182,8 @@ def test_no_output_of_any_command_carries_a_secret(demo_environment: DemoEnviron
         ]
         commands += [("scan", "--samples", "1", "--locals", "--format", fmt) for fmt in ("terminal", "json")]
         commands += [
-            ("report", "--since", "1h", "--format", fmt) for fmt in ("terminal", "markdown", "html", "json")
+            ("report", "--since", "1h", "--top", "100", "--format", fmt)
+            for fmt in ("terminal", "markdown", "html", "json")
         ]
         commands.append(("scan", "--api-url", "http://admin:hunter2@127.0.0.1:9/api"))
         for command in commands:
@@ -194,3 +196,60 @@ def test_no_output_of_any_command_carries_a_secret(demo_environment: DemoEnviron
     finally:
         target.kill()
         target.wait()
+
+
+class _RetryOn503(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(20):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(0.25)
+        return response
+
+
+HOSTILE_NAME = "etl\x1b[2J\x1b]0;pwned\x07 | [click](http://evil) `x` <b>"
+#: Flow names may not hold / % & > < (the server's pattern); run names may.
+HOSTILE_FLOW = "etl\x1b[2J\x1b]0;pwned\x07 | [click](evil) `x`"
+
+
+def test_hostile_names_and_pids_print_inert_in_every_format(
+    demo_environment: DemoEnvironment, tmp_path: Path
+) -> None:
+    # The staged server's SQLite answers 503 while busy: retried by the transport.
+    api = httpx.Client(base_url=demo_environment.api_url + "/", transport=_RetryOn503())
+    flow = api.post("flows/", json={"name": HOSTILE_FLOW}).raise_for_status().json()
+    run = api.post(
+        "flow_runs/", json={"flow_id": flow["id"], "name": HOSTILE_NAME, "state": {"type": "RUNNING"}}
+    )
+    run_id = run.raise_for_status().json()["id"]
+    try:
+        api.patch(f"flow_runs/{run_id}", json={"infrastructure_pid": "²"}).raise_for_status()
+        cancelling = {"state": {"type": "CANCELLING", "message": "\x1b[31mred"}, "force": True}
+        api.post(f"flow_runs/{run_id}/set_state", json=cancelling).raise_for_status()
+        env = clean_environ(PREFECT_API_URL=demo_environment.api_url, PREFECT_HOME=str(tmp_path))
+        commands: list[tuple[str, ...]] = [
+            ("scan", "--samples", "1", "--format", "terminal"),
+            ("scan", "--samples", "1", "--format", "json"),
+            ("diagnose", run_id, "--format", "terminal"),
+        ]
+        commands += [
+            ("report", "--since", "1h", "--top", "100", "--format", fmt)
+            for fmt in ("terminal", "markdown", "html", "json")
+        ]
+        for command in commands:
+            done = _doctor(*command, env={**env, "COLUMNS": "200"})
+            # scan and diagnose: stuck runs (1); report: no --fail-on rule, so 0.
+            assert done.returncode == (0 if command[0] == "report" else 1), (command, done.stderr)
+            assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout, command
+            assert "Traceback" not in done.stderr
+            if command[-1] != "json":
+                assert "x1b" in done.stdout, command  # shown as text (Markdown escapes \\ and [)
+        markdown = _doctor("report", "--since", "1h", "--top", "100", "--format", "markdown", env=env).stdout
+        assert "[click](http://evil)" not in markdown and "<b>" not in markdown
+        html = _doctor("report", "--since", "1h", "--top", "100", "--format", "html", env=env).stdout
+        assert "<b>" not in html.replace("<b>Cancellation", "")
+    finally:
+        api.post(f"flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLED"}, "force": True})
+        api.close()

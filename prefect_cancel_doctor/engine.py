@@ -48,6 +48,7 @@ from prefect_cancel_doctor.sample import (
     PySpyNotFound,
     SampleRequest,
     SampleTimeout,
+    pending,
     procfs,
     sample_many,
 )
@@ -397,6 +398,9 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
     for request, result in zip(requests, results, strict=True):
         pid, role = request.pid, request.role
         if isinstance(result, ProcessSample):
+            if role == Role.ENGINE and result.dumps:
+                flag = pending.sigterm_pending(pid, options.proc_root)
+                result = dataclasses.replace(result, sigterm_pending=flag)
             samples[pid] = result
         elif isinstance(result, PySpyNotFound):
             raise ConfigurationError(

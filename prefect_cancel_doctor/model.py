@@ -264,6 +264,9 @@ class ProcessSample:
     python: bool = True
     #: Why no stack could be taken at all (None when some dump succeeded or none was tried).
     failure: SampleFailure | None = None
+    #: Whether the interpreter holds a SIGTERM it has not handled yet (CPython's own flag,
+    #: read from the process's memory); None where it cannot be read (see sample/pending.py).
+    sigterm_pending: bool | None = None
 
 
 #: `ContainerInfo.status` of a container the Docker engine does not know (removed).
@@ -403,6 +406,9 @@ class Verdict:
     remediation: tuple[str, ...] = ()
     #: The first fix in a few words, for tables (the full fixes are `remediation`).
     short_fix: str = ""
+    #: Secondary findings: what will hold the cancel up next, once the first cause is fixed
+    #: (e.g. a C call that will keep a SIGTERM pending, when no SIGTERM has come yet).
+    also: tuple[Verdict, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ class Scenario:
     pool: Pool = Pool.MAIN
     #: For `child`: the expected (file, line) of the surviving child's frame.
     survivor_location: tuple[str, int] | None = None
+    #: The secondary finding (`Verdict.also`) the doctor should report, if any.
+    expected_also: Cause | None = None
 
     @property
     def path(self) -> Path:
@@ -126,6 +128,7 @@ def _scenario(
     process_alive: bool = True,
     pool: Pool = Pool.MAIN,
     survivor_location: tuple[str, int] | None = None,
+    also: Cause | None = None,
 ) -> Scenario:
     return Scenario(
         name=name,
@@ -139,6 +142,7 @@ def _scenario(
         process_alive=process_alive,
         pool=pool,
         survivor_location=survivor_location,
+        expected_also=also,
     )
 
 
@@ -163,6 +167,14 @@ _ALL = (
         CallKind.DATABASE,
         Recipe.WORKER_KILLED_AFTER_SIGTERM,
         "sqlite3 write waiting on an exclusive lock inside C; SIGTERM stays pending",
+    ),
+    _scenario(
+        "database_worker_dead",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.DATABASE,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "the same sqlite3 write inside C, but its worker died before the cancel: no SIGTERM was sent",
+        also=Cause.SIGNAL_PENDING,
     ),
     _scenario(
         "subprocess",

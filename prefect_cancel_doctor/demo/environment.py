@@ -102,6 +102,8 @@ class StuckRun:
     survivor_pids: tuple[int, ...] = ()
     #: The file its `ready` handshake was written to.
     ready_path: Path | None = None
+    #: The secondary finding the doctor should report (`Verdict.also`), if any.
+    expected_also: Cause | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (enums as strings, paths as str), e.g. for JSON."""
@@ -116,6 +118,7 @@ class StuckRun:
             "api_url": self.api_url,
             "expected_cause": self.expected_cause.value,
             "expected_kind": self.expected_kind.value if self.expected_kind else None,
+            "expected_also": self.expected_also.value if self.expected_also else None,
             "expected_state": self.expected_state,
             "file": str(self.file),
             "source_file": str(self.source_file),
@@ -438,6 +441,7 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
         process_alive=scenario.process_alive,
         survivor_pids=item.survivors,
         ready_path=item.ready_path,
+        expected_also=scenario.expected_also,
     )
 
 

@@ -531,7 +531,12 @@ def event_loop_blocked(ev: Evidence) -> Verdict | None:
 
 
 def signal_pending(ev: Evidence) -> Verdict | None:
-    """The main thread is inside a C call that does not return to the interpreter."""
+    """The main thread is inside a C call that does not return to the interpreter.
+
+    Only the first cause when a SIGTERM came. CPython's own flag says so where it
+    can be read (`ProcessSample.sigterm_pending`): when it says none came, nothing
+    acted on the cancel, and this C call is a secondary finding (`also`).
+    """
     engine = ev.engine
     main = _main(engine) if engine else None
     if engine is None or main is None or main.call.interruptible:
@@ -543,14 +548,40 @@ def signal_pending(ev: Evidence) -> Verdict | None:
         "this C call does not return to the interpreter, so the handler stays pending",
     ]
     evidence.extend(_socket_facts(ev, engine, main))
-    return _verdict(
+    confidence = 0.85 if main.stable else 0.6
+    if engine.sigterm_pending is True:
+        evidence.append(
+            "the interpreter holds a SIGTERM it has not handled (CPython's Handlers[SIGTERM].tripped = 1, "
+            "read from the process's memory): a SIGTERM was delivered"
+        )
+        confidence = 0.95 if main.stable else 0.7
+    elif engine.sigterm_pending is None:
+        evidence.append(
+            "whether a SIGTERM was delivered could not be read from the interpreter "
+            "(CPython 3.10/3.11 builds with a symbol table only)"
+        )
+    pending = _verdict(
         Cause.SIGNAL_PENDING,
         f"The main thread is inside a C call ({main.where()}) that does not return to Python, "
         "so the SIGTERM handler cannot run.",
-        0.85 if main.stable else 0.6,
+        confidence,
         evidence,
         main,
     )
+    if engine.sigterm_pending is not False or ev.state_type not in (None, StateType.CANCELLING):
+        return pending
+    later = dataclasses.replace(
+        pending,
+        summary=f"Once a SIGTERM comes, this C call ({main.where()}) will still hold it pending.",
+    )
+    first = _not_observed(
+        ev,
+        engine,
+        main,
+        "the interpreter holds no SIGTERM (CPython's Handlers[SIGTERM].tripped = 0, read from the "
+        "process's memory), and the C call would have kept one pending: none was delivered",
+    )
+    return dataclasses.replace(first, also=(later,))
 
 
 def cancel_not_observed(ev: Evidence) -> Verdict | None:
@@ -561,11 +592,18 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
     main = _main(engine)
     if main is None:
         return None
-    evidence = [*ev.notes, _describe(main)]
-    evidence.append(
+    return _not_observed(
+        ev,
+        engine,
+        main,
         f"{main.call.function} returns to the interpreter when a signal arrives, "
-        "so a SIGTERM would have stopped this process"
+        "so a SIGTERM would have stopped this process",
     )
+
+
+def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_sigterm: str) -> Verdict:
+    """`cancel_not_observed` for a live flow process: `why_no_sigterm` says how we know none came."""
+    evidence = [*ev.notes, _describe(main), why_no_sigterm]
     evidence.extend(_socket_facts(ev, engine, main))
     who, confidence = _who_should_act(ev, engine, evidence)
     return _verdict(

@@ -145,6 +145,14 @@ def _details(d: Diagnosis) -> Panel:
     if verdict.remediation:
         parts.append(Text("Fix", style="underline"))
         parts.extend(Text(f"  → {fix}") for fix in verdict.remediation)
+    if verdict.also:
+        parts.append(Text("Also, once that is fixed", style="underline"))
+        for finding in verdict.also:
+            line = Text("  • ")
+            line.append(finding.cause.value, style=_CAUSE_STYLE.get(finding.cause.value, "bold red"))
+            line.append(f": {finding.summary}")
+            parts.append(line)
+            parts.extend(Text(f"    → {fix}") for fix in finding.remediation)
     if d.errors:
         parts.extend(Text(f"  ! {e}", style="yellow") for e in d.errors)
     title = Text(run.name if run else "process")

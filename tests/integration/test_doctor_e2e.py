@@ -66,6 +66,8 @@ def test_scan_names_cause_kind_and_line(
         assert (call["filename"], call["line"]) == (filename, line), verdict["summary"]
         assert call["stable"] is True
     assert verdict["summary"] and verdict["evidence"] and verdict["remediation"]
+    also = [finding["cause"] for finding in verdict["also"]]
+    assert also == ([run.expected_also.value] if run.expected_also else []), verdict["summary"]
 
 
 def test_the_blocking_line_is_shown_with_its_source(

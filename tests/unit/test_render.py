@@ -97,3 +97,15 @@ def test_json_is_one_line_for_scripts_and_indented_on_a_terminal() -> None:
 def test_every_format_renders() -> None:
     for fmt in Format:
         assert rendered(report_of(sleeping()), fmt)
+
+
+def test_a_secondary_finding_is_shown_after_the_fix_and_in_json() -> None:
+    run = run_ref()
+    ev = evidence(dataclasses.replace(process("sqlite_busy_native"), sigterm_pending=False), run=run)
+    report = report_of(Diagnosis(run, ev.target, diagnose(ev)))
+    text = rendered(report)
+    assert text.index("Fix") < text.index("Also, once that is fixed") < text.index("signal_pending")
+    assert "Once a SIGTERM comes" in text
+    document = json.loads(rendered(report, Format.JSON))
+    (finding,) = document["runs"][0]["verdict"]["also"]
+    assert finding["cause"] == "signal_pending" and finding["also"] == []

@@ -321,3 +321,24 @@ def test_unknown_without_any_stack_says_so_instead_of_pointing_at_stacks() -> No
     verdict = diagnose(evidence(failed, run=run_ref(workers=())))
     assert verdict.cause is Cause.UNKNOWN
     assert verdict.summary == "No rule matched and no stack could be taken: py-spy timed out after 10 s."
+
+
+def test_a_c_call_with_no_sigterm_delivered_is_first_cancel_not_observed_then_pending() -> None:
+    engine = dataclasses.replace(process("sqlite_busy_native"), sigterm_pending=False)
+    verdict = diagnose(evidence(engine))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.DATABASE
+    assert any("Handlers[SIGTERM].tripped = 0" in line for line in verdict.evidence)
+    (later,) = verdict.also
+    assert later.cause is Cause.SIGNAL_PENDING
+    assert later.summary.startswith("Once a SIGTERM comes")
+    assert any("timeout" in fix for fix in later.remediation)
+
+
+def test_a_delivered_sigterm_read_from_the_interpreter_raises_confidence() -> None:
+    unknown = diagnose(evidence(process("sqlite_busy_native")))
+    delivered = diagnose(evidence(dataclasses.replace(process("sqlite_busy_native"), sigterm_pending=True)))
+    assert unknown.cause is delivered.cause is Cause.SIGNAL_PENDING
+    assert delivered.confidence > unknown.confidence and not delivered.also
+    assert any("tripped = 1" in line for line in delivered.evidence)
+    assert any("could not be read" in line for line in unknown.evidence)

@@ -50,6 +50,7 @@ from prefect_cancel_doctor.sample import (
     SampleTimeout,
     pending,
     procfs,
+    resources,
     sample_many,
 )
 
@@ -401,7 +402,7 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
             if role == Role.ENGINE and result.dumps:
                 flag = pending.sigterm_pending(pid, options.proc_root)
                 result = dataclasses.replace(result, sigterm_pending=flag)
-            samples[pid] = result
+            samples[pid] = resources.with_resources(result, options.proc_root)
         elif isinstance(result, PySpyNotFound):
             raise ConfigurationError(
                 f"py-spy not found: {result}",

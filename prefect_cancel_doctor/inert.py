@@ -30,6 +30,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def visible(text: str, limit: int = MAX_CHARS) -> str:
     """`text` with every control character written as an escape, cut to `limit` characters."""
+    if text.isprintable() and len(text) <= limit:
+        return text  # the common case, in C: no control, format or surrogate character
     if len(text) > limit:
         text = text[:limit] + TRUNCATED
     return _UNSAFE.sub(_escape, text)

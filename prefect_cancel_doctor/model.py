@@ -196,6 +196,39 @@ class SocketPeer:
     state: str
 
 
+class ResourceKind(StrEnum):
+    """What a blocked syscall waits on, as the kernel shows it (/proc/PID/fd, fdinfo, net)."""
+
+    FIFO = "fifo"
+    PIPE = "pipe"
+    SOCKET = "socket"
+    UNIX_SOCKET = "unix_socket"
+    FILE = "file"
+    EVENTFD = "eventfd"
+    EPOLL = "epoll"
+    CHILD = "child"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The resource behind a blocked call: "opening FIFO /data/in.fifo, which no process has
+    open for writing", "reading a pipe whose writer is PID 812 (sleep 3600)"."""
+
+    kind: ResourceKind
+    #: One phrase for people, naming the resource and what is on its other end.
+    description: str
+    fd: int | None = None
+    path: str | None = None
+    #: The remote end of a TCP connection ("10.0.3.7:5432") and its usual service.
+    peer: str | None = None
+    service: str | None = None
+    #: The processes on the other end (a pipe's or FIFO's writers, a waited-for child).
+    peer_pids: tuple[int, ...] = ()
+    #: The filesystem type of a file's mount (nfs4, fuse.sshfs, ext4, ...).
+    mount_type: str | None = None
+
+
 @dataclass(frozen=True)
 class KernelThread:
     """What /proc says about one thread (task) of a process."""
@@ -208,6 +241,10 @@ class KernelThread:
     syscall_name: str | None
     sig_blocked: int = 0
     sig_pending: int = 0
+    #: The blocked syscall's first arguments (/proc/PID/task/TID/syscall), when in one.
+    syscall_args: tuple[int, ...] = ()
+    #: What that syscall waits on, where it could be told (filled in after sampling).
+    resource: Resource | None = None
 
 
 @dataclass(frozen=True)
@@ -392,6 +429,8 @@ class BlockingCall:
     pid: int | None = None
     #: py-spy's id of the thread (`ThreadSample.thread_id`): names may repeat or be missing.
     thread_id: int | None = None
+    #: What the call waits on, read from the kernel (fd, FIFO, pipe writer, socket peer, mount).
+    resource: Resource | None = None
 
 
 @dataclass(frozen=True)
@@ -525,6 +564,8 @@ __all__ = [
     "ProcSnapshot",
     "ProcessSample",
     "Report",
+    "Resource",
+    "ResourceKind",
     "Role",
     "SampleFailure",
     "SocketPeer",

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect_cancel_doctor.model import CallKind, Cause
+from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind
 
 #: Directory holding the `stuck_*.py` flow programs.
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -87,6 +87,8 @@ class Scenario:
     survivor_location: tuple[str, int] | None = None
     #: The secondary finding (`Verdict.also`) the doctor should report, if any.
     expected_also: Cause | None = None
+    #: What the kernel should say the blocking call waits on (`BlockingCall.resource.kind`).
+    expected_resource: ResourceKind | None = None
 
     @property
     def path(self) -> Path:
@@ -129,6 +131,7 @@ def _scenario(
     pool: Pool = Pool.MAIN,
     survivor_location: tuple[str, int] | None = None,
     also: Cause | None = None,
+    resource: ResourceKind | None = None,
 ) -> Scenario:
     return Scenario(
         name=name,
@@ -143,6 +146,7 @@ def _scenario(
         pool=pool,
         survivor_location=survivor_location,
         expected_also=also,
+        expected_resource=resource,
     )
 
 
@@ -182,6 +186,22 @@ _ALL = (
         CallKind.SUBPROCESS,
         Recipe.WORKER_DEAD_BEFORE_CANCEL,
         "subprocess.run(['sleep', '3600']); its worker died before the cancel",
+    ),
+    _scenario(
+        "fifo",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.FILE_IO,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "open() of a FIFO no process writes to; its worker died before the cancel",
+        resource=ResourceKind.FIFO,
+    ),
+    _scenario(
+        "pipe",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.FILE_IO,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "reading the stdout of a child that sleeps; its worker died before the cancel",
+        resource=ResourceKind.PIPE,
     ),
     _scenario(
         "lock",

@@ -54,7 +54,7 @@ from prefect_cancel_doctor.demo.harness import (
     pid_alive,
     process_environ,
 )
-from prefect_cancel_doctor.model import CallKind, Cause
+from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind
 
 MAIN_POOL = "pcd-demo"
 OBSERVER_POOL = "pcd-demo-observer"
@@ -104,6 +104,8 @@ class StuckRun:
     ready_path: Path | None = None
     #: The secondary finding the doctor should report (`Verdict.also`), if any.
     expected_also: Cause | None = None
+    #: What the blocking call should be found waiting on (`BlockingCall.resource.kind`), if said.
+    expected_resource: ResourceKind | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (enums as strings, paths as str), e.g. for JSON."""
@@ -119,6 +121,7 @@ class StuckRun:
             "expected_cause": self.expected_cause.value,
             "expected_kind": self.expected_kind.value if self.expected_kind else None,
             "expected_also": self.expected_also.value if self.expected_also else None,
+            "expected_resource": self.expected_resource.value if self.expected_resource else None,
             "expected_state": self.expected_state,
             "file": str(self.file),
             "source_file": str(self.source_file),
@@ -442,6 +445,7 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
         survivor_pids=item.survivors,
         ready_path=item.ready_path,
         expected_also=scenario.expected_also,
+        expected_resource=scenario.expected_resource,
     )
 
 

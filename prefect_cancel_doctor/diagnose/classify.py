@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.model import CallKind, Frame, KernelThread, ThreadSample
+from prefect_cancel_doctor.sample.resources import DATABASE_PORTS
 
 _STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/|dist-packages/)")
 _THIRD_PARTY = re.compile(r"/(site|dist)-packages/")
@@ -117,8 +118,6 @@ INTERRUPTIBLE_KINDS = frozenset(
     {CallKind.SLEEP, CallKind.NETWORK_IO, CallKind.SUBPROCESS, CallKind.LOCK, CallKind.FILE_IO}
 )
 
-_DB_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB", 1433: "SQL Server"}
-
 
 def is_library(filename: str) -> bool:
     """True for the standard library, site-packages and frozen modules.
@@ -149,7 +148,7 @@ def module_of(filename: str) -> str:
 
 def db_port_name(port: int) -> str | None:
     """The database usually behind a TCP port, if any."""
-    return _DB_PORTS.get(port)
+    return DATABASE_PORTS.get(port)
 
 
 @dataclass(frozen=True)

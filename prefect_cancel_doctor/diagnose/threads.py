@@ -6,7 +6,26 @@ from collections import Counter
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.diagnose.classify import ThreadCall, classify_thread
-from prefect_cancel_doctor.model import BlockingCall, KernelThread, ProcessSample, ThreadSample
+from prefect_cancel_doctor.model import (
+    BlockingCall,
+    CallKind,
+    KernelThread,
+    ProcessSample,
+    Resource,
+    ResourceKind,
+    ThreadSample,
+)
+from prefect_cancel_doctor.sample.resources import DATABASE_PORTS
+
+#: The kind of a call whose Python frames do not tell, from what the kernel says it waits on.
+_KIND_OF_RESOURCE = {
+    ResourceKind.FIFO: CallKind.FILE_IO,
+    ResourceKind.PIPE: CallKind.FILE_IO,
+    ResourceKind.FILE: CallKind.FILE_IO,
+    ResourceKind.SOCKET: CallKind.NETWORK_IO,
+    ResourceKind.UNIX_SOCKET: CallKind.NETWORK_IO,
+    ResourceKind.CHILD: CallKind.SUBPROCESS,
+}
 
 #: Functions in which a main thread sits after the flow returned or unwound.
 _SHUTDOWN_FUNCTIONS = ("_shutdown", "Thread._shutdown", "ThreadPoolExecutor.shutdown")
@@ -62,12 +81,31 @@ class ThreadView:
             for f in self.latest.frames
         )
 
+    @property
+    def resource(self) -> Resource | None:
+        """What the thread's blocked syscall waits on, as the kernel showed it last."""
+        return self.kernel.resource if self.kernel else None
+
+    @property
+    def kind(self) -> CallKind:
+        """The call's kind; where the Python frames leave it open, the resource decides."""
+        kind, resource = self.call.kind, self.resource
+        if kind is CallKind.OTHER and resource is not None:
+            return _KIND_OF_RESOURCE.get(resource.kind, kind)
+        if (
+            kind is CallKind.NETWORK_IO
+            and resource is not None
+            and resource.service in DATABASE_PORTS.values()
+        ):
+            return CallKind.DATABASE
+        return kind
+
     def blocking_call(self) -> BlockingCall:
         """The verdict's `blocking_call` for this thread."""
         call = self.call
         frame = call.user_frame
         return BlockingCall(
-            kind=call.kind,
+            kind=self.kind,
             function=call.function,
             filename=frame.filename if frame else None,
             line=frame.line if frame else None,
@@ -78,14 +116,16 @@ class ThreadView:
             stable=self.stable,
             pid=self.pid,
             thread_id=self.latest.thread_id,
+            resource=self.resource,
         )
 
     def where(self) -> str:
-        """`function at file:line` for summaries."""
+        """`function at file:line` (and what it waits on) for summaries."""
         call = self.call
-        if call.user_frame is None:
-            return call.function
-        return f"{call.function} at {call.user_frame.filename}:{call.user_frame.line}"
+        place = call.function
+        if call.user_frame is not None:
+            place += f" at {call.user_frame.filename}:{call.user_frame.line}"
+        return f"{place}, {self.resource.description}" if self.resource else place
 
 
 def thread_views(process: ProcessSample) -> list[ThreadView]:

@@ -207,8 +207,9 @@ def _read_thread(task: Path, tid: int) -> KernelThread | None:
         state = _parse_stat(_read_text(task / "stat"))[0]
         status = _parse_status(_read_text(task / "status"))
         name = visible(_read_text(task / "comm").rstrip("\n"))
-        wchan = visible_or_none(_read_optional_text(task / "wchan"))
-        syscall = _parse_syscall(_read_optional_text(task / "syscall"))
+        wchan = visible_or_none(read_optional_text(task / "wchan"))
+        syscall_text = read_optional_text(task / "syscall")
+        syscall = _parse_syscall(syscall_text)
         return KernelThread(
             tid=tid,
             name=name,
@@ -218,6 +219,7 @@ def _read_thread(task: Path, tid: int) -> KernelThread | None:
             syscall_name=syscall_name(syscall),
             sig_blocked=_hex(status.get("SigBlk")),
             sig_pending=_hex(status.get("SigPnd")),
+            syscall_args=_parse_syscall_args(syscall_text),
         )
     except (_Gone, ValueError, IndexError):
         return None
@@ -236,14 +238,14 @@ def _read_sockets(base: Path) -> tuple[SocketPeer, ...]:
         return ()
     peers = []
     for table in ("tcp", "tcp6"):
-        text = _read_optional_text(base / "net" / table) or ""
-        for local, remote, state, inode in _parse_tcp_table(text):
+        text = read_optional_text(base / "net" / table) or ""
+        for local, remote, state, inode in parse_tcp_table(text):
             if inode in inodes:
                 peers.append(SocketPeer(fd=inodes[inode], local=local, remote=remote, state=state))
     return tuple(sorted(peers, key=lambda p: p.fd))
 
 
-def _parse_tcp_table(text: str) -> list[tuple[str, str, str, int]]:
+def parse_tcp_table(text: str) -> list[tuple[str, str, str, int]]:
     rows = []
     for line in text.splitlines()[1:]:
         fields = line.split()
@@ -274,7 +276,7 @@ def _read_children(pid: int, base: Path, proc_root: Path) -> tuple[int, ...]:
     children: set[int] = set()
     found_file = False
     for tid in _list_ints(base / "task"):
-        text = _read_optional_text(base / "task" / str(tid) / "children")
+        text = read_optional_text(base / "task" / str(tid) / "children")
         if text is not None:
             found_file = True
             children.update(int(c) for c in text.split() if c.isascii() and c.isdigit())
@@ -312,6 +314,14 @@ def _parse_syscall(text: str | None) -> int | None:
     return None if number < 0 else number
 
 
+def _parse_syscall_args(text: str | None) -> tuple[int, ...]:
+    """The six arguments of a blocked syscall ("number a1 … a6 sp pc", hexadecimal)."""
+    if not text or text.startswith("running"):
+        return ()
+    fields = text.split()
+    return tuple(int(field, 16) for field in fields[1:7]) if len(fields) >= 7 else ()
+
+
 def _read_cmdline(path: Path) -> tuple[str, ...]:
     data = _read_raw(str(path))
     return redact_argv(tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1])) if data else ()
@@ -343,7 +353,7 @@ def _read_text(path: Path) -> str:
         raise _Gone(str(path)) from exc
 
 
-def _read_optional_text(path: Path) -> str | None:
+def read_optional_text(path: Path) -> str | None:
     """A file that may be unreadable (permissions) or absent on this kernel: None then."""
     try:
         return path.read_text(encoding="utf-8", errors="replace").strip()

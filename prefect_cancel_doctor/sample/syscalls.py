@@ -11,9 +11,11 @@ import platform
 _X86_64 = {
     0: "read",
     1: "write",
+    2: "open",
     3: "close",
     7: "poll",
     17: "pread64",
+    19: "readv",
     23: "select",
     24: "sched_yield",
     34: "pause",

@@ -68,6 +68,9 @@ def test_scan_names_cause_kind_and_line(
     assert verdict["summary"] and verdict["evidence"] and verdict["remediation"]
     also = [finding["cause"] for finding in verdict["also"]]
     assert also == ([run.expected_also.value] if run.expected_also else []), verdict["summary"]
+    if run.expected_resource is not None:
+        assert call["resource"]["kind"] == run.expected_resource.value, verdict["summary"]
+        assert call["resource"]["description"] in verdict["summary"]
 
 
 def test_the_blocking_line_is_shown_with_its_source(

@@ -137,6 +137,10 @@ class SampleFailure(StrEnum):
     OTHER = "other"
 
 
+#: A worker's heartbeat interval when the API does not give one (PREFECT_WORKER_HEARTBEAT_SECONDS).
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """A worker of the run's work pool, as the API reports it."""
@@ -145,6 +149,15 @@ class WorkerInfo:
     status: str | None
     last_heartbeat_time: str | None
     seconds_since_heartbeat: float | None
+    #: How often it heartbeats (`heartbeat_interval_seconds`; Prefect's default is 30 s).
+    heartbeat_interval_seconds: float | None = None
+
+    @property
+    def heartbeat_is_stale(self) -> bool:
+        """More than 1.5 intervals without a heartbeat: the API may still say ONLINE for up to
+        three missed ones, but a live worker would have sent one by now."""
+        interval = self.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
+        return self.seconds_since_heartbeat is not None and self.seconds_since_heartbeat > 1.5 * interval
 
 
 @dataclass(frozen=True)

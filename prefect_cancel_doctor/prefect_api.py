@@ -464,4 +464,5 @@ def _worker_info(worker: Worker, now: datetime) -> WorkerInfo:
         status=worker.status,
         last_heartbeat_time=worker.last_heartbeat_time,
         seconds_since_heartbeat=(now - beat).total_seconds() if beat else None,
+        heartbeat_interval_seconds=worker.heartbeat_interval_seconds,
     )

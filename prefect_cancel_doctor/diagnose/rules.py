@@ -18,6 +18,7 @@ from prefect_cancel_doctor.diagnose.remedies import remediation, short_fix
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
+    DEFAULT_HEARTBEAT_SECONDS,
     FINAL_STATES,
     AttachMode,
     CallKind,
@@ -30,6 +31,7 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
     Verdict,
+    WorkerInfo,
 )
 
 SIGTERM = int(signal.SIGTERM)
@@ -277,27 +279,49 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         )
     worker_name = str(run.labels.get("prefect.worker.name", ""))
     worker = next((w for w in run.workers if w.name == worker_name), None)
-    if worker is not None and worker.status == "ONLINE" and not ev.runners:
+    alive = worker is not None and worker.status == "ONLINE" and not worker.heartbeat_is_stale
+    if worker is not None:
+        evidence.append(_worker_fact(worker))
+    if ev.runners:
         evidence.append(
-            f"its worker {worker.name} is ONLINE but no worker of pool {run.work_pool_name} runs on "
-            "this host: the run most likely lives on the worker's host"
+            f"a worker of pool {run.work_pool_name} runs on this host, and the run's process is not here"
+        )
+    if alive and not ev.runners:
+        assert worker is not None
+        evidence.append(
+            f"no worker of pool {run.work_pool_name} runs on this host: the run most likely lives on "
+            f"the host of worker {worker.name}, whose heartbeat is fresh"
         )
         return _verdict(
             Cause.NOT_ATTACHABLE,
-            f"The run's process is not on this host; its worker {worker.name} is ONLINE elsewhere.",
+            f"The run's process is not on this host; its worker {worker.name} is alive elsewhere "
+            "(fresh heartbeat).",
             0.6,
             evidence,
             extra_fixes=(f"run the doctor on the host of worker {worker.name}",),
         )
-    if worker is not None:
-        evidence.append(f"its worker {worker.name} is {worker.status}")
+    if worker is not None and worker.status == "ONLINE":
+        evidence.append(
+            f"the API still says ONLINE until three heartbeats are missed, but {worker.name} has missed "
+            "at least one: it has most likely died, and its run's process with it"
+        )
     return _verdict(
         Cause.INFRASTRUCTURE_GONE,
         "The run's process is gone; only its API state is stuck in Cancelling "
         "(nothing is left to report Cancelled).",
-        0.9 if ev.runners or (worker is not None and worker.status != "ONLINE") else 0.7,
+        0.9 if ev.runners or (worker is not None and not alive) else 0.7,
         evidence,
     )
+
+
+def _worker_fact(worker: WorkerInfo) -> str:
+    """A worker's status and heartbeat, against its interval."""
+    fact = f"its worker {worker.name} is {worker.status}"
+    beat, interval = worker.seconds_since_heartbeat, worker.heartbeat_interval_seconds
+    if beat is not None:
+        fact += f", last heartbeat {beat:.0f} s ago (every {interval or DEFAULT_HEARTBEAT_SECONDS:.0f} s"
+        fact += ": stale)" if worker.heartbeat_is_stale else ": fresh)"
+    return fact
 
 
 def _container_gone(ev: Evidence, container: ContainerInfo) -> Verdict:

@@ -342,3 +342,17 @@ def test_a_delivered_sigterm_read_from_the_interpreter_raises_confidence() -> No
     assert delivered.confidence > unknown.confidence and not delivered.also
     assert any("tripped = 1" in line for line in delivered.evidence)
     assert any("could not be read" in line for line in unknown.evidence)
+
+
+@pytest.mark.parametrize(
+    ("seconds_since_heartbeat", "cause"),
+    [(10.0, Cause.NOT_ATTACHABLE), (75.0, Cause.INFRASTRUCTURE_GONE)],
+)
+def test_an_online_worker_counts_as_alive_only_with_a_fresh_heartbeat(
+    seconds_since_heartbeat: float, cause: Cause
+) -> None:
+    worker = WorkerInfo("w1", "ONLINE", "2026-11-27T10:01:00Z", seconds_since_heartbeat, 30.0)
+    run = run_ref(workers=(worker,))
+    verdict = diagnose(Evidence(run, Target(kind="process", description="no process of the run on this host")))
+    assert verdict.cause is cause, verdict.summary
+    assert any(("stale" if cause is Cause.INFRASTRUCTURE_GONE else "fresh") in line for line in verdict.evidence)

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+from prefect_cancel_doctor import timeline
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
-from prefect_cancel_doctor.errors import ConfigurationError, TargetError
+from prefect_cancel_doctor.errors import ConfigurationError, DoctorError, TargetError
 from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructure_pid
 from prefect_cancel_doctor.locate.process import (
     ENVIRON_UNREADABLE,
@@ -40,7 +42,7 @@ from prefect_cancel_doctor.model import (
     Target,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
-from prefect_cancel_doctor.prefect_records import FlowRun, State
+from prefect_cancel_doctor.prefect_records import FlowRun, LogLine, State
 from prefect_cancel_doctor.sample import (
     NotPython,
     PermissionDenied,
@@ -53,6 +55,8 @@ from prefect_cancel_doctor.sample import (
     resources,
     sample_many,
 )
+
+_T = TypeVar("_T")
 
 #: Called as work advances: (what is being done, done so far, total).
 ProgressFn = Callable[[str, int, int], None]
@@ -99,6 +103,9 @@ class _Job:
     #: The Runner as a sidecar saw it (containers sampled from inside their namespace).
     runner: ProcSnapshot | None = None
     notes: list[str] = field(default_factory=list)
+    #: The run's state history and its newest log lines (runs diagnosed here), for its timeline.
+    history: list[State] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
 
     @property
     def in_sidecar(self) -> bool:
@@ -243,22 +250,33 @@ def _jobs(
         if r.work_pool_name and location.unreachable is None
     }
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
+    # The timeline of a run diagnosed here: its state history and logs (one request each).
+    here_ids = [r.id for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
+    known_histories = histories or {}
+    history = {i: requests.submit(_story, api.state_history, i) for i in here_ids if i not in known_histories}
+    logs = {i: requests.submit(_story, api.flow_run_logs, i) for i in here_ids}
     now = datetime.now(timezone.utc)
-    return [
-        _Job(
-            to_flow_run_ref(
-                r,
-                flows.result(),
-                deployments.result(),
-                (histories or {}).get(r.id),
-                workers[r.work_pool_name].result() if r.work_pool_name in workers else None,
-                now,
-            ),
-            location,
-            [],
+    jobs = []
+    for r, location in zip(runs, locations, strict=True):
+        states = known_histories.get(r.id) or (history[r.id].result() if r.id in history else [])
+        ref = to_flow_run_ref(
+            r,
+            flows.result(),
+            deployments.result(),
+            states or None,
+            workers[r.work_pool_name].result() if r.work_pool_name in workers else None,
+            now,
         )
-        for r, location in zip(runs, locations, strict=True)
-    ]
+        jobs.append(_Job(ref, location, [], history=states, logs=logs[r.id].result() if r.id in logs else []))
+    return jobs
+
+
+def _story(read: Callable[[str], list[_T]], run_id: str) -> list[_T]:
+    """A read for a run's timeline: what cannot be read leaves the timeline shorter, not the scan failed."""
+    try:
+        return read(run_id)
+    except DoctorError:
+        return []
 
 
 def _names(
@@ -504,7 +522,10 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
         unreachable = f"cannot read the run's processes: {denied[0]}"
     evidence = Evidence(job.run, target, unreachable, runner, tuple(notes), api_peer)
     errors = tuple(e for s in job.samples for e in s.errors)
-    return Diagnosis(job.run, target, diagnose(evidence), errors)
+    story = timeline.build(
+        job.run, job.history, job.logs, live if not job.in_sidecar else (), runner, options.proc_root
+    )
+    return Diagnosis(job.run, target, diagnose(evidence), errors, story)
 
 
 def _still_running(sample: ProcessSample, options: Options) -> bool:

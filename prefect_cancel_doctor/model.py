@@ -463,6 +463,26 @@ class Verdict:
     also: tuple[Verdict, ...] = ()
 
 
+class TimelineSource(StrEnum):
+    """Where a dated fact of a run's timeline was read."""
+
+    STATE = "state"
+    WORKER = "worker"
+    PROCESS = "process"
+    LOG = "log"
+    DOCTOR = "doctor"
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One dated fact of a run's story: the order of events, not only the conclusion."""
+
+    #: ISO 8601 time, UTC, to the second.
+    at: str
+    what: str
+    source: TimelineSource
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """One run: what the API said, where it lives, and the verdict."""
@@ -471,6 +491,9 @@ class Diagnosis:
     target: Target | None
     verdict: Verdict
     errors: tuple[str, ...] = ()
+    #: When the run entered each state, its worker's last heartbeat, when its processes
+    #: started, what its logs said about the cancel; oldest first.
+    timeline: tuple[TimelineEntry, ...] = ()
 
     @property
     def needs_attention(self) -> bool:
@@ -586,6 +609,8 @@ __all__ = [
     "StrEnum",
     "Target",
     "ThreadSample",
+    "TimelineEntry",
+    "TimelineSource",
     "Verdict",
     "WorkerInfo",
 ]

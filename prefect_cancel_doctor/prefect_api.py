@@ -26,6 +26,7 @@ from prefect_cancel_doctor.prefect_records import (
     Deployment,
     Event,
     FlowRun,
+    LogLine,
     PoolConcurrency,
     ServerSettings,
     State,
@@ -36,6 +37,7 @@ from prefect_cancel_doctor.prefect_records import (
     parse_deployment,
     parse_event_page,
     parse_flow_run,
+    parse_logs,
     parse_names,
     parse_pool_concurrency,
     parse_server_settings,
@@ -48,6 +50,8 @@ from prefect_cancel_doctor.prefect_records import (
 from prefect_cancel_doctor.redact import REDACTED, redact_url_passwords
 from prefect_cancel_doctor.settings import Connection
 
+#: Log lines read per run for its timeline (the newest ones).
+LOG_LINES = 200
 PAGE_SIZE = 200  # the server's default maximum page size (PREFECT_API_DEFAULT_LIMIT)
 #: The server's maximum page of `POST /events/filter` (`INTERACTIVE_PAGE_SIZE`).
 EVENTS_PAGE_SIZE = 50
@@ -275,6 +279,11 @@ class PrefectApi:
         """The workers registered in a work pool, with status and heartbeat."""
         path = f"/work_pools/{quote(pool, safe='')}/workers/filter"
         return parse_workers(self._request("POST", path, {"limit": PAGE_SIZE}))
+
+    def flow_run_logs(self, run_id: str, limit: int = LOG_LINES) -> list[LogLine]:
+        """The newest `limit` log lines of a run, oldest first."""
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_DESC", "limit": limit}
+        return parse_logs(self._request("POST", "/logs/filter", body))[::-1]
 
     # -- reads for the health report ---------------------------------------------
 

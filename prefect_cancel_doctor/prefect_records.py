@@ -145,6 +145,16 @@ class EventPage:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One line of a flow run's logs (`POST /logs/filter`)."""
+
+    timestamp: str
+    level: int
+    message: str
+    logger: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """The server settings the health report reads (`GET /admin/settings`)."""
 
@@ -322,6 +332,18 @@ def parse_pool_concurrency(raw: object) -> PoolConcurrency | None:
     return PoolConcurrency(_int(raw, "active_slots"), queues)
 
 
+def parse_logs(raw: object) -> list[LogLine]:
+    """A page of log lines (items without a timestamp or a message are left out)."""
+    lines = []
+    for item in _list(raw, "a log listing"):
+        entry = _obj(item)
+        timestamp, message = _text(entry, "timestamp"), entry.get("message")
+        if timestamp and isinstance(message, str):
+            level = _int(entry, "level") or 0
+            lines.append(LogLine(timestamp, level, visible(message, 500), _text(entry, "name")))
+    return lines
+
+
 def parse_event(raw: object) -> Event:
     """An event."""
     event_id = _id(raw, "an event page")
@@ -405,6 +427,7 @@ __all__ = [
     "Event",
     "EventPage",
     "FlowRun",
+    "LogLine",
     "PoolConcurrency",
     "QueueConcurrency",
     "ServerSettings",
@@ -418,6 +441,7 @@ __all__ = [
     "parse_event_page",
     "parse_flow_run",
     "parse_flow_runs",
+    "parse_logs",
     "parse_names",
     "parse_pool_concurrency",
     "parse_server_settings",

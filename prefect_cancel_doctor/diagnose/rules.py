@@ -281,7 +281,7 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
     worker = next((w for w in run.workers if w.name == worker_name), None)
     alive = worker is not None and worker.status == "ONLINE" and not worker.heartbeat_is_stale
     if worker is not None:
-        evidence.append(_worker_fact(worker))
+        evidence.append(_worker_fact(worker, f"its worker {worker.name} is {worker.status}"))
     if ev.runners:
         evidence.append(
             f"a worker of pool {run.work_pool_name} runs on this host, and the run's process is not here"
@@ -314,9 +314,26 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
     )
 
 
-def _worker_fact(worker: WorkerInfo) -> str:
-    """A worker's status and heartbeat, against its interval."""
-    fact = f"its worker {worker.name} is {worker.status}"
+def _heartbeat_against_cancel(worker: WorkerInfo, run: FlowRunRef | None) -> str | None:
+    """Whether the worker was alive when the cancel came: its last heartbeat against the cancel."""
+    if run is None or run.cancelling_for_seconds is None or worker.seconds_since_heartbeat is None:
+        return None
+    if not worker.heartbeat_is_stale:
+        return None
+    before = worker.seconds_since_heartbeat - run.cancelling_for_seconds
+    if before > 0:
+        return (
+            f"worker {worker.name} sent its last heartbeat {before:.0f} s before the run entered "
+            "Cancelling, and none since: it stopped before the cancel"
+        )
+    return (
+        f"worker {worker.name} still heartbeated {-before:.0f} s after the run entered Cancelling, "
+        "then stopped"
+    )
+
+
+def _worker_fact(worker: WorkerInfo, fact: str) -> str:
+    """`fact` (the worker's status) with its heartbeat, against its interval."""
     beat, interval = worker.seconds_since_heartbeat, worker.heartbeat_interval_seconds
     if beat is not None:
         fact += f", last heartbeat {beat:.0f} s ago (every {interval or DEFAULT_HEARTBEAT_SECONDS:.0f} s"
@@ -650,11 +667,10 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     worker_name = str(run.labels.get("prefect.worker.name", "")) if run else ""
     for worker in run.workers if run else ():
         if worker.name == worker_name or not worker_name:
-            beat = worker.seconds_since_heartbeat
-            evidence.append(
-                f"worker {worker.name}: {worker.status}"
-                + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
-            )
+            evidence.append(_worker_fact(worker, f"worker {worker.name}: {worker.status}"))
+            order = _heartbeat_against_cancel(worker, run)
+            if order:
+                evidence.append(order)
     if ev.runner is not None and ev.runner.state in ("T", "t"):
         evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")
         return "its Runner is stopped", 0.9

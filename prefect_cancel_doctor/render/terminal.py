@@ -17,7 +17,7 @@ from rich.text import Text
 
 from prefect_cancel_doctor.diagnose.classify import is_library, module_of
 from prefect_cancel_doctor.durations import age_text as duration
-from prefect_cancel_doctor.model import Diagnosis, Report, StateType
+from prefect_cancel_doctor.model import Diagnosis, Report, StateType, TimelineEntry
 
 #: Runs shown in the table and in detail. A fleet with hundreds stuck gets a tally
 #: of the rest: a longer page is not read during an incident, and rich takes ~1.5 ms
@@ -138,6 +138,9 @@ def _details(d: Diagnosis) -> Panel:
     if verdict.evidence:
         parts.append(Text("Evidence", style="underline"))
         parts.extend(Text(f"  • {line}") for line in verdict.evidence)
+    if d.timeline:
+        parts.append(Text("Timeline (UTC)", style="underline"))
+        parts.extend(_timeline_line(entry) for entry in d.timeline)
     stack = _stack(d)
     if stack is not None:
         parts.append(Text("Stack of the blocking thread (innermost first)", style="underline"))
@@ -158,6 +161,14 @@ def _details(d: Diagnosis) -> Panel:
     title = Text(run.name if run else "process")
     title.append(f"  {verdict.cause.value}", style=_CAUSE_STYLE.get(verdict.cause.value, "bold red"))
     return Panel(Group(*parts), title=title, title_align="left", box=box.ROUNDED)
+
+
+def _timeline_line(entry: TimelineEntry) -> Text:
+    day, _, clock = entry.at.partition("T")
+    line = Text(f"  {day} {clock.rstrip('Z')}  ", style="dim")
+    line.append(f"{entry.source:<8} ", style="dim")
+    line.append(entry.what)
+    return line
 
 
 def _stack(d: Diagnosis) -> Text | None:

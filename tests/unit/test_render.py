@@ -68,7 +68,7 @@ def test_empty_report_says_nothing_is_stuck() -> None:
 def test_json_is_the_model_serialized() -> None:
     document = json.loads(rendered(report_of(sleeping()), Format.JSON))
     (entry,) = document["runs"]
-    assert set(entry) == {"flow_run", "target", "verdict", "errors", "threads"}
+    assert set(entry) == {"flow_run", "target", "verdict", "errors", "threads", "timeline"}
     assert entry["threads"][0]["pid"] == entry["target"]["processes"][0]["pid"]
     assert entry["threads"][0]["frames"][0]["function"] == "wait_forever"
     assert entry["verdict"]["cause"] == "cancel_not_observed"
@@ -109,3 +109,19 @@ def test_a_secondary_finding_is_shown_after_the_fix_and_in_json() -> None:
     document = json.loads(rendered(report, Format.JSON))
     (finding,) = document["runs"][0]["verdict"]["also"]
     assert finding["cause"] == "signal_pending" and finding["also"] == []
+
+
+def test_the_timeline_is_shown_in_order_with_its_sources() -> None:
+    from prefect_cancel_doctor.model import TimelineEntry, TimelineSource
+
+    entries = (
+        TimelineEntry(
+            "2026-11-27T10:01:00Z", "worker w1 last heartbeat, status OFFLINE", TimelineSource.WORKER
+        ),
+        TimelineEntry("2026-11-27T10:05:00Z", "entered Cancelling", TimelineSource.STATE),
+    )
+    text = rendered(report_of(dataclasses.replace(sleeping(), timeline=entries)))
+    assert "Timeline (UTC)" in text
+    assert text.index("2026-11-27 10:01:00  worker") < text.index(
+        "2026-11-27 10:05:00  state    entered Cancelling"
+    )

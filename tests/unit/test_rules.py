@@ -353,6 +353,10 @@ def test_an_online_worker_counts_as_alive_only_with_a_fresh_heartbeat(
 ) -> None:
     worker = WorkerInfo("w1", "ONLINE", "2026-11-27T10:01:00Z", seconds_since_heartbeat, 30.0)
     run = run_ref(workers=(worker,))
-    verdict = diagnose(Evidence(run, Target(kind="process", description="no process of the run on this host")))
+    verdict = diagnose(
+        Evidence(run, Target(kind="process", description="no process of the run on this host"))
+    )
     assert verdict.cause is cause, verdict.summary
-    assert any(("stale" if cause is Cause.INFRASTRUCTURE_GONE else "fresh") in line for line in verdict.evidence)
+    assert any(
+        ("stale" if cause is Cause.INFRASTRUCTURE_GONE else "fresh") in line for line in verdict.evidence
+    )

@@ -1,0 +1,127 @@
+"""A run's timeline: dated facts from the API, its worker and the kernel, oldest first.
+
+The verdict says what is; the timeline shows what happened, so a reader can
+check the order of events: the run entered Cancelling at 10:00:40, its worker
+last heartbeated at 10:00:05 (so it died before the cancel), the flow process
+started at 09:58:12, the logs said nothing of a cancel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from prefect_cancel_doctor.model import (
+    FlowRunRef,
+    ProcessSample,
+    ProcSnapshot,
+    TimelineEntry,
+    TimelineSource,
+    WorkerInfo,
+)
+from prefect_cancel_doctor.prefect_records import LogLine, State, parse_time
+from prefect_cancel_doctor.sample.procfs import PathLike, read_optional_text
+
+#: Log lines worth a place in the timeline: what the engine, the Runner or the worker said
+#: about a cancel, a signal or a crash (or anything at ERROR and above).
+_LOG_WORDS = ("cancel", "sigterm", "sigkill", "signal", "crash", "kill", "terminat", "observer", "abort")
+_MAX_LOG_ENTRIES = 8
+_ERROR = 40
+
+
+def build(
+    run: FlowRunRef | None,
+    history: Sequence[State] = (),
+    logs: Sequence[LogLine] = (),
+    processes: Iterable[ProcessSample] = (),
+    runner: ProcSnapshot | None = None,
+    proc_root: PathLike = "/proc",
+) -> tuple[TimelineEntry, ...]:
+    """Every dated fact known of the run, oldest first."""
+    entries: list[TimelineEntry] = []
+    for state in history:
+        moment = parse_time(state.timestamp)
+        if moment is not None:
+            what = f"entered {state.name or state.type.title()}" + (
+                f": {state.message}" if state.message else ""
+            )
+            entries.append(TimelineEntry(_iso(moment), what, TimelineSource.STATE))
+    if run is not None and not history and run.cancelling_since:
+        moment = parse_time(run.cancelling_since)
+        if moment is not None:
+            entries.append(TimelineEntry(_iso(moment), "entered Cancelling", TimelineSource.STATE))
+    entries += _workers(run)
+    boot = _boot_time(proc_root)
+    if boot is not None:
+        for process in processes:
+            if process.proc is not None:
+                started = _started(process.proc, boot)
+                entries.append(
+                    TimelineEntry(
+                        _iso(started), f"{process.role} process {process.pid} started", TimelineSource.PROCESS
+                    )
+                )
+        if runner is not None:
+            entries.append(
+                TimelineEntry(
+                    _iso(_started(runner, boot)),
+                    f"its Runner, process {runner.pid}, started",
+                    TimelineSource.PROCESS,
+                )
+            )
+    entries += _logs(logs)
+    return tuple(sorted(entries, key=lambda entry: entry.at))
+
+
+def _workers(run: FlowRunRef | None) -> list[TimelineEntry]:
+    if run is None:
+        return []
+    named = str(run.labels.get("prefect.worker.name", ""))
+    entries = []
+    for worker in run.workers:
+        if named and worker.name != named:
+            continue
+        moment = parse_time(worker.last_heartbeat_time)
+        if moment is not None:
+            entries.append(TimelineEntry(_iso(moment), _heartbeat(worker), TimelineSource.WORKER))
+    return entries
+
+
+def _heartbeat(worker: WorkerInfo) -> str:
+    stale = " (none since: stale)" if worker.heartbeat_is_stale else ""
+    return f"worker {worker.name} last heartbeat, status {worker.status}{stale}"
+
+
+def _logs(logs: Sequence[LogLine]) -> list[TimelineEntry]:
+    chosen = [
+        line
+        for line in logs
+        if line.level >= _ERROR or any(word in line.message.lower() for word in _LOG_WORDS)
+    ][-_MAX_LOG_ENTRIES:]
+    entries = []
+    for line in chosen:
+        moment = parse_time(line.timestamp)
+        if moment is not None:
+            first = line.message.strip().splitlines()[0] if line.message.strip() else ""
+            entries.append(TimelineEntry(_iso(moment), f"log: {first[:200]}", TimelineSource.LOG))
+    return entries
+
+
+def _boot_time(proc_root: PathLike) -> datetime | None:
+    for line in (read_optional_text(Path(os.fspath(proc_root)) / "stat") or "").splitlines():
+        if line.startswith("btime "):
+            return datetime.fromtimestamp(int(line.split()[1]), timezone.utc)
+    return None
+
+
+def _started(proc: ProcSnapshot, boot: datetime) -> datetime:
+    return boot + timedelta(seconds=proc.start_time_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+__all__ = ["build"]

@@ -284,6 +284,9 @@ class ProcSnapshot:
     #: False when /proc/PID/environ could not be read (another user's process, no ptrace
     #: rights): then `flow_run_id` is unknown, not absent.
     environ_readable: bool = True
+    #: PREFECT__CONTROL_PORT from its environment: the Runner's control channel (Prefect 3.9+),
+    #: over which the cancel intent comes just before SIGTERM.
+    control_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,39 @@ def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None)
     return facts
 
 
+#: The daemon thread of Prefect 3.9's control listener (prefect/_internal/control_listener.py).
+CONTROL_LISTENER_THREAD = "prefect-control-listener"
+
+
+def _control_channel(process: ProcessSample) -> tuple[bool | None, str | None]:
+    """Did the Runner's cancel intent reach the flow process, by its control channel (Prefect 3.9+)?
+
+    The Runner passes PREFECT__CONTROL_PORT; the process connects back and a daemon
+    thread waits in `recv`. On cancel the Runner sends the intent, the thread
+    acknowledges and returns (closing the socket), then the Runner sends SIGTERM.
+    So a listener still waiting on an open connection means no cancel was sent.
+    Returns (delivered: False / None when it cannot tell, the fact to show).
+    """
+    proc = process.proc
+    if proc is None or proc.control_port is None or not process.dumps:
+        return None, None
+    port = proc.control_port
+    listening = any(t.name == CONTROL_LISTENER_THREAD for t in process.dumps[-1])
+    connected = any(
+        s.state == "ESTABLISHED" and s.remote.rsplit(":", 1)[-1] == str(port) and s.remote.startswith("127.")
+        for s in proc.sockets
+    )
+    if listening and connected:
+        return False, (
+            f"the Runner's control channel (127.0.0.1:{port}) is open and its listener thread still waits: "
+            "the Runner never sent the cancel intent it sends just before SIGTERM"
+        )
+    return None, (
+        f"the Runner's control channel (127.0.0.1:{port}) is closed: the Runner sent its cancel intent "
+        "(and then SIGTERM), or the Runner went away"
+    )
+
+
 def _main(process: ProcessSample) -> ThreadView | None:
     views = thread_views(process)
     return views[0] if views and views[0].is_main else None
@@ -601,6 +634,9 @@ def signal_pending(ev: Evidence) -> Verdict | None:
             "whether a SIGTERM was delivered could not be read from the interpreter "
             "(CPython 3.10/3.11 builds with a symbol table only)"
         )
+    delivered, channel = _control_channel(engine)
+    if channel:
+        evidence.append(channel)
     pending = _verdict(
         Cause.SIGNAL_PENDING,
         f"The main thread is inside a C call ({main.where()}) that does not return to Python, "
@@ -609,19 +645,20 @@ def signal_pending(ev: Evidence) -> Verdict | None:
         evidence,
         main,
     )
-    if engine.sigterm_pending is not False or ev.state_type not in (None, StateType.CANCELLING):
+    not_sent = engine.sigterm_pending is False or (engine.sigterm_pending is None and delivered is False)
+    if not not_sent or ev.state_type not in (None, StateType.CANCELLING):
         return pending
     later = dataclasses.replace(
         pending,
         summary=f"Once a SIGTERM comes, this C call ({main.where()}) will still hold it pending.",
     )
-    first = _not_observed(
-        ev,
-        engine,
-        main,
+    why = (
         "the interpreter holds no SIGTERM (CPython's Handlers[SIGTERM].tripped = 0, read from the "
-        "process's memory), and the C call would have kept one pending: none was delivered",
+        "process's memory), and the C call would have kept one pending: none was delivered"
+        if engine.sigterm_pending is False
+        else f"{channel}: no SIGTERM was sent"
     )
+    first = _not_observed(ev, engine, main, why)
     return dataclasses.replace(first, also=(later,))
 
 
@@ -645,6 +682,9 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
 def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_sigterm: str) -> Verdict:
     """`cancel_not_observed` for a live flow process: `why_no_sigterm` says how we know none came."""
     evidence = [*ev.notes, _describe(main), why_no_sigterm]
+    _, channel = _control_channel(engine)
+    if channel and channel not in why_no_sigterm:
+        evidence.append(channel)
     evidence.extend(_socket_facts(ev, engine, main))
     who, confidence = _who_should_act(ev, engine, evidence)
     return _verdict(

@@ -23,6 +23,7 @@ from prefect_cancel_doctor.sample.syscalls import syscall_name
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
 _FLOW_RUN_KEY = b"PREFECT__FLOW_RUN_ID="
+_CONTROL_PORT_KEY = b"PREFECT__CONTROL_PORT="
 _SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 _TCP_STATES = {
     0x01: "ESTABLISHED",
@@ -84,6 +85,7 @@ def read_process(
             flow_run_id=flow_run_id,
             start_time_ticks=start_time,
             environ_readable=environ is not None,
+            control_port=_port(_env_value(environ or b"", _CONTROL_PORT_KEY)),
         )
     except (_Gone, ValueError, IndexError):
         # Gone, or files no kernel writes (only a fixture tree can hold them): no process to read.
@@ -332,6 +334,10 @@ def _env_value(environ: bytes, key: bytes) -> str | None:
         if entry.startswith(key):
             return visible(entry[len(key) :].decode("utf-8", errors="replace"), 100)
     return None
+
+
+def _port(value: str | None) -> int | None:
+    return int(value) if value and value.isascii() and value.isdigit() and 0 < int(value) < 65536 else None
 
 
 def _list_ints(directory: Path, *, required: bool = False) -> list[int]:

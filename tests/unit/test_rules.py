@@ -360,3 +360,24 @@ def test_an_online_worker_counts_as_alive_only_with_a_fresh_heartbeat(
     assert any(
         ("stale" if cause is Cause.INFRASTRUCTURE_GONE else "fresh") in line for line in verdict.evidence
     )
+
+
+def test_an_open_control_channel_says_no_cancel_was_sent() -> None:
+    from prefect_cancel_doctor.model import SocketPeer, ThreadSample
+
+    sample = process("sqlite_busy_native")
+    assert sample.proc is not None
+    listener = ThreadSample(99, 99, "prefect-control-listener", False, False, ())
+    proc = dataclasses.replace(
+        sample.proc,
+        control_port=41234,
+        sockets=(SocketPeer(7, "127.0.0.1:50000", "127.0.0.1:41234", "ESTABLISHED"),),
+    )
+    dumps = (*sample.dumps[:-1], (*sample.dumps[-1], listener))
+    open_channel = dataclasses.replace(sample, proc=proc, dumps=dumps)
+    verdict = diagnose(evidence(open_channel))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert any("control channel (127.0.0.1:41234) is open" in line for line in verdict.evidence)
+    assert [finding.cause for finding in verdict.also] == [Cause.SIGNAL_PENDING]
+    closed = dataclasses.replace(open_channel, dumps=sample.dumps)
+    assert diagnose(evidence(closed)).cause is Cause.SIGNAL_PENDING

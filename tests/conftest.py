@@ -69,10 +69,10 @@ def demo_environment() -> Iterator[DemoEnvironment]:
         _progress("warning: not root; attaching py-spy to the stuck runs may be refused")
     pytest.importorskip("prefect", reason="the stuck-run harness needs Prefect (pip install -e '.[test]')")
 
-    from prefect_cancel_doctor.demo.catalog import SCENARIOS
     from prefect_cancel_doctor.demo.environment import run_demo_environment
+    from tests.helpers import staged_scenarios
 
-    with run_demo_environment(list(SCENARIOS), _progress) as environment:
+    with run_demo_environment(staged_scenarios(), _progress) as environment:
         _progress("timings (s): " + ", ".join(f"{k}={v}" for k, v in environment.timings.items()))
         yield environment
 

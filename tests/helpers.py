@@ -29,3 +29,12 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def staged_scenarios() -> list[str]:
+    """The catalog scenarios the session stages: all of them, or those named in PCD_TEST_SCENARIOS
+    (comma-separated; `.ci/run` stages a subset on the oldest Prefect supported)."""
+    from prefect_cancel_doctor.demo.catalog import SCENARIOS
+
+    wanted = [name for name in os.environ.get("PCD_TEST_SCENARIOS", "").split(",") if name]
+    return sorted(wanted or SCENARIOS)

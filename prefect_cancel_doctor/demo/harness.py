@@ -122,17 +122,19 @@ class SpawnedWorker:
         """The worker's log so far (its own output and its flow runs')."""
         return _read_text(self.log_path)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Send `sig` to the worker's process group and reap it; SIGKILL after `timeout` s."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0, *, group: bool = True) -> None:
+        """Send `sig` to the worker's process group (or, `group=False`, to the worker alone) and
+        reap it; SIGKILL after `timeout` s."""
         if not self.alive():
             return
+        send = os.killpg if group else os.kill
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+            send(self.pid, sig)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
+                send(self.pid, signal.SIGKILL)
             self.popen.wait(timeout)
 
 
@@ -525,7 +527,6 @@ class LocalPrefect:
         `_give_worker_labels_to_flow_run`, `_propose_submitting_state`).
         """
         from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
-        from prefect.states import Submitting
 
         self.propose_pending(run_id)
         work_pool = self.client.read_work_pool(pool)
@@ -536,6 +537,10 @@ class LocalPrefect:
             "prefect.work-pool.id": str(work_pool.id),
         }
         self.client.update_flow_run_labels(uuid.UUID(run_id), labels)
+        try:
+            from prefect.states import Submitting
+        except ImportError:  # older Prefect: workers propose no Submitting state
+            return
         result: OrchestrationResult[Any] = self.client.set_flow_run_state(uuid.UUID(run_id), Submitting())
         if result.status != SetStateStatus.ACCEPT:
             raise HarnessError(f"Submitting was not accepted for flow run {run_id}: {result.status}")
@@ -607,8 +612,12 @@ class LocalPrefect:
         return worker
 
     def kill_worker(self, worker: WorkerProcess, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
-        """Signal the worker's process group (SIGKILL by default: a crash) and reap it."""
-        worker.stop(sig, timeout)
+        """Signal the worker process alone (SIGKILL by default: a crash) and reap it.
+
+        Only its PID, as a crash or the OOM killer would: before Prefect 3.9 the flow
+        processes share the worker's process group, and must outlive it as they do then.
+        """
+        worker.stop(sig, timeout, group=False)
         self._log(f"worker {worker.name}: killed (pid {worker.pid})")
 
     def _kill_workers(self) -> None:

@@ -17,8 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
-from prefect_cancel_doctor.demo.catalog import SCENARIOS
-from tests.helpers import clean_environ, run_cli
+from tests.helpers import clean_environ, run_cli, staged_scenarios
 
 
 def doctor(*args: str, api_url: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +44,7 @@ def test_scan_exits_1_when_runs_are_stuck(scan_result: tuple[int, dict[str, Any]
     assert document["runs"]
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("scenario", staged_scenarios())
 def test_scan_names_cause_kind_and_line(
     scenario: str, stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
 ) -> None:
@@ -143,3 +142,25 @@ def test_an_empty_server_exits_0_and_auth_failures_exit_3() -> None:
         empty = doctor("scan", api_url=server.api_url, PREFECT_API_AUTH_STRING="admin:s3cret")
         assert empty.returncode == 0, empty.stderr
         assert "No flow runs stuck" in empty.stdout
+
+
+#: Confidence bands, as the README defines them.
+BANDS = ((0.9, "≥ 0.9"), (0.7, "0.7–0.89"), (0.5, "0.5–0.69"), (0.0, "< 0.5"))
+
+
+def test_confidence_is_calibrated_on_the_staged_runs(
+    stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
+) -> None:
+    """Each band's verdicts are right at least as often as the band claims (README: Confidence)."""
+    tally: dict[str, list[bool]] = {label: [] for _, label in BANDS}
+    entries = by_run(scan_result[1])
+    for run in stuck_runs.values():
+        verdict = entries[run.run_id]["verdict"]
+        label = next(label for floor, label in BANDS if verdict["confidence"] >= floor)
+        tally[label].append(verdict["cause"] == run.expected_cause.value)
+    print("\nconfidence band: right / verdicts")
+    for floor, label in BANDS:
+        right = tally[label]
+        print(f"  {label}: {sum(right)} / {len(right)}")
+        if right:
+            assert sum(right) / len(right) >= floor, (label, right)

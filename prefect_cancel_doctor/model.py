@@ -461,6 +461,9 @@ class Verdict:
     remediation: tuple[str, ...] = ()
     #: The first fix in a few words, for tables (the full fixes are `remediation`).
     short_fix: str = ""
+    #: What ends the run now, as shell commands to run in order on this host (empty where
+    #: nothing safe can be done from here): stop its processes, then mark it Cancelled.
+    stop_now: tuple[str, ...] = ()
     #: Secondary findings: what will hold the cancel up next, once the first cause is fixed
     #: (e.g. a C call that will keep a SIGTERM pending, when no SIGTERM has come yet).
     also: tuple[Verdict, ...] = ()

@@ -6,8 +6,10 @@ from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
 _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
     Cause.CANCEL_NOT_OBSERVED: (
-        "restart the worker (or `serve` process) that owns the run and check its log for "
-        "'Cancellation observer failed'",
+        "a restarted or new worker will not finish this cancel (since Prefect 3.6.9 a worker cancels "
+        "only the runs it is submitting itself; a started run's own Runner does the rest): end it as "
+        "above; if the owning worker is alive, its log says 'Cancellation observer failed' — restart "
+        "it for the runs to come",
         "set PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE=true on workers so lost cancellation "
         "observers crash runs instead of leaving them running",
         "a custom job command must run a Prefect Runner (`prefect flow-run execute`), "
@@ -50,13 +52,14 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
         "bound on_cancellation hooks with timeouts; they run before Cancelled is proposed",
     ),
     Cause.NEVER_STARTED: (
-        "once a worker polls the pool again it finishes the cancel; or set the state to "
-        "Cancelled through the API (force=True)",
+        "no other worker will finish it (since Prefect 3.6.9 a worker cancels only the runs it is "
+        "submitting itself): mark it Cancelled as above, or wait for the server's cancellation "
+        "cleanup (Prefect 3.7.5+: PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS)",
     ),
     Cause.INFRASTRUCTURE_GONE: (
-        "nothing is left to stop: set the run's state to Cancelled through the API "
-        "(force=True) to release its concurrency slot, or wait for the server's cancellation "
-        "cleanup (PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS)",
+        "nothing is left to stop; marking it Cancelled (as above) releases its concurrency slot; "
+        "or wait for the server's cancellation cleanup (Prefect 3.7.5+: "
+        "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS)",
         "find out why it died: OOM kill (dmesg), node restart, or a killed worker",
     ),
     Cause.ORPHANED_INFRASTRUCTURE: (
@@ -94,7 +97,7 @@ _CALL_IS_THE_PROBLEM = (
 )
 
 _SHORT_BY_CAUSE: dict[Cause, str] = {
-    Cause.CANCEL_NOT_OBSERVED: "restart the worker; kill -TERM the flow",
+    Cause.CANCEL_NOT_OBSERVED: "kill the flow, mark it Cancelled",
     Cause.SIGNAL_IGNORED: "stop ignoring SIGTERM",
     Cause.EXIT_BLOCKED_BY_THREAD: "daemon=True / stop the thread",
     Cause.EVENT_LOOP_BLOCKED: "await anyio.sleep / to_thread",
@@ -102,8 +105,8 @@ _SHORT_BY_CAUSE: dict[Cause, str] = {
     Cause.UNINTERRUPTIBLE_IO: "fix the stuck mount or device",
     Cause.CHILD_PROCESS_SURVIVES: "kill the children; use run_process",
     Cause.CANCELLATION_HOOK_HANG: "timeout in on_cancellation",
-    Cause.NEVER_STARTED: "start a worker for the pool",
-    Cause.INFRASTRUCTURE_GONE: "force the state to Cancelled",
+    Cause.NEVER_STARTED: "mark it Cancelled",
+    Cause.INFRASTRUCTURE_GONE: "mark it Cancelled",
     Cause.ORPHANED_INFRASTRUCTURE: "stop it (kill, docker rm -f)",
     Cause.NOT_ATTACHABLE: "run the doctor on its host",
     Cause.UNKNOWN: "read the stacks",

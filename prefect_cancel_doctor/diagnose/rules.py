@@ -9,6 +9,7 @@ interrupts), then no SIGTERM reached it: nothing acted on CANCELLING.
 from __future__ import annotations
 
 import dataclasses
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,17 +148,58 @@ def _describe(view: ThreadView) -> str:
     return " ".join(facts)
 
 
-def _stop_now(ev: Evidence, processes: tuple[ProcessSample, ...]) -> str:
-    """How to end the leftovers by hand: by PID here, through Docker for a container."""
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+#: Causes for which nothing safe can be done from here.
+_NO_ACTION = (Cause.NOT_ATTACHABLE, Cause.UNKNOWN, Cause.UNINTERRUPTIBLE_IO)
+#: Causes where SIGTERM cannot act: straight to SIGKILL.
+_SIGTERM_USELESS = (Cause.SIGNAL_PENDING, Cause.SIGNAL_IGNORED, Cause.PID1_NO_FORWARD)
+
+
+def mark_cancelled_command(run_id: str, what: str) -> str | None:
+    """A one-line command forcing the run to Cancelled with Prefect's own client (the same
+    settings as the `prefect` CLI: profile, PREFECT_API_URL, PREFECT_API_KEY). Prefect's CLI
+    has no such command; None for an id that is not a UUID (never put in a shell line)."""
+    if not _UUID.fullmatch(run_id):
+        return None
+    message = f"Cancelled by hand after prefect-cancel-doctor: {what}"
+    return (
+        'python -c "from prefect import get_client; from prefect.states import Cancelled; '
+        "c = get_client(sync_client=True).__enter__(); "
+        f"c.set_flow_run_state('{run_id}', Cancelled(message='{message}'), force=True)\""
+    )
+
+
+def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
+    """What ends the run now, as shell commands to run in order on this host."""
+    if cause in _NO_ACTION:
+        return ()
+    run = ev.run
+    commands: list[str] = []
+    done = "nothing was left to stop"
     container = ev.container
-    if container is not None:
+    targets = ev.hooks if cause is Cause.CANCELLATION_HOOK_HANG else ev.processes
+    if container is not None and container.running:
         short = container.id[:12]
-        return (
-            f"stop it now: docker kill --signal SIGKILL {short} (a shell as PID 1 drops SIGTERM), "
-            f"then docker rm {short}"
-        )
-    pids = " ".join(str(p.pid) for p in processes)
-    return f"stop it now: kill -TERM {pids}; if it stays, kill -KILL {pids}"
+        # SIGKILL to the container (a shell as PID 1 would drop SIGTERM), then remove it.
+        commands.append(f"docker kill {short}; docker rm -f {short} >/dev/null")
+        done = f"container {short} killed and removed"
+    elif targets:
+        pids = " ".join(str(p.pid) for p in targets)
+        if cause in _SIGTERM_USELESS:
+            commands.append(f"kill -KILL {pids}")
+        else:
+            commands.append(f"kill -TERM {pids}; sleep 5; kill -KILL {pids} 2>/dev/null; true")
+        done = f"process(es) {pids} killed"
+    if run is not None and run.state_type == StateType.CANCELLING:
+        mark = mark_cancelled_command(run.id, done)
+        if mark:
+            commands.append(mark)
+    return tuple(commands)
+
+
+def _stop_line(commands: tuple[str, ...]) -> str:
+    return "stop it now: " + ", then ".join(f"`{command}`" for command in commands)
 
 
 def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None) -> list[str]:
@@ -244,18 +286,15 @@ def never_started(ev: Evidence) -> Verdict | None:
         evidence.append("the run has no work pool: no worker submitted it")
     elif not run.workers:
         evidence.append(f"no worker is registered in pool {pool}")
-    who = (
-        "no worker of its pool is online to finish the cancel"
-        if not online
-        else "its pool's workers are online but none finished the cancel "
-        "(the claiming worker died or stalled)"
+    claimed = str(run.labels.get("prefect.worker.name", "")) or "the worker that claimed it"
+    who = f"{claimed} is gone or stalled, and no other worker finishes a cancel it did not submit" + (
+        " (its pool's other workers are online, and will not act)" if online else ""
     )
     return _verdict(
         Cause.NEVER_STARTED,
         f"A worker claimed the run but its infrastructure never started; {who}.",
         0.85,
         evidence,
-        extra_fixes=(f"start a worker for the pool: prefect worker start --pool '{pool}'",) if pool else (),
     )
 
 
@@ -285,7 +324,6 @@ def orphaned(ev: Evidence) -> Verdict | None:
         0.95,
         evidence,
         view,
-        extra_fixes=(_stop_now(ev, (engine,)),),
     )
 
 
@@ -494,7 +532,6 @@ def _children_survive(ev: Evidence, evidence: list[str]) -> Verdict:
         0.9,
         evidence,
         view,
-        extra_fixes=(_stop_now(ev, children),),
     )
 
 
@@ -693,7 +730,6 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
         confidence,
         evidence,
         main,
-        extra_fixes=(_stop_now(ev, (engine,)),),
     )
 
 
@@ -809,12 +845,20 @@ RULES: tuple[Rule, ...] = (
 
 
 def diagnose(ev: Evidence) -> Verdict:
-    """Apply the rules in order; `unknown` always matches."""
+    """Apply the rules in order; `unknown` always matches.
+
+    The verdict's first fix is what ends the run now (`stop_now`), then the change
+    that keeps it from happening again.
+    """
     for rule in RULES:
         verdict = rule(ev)
         if verdict is not None:
             if ev.container is not None:
                 facts = _container_facts(ev.container)
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
+            commands = stop_commands(ev, verdict.cause)
+            if commands:
+                remediation = (_stop_line(commands), *verdict.remediation)
+                verdict = dataclasses.replace(verdict, stop_now=commands, remediation=remediation)
             return verdict
     raise AssertionError("the last rule always matches")  # pragma: no cover

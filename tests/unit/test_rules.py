@@ -228,7 +228,19 @@ def test_never_started_names_the_pool_and_its_workers() -> None:
     run = run_ref(start_time=None, infrastructure_pid=None)
     verdict = diagnose(evidence(run=run))
     assert verdict.cause is Cause.NEVER_STARTED
-    assert any("prefect worker start --pool 'pool'" in fix for fix in verdict.remediation)
+    assert any("worker w1 of pool pool: OFFLINE" in line for line in verdict.evidence)
+    # Since Prefect 3.6.9 a new worker does not finish a cancel it did not submit: no
+    # "start a worker" advice; the first fix marks the run Cancelled, with its id filled in.
+    assert not any("prefect worker start" in fix for fix in verdict.remediation)
+    (mark,) = verdict.stop_now
+    assert f"set_flow_run_state('{run.id}', Cancelled(" in mark and "force=True" in mark
+    assert verdict.remediation[0] == f"stop it now: `{mark}`"
+
+
+def test_a_hostile_run_id_never_reaches_a_shell_command() -> None:
+    run = run_ref(start_time=None, infrastructure_pid=None, id="x'; rm -rf / #")
+    verdict = diagnose(evidence(run=run))
+    assert verdict.cause is Cause.NEVER_STARTED and verdict.stop_now == ()
 
 
 def test_unreachable_target_is_not_attachable() -> None:

@@ -476,7 +476,6 @@ class TimelineSource(StrEnum):
     WORKER = "worker"
     PROCESS = "process"
     LOG = "log"
-    DOCTOR = "doctor"
 
 
 @dataclass(frozen=True)

@@ -411,12 +411,17 @@ def parse_setting_seconds(value: object) -> float | None:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d{1,9})")
+
+
 def parse_time(value: str | None) -> datetime | None:
     """An API timestamp as an aware datetime (None when absent or unreadable)."""
     if not value:
         return None
+    # Python 3.10's fromisoformat takes 3 or 6 fractional digits only; servers send 1 to 9.
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], value.replace("Z", "+00:00"), count=1)
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -60,6 +60,9 @@ def test_the_scenarios_hold_on_the_oldest_supported_prefect() -> None:
         text=True,
         timeout=1800,
     )
-    tail = "\n".join(done.stdout.splitlines()[-40:])
+    lines = done.stdout.splitlines()
+    # On failure, the reasons (pytest's `E` lines and the staging log), then the summary.
+    reasons = [line for line in lines if line.startswith(("E   ", "[stuck-runs"))][:80]
+    tail = "\n".join([*reasons, *lines[-15:]])
     print(tail)
     assert done.returncode == 0, tail + done.stderr[-3000:]

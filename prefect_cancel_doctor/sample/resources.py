@@ -19,8 +19,7 @@ from pathlib import Path
 
 from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import KernelThread, ProcessSample, Resource, ResourceKind
-from prefect_cancel_doctor.redact import redact_argv
-from prefect_cancel_doctor.sample.procfs import PathLike, parse_tcp_table, read_optional_text
+from prefect_cancel_doctor.sample.procfs import PathLike, parse_tcp_table, read_cmdline, read_optional_text
 
 #: Databases usually behind a TCP port (also what makes a blocked read `database`).
 DATABASE_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB", 1433: "SQL Server"}
@@ -259,9 +258,7 @@ def _mount_type(pid: int, path: str, proc_root: PathLike) -> str | None:
 
 
 def _command(pid: int, proc_root: PathLike) -> str:
-    raw = read_optional_text(Path(_path(proc_root, pid, "cmdline")))
-    words = redact_argv(tuple(visible(word) for word in (raw or "").split("\0") if word))
-    return " ".join(words)[:80] or "?"
+    return " ".join(read_cmdline(Path(_path(proc_root, pid, "cmdline"))))[:80] or "?"
 
 
 def _read_int(pid: int, address: int, proc_root: PathLike) -> int | None:

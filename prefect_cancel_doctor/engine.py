@@ -244,17 +244,17 @@ def _jobs(
     )
     here = _Here(index, options, functools.cache(lambda pool: local_workers(pool, options.proc_root)))
     locations = [_locate(r, here) for r in runs]
-    pools = {
-        r.work_pool_name
-        for r, location in zip(runs, locations, strict=True)
-        if r.work_pool_name and location.unreachable is None
-    }
+    diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
+    pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
     # The timeline of a run diagnosed here: its state history and logs (one request each).
-    here_ids = [r.id for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     known_histories = histories or {}
-    history = {i: requests.submit(_story, api.state_history, i) for i in here_ids if i not in known_histories}
-    logs = {i: requests.submit(_story, api.flow_run_logs, i) for i in here_ids}
+    history = {
+        r.id: requests.submit(_story, api.state_history, r.id)
+        for r in diagnosed_here
+        if r.id not in known_histories
+    }
+    logs = {r.id: requests.submit(_story, api.flow_run_logs, r.id) for r in diagnosed_here}
     now = datetime.now(timezone.utc)
     jobs = []
     for r, location in zip(runs, locations, strict=True):

@@ -11,6 +11,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -68,6 +69,9 @@ RETRIES = 3
 #: The longest wait before one retry, whatever `Retry-After` asks: the doctor runs during incidents.
 MAX_RETRY_WAIT = 10.0
 _CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
+#: Methods a server with CSRF protection (PREFECT_SERVER_CSRF_PROTECTION_ENABLED) refuses
+#: without a token (prefect/server/api/middleware.py: CsrfMiddleware).
+_CSRF_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class EventsUnavailable(ApiRefused):
@@ -95,6 +99,13 @@ class PrefectApi:
             self._secrets += [connection.auth_string, token]
         #: The API URL as it may be printed (a password in it hidden).
         self.url = connection.display_url
+        self._connection = connection
+        #: Prefect's CSRF handshake (prefect/client/base.py): a client id of our own, and the
+        #: server's token for it with its expiry, fetched only once a POST is refused for want
+        #: of one, so a server without CSRF protection costs no extra request.
+        self._csrf_client = str(uuid.uuid4())
+        self._csrf: tuple[str, datetime | None] | None = None
+        self._csrf_lock = threading.Lock()
         # Loading the CA bundle costs 15-60 ms, a large part of a scan's start-up: skip it
         # when no connection can use TLS (a plain http:// URL and no proxy configured).
         verify = connection.verify if _may_use_tls(connection.api_url) else False
@@ -137,29 +148,27 @@ class PrefectApi:
         endpoint older servers or Cloud lack).
         `retries`: try again this many times on 429/502/503/504, after the server's
         `Retry-After` (at most `MAX_RETRY_WAIT` seconds) or an exponential backoff.
+        A POST refused for want of a CSRF token is sent again once with a fresh token.
         """
-        for attempt in range(retries + 1):
-            with self._counting:
-                self.requests += 1
-            try:
-                response = self._client.request(method, path.lstrip("/"), json=body)
-            except httpx.TimeoutException as exc:
-                raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise ApiUnreachable(
-                    f"cannot reach the Prefect API at {self.url}: {self._clean(str(exc))}"
-                ) from exc
-            if response.status_code not in _RETRY_STATUS or attempt == retries:
-                break
-            time.sleep(_retry_wait(response, attempt))
+        response = self._send(method, path, body, retries)
+        if response.status_code == 403 and method in _CSRF_METHODS and _says_csrf(response):
+            self._renew_csrf(stale=response.request.headers.get("Prefect-Csrf-Token"))
+            response = self._send(method, path, body, retries)
         if response.status_code in missing:
             return None
+        if response.status_code == 403 and _says_csrf(response):
+            raise ApiRefused(
+                f"the Prefect API at {self.url} refused {method} {path}: its CSRF protection "
+                f"rejected the token ({self._clean(response.text[:200])})",
+                hint="the server runs with PREFECT_SERVER_CSRF_PROTECTION_ENABLED; the token comes from "
+                "GET /csrf-token and goes in the Prefect-Csrf-Token and Prefect-Csrf-Client headers: "
+                "check that no proxy in between drops them",
+            )
         if response.status_code in (401, 403):
             raise ApiRefused(
                 f"Prefect API refused the request ({response.status_code} "
                 f"{response.reason_phrase}) at {self.url}",
-                hint="check PREFECT_API_KEY (Cloud) or PREFECT_API_AUTH_STRING (self-hosted); "
-                "a Cloud key needs read access to the workspace",
+                hint=self._credentials_hint(),
             )
         if response.status_code == 404 and path.endswith("/filter"):
             raise ApiRefused(
@@ -183,6 +192,87 @@ class PrefectApi:
                 f"{self.url} answered {path} with something that is not JSON",
                 hint="is this the API URL (ending in /api) and not the UI's?",
             ) from exc
+
+    def _send(self, method: str, path: str, body: Any, retries: int) -> httpx.Response:
+        """Send one request, again on 429/502/503/504; transport failures become `ApiUnreachable`."""
+        for attempt in range(retries + 1):
+            with self._counting:
+                self.requests += 1
+            try:
+                response = self._client.request(
+                    method, path.lstrip("/"), json=body, headers=self._csrf_headers(method)
+                )
+            except httpx.TimeoutException as exc:
+                raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise ApiUnreachable(
+                    f"cannot reach the Prefect API at {self.url}: {self._clean(str(exc))}"
+                ) from exc
+            if response.status_code not in _RETRY_STATUS or attempt == retries:
+                break
+            time.sleep(_retry_wait(response, attempt))
+        return response
+
+    def _csrf_headers(self, method: str) -> dict[str, str]:
+        """The CSRF headers a change request carries once the server asked for them; renewed when expired."""
+        if method not in _CSRF_METHODS or self._csrf is None:
+            return {}
+        with self._csrf_lock:
+            assert self._csrf is not None
+            token, expires = self._csrf
+            if expires is not None and datetime.now(timezone.utc) >= expires:
+                token = self._fetch_csrf_token()
+        return {"Prefect-Csrf-Token": token, "Prefect-Csrf-Client": self._csrf_client}
+
+    def _renew_csrf(self, stale: str | None) -> None:
+        """Fetch a token after a refusal, unless another thread did since `stale` was sent."""
+        with self._csrf_lock:
+            if self._csrf is None or self._csrf[0] == stale:
+                self._fetch_csrf_token()
+
+    def _fetch_csrf_token(self) -> str:
+        """`GET /csrf-token?client=...` (under `_csrf_lock`): the token and its expiry."""
+        path = f"/csrf-token?client={self._csrf_client}"
+        response = self._send("GET", path, None, RETRIES)
+        try:
+            answer = response.json() if response.status_code == 200 else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            answer = None
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ApiRefused(
+                f"the Prefect API at {self.url} asks for a CSRF token, but GET /csrf-token answered "
+                f"{response.status_code}: {self._clean(response.text[:200])}",
+                hint="the server runs with PREFECT_SERVER_CSRF_PROTECTION_ENABLED; is something "
+                "in between (a proxy) answering for it?",
+            )
+        assert isinstance(answer, dict)
+        expiration = answer.get("expiration")
+        self._csrf = (token, parse_time(expiration if isinstance(expiration, str) else None))
+        return token
+
+    def _credentials_hint(self) -> str:
+        """What to check when the API refuses us: the credential sent, and where it was set."""
+        connection = self._connection
+
+        def origin(setting: str) -> str:
+            source = connection.source_of(setting)
+            return f"{setting}, from {source}" if source else setting
+
+        if connection.api_key:
+            return (
+                f"the API key ({origin('PREFECT_API_KEY')}) was refused: check it; "
+                "a Cloud key needs read access to the workspace"
+            )
+        if connection.auth_string:
+            return (
+                f"the auth string ({origin('PREFECT_API_AUTH_STRING')}) was refused: it must match "
+                "the server's PREFECT_SERVER_API_AUTH_STRING"
+            )
+        return (
+            "no credentials were sent: set PREFECT_API_KEY (Prefect Cloud) or "
+            "PREFECT_API_AUTH_STRING (a self-hosted server with basic auth)"
+        )
 
     def _clean(self, text: str) -> str:
         """Text a server sent back, safe to print: no credentials of ours, no control characters."""
@@ -395,6 +485,12 @@ class PrefectApi:
             missing=_NO_ENDPOINT,
         )
         return parse_pool_concurrency(status)
+
+
+def _says_csrf(response: httpx.Response) -> bool:
+    """A 403 from Prefect's CSRF middleware ("Missing CSRF token.", "Invalid CSRF token or client ...")."""
+    text = response.text.lower()
+    return "csrf" in text or "client identifier" in text
 
 
 def _retry_wait(response: httpx.Response, attempt: int) -> float:

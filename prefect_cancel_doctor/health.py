@@ -72,6 +72,22 @@ def _no_progress(what: str, done: int, total: int) -> None:
     pass
 
 
+#: How many runs a sentence names before "and N more".
+NAMED_RUNS = 3
+
+
+def named(names: Iterable[str], shown: int = NAMED_RUNS) -> str:
+    """The first `shown` distinct names, then how many more: 'a, b, c and 4 more'.
+
+    A note or a breach that counts runs says which: the reader can look them up
+    without opening the JSON, and a fleet of hundreds still makes one line.
+    """
+    distinct = list(dict.fromkeys(names))
+    more = len(distinct) - shown
+    listed = ", ".join(distinct[:shown])
+    return f"{listed} and {more} more" if more > 0 else listed
+
+
 # -- the model -------------------------------------------------------------------------
 
 
@@ -713,7 +729,8 @@ def _check(rule: Rule, r: HealthReport) -> str | None:
     ttc = r.fleet.time_to_cancel
     name = rule.name
     if name is RuleName.STUCK:
-        return f"{len(r.stuck)} run(s) stuck in Cancelling" if r.stuck else None
+        stuck = [s.flow_run.name for s in r.stuck]
+        return f"{len(stuck)} run(s) stuck in Cancelling: {named(stuck)}" if stuck else None
     if name is RuleName.STUCK_OLDER_THAN:
         assert rule.threshold is not None
         old = [s for s in r.stuck if (s.flow_run.cancelling_for_seconds or 0) > rule.threshold]
@@ -722,7 +739,7 @@ def _check(rule: Rule, r: HealthReport) -> str | None:
         oldest = max(s.flow_run.cancelling_for_seconds or 0 for s in old)
         return (
             f"{len(old)} run(s) in Cancelling for longer than {_human(rule.threshold)} "
-            f"(oldest {_human(oldest)}: {old[0].flow_run.name})"
+            f"(oldest {_human(oldest)}): {named(s.flow_run.name for s in _order_stuck(old))}"
         )
     if name is RuleName.P95_ABOVE:
         assert rule.threshold is not None
@@ -739,19 +756,33 @@ def _check(rule: Rule, r: HealthReport) -> str | None:
     if name is RuleName.ORPHANS:
         parts = []
         if r.suspected_orphans:
-            parts.append(f"{len(r.suspected_orphans)} cancel(s) ended by the server's cancelling timeout")
+            timed_out = [c.flow_run_name for c in r.suspected_orphans]
+            parts.append(
+                f"{len(timed_out)} cancel(s) ended by the server's cancelling timeout: {named(timed_out)}"
+            )
         if r.live_orphans:
-            parts.append(f"{len(r.live_orphans)} finished run(s) whose processes still run here")
+            live = [s.flow_run.name for s in r.live_orphans]
+            parts.append(f"{len(live)} finished run(s) whose processes still run here: {named(live)}")
         return "; ".join(parts) or None
     if name is RuleName.IGNORED:
-        n = len(r.ignored_cancels)
-        return f"{n} run(s) completed or failed after a cancel was requested" if n else None
+        ignored = [c.flow_run_name for c in r.ignored_cancels]
+        return (
+            f"{len(ignored)} run(s) completed or failed after a cancel was requested: {named(ignored)}"
+            if ignored
+            else None
+        )
     if name is RuleName.CHILDREN:
-        n = len(r.orphaned_children)
-        return f"{n} sub-deployment run(s) still live after their parent was cancelled" if n else None
+        children = [c.flow_run_name for c in r.orphaned_children]
+        return (
+            f"{len(children)} sub-deployment run(s) still live after their parent was cancelled: "
+            f"{named(children)}"
+            if children
+            else None
+        )
     if name is RuleName.SLOTS:
         held = sum(h.held for h in r.slots)
-        return f"{held} concurrency slot(s) held by runs stuck in Cancelling" if held else None
+        holders = named(run for h in r.slots for run in h.runs)
+        return f"{held} concurrency slot(s) held by runs stuck in Cancelling: {holders}" if held else None
     raise AssertionError(name)
 
 
@@ -870,6 +901,7 @@ __all__ = [
     "evaluate",
     "group_stats",
     "histogram",
+    "named",
     "parse_duration",
     "parse_health_options",
     "parse_rule",

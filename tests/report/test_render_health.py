@@ -29,6 +29,7 @@ from prefect_cancel_doctor.health import (
     evaluate,
     group_stats,
     histogram,
+    named,
     parse_rules,
     top_call_sites,
     top_causes,
@@ -302,3 +303,53 @@ def test_a_failed_render_leaves_the_previous_report(tmp_path: Path, monkeypatch:
         write_health(sample(), HealthFormat.MARKDOWN, target)
     assert target.read_text() == "previous report"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+# -- what the report says about the runs it counts --------------------------------------------
+
+
+def many_stuck(count: int) -> tuple[StuckRun, ...]:
+    """`count` runs in Cancelling, none sampled (as with --no-sample), longest first."""
+    remote = sample().stuck[1]
+    return tuple(
+        dataclasses.replace(
+            remote,
+            flow_run=dataclasses.replace(
+                remote.flow_run, id=f"r{i}", name=f"run-{i}", cancelling_for_seconds=3600.0 - i
+            ),
+        )
+        for i in range(count)
+    )
+
+
+def test_named_shows_a_few_names_then_how_many_more() -> None:
+    assert named([]) == ""
+    assert named(["a", "b"]) == "a, b"
+    assert named(["a", "b", "c"]) == "a, b, c"
+    assert named(["a", "b", "a", "c", "d", "e"]) == "a, b, c and 2 more"  # each run once
+
+
+@pytest.mark.parametrize(
+    ("rule", "runs"),
+    [
+        ("stuck", ["brave-otter [prod]", "remote-run"]),
+        ("stuck-older-than=10m", ["brave-otter [prod]", "remote-run"]),
+        ("orphans", ["brave-otter"]),
+        ("ignored", ["late [finisher]"]),
+        ("children", ["child <1>"]),
+        ("slots", ["brave-otter [prod]"]),
+    ],
+)
+def test_a_breach_that_counts_runs_names_them(rule: str, runs: list[str]) -> None:
+    (breach,) = sample(rule).breaches
+    for run in runs:
+        assert run in breach.message, (rule, breach.message)
+
+
+def test_a_breach_names_a_few_runs_and_counts_the_rest() -> None:
+    rules = parse_rules(["stuck,stuck-older-than=10m"])
+    stuck, older = (b.message for b in evaluate(rules, dataclasses.replace(sample(), stuck=many_stuck(7))))
+    assert stuck == "7 run(s) stuck in Cancelling: run-0, run-1, run-2 and 4 more"
+    assert older.startswith("7 run(s) in Cancelling for longer than 10.0m (oldest 60.0m)")
+    assert older.endswith(": run-0, run-1, run-2 and 4 more")
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,14 @@ from typing import TextIO, TypeVar
 from typing_extensions import assert_never
 
 from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.health import CallSite, Cancellation, GroupStats, HealthReport, StuckRun
+from prefect_cancel_doctor.health import (
+    CallSite,
+    Cancellation,
+    GroupStats,
+    HealthReport,
+    StuckRun,
+    named,
+)
 from prefect_cancel_doctor.render import HealthFormat
 
 _T = TypeVar("_T")
@@ -108,6 +116,8 @@ class Chart:
     #: (series name, one value per label).
     series: tuple[tuple[str, tuple[float | None, ...]], ...]
     caption: str = ""
+    #: The values count things (cancels, runs): the value axis has whole-number ticks only.
+    counts: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,12 +131,17 @@ class Section:
     columns: tuple[Column, ...]
     #: The rows shown (at most the report's `top`), as text; data is escaped by each format.
     rows: tuple[tuple[str, ...], ...]
-    #: Said instead of a table without rows.
-    empty: str = "None."
+    #: Said after the title, on its line, instead of a table without rows.
+    empty: str = "none"
     #: Sentences after the table: rows left out, how to read it, what to do.
     notes: tuple[str, ...] = ()
     #: Drawn instead of the table by the formats that can.
     charts: tuple[Chart, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """A table section without rows: every format shows it as one line, "title: none"."""
+        return bool(self.columns) and not self.rows
 
 
 def page_title(report: HealthReport) -> str:
@@ -134,19 +149,66 @@ def page_title(report: HealthReport) -> str:
     return f"Cancellation health — last {report.window.label}"
 
 
+class Tone(str, enum.Enum):
+    """How the status line reads: each format styles it (colour, class, marker) from this."""
+
+    #: A rule is breached.
+    BAD = "bad"
+    #: Rules were checked and none is breached.
+    OK = "ok"
+    #: No rules given, but runs are stuck, orphaned, ignored their cancel or outlived their parent.
+    WARN = "warn"
+    #: No rules given and nothing found: neither good nor bad news.
+    NEUTRAL = "neutral"
+
+
+def window_text(report: HealthReport) -> str:
+    """'since → until', to the second."""
+    return f"{when(report.window.since)} → {when(report.window.until)}"
+
+
 def status_line(report: HealthReport) -> str:
-    """One sentence: healthy, or how many rules are breached."""
+    """One sentence: healthy, how many rules are breached, or (without rules) what was found."""
     if report.breaches:
         return f"{len(report.breaches)} rule(s) breached"
     if report.rules:
         return f"healthy: {len(report.rules)} rule(s) checked, none breached"
-    return "no --fail-on rules given"
+    found = findings(report)
+    return "no --fail-on rules given" + (f"; found {', '.join(found)}" if found else "")
+
+
+def status_tone(report: HealthReport) -> Tone:
+    """Green only when rules were checked and hold: without rules, stuck runs or orphans are a warning."""
+    if report.breaches:
+        return Tone.BAD
+    if report.rules:
+        return Tone.OK
+    return Tone.WARN if findings(report) else Tone.NEUTRAL
+
+
+def findings(report: HealthReport) -> list[str]:
+    """What needs attention, counted: '2 run(s) stuck in Cancelling', '21 suspected orphan(s)', …"""
+    r = report
+    orphans = len(r.suspected_orphans) + len(r.live_orphans)
+    counts = (
+        (len(r.stuck), "run(s) stuck in Cancelling"),
+        (orphans, "suspected orphan(s)"),
+        (len(r.ignored_cancels), "ignored cancel(s)"),
+        (len(r.orphaned_children), "sub-deployment run(s) outliving their cancelled parent"),
+    )
+    return [f"{n} {what}" for n, what in counts if n]
+
+
+def sentence(text: str) -> str:
+    """`text` with its first letter in capitals (unlike str.capitalize, the rest as it was)."""
+    return text[:1].upper() + text[1:]
 
 
 def sections(report: HealthReport) -> list[Section]:
     """The report's parts in the order every format shows them (after the title and the status)."""
     r, f, top = report, report.fleet, report.top
     slow = seconds_text(r.slow_seconds)
+    stuck_title = _counted("Stuck in Cancelling now", len(r.stuck))
     parts = [
         Section(
             "summary",
@@ -162,16 +224,16 @@ def sections(report: HealthReport) -> list[Section]:
         _time_to_cancel(r),
         _listed(
             "stuck",
-            f"Stuck in Cancelling now ({len(r.stuck)})" + ("" if r.sampled else _NOT_SAMPLED),
+            stuck_title + ("" if r.sampled or not r.stuck else _NOT_SAMPLED),
             _STUCK_COLUMNS,
             r.stuck,
             _stuck_row,
             top,
-            notes=sorted({s.note for s in r.stuck[:top] if s.note and not s.sampled}),
+            notes=_unsampled_notes(r.stuck),
         ),
     ]
     if r.live_orphans:
-        title = f"Finished runs whose processes still run here ({len(r.live_orphans)})"
+        title = _counted("Finished runs whose processes still run here", len(r.live_orphans))
         parts.append(_listed("live-orphans", title, _ORPHAN_COLUMNS, r.live_orphans, _orphan_row, top))
     if r.top_causes:
         parts.append(
@@ -180,7 +242,7 @@ def sections(report: HealthReport) -> list[Section]:
     if r.top_call_sites:
         title = "Top blocking call sites"
         parts.append(_listed("call-sites", title, _SITE_COLUMNS, r.top_call_sites, _site_row))
-    if r.worst_offenders:
+    if f.requested:  # without a cancel, "no offender" is no news
         parts.append(
             _listed("offenders", "Worst offenders", _OFFENDER_COLUMNS, r.worst_offenders, offender_row)
         )
@@ -196,16 +258,16 @@ def sections(report: HealthReport) -> list[Section]:
     parts += [
         _listed(
             "suspected-orphans",
-            f"Suspected orphans: cancels the server's timeout ended ({len(orphans)})",
+            _counted("Suspected orphans: cancels the server's timeout ended", len(orphans)),
             _CANCEL_COLUMNS,
             orphans,
             _cancel_row,
             top,
-            notes=[_CHECK_INFRASTRUCTURE] if orphans else [],
+            notes=[_check_infrastructure(orphans)] if orphans else [],
         ),
         _listed(
             "ignored",
-            f"Cancels ignored: completed or failed after the cancel ({len(ignored)})",
+            _counted("Cancels ignored: completed or failed after the cancel", len(ignored)),
             _CANCEL_COLUMNS,
             ignored,
             _cancel_row,
@@ -213,15 +275,21 @@ def sections(report: HealthReport) -> list[Section]:
         ),
         _listed(
             "children",
-            f"Sub-deployment runs still live after their parent was cancelled ({len(children)})",
+            _counted("Sub-deployment runs still live after their parent was cancelled", len(children)),
             _CHILD_COLUMNS,
             children,
-            lambda c: (c.flow_run_name, c.deployment, c.state_name, c.parent_name, c.parent_cancelled_at),
+            lambda c: (
+                c.flow_run_name,
+                c.deployment,
+                c.state_name,
+                c.parent_name,
+                when(c.parent_cancelled_at),
+            ),
             top,
         ),
         _listed(
             "slots",
-            f"Concurrency slots held by stuck runs ({sum(h.held for h in r.slots)})",
+            _counted("Concurrency slots held by stuck runs", sum(h.held for h in r.slots)),
             _SLOT_COLUMNS,
             r.slots,
             lambda h: (h.scope.replace("_", " "), h.name, h.limit, h.active_slots, h.held, ", ".join(h.runs)),
@@ -232,10 +300,28 @@ def sections(report: HealthReport) -> list[Section]:
 
 
 _NOT_SAMPLED = ": located from the API, not sampled"
-_CHECK_INFRASTRUCTURE = (
-    "The run looks Cancelled, but nothing confirmed that its process or container stopped: "
-    "check its infrastructure."
-)
+
+
+def _counted(title: str, count: int) -> str:
+    """'title (count)'; an empty section's title carries no '(0)': its line ends in 'none'."""
+    return f"{title} ({count})" if count else title
+
+
+def _unsampled_notes(stuck: Sequence[StuckRun]) -> tuple[str, ...]:
+    """Why runs were not sampled, each reason once, naming the runs it is about."""
+    runs: dict[str, list[str]] = {}
+    for s in stuck:
+        if s.note and not s.sampled:
+            runs.setdefault(s.note, []).append(s.flow_run.name)
+    return tuple(f"{named(names)}: {note}" for note, names in sorted(runs.items()))
+
+
+def _check_infrastructure(orphans: Sequence[Cancellation]) -> str:
+    names = named(c.flow_run_name for c in orphans)
+    return (
+        "These runs look Cancelled, but nothing confirmed that their processes or containers stopped "
+        f"({names}): check their infrastructure."
+    )
 
 
 def _cells(*values: object) -> tuple[str, ...]:
@@ -322,21 +408,28 @@ def _listed(
 
 
 def _time_to_cancel(r: HealthReport) -> Section:
-    """The histogram as a table of bars; in HTML, charts of it and of each deployment's cancels."""
+    """The histogram as a table of bars; in HTML, charts of it and of each deployment's cancels.
+
+    Without an ended cancel the histogram is all zeros: the section is empty (one
+    line) rather than a table or a chart of nothing.
+    """
+    ended = r.fleet.time_to_cancel.count
     peak = max((b.count for b in r.histogram), default=0)
     rows = tuple(
         (b.label, str(b.count), "█" * round(20 * b.count / peak) if peak else "") for b in r.histogram
     )
-    charts = [
-        Chart(
-            "time-to-cancel",
-            "Time to cancel",
-            tuple(b.label for b in r.histogram),
-            (("cancels", tuple(float(b.count) for b in r.histogram)),),
-            f"{r.fleet.time_to_cancel.count} ended cancel(s); "
-            "the server's cancelling timeout shows as a spike at its value.",
+    charts = []
+    if ended:
+        charts.append(
+            Chart(
+                "time-to-cancel",
+                "Time to cancel",
+                tuple(b.label for b in r.histogram),
+                (("cancels", tuple(float(b.count) for b in r.histogram)),),
+                f"{ended} ended cancel(s); the server's cancelling timeout shows as a spike at its value.",
+                counts=True,
+            )
         )
-    ]
     groups = r.by_deployment[: r.top]
     if groups:
         names = tuple(g.name for g in groups)
@@ -353,21 +446,27 @@ def _time_to_cancel(r: HealthReport) -> Section:
                     ("still cancelling", tuple(float(g.cancelling) for g in groups)),
                 ),
                 f"slow = cancelled after more than {seconds_text(r.slow_seconds)}.",
+                counts=True,
             )
         )
+    timed = [g for g in groups if g.time_to_cancel.count]
+    if timed:
         charts.append(
             Chart(
                 "latency",
-                "Time to cancel per deployment (seconds, log scale)",
-                names,
+                "Time to cancel per deployment (log scale)",
+                tuple(g.name for g in timed),
                 (
-                    ("p50", tuple(g.time_to_cancel.p50 for g in groups)),
-                    ("p95", tuple(g.time_to_cancel.p95 for g in groups)),
+                    ("p50", tuple(g.time_to_cancel.p50 for g in timed)),
+                    ("p95", tuple(g.time_to_cancel.p95 for g in timed)),
                 ),
             )
         )
     columns = (Column("time to cancel"), Column("cancels", True), Column("", style=Style.BAR))
-    return Section("time-to-cancel", "Time to cancel", columns, rows, charts=tuple(charts))
+    empty = "none ended in the window"
+    return Section(
+        "time-to-cancel", "Time to cancel", columns, rows if ended else (), empty, charts=tuple(charts)
+    )
 
 
 def percent(share: float) -> str:
@@ -408,11 +507,16 @@ def _cancel_row(c: Cancellation) -> tuple[object, ...]:
         c.flow_run_name,
         c.deployment,
         c.worker,
-        c.requested_at,
+        when(c.requested_at),
         c.end_state_name,
         after,
         c.infrastructure_pid,
     )
+
+
+def when(iso_time: str | None) -> str | None:
+    """An ISO time to the second: '2026-11-30T08:20:58.051260Z' → '2026-11-30T08:20:58Z'."""
+    return re.sub(r"\.\d+(?=Z$|[+-]\d\d:\d\d$)", "", iso_time) if iso_time else iso_time
 
 
 def stuck_cause(run: StuckRun) -> str:
@@ -473,9 +577,15 @@ __all__ = [
     "HealthFormat",
     "Section",
     "Style",
+    "Tone",
+    "findings",
     "page_title",
     "render_health",
     "sections",
+    "sentence",
     "status_line",
+    "status_tone",
+    "when",
+    "window_text",
     "write_health",
 ]

@@ -23,7 +23,10 @@ from prefect_cancel_doctor.render.health import (
     Style,
     page_title,
     sections,
+    sentence,
     status_line,
+    status_tone,
+    window_text,
 )
 
 _CSS = """
@@ -39,6 +42,8 @@ h2 { font-size: 18px; margin: 0 0 10px; }
 .status { padding: 12px 16px; border-radius: 8px; font-weight: 600; margin-bottom: 16px; }
 .status.bad { background: #fdecec; color: #a12121; border: 1px solid #f3bcbc; }
 .status.ok { background: #e8f6ee; color: #1f6e41; border: 1px solid #b7e0c6; }
+.status.warn { background: #fff6e0; color: #7a5200; border: 1px solid #f0d48a; }
+.status.neutral { background: #fff; color: #1d2430; border: 1px solid #e2e6ec; }
 .status ul { margin: 6px 0 0; padding-left: 20px; font-weight: 400; }
 .status code { font-weight: 600; }
 .kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px;
@@ -64,7 +69,9 @@ td.mono, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; fo
                  word-break: break-all; }
 .cause { display: inline-block; padding: 1px 8px; border-radius: 10px; background: #fff1e0; color: #9a4d00;
          font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 12px; }
-.none { color: #5b6575; font-style: italic; }
+.none { color: #5b6575; font-weight: 400; font-style: italic; }
+section.empty { padding: 10px 18px; margin-bottom: 10px; }
+section.empty h2 { margin: 0; font-size: 15px; }
 .note { color: #5b6575; font-size: 12.5px; margin: 8px 0 0; }
 @media (max-width: 900px) { .charts { grid-template-columns: 1fr; } }
 """
@@ -89,8 +96,8 @@ def html_page(report: HealthReport) -> str:
     breaches = "".join(f"<li><code>{_e(b.rule)}</code> — {_e(b.message)}</li>" for b in r.breaches)
     parts = [
         f"<h1>Cancellation health <small>last {_e(r.window.label)}</small></h1>",
-        f'<p class="meta">Prefect API {_e(r.api_url)} · {_e(r.window.since)} → {_e(r.window.until)}</p>',
-        f'<div class="status {"bad" if r.breaches else "ok"}" id="status">{_e(status_line(r).capitalize())}'
+        f'<p class="meta">Prefect API {_e(r.api_url)} · {_e(window_text(r))}</p>',
+        f'<div class="status {status_tone(r).value}" id="status">{_e(sentence(status_line(r)))}'
         + (f"<ul>{breaches}</ul>" if breaches else "")
         + "</div>",
         *map(_section, sections(r)),
@@ -111,9 +118,11 @@ def _section(section: Section) -> str:
         return f'<div class="kpis" id="summary">{tiles}</div>{notes}'
     if section.charts:  # drawn instead of the table
         return f'<div class="charts" id="{section.key}">{"".join(map(_figure, section.charts))}</div>'
-    body = _table(section) if section.rows else f'<p class="none">{_e(section.empty)}</p>'
-    body = f"<h2>{_e(section.title)}</h2>{body if section.columns else ''}{notes}"
-    return f'<section id="{section.key}">{body}</section>'
+    if section.is_empty:  # one line
+        title = f'<h2>{_e(section.title)}: <span class="none">{_e(section.empty)}</span></h2>'
+        return f'<section id="{section.key}" class="empty">{title}{notes}</section>'
+    body = _table(section) if section.rows else ""
+    return f'<section id="{section.key}"><h2>{_e(section.title)}</h2>{body}{notes}</section>'
 
 
 def _e(value: object) -> str:

@@ -10,7 +10,21 @@ import re
 from typing import TextIO
 
 from prefect_cancel_doctor.health import HealthReport
-from prefect_cancel_doctor.render.health import Column, Section, Style, page_title, sections, status_line
+from prefect_cancel_doctor.render.health import (
+    Column,
+    Section,
+    Style,
+    Tone,
+    page_title,
+    sections,
+    sentence,
+    status_line,
+    status_tone,
+    window_text,
+)
+
+#: Markdown has no colour: the status line starts with a marker instead (none when neutral).
+_MARKERS = {Tone.BAD: "", Tone.OK: "✅ ", Tone.WARN: "⚠️ ", Tone.NEUTRAL: ""}
 
 #: What Markdown could read as emphasis, code, a link, HTML, a table border or strikethrough.
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
@@ -38,20 +52,21 @@ def markdown_lines(report: HealthReport) -> list[str]:
     lines = [
         f"# {cell(page_title(r))}",
         "",
-        f"Prefect API {code(r.api_url or '-')}, {cell(r.window.since)} → {cell(r.window.until)}.",
+        f"Prefect API {code(r.api_url or '-')}, {cell(window_text(r))}.",
         "",
     ]
+    status = f"{_MARKERS[status_tone(r)]}**{cell(sentence(status_line(r)))}"
     if r.breaches:
-        lines += [f"**{status_line(r).capitalize()}:**", ""]
+        lines += [f"{status}:**", ""]
         lines += [f"- ❌ {code(b.rule)} — {cell(b.message)}" for b in r.breaches]
     else:
-        lines.append(f"**{status_line(r).capitalize()}.**")
+        lines.append(f"{status}.**")
     for section in sections(r):
-        lines += ["", f"## {cell(section.title)}", ""]
-        if section.rows:
-            lines += _table(section)
-        elif section.columns:
-            lines.append(cell(section.empty))
+        if section.is_empty:  # one line
+            lines += ["", f"## {cell(section.title)}: {cell(section.empty)}"]
+        else:
+            lines += ["", f"## {cell(section.title)}", ""]
+            lines += _table(section) if section.rows else []
         notes = [f"- {cell(note)}" for note in section.notes]
         lines += ["", *notes] if notes and section.columns else notes
     return lines

@@ -14,19 +14,30 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.health import HealthReport
-from prefect_cancel_doctor.render.health import Section, Style, page_title, sections, status_line
+from prefect_cancel_doctor.render.health import (
+    Section,
+    Style,
+    Tone,
+    page_title,
+    sections,
+    status_line,
+    status_tone,
+    window_text,
+)
 from prefect_cancel_doctor.render.terminal import console_for
 
 _STYLES = {Style.CAUSE: "yellow", Style.BAR: "cyan"}
+#: The status line's style: green only when rules were checked and hold.
+_TONES = {Tone.BAD: "bold red", Tone.OK: "bold green", Tone.WARN: "bold yellow", Tone.NEUTRAL: "bold"}
 
 
 def render_health_terminal(report: HealthReport, out: TextIO, *, color: bool | None = None) -> None:
     """Write the report for a terminal."""
     console = console_for(out, color)
     title = Text(page_title(report), style="bold")
-    title.append(f"   {report.window.since} → {report.window.until}   {report.api_url or ''}", style="dim")
+    title.append(f"   {window_text(report)}   {report.api_url or ''}", style="dim")
     console.print(title)
-    console.print(Text(status_line(report), style="bold red" if report.breaches else "bold green"))
+    console.print(Text(status_line(report), style=_TONES[status_tone(report)]))
     for breach in report.breaches:
         line = Text("  ✗ ", style="red")
         line.append(breach.rule, style="bold")
@@ -38,7 +49,9 @@ def render_health_terminal(report: HealthReport, out: TextIO, *, color: bool | N
 
 def _print(console: Console, section: Section) -> None:
     title = Text(section.title, style="bold")
-    if section.rows:
+    if section.is_empty:
+        console.print(title.append(f": {section.empty}", style="dim"))
+    elif section.rows:
         table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
         for column in section.columns:
             table.add_column(column.name, justify="right" if column.numeric else "left", overflow="fold")
@@ -48,7 +61,5 @@ def _print(console: Console, section: Section) -> None:
         console.print(table)
     else:
         console.print(title)
-        if section.columns:
-            console.print(Text(f"  {section.empty}", style="dim"))
     for note in section.notes:
         console.print(Padding(Text(note, style="dim"), (0, 0, 0, 2)))

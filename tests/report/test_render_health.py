@@ -34,7 +34,15 @@ from prefect_cancel_doctor.health import (
     top_call_sites,
     top_causes,
 )
-from prefect_cancel_doctor.render.health import HealthFormat, render_health, sections, write_health
+from prefect_cancel_doctor.render.health import (
+    HealthFormat,
+    Tone,
+    render_health,
+    sections,
+    status_line,
+    status_tone,
+    write_health,
+)
 from tests.unit.test_rules import evidence, process, run_ref
 
 NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"
@@ -353,3 +361,108 @@ def test_a_breach_names_a_few_runs_and_counts_the_rest() -> None:
     assert older.startswith("7 run(s) in Cancelling for longer than 10.0m (oldest 60.0m)")
     assert older.endswith(": run-0, run-1, run-2 and 4 more")
 
+
+def test_notes_name_the_runs_they_speak_of() -> None:
+    parts = {p.key: p for p in sections(dataclasses.replace(sample("orphans"), stuck=many_stuck(5)))}
+    (unsampled,) = parts["stuck"].notes
+    assert unsampled == "run-0, run-1, run-2 and 2 more: not sampled (--no-sample): located from the API only"
+    (orphans,) = parts["suspected-orphans"].notes
+    assert "(brave-otter)" in orphans and "check their infrastructure" in orphans
+
+
+# -- the status line ---------------------------------------------------------------------------
+
+
+def quiet(rules: str = "") -> HealthReport:
+    """Cancels that all ended in time: nothing stuck, orphaned, ignored or left behind."""
+    return sample(
+        rules, stuck=False, suspected_orphans=(), ignored_cancels=(), orphaned_children=(), slots=()
+    )
+
+
+def status_of(report: HealthReport, fmt: HealthFormat) -> str:
+    out = io.StringIO()
+    render_health(report, fmt, out, color=True)
+    lines = out.getvalue().splitlines()
+    if fmt is HealthFormat.HTML:
+        return re.search(r'<div class="status[^>]*>', out.getvalue())[0]  # type: ignore[index]
+    return next(line for line in lines if "rule" in line)
+
+
+GREEN, YELLOW, RED = "\x1b[1;32m", "\x1b[1;33m", "\x1b[1;31m"
+
+
+def test_without_rules_stuck_runs_are_not_shown_as_all_well() -> None:
+    report = sample()  # no --fail-on, two runs stuck, an orphan
+    assert status_tone(report) is Tone.WARN
+    assert status_line(report) == (
+        "no --fail-on rules given; found 2 run(s) stuck in Cancelling, 1 suspected orphan(s), "
+        "1 ignored cancel(s), 1 sub-deployment run(s) outliving their cancelled parent"
+    )
+    terminal = status_of(report, HealthFormat.TERMINAL)
+    assert GREEN not in terminal and YELLOW in terminal
+    assert status_of(report, HealthFormat.HTML) == '<div class="status warn" id="status">'
+    assert status_of(report, HealthFormat.MARKDOWN).startswith("⚠️ **No --fail-on rules given; found 2 run(s)")
+
+
+def test_orphans_alone_make_the_status_a_warning() -> None:
+    orphaned = dataclasses.replace(quiet(), suspected_orphans=sample().suspected_orphans)
+    assert status_tone(orphaned) is Tone.WARN and "1 suspected orphan(s)" in status_line(orphaned)
+    assert GREEN not in status_of(orphaned, HealthFormat.TERMINAL)
+
+
+def test_green_only_when_rules_were_checked_and_hold() -> None:
+    nothing = quiet()
+    assert status_tone(nothing) is Tone.NEUTRAL and status_line(nothing) == "no --fail-on rules given"
+    assert GREEN not in status_of(nothing, HealthFormat.TERMINAL)
+    assert status_of(nothing, HealthFormat.HTML) == '<div class="status neutral" id="status">'
+    assert status_of(nothing, HealthFormat.MARKDOWN) == "**No --fail-on rules given.**"
+
+    healthy = sample("p95-above=1h")  # runs are stuck, but the rules given hold
+    assert status_tone(healthy) is Tone.OK
+    assert GREEN in status_of(healthy, HealthFormat.TERMINAL)
+    assert status_of(healthy, HealthFormat.HTML) == '<div class="status ok" id="status">'
+
+    breached = sample("stuck")
+    assert status_tone(breached) is Tone.BAD and RED in status_of(breached, HealthFormat.TERMINAL)
+    assert status_of(breached, HealthFormat.HTML) == '<div class="status bad" id="status">'
+
+
+# -- empty sections --------------------------------------------------------------------------
+
+
+def test_empty_sections_say_none_on_one_line_in_every_format() -> None:
+    report = quiet()
+    empty = [p for p in sections(report) if p.is_empty]
+    assert {p.key for p in empty} == {"stuck", "suspected-orphans", "ignored", "children", "slots"}
+    assert all(p.empty == "none" and "(0)" not in p.title for p in empty)
+
+    terminal = rendered(report, HealthFormat.TERMINAL).splitlines()
+    markdown = rendered(report, HealthFormat.MARKDOWN).splitlines()
+    page = rendered(report, HealthFormat.HTML)
+    for part in empty:
+        line = f"{part.title}: none"
+        (at,) = [i for i, text in enumerate(terminal) if text.startswith(line)]
+        assert terminal[at] == line and not terminal[at + 1].startswith(" "), terminal[at : at + 3]
+        (at,) = [i for i, text in enumerate(markdown) if text.startswith(f"## {part.title}")]
+        assert markdown[at] == f"## {line}" and not markdown[at + 1].startswith("|")
+        html = re.search(rf'<section id="{part.key}"[^>]*>(.*?)</section>', page, re.S)
+        assert html is not None and "<table" not in html[1] and ": <span" in html[1]
+        assert unescape(re.sub(r"<[^>]+>", "", html[1])) == line
+    # One Markdown table per section with rows, none for the empty ones.
+    tables = sum(1 for text in markdown if re.fullmatch(r"\|(?:-{3}:?\|)+", text))
+    assert tables == sum(1 for p in sections(report) if p.rows)
+
+
+def test_a_window_without_an_ended_cancel_draws_no_empty_histogram() -> None:
+    report = dataclasses.replace(
+        quiet(),
+        fleet=group_stats("fleet", [cancel(Outcome.CANCELLING, None)], 60),
+        histogram=histogram([]),
+        by_deployment=(group_stats("etl/nightly", [cancel(Outcome.CANCELLING, None)], 60),),
+    )
+    part = next(p for p in sections(report) if p.key == "time-to-cancel")
+    assert part.is_empty and not part.rows
+    assert f"{part.title}: {part.empty}" == "Time to cancel: none ended in the window"
+    assert [c.key for c in part.charts] == ["outcomes"]  # nothing to draw in the histogram or latencies
+    assert "## Time to cancel: none ended in the window" in rendered(report, HealthFormat.MARKDOWN)

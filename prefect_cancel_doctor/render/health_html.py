@@ -7,6 +7,7 @@ through `html.escape`; chart labels are escaped by pygal's XML writer.
 
 from __future__ import annotations
 
+import math
 import re
 from html import escape
 from typing import TextIO
@@ -59,6 +60,10 @@ h2 { font-size: 18px; margin: 0 0 10px; }
 figure { margin: 0; background: #fff; border: 1px solid #e2e6ec; border-radius: 8px; padding: 12px; }
 figure svg { width: 100%; height: auto; display: block; }
 figcaption { color: #5b6575; font-size: 12px; margin-top: 6px; }
+.legend { list-style: none; display: flex; flex-wrap: wrap; justify-content: center; gap: 4px 16px;
+          margin: 4px 0 0; padding: 0; font-size: 12px; }
+.legend .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 6px;
+                  vertical-align: -1px; }
 section { background: #fff; border: 1px solid #e2e6ec; border-radius: 8px; padding: 16px 18px;
           margin-bottom: 16px; }
 table { border-collapse: collapse; width: 100%; }
@@ -161,7 +166,22 @@ def _html(value: str, column: Column) -> str:
 def _figure(chart: Chart) -> str:
     wide = ' class="wide"' if chart.key == "latency" else ""
     caption = f"<figcaption>{escape(chart.caption)}</figcaption>" if chart.caption else ""
-    return f'<figure id="chart-{chart.key}"{wide}>{_svg(chart)}{caption}</figure>'
+    return f'<figure id="chart-{chart.key}"{wide}>{_svg(chart)}{_legend(chart)}{caption}</figure>'
+
+
+def _legend(chart: Chart) -> str:
+    """The series' names and colours, as HTML below the chart: it wraps instead of being clipped.
+
+    pygal's own legend gets a fixed share of the SVG's width per entry and cuts
+    longer names ("still cancelling") short.
+    """
+    if len(chart.series) < 2:
+        return ""
+    items = "".join(
+        f'<li><span class="swatch" style="background:{_COLOURS[name]}"></span>{escape(name)}</li>'
+        for name, _ in chart.series
+    )
+    return f'<ul class="legend">{items}</ul>'
 
 
 def _svg(chart: Chart) -> str:
@@ -180,11 +200,14 @@ def _svg(chart: Chart) -> str:
         title_font_size=15,
         colors=tuple(_COLOURS[name] for name, _ in chart.series),
     )
-    common = {"js": [], "disable_xml_declaration": True, "style": style, "margin": 12}
+    common = {"js": [], "disable_xml_declaration": True, "style": style, "margin": 12, "show_legend": False}
+    if chart.counts:  # whole numbers only: no tick at 0.5 cancels
+        whole = _count_ticks(_peak(chart))
+        common.update(y_labels=whole, range=(0, whole[-1]), value_formatter=_count_text)
     labels, series = list(chart.labels), [(name, list(values)) for name, values in chart.series]
     if chart.key == "time-to-cancel":
         graph = pygal.Bar(
-            **common, width=640, height=330, show_legend=False, print_values=True, x_label_rotation=25,
+            **common, width=640, height=330, print_values=True, print_zeroes=False, x_label_rotation=25,
             x_title="time to cancel (Cancelling → final state)", y_title="cancels",
         )  # fmt: skip
     else:  # pygal draws the first label at the bottom
@@ -194,14 +217,14 @@ def _svg(chart: Chart) -> str:
             # A log scale cannot show 0; a cancel that took no measurable time is drawn at 1 ms.
             series = [(name, [v if v is None else max(v, 0.001) for v in values]) for name, values in series]
             graph = pygal.HorizontalBar(
-                **common, width=1280, height=max(260, 70 + 40 * len(labels)), logarithmic=True,
-                y_labels=ticks, range=(ticks[0], ticks[-1]), zero=ticks[0], legend_at_bottom=True,
+                **common, width=1280, height=max(200, 60 + 48 * len(labels)), logarithmic=True,
+                y_labels=ticks, range=(ticks[0], ticks[-1]), zero=ticks[0],
                 print_values=True, value_formatter=tick_text, truncate_label=48, margin_right=36,
             )  # fmt: skip
         else:
             graph = pygal.HorizontalStackedBar(
-                **common, width=640, height=max(260, 70 + 34 * len(labels)), legend_at_bottom=True,
-                legend_at_bottom_columns=5, print_values=False, truncate_label=40, truncate_legend=-1,
+                **common, width=640, height=max(260, 70 + 34 * len(labels)), print_values=False,
+                truncate_label=40,
             )  # fmt: skip
     graph.title = chart.title
     graph.x_labels = labels
@@ -211,10 +234,37 @@ def _svg(chart: Chart) -> str:
     return re.sub(r"<script\b.*?</script>", "", graph.render(is_unicode=True), flags=re.S)
 
 
+def _peak(chart: Chart) -> float:
+    """The longest bar: the largest value, or the largest stack for the stacked outcomes."""
+    columns = list(zip(*(values for _, values in chart.series), strict=True))
+    if chart.key == "outcomes":
+        return max((sum(v or 0 for v in column) for column in columns), default=0)
+    return max((v or 0 for column in columns for v in column), default=0)
+
+
+def _count_ticks(peak: float) -> list[int]:
+    """Whole-number ticks from 0 past `peak`, in steps of 1, 2, 5, 10, 20, 50, …, six at most past 0."""
+    step = 1
+    for step in (m * 10**e for e in range(12) for m in (1, 2, 5)):
+        if math.ceil(peak / step) <= 6:
+            break
+    top = max(1, math.ceil(peak / step)) * step
+    return list(range(0, top + 1, step))
+
+
+def _count_text(value: float) -> str:
+    """A count as a whole number: '3', not '3.0'."""
+    return f"{value:.0f}"
+
+
 def _log_ticks(values: list[float]) -> list[float]:
     """Round values (1 s, 1 min, 5 min, …) for the log axis, around the data."""
     if not values:
         return [1.0]
     low, high = min(values), max(values)
-    ticks = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
-    return [t for t in ticks if low / 10 <= t <= high * 10]
+    ticks = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+    # The axis starts well below the shortest bar (a bar starting on the axis' first tick would
+    # be a sliver, its value printed over the labels) and ends at the first tick past the longest.
+    first = max((t for t in ticks if t <= low / 3), default=ticks[0])
+    last = min((t for t in ticks if t >= high), default=ticks[-1])
+    return [t for t in ticks if first <= t <= last]

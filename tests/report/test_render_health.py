@@ -466,3 +466,56 @@ def test_a_window_without_an_ended_cancel_draws_no_empty_histogram() -> None:
     assert f"{part.title}: {part.empty}" == "Time to cancel: none ended in the window"
     assert [c.key for c in part.charts] == ["outcomes"]  # nothing to draw in the histogram or latencies
     assert "## Time to cancel: none ended in the window" in rendered(report, HealthFormat.MARKDOWN)
+
+
+# -- the HTML report's charts ----------------------------------------------------------------
+
+
+def figure(page: str, key: str) -> str:
+    found = re.search(rf'<figure id="chart-{key}".*?</figure>', page, re.S)
+    assert found is not None, key
+    return found[0]
+
+
+def axis_numbers(svg: str) -> list[str]:
+    """The numbers written along a chart's axes (pygal puts each axis label in a 'guides' group)."""
+    guides = re.findall(r'<g class="guides">(.*?)</g>', svg, re.S)
+    texts = [unescape(t) for g in guides for t in re.findall(r"<text[^>]*>([^<]*)</text>", g)]
+    return [t for t in texts if re.fullmatch(r"\d+(\.\d+)?", t)]
+
+
+@pytest.mark.parametrize("cancels", [1, 3, 7, 40, 177])
+def test_count_axes_have_whole_number_ticks(cancels: int) -> None:
+    """A count axis reads 0, 1, 2 … (never 0.5 cancels), however small or large the counts."""
+    many = [cancel(Outcome.CANCELLED, 2.0)] * cancels
+    groups = (group_stats("etl/nightly", many, 60),)
+    report = dataclasses.replace(
+        quiet(), histogram=histogram([2.0] * cancels), by_deployment=groups, fleet=groups[0]
+    )
+    page = rendered(report, HealthFormat.HTML)
+    for key in ("time-to-cancel", "outcomes"):
+        numbers = axis_numbers(figure(page, key))
+        assert len(numbers) >= 2, (key, numbers)
+        assert all(n.isdigit() for n in numbers), (key, numbers)
+        assert numbers[0] == "0" and int(numbers[-1]) >= cancels, (key, numbers)
+        assert len(numbers) <= 7, (key, numbers)
+
+
+def test_legends_are_html_below_the_chart_never_clipped() -> None:
+    page = rendered(sample(), HealthFormat.HTML)
+    outcomes = figure(page, "outcomes")
+    assert 'class="legends"' not in outcomes  # pygal's legend: a fixed width per entry, names cut
+    items = re.findall(r"<li>.*?</li>", outcomes)
+    names = [re.sub(r"<[^>]+>", "", item) for item in items]
+    assert names == ["cancelled", "slow", "timed out", "ignored", "still cancelling"]
+    assert re.findall(r"<li>", figure(page, "latency")) and not re.findall(
+        r"<li>", figure(page, "time-to-cancel")
+    )
+
+
+def test_the_latency_axis_starts_below_the_shortest_bar() -> None:
+    from prefect_cancel_doctor.render.health_html import _log_ticks
+
+    ticks = _log_ticks([0.12, 94.0, 105.0])
+    assert ticks[0] <= 0.12 / 3 and ticks[-1] >= 105.0
+    assert ticks == [0.01, 0.1, 1.0, 10.0, 60.0, 300.0]

@@ -291,18 +291,39 @@ class HealthReport:
         """True when no rule is breached."""
         return not self.breaches
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document: the model as plain values; stuck runs in `scan`'s vocabulary."""
+    def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
+        """The JSON document: the model as plain values; stuck runs in `scan`'s vocabulary.
+
+        Without `samples`, a sampled run's processes carry how many samples were
+        taken (`samples`) instead of every sample's thread stacks: those are
+        `scan`'s and `diagnose`'s to show, and they were three quarters of a
+        report with two runs sampled (about 100 KB a run, against 2 KB for a run
+        not sampled). The verdict, its blocking call and the kernel's view stay.
+        """
         document: dict[str, Any] = to_plain(dataclasses.replace(self, stuck=(), live_orphans=()))
-        document["stuck"] = [_stuck_plain(s) for s in self.stuck]
-        document["live_orphans"] = [_stuck_plain(s) for s in self.live_orphans]
+        document["stuck"] = [_stuck_plain(s, samples) for s in self.stuck]
+        document["live_orphans"] = [_stuck_plain(s, samples) for s in self.live_orphans]
         return document
 
 
-def _stuck_plain(run: StuckRun) -> dict[str, Any]:
-    """A stuck run with a `scan` run's keys (flow_run, target, verdict, errors, threads), then its own."""
-    diagnosis = Diagnosis(run.flow_run, run.target, run.verdict or _PLACEHOLDER, run.errors)
+def _stuck_plain(run: StuckRun, samples: bool = False) -> dict[str, Any]:
+    """A stuck run with a `scan` run's keys (flow_run, target, verdict, errors, …), then its own.
+
+    Without `samples`: no thread stacks (neither `threads` of the last sample nor
+    each process's series of samples), only `samples`, their number, per process.
+    """
+    target = run.target
+    taken = [len(p.dumps) for p in target.processes] if target else []
+    if target is not None and not samples:
+        processes = tuple(dataclasses.replace(p, dumps=()) for p in target.processes)
+        target = dataclasses.replace(target, processes=processes)
+    diagnosis = Diagnosis(run.flow_run, target, run.verdict or _PLACEHOLDER, run.errors)
     entry: dict[str, Any] = to_plain(diagnosis)
+    if not samples:
+        entry.pop("threads", None)
+        for process, count in zip(entry["target"]["processes"] if target else [], taken, strict=True):
+            del process["threads"]
+            process["samples"] = count
     if run.verdict is None:
         entry["verdict"] = None
     entry.update(location=run.location, sampled=run.sampled, note=run.note)

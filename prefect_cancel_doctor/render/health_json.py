@@ -8,6 +8,9 @@ from prefect_cancel_doctor.health import HealthReport
 from prefect_cancel_doctor.render.json import write_json
 
 
-def render_health_json(report: HealthReport, out: TextIO) -> None:
-    """Write the JSON document (stuck runs use `scan`'s keys: flow_run, target, verdict)."""
-    write_json(report.to_dict(), out)
+def render_health_json(report: HealthReport, out: TextIO, *, samples: bool = False) -> None:
+    """Write the JSON document (stuck runs use `scan`'s keys: flow_run, target, verdict).
+
+    The sampled runs' thread stacks only with `samples` (see `HealthReport.to_dict`).
+    """
+    write_json(report.to_dict(samples=samples), out)

@@ -189,10 +189,52 @@ def test_json_is_the_model_with_scan_vocabulary_for_stuck_runs() -> None:
     stuck = document["stuck"][0]
     assert {"flow_run", "target", "verdict", "errors", "location", "sampled", "note"} <= set(stuck)
     assert stuck["verdict"]["cause"] == "cancel_not_observed"
-    assert stuck["target"]["processes"][0]["threads"]  # the same key scan uses for dumps
+    process = stuck["target"]["processes"][0]
+    assert process["samples"] >= 1 and "threads" not in process and "threads" not in stuck  # see below
+    assert process["proc"]["pid"] and stuck["verdict"]["blocking_call"]["function"] == "time.sleep"
     assert document["stuck"][1]["verdict"] is None and document["stuck"][1]["sampled"] is False
     assert document["breaches"] == [{"rule": "orphans", "message": document["breaches"][0]["message"]}]
     assert document["suspected_orphans"][0]["outcome"] == "timed_out"
+
+
+def test_json_keeps_summaries_of_sampled_runs_unless_samples_are_asked_for() -> None:
+    """Each sampled run's thread stacks (every sample of every process) were most of the document.
+
+    On the seeded test fleet, two sampled runs took 215 KB of 285 KB (indented):
+    3 samples of 6 threads each, plus the last sample again, flat.
+    """
+    sampled = sample().stuck[0]
+    assert sampled.target is not None
+    engine = sampled.target.processes[0]
+    busy = dataclasses.replace(engine, dumps=tuple(engine.dumps[-1] * 6 for _ in range(3)))  # 3 samples
+    target = dataclasses.replace(sampled.target, processes=(busy,))
+    fleet = tuple(
+        dataclasses.replace(
+            sampled, flow_run=dataclasses.replace(sampled.flow_run, id=f"r{i}", name=f"r{i}"), target=target
+        )
+        for i in range(20)
+    )
+    report = dataclasses.replace(sample(), stuck=fleet, live_orphans=fleet[:1])
+    summary = json.dumps(report.to_dict())
+    full = report.to_dict(samples=True)
+    document = json.loads(summary)
+    for entry, whole in zip(document["stuck"], full["stuck"], strict=True):
+        assert "threads" not in entry and len(whole["threads"]) == 6 * len(engine.dumps[-1])
+        (summarised,) = entry["target"]["processes"]
+        (complete,) = whole["target"]["processes"]
+        assert summarised["samples"] == len(complete["threads"]) == 3
+        assert {k: v for k, v in summarised.items() if k != "samples"} == {
+            k: v for k, v in complete.items() if k != "threads"
+        }
+        assert entry["verdict"] == whole["verdict"] and entry["flow_run"] == whole["flow_run"]
+        assert len(json.dumps(entry)) < 6_000 < len(json.dumps(whole)) / 2
+    assert len(summary) * 3 < len(json.dumps(full))
+
+    from prefect_cancel_doctor.render.health_json import render_health_json
+
+    out = io.StringIO()
+    render_health_json(report, out, samples=True)
+    assert json.loads(out.getvalue()) == full
 
 
 def test_markdown_escapes_data_and_keeps_tables_intact() -> None:

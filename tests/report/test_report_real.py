@@ -12,6 +12,7 @@ history.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -193,6 +194,12 @@ def test_stuck_runs_are_sampled_here_and_located_elsewhere(
     assert entry["verdict"]["cause"] == demo.expected_cause.value
     call = entry["verdict"]["blocking_call"]
     assert (call["filename"], call["line"]) == demo.expected_location
+    # How many samples each process gave, not their thread stacks (scan's and diagnose's to show):
+    # with them, a sampled run weighed about 100 KB, fifty times a run located from the API.
+    processes = entry["target"]["processes"]
+    assert "threads" not in entry and all("threads" not in p for p in processes)
+    assert any(p["samples"] >= 1 for p in processes)
+    assert len(json.dumps(entry)) < 12_000, len(json.dumps(entry))
     # Runs on another host or in Kubernetes: located from infrastructure_pid, not sampled, and said so.
     for run_id, where in fleet.remote_stuck.items():
         entry = stuck[run_id]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from prefect_cancel_doctor import timeline
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, DoctorError, TargetError
+from prefect_cancel_doctor.links import flow_run_url, ui_base_url
 from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructure_pid
 from prefect_cancel_doctor.locate.process import (
     ENVIRON_UNREADABLE,
@@ -43,6 +44,7 @@ from prefect_cancel_doctor.model import (
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.prefect_records import FlowRun, LogLine, State
+from prefect_cancel_doctor.run_names import find_run
 from prefect_cancel_doctor.sample import (
     NotPython,
     PermissionDenied,
@@ -87,6 +89,8 @@ class Options:
     parallel: int = field(default_factory=default_parallel)
     timeout: float = 10.0
     proc_root: str = "/proc"
+    #: The Prefect UI's base URL, for each run's link; None: derived from the API URL (`links`).
+    ui_url: str | None = None
 
 
 def _no_progress(what: str, done: int, total: int) -> None:
@@ -155,12 +159,12 @@ def scan(
 def diagnose_run(
     api: PrefectApi, run_id: str, options: Options, progress: ProgressFn = _no_progress
 ) -> Report:
-    """One run, in any state; its cancelling time read from the state history."""
-    run = api.flow_run(run_id)
-    history = api.state_history(run_id)
+    """One run, in any state, by id or by name; its cancelling time read from the state history."""
+    run = find_run(api, run_id)
+    history = api.state_history(run.id)
     index = procfs.flow_run_processes(options.proc_root)
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
-        jobs = _jobs(api, requests, [run], index, options, histories={run_id: history})
+        jobs = _jobs(api, requests, [run], index, options, histories={run.id: history})
     return _finish(api.url, jobs, options, progress)
 
 
@@ -368,7 +372,8 @@ def _finish(
     _sample_all(jobs, options, progress)
     _sample_sidecars(jobs, options, progress)
     api_peer = _peer(api_url)
-    runs = tuple(_diagnosis(job, options, api_peer) for job in jobs)
+    ui = options.ui_url or ui_base_url(api_url)
+    runs = tuple(_diagnosis(job, options, api_peer, ui) for job in jobs)
     order = {StateType.CANCELLING: 0}
     runs = tuple(
         sorted(
@@ -493,7 +498,7 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
         job.notes.extend(sampled.notes)
 
 
-def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
+def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
     location = job.location
     notes = list(location.notes)
     live: list[ProcessSample] = []
@@ -525,7 +530,8 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None) -> Diagnosis:
     story = timeline.build(
         job.run, job.history, job.logs, live if not job.in_sidecar else (), runner, options.proc_root
     )
-    return Diagnosis(job.run, target, diagnose(evidence), errors, story)
+    ui_url = flow_run_url(ui, job.run.id) if job.run else None
+    return Diagnosis(job.run, target, diagnose(evidence), errors, story, ui_url)
 
 
 def _still_running(sample: ProcessSample, options: Options) -> bool:

@@ -499,6 +499,8 @@ class Diagnosis:
     #: When the run entered each state, its worker's last heartbeat, when its processes
     #: started, what its logs said about the cancel; oldest first.
     timeline: tuple[TimelineEntry, ...] = ()
+    #: The run's page in the Prefect UI (None for a process inspected without the API).
+    ui_url: str | None = None
 
     @property
     def needs_attention(self) -> bool:

@@ -486,6 +486,10 @@ class PrefectApi:
         )
         return parse_pool_concurrency(status)
 
+    def runs_named(self, name: str) -> list[FlowRun]:
+        """The flow runs with exactly this name (run names are not unique: there may be several)."""
+        return self._runs({"flow_runs": {"name": {"any_": [name]}}})
+
 
 def _says_csrf(response: httpx.Response) -> bool:
     """A 403 from Prefect's CSRF middleware ("Missing CSRF token.", "Invalid CSRF token or client ...")."""

@@ -68,7 +68,7 @@ def test_empty_report_says_nothing_is_stuck() -> None:
 def test_json_is_the_model_serialized() -> None:
     document = json.loads(rendered(report_of(sleeping()), Format.JSON))
     (entry,) = document["runs"]
-    assert set(entry) == {"flow_run", "target", "verdict", "errors", "threads", "timeline"}
+    assert set(entry) == {"flow_run", "target", "verdict", "errors", "threads", "timeline", "ui_url"}
     assert entry["threads"][0]["pid"] == entry["target"]["processes"][0]["pid"]
     assert entry["threads"][0]["frames"][0]["function"] == "wait_forever"
     assert entry["verdict"]["cause"] == "cancel_not_observed"

@@ -68,7 +68,9 @@ section { background: #fff; border: 1px solid #e2e6ec; border-radius: 8px; paddi
           margin-bottom: 16px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #edf0f4; vertical-align: top; }
-th { font-size: 12px; color: #5b6575; text-transform: uppercase; letter-spacing: .03em; background: #fafbfc; }
+th { font-size: 12px; color: #5b6575; text-transform: uppercase; letter-spacing: .03em; background: #fafbfc;
+     white-space: nowrap; }
+td:first-child { white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.mono, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px;
                  word-break: break-all; }

@@ -1,11 +1,13 @@
 """Renderers: one class per output format, chosen from an enum.
 
 The enums are also the CLI's `--format` values: the CLI imports this module at
-start-up, so it imports no other module of the package until it renders.
+start-up, so it imports no other module of the package (nor anything beyond the
+standard library) until it renders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 from typing import TYPE_CHECKING, TextIO
@@ -23,6 +25,8 @@ class Format(str, enum.Enum):
     """Output formats of `scan`, `diagnose`, `inspect` and `demo`."""
 
     TERMINAL = "terminal"
+    #: One section per run, for a ticket or a pull request (`render.markdown`).
+    MARKDOWN = "markdown"
     JSON = "json"
 
 
@@ -35,15 +39,58 @@ class HealthFormat(str, enum.Enum):
     JSON = "json"
 
 
-def render(report: Report, fmt: Format, out: TextIO, *, color: bool | None = None) -> None:
-    """Write `report` to `out` in `fmt`."""
+def render(
+    report: Report, fmt: Format, out: TextIO, *, color: bool | None = None, samples_detail: bool = False
+) -> None:
+    """Write `report` to `out` in `fmt`.
+
+    `samples_detail`: JSON keeps every py-spy sample of every process, not only the latest.
+    """
     if fmt is Format.TERMINAL:
         from prefect_cancel_doctor.render.terminal import render_terminal
 
         render_terminal(report, out, color=color)
+    elif fmt is Format.MARKDOWN:
+        from prefect_cancel_doctor.render.markdown import render_markdown
+
+        render_markdown(report, out)
     elif fmt is Format.JSON:
         from prefect_cancel_doctor.render.json import render_json
 
-        render_json(report, out)
+        render_json(report, out, samples_detail=samples_detail)
     else:
         assert_never(fmt)
+
+
+def write_report(
+    report: Report,
+    fmt: Format,
+    path: str,
+    *,
+    color: bool | None = None,
+    samples_detail: bool = False,
+) -> None:
+    """Render `report` into the file `path` atomically: a temporary file beside it, then a rename.
+
+    Nothing is written unless the whole report rendered; an earlier report at
+    `path` stays in place until then. The terminal view has no colour unless forced.
+    """
+    import io
+    import os
+    import tempfile
+
+    buffer = io.StringIO()
+    render(report, fmt, buffer, color=False if color is None else color, samples_detail=samples_detail)
+    directory = os.path.dirname(path) or "."
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -7,17 +7,25 @@ named "etl [prod]" or a code line holding "[/]" prints as it is.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from rich import box
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from prefect_cancel_doctor.diagnose.classify import is_library, module_of
-from prefect_cancel_doctor.durations import age_text as duration
-from prefect_cancel_doctor.model import Diagnosis, Report, StateType, TimelineEntry
+from prefect_cancel_doctor.model import Diagnosis, Report, TimelineEntry
+from prefect_cancel_doctor.render.scan_view import (
+    blocking_stack,
+    call_site,
+    deployment_text,
+    run_name,
+    state_text,
+)
+from prefect_cancel_doctor.render.text import timestamp_text
 
 #: Runs shown in the table and in detail. A fleet with hundreds stuck gets a tally
 #: of the rest: a longer page is not read during an incident, and rich takes ~1.5 ms
@@ -50,14 +58,18 @@ def console_for(out: TextIO, color: bool | None) -> Console:
 
 def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -> None:
     """Write the table and the per-run details."""
-    console = console_for(out, color)
+    print_report(console_for(out, color), report)
+
+
+def print_report(console: Console, report: Report) -> None:
+    """The table and the per-run details on `console`, laid out for its width."""
     if not report.runs:
         console.print(Text("No flow runs stuck in Cancelling and no orphaned processes.", style="green"))
         for error in report.errors:
             console.print(Text(f"error: {error}", style="red"))
         return
     shown = report.runs[:SHOWN]
-    console.print(_table(report, shown))
+    console.print(_table(report, shown, console.width))
     for diagnosis in shown:
         console.print()
         console.print(_details(diagnosis))
@@ -77,67 +89,146 @@ def render_terminal(report: Report, out: TextIO, *, color: bool | None = None) -
         console.print(Text(f"error: {error}", style="red"))
 
 
-def _table(report: Report, shown: tuple[Diagnosis, ...]) -> Table:
+#: The Cause column holds the fix below the cause when the console is narrower than this.
+WIDE = 96
+#: Smallest widths of the Run, Blocking call and Fix columns before they share out what is left.
+_RUN_MIN, _CALL_MIN, _FIX_MIN = 16, 14, 14
+#: A call site longer than this may be cut (with "…"); shorter ones are always shown whole.
+_SITE_MAX = 30
+
+
+def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
+    """The summary: one row per run, laid out for `width` columns.
+
+    Names, flow/deployment and call sites never wrap: a cell too narrow ends
+    them with "…" (the panel below has them whole). The Run column is never
+    narrower than its "Cancelling 3m05s" lines, nor the Blocking call column
+    than its file:line (up to `_SITE_MAX`). Below `WIDE` columns the Fix goes
+    under the cause, wrapped, so the names keep their room.
+    """
     title = f"{len(report.runs)} run(s) need attention"
     if len(shown) < len(report.runs):
         title += f"; the first {len(shown)} (Cancelling longest first)"
+    rows = [_row(d) for d in shown]
+    causes = max(len("Cause"), *(cell_len(r.cause) for r in rows))
+    wide = width >= WIDE
+    columns = 4 if wide else 3
+    room = width - (3 * columns + 1) - causes  # padding of 1 each side, box edges and dividers
+    run_min = max(_RUN_MIN, *(cell_len(r.state) for r in rows))
+    call_min = max(_CALL_MIN, *(min(cell_len(r.site), _SITE_MAX) for r in rows))
+    wants = [
+        max(len("Run"), *(max(map(cell_len, (r.name, r.deployment, r.state))) for r in rows)),
+        max(len("Blocking call"), *(max(cell_len(r.function), cell_len(r.site)) for r in rows)),
+    ]
+    mins = [min(run_min, wants[0]), min(call_min, wants[1])]
+    if wide:
+        wants.append(max(_FIX_MIN, *(cell_len(r.fix) for r in rows)))
+        mins.append(_FIX_MIN)
+    sizes = _share(room, mins, wants)
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
-    table.add_column("Run", overflow="fold", ratio=3)
-    table.add_column("Cause", no_wrap=True)
-    table.add_column("Blocking call", overflow="fold", ratio=3)
-    table.add_column("Fix", overflow="fold", ratio=2)
-    for index, d in enumerate(shown):
+    table.add_column("Run", width=sizes[0], no_wrap=True, overflow="ellipsis")
+    table.add_column("Cause", width=causes, no_wrap=True)
+    table.add_column("Blocking call", width=sizes[1], no_wrap=True, overflow="ellipsis")
+    if wide:
+        table.add_column("Fix", width=sizes[2], overflow="fold")
+    for index, (d, row) in enumerate(zip(shown, rows, strict=True)):
         if index:
             table.add_row()
-        cause = d.verdict.cause.value
-        run = Text(d.flow_run.name if d.flow_run else (d.target.description if d.target else "?"))
-        run.append(f"\n{_deployment(d)}\n{_state(d)}", style="dim")
-        call = d.verdict.blocking_call
-        where = Text(call.function if call else "-")
-        if call is not None and call.filename:
-            where.append(f"\n{call.filename.rsplit('/', 1)[-1]}:{call.line}", style="bold")
-        table.add_row(
-            run,
-            Text(cause, style=_CAUSE_STYLE.get(cause, "bold red")),
-            where,
-            Text(d.verdict.short_fix),
-        )
+        run = Text(row.name, style=Style(link=d.ui_url) if d.ui_url else "")
+        run.append(f"\n{row.deployment}\n{row.state}", style="dim")
+        where = Text(row.function)
+        if row.site:
+            where.append(f"\n{_tail(row.site, sizes[1])}", style="bold")
+        cause = Text(row.cause, style=_CAUSE_STYLE.get(row.cause, "bold red"))
+        cells: list[RenderableType] = [run, cause, where]
+        if wide:
+            cells.append(Text(row.fix))
+        else:
+            cells[1] = Group(cause, Text(row.fix, style="dim", no_wrap=False, overflow="fold"))
+        table.add_row(*cells)
     return table
 
 
-def _state(d: Diagnosis) -> str:
-    run = d.flow_run
-    if run is None:
-        return "-"
-    if run.state_type == StateType.CANCELLING:
-        return f"Cancelling {duration(run.cancelling_for_seconds)}"
-    return run.state_name
+class _Row(NamedTuple):
+    name: str
+    deployment: str
+    state: str
+    cause: str
+    function: str
+    site: str
+    fix: str
 
 
-def _deployment(d: Diagnosis) -> str:
-    run = d.flow_run
-    if run is None:
-        return "-"
-    flow = run.flow_name or "?"
-    return f"{flow}/{run.deployment_name}" if run.deployment_name else flow
+def _row(d: Diagnosis) -> _Row:
+    call = d.verdict.blocking_call
+    return _Row(
+        run_name(d),
+        deployment_text(d),
+        state_text(d),
+        d.verdict.cause.value,
+        call.function if call else "-",
+        call_site(call) or "",
+        d.verdict.short_fix,
+    )
+
+
+def _share(room: int, mins: list[int], wants: list[int]) -> list[int]:
+    """Widths for columns wanting `wants`, each at least its `mins` where `room` allows.
+
+    What is left over the minimums is shared out evenly among the columns that
+    want more (water-filling), so one long name cannot starve the others.
+    Too little room: every column shrinks in proportion (never below 3).
+    """
+    if room < sum(mins):
+        scale = max(room, 0) / sum(mins)
+        return [max(3, int(m * scale)) for m in mins]
+    sizes = list(mins)
+    spare = room - sum(mins)
+    while spare > 0:
+        hungry = [i for i, want in enumerate(wants) if sizes[i] < want]
+        if not hungry:
+            break
+        share = max(1, spare // len(hungry))
+        for i in hungry:
+            grow = min(share, wants[i] - sizes[i], spare)
+            sizes[i] += grow
+            spare -= grow
+    return sizes
+
+
+def _tail(text: str, width: int) -> str:
+    """`text` cut from the left to `width` cells ("…database.py:27"): a call site keeps its line."""
+    if cell_len(text) <= width:
+        return text
+    kept = ""
+    for char in reversed(text):
+        if cell_len(kept) + cell_len(char) > width - 1:
+            break
+        kept = char + kept
+    return "…" + kept
 
 
 def _details(d: Diagnosis) -> Panel:
     verdict = d.verdict
     run = d.flow_run
-    parts: list[Text | Table] = [Text(verdict.summary, style="bold")]
-    facts = Text()
+    parts: list[RenderableType] = [Text(verdict.summary, style="bold")]
     if run is not None:
-        facts.append(f"run {run.id}  state {run.state_name}  pool {run.work_pool_name or '-'}")
+        parts.append(Text(f"run {run.id}  {deployment_text(d)}"))
+        facts = Text(f"state {state_text(d)}  pool {run.work_pool_name or '-'}")
         if run.infrastructure_pid:
             facts.append(f"  infrastructure_pid {run.infrastructure_pid}")
-    if d.target is not None:
-        facts.append(f"  target {d.target.description}")
-    facts.append(f"  confidence {verdict.confidence:.2f}")
+        parts.append(facts)
+    facts = Text(f"target {d.target.description}  " if d.target is not None else "")
+    facts.append(f"confidence {verdict.confidence:.2f}")
     parts.append(facts)
+    if d.ui_url:
+        # A terminal hyperlink (OSC 8) where the terminal has them; the URL itself everywhere.
+        link = Text("UI ", style="dim")
+        link.append(d.ui_url, style=Style(link=d.ui_url))
+        parts.append(link)
     if verdict.evidence:
         parts.append(Text("Evidence", style="underline"))
-        parts.extend(Text(f"  • {line}") for line in verdict.evidence)
+        parts.append(_bullets("•", verdict.evidence))
     if d.timeline:
         parts.append(Text("Timeline (UTC)", style="underline"))
         parts.extend(_timeline_line(entry) for entry in d.timeline)
@@ -147,25 +238,33 @@ def _details(d: Diagnosis) -> Panel:
         parts.append(stack)
     if verdict.remediation:
         parts.append(Text("Fix", style="underline"))
-        parts.extend(Text(f"  → {fix}") for fix in verdict.remediation)
+        parts.append(_bullets("→", verdict.remediation))
     if verdict.also:
         parts.append(Text("Also, once that is fixed", style="underline"))
         for finding in verdict.also:
-            line = Text("  • ")
-            line.append(finding.cause.value, style=_CAUSE_STYLE.get(finding.cause.value, "bold red"))
+            line = Text(finding.cause.value, style=_CAUSE_STYLE.get(finding.cause.value, "bold red"))
             line.append(f": {finding.summary}")
-            parts.append(line)
-            parts.extend(Text(f"    → {fix}") for fix in finding.remediation)
+            parts.append(_bullets("•", (line,)))
+            parts.append(_bullets("→", finding.remediation, indent=4))
     if d.errors:
-        parts.extend(Text(f"  ! {e}", style="yellow") for e in d.errors)
-    title = Text(run.name if run else "process")
+        parts.append(_bullets("!", d.errors, style="yellow"))
+    title = Text(run_name(d))
     title.append(f"  {verdict.cause.value}", style=_CAUSE_STYLE.get(verdict.cause.value, "bold red"))
     return Panel(Group(*parts), title=title, title_align="left", box=box.ROUNDED)
 
 
+def _bullets(marker: str, lines: tuple[str | Text, ...], *, indent: int = 2, style: str = "") -> Table:
+    """One item a line, each wrapped under its own start (a hanging indent), never under the marker."""
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(width=indent + len(marker), justify="right", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row(Text(marker, style=style), line if isinstance(line, Text) else Text(line, style=style))
+    return grid
+
+
 def _timeline_line(entry: TimelineEntry) -> Text:
-    day, _, clock = entry.at.partition("T")
-    line = Text(f"  {day} {clock.rstrip('Z')}  ", style="dim")
+    line = Text(f"  {timestamp_text(entry.at, zone=False)}  ", style="dim")
     line.append(f"{entry.source:<8} ", style="dim")
     line.append(entry.what)
     return line
@@ -173,29 +272,20 @@ def _timeline_line(entry: TimelineEntry) -> Text:
 
 def _stack(d: Diagnosis) -> Text | None:
     """The blocking thread's frames, innermost first, down to the outermost user frame."""
-    call = d.verdict.blocking_call
-    if call is None or d.target is None:
+    stack = blocking_stack(d)
+    if stack is None:
         return None
-    process = next((p for p in d.target.processes if p.pid == call.pid and p.dumps), None)
-    if process is None:
-        return None
-    thread = next((t for t in process.dumps[-1] if t.thread_id == call.thread_id), None)
-    if thread is None:
-        return None
-    frames = thread.frames
-    user = [i for i, f in enumerate(frames) if not is_library(f.filename)]
-    shown = frames[: user[-1] + 1] if user else frames
     text = Text()
-    if call.native:
-        text.append(f"     [native] {call.native}\n", style="dim")
-    for frame in shown:
-        marked = frame.filename == call.filename and frame.line == call.line
+    if stack.native:
+        text.append(f"     [native] {stack.native}\n", style="dim")
+    for index, frame in enumerate(stack.frames):
+        marked = index == stack.marked
         text.append("  ➤  " if marked else "     ")
         text.append(f"{frame.function} ({frame.filename}:{frame.line})\n", style="bold" if marked else "")
         if frame.code:
             text.append(f"         {frame.code.strip()}\n", style="cyan" if marked else "dim")
-    if len(shown) < len(frames):
-        modules = sorted({module_of(f.filename).split(".")[0] for f in frames[len(shown) :]})
-        text.append(f"     … {len(frames) - len(shown)} more frame(s) in {', '.join(modules)}\n", style="dim")
+    if stack.omitted:
+        modules = ", ".join(stack.omitted_modules)
+        text.append(f"     … {stack.omitted} more frame(s) in {modules}\n", style="dim")
     text.rstrip()
     return text

@@ -79,6 +79,24 @@ def test_json_is_the_model_serialized() -> None:
     assert process_entry["threads"][0][0]["frames"][0]["function"] == "wait_forever"
 
 
+def test_json_keeps_the_latest_sample_of_each_process_unless_asked_for_every_sample() -> None:
+    report = report_of(sleeping())
+    (process,) = report.runs[0].target.processes  # type: ignore[union-attr]
+    assert len(process.dumps) == 3
+    latest = json.loads(rendered(report, Format.JSON))
+    out = io.StringIO()
+    render(report, Format.JSON, out, samples_detail=True)
+    detailed = json.loads(out.getvalue())
+    (latest_process,) = latest["runs"][0]["target"]["processes"]
+    (detailed_process,) = detailed["runs"][0]["target"]["processes"]
+    assert len(latest_process["threads"]) == 1 and len(detailed_process["threads"]) == 3
+    assert latest_process["threads"][0] == detailed_process["threads"][-1]
+    assert len(process.dumps) == 3, "the report itself is not changed"
+    # everything but the series is the same document
+    detailed_process["threads"] = detailed_process["threads"][-1:]
+    assert latest == detailed
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -1,0 +1,109 @@
+"""What the scan's views (terminal, Markdown) show of a run, format-neutral: each format only lays it out.
+
+Times read one way everywhere (`render.text`): "Cancelling 3m05s", never 185s
+in one place and 3.1m in another; timestamps to the second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect_cancel_doctor.diagnose.classify import is_library, module_of
+from prefect_cancel_doctor.model import BlockingCall, Diagnosis, Frame, StateType, Verdict
+from prefect_cancel_doctor.render.text import duration_text
+
+
+def run_name(d: Diagnosis) -> str:
+    """The run's name; the target for a process inspected without the API."""
+    if d.flow_run is not None:
+        return d.flow_run.name
+    return d.target.description if d.target else "process"
+
+
+def deployment_text(d: Diagnosis) -> str:
+    """ "flow/deployment", or the flow alone; '-' without a run."""
+    run = d.flow_run
+    if run is None:
+        return "-"
+    flow = run.flow_name or "?"
+    return f"{flow}/{run.deployment_name}" if run.deployment_name else flow
+
+
+def state_text(d: Diagnosis) -> str:
+    """ "Cancelling 3m05s" for a run in Cancelling (the time with its unit), else the state's name."""
+    run = d.flow_run
+    if run is None:
+        return "-"
+    if run.state_type == StateType.CANCELLING:
+        return f"Cancelling {duration_text(run.cancelling_for_seconds)}"
+    return run.state_name or run.state_type.value.title()
+
+
+def call_site(call: BlockingCall | None) -> str | None:
+    """ "stuck_sleep.py:20": the blocking call's file (base name) and line; None where unknown."""
+    if call is None or not call.filename:
+        return None
+    name = call.filename.rsplit("/", 1)[-1]
+    return f"{name}:{call.line}" if call.line is not None else name
+
+
+def call_location(call: BlockingCall | None) -> str | None:
+    """ "/full/path/stuck_sleep.py:20": the blocking call's full file path and line."""
+    if call is None or not call.filename:
+        return None
+    return f"{call.filename}:{call.line}" if call.line is not None else call.filename
+
+
+def fixes(verdict: Verdict) -> tuple[str, ...]:
+    """The verdict's fixes without the stop-now line, for views that show `stop_now` as commands."""
+    rest = verdict.remediation
+    if verdict.stop_now and rest and rest[0].startswith("stop it now: "):
+        return rest[1:]
+    return rest
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The blocking thread's frames, innermost first, down to the outermost frame of user code."""
+
+    #: The top native frame, where sampled (e.g. clock_nanosleep).
+    native: str | None
+    frames: tuple[Frame, ...]
+    #: Index in `frames` of the blocking call's frame (None when it is not among them).
+    marked: int | None
+    #: Library frames below the last user frame, left out, and their top-level modules.
+    omitted: int
+    omitted_modules: tuple[str, ...]
+
+
+def blocking_stack(d: Diagnosis) -> Stack | None:
+    """The stack of the thread holding the blocking call, from the latest sample; None if unknown."""
+    call = d.verdict.blocking_call
+    if call is None or d.target is None:
+        return None
+    process = next((p for p in d.target.processes if p.pid == call.pid and p.dumps), None)
+    if process is None:
+        return None
+    thread = next((t for t in process.dumps[-1] if t.thread_id == call.thread_id), None)
+    if thread is None:
+        return None
+    frames = thread.frames
+    user = [i for i, f in enumerate(frames) if not is_library(f.filename)]
+    shown = frames[: user[-1] + 1] if user else frames
+    marked = next(
+        (i for i, f in enumerate(shown) if f.filename == call.filename and f.line == call.line), None
+    )
+    modules = tuple(sorted({module_of(f.filename).split(".")[0] for f in frames[len(shown) :]}))
+    return Stack(call.native, shown, marked, len(frames) - len(shown), modules)
+
+
+__all__ = [
+    "Stack",
+    "blocking_stack",
+    "call_location",
+    "call_site",
+    "deployment_text",
+    "fixes",
+    "run_name",
+    "state_text",
+]

@@ -75,6 +75,9 @@ class Role(StrEnum):
     RUNNER = "runner"
     #: A container's PID 1 that is neither the engine nor the Runner (a shell, a wrapper).
     PID1 = "pid1"
+    #: A program between the Runner and the engine that starts it and waits (`uv run`,
+    #: Prefect 3.9's launcher when the flow's project declares prefect): the run's PID.
+    LAUNCHER = "launcher"
 
 
 class InfraKind(StrEnum):
@@ -287,6 +290,9 @@ class ProcSnapshot:
     #: PREFECT__CONTROL_PORT from its environment: the Runner's control channel (Prefect 3.9+),
     #: over which the cancel intent comes just before SIGTERM.
     control_port: int | None = None
+    #: Its process group: a Runner's group SIGTERM (Prefect 3.9 default launches) reaches
+    #: the children that stayed in the flow's group, not those that left it.
+    pgid: int | None = None
 
 
 @dataclass(frozen=True)

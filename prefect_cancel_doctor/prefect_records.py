@@ -49,6 +49,7 @@ class FlowRun:
     infrastructure_pid: str | None = None
     labels: Mapping[str, LabelValue] = field(default_factory=dict)
     parent_task_run_id: str | None = None
+    end_time: str | None = None
 
     @property
     def state_type(self) -> StateType:
@@ -89,6 +90,9 @@ class Deployment:
     #: The global concurrency limit that backs the deployment's limit (recent servers).
     limit_slots: int | None = None
     active_slots: int | None = None
+    #: Where the flow's code is, relative to the deployment's `path` (a served deployment's
+    #: path is ".": its entrypoint is relative to where `flow.serve()` ran).
+    entrypoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ def parse_flow_run(raw: object, what: str = "a flow run") -> FlowRun:
         work_pool_name=_text(item, "work_pool_name"),
         state=parse_state(item.get("state")),
         start_time=_text(item, "start_time"),
+        end_time=_text(item, "end_time"),
         infrastructure_pid=_infrastructure_pid(item.get("infrastructure_pid")),
         labels={visible(str(k)): _label_value(v) for k, v in _obj(item.get("labels")).items()},
         parent_task_run_id=_text(item, "parent_task_run_id"),
@@ -304,6 +309,7 @@ def parse_deployment(raw: object) -> Deployment:
         concurrency_limit=_int(item, "concurrency_limit"),
         limit_slots=_int(gcl, "limit"),
         active_slots=_int(gcl, "active_slots"),
+        entrypoint=_text(item, "entrypoint"),
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from prefect_cancel_doctor.model import (
     FlowRunRef,
@@ -22,11 +21,15 @@ from prefect_cancel_doctor.model import (
     WorkerInfo,
 )
 from prefect_cancel_doctor.prefect_records import LogLine, State, parse_time
-from prefect_cancel_doctor.sample.procfs import PathLike, read_optional_text
+from prefect_cancel_doctor.sample.procfs import PathLike, boot_time
 
 #: Log lines worth a place in the timeline: what the engine, the Runner or the worker said
 #: about a cancel, a signal or a crash (or anything at ERROR and above).
-_LOG_WORDS = ("cancel", "sigterm", "sigkill", "signal", "crash", "kill", "terminat", "observer", "abort")
+_LOG_WORDS = (
+    *("cancel", "sigterm", "sigkill", "signal", "crash", "kill", "terminat", "observer", "abort"),
+    # The Runner's workspace preparation (3.9+): which pull step a run is still in.
+    "deployment step",
+)
 _MAX_LOG_ENTRIES = 8
 _ERROR = 40
 
@@ -53,7 +56,7 @@ def build(
         if moment is not None:
             entries.append(TimelineEntry(_iso(moment), "entered Cancelling", TimelineSource.STATE))
     entries += _workers(run)
-    boot = _boot_time(proc_root)
+    boot = boot_time(proc_root)
     if boot is not None:
         for process in processes:
             if process.proc is not None:
@@ -107,13 +110,6 @@ def _logs(logs: Sequence[LogLine]) -> list[TimelineEntry]:
             first = line.message.strip().splitlines()[0] if line.message.strip() else ""
             entries.append(TimelineEntry(_iso(moment), f"log: {first[:200]}", TimelineSource.LOG))
     return entries
-
-
-def _boot_time(proc_root: PathLike) -> datetime | None:
-    for line in (read_optional_text(Path(os.fspath(proc_root)) / "stat") or "").splitlines():
-        if line.startswith("btime "):
-            return datetime.fromtimestamp(int(line.split()[1]), timezone.utc)
-    return None
 
 
 def _started(proc: ProcSnapshot, boot: datetime) -> datetime:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
 
@@ -38,3 +39,16 @@ def staged_scenarios() -> list[str]:
 
     wanted = [name for name in os.environ.get("PCD_TEST_SCENARIOS", "").split(",") if name]
     return sorted(wanted or SCENARIOS)
+
+
+def carry_out(commands: list[str], env: dict[str, str]) -> None:
+    """Run a verdict's `stop_now` commands in bash, exactly as printed, as an on-call would.
+
+    `python` in them is Prefect's environment's (this interpreter's directory leads PATH).
+    """
+    shell_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (command, done.stderr[-2000:])

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -304,9 +304,18 @@ class LocalPrefect:
             # Flow processes may still have been starting when the first sweep ran.
             with contextlib.suppress(Exception):
                 self._kill_run_processes()
+            self._remove_launch_traces()
             if not self._keep_workdir and self._given_workdir is None and self.workdir != Path():
                 shutil.rmtree(self.workdir, ignore_errors=True)
         self._restore_sigterm_handler()
+
+    def _remove_launch_traces(self) -> None:
+        """Delete the workspace directories a killed worker left in /tmp for this harness's runs."""
+        from prefect_cancel_doctor.locate.process import launch_traces
+
+        for run_id, config in launch_traces().items():
+            if run_id in self.run_ids:
+                shutil.rmtree(Path(config).parent, ignore_errors=True)
 
     # -- environment ---------------------------------------------------------
 
@@ -452,11 +461,13 @@ class LocalPrefect:
         directory: Path,
         pool: str,
         name: str = "demo",
+        pull_steps_before: Sequence[Mapping[str, Any]] = (),
     ) -> str:
         """Register a deployment of `entrypoint` (relative to `directory`) on `pool`; returns its id.
 
         This is what `flow.from_source(directory, entrypoint).deploy(...)` registers for a
         local directory: a `set_working_directory` pull step, and no image.
+        `pull_steps_before` run first (a `run_shell_script` step, say).
         """
         flow_id = self.client.create_flow_from_name(flow_name)
         deployment_id = self.client.create_deployment(
@@ -465,7 +476,10 @@ class LocalPrefect:
             work_pool_name=pool,
             entrypoint=entrypoint,
             path=str(directory),
-            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(directory)}}],
+            pull_steps=[
+                *(dict(step) for step in pull_steps_before),
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(directory)}},
+            ],
             enforce_parameter_schema=False,
         )
         return str(deployment_id)

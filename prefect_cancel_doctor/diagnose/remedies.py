@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
+#: What lets a worker's cancel reach a flow's children: it signals the flow's process group.
+GROUP_SIGNAL_FIX = (
+    "start children in the flow's process group (no start_new_session/setsid) so the "
+    "cancel's process-group SIGTERM reaches them"
+)
+
 _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
     Cause.CANCEL_NOT_OBSERVED: (
         "a restarted or new worker will not finish this cancel (since Prefect 3.6.9 a worker cancels "
@@ -43,8 +49,7 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
         "the I/O returns; use soft/timeo mount options for network filesystems",
     ),
     Cause.CHILD_PROCESS_SURVIVES: (
-        "start children in the flow's process group (no start_new_session/setsid) so the "
-        "cancel's process-group SIGTERM reaches them",
+        GROUP_SIGNAL_FIX,
         "terminate child processes in a finally block or an on_cancellation hook; prefer "
         "prefect.utilities.processutils.run_process, which ends its child when cancelled",
     ),

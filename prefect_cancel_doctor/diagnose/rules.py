@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.diagnose.classify import db_port_name
-from prefect_cancel_doctor.diagnose.remedies import remediation, short_fix
+from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
+from prefect_cancel_doctor.locate import parse_infrastructure_pid
+from prefect_cancel_doctor.locate.roles import preparing_workspace
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     DEFAULT_HEARTBEAT_SECONDS,
@@ -28,6 +30,8 @@ from prefect_cancel_doctor.model import (
     FlowRunRef,
     ProcessSample,
     ProcSnapshot,
+    Resource,
+    ResourceKind,
     Role,
     StateType,
     Target,
@@ -53,12 +57,14 @@ class Evidence:
     notes: tuple[str, ...] = ()
     #: "host:port" of the Prefect API: every flow process talks to it, so it is no finding.
     api_peer: str | None = None
+    #: A file on this host that shows this host launched the run (`Location.launched_here`).
+    launched_here: str | None = None
 
     @property
     def processes(self) -> tuple[ProcessSample, ...]:
-        """Live processes of the run itself: the engine and its children (not Runners)."""
+        """Live processes of the run itself: the engine, its launcher and its children (not Runners)."""
         sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role in (Role.ENGINE, Role.CHILD, Role.PID1))
+        return tuple(p for p in sampled if p.role in (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1))
 
     @property
     def hooks(self) -> tuple[ProcessSample, ...]:
@@ -357,7 +363,13 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         evidence.append(
             f"a worker of pool {run.work_pool_name} runs on this host, and the run's process is not here"
         )
-    if alive and not ev.runners:
+    if alive and ev.launched_here and not ev.runners:
+        assert worker is not None
+        evidence.append(
+            f"no worker of pool {run.work_pool_name} runs on this host any more: the worker that launched "
+            f"the run here is gone; the API says {worker.status} only until it misses three heartbeats"
+        )
+    elif alive and not ev.runners:
         assert worker is not None
         evidence.append(
             f"no worker of pool {run.work_pool_name} runs on this host: the run most likely lives on "
@@ -380,7 +392,7 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         Cause.INFRASTRUCTURE_GONE,
         "The run's process is gone; only its API state is stuck in Cancelling "
         "(nothing is left to report Cancelled).",
-        0.9 if ev.runners or (worker is not None and not alive) else 0.7,
+        0.9 if ev.runners or (worker is not None and not alive) else 0.85 if ev.launched_here else 0.7,
         evidence,
     )
 
@@ -519,20 +531,61 @@ def children_survive(ev: Evidence) -> Verdict | None:
 def _children_survive(ev: Evidence, evidence: list[str]) -> Verdict:
     children = ev.children
     pids = " ".join(str(c.pid) for c in children)
+    served = ev.target is not None and ev.target.found_by == "serve"
     for child in children:
         cmd = " ".join(child.proc.cmdline)[:120] if child.proc else "?"
-        evidence.append(f"process {child.pid} ({cmd}) carries the run's PREFECT__FLOW_RUN_ID")
+        evidence.append(
+            f"process {child.pid} ({cmd}) "
+            + (
+                "carries the served deployment's PREFECT__DEPLOYMENT_NAME, sits in its Runner's process "
+                "group and started while the run ran"
+                if served
+                else "carries the run's PREFECT__FLOW_RUN_ID"
+            )
+        )
         if child.proc and child.proc.ppid == 1:
             evidence.append(f"process {child.pid} was re-parented to PID 1: its parent is gone")
+    signalled_alone = served or _stayed_in_flow_group(ev)
+    fixes: tuple[str, ...] = ()
+    if served:
+        evidence.append(
+            "flow.serve()'s Runner signals the flow process alone, not its process group (Prefect 3.9 "
+            "runner/_process_manager.py, _SingleProcessTerminationScope): whatever the flow starts "
+            "outlives every cancel"
+        )
+        fixes = (
+            "or run the deployment on a process work pool: since Prefect 3.9 its worker signals the "
+            "flow's whole process group",
+        )
+    elif signalled_alone:
+        evidence.append(
+            "the survivors are still in the flow process's group, so the cancel signalled the flow's PID "
+            "alone, not its group: a deployment `command`, or Prefect before 3.9"
+        )
     view = next((v for c in children for v in thread_views(c)[:1]), None)
-    return _verdict(
+    verdict = _verdict(
         Cause.CHILD_PROCESS_SURVIVES,
         f"The flow process is gone but {len(children)} process(es) it started still run "
         f"(pid {pids}): the cancel signalled the flow, not its children.",
         0.9,
         evidence,
         view,
+        extra_fixes=fixes,
     )
+    if not signalled_alone:
+        return verdict
+    # A group SIGTERM never came, so keeping children in the group would not help.
+    return dataclasses.replace(
+        verdict, remediation=tuple(f for f in verdict.remediation if f != GROUP_SIGNAL_FIX)
+    )
+
+
+def _stayed_in_flow_group(ev: Evidence) -> bool:
+    """Whether the survivors are still in the (dead) flow process's group, its PID as recorded."""
+    ref = parse_infrastructure_pid(ev.run.infrastructure_pid) if ev.run else None
+    if ref is None or ref.pid is None:
+        return False
+    return all(c.proc is not None and c.proc.pgid == ref.pid for c in ev.children)
 
 
 def uninterruptible(ev: Evidence) -> Verdict | None:
@@ -719,6 +772,8 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
 def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_sigterm: str) -> Verdict:
     """`cancel_not_observed` for a live flow process: `why_no_sigterm` says how we know none came."""
     evidence = [*ev.notes, _describe(main), why_no_sigterm]
+    if engine.proc is not None and preparing_workspace(engine.proc.cmdline):
+        return _preparing_not_observed(ev, engine, main, evidence)
     _, channel = _control_channel(engine)
     if channel and channel not in why_no_sigterm:
         evidence.append(channel)
@@ -731,6 +786,50 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
         evidence,
         main,
     )
+
+
+def _preparing_not_observed(
+    ev: Evidence, engine: ProcessSample, main: ThreadView, evidence: list[str]
+) -> Verdict:
+    """The run's process is still Prefect 3.9's workspace supervisor: no flow code has run yet.
+
+    It runs the deployment's pull steps (git clone, pip install, scripts), then execs the
+    engine in the same PID. It sets no SIGTERM handler first (POSIX), and the Runner signals
+    its whole process group, so a SIGTERM would have ended it and its pull step's children.
+    The Python stack shows only its event loop; what it waits for is its child process.
+    """
+    evidence.append(
+        f"process {engine.pid} is Prefect's workspace supervisor (`python -m "
+        "prefect.runner._workspace_supervisor`, Prefect 3.9+): it runs the deployment's pull steps, "
+        "then execs the flow engine in the same PID; before that it has no SIGTERM handler, so a "
+        "SIGTERM to its process group would have ended it"
+    )
+    who, confidence = _who_should_act(ev, engine, evidence)
+    step = next((c for c in ev.children if c.proc is not None and c.proc.ppid == engine.pid), None)
+    waits = ""
+    call = main.blocking_call()
+    if step is not None and step.proc is not None:
+        command = " ".join(step.proc.cmdline)[:120] or step.proc.comm
+        waits = f" and waits for its pull step's process {step.pid} (`{command}`)"
+        evidence.append(f"the deployment's pull step runs as process {step.pid}: `{command}`")
+        if call is not None:
+            resource = Resource(
+                ResourceKind.CHILD, f"pull step process {step.pid} ({command})", peer_pids=(step.pid,)
+            )
+            call = dataclasses.replace(call, kind=CallKind.SUBPROCESS, resource=resource)
+    verdict = _verdict(
+        Cause.CANCEL_NOT_OBSERVED,
+        f"No SIGTERM reached process {engine.pid} ({who}); the run is still preparing its "
+        f"workspace (deployment pull steps, before any flow code runs){waits}.",
+        confidence,
+        evidence,
+        main,
+        extra_fixes=(
+            "bound each pull step: a timeout on `run_shell_script` scripts (`timeout 600 ...`), "
+            "git and pip; a step that hangs holds the run before its flow starts",
+        ),
+    )
+    return dataclasses.replace(verdict, blocking_call=call)
 
 
 def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) -> tuple[str, float]:
@@ -810,7 +909,7 @@ def unknown(ev: Evidence) -> Verdict | None:
     facts = [*ev.notes]
     for process in ev.processes:
         facts.extend(process.errors)
-        if not process.python:
+        if not process.python and process.role is not Role.LAUNCHER:
             facts.append(f"process {process.pid} is not a Python process py-spy can read")
         facts.extend(_describe(v) for v in thread_views(process)[:1])
     sampled = any(process.dumps for process in ev.processes)

@@ -75,7 +75,10 @@ class Location:
     #: when the container has exited or is gone, so that the rules can say so; in "sidecar"
     #: attach mode `pids` is empty and `container.processes` lists namespace PIDs instead.
     container: ContainerInfo | None = None
-    #: How the engine was found: "infrastructure_pid" or "PREFECT__FLOW_RUN_ID".
+    #: The file on this host that shows this host launched the run (Prefect 3.9's workspace
+    #: supervisor config, left behind when its worker died), when no process of it is left.
+    launched_here: str | None = None
+    #: How the engine was found: "infrastructure_pid", "PREFECT__FLOW_RUN_ID" or "serve" (its Runner).
     found_by: str = "infrastructure_pid"
 
 

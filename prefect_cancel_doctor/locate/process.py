@@ -8,10 +8,13 @@ survivors of a dead flow, runs whose `infrastructure_pid` is stale.
 
 from __future__ import annotations
 
+import json
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.locate import InfraRef, Location
 from prefect_cancel_doctor.locate.roles import argv_role
 from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
@@ -58,6 +61,8 @@ def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | 
     an init or subreaper after its Runner died.
     """
     parent = procfs.read_process(engine.ppid, proc_root)
+    if parent is not None and argv_role(parent.cmdline) is Role.LAUNCHER:
+        parent = procfs.read_process(parent.ppid, proc_root)
     if parent is None or parent.pid == 1 or parent.comm in _INITS:
         return None
     return parent if is_engine(engine) or is_runner(parent) else None
@@ -90,6 +95,7 @@ def locate_processes(
     proc_root: str = "/proc",
     pool: str | None = None,
     runners_here: Callable[[str], list[int]] | None = None,
+    traces: Callable[[], dict[str, str]] | None = None,
 ) -> Location:
     """Find the run's engine, its children and its Runner on this host.
 
@@ -97,7 +103,8 @@ def locate_processes(
     with role `Role.RUNNER`: an `on_cancellation` hook runs in the Runner, after the
     flow process is gone, and may be what holds the run in Cancelling.
     `runners_here(pool)` finds them (default `local_workers`: one walk of /proc
-    a call; a scan of many runs passes a cached one).
+    a call; a scan of many runs passes a cached one), and `traces()` the files
+    that show this host launched a run (default `launch_traces`, likewise).
     """
     here = socket.gethostname()
     if ref.host and ref.host not in _LOCAL_HOSTS | {here}:
@@ -130,15 +137,26 @@ def locate_processes(
         found_by = "PREFECT__FLOW_RUN_ID"
         if engine_pid is not None and ref.pid is not None:
             notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
+    launcher_pid = None
+    if engine_pid in live and argv_role(live[engine_pid].cmdline) is Role.LAUNCHER:
+        launcher_pid = engine_pid
+        engine_pid = next((pid for pid, snap in sorted(live.items()) if is_engine(snap)), None)
+        notes.append(
+            f"process {launcher_pid} is `{live[launcher_pid].comm} run`, the launcher Prefect puts in "
+            "front of the flow engine when the flow's project declares prefect"
+            + (f"; the flow engine is its child {engine_pid}" if engine_pid else "; no engine below it")
+        )
     runner = runner_of(live[engine_pid], proc_root) if engine_pid in live else None
     runner_pid = runner.pid if runner else None
     roles: list[tuple[int, Role]] = []
     if engine_pid is not None and engine_pid in live:
         roles.append((engine_pid, Role.ENGINE))
+    if launcher_pid is not None:
+        roles.append((launcher_pid, Role.LAUNCHER))
     roles.extend(
         (pid, Role.HOOK if is_hook_runner(live[pid]) else Role.CHILD)
         for pid in sorted(live)
-        if pid != engine_pid and pid != runner_pid and not is_runner(live[pid])
+        if pid not in (engine_pid, runner_pid, launcher_pid) and not is_runner(live[pid])
     )
     if engine_pid is not None and engine_pid in live:
         description = f"local process {engine_pid}"
@@ -151,9 +169,46 @@ def locate_processes(
         if pool:
             workers = runners_here(pool) if runners_here else local_workers(pool, proc_root)
             roles.extend((pid, Role.RUNNER) for pid in workers)
+        trace = (traces or launch_traces)().get(run_id)
+        if trace:
+            notes.append(
+                f"this host launched the run: {trace} (Prefect 3.9's workspace supervisor config) names "
+                "it, and the worker that launched it removes that file when the run ends: it did not end "
+                "cleanly here"
+            )
+            return Location(
+                InfraKind.PROCESS,
+                description,
+                tuple(roles),
+                runner_pid,
+                None,
+                tuple(notes),
+                found_by=found_by,
+                launched_here=trace,
+            )
     return Location(
         InfraKind.PROCESS, description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by
     )
+
+
+def launch_traces() -> dict[str, str]:
+    """Run id → the workspace supervisor config on this host that names it.
+
+    A Prefect 3.9 Runner writes `<tmp>/prefect-workspace-attempt-*/supervisor.json` (its
+    `flow_run_id`) before it starts a run's process, and removes the directory once the
+    run's process has ended, unless the Runner died first. The temporary directory is the
+    worker's; this looks in ours and in /tmp.
+    """
+    found: dict[str, str] = {}
+    for root in dict.fromkeys((tempfile.gettempdir(), "/tmp")):
+        for config in Path(root).glob("prefect-workspace-attempt-*/supervisor.json"):
+            try:
+                run_id = json.loads(config.read_text(encoding="utf-8")).get("flow_run_id")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(run_id, str):
+                found[run_id] = visible(str(config), 300)
+    return found
 
 
 def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str | None, bool]:

@@ -16,15 +16,30 @@ from collections.abc import Iterable, Sequence
 from prefect_cancel_doctor.model import Role
 
 _SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "busybox"})
-#: The script a Runner (Prefect 3.9+) runs its `on_cancellation`/`on_crashed` hooks with.
-_HOOK_BOOTSTRAP = "_workspace_runtime_bootstrap"
+#: The script a Runner (Prefect 3.9+) runs the engine (``... engine ENTRYPOINT``) and its
+#: `on_cancellation`/`on_crashed` hooks (``... hook``) with.
+_BOOTSTRAP = "_workspace_runtime_bootstrap"
+#: The bootstrap running the flow engine (its other mode is "hook").
+_BOOTSTRAP_ENGINE = f"{_BOOTSTRAP}.py engine"
+#: Prefect 3.9's workspace supervisor: it runs the deployment's pull steps, then execs the engine.
+_SUPERVISOR = "prefect.runner._workspace_supervisor"
+#: Programs that start the engine as their child and wait for it.
+_LAUNCHERS = frozenset({"uv"})
 
 
 def argv_role(argv: Sequence[str]) -> Role | None:
     """The role a command line names, or None (any other program).
 
     - `Role.ENGINE`: the flow engine, ``python -m prefect.engine`` (or
-      ``.../prefect/engine.py`` run as a script);
+      ``.../prefect/engine.py`` run as a script, or Prefect 3.9's
+      ``.../_workspace_runtime_bootstrap.py engine ENTRYPOINT``), and the workspace
+      supervisor (``python -m prefect.runner._workspace_supervisor``, 3.9+), which
+      prepares the run's workspace and then execs the engine in the same PID
+      (`preparing_workspace` tells the two apart);
+    - `Role.LAUNCHER`: ``uv run ... <engine command>``, the launcher Prefect 3.9
+      puts in front of the engine when the flow's project declares prefect and
+      `uv` is on PATH (`prefect/runner/_uv_command.py`): the run's PID is uv's, the
+      engine is its child;
     - `Role.HOOK`: the subprocess in which a Runner runs ``on_cancellation`` /
       ``on_crashed`` hooks (``.../_workspace_runtime_bootstrap.py hook``);
     - `Role.RUNNER`: a Runner known by its command, ``prefect flow-run execute``
@@ -36,15 +51,27 @@ def argv_role(argv: Sequence[str]) -> Role | None:
     if not argv or os.path.basename(argv[0]) in _SHELLS:
         return None
     words = tuple(argv)
-    if "prefect.engine" in words or any(w.endswith("prefect/engine.py") for w in words):
-        return Role.ENGINE
-    if "hook" in words and any(_HOOK_BOOTSTRAP in w for w in words):
+    runs_engine = (
+        "prefect.engine" in words
+        or _SUPERVISOR in words
+        or any(w.endswith("prefect/engine.py") for w in words)
+        or any(f"{os.path.basename(w)} {mode}" == _BOOTSTRAP_ENGINE for w, mode in itertools.pairwise(words))
+    )
+    if runs_engine:
+        launcher = os.path.basename(argv[0]) in _LAUNCHERS and len(words) > 1 and words[1] == "run"
+        return Role.LAUNCHER if launcher else Role.ENGINE
+    if "hook" in words and any(_BOOTSTRAP in w for w in words):
         return Role.HOOK
     pairs = set(itertools.pairwise(words))
     runs_prefect = any("prefect" in w for w in words)
     if runs_prefect and (("flow-run", "execute") in pairs or ("worker", "start") in pairs):
         return Role.RUNNER
     return None
+
+
+def preparing_workspace(argv: Sequence[str]) -> bool:
+    """True for Prefect 3.9's workspace supervisor before it execs the engine (pull steps run)."""
+    return _SUPERVISOR in argv
 
 
 def assign_roles(
@@ -82,4 +109,4 @@ def assign_roles(
     return roles, runner
 
 
-__all__ = ["argv_role", "assign_roles"]
+__all__ = ["argv_role", "assign_roles", "preparing_workspace"]

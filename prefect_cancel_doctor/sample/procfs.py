@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeAlias
 
@@ -22,7 +23,7 @@ from prefect_cancel_doctor.sample.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
-_FLOW_RUN_KEY = b"PREFECT__FLOW_RUN_ID="
+FLOW_RUN_KEY = b"PREFECT__FLOW_RUN_ID="
 _CONTROL_PORT_KEY = b"PREFECT__CONTROL_PORT="
 _SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 _TCP_STATES = {
@@ -58,7 +59,7 @@ def read_process(
     """
     base = Path(proc_root) / str(pid)
     try:
-        state, ppid, start_time = _parse_stat(_read_text(base / "stat"))
+        state, ppid, pgid, start_time = _parse_stat(_read_text(base / "stat"))
         status = _parse_status(_read_text(base / "status"))
         cmdline = read_cmdline(base / "cmdline")
         comm = visible(_read_text(base / "comm").rstrip("\n"))
@@ -66,7 +67,7 @@ def read_process(
         sockets = _read_sockets(base) if read_sockets else ()
         children = _read_children(pid, base, Path(proc_root))
         environ = _read_raw(f"{base}/environ")
-        flow_run_id = _env_value(environ or b"", _FLOW_RUN_KEY)
+        flow_run_id = env_value(environ or b"", FLOW_RUN_KEY)
         snapshot = ProcSnapshot(
             pid=pid,
             ppid=ppid,
@@ -85,7 +86,8 @@ def read_process(
             flow_run_id=flow_run_id,
             start_time_ticks=start_time,
             environ_readable=environ is not None,
-            control_port=_port(_env_value(environ or b"", _CONTROL_PORT_KEY)),
+            control_port=_port(env_value(environ or b"", _CONTROL_PORT_KEY)),
+            pgid=pgid,
         )
     except (_Gone, ValueError, IndexError):
         # Gone, or files no kernel writes (only a fixture tree can hold them): no process to read.
@@ -109,9 +111,9 @@ def flow_run_processes(
             if unreadable is not None and _is_user_process(f"{root}/{pid}"):
                 unreadable.append(pid)
             continue
-        if _FLOW_RUN_KEY not in environ:
+        if FLOW_RUN_KEY not in environ:
             continue
-        run_id = _env_value(environ, _FLOW_RUN_KEY)
+        run_id = env_value(environ, FLOW_RUN_KEY)
         if run_id:
             found.setdefault(run_id, []).append(pid)
     return found
@@ -119,6 +121,33 @@ def flow_run_processes(
 
 #: `PF_KTHREAD` in /proc/PID/stat's flags: a kernel thread (no environment to read).
 _PF_KTHREAD = 0x00200000
+
+
+def pids(proc_root: PathLike = "/proc") -> list[int]:
+    """Every process ID under `proc_root`, ascending."""
+    return _list_ints(Path(proc_root))
+
+
+def read_environ(pid: int, proc_root: PathLike = "/proc") -> bytes | None:
+    """A process's raw environment block as it started; None when unreadable or gone."""
+    return _read_raw(f"{os.fspath(proc_root)}/{pid}/environ")
+
+
+def read_stat_fields(pid: int, proc_root: PathLike = "/proc") -> tuple[int, int, int] | None:
+    """(ppid, process group, start time in clock ticks) of a process; None when gone."""
+    try:
+        _, ppid, pgid, start_time = _parse_stat(_read_text(Path(proc_root) / str(pid) / "stat"))
+    except (_Gone, ValueError):
+        return None
+    return ppid, pgid, start_time
+
+
+def boot_time(proc_root: PathLike = "/proc") -> datetime | None:
+    """When this host booted (`btime` in /proc/stat): process start times count from it."""
+    for line in (read_optional_text(Path(os.fspath(proc_root)) / "stat") or "").splitlines():
+        if line.startswith("btime "):
+            return datetime.fromtimestamp(int(line.split()[1]), timezone.utc)
+    return None
 
 
 def _is_user_process(base: str) -> bool:
@@ -293,12 +322,15 @@ def _read_children(pid: int, base: Path, proc_root: Path) -> tuple[int, ...]:
     return tuple(sorted(children))
 
 
-def _parse_stat(text: str) -> tuple[str, int, int]:
-    """State, ppid and start time (clock ticks) from a stat line; comm may hold ')' and spaces."""
+def _parse_stat(text: str) -> tuple[str, int, int, int]:
+    """State, ppid, process group and start time (clock ticks) from a stat line.
+
+    comm may hold ')' and spaces.
+    """
     fields = text[text.rfind(")") + 2 :].split() if ")" in text else []
     if len(fields) < 20:
         raise _Gone("truncated stat")  # an exiting task can yield an empty read
-    return fields[0], int(fields[1]), int(fields[19])
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
 
 
 def _parse_status(text: str) -> dict[str, str]:
@@ -330,7 +362,8 @@ def read_cmdline(path: Path) -> tuple[str, ...]:
     return redact_argv(tuple(visible(os.fsdecode(arg)) for arg in data.split(b"\0")[:-1])) if data else ()
 
 
-def _env_value(environ: bytes, key: bytes) -> str | None:
+def env_value(environ: bytes, key: bytes) -> str | None:
+    """One variable of a raw environment block (inert, at most 100 characters)."""
     for entry in environ.split(b"\0"):
         if entry.startswith(key):
             return visible(entry[len(key) :].decode("utf-8", errors="replace"), 100)

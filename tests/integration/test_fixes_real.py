@@ -9,8 +9,6 @@ processes is left.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import clean_environ, run_cli
+from tests.helpers import carry_out, clean_environ, run_cli
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
@@ -61,13 +59,7 @@ def test_the_first_fix_ends_the_run(environment: DemoEnvironment, scenario: str,
     commands = verdict["stop_now"]
     assert commands, verdict["remediation"]
     assert verdict["remediation"][0].startswith("stop it now: `" + commands[0])
-    # The commands run as an on-call would run them: `python` is Prefect's environment's.
-    shell_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
-    for command in commands:
-        done = subprocess.run(
-            ["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, (command, done.stderr[-2000:])
+    carry_out(commands, env)
     harness = environment.harness
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -57,6 +57,24 @@ PROC = Path(__file__).parents[1] / "fixtures" / "proc"
             ),
             Role.HOOK,
         ),
+        # Prefect 3.9: the workspace supervisor (later exec'd into the engine), the bootstrap
+        # running the engine, and `uv run` in front of it (the launcher, not the engine).
+        (("/venv/bin/python3", "-m", "prefect.runner._workspace_supervisor", "/tmp/a/s.json"), Role.ENGINE),
+        (("/venv/bin/python", "/p/runner/_workspace_runtime_bootstrap.py", "engine", "f.py:f"), Role.ENGINE),
+        (
+            (
+                "/venv/bin/uv",
+                "run",
+                "--no-default-groups",
+                "--project",
+                "/srv/flows",
+                "/p/runner/_workspace_runtime_bootstrap.py",
+                "engine",
+                "f.py:f",
+            ),
+            Role.LAUNCHER,
+        ),
+        (("/usr/bin/uv", "run", "serve.py"), None),  # uv running something else
         (("/usr/bin/worker", "start"), None),  # not Prefect
         (("sh", "-c", "prefect worker start --pool p"), None),  # the shell
         (("sleep", "3600"), None),

@@ -306,6 +306,15 @@ def test_nothing_here_but_its_worker_online_elsewhere_is_not_attachable() -> Non
     assert any("run the doctor on the host of worker w1" in fix for fix in verdict.remediation)
 
 
+def test_launched_here_with_its_worker_fresh_but_gone_from_this_host_is_gone() -> None:
+    online = (WorkerInfo("w1", "ONLINE", "2026-11-27T10:20:00Z", 3.0),)
+    trace = "/tmp/prefect-workspace-attempt-x/supervisor.json"
+    verdict = diagnose(evidence(run=run_ref(workers=online), launched_here=trace))
+    assert verdict.cause is Cause.INFRASTRUCTURE_GONE
+    assert not any("run the doctor on the host" in fix for fix in verdict.remediation)
+    assert any("three heartbeats" in e for e in verdict.evidence)
+
+
 def test_nothing_here_and_its_worker_offline_is_gone() -> None:
     verdict = diagnose(evidence())
     assert verdict.cause is Cause.INFRASTRUCTURE_GONE

@@ -8,7 +8,6 @@ and rich load inside the commands.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -35,10 +34,35 @@ app = typer.Typer(
     help="Why won't this Prefect flow run cancel? Finds runs stuck in Cancelling, samples "
     "their processes with py-spy and /proc, and names the call that blocks each one.\n\n" + EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion: typer loads its completion code anyway; the
+    # shell is detected only when one of them is used.
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+
+
+def _examples(*lines: str) -> str:
+    """A command's epilog: its examples, one a line as written (click's "\\b" keeps them unwrapped)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from prefect_cancel_doctor import __version__
+
+        typer.echo(f"prefect-cancel-doctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Why won't this Prefect flow run cancel?"""
 
 
 ApiUrl = Annotated[
@@ -68,7 +92,30 @@ Profile = Annotated[
 FormatOpt = Annotated[
     Format,
     typer.Option(
-        "--format", "-f", envvar="PCD_FORMAT", help="terminal (rich) or json (stdout holds only JSON)."
+        "--format",
+        "-f",
+        envvar="PCD_FORMAT",
+        help="terminal (rich), markdown (one section per run, for a ticket) or json "
+        "(stdout then holds only JSON).",
+    ),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option(
+        "--output",
+        "-o",
+        envvar="PCD_OUTPUT",
+        help="Write the report to this file (atomically, once it is complete) instead of stdout.",
+        show_default=False,
+        metavar="FILE",
+    ),
+]
+SamplesDetail = Annotated[
+    bool,
+    typer.Option(
+        "--samples-detail",
+        envvar="PCD_SAMPLES_DETAIL",
+        help="JSON: every py-spy sample of every process (by default only the latest one of each).",
     ),
 ]
 Samples = Annotated[
@@ -184,16 +231,29 @@ def _progress() -> tuple[ProgressFn, Callable[[], None]]:
     return update, status.stop
 
 
-def _emit(report: Report, fmt: Format, color: bool | None) -> int:
+def _emit(report: Report, fmt: Format, color: bool | None, output: str | None, samples_detail: bool) -> int:
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK
-    from prefect_cancel_doctor.render import render
+    from prefect_cancel_doctor.render import render, write_report
 
-    render(report, fmt, sys.stdout, color=color)
+    if output:
+        try:
+            write_report(report, fmt, output, color=color, samples_detail=samples_detail)
+        except OSError as exc:
+            _fail(_usage(f"cannot write {output}: {exc.strerror or exc}"))
+        typer.echo(f"report written to {output}", err=True)
+    else:
+        render(report, fmt, sys.stdout, color=color, samples_detail=samples_detail)
     return EXIT_STUCK if report.needs_attention else EXIT_OK
 
 
-def _run(fmt: Format, color: bool | None, work: Callable[[ProgressFn], Report]) -> None:
-    """Run `work(progress) -> Report`, render it, exit with the right code."""
+def _run(
+    fmt: Format,
+    color: bool | None,
+    work: Callable[[ProgressFn], Report],
+    output: str | None = None,
+    samples_detail: bool = False,
+) -> None:
+    """Run `work(progress) -> Report`, render it (to `output` if given), exit with the right code."""
     from prefect_cancel_doctor.errors import DoctorError
 
     progress, stop = _progress()
@@ -204,7 +264,20 @@ def _run(fmt: Format, color: bool | None, work: Callable[[ProgressFn], Report]) 
         stop()
         _fail(exc)
     stop()
-    raise typer.Exit(_emit(report, fmt, color))
+    raise typer.Exit(_emit(report, fmt, color, output, samples_detail))
+
+
+def _with_ui(options: Options, api: PrefectApi, profile: str | None) -> Options:
+    """`options` with the Prefect UI's base URL: PREFECT_UI_URL (environment, else the profile
+    the connection came from), else derived from the API URL (`links.ui_base_url`)."""
+    import dataclasses
+    import os
+
+    from prefect_cancel_doctor.links import ui_base_url
+    from prefect_cancel_doctor.settings import read_profile
+
+    _, values = read_profile(os.environ, profile)
+    return dataclasses.replace(options, ui_url=ui_base_url(api.url, os.environ, values))
 
 
 @contextlib.contextmanager
@@ -230,12 +303,21 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(exc.exit_code if isinstance(exc, DoctorError) else 2)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor scan",
+        "prefect-cancel-doctor scan --since 24h --no-native",
+        "prefect-cancel-doctor scan --format markdown -o stuck.md",
+        "prefect-cancel-doctor scan --format json | jq '.runs[] | {name: .flow_run.name, ui: .ui_url}'",
+    )
+)
 def scan(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
     fmt: FormatOpt = Format.TERMINAL,
+    output: Output = None,
+    samples_detail: SamplesDetail = False,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -252,18 +334,34 @@ def scan(
         from prefect_cancel_doctor.engine import scan as run_scan
 
         with _api(api_url, api_key, profile) as api:
-            return run_scan(api, options, progress)
+            return run_scan(api, _with_ui(options, api, profile), progress)
 
-    _run(fmt, color, work)
+    _run(fmt, color, work, output, samples_detail)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor diagnose crafty-lemur",
+        "prefect-cancel-doctor diagnose 06e664e5-5fa7-4eba-bb99-2dfc47082c1c --locals",
+        "prefect-cancel-doctor diagnose crafty-lemur --format markdown -o ticket.md",
+        "prefect-cancel-doctor diagnose crafty-lemur --format json --samples-detail > run.json",
+    )
+)
 def diagnose(
-    run_id: Annotated[str, typer.Argument(help="The flow run id (any state).")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="The flow run's id, or its name as `scan` shows it (e.g. crafty-lemur); any state.",
+            metavar="RUN",
+            show_default=False,
+        ),
+    ],
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
     fmt: FormatOpt = Format.TERMINAL,
+    output: Output = None,
+    samples_detail: SamplesDetail = False,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -272,21 +370,28 @@ def diagnose(
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:
-    """Diagnose one flow run by id."""
-    if not re.fullmatch(r"[0-9a-fA-F-]{32,36}", run_id):
-        _fail(_usage(f"{run_id!r} is not a flow run id (a UUID)"))
+    """Diagnose one flow run, by id or by name (several runs with that name: they are listed, exit 2)."""
+    if not run.strip():
+        _fail(_usage("give a flow run id or name"))
     options = _options(samples, interval, native, locals_, parallel, timeout)
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.engine import diagnose_run
 
         with _api(api_url, api_key, profile) as api:
-            return diagnose_run(api, run_id, options, progress)
+            return diagnose_run(api, run, _with_ui(options, api, profile), progress)
 
-    _run(fmt, color, work)
+    _run(fmt, color, work, output, samples_detail)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor inspect --pid 12345",
+        "prefect-cancel-doctor inspect --container etl-7",
+        "prefect-cancel-doctor inspect --pid 12345 --format markdown -o ticket.md",
+        "prefect-cancel-doctor inspect --pid 1        # in a debug container sharing a pod's PIDs",
+    )
+)
 def inspect(
     pid: Annotated[
         Optional[int],
@@ -300,7 +405,16 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    any_process: Annotated[
+        bool,
+        typer.Option(
+            "--any-process",
+            help="Sample --pid even when it is no Prefect flow (else: exit 2, saying so).",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.TERMINAL,
+    output: Output = None,
+    samples_detail: SamplesDetail = False,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -308,7 +422,10 @@ def inspect(
     timeout: Timeout = 10.0,
     color: Color = None,
 ) -> None:
-    """Diagnose a process or container you already know (the flow process, a survivor, a container)."""
+    """Diagnose a process or container you already know (the flow process, a survivor, a container).
+
+    A --pid that is no Prefect flow (no flow engine, Runner or PREFECT__FLOW_RUN_ID
+    in it or its children, no flow engine in its stacks) is refused with exit 2."""
     if (pid is None) == (container is None):
         _fail(_usage("give exactly one of --pid PID or --container ID|NAME"))
     options = _options(samples, interval, native, locals_, 4, timeout)
@@ -319,12 +436,18 @@ def inspect(
         if container is not None:
             return inspect_container(container, options, progress)
         assert pid is not None
-        return inspect_pid(pid, options, progress)
+        return inspect_pid(pid, options, progress, any_process=any_process)
 
-    _run(fmt, color, work)
+    _run(fmt, color, work, output, samples_detail)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor demo",
+        "prefect-cancel-doctor demo --keep        # leave the server and stuck runs up until Enter",
+        "prefect-cancel-doctor demo --docker      # the runs in containers of a prefect-docker worker",
+    )
+)
 def demo(
     fmt: FormatOpt = Format.TERMINAL,
     keep: Annotated[
@@ -411,7 +534,17 @@ def _health_options(
         raise typer.BadParameter(str(exc), param_hint="--" + exc.parameter.replace("_", "-")) from None
 
 
-@app.command(cls=_RulesInHelp, epilog=REPORT_EXIT_CODES)
+@app.command(
+    cls=_RulesInHelp,
+    epilog=_examples(
+        "prefect-cancel-doctor report --since 24h",
+        "prefect-cancel-doctor report --since 7d --format html -o health.html",
+        "prefect-cancel-doctor report --format markdown -o health.md",
+        "prefect-cancel-doctor report --no-sample --fail-on stuck-older-than=15m,p95-above=2m,orphans",
+    )
+    + "\n\n"
+    + REPORT_EXIT_CODES,
+)
 def report(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -488,7 +621,13 @@ def report(
     raise typer.Exit(EXIT_STUCK if health.breaches else EXIT_OK)
 
 
-@app.command(cls=_RulesInHelp)
+@app.command(
+    cls=_RulesInHelp,
+    epilog=_examples(
+        'prefect-cancel-doctor schedule --cron "*/15 * * * *" --fail-on orphans '
+        "--notify slack-webhook/oncall",
+    ),
+)
 def schedule(
     cron: Annotated[
         str,
@@ -582,7 +721,9 @@ def main() -> None:
     from prefect_cancel_doctor.errors import EXIT_INTERNAL
 
     try:
-        app()
+        # One program name however it is started (`python -m` too): usage lines and the
+        # completion scripts' variable (_PREFECT_CANCEL_DOCTOR_COMPLETE) depend on it.
+        app(prog_name="prefect-cancel-doctor")
     except Exception as exc:
         where = _write_traceback(exc)
         typer.echo(

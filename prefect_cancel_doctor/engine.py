@@ -168,8 +168,11 @@ def diagnose_run(
     return _finish(api.url, jobs, options, progress)
 
 
-def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress) -> Report:
-    """Diagnose a process directly, without the API."""
+def inspect_pid(
+    pid: int, options: Options, progress: ProgressFn = _no_progress, *, any_process: bool = False
+) -> Report:
+    """Diagnose a process directly, without the API; `TargetError` when it is no Prefect flow
+    (`flow_process.ensure_flow`), unless `any_process`."""
     snap = procfs.read_process(pid, options.proc_root)
     if snap is None:
         raise TargetError(f"no process with PID {pid}", hint="list candidates with `ps -ef | grep prefect`")
@@ -189,7 +192,12 @@ def inspect_pid(pid: int, options: Options, progress: ProgressFn = _no_progress)
     location = Location(
         InfraKind.PROCESS, f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes)
     )
-    return _finish(None, [_Job(None, location, [])], options, progress)
+    report = _finish(None, [_Job(None, location, [])], options, progress)
+    if not any_process and snap.environ_readable and not snap.flow_run_id:
+        from prefect_cancel_doctor.flow_process import ensure_flow
+
+        ensure_flow(pid, report, options.proc_root)
+    return report
 
 
 def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import closed_port, run_cli
 
@@ -45,19 +48,70 @@ def test_unreachable_api_exits_3(clean_env: dict[str, str]) -> None:
 
 
 def test_bad_arguments_exit_2(clean_env: dict[str, str]) -> None:
-    assert run_cli("diagnose", "not-a-run-id", env=clean_env).returncode == 2
+    assert run_cli("diagnose", " ", env=clean_env).returncode == 2
     assert run_cli("scan", "--since", "banana", env=clean_env).returncode == 2
     gone = run_cli("inspect", "--pid", "4194303", env=clean_env)
     assert gone.returncode == 2
     assert "no process with PID 4194303" in gone.stderr
 
 
-def test_inspect_json_stdout_is_only_json(tmp_path: Path, clean_env: dict[str, str]) -> None:
+def test_version_prints_the_package_version() -> None:
+    from prefect_cancel_doctor import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"prefect-cancel-doctor {__version__}\n"
+
+
+def test_shell_completion_is_offered_and_completes_commands_and_formats(tmp_path: Path) -> None:
+    assert "--install-completion" in run_cli("--help").stdout
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    script = run_cli("--show-completion", "bash", env=env)
+    assert script.returncode == 0
+    assert "_PREFECT_CANCEL_DOCTOR_COMPLETE" in script.stdout  # the same name under `python -m`
+    complete = {
+        **os.environ,
+        "_PREFECT_CANCEL_DOCTOR_COMPLETE": "complete_bash",
+        "COMP_WORDS": "prefect-cancel-doctor scan --format ",
+        "COMP_CWORD": "3",
+    }
+    assert run_cli(env=complete).stdout.split() == ["terminal", "markdown", "json"]
+
+
+@pytest.mark.parametrize("command", ["scan", "diagnose", "inspect", "report", "schedule", "demo"])
+def test_every_command_help_ends_with_examples(command: str) -> None:
+    text = run_cli(command, "--help").stdout
+    lines = text[text.index("Examples:") :].splitlines()[1:]
+    examples = [line.strip() for line in lines if line.startswith("    ")]
+    assert examples, text
+    # one example a line, as written: click does not re-wrap them into a paragraph
+    assert all(example.startswith(f"prefect-cancel-doctor {command}") for example in examples)
+
+
+@pytest.mark.parametrize("command", ["scan", "diagnose", "inspect"])
+def test_report_commands_take_output_format_markdown_and_samples_detail(command: str) -> None:
+    text = run_cli(command, "--help").stdout
+    assert "-o, --output FILE" in text
+    assert "markdown" in text and "--samples-detail" in text
+
+
+def _sleeper(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
     script = tmp_path / "sleeper.py"
     script.write_text("import sys, time\nprint('ready', flush=True)\ntime.sleep(600)  # here\n")
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
+#: A process that carries a run's id, as the flow's own processes (and their children) do.
+OF_A_RUN = {"PREFECT__FLOW_RUN_ID": "0b6c9d6e-0000-4000-8000-000000000001"}
+
+
+def test_inspect_json_stdout_is_only_json(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    child = _sleeper(tmp_path, **OF_A_RUN)
     try:
-        assert child.stdout is not None and child.stdout.readline() == "ready\n"
         result = run_cli(
             "inspect", "--pid", str(child.pid), "--format", "json", "--samples", "2", env=clean_env
         )
@@ -65,9 +119,86 @@ def test_inspect_json_stdout_is_only_json(tmp_path: Path, clean_env: dict[str, s
         document = json.loads(result.stdout)
         verdict = document["runs"][0]["verdict"]
         assert verdict["blocking_call"]["kind"] == "sleep"
-        assert verdict["blocking_call"]["filename"] == str(script)
+        assert verdict["blocking_call"]["filename"] == str(tmp_path / "sleeper.py")
         assert verdict["blocking_call"]["line"] == 3
         assert document["schema_version"] == 1
+        (process,) = document["runs"][0]["target"]["processes"]
+        assert len(process["threads"]) == 1, "only the latest sample by default"
+        detailed = run_cli(
+            "inspect",
+            "--pid",
+            str(child.pid),
+            "-f",
+            "json",
+            "--samples",
+            "2",
+            "--samples-detail",
+            env=clean_env,
+        )
+        (process,) = json.loads(detailed.stdout)["runs"][0]["target"]["processes"]
+        assert len(process["threads"]) == 2, "--samples-detail: every sample"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_inspect_of_a_process_that_is_no_flow_says_so_and_exits_2(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    child = _sleeper(tmp_path)
+    try:
+        result = run_cli("inspect", "--pid", str(child.pid), "--samples", "1", env=clean_env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: process {child.pid} is not a Prefect flow")
+        assert "hint:" in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""
+        anyway = run_cli(
+            "inspect", "--pid", str(child.pid), "--samples", "1", "--any-process", "-f", "json", env=clean_env
+        )
+        assert anyway.returncode == 1, anyway.stderr
+        assert json.loads(anyway.stdout)["runs"][0]["verdict"]["blocking_call"]["line"] == 3
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    child = _sleeper(tmp_path, **OF_A_RUN)
+    target = tmp_path / "out" / "ticket.md"
+    target.parent.mkdir()
+    try:
+        result = run_cli(
+            "inspect",
+            "--pid",
+            str(child.pid),
+            "--samples",
+            "1",
+            "--format",
+            "markdown",
+            "-o",
+            str(target),
+            env=clean_env,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert f"report written to {target}" in result.stderr
+        text = target.read_text()
+        assert text.startswith("# Flow runs stuck in Cancelling")
+        assert "sleeper.py:3" in text and "```python" in text
+        assert [p.name for p in target.parent.iterdir()] == ["ticket.md"], "no temporary file left"
+        unwritable = run_cli(
+            "inspect",
+            "--pid",
+            str(child.pid),
+            "--samples",
+            "1",
+            "-o",
+            str(tmp_path / "no" / "such" / "x.md"),
+            env=clean_env,
+        )
+        assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
     finally:
         child.kill()
         child.wait()

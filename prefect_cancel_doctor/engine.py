@@ -24,10 +24,12 @@ from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructur
 from prefect_cancel_doctor.locate.process import (
     ENVIRON_UNREADABLE,
     NEEDS_PTRACE,
+    launch_traces,
     local_workers,
     locate_processes,
     runner_of,
 )
+from prefect_cancel_doctor.locate.served import ServedRuns
 from prefect_cancel_doctor.model import (
     FINAL_STATES,
     AttachMode,
@@ -43,7 +45,7 @@ from prefect_cancel_doctor.model import (
     Target,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
-from prefect_cancel_doctor.prefect_records import FlowRun, LogLine, State
+from prefect_cancel_doctor.prefect_records import Deployment, FlowRun, LogLine, State
 from prefect_cancel_doctor.run_names import find_run
 from prefect_cancel_doctor.sample import (
     NotPython,
@@ -146,8 +148,13 @@ def scan(
         local_ids = set(index) - seen - {r.id for r in candidates}
         candidates += [r for r in api.runs_by_id(local_ids) if r.state_type in FINAL_STATES]
         # A final-state run is reported only when something of it still runs here.
-        orphans = [r for r in candidates if index.get(r.id) or _remote_target(r)]
-        jobs = _jobs(api, requests, cancelling + orphans, index, options, names)
+        served = ServedRuns(options.proc_root)
+        orphans = [
+            r
+            for r in candidates
+            if index.get(r.id) or _remote_target(r) or (ServedRuns.candidate(r) and served.present())
+        ]
+        jobs = _jobs(api, requests, cancelling + orphans, index, options, names, served=served)
     jobs = [
         j
         for j in jobs
@@ -240,6 +247,7 @@ def _jobs(
     options: Options,
     known_names: dict[str, Future[dict[str, str]]] | None = None,
     histories: dict[str, list[State]] | None = None,
+    served: ServedRuns | None = None,
 ) -> list[_Job]:
     """Locate each run, and read (together) the names and the workers its verdict uses.
 
@@ -254,7 +262,14 @@ def _jobs(
     deployments = requests.submit(
         _names, api, "deployments", [r.deployment_id for r in runs], known.get("deployments")
     )
-    here = _Here(index, options, functools.cache(lambda pool: local_workers(pool, options.proc_root)))
+    here = _Here(
+        index,
+        options,
+        functools.cache(lambda pool: local_workers(pool, options.proc_root)),
+        served or ServedRuns(options.proc_root),
+        functools.cache(lambda deployment_id: next(iter(api.deployments_by_id([deployment_id])), None)),
+        functools.cache(launch_traces),
+    )
     locations = [_locate(r, here) for r in runs]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}
@@ -306,12 +321,22 @@ class _Here:
     index: dict[str, list[int]]
     options: Options
     runners_here: Callable[[str], list[int]]
+    #: This host's processes as served runs' are found (`flow.serve()`: no run id in them).
+    served: ServedRuns
+    deployment: Callable[[str], Deployment | None]
+    #: Run id → the file showing this host launched it (`locate.process.launch_traces`).
+    traces: Callable[[], dict[str, str]]
 
 
 def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    return locate_processes(
-        run.id, infra, here.index, here.options.proc_root, run.work_pool_name, here.runners_here
+    location = locate_processes(
+        run.id, infra, here.index, here.options.proc_root, run.work_pool_name, here.runners_here, here.traces
     )
+    if location.pids or not ServedRuns.candidate(run) or not here.served.present():
+        return location
+    deployment = here.deployment(run.deployment_id) if run.deployment_id else None
+    served = here.served.locate(run, deployment) if deployment else None
+    return served or location
 
 
 def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
@@ -533,7 +558,9 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
     unreachable = location.unreachable
     if denied and not any(s.dumps for s in live):
         unreachable = f"cannot read the run's processes: {denied[0]}"
-    evidence = Evidence(job.run, target, unreachable, runner, tuple(notes), api_peer)
+    evidence = Evidence(
+        job.run, target, unreachable, runner, tuple(notes), api_peer, launched_here=job.location.launched_here
+    )
     errors = tuple(e for s in job.samples for e in s.errors)
     story = timeline.build(
         job.run, job.history, job.logs, live if not job.in_sidecar else (), runner, options.proc_root

@@ -52,8 +52,8 @@ def runs_flow_engine(report: Report) -> bool | None:
         for process in diagnosis.target.processes if diagnosis.target else ():
             if process.dumps:
                 sampled = True
-            elif process.failure not in (SampleFailure.NOT_PYTHON, SampleFailure.GONE):
-                unsure = True
+            elif process.python and process.failure not in (SampleFailure.NOT_PYTHON, SampleFailure.GONE):
+                unsure = True  # a Python process that could not be read (permissions, a timeout)
             for dump in process.dumps:
                 for thread in dump:
                     if any(f.filename.endswith(_ENGINE_FILES) for f in thread.frames):

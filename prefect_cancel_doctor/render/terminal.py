@@ -95,6 +95,8 @@ WIDE = 96
 _RUN_MIN, _CALL_MIN, _FIX_MIN = 16, 14, 14
 #: A call site longer than this may be cut (with "…"); shorter ones are always shown whole.
 _SITE_MAX = 30
+#: Widths up to which the Run and Blocking call columns grow before the Fix column does.
+_KEY_CAP = (32, 36)
 
 
 def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
@@ -112,6 +114,8 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
     rows = [_row(d) for d in shown]
     causes = max(len("Cause"), *(cell_len(r.cause) for r in rows))
     wide = width >= WIDE
+    if not wide:  # the fix wraps under the cause: room for a few words a line
+        causes = max(causes, min(_FIX_MIN + 8, max(cell_len(r.fix) for r in rows)))
     columns = 4 if wide else 3
     room = width - (3 * columns + 1) - causes  # padding of 1 each side, box edges and dividers
     run_min = max(_RUN_MIN, *(cell_len(r.state) for r in rows))
@@ -135,7 +139,8 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
         if index:
             table.add_row()
         run = Text(row.name, style=Style(link=d.ui_url) if d.ui_url else "")
-        run.append(f"\n{row.deployment}\n{row.state}", style="dim")
+        if d.flow_run is not None:
+            run.append(f"\n{row.deployment}\n{row.state}", style="dim")
         where = Text(row.function)
         if row.site:
             where.append(f"\n{_tail(row.site, sizes[1])}", style="bold")
@@ -173,17 +178,28 @@ def _row(d: Diagnosis) -> _Row:
 
 
 def _share(room: int, mins: list[int], wants: list[int]) -> list[int]:
-    """Widths for columns wanting `wants`, each at least its `mins` where `room` allows.
+    """Widths for the Run, Blocking call (and Fix) columns: each at least its `mins` where `room` allows.
 
-    What is left over the minimums is shared out evenly among the columns that
-    want more (water-filling), so one long name cannot starve the others.
-    Too little room: every column shrinks in proportion (never below 3).
+    Priority goes to the names: the room over the minimums goes first to Run and
+    Blocking call, up to `_KEY_CAP` cells each (evenly, so one long name cannot
+    starve the other column), then to the Fix, which wraps; what is still left
+    goes to whoever wants more. Too little room: every column shrinks in
+    proportion (never below 3).
     """
     if room < sum(mins):
         scale = max(room, 0) / sum(mins)
         return [max(3, int(m * scale)) for m in mins]
     sizes = list(mins)
     spare = room - sum(mins)
+    keys = [min(want, cap) for want, cap in zip(wants[:2], _KEY_CAP, strict=True)]
+    spare = _fill(sizes, keys, spare)
+    spare = _fill(sizes, [*keys, *wants[2:]], spare)
+    _fill(sizes, wants, spare)
+    return sizes
+
+
+def _fill(sizes: list[int], wants: list[int], spare: int) -> int:
+    """Grow `sizes` towards `wants` evenly (water-filling) with `spare` cells; what is left over."""
     while spare > 0:
         hungry = [i for i, want in enumerate(wants) if sizes[i] < want]
         if not hungry:
@@ -193,7 +209,7 @@ def _share(room: int, mins: list[int], wants: list[int]) -> list[int]:
             grow = min(share, wants[i] - sizes[i], spare)
             sizes[i] += grow
             spare -= grow
-    return sizes
+    return spare
 
 
 def _tail(text: str, width: int) -> str:

@@ -196,3 +196,16 @@ def test_no_hyperlink_without_a_ui_url() -> None:
     console = Console(width=120, file=io.StringIO(), force_terminal=True, color_system="truecolor")
     print_report(console, Report(None, "2026-11-27T12:00:00+00:00", (plain,)))
     assert "\x1b]8;" not in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_short_cause_leaves_the_fix_room_at_80_and_an_inspected_process_has_no_run_lines() -> None:
+    inspected = dataclasses.replace(
+        diagnosis(0),
+        flow_run=None,
+        verdict=dataclasses.replace(diagnosis(0).verdict, cause=Cause.UNKNOWN, short_fix="read the stacks"),
+    )
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_report(console, Report(None, "2026-11-27T12:00:00+00:00", (inspected,)))
+    table = console.export_text().split("╭")[0]
+    assert "read the stacks" in table
+    assert "  -  " not in table and not re.search(r"^\s+-\s*$", table, re.MULTILINE)

@@ -65,12 +65,12 @@ figcaption { color: #5b6575; font-size: 12px; margin-top: 6px; }
 .legend .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 6px;
                   vertical-align: -1px; }
 section { background: #fff; border: 1px solid #e2e6ec; border-radius: 8px; padding: 16px 18px;
-          margin-bottom: 16px; }
+          margin-bottom: 16px; overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #edf0f4; vertical-align: top; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #edf0f4; vertical-align: top; }
 th { font-size: 12px; color: #5b6575; text-transform: uppercase; letter-spacing: .03em; background: #fafbfc;
      white-space: nowrap; }
-td:first-child { white-space: nowrap; }
+td.nowrap, td.nowrap .mono { white-space: nowrap; word-break: normal; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.mono, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px;
                  word-break: break-all; }
@@ -142,16 +142,30 @@ def _tile(column: Column, value: str) -> str:
     return f'<div class="kpi {tone}"><div class="value">{_e(value)}</div>{label}</div>'
 
 
+#: Cells up to this long never wrap (a run name, 'stuck-sleep/demo', 'time.sleep (stuck_sleep.py:20)'):
+#: at 1280 px the table's widest columns took the room and broke them at a hyphen or mid-word.
+_SHORT = {Style.TEXT: 32, Style.CODE: 44}
+
+
 def _table(section: Section) -> str:
     """An HTML table of the section's rows; every value escaped."""
     columns = section.columns
     num = [' class="num"' if c.numeric else "" for c in columns]
     head = "".join(f"<th{n}>{escape(c.name)}</th>" for n, c in zip(num, columns, strict=True))
-    rows = (zip(num, row, columns, strict=True) for row in section.rows)
     body = "".join(
-        "<tr>" + "".join(f"<td{n}>{_html(v, c)}</td>" for n, v, c in cells) + "</tr>" for cells in rows
+        "<tr>"
+        + "".join(f"<td{_classes(v, c)}>{_html(v, c)}</td>" for v, c in zip(row, columns, strict=True))
+        + "</tr>"
+        for row in section.rows
     )
     return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _classes(value: str, column: Column) -> str:
+    names = ["num"] if column.numeric else []
+    if column.numeric or len(value) <= _SHORT.get(column.style, 0):
+        names.append("nowrap")
+    return f' class="{" ".join(names)}"' if names else ""
 
 
 def _html(value: str, column: Column) -> str:

@@ -561,3 +561,17 @@ def test_the_latency_axis_starts_below_the_shortest_bar() -> None:
     ticks = _log_ticks([0.12, 94.0, 105.0])
     assert ticks[0] <= 0.12 / 3 and ticks[-1] >= 105.0
     assert ticks == [0.01, 0.1, 1.0, 10.0, 60.0, 300.0]
+
+
+def test_short_cells_do_not_wrap_and_long_ones_may() -> None:
+    """At 1280 px the widest columns squeezed the others: 'stuck-sleep/demo' broke at its hyphen,
+    'time.sleep (stuck_sleep.py:20)' between 2 and 0. Short cells keep to one line; long ones wrap."""
+    page = rendered(sample(), HealthFormat.HTML)
+    cells = dict(
+        (unescape(re.sub(r"<[^>]+>", "", inner)), attrs)
+        for attrs, inner in re.findall(r"<td([^>]*)>(.*?)</td>", page, re.S)
+    )
+    assert "nowrap" in cells["time.sleep (sleep_main.py:8)"]  # a call site, in code
+    assert "nowrap" in cells["brave-otter [prod]"] and "nowrap" in cells["process 99 on host gpu-7"]
+    assert cells["15m"] == ' class="num nowrap"'
+    assert "nowrap" not in cells[NASTY]  # 47 characters: it may wrap rather than widen the table

@@ -247,7 +247,7 @@ def _details(d: Diagnosis) -> Panel:
         parts.append(_bullets("•", verdict.evidence))
     if d.timeline:
         parts.append(Text("Timeline (UTC)", style="underline"))
-        parts.extend(_timeline_line(entry) for entry in d.timeline)
+        parts.append(_timeline(d.timeline))
     stack = _stack(d)
     if stack is not None:
         parts.append(Text("Stack of the blocking thread (innermost first)", style="underline"))
@@ -279,11 +279,16 @@ def _bullets(marker: str, lines: tuple[str | Text, ...], *, indent: int = 2, sty
     return grid
 
 
-def _timeline_line(entry: TimelineEntry) -> Text:
-    line = Text(f"  {timestamp_text(entry.at, zone=False)}  ", style="dim")
-    line.append(f"{entry.source:<8} ", style="dim")
-    line.append(entry.what)
-    return line
+def _timeline(entries: tuple[TimelineEntry, ...]) -> Table:
+    """One dated fact a line; a long one wraps under its own text, not under the dates."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True, style="dim")
+    grid.add_column(no_wrap=True, style="dim")
+    grid.add_column(overflow="fold")
+    for entry in entries:
+        when = Text(f"  {timestamp_text(entry.at, zone=False)}  ")
+        grid.add_row(when, Text(f"{entry.source:<8} "), Text(entry.what))
+    return grid
 
 
 def _stack(d: Diagnosis) -> Text | None:

@@ -21,7 +21,7 @@ from prefect_cancel_doctor.render import Format, HealthFormat
 if TYPE_CHECKING:
     from prefect_cancel_doctor.engine import Options, ProgressFn
     from prefect_cancel_doctor.health import HealthOptions
-    from prefect_cancel_doctor.model import Report
+    from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
 
 EXIT_CODES = """\
@@ -164,6 +164,19 @@ Since = Annotated[
         "--since",
         envvar="PCD_SINCE",
         help="Look for orphans among runs cancelled within this window (e.g. 30m, 1h, 2d).",
+    ),
+]
+Yes = Annotated[
+    bool, typer.Option("--yes", "-y", help="Act without asking (needed when stdin is not a terminal).")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+Grace = Annotated[
+    float,
+    typer.Option(
+        "--grace",
+        envvar="PCD_GRACE",
+        min=0.0,
+        help="Seconds between SIGTERM and SIGKILL (the Runner's 30 s).",
     ),
 ]
 Color = Annotated[
@@ -326,9 +339,38 @@ def scan(
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
     color: Color = None,
+    resolve_orphans: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-orphans",
+            help="Then end the processes of runs already final (orphans), as `resolve` does: plan, "
+            "confirm, act, verify.",
+        ),
+    ] = False,
+    yes: Yes = False,
+    dry_run: DryRun = False,
+    grace: Grace = 30.0,
 ) -> None:
     """Find every run stuck in Cancelling (and orphans), sample it, say why it is stuck."""
     options = _options(samples, interval, native, locals_, parallel, timeout, since)
+    if resolve_orphans:
+        from prefect_cancel_doctor.engine import scan as run_scan
+        from prefect_cancel_doctor.model import FINAL_STATES
+
+        still_cancelling: list[Diagnosis] = []
+
+        def orphans(api: PrefectApi) -> list[Diagnosis]:
+            report = run_scan(api, _with_ui(options, api, profile), lambda *_: None)
+            _emit(report, fmt, color, output, samples_detail)
+            final = [d for d in report.runs if d.flow_run and d.flow_run.state_type in FINAL_STATES]
+            still_cancelling.extend(d for d in report.runs if d not in final)
+            return final
+
+        # Stuck runs still in Cancelling keep the scan's exit code 1: resolving orphans hides none.
+        _resolve(
+            api_url, api_key, profile, orphans, yes, dry_run, grace, stuck=lambda: bool(still_cancelling)
+        )
+        return
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.engine import scan as run_scan
@@ -382,6 +424,103 @@ def diagnose(
             return diagnose_run(api, run, _with_ui(options, api, profile), progress)
 
     _run(fmt, color, work, output, samples_detail)
+
+
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor resolve crafty-lemur --dry-run",
+        "prefect-cancel-doctor resolve crafty-lemur",
+        "prefect-cancel-doctor resolve 06e664e5-5fa7-4eba-bb99-2dfc47082c1c --yes --grace 10",
+    )
+    + "\n\nExit codes: 0 resolved (or the dry-run plan printed); 1 something still runs, the state was "
+    "left as it was; 2 refused (no terminal without --yes, a PID reused since the plan, a verdict that "
+    "cannot be acted on); 3 Prefect API error; 130 interrupted."
+)
+def resolve(
+    run: Annotated[
+        str,
+        typer.Argument(help="The flow run's id or name.", metavar="RUN", show_default=False),
+    ],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+    yes: Yes = False,
+    dry_run: DryRun = False,
+    grace: Grace = 30.0,
+    samples: Samples = 3,
+) -> None:
+    """Finish a stuck cancellation: diagnose, show the plan, confirm, end the run's processes
+    (SIGTERM, grace, SIGKILL; a container's engine, then docker stop, then docker kill), verify
+    they are gone, then mark the run Cancelled. Every action is logged as a JSON line."""
+    if not run.strip():
+        _fail(_usage("give a flow run id or name"))
+    options = _options(samples, 0.2, False, False, None, 10.0)
+
+    def one(api: PrefectApi) -> list[Diagnosis]:
+        from prefect_cancel_doctor.engine import diagnose_run
+
+        return list(diagnose_run(api, run, _with_ui(options, api, profile), lambda *_: None).runs)
+
+    _resolve(api_url, api_key, profile, one, yes, dry_run, grace)
+
+
+def _resolve(
+    api_url: str | None,
+    api_key: str | None,
+    profile: str | None,
+    find: Callable[[PrefectApi], list[Diagnosis]],
+    yes: bool,
+    dry_run: bool,
+    grace: float,
+    stuck: Callable[[], bool] = lambda: False,
+) -> None:
+    """Diagnose with `find`, then plan, confirm and act (`resolve.resolve_diagnosed`); exit 0/1/2.
+
+    `stuck()`: whether something else the command found keeps the exit code at 1."""
+    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
+    from prefect_cancel_doctor.resolve import resolve_diagnosed
+
+    def confirm() -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _fail(_usage("refusing to act without confirmation: stdin is not a terminal; pass --yes"))
+        return typer.confirm("Carry out this plan?", default=False, err=True)
+
+    try:
+        with _interruptible(), _api(api_url, api_key, profile) as api:
+            done = resolve_diagnosed(
+                find(api),
+                api,
+                confirm=confirm,
+                dry_run=dry_run,
+                grace=grace,
+                say=lambda line: typer.echo(line, err=True),
+                wait=_countdown,
+            )
+    except DoctorError as exc:
+        _fail(exc)
+    unresolved = [plan.run_name for plan, outcome in done if outcome is not None and not outcome.resolved]
+    raise typer.Exit(EXIT_STUCK if unresolved or stuck() else EXIT_OK)
+
+
+def _countdown(what: str, seconds: float, done: Callable[[], bool]) -> bool:
+    """Wait until `done()` or `seconds` pass, with the seconds left shown on a terminal."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    shown = -1
+    while not done() and time.monotonic() < deadline:
+        left = int(deadline - time.monotonic()) + 1
+        if sys.stderr.isatty() and left != shown:
+            typer.echo(f"\r  {what}: {left:3d} s left ", err=True, nl=False)
+        elif shown == -1:
+            typer.echo(f"  {what} (up to {seconds:.0f} s)", err=True)
+        shown = left
+        time.sleep(0.2)
+    if sys.stderr.isatty() and shown != -1:
+        typer.echo("", err=True)
+    return done()
 
 
 @app.command(

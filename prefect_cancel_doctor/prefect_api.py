@@ -42,6 +42,7 @@ from prefect_cancel_doctor.prefect_records import (
     parse_names,
     parse_pool_concurrency,
     parse_server_settings,
+    parse_state,
     parse_states,
     parse_task_run,
     parse_time,
@@ -489,6 +490,13 @@ class PrefectApi:
     def runs_named(self, name: str) -> list[FlowRun]:
         """The flow runs with exactly this name (run names are not unique: there may be several)."""
         return self._runs({"flow_runs": {"name": {"any_": [name]}}})
+
+    def force_cancelled(self, run_id: str, message: str) -> State | None:
+        """Set the run's state to Cancelled, forced past the orchestration rules (`resolve` only:
+        every other command is read-only). Returns the state the server holds afterwards."""
+        state = {"type": StateType.CANCELLED.value, "name": "Cancelled", "message": message}
+        answer = self._request("POST", f"/flow_runs/{run_id}/set_state", {"state": state, "force": True})
+        return parse_state(answer.get("state") if isinstance(answer, dict) else None)
 
 
 def _says_csrf(response: httpx.Response) -> bool:

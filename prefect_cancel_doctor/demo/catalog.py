@@ -225,6 +225,13 @@ _ALL = (
         "the flow set SIGTERM to SIG_IGN, then sleeps; the worker's SIGTERM did nothing",
     ),
     _scenario(
+        "swallowed",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.SLEEP,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "the flow's own SIGTERM handler returns without ending it; its worker died before the cancel",
+    ),
+    _scenario(
         "thread",
         Cause.EXIT_BLOCKED_BY_THREAD,
         CallKind.SLEEP,

@@ -1,0 +1,408 @@
+"""`resolve`: finish a stuck cancellation safely: plan, confirm, act step by step, verify, then mark.
+
+The plan follows the verdict:
+
+- `infrastructure_gone`, `never_started`: nothing to stop, only the state to set;
+- `child_process_survives`, `orphaned_infrastructure`: end the processes left (the state
+  is set only if the run is still Cancelling);
+- `cancel_not_observed` and the signal causes: end the run's processes (SIGTERM, a grace
+  period, SIGKILL; straight to SIGKILL where the verdict says SIGTERM cannot act);
+- a running container: SIGTERM its flow engine by its host PID (a PID 1 without a handler
+  would drop `docker stop`'s signal), then `docker stop` with the container's timeout, then
+  `docker kill`;
+- `uninterruptible_io`, `not_attachable`, `unknown`: refused, with why.
+
+Each process is matched to the run when planned (its PREFECT__FLOW_RUN_ID, the container's
+run label, or a served run's Runner) and re-checked right before it is signalled: same PID,
+same start time. A PID reused since the plan refuses the whole plan before anything is sent.
+The state is set to Cancelled only once everything the plan named is gone. Every action is
+one JSON line in `$XDG_STATE_HOME/prefect-cancel-doctor/actions.jsonl`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.model import AttachMode, Cause, ContainerProcess, Diagnosis, Role, StateType
+from prefect_cancel_doctor.sample import procfs
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.docker_api import DockerClient
+    from prefect_cancel_doctor.prefect_api import PrefectApi
+
+#: The Runner's own grace between SIGTERM and SIGKILL.
+DEFAULT_GRACE_SECONDS = 30.0
+#: How long a SIGKILLed process may take to disappear.
+_KILL_WAIT_SECONDS = 10.0
+
+_REFUSED = {
+    Cause.NOT_ATTACHABLE: "the doctor cannot see the run's processes from here",
+    Cause.UNKNOWN: "no rule explains the run, so no plan can be trusted",
+    Cause.UNINTERRUPTIBLE_IO: (
+        "a thread is in uninterruptible I/O (state D): not even SIGKILL acts until the I/O returns; "
+        "fix the stuck mount or device first, then resolve again"
+    ),
+}
+#: Causes where the flow process will not act on SIGTERM: SIGKILL at once.
+_SIGTERM_CANNOT_ACT = {
+    Cause.SIGNAL_IGNORED: "SIGTERM is ignored (SIG_IGN)",
+    Cause.SIGNAL_PENDING: "a SIGTERM is already pending and cannot run its handler",
+}
+_RUN_ROLES = (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1)
+
+
+class Refused(DoctorError):
+    """The plan cannot be carried out safely (exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ProcessTarget:
+    """One process the plan will signal, with what ties it to the run."""
+
+    pid: int
+    start_time_ticks: int
+    role: Role
+    command: str
+    #: Why this process is the run's ("PREFECT__FLOW_RUN_ID in its environment", ...).
+    matched_by: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `resolve` will do for one run, in order."""
+
+    run_id: str
+    run_name: str
+    cause: Cause
+    processes: tuple[ProcessTarget, ...] = ()
+    #: A running container: stopped after its engine got SIGTERM (by host PID).
+    container_id: str | None = None
+    container_stop_timeout: int | None = None
+    #: Why SIGTERM is skipped (None: SIGTERM first, then SIGKILL after the grace period).
+    straight_to_sigkill: str | None = None
+    set_cancelled: bool = False
+    refusal: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def steps(self, grace: float) -> list[str]:
+        """The plan in words, one line a step."""
+        if self.refusal:
+            return [f"refused: {self.refusal}"]
+        lines = []
+        pids = " ".join(str(p.pid) for p in self.processes)
+        if self.container_id:
+            engine = next((p for p in self.processes if p.role is Role.ENGINE), None)
+            if engine:
+                lines.append(
+                    f"SIGTERM the flow engine {engine.pid} (host PID) of container {self.container_id[:12]}"
+                )
+            timeout = self.container_stop_timeout if self.container_stop_timeout is not None else 10
+            lines.append(
+                f"docker stop -t {timeout} {self.container_id[:12]} if it still runs after {grace:.0f} s"
+            )
+            lines.append(f"docker kill {self.container_id[:12]} if it still runs then")
+        elif self.processes and self.straight_to_sigkill:
+            lines.append(f"SIGKILL {pids} ({self.straight_to_sigkill}: SIGTERM cannot act)")
+        elif self.processes:
+            lines.append(f"SIGTERM {pids}; wait up to {grace:.0f} s; SIGKILL whatever still runs")
+        if self.processes or self.container_id:
+            lines.append("verify that everything above is gone")
+        if self.set_cancelled:
+            lines.append("set the run's state to Cancelled through the API (frees its concurrency slot)")
+        elif not self.processes and not self.container_id:
+            lines.append("nothing to do: the run is final and nothing of it runs here")
+        return lines
+
+
+def make_plan(diagnosis: Diagnosis) -> Plan:
+    """The plan for one diagnosed run (see the module docstring)."""
+    run, verdict, target = diagnosis.flow_run, diagnosis.verdict, diagnosis.target
+    if run is None:
+        raise Refused("resolve needs a flow run: use `diagnose`/`inspect` for a bare process")
+    if verdict.cause in _REFUSED:
+        return Plan(run.id, run.name, verdict.cause, refusal=f"{_REFUSED[verdict.cause]} ({verdict.summary})")
+    container = target.container if target else None
+    running = container if container is not None and container.running else None
+    notes: list[str] = []
+    if running is not None and running.attach is not AttachMode.HOST:
+        # Sampled from a sidecar: the samples hold namespace PIDs; the engine's host PID is the engine's.
+        processes = _container_engine(running.processes)
+    else:
+        roles = (Role.HOOK,) if verdict.cause is Cause.CANCELLATION_HOOK_HANG else _RUN_ROLES
+        processes = []
+        for sample in target.processes if target else ():
+            if sample.role not in roles or sample.proc is None:
+                continue
+            if container is not None:
+                matched = f"a process of container {container.id[:12]}, whose run label is the run's"
+            elif sample.proc.flow_run_id == run.id:
+                matched = "PREFECT__FLOW_RUN_ID in its environment"
+            elif target is not None and target.found_by == "serve":
+                matched = "a served run's process, found through its Runner"
+            else:
+                notes.append(f"process {sample.pid} is not the run's by its environment: left alone")
+                continue
+            command = " ".join(sample.proc.cmdline)[:120] or sample.proc.comm
+            processes.append(
+                ProcessTarget(sample.pid, sample.proc.start_time_ticks, sample.role, command, matched)
+            )
+    if verdict.cause is Cause.CANCEL_NOT_OBSERVED:
+        notes += [
+            f"worker {w.name} is ONLINE but did not act: its cancellation observer has given up; restart it "
+            "after this (or set PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE=true on workers)"
+            for w in run.workers
+            if w.status == "ONLINE" and not w.heartbeat_is_stale
+        ]
+    return Plan(
+        run.id,
+        run.name,
+        verdict.cause,
+        processes=tuple(processes),
+        container_id=running.id if running is not None else None,
+        container_stop_timeout=running.stop_timeout if running is not None else None,
+        straight_to_sigkill=None if running is not None else _SIGTERM_CANNOT_ACT.get(verdict.cause),
+        set_cancelled=run.state_type == StateType.CANCELLING,
+        notes=tuple(notes),
+    )
+
+
+def _container_engine(listed: tuple[ContainerProcess, ...]) -> list[ProcessTarget]:
+    """The engine of a container sampled from a sidecar, by its host PID from the engine's listing."""
+    targets = []
+    for process in listed:
+        if process.role is Role.ENGINE:
+            proc = procfs.read_process(process.pid, read_sockets=False)
+            if proc is not None:
+                matched = "the flow engine of the run's container, by its host PID"
+                targets.append(
+                    ProcessTarget(process.pid, proc.start_time_ticks, Role.ENGINE, process.args, matched)
+                )
+    return targets
+
+
+@dataclass
+class Outcome:
+    """What `execute` did and found."""
+
+    actions: list[str] = field(default_factory=list)
+    still_running: list[str] = field(default_factory=list)
+    final_state: str | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return not self.still_running
+
+
+class ActionLog:
+    """One JSON line per action: time, user, host, run, target, signal, result."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        self.path = path or Path(state_home) / "prefect-cancel-doctor" / "actions.jsonl"
+
+    def record(self, run_id: str, target: str, action: str, result: str) -> None:
+        entry = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "user": getpass.getuser(),
+            "host": socket.gethostname(),
+            "run": run_id,
+            "target": target,
+            "signal": action,
+            "result": result,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as log:
+            log.write(json.dumps(entry) + "\n")
+
+
+def _now(target: ProcessTarget) -> str:
+    """ "same", "gone" or "reused": the process as it is now, against the plan."""
+    proc = procfs.read_process(target.pid, read_sockets=False)
+    if proc is None or proc.state == "Z":
+        return "gone"
+    return "same" if proc.start_time_ticks == target.start_time_ticks else "reused"
+
+
+def execute(
+    plan: Plan,
+    api: PrefectApi,
+    *,
+    grace: float = DEFAULT_GRACE_SECONDS,
+    say: Callable[[str], None] = print,
+    wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
+    log: ActionLog | None = None,
+    docker: Callable[[], DockerClient] | None = None,
+) -> Outcome:
+    """Carry the plan out. `wait(what, seconds, done)` waits until `done()` or the time is up
+    (a countdown on a terminal); returns `done()`."""
+    if plan.refusal:
+        raise Refused(plan.refusal)
+    log = log or ActionLog()
+    wait = wait or _wait_quietly
+    outcome = Outcome()
+    reused = [t for t in plan.processes if _now(t) == "reused"]
+    if reused:
+        pids = " ".join(str(t.pid) for t in reused)
+        for t in reused:
+            log.record(plan.run_id, f"pid {t.pid}", "none", "refused: PID reused since the plan")
+        raise Refused(f"process(es) {pids} changed since the plan (PID reused): nothing was signalled")
+
+    def send(target: ProcessTarget, sig: signal.Signals) -> None:
+        state = _now(target)
+        if state != "same":
+            result = "already gone" if state == "gone" else "refused: PID reused"
+        else:
+            try:
+                os.kill(target.pid, sig)
+                result = "sent"
+            except ProcessLookupError:
+                result = "already gone"
+            except PermissionError as exc:
+                result = f"refused by the kernel: {exc.strerror}"
+        log.record(plan.run_id, f"pid {target.pid} ({target.command[:80]})", sig.name, result)
+        outcome.actions.append(f"{sig.name} → {target.pid}: {result}")
+        say(f"  {sig.name} {target.pid} ({target.role.value}): {result}")
+
+    def alive() -> list[ProcessTarget]:
+        return [t for t in plan.processes if _now(t) == "same"]
+
+    if plan.container_id:
+        _stop_container(plan, grace, say, wait, log, outcome, send, docker)
+    elif plan.processes:
+        first = signal.SIGKILL if plan.straight_to_sigkill else signal.SIGTERM
+        for target in plan.processes:
+            send(target, first)
+        if first is signal.SIGTERM and alive():
+            wait(f"waiting for {len(alive())} process(es) to exit", grace, lambda: not alive())
+            for target in alive():
+                send(target, signal.SIGKILL)
+        wait("waiting for the killed processes to go", _KILL_WAIT_SECONDS, lambda: not alive())
+    outcome.still_running += [f"process {t.pid} ({t.command[:80]})" for t in alive()]
+    if outcome.still_running:
+        say("still running: " + ", ".join(outcome.still_running) + "; the state is left as it is")
+        return outcome
+    if plan.set_cancelled:
+        done = "; ".join(outcome.actions) or "nothing was left to stop"
+        message = f"Cancelled by prefect-cancel-doctor resolve: {done}"[:500]
+        state = api.force_cancelled(plan.run_id, message)
+        outcome.final_state = state.type.value if state else None
+        log.record(plan.run_id, "flow run state", "set Cancelled", outcome.final_state or "?")
+        say(f"  run {plan.run_name}: state set to {outcome.final_state}")
+    return outcome
+
+
+def _stop_container(
+    plan: Plan,
+    grace: float,
+    say: Callable[[str], None],
+    wait: Callable[[str, float, Callable[[], bool]], bool],
+    log: ActionLog,
+    outcome: Outcome,
+    send: Callable[[ProcessTarget, signal.Signals], None],
+    docker: Callable[[], DockerClient] | None,
+) -> None:
+    from prefect_cancel_doctor.docker_api import DockerClient
+
+    assert plan.container_id is not None
+    container_id = plan.container_id
+    short = container_id[:12]
+    with (docker or DockerClient)() as client:
+
+        def running() -> bool:
+            return client.inspect(container_id).running
+
+        for target in plan.processes:
+            if target.role is Role.ENGINE:
+                send(target, signal.SIGTERM)
+        if plan.processes and running():
+            wait(f"waiting for container {short} to stop", grace, lambda: not running())
+        steps: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("docker stop", lambda: client.stop(container_id, plan.container_stop_timeout)),
+            ("docker kill", lambda: client.kill(container_id)),
+        )
+        for step, act in steps:
+            if not running():
+                break
+            act()
+            log.record(plan.run_id, f"container {short}", step, "done")
+            outcome.actions.append(f"{step} {short}")
+            say(f"  {step} {short}: done")
+            wait(f"waiting for container {short} to stop", _KILL_WAIT_SECONDS, lambda: not running())
+        if running():
+            outcome.still_running.append(f"container {short}")
+
+
+def resolve_diagnosed(
+    diagnoses: list[Diagnosis],
+    api: PrefectApi,
+    *,
+    confirm: Callable[[], bool],
+    dry_run: bool = False,
+    grace: float = DEFAULT_GRACE_SECONDS,
+    say: Callable[[str], None] = print,
+    wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
+    log: ActionLog | None = None,
+) -> list[tuple[Plan, Outcome | None]]:
+    """Plan every run, print the plans, and (unless `dry_run`) act once `confirm()` says yes.
+
+    A refused plan raises `Refused` before anything is done for any run; so does `confirm()`
+    answering no.
+    """
+    plans = [make_plan(d) for d in diagnoses]
+    for plan in plans:
+        say(f"plan for run {plan.run_name} ({plan.run_id}), {plan.cause.value}:")
+        for number, step in enumerate(plan.steps(grace), 1):
+            say(f"  {number}. {step}")
+        for target in plan.processes:
+            what = f"{target.pid} {target.role.value}: {target.command[:90]}"
+            say(f"     {what} (matched by {target.matched_by})")
+        for note in plan.notes:
+            say(f"  note: {note}")
+    refused = [p for p in plans if p.refusal]
+    if refused:
+        raise Refused("; ".join(f"run {p.run_name}: {p.refusal}" for p in refused))
+    if dry_run:
+        say("dry run: nothing was done")
+        return [(plan, None) for plan in plans]
+    if not confirm():
+        raise Refused("not confirmed: nothing was done")
+    log = log or ActionLog()
+    results: list[tuple[Plan, Outcome | None]] = []
+    for plan in plans:
+        say(f"resolving run {plan.run_name}:")
+        results.append((plan, execute(plan, api, grace=grace, say=say, wait=wait, log=log)))
+    say(f"actions logged to {log.path}")
+    return results
+
+
+def _wait_quietly(what: str, seconds: float, done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return done()
+
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "ActionLog",
+    "Outcome",
+    "Plan",
+    "ProcessTarget",
+    "Refused",
+    "execute",
+    "make_plan",
+    "resolve_diagnosed",
+]

@@ -45,7 +45,11 @@ def environment(docker_client: DockerClient) -> Iterator[DockerDemoEnvironment]:
         yield staged
 
 
-@pytest.mark.parametrize("scenario", sorted(STAGED))
+#: Ended by `resolve` instead (below): its `stop_now` has the same `docker kill` form as the others'.
+RESOLVED = "docker_shell_pid1"
+
+
+@pytest.mark.parametrize("scenario", sorted(set(STAGED) - {RESOLVED}))
 def test_the_first_fix_ends_the_container_run(
     environment: DockerDemoEnvironment, docker_client: DockerClient, scenario: str, tmp_path: Path
 ) -> None:
@@ -71,3 +75,25 @@ def test_the_first_fix_ends_the_container_run(
         assert harness.state_type(run.run_id) == "CANCELLED"
         message = harness.read_run(run.run_id).state.message or ""
         assert message.startswith("Cancelled by hand after prefect-cancel-doctor")
+
+
+def test_resolve_signals_the_engine_past_a_shell_pid1_then_stops_the_container(
+    environment: DockerDemoEnvironment, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    run = environment.run(RESOLVED)
+    env = clean_environ(
+        PREFECT_API_URL=environment.api_url,
+        PREFECT_HOME=str(tmp_path / "home"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+    )
+    done = run_cli("resolve", run.run_id, "--yes", "--grace", "10", env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"SIGTERM the flow engine {run.engine_host_pid} (host PID)" in done.stderr
+    log = tmp_path / "state" / "prefect-cancel-doctor" / "actions.jsonl"
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    assert actions[0]["signal"] == "SIGTERM" and str(run.engine_host_pid) in actions[0]["target"]
+    assert actions[-1]["signal"] == "set Cancelled"
+    assert not docker_client.inspect(run.container_id).running
+    state = environment.harness.read_run(run.run_id).state
+    assert state is not None and state.type.value == "CANCELLED"
+    assert (state.message or "").startswith("Cancelled by prefect-cancel-doctor resolve")

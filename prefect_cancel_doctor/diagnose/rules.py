@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prefect_cancel_doctor.diagnose.classify import db_port_name
 from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
+from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.locate import parse_infrastructure_pid
 from prefect_cancel_doctor.locate.roles import preparing_workspace
 from prefect_cancel_doctor.model import (
@@ -286,7 +287,7 @@ def never_started(ev: Evidence) -> Verdict | None:
         beat = worker.seconds_since_heartbeat
         evidence.append(
             f"worker {worker.name} of pool {pool}: {worker.status}"
-            + (f", last heartbeat {beat:.0f} s ago" if beat is not None else "")
+            + (f", last heartbeat {seconds_text(beat)} ago" if beat is not None else "")
         )
     if pool is None:
         evidence.append("the run has no work pool: no worker submitted it")
@@ -406,11 +407,11 @@ def _heartbeat_against_cancel(worker: WorkerInfo, run: FlowRunRef | None) -> str
     before = worker.seconds_since_heartbeat - run.cancelling_for_seconds
     if before > 0:
         return (
-            f"worker {worker.name} sent its last heartbeat {before:.0f} s before the run entered "
+            f"worker {worker.name} sent its last heartbeat {seconds_text(before)} before the run entered "
             "Cancelling, and none since: it stopped before the cancel"
         )
     return (
-        f"worker {worker.name} still heartbeated {-before:.0f} s after the run entered Cancelling, "
+        f"worker {worker.name} still heartbeated {seconds_text(-before)} after the run entered Cancelling, "
         "then stopped"
     )
 
@@ -419,7 +420,8 @@ def _worker_fact(worker: WorkerInfo, fact: str) -> str:
     """`fact` (the worker's status) with its heartbeat, against its interval."""
     beat, interval = worker.seconds_since_heartbeat, worker.heartbeat_interval_seconds
     if beat is not None:
-        fact += f", last heartbeat {beat:.0f} s ago (every {interval or DEFAULT_HEARTBEAT_SECONDS:.0f} s"
+        every = seconds_text(interval or DEFAULT_HEARTBEAT_SECONDS)
+        fact += f", last heartbeat {seconds_text(beat)} ago (every {every}"
         fact += ": stale)" if worker.heartbeat_is_stale else ": fresh)"
     return fact
 
@@ -838,7 +840,7 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     proc = engine.proc
     cmd = " ".join(proc.cmdline) if proc else ""
     if run is not None and run.cancelling_for_seconds is not None:
-        evidence.append(f"the run has been Cancelling for {run.cancelling_for_seconds:.0f} s")
+        evidence.append(f"the run has been Cancelling for {seconds_text(run.cancelling_for_seconds)}")
     worker_name = str(run.labels.get("prefect.worker.name", "")) if run else ""
     for worker in run.workers if run else ():
         if worker.name == worker_name or not worker_name:

@@ -177,7 +177,17 @@ def test_no_output_of_any_command_carries_a_secret(demo_environment: DemoEnviron
             PREFECT_API_AUTH_STRING="planted:authstring",
         )
         commands: list[tuple[str, ...]] = [
-            ("inspect", "--pid", str(target.pid), "--locals", "--samples", "1", "--format", fmt)
+            (
+                "inspect",
+                "--pid",
+                str(target.pid),
+                "--any-process",
+                "--locals",
+                "--samples",
+                "1",
+                "--format",
+                fmt,
+            )
             for fmt in ("terminal", "json")
         ]
         commands += [("scan", "--samples", "1", "--locals", "--format", fmt) for fmt in ("terminal", "json")]

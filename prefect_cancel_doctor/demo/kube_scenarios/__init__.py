@@ -1,0 +1,1 @@
+"""Flow programs only the Kubernetes harness stages (the others are the Docker scenarios' files)."""

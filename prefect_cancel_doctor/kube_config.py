@@ -1,0 +1,416 @@
+"""Where the Kubernetes API is and who we are to it, resolved the way kubectl resolves it.
+
+Order (client-go's `ClientConfigLoadingRules`, which kubectl uses):
+
+1. ``--kubeconfig FILE`` (or ``PCD_KUBECONFIG``): that one file, which must exist;
+2. ``KUBECONFIG``: a list of files (``:``-separated), merged: for each cluster, user
+   and context *name* the first file that defines it wins, and ``current-context``
+   comes from the first file that sets one; files that do not exist are skipped;
+3. ``~/.kube/config``;
+4. none of them: the in-cluster service account (``KUBERNETES_SERVICE_HOST``/``_PORT``,
+   ``/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}``), as a
+   pod running the doctor (the node-mode DaemonSet) gets it.
+
+The context is ``--context`` (``PCD_KUBE_CONTEXT``), else ``current-context``. Paths
+in a kubeconfig are relative to the file that names them. Credentials supported:
+bearer ``token`` and ``tokenFile``, client certificates (files or ``-data``),
+basic auth, and ``exec`` credential plugins (``client.authentication.k8s.io``
+ExecCredential: EKS, GKE, AKS, OIDC login helpers). Legacy ``auth-provider``
+entries are refused with a hint (kubectl removed them too).
+
+Credentials never leave `KubeConnection` (fields with ``repr=False``); error
+messages name the file and the field, never a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect_cancel_doctor.errors import ConfigurationError
+
+#: Where a pod's service account is mounted.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: Overrides of the flags, for scheduled runs.
+KUBECONFIG_ENV = "PCD_KUBECONFIG"
+CONTEXT_ENV = "PCD_KUBE_CONTEXT"
+#: How long an exec credential plugin may take.
+EXEC_TIMEOUT = 60.0
+
+
+class KubeConfigError(ConfigurationError):
+    """No usable Kubernetes connection: the message names the file and field, the hint what to do."""
+
+
+@dataclass(frozen=True)
+class KubeConnection:
+    """One resolved connection: the API server and the credentials to present."""
+
+    #: The API server's base URL (``https://10.0.0.1:6443``).
+    server: str
+    #: Where it was read: the kubeconfig file(s) and context, or "in-cluster service account".
+    source: str
+    #: The context's name (None in-cluster).
+    context: str | None = None
+    #: The context's namespace, else "default" (in-cluster: the pod's own).
+    namespace: str = "default"
+    #: PEM of the CA bundle to trust (None: the system's).
+    ca_pem: str | None = field(default=None, repr=False)
+    insecure_skip_tls_verify: bool = False
+    #: SNI / verification name when it differs from the server's host.
+    tls_server_name: str | None = None
+    #: Client certificate and key, PEM.
+    client_cert_pem: str | None = field(default=None, repr=False)
+    client_key_pem: str | None = field(default=None, repr=False)
+    #: Bearer token (token, tokenFile, an exec plugin's or the service account's).
+    token: str | None = field(default=None, repr=False)
+    #: A token file re-read on every connection (service-account tokens rotate).
+    token_file: str | None = None
+    #: Basic auth.
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def auth_method(self) -> str:
+        """Which credential is presented, in words (never its value)."""
+        if self.client_cert_pem:
+            return "client certificate"
+        if self.token or self.token_file:
+            return "bearer token"
+        if self.username:
+            return "basic auth"
+        return "no credentials"
+
+    def bearer_token(self) -> str | None:
+        """The token to send: the file's current content when it is a file, else the token."""
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text().strip() or None
+            except OSError as exc:
+                raise KubeConfigError(
+                    f"cannot read the token file {self.token_file} ({exc.strerror})",
+                    hint="check the file exists and is readable by this user",
+                ) from exc
+        return self.token
+
+
+def resolve_kube_connection(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    home: str | None = None,
+    service_account_dir: str = SERVICE_ACCOUNT_DIR,
+) -> KubeConnection:
+    """The connection kubectl would use with these flags and this environment."""
+    env = os.environ if environ is None else environ
+    kubeconfig = kubeconfig or env.get(KUBECONFIG_ENV) or None
+    context = context or env.get(CONTEXT_ENV) or None
+    if kubeconfig:
+        if not Path(kubeconfig).is_file():
+            raise KubeConfigError(
+                f"the kubeconfig {kubeconfig} does not exist",
+                hint="pass an existing file to --kubeconfig (or PCD_KUBECONFIG)",
+            )
+        files = [kubeconfig]
+    elif env.get("KUBECONFIG"):
+        files = [p for p in env["KUBECONFIG"].split(os.pathsep) if p and Path(p).is_file()]
+    else:
+        default = Path(home or env.get("HOME") or Path.home()) / ".kube" / "config"
+        files = [str(default)] if default.is_file() else []
+    if not files:
+        if env.get("KUBERNETES_SERVICE_HOST") and Path(service_account_dir, "token").is_file():
+            return in_cluster_connection(env, service_account_dir)
+        where = f"KUBECONFIG={env['KUBECONFIG']}" if env.get("KUBECONFIG") else "~/.kube/config"
+        raise KubeConfigError(
+            f"no Kubernetes configuration: {where} does not exist and this is not a pod",
+            hint="point KUBECONFIG or --kubeconfig at a kubeconfig (`kubectl config view` shows the one "
+            "kubectl uses), or run the doctor in a pod with a service account",
+        )
+    merged = merge_kubeconfigs([(path, load_kubeconfig_file(path)) for path in files])
+    return connection_from_config(merged, context, env)
+
+
+def in_cluster_connection(
+    env: Mapping[str, str], service_account_dir: str = SERVICE_ACCOUNT_DIR
+) -> KubeConnection:
+    """The pod's service account, as client-go's `InClusterConfig` reads it."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    base = Path(service_account_dir)
+    ca = base / "ca.crt"
+    namespace = base / "namespace"
+    return KubeConnection(
+        server=f"https://{_host_port(host, port)}",
+        source="in-cluster service account",
+        namespace=namespace.read_text().strip() if namespace.is_file() else "default",
+        ca_pem=ca.read_text() if ca.is_file() else None,
+        token_file=str(base / "token"),
+    )
+
+
+def _host_port(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- kubeconfig files ----------------------------------------------------------------
+
+
+@dataclass
+class _Named:
+    """A cluster, user or context entry and the file it came from (paths are relative to it)."""
+
+    body: dict[str, Any]
+    origin: str
+
+
+@dataclass
+class MergedConfig:
+    """Several kubeconfig files merged as kubectl merges them."""
+
+    files: list[str]
+    clusters: dict[str, _Named] = field(default_factory=dict)
+    users: dict[str, _Named] = field(default_factory=dict)
+    contexts: dict[str, _Named] = field(default_factory=dict)
+    current_context: str | None = None
+
+
+def load_kubeconfig_file(path: str) -> dict[str, Any]:
+    """One kubeconfig file as a dict (YAML, or JSON, which is YAML too)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise KubeConfigError(f"cannot read the kubeconfig {path} ({exc.strerror})") from exc
+    if not text.strip():
+        return {}
+    try:
+        document = _parse_yaml(text)
+    except ValueError as exc:
+        raise KubeConfigError(f"the kubeconfig {path} is not valid YAML: {exc}") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise KubeConfigError(f"the kubeconfig {path} is not a mapping (kind: Config)")
+    return document
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        import yaml  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise KubeConfigError(
+                "reading a YAML kubeconfig needs PyYAML",
+                hint="pip install 'prefect-cancel-doctor[kubernetes]' (or pip install pyyaml)",
+            ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from exc
+
+
+def merge_kubeconfigs(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> MergedConfig:
+    """client-go's merge: the first file that names a cluster, user or context wins it."""
+    merged = MergedConfig([path for path, _ in documents])
+    for path, document in documents:
+        for key, target in (
+            ("clusters", merged.clusters),
+            ("users", merged.users),
+            ("contexts", merged.contexts),
+        ):
+            entries = document.get(key) or []
+            if not isinstance(entries, list):
+                raise KubeConfigError(f"{path}: `{key}` is not a list")
+            inner = key[:-1]  # clusters -> cluster
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                    continue
+                body = entry.get(inner) or {}
+                if entry["name"] not in target and isinstance(body, dict):
+                    target[entry["name"]] = _Named(body, path)
+        current = document.get("current-context")
+        if merged.current_context is None and isinstance(current, str) and current:
+            merged.current_context = current
+    return merged
+
+
+def connection_from_config(
+    merged: MergedConfig, context_name: str | None, env: Mapping[str, str] | None = None
+) -> KubeConnection:
+    """The connection of one context of a merged configuration."""
+    files = ", ".join(merged.files)
+    name = context_name or merged.current_context
+    if not name:
+        raise KubeConfigError(
+            f"no current-context in {files}",
+            hint="pick one with --context NAME (`kubectl config get-contexts` lists them) "
+            "or `kubectl config use-context NAME`",
+        )
+    context = merged.contexts.get(name)
+    if context is None:
+        raise KubeConfigError(
+            f"context {name!r} is not defined in {files}",
+            hint="known contexts: " + (", ".join(sorted(merged.contexts)) or "none"),
+        )
+    cluster_name = context.body.get("cluster")
+    cluster = merged.clusters.get(str(cluster_name)) if cluster_name else None
+    if cluster is None:
+        raise KubeConfigError(
+            f"context {name!r} names cluster {cluster_name!r}, which {files} does not define"
+        )
+    server = cluster.body.get("server")
+    if not isinstance(server, str) or not server:
+        raise KubeConfigError(f"cluster {cluster_name!r} in {cluster.origin} has no server")
+    user_name = context.body.get("user")
+    user = merged.users.get(str(user_name)) if user_name else None
+    ca_pem = _pem(cluster, "certificate-authority")
+    credentials: dict[str, Any] = {}
+    if user is not None:
+        credentials = _credentials(user, str(user_name), server, env or os.environ)
+    return KubeConnection(
+        server=server.rstrip("/"),
+        source=f"{files} (context {name})",
+        context=name,
+        namespace=str(context.body.get("namespace") or "default"),
+        ca_pem=ca_pem,
+        insecure_skip_tls_verify=bool(cluster.body.get("insecure-skip-tls-verify")),
+        tls_server_name=cluster.body.get("tls-server-name") or None,
+        **credentials,
+    )
+
+
+def _pem(entry: _Named, key: str) -> str | None:
+    """A PEM from `key-data` (base64) or the file `key` (relative to the kubeconfig)."""
+    data = entry.body.get(f"{key}-data")
+    if isinstance(data, str) and data:
+        try:
+            return base64.b64decode(data).decode()
+        except ValueError as exc:
+            raise KubeConfigError(f"{entry.origin}: `{key}-data` is not base64 PEM") from exc
+    path = entry.body.get(key)
+    if isinstance(path, str) and path:
+        resolved = _relative(path, entry.origin)
+        try:
+            return Path(resolved).read_text()
+        except OSError as exc:
+            raise KubeConfigError(
+                f"{entry.origin}: cannot read `{key}` {resolved} ({exc.strerror})",
+                hint="fix the path in the kubeconfig (relative paths are relative to that file)",
+            ) from exc
+    return None
+
+
+def _relative(path: str, origin: str) -> str:
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else str(Path(origin).resolve().parent / expanded)
+
+
+def _credentials(user: _Named, name: str, server: str, env: Mapping[str, str]) -> dict[str, Any]:
+    body = user.body
+    if body.get("auth-provider"):
+        provider = (
+            (body["auth-provider"] or {}).get("name", "?") if isinstance(body["auth-provider"], dict) else "?"
+        )
+        raise KubeConfigError(
+            f"user {name!r} in {user.origin} uses the `{provider}` auth-provider, "
+            "which kubectl no longer supports",
+            hint="switch the user to an exec credential plugin (e.g. gke-gcloud-auth-plugin, kubelogin)",
+        )
+    found: dict[str, Any] = {}
+    cert, key = _pem(user, "client-certificate"), _pem(user, "client-key")
+    if cert and key:
+        found.update(client_cert_pem=cert, client_key_pem=key)
+    elif cert or key:
+        raise KubeConfigError(
+            f"user {name!r} in {user.origin} has a client certificate without its key, "
+            "or a key without its certificate"
+        )
+    token = body.get("token")
+    if isinstance(token, str) and token:
+        found["token"] = token
+    elif isinstance(body.get("tokenFile"), str) and body["tokenFile"]:
+        found["token_file"] = _relative(body["tokenFile"], user.origin)
+    if isinstance(body.get("username"), str) and body["username"]:
+        found.update(username=body["username"], password=str(body.get("password") or ""))
+    if isinstance(body.get("exec"), dict) and not found.get("token"):
+        found.update(_exec_credential(body["exec"], name, user.origin, server, env))
+    return found
+
+
+def _exec_credential(
+    spec: Mapping[str, Any], user: str, origin: str, server: str, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Run an exec credential plugin and read its ExecCredential (token or client certificate)."""
+    command = spec.get("command")
+    if not isinstance(command, str) or not command:
+        raise KubeConfigError(f"user {user!r} in {origin}: `exec` has no command")
+    if "/" in command and not os.path.isabs(command):
+        command = _relative(command, origin)
+    args = [str(a) for a in spec.get("args") or []]
+    child_env = dict(env)
+    for item in spec.get("env") or []:
+        if isinstance(item, dict) and "name" in item:
+            child_env[str(item["name"])] = str(item.get("value") or "")
+    api_version = str(spec.get("apiVersion") or "client.authentication.k8s.io/v1")
+    child_env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {"apiVersion": api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
+    )
+    try:
+        done = subprocess.run(
+            [command, *args],
+            env=child_env,
+            capture_output=True,
+            timeout=EXEC_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError as exc:
+        hint = spec.get("installHint") if isinstance(spec.get("installHint"), str) else None
+        raise KubeConfigError(
+            f"user {user!r} in {origin}: the credential plugin {command!r} is not installed",
+            hint=hint or f"install {command} or put it on PATH",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise KubeConfigError(
+            f"the credential plugin {command!r} did not answer within {EXEC_TIMEOUT:g} s"
+        ) from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise KubeConfigError(
+            f"the credential plugin {command!r} of user {user!r} failed "
+            f"(exit {done.returncode}): {tail[0][:300]}",
+            hint="run the plugin by hand to log in again, then retry",
+        )
+    try:
+        status = json.loads(done.stdout)["status"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KubeConfigError(f"the credential plugin {command!r} printed no ExecCredential status") from exc
+    found: dict[str, Any] = {}
+    if status.get("token"):
+        found["token"] = str(status["token"])
+    if status.get("clientCertificateData") and status.get("clientKeyData"):
+        found.update(client_cert_pem=status["clientCertificateData"], client_key_pem=status["clientKeyData"])
+    if not found:
+        raise KubeConfigError(f"the credential plugin {command!r} returned neither a token nor a certificate")
+    return found
+
+
+__all__ = [
+    "CONTEXT_ENV",
+    "KUBECONFIG_ENV",
+    "SERVICE_ACCOUNT_DIR",
+    "KubeConfigError",
+    "KubeConnection",
+    "MergedConfig",
+    "connection_from_config",
+    "in_cluster_connection",
+    "load_kubeconfig_file",
+    "merge_kubeconfigs",
+    "resolve_kube_connection",
+]

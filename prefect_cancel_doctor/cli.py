@@ -525,6 +525,58 @@ def _countdown(what: str, seconds: float, done: Callable[[], bool]) -> bool:
 
 @app.command(
     epilog=_examples(
+        "prefect-cancel-doctor watch",
+        "prefect-cancel-doctor watch crafty-lemur --every 2",
+        "prefect-cancel-doctor watch > watch.log   # one line per change when not a terminal",
+    )
+)
+def watch(
+    runs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Runs to watch, by id or name (default: every run in Cancelling).", metavar="[RUN]..."
+        ),
+    ] = None,
+    every: Annotated[
+        float, typer.Option("--every", envvar="PCD_WATCH_EVERY", min=0.5, help="Seconds between refreshes.")
+    ] = 5.0,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+    color: Color = None,
+) -> None:
+    """Watch stuck runs live: cause, blocking call, whether it moved, SIGTERM state, and the moment
+    each run leaves Cancelling. Each refresh takes one plain py-spy dump per process. Ctrl-C quits."""
+    import time
+
+    from prefect_cancel_doctor.errors import DoctorError
+    from prefect_cancel_doctor.watch import Row, changes, refresher, states_reader
+    from prefect_cancel_doctor.watch import watch as run_watch
+
+    shown: dict[str, Row] = {}
+
+    def lines(view: dict[str, Row]) -> None:
+        for line in changes(shown, view):
+            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+        shown.clear()
+        shown.update(view)
+
+    try:
+        with _interruptible(), _api(api_url, api_key, profile) as api:
+            refresh = refresher(api, _options(1, 0.0, False, False, None, 10.0), runs or [])
+            if sys.stdout.isatty():
+                from prefect_cancel_doctor.render.watch_view import live
+
+                with live(color) as show:
+                    run_watch(refresh, states_reader(api), show, every)
+            else:
+                run_watch(refresh, states_reader(api), lines, every)
+    except DoctorError as exc:
+        _fail(exc)
+
+
+@app.command(
+    epilog=_examples(
         "prefect-cancel-doctor inspect --pid 12345",
         "prefect-cancel-doctor inspect --container etl-7",
         "prefect-cancel-doctor inspect --pid 12345 --format markdown -o ticket.md",

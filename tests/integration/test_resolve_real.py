@@ -8,9 +8,18 @@ only then is the run marked Cancelled, with a message read back from the API.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +67,92 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+class _Screen:
+    """A command running in a real pseudo-terminal, its output read as it comes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], master: int) -> None:
+        self.process, self.master, self.text = process, master, ""
+
+    def wait_for(self, *needles: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(n in self._plain() for n in needles):
+            assert time.monotonic() < deadline, f"{needles} not on screen:\n{self._plain()[-3000:]}"
+            ready, _, _ = select.select([self.master], [], [], 0.5)
+            if ready:
+                try:
+                    self.text += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:
+                    break
+
+    def _plain(self) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.text)
+
+    def interrupt(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+
+    def exit_code(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            select.select([self.master], [], [], 0.2)
+            with contextlib.suppress(OSError):
+                os.read(self.master, 65536)
+        return self.process.wait(1)
+
+
+@contextlib.contextmanager
+def _in_a_terminal(*args: str, env: dict[str, str]) -> Iterator[_Screen]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect_cancel_doctor", *args],
+        env={**env, "TERM": "xterm-256color", "COLUMNS": "160"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        yield _Screen(process, master)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+
+
 def _pids(run: StuckRun, environment: DemoEnvironment) -> list[int]:
     return environment.harness.run_processes(run.run_id)
+
+
+def test_watch_without_a_terminal_prints_a_line_per_change(
+    environment: DemoEnvironment, tmp_path: Path
+) -> None:
+    run = environment.run("sleep")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "prefect_cancel_doctor", "watch", "--every", "1"],
+        env=_env(environment, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = watcher.stdout.readline() if watcher.stdout else ""
+        assert run.run_name in first or any(r.run_name in first for r in environment.runs), first
+        time.sleep(3)  # refreshes with nothing changed print nothing
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 130, err
+    assert "\x1b[" not in first + out
+    assert environment.harness.state_type(run.run_id) == "CANCELLING"
+    assert all(_proc_state(pid) not in ("T", "t") for pid in _pids(run, environment))
 
 
 def test_no_terminal_and_no_yes_refuses_and_dry_run_changes_nothing(
@@ -94,10 +187,20 @@ def test_ends_on_sigterm_then_marks_cancelled(environment: DemoEnvironment, tmp_
     assert {a["run"] for a in actions} == {run.run_id} and all(a["user"] and a["host"] for a in actions)
 
 
-def test_needs_sigkill_after_the_grace(environment: DemoEnvironment, tmp_path: Path) -> None:
+def test_needs_sigkill_after_the_grace_while_watched_in_a_terminal(
+    environment: DemoEnvironment, tmp_path: Path
+) -> None:
     run = environment.run("swallowed")  # its own SIGTERM handler returns: only SIGKILL ends it
-    done = run_cli("resolve", run.run_id, "--yes", "--grace", "3", env=_env(environment, tmp_path))
-    assert done.returncode == 0, done.stderr
+    env = _env(environment, tmp_path)
+    with _in_a_terminal("watch", run.run_id, "--every", "1", env=env) as screen:
+        screen.wait_for(run.run_name, "cancel_not_observed", "sleep at stuck_swallowed.py")
+        done = run_cli("resolve", run.run_id, "--yes", "--grace", "3", env=env)
+        assert done.returncode == 0, done.stderr
+        screen.wait_for("Cancelled at")
+        flow_state = _proc_state(run.flow_pid) if run.flow_pid else None
+        screen.interrupt()
+        assert screen.exit_code(15) == 130
+    assert flow_state in (None, "gone", "Z")  # Z: dead, not yet reaped by its parent
     signals = [a["signal"] for a in _actions(tmp_path)]
     assert signals[0] == "SIGTERM" and "SIGKILL" in signals and signals[-1] == "set Cancelled"
     assert _pids(run, environment) == []

@@ -1,0 +1,50 @@
+"""The `watch` view on a terminal: one table, redrawn in place (rich `Live`)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.live import Live
+from rich.table import Table
+
+from prefect_cancel_doctor.durations import seconds_text
+from prefect_cancel_doctor.render.terminal import console_for
+from prefect_cancel_doctor.watch import Row
+
+_MOVED = {True: "moved", False: "same", None: "new"}
+
+
+def table(view: dict[str, Row]) -> Table:
+    """The watched runs: those still in Cancelling first, then those that left it."""
+    grid = Table(title="prefect-cancel-doctor watch (Ctrl-C to quit)", title_justify="left", expand=True)
+    for header in ("Run", "State", "In Cancelling", "Cause", "Blocking call", "Call", "SIGTERM"):
+        grid.add_column(header, no_wrap=header in ("Run", "In Cancelling", "SIGTERM"), overflow="ellipsis")
+    ordered = sorted(view.values(), key=lambda row: (row.left_at is not None, row.name))
+    for row in ordered:
+        state = f"{row.state} at {row.left_at}" if row.left_at else row.state
+        grid.add_row(
+            row.name,
+            state,
+            seconds_text(row.cancelling_for),
+            row.cause,
+            row.call,
+            _MOVED[row.moved],
+            row.sigterm,
+            style="dim" if row.left_at else None,
+        )
+    if not view:
+        grid.add_row("none", "no run is in Cancelling", "", "", "", "", "")
+    return grid
+
+
+@contextlib.contextmanager
+def live(color: bool | None) -> Iterator[Callable[[dict[str, Row]], None]]:
+    """A live table on stdout; yields the function that redraws it."""
+    with Live(table({}), console=console_for(sys.stdout, color), auto_refresh=False) as screen:
+
+        def show(view: dict[str, Row]) -> None:
+            screen.update(table(view), refresh=True)
+
+        yield show

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.model import Diagnosis, Report, Role, StateType
+from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Role, StateType
 from prefect_cancel_doctor.sample import procfs
 
 if TYPE_CHECKING:
@@ -42,11 +42,15 @@ class Row:
     sigterm: str
     #: When the run was first seen out of Cancelling (HH:MM:SS UTC), None while it is in it.
     left_at: str | None = None
+    #: This refresh could not sample the run (another debugger attached, say): the cause and
+    #: call shown are the previous refresh's.
+    stale: bool = False
 
     def line(self) -> str:
         """The row as one line, for a log or a pipe."""
         where = f"left Cancelling at {self.left_at}: {self.state}" if self.left_at else self.state
         moved = {True: "moved", False: "same call", None: "first seen"}[self.moved]
+        moved = "not sampled this time" if self.stale else moved
         return (
             f"{self.name} ({self.run_id[:8]}) {where}; {self.cause}; {self.call} ({moved}); "
             f"SIGTERM {self.sigterm}; in Cancelling {seconds_text(self.cancelling_for)}"
@@ -62,6 +66,11 @@ def rows(report: Report, previous: dict[str, Row]) -> dict[str, Row]:
             continue
         call = _call(diagnosis)
         before = previous.get(run.id)
+        unsampled = diagnosis.verdict.cause is Cause.NOT_ATTACHABLE and run.state_type == StateType.CANCELLING
+        if unsampled and before is not None and before.cause != Cause.NOT_ATTACHABLE.value:
+            # One failed sample (`resolve` or another doctor attached just then) is no new verdict.
+            found[run.id] = dataclasses.replace(before, cancelling_for=run.cancelling_for_seconds, stale=True)
+            continue
         found[run.id] = Row(
             run_id=run.id,
             name=run.name,
@@ -92,6 +101,8 @@ def changes(previous: dict[str, Row], now: dict[str, Row]) -> list[str]:
     lines = []
     for run_id, row in now.items():
         before = previous.get(run_id)
+        if row.stale:
+            continue
         if before is None or (before.cause, before.call, before.left_at) != (
             row.cause,
             row.call,

@@ -30,7 +30,7 @@ def table(view: dict[str, Row]) -> Table:
             seconds_text(row.cancelling_for),
             row.cause,
             row.call,
-            _MOVED[row.moved],
+            "not sampled" if row.stale else _MOVED[row.moved],
             row.sigterm,
             style="dim" if row.left_at else None,
         )

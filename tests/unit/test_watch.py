@@ -40,3 +40,13 @@ def test_an_orphan_first_seen_final_did_not_leave_cancelling_here() -> None:
     (row,) = rows(_report(10, state="CANCELLED"), {}).values()
     assert row.left_at is None and row.state == "Cancelled"
     assert dataclasses.replace(row).sigterm == "-"
+
+
+def test_one_failed_sample_keeps_the_last_verdict() -> None:
+    first = rows(_report(10), {})
+    failed = _report(10)
+    diagnosis = failed.runs[0]
+    verdict = dataclasses.replace(diagnosis.verdict, cause=Cause.NOT_ATTACHABLE)
+    after = rows(dataclasses.replace(failed, runs=(dataclasses.replace(diagnosis, verdict=verdict),)), first)
+    (row,) = after.values()
+    assert row.stale and row.cause == "cancel_not_observed" and changes(first, after) == []

@@ -158,7 +158,13 @@ def test_worst_offender_is_the_deployment_that_resists_most(
         key=lambda kv: (-kv[1]["resisted"], -kv[1]["resisted"] / kv[1]["requested"], kv[0]),
     )
     assert [g["name"] for g in report_document["worst_offenders"]] == [name for name, _ in ranked][:20]
-    assert report_document["worst_offenders"][0]["name"] == "train/gpu"
+    # 'slow' is real time (more than 1.5 s): on a loaded machine the quick cancels of a big
+    # deployment turn slow and it can lead. What does not depend on the machine's speed: the
+    # deployment seeded to resist (timeouts, ignored cancels, runs left Cancelling) leads on those.
+    hard = max(
+        report_document["worst_offenders"], key=lambda g: g["timed_out"] + g["ignored"] + g["cancelling"]
+    )
+    assert hard["name"] == "train/gpu"
 
 
 # -- the findings -------------------------------------------------------------------------

@@ -185,6 +185,32 @@ Color = Annotated[
         "--color/--no-color", help="Force colour on or off (NO_COLOR is respected).", show_default=False
     ),
 ]
+Kubeconfig = Annotated[
+    Optional[str],
+    typer.Option(
+        "--kubeconfig",
+        envvar="PCD_KUBECONFIG",
+        help="Kubernetes runs: this kubeconfig (else KUBECONFIG, ~/.kube/config, in-cluster, as kubectl).",
+        show_default=False,
+        metavar="FILE",
+    ),
+]
+KubeContext = Annotated[
+    Optional[str],
+    typer.Option(
+        "--context",
+        envvar="PCD_KUBE_CONTEXT",
+        help="Kubernetes runs: this kubeconfig context (else its current-context).",
+        show_default=False,
+    ),
+]
+
+
+def _kube(options: Options, kubeconfig: str | None, context: str | None) -> Options:
+    """`options` with the Kubernetes connection flags."""
+    import dataclasses
+
+    return dataclasses.replace(options, kubeconfig=kubeconfig, kube_context=context)
 
 
 def parse_duration(value: str, param_hint: str = "--since") -> timedelta:
@@ -350,9 +376,13 @@ def scan(
     yes: Yes = False,
     dry_run: DryRun = False,
     grace: Grace = 30.0,
+    kubeconfig: Kubeconfig = None,
+    context: KubeContext = None,
 ) -> None:
     """Find every run stuck in Cancelling (and orphans), sample it, say why it is stuck."""
-    options = _options(samples, interval, native, locals_, parallel, timeout, since)
+    options = _kube(
+        _options(samples, interval, native, locals_, parallel, timeout, since), kubeconfig, context
+    )
     if resolve_orphans:
         from prefect_cancel_doctor.engine import scan as run_scan
         from prefect_cancel_doctor.model import FINAL_STATES
@@ -411,11 +441,13 @@ def diagnose(
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
     color: Color = None,
+    kubeconfig: Kubeconfig = None,
+    context: KubeContext = None,
 ) -> None:
     """Diagnose one flow run, by id or by name (several runs with that name: they are listed, exit 2)."""
     if not run.strip():
         _fail(_usage("give a flow run id or name"))
-    options = _options(samples, interval, native, locals_, parallel, timeout)
+    options = _kube(_options(samples, interval, native, locals_, parallel, timeout), kubeconfig, context)
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.engine import diagnose_run
@@ -580,6 +612,7 @@ def watch(
         "prefect-cancel-doctor inspect --pid 12345",
         "prefect-cancel-doctor inspect --container etl-7",
         "prefect-cancel-doctor inspect --pid 12345 --format markdown -o ticket.md",
+        "prefect-cancel-doctor inspect --pod prod/etl-x7k2p-abcde   # a Kubernetes pod, by kubeconfig",
         "prefect-cancel-doctor inspect --pid 1        # in a debug container sharing a pod's PIDs",
     )
 )
@@ -593,6 +626,15 @@ def inspect(
         typer.Option(
             "--container",
             help="Diagnose this Docker container (id or name), without the Prefect API.",
+            show_default=False,
+        ),
+    ] = None,
+    pod: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pod",
+            help="Diagnose this Kubernetes pod (NAMESPACE/NAME, or NAME in the context's namespace), "
+            "without the Prefect API.",
             show_default=False,
         ),
     ] = None,
@@ -612,18 +654,22 @@ def inspect(
     locals_: Locals = False,
     timeout: Timeout = 10.0,
     color: Color = None,
+    kubeconfig: Kubeconfig = None,
+    context: KubeContext = None,
 ) -> None:
-    """Diagnose a process or container you already know (the flow process, a survivor, a container).
+    """Diagnose a process, container or pod you already know (the flow process, a survivor, a pod).
 
     A --pid that is no Prefect flow (no flow engine, Runner or PREFECT__FLOW_RUN_ID
     in it or its children, no flow engine in its stacks) is refused with exit 2."""
-    if (pid is None) == (container is None):
-        _fail(_usage("give exactly one of --pid PID or --container ID|NAME"))
-    options = _options(samples, interval, native, locals_, 4, timeout)
+    if [pid is not None, container is not None, pod is not None].count(True) != 1:
+        _fail(_usage("give exactly one of --pid PID, --container ID|NAME or --pod NAMESPACE/NAME"))
+    options = _kube(_options(samples, interval, native, locals_, 4, timeout), kubeconfig, context)
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.engine import inspect_container, inspect_pid
+        from prefect_cancel_doctor.engine import inspect_container, inspect_pid, inspect_pod
 
+        if pod is not None:
+            return inspect_pod(pod, options, progress)
         if container is not None:
             return inspect_container(container, options, progress)
         assert pid is not None
@@ -637,6 +683,7 @@ def inspect(
         "prefect-cancel-doctor demo",
         "prefect-cancel-doctor demo --keep        # leave the server and stuck runs up until Enter",
         "prefect-cancel-doctor demo --docker      # the runs in containers of a prefect-docker worker",
+        "prefect-cancel-doctor demo --kubernetes  # the runs in pods behind a fixture Kubernetes API",
     )
 )
 def demo(
@@ -651,9 +698,20 @@ def demo(
             help="Stick the runs in containers of a real prefect-docker worker (needs a Docker engine).",
         ),
     ] = False,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="Stick the runs in pods: Docker containers behind a Kubernetes API fixture (needs Docker).",
+        ),
+    ] = False,
     color: Color = None,
 ) -> None:
     """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
+    if kubernetes:
+        from prefect_cancel_doctor.demo.kube_run import run_kube_demo
+
+        raise typer.Exit(run_kube_demo(fmt.value, keep=keep, color=color))
     from prefect_cancel_doctor.demo.run import run_demo
 
     raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, color=color))

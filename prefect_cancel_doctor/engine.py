@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from prefect_cancel_doctor import timeline
@@ -36,6 +36,7 @@ from prefect_cancel_doctor.model import (
     Diagnosis,
     FlowRunRef,
     InfraKind,
+    PodAttach,
     ProcessSample,
     ProcSnapshot,
     Report,
@@ -59,6 +60,9 @@ from prefect_cancel_doctor.sample import (
     resources,
     sample_many,
 )
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.locate.kubernetes import KubeSession
 
 _T = TypeVar("_T")
 
@@ -93,6 +97,9 @@ class Options:
     proc_root: str = "/proc"
     #: The Prefect UI's base URL, for each run's link; None: derived from the API URL (`links`).
     ui_url: str | None = None
+    #: Kubernetes runs: the kubeconfig and context (None: as kubectl resolves them, `kube_config`).
+    kubeconfig: str | None = None
+    kube_context: str | None = None
 
 
 def _no_progress(what: str, done: int, total: int) -> None:
@@ -117,7 +124,10 @@ class _Job:
     def in_sidecar(self) -> bool:
         """True when the run's container is sampled from a sidecar (namespace PIDs)."""
         container = self.location.container
-        return container is not None and container.attach == AttachMode.SIDECAR
+        pod = self.location.pod
+        return (container is not None and container.attach == AttachMode.SIDECAR) or (
+            pod is not None and pod.attach == PodAttach.EPHEMERAL
+        )
 
 
 def scan(
@@ -227,16 +237,54 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
     return _finish(None, [_Job(None, location, [])], options, progress)
 
 
+def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
+    """Diagnose a Kubernetes pod ("NAMESPACE/NAME", or NAME in the context's namespace) without the
+    Prefect API: its flow container is located, sampled and diagnosed as a scan would."""
+    from prefect_cancel_doctor.locate.kubernetes import KubeSession, locate_pod
+
+    session = KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
+    client = session.client()
+    namespace, _, name = target.rpartition("/")
+    namespace = namespace or client.connection.namespace
+    pod = client.get_pod(namespace, name)
+    if pod is None:
+        raise TargetError(
+            f"no pod {namespace}/{name} ({client.connection.source})",
+            hint=f"list them with `kubectl get pods -n {namespace} -l prefect.io/flow-run-id`",
+        )
+    if pod.flow_run_id is None:
+        raise TargetError(
+            f"pod {namespace}/{name} carries no PREFECT__FLOW_RUN_ID and no prefect.io/flow-run-id label",
+            hint="it does not look like a Prefect flow-run pod",
+        )
+    job_name = next((o.name for o in pod.owners if o.kind == "Job"), None) or pod.labels.get("job-name")
+    job = client.get_job(namespace, job_name) if job_name else None
+    location = locate_pod(
+        pod,
+        client,
+        run_id=pod.flow_run_id,
+        job=job,
+        job_name=job_name,
+        proc_root=options.proc_root,
+        cgroups=session.cgroups,
+    )
+    return _finish(None, [_Job(None, location, [])], options, progress)
+
+
 # -- steps -------------------------------------------------------------------------
 
 
 def _still_there(location: Location) -> bool:
     """Something of a finished run still runs: processes here, or a running container."""
-    return bool(location.pids) or bool(location.container and location.container.running)
+    return (
+        bool(location.pids)
+        or bool(location.container and location.container.running)
+        or bool(location.pod and location.pod.running)
+    )
 
 
 def _remote_target(run: FlowRun) -> bool:
-    return parse_infrastructure_pid(run.infrastructure_pid).kind == InfraKind.DOCKER
+    return parse_infrastructure_pid(run.infrastructure_pid).kind in (InfraKind.DOCKER, InfraKind.KUBERNETES)
 
 
 def _jobs(
@@ -269,6 +317,7 @@ def _jobs(
         served or ServedRuns(options.proc_root),
         functools.cache(lambda deployment_id: next(iter(api.deployments_by_id([deployment_id])), None)),
         functools.cache(launch_traces),
+        functools.cache(lambda: _kube_session(options)),
     )
     locations = [_locate(r, here) for r in runs]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
@@ -326,6 +375,8 @@ class _Here:
     deployment: Callable[[str], Deployment | None]
     #: Run id → the file showing this host launched it (`locate.process.launch_traces`).
     traces: Callable[[], dict[str, str]]
+    #: The scan's Kubernetes client and cgroup index, made on first use (Kubernetes runs only).
+    kube: Callable[[], KubeSession]
 
 
 def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
@@ -346,12 +397,18 @@ def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 
 def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    why = (
-        f"the run is Kubernetes job {infra.job} in namespace {infra.namespace}: attach with a "
-        "debug container sharing the pod's PID namespace (kubectl debug --profile=general "
-        "--target=<container>) and run `prefect-cancel-doctor inspect --pid 1` there"
-    )
-    return Location(infra.kind, infra.raw or "?", unreachable=why)
+    from prefect_cancel_doctor.kube_api import KubeError
+    from prefect_cancel_doctor.locate.kubernetes import locate_job
+
+    session = here.kube()
+    try:
+        client = session.client()
+    except KubeError as exc:
+        why = f"the run is Kubernetes job {infra.namespace}/{infra.job}: {exc}" + (
+            f"; {exc.hint}" if exc.hint else ""
+        )
+        return Location(infra.kind, infra.raw or "?", unreachable=why)
+    return locate_job(run.id, infra, client, proc_root=here.options.proc_root, cgroups=session.cgroups)
 
 
 def _ecs_task(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
@@ -374,6 +431,12 @@ _LOCATORS: dict[InfraKind, Callable[[FlowRun, InfraRef, _Here], Location]] = {
     InfraKind.ECS: _ecs_task,
     InfraKind.UNKNOWN: _unrecognised,
 }
+
+
+def _kube_session(options: Options) -> KubeSession:
+    from prefect_cancel_doctor.locate.kubernetes import KubeSession
+
+    return KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
 
 
 def _locate(run: FlowRun, here: _Here) -> Location:
@@ -404,6 +467,7 @@ def _finish(
 ) -> Report:
     _sample_all(jobs, options, progress)
     _sample_sidecars(jobs, options, progress)
+    _sample_pods(jobs, options, progress)
     api_peer = _peer(api_url)
     ui = options.ui_url or ui_base_url(api_url)
     runs = tuple(_diagnosis(job, options, api_peer, ui) for job in jobs)
@@ -502,7 +566,7 @@ def _peer(api_url: str | None) -> str | None:
 
 def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
     """Sample containers whose processes are not reachable from here, one sidecar each."""
-    todo = [job for job in jobs if job.in_sidecar]
+    todo = [job for job in jobs if job.in_sidecar and job.location.container is not None]
     if not todo:
         return
     from prefect_cancel_doctor.docker_api import DockerClient, DockerError, resolve_endpoint
@@ -531,6 +595,42 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
         job.notes.extend(sampled.notes)
 
 
+def _sample_pods(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
+    """Sample pods that are not on this node from ephemeral containers, several at once."""
+    todo = [
+        job for job in jobs if job.location.pod is not None and job.location.pod.attach == PodAttach.EPHEMERAL
+    ]
+    if not todo:
+        return
+    from prefect_cancel_doctor.sample.pod import sample_pod_job
+
+    session = _kube_session(options)
+    progress("sampling pods from ephemeral containers", 0, len(todo))
+    with ThreadPoolExecutor(min(len(todo), CONCURRENT_REQUESTS)) as pool:
+        outcomes = list(
+            pool.map(
+                lambda job: sample_pod_job(
+                    session,
+                    job.location,
+                    job.run.id if job.run else None,
+                    samples=options.samples,
+                    interval=options.interval,
+                    native=options.native,
+                    locals=options.locals,
+                    timeout=max(options.timeout, 60.0),
+                ),
+                todo,
+            )
+        )
+    for job, (location, sampled) in zip(todo, outcomes, strict=True):
+        job.location = location
+        if sampled is not None:
+            job.samples.extend(sampled.processes)
+            job.runner = sampled.runner
+            job.notes.extend(sampled.notes)
+    progress("sampling pods from ephemeral containers", len(todo), len(todo))
+
+
 def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
     location = job.location
     notes = list(location.notes)
@@ -553,6 +653,7 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
         found_by=location.found_by,
         processes=tuple(live),
         container=location.container,
+        pod=location.pod,
     )
     denied = [s.errors[0] for s in live if s.failure is SampleFailure.PERMISSION_DENIED and s.errors]
     unreachable = location.unreachable

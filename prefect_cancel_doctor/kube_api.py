@@ -439,17 +439,26 @@ class KubeClient:
     # -- writes ---------------------------------------------------------------------------
 
     def add_ephemeral_container(
-        self, namespace: str, pod: str, container: Mapping[str, Any], *, strategic: bool = True
+        self,
+        namespace: str,
+        pod: str,
+        container: Mapping[str, Any],
+        *,
+        strategic: bool = True,
+        dry_run: bool = False,
     ) -> PodInfo:
         """PATCH `pods/{pod}/ephemeralcontainers` adding `container` (merged by name).
 
         A strategic merge patch keys the list by name; a JSON merge patch (the
-        fallback) must carry the whole list, so the pod is read first.
+        fallback) must carry the whole list, so the pod is read first. `dry_run`
+        (``dryRun=All``) runs validation and admission (Pod Security, webhooks)
+        without adding anything: the API's answer, before the real attempt.
         """
         path = f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(pod)}/ephemeralcontainers"
+        params = {"dryRun": "All"} if dry_run else None
         if strategic:
             body: dict[str, Any] = {"spec": {"ephemeralContainers": [dict(container)]}}
-            return pod_info(self._json("PATCH", path, body=body, content_type=_STRATEGIC))
+            return pod_info(self._json("PATCH", path, body=body, content_type=_STRATEGIC, params=params))
         current = self._json("GET", f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(pod)}")
         existing = [
             c
@@ -457,7 +466,7 @@ class KubeClient:
             if c.get("name") != container.get("name")
         ]
         body = {"spec": {"ephemeralContainers": [*existing, dict(container)]}}
-        return pod_info(self._json("PATCH", path, body=body, content_type=_MERGE))
+        return pod_info(self._json("PATCH", path, body=body, content_type=_MERGE, params=params))
 
     def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST an object (the demo harness creates Jobs this way, as a worker does)."""

@@ -418,6 +418,86 @@ class ContainerInfo:
     stats: ContainerStats | None = None
 
 
+class PodAttach(StrEnum):
+    """How a pod's processes are sampled (`PodFacts.attach`)."""
+
+    #: From the pod's node: the container's host PIDs found through /proc/*/cgroup.
+    NODE = "node"
+    #: From an ephemeral container added to the pod (pods/ephemeralcontainers), read through pods/log.
+    EPHEMERAL = "ephemeral"
+    #: Not sampled: not running, gone, or not attachable.
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class PodEventFact:
+    """A recent Kubernetes event about the run's pod (Killing, FailedKillPod, Evicted ...)."""
+
+    type: str
+    reason: str
+    message: str
+    count: int = 1
+    last_seen: str | None = None
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the Kubernetes API says about a run's Job and pod: the facts the rules read."""
+
+    namespace: str
+    #: The Job named by `infrastructure_pid`.
+    job: str | None
+    #: False when the Job no longer exists; None when it could not be read.
+    job_exists: bool | None = None
+    #: The Job's backoffLimit (0 for prefect-kubernetes: a failed pod is not retried).
+    backoff_limit: int | None = None
+    #: The pod (None: the Job has no pod left).
+    name: str | None = None
+    #: Pending, Running, Succeeded, Failed, Unknown.
+    phase: str | None = None
+    #: The pod's status reason and message (Evicted: "The node was low on resource ...").
+    reason: str | None = None
+    message: str | None = None
+    node: str | None = None
+    #: The node's Ready condition ("True", "False", "Unknown"; None when it could not be read).
+    node_ready: str | None = None
+    node_reason: str | None = None
+    #: The container that runs the flow, its runtime id (``containerd://…``) and state.
+    container: str | None = None
+    container_id: str | None = None
+    #: running, waiting, terminated, or unknown.
+    container_state: str | None = None
+    #: Whether the flow's container runs.
+    running: bool = False
+    exit_code: int | None = None
+    #: Why it terminated or waits (OOMKilled, Error, Completed, ErrImagePull ...).
+    state_reason: str | None = None
+    restart_count: int = 0
+    #: The previous run's termination reason (an OOMKilled restart).
+    last_state_reason: str | None = None
+    #: The container's command and args (Prefect's default runs `prefect flow-run execute`).
+    command: tuple[str, ...] = ()
+    image: str | None = None
+    #: Set once the pod is being deleted: when its grace period ends, and how long that is.
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    #: spec.terminationGracePeriodSeconds (a Job deletion's own grace is not passed to its pods).
+    termination_grace_period_seconds: int | None = None
+    finalizers: tuple[str, ...] = ()
+    #: Seconds since `deletion_timestamp` (positive: Terminating past its grace period).
+    past_grace_seconds: float | None = None
+    #: Cancellation-related Prefect settings from the container's environment (never secrets).
+    settings: dict[str, str] = field(default_factory=dict)
+    #: The pod's latest events, oldest first.
+    events: tuple[PodEventFact, ...] = ()
+    #: How its processes were sampled.
+    attach: PodAttach = PodAttach.NONE
+    #: The ephemeral container the doctor used (it stays in the pod's spec until the pod is deleted).
+    debug_container: str | None = None
+    #: Every ephemeral container in the pod's spec (each stays there until the pod is deleted).
+    ephemeral_containers: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a run lives, and how it was found."""
@@ -431,6 +511,8 @@ class Target:
     processes: tuple[ProcessSample, ...] = ()
     #: The run's Docker container as the engine reports it (kind "docker" only).
     container: ContainerInfo | None = None
+    #: The run's Kubernetes Job and pod (kind "kubernetes" only).
+    pod: PodFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -610,6 +692,9 @@ __all__ = [
     "InfraKind",
     "KernelThread",
     "LabelValue",
+    "PodAttach",
+    "PodEventFact",
+    "PodFacts",
     "ProcSnapshot",
     "ProcessSample",
     "Report",

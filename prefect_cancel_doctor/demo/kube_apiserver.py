@@ -30,7 +30,8 @@ with Kubernetes' shapes and semantics, and makes every pod a real container:
   ``containerID: docker://<id>``) and the pod's phase are read from the engine on
   every request.
 - **pods/ephemeralcontainers**: PATCH as a strategic merge patch (keyed by name,
-  ``$setElementOrder`` directives ignored) or a JSON merge patch (the whole list).
+  ``$setElementOrder`` directives ignored) or a JSON merge patch (the whole list),
+  with ``dryRun=All`` (validated and admitted, nothing stored or started).
   Validated as the API server does: existing ephemeral containers may not change
   or go, names are unique in the pod, ``targetContainerName`` must exist; then Pod
   Security admission (``baseline`` and ``restricted`` forbid adding ``SYS_PTRACE``,
@@ -853,7 +854,13 @@ class FakeCluster:
             return self.pod_view(pod) if (namespace, name) in self.pods else merged
 
     def patch_ephemeral(
-        self, namespace: str, name: str, patch: Mapping[str, Any], strategic: bool, user: str
+        self,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        strategic: bool,
+        user: str,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """PATCH pods/ephemeralcontainers: validate as the API server does, admit, start the new ones."""
         with self.lock:
@@ -938,6 +945,10 @@ class FakeCluster:
                         )
             for container in added:
                 _container_defaults(container, ephemeral=True)
+            if dry_run:  # dryRun=All: validated and admitted, nothing stored or started
+                view = self.pod_view(pod)
+                view["spec"]["ephemeralContainers"] = after
+                return view
             spec["ephemeralContainers"] = after
             pod.document["metadata"]["resourceVersion"] = self.next_version()
             for container in added:
@@ -1103,7 +1114,7 @@ class FakeCluster:
         out, err = demux_logs(response.content)
         lines = sorted(
             (line for stream in (out, err) for line in stream.splitlines(keepends=True) if line),
-            key=lambda line: line.split(b" ", 1)[0],
+            key=_log_time,
         )
         if params.get("timestamps") not in ("true", "1"):
             lines = [line.split(b" ", 1)[1] if b" " in line else line for line in lines]
@@ -1127,6 +1138,13 @@ class FakeCluster:
             for summary in self.docker.containers(filters={"label": [f"{FIXTURE_LABEL}={self.owner}"]}):
                 with contextlib.suppress(DockerError):
                     self.docker.remove(summary.id)
+
+
+def _log_time(line: bytes) -> tuple[bytes, bytes]:
+    """A Docker log line's RFC 3339 timestamp as a sortable key (its nanoseconds padded to 9 digits)."""
+    stamp = line.split(b" ", 1)[0].rstrip(b"Z")
+    seconds, _, fraction = stamp.partition(b".")
+    return seconds, fraction.ljust(9, b"0")
 
 
 def _container_defaults(container: dict[str, Any], *, ephemeral: bool = False) -> None:
@@ -1670,7 +1688,8 @@ class FakeApiServer:
                         False,
                         user,
                     )
-                return 200, cluster.patch_ephemeral(namespace, name, body or {}, strategic, user)
+                dry_run = params.get("dryRun") == "All"
+                return 200, cluster.patch_ephemeral(namespace, name, body or {}, strategic, user, dry_run)
         if sub == "status" and method == "GET":
             self._authorize(user, "get", "pods/status", namespace, name)
             return 200, cluster.pod_view(cluster.get_pod(namespace, name))

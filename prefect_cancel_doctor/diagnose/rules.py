@@ -29,6 +29,7 @@ from prefect_cancel_doctor.model import (
     Cause,
     ContainerInfo,
     FlowRunRef,
+    PodFacts,
     ProcessSample,
     ProcSnapshot,
     Resource,
@@ -83,6 +84,11 @@ class Evidence:
     def container(self) -> ContainerInfo | None:
         """The run's Docker container, for Docker runs."""
         return self.target.container if self.target else None
+
+    @property
+    def pod(self) -> PodFacts | None:
+        """The run's Kubernetes Job and pod, for Kubernetes runs."""
+        return self.target.pod if self.target else None
 
     @property
     def pid1(self) -> ProcessSample | None:
@@ -191,6 +197,12 @@ def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
         # SIGKILL to the container (a shell as PID 1 would drop SIGTERM), then remove it.
         commands.append(f"docker kill {short}; docker rm -f {short} >/dev/null")
         done = f"container {short} killed and removed"
+    elif ev.pod is not None:
+        from prefect_cancel_doctor.diagnose.pods import pod_stop_commands  # Kubernetes runs only
+
+        commands += pod_stop_commands(ev.pod)
+        if commands:
+            done = f"its Job and pod {ev.pod.namespace}/{ev.pod.name or ev.pod.job} deleted"
     elif targets:
         pids = " ".join(str(p.pid) for p in targets)
         if cause in _SIGTERM_USELESS:
@@ -344,6 +356,10 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
     container = ev.container
     if container is not None:
         return _container_gone(ev, container)
+    if ev.pod is not None:
+        from prefect_cancel_doctor.diagnose.pods import pod_gone  # Kubernetes runs only
+
+        return pod_gone(ev.pod, ev.notes)
     evidence = [*ev.notes, "no process on this host carries this run's PREFECT__FLOW_RUN_ID"]
     if not run.infrastructure_pid:
         evidence.append("the run has no infrastructure_pid: no worker or Runner recorded where it runs")
@@ -458,18 +474,34 @@ def _container_gone(ev: Evidence, container: ContainerInfo) -> Verdict:
 def pid1_no_forward(ev: Evidence) -> Verdict | None:
     """A container's PID 1 is a shell or wrapper without a SIGTERM handler: the kernel drops SIGTERM."""
     pid1 = ev.pid1
-    container = ev.container
-    if pid1 is None or pid1.proc is None or container is None or container.init:
+    container, pod = ev.container, ev.pod
+    if (
+        pid1 is None
+        or pid1.proc is None
+        or (container is None and pod is None)
+        or (container and container.init)
+    ):
         return None
     if _has(pid1.proc.sig_caught, SIGTERM) or ev.engine is None:
         return None
-    command = " ".join(pid1.proc.cmdline) or " ".join(container.pid1_command) or pid1.proc.comm
+    command = (
+        " ".join(pid1.proc.cmdline)
+        or (" ".join(container.pid1_command) if container else "")
+        or pid1.proc.comm
+    )
     main = _main(ev.engine)
+    owner = (
+        f"container {container.id[:12]}"
+        if container
+        else f"container {pod.container} of pod {pod.name}"
+        if pod
+        else "?"
+    )
+    stopper = "`docker stop`" if container else "the kubelet's SIGTERM (pod deletion)"
     evidence = [
         *ev.notes,
-        f"PID 1 of container {container.id[:12]} is `{command[:160]}` "
-        f"(SigCgt={pid1.proc.sig_caught:016x}: no SIGTERM handler)",
-        "the kernel drops signals that PID 1 of a namespace does not handle, so `docker stop` and "
+        f"PID 1 of {owner} is `{command[:160]}` (SigCgt={pid1.proc.sig_caught:016x}: no SIGTERM handler)",
+        f"the kernel drops signals that PID 1 of a namespace does not handle, so {stopper} and "
         "the worker's teardown SIGTERM never reach the flow process below it",
         f"flow process: pid {ev.engine.pid} below PID 1",
     ]
@@ -851,8 +883,8 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     if ev.runner is not None and ev.runner.state in ("T", "t"):
         evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")
         return "its Runner is stopped", 0.9
-    if ev.container is not None and ev.runner is None:
-        command = " ".join(ev.container.command) or "?"
+    if (ev.container is not None or ev.pod is not None) and ev.runner is None:
+        command = " ".join(ev.container.command if ev.container else ev.pod.command if ev.pod else ()) or "?"
         evidence.append(
             f"the container's command is `{command[:160]}`: no Prefect Runner "
             "(`prefect flow-run execute`) runs in it to act on the cancel"
@@ -956,6 +988,11 @@ def diagnose(ev: Evidence) -> Verdict:
         if verdict is not None:
             if ev.container is not None:
                 facts = _container_facts(ev.container)
+                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
+            if ev.pod is not None:
+                from prefect_cancel_doctor.diagnose.pods import pod_facts  # Kubernetes runs only
+
+                facts = pod_facts(ev.pod, verdict.cause)
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
             commands = stop_commands(ev, verdict.cause)
             if commands:

@@ -19,6 +19,7 @@ from prefect_cancel_doctor.model import (  # re-exported: the report model holds
     ContainerProcess,
     ContainerStats,
     InfraKind,
+    PodFacts,
     Role,
 )
 
@@ -80,6 +81,9 @@ class Location:
     launched_here: str | None = None
     #: How the engine was found: "infrastructure_pid", "PREFECT__FLOW_RUN_ID" or "serve" (its Runner).
     found_by: str = "infrastructure_pid"
+    #: The run's Kubernetes Job and pod (None for other kinds); with attach "ephemeral", `pids`
+    #: is empty and the engine samples the pod from an ephemeral container.
+    pod: PodFacts | None = None
 
 
 def parse_infrastructure_pid(raw: str | None) -> InfraRef:

@@ -1,0 +1,413 @@
+"""Kubernetes: `locate_job` finds a run's Job, its pod, the container running the flow, and how to sample it.
+
+prefect-kubernetes (0.6+, Prefect 3.4.1+) writes `infrastructure_pid` as
+``"<namespace>:<job name>"`` (older: ``"<cluster uid>:<namespace>:<job>"``). The
+Job controller labels the Job's pods ``job-name=<job>``; the flow's container is
+the one whose environment carries the run's ``PREFECT__FLOW_RUN_ID`` (the
+worker's template names it ``prefect-job``). Nothing is sampled before the
+pod shows the run's id.
+
+Two attach modes, chosen automatically (``PCD_KUBE_ATTACH=auto``) and reported
+as ``target.pod.attach``:
+
+- **node**: the doctor runs on the pod's node (a DaemonSet with ``hostPID``, or
+  a root shell there). The container id of the pod's status (``containerd://``,
+  ``cri-o://``, ``docker://``) is looked up in every process's
+  ``/proc/PID/cgroup`` — containerd (``cri-containerd-<id>.scope`` or
+  ``…/kubepods/…/<id>``), CRI-O (``crio-<id>.scope``) and Docker
+  (``docker-<id>.scope``, ``/docker/<id>``), cgroup v1 and v2 — which gives its
+  host PIDs; they are sampled as local processes.
+- **ephemeral**: anywhere with RBAC: an ephemeral container joins the flow
+  container's PID namespace and runs py-spy (`prefect_cancel_doctor.sample.pod`).
+  Its preconditions are checked first — here a debug image and RBAC
+  (SelfSubjectAccessReview of ``patch pods/ephemeralcontainers`` and ``get
+  pods/log``), then by the sampler a dry-run patch (``dryRun=All``: Pod Security
+  admission, webhooks, a cluster without ephemeral containers) — and a failing
+  one is reported with the API's own answer and what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect_cancel_doctor.kube_api import (
+    JOB_NAME_LABEL,
+    ContainerSpec,
+    JobInfo,
+    KubeApiError,
+    KubeClient,
+    KubeError,
+    PodInfo,
+    ordered_pods,
+)
+from prefect_cancel_doctor.kube_config import resolve_kube_connection
+from prefect_cancel_doctor.locate import InfraRef, Location
+from prefect_cancel_doctor.locate.docker import can_ptrace_here
+from prefect_cancel_doctor.locate.roles import assign_roles
+from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
+from prefect_cancel_doctor.sample import procfs
+
+#: Chooses how a pod's processes are sampled: node, ephemeral or auto (the default).
+ATTACH_ENV = "PCD_KUBE_ATTACH"
+#: The image an ephemeral container runs: it needs /bin/sh and py-spy (PCD_KUBE_DEBUG_PYSPY).
+DEBUG_IMAGE_ENV = "PCD_KUBE_DEBUG_IMAGE"
+ATTACH_REQUESTS = ("auto", PodAttach.NODE.value, PodAttach.EPHEMERAL.value)
+#: Events shown per pod.
+MAX_EVENTS = 8
+#: A runtime id as the last component of a cgroup path (v1 and v2 layouts of containerd, CRI-O, Docker).
+_CGROUP_LEAF = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?$")
+
+
+class KubeAttachError(KubeError):
+    """The pod cannot be sampled from here; the message says why, with the API's answer."""
+
+
+# -- node mode: runtime ids → host PIDs ------------------------------------------------------
+
+
+def cgroup_index(proc_root: str = "/proc") -> dict[str, list[int]]:
+    """Container runtime id → the host PIDs whose cgroup ends in it (one pass over /proc)."""
+    index: dict[str, list[int]] = {}
+    for pid in procfs.pids(proc_root):
+        try:
+            text = Path(proc_root, str(pid), "cgroup").read_text()
+        except OSError:
+            continue
+        found = container_id_of_cgroup(text)
+        if found:
+            index.setdefault(found, []).append(pid)
+    return index
+
+
+def container_id_of_cgroup(text: str) -> str | None:
+    """The container runtime id in a /proc/PID/cgroup file, if its cgroup is a container's.
+
+    Lines are ``hierarchy:controllers:path`` (v1: one per controller, v2: ``0::path``);
+    the id is the path's last component, bare or as ``<runtime>-<id>.scope``.
+    """
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1].rstrip("/")
+        match = _CGROUP_LEAF.search(path)
+        if match:
+            return match.group(1)
+    return None
+
+
+class KubeSession:
+    """One scan's Kubernetes client and cgroup index, each made on first use."""
+
+    def __init__(
+        self, kubeconfig: str | None = None, context: str | None = None, proc_root: str = "/proc"
+    ) -> None:
+        self._kubeconfig, self._context, self._proc_root = kubeconfig, context, proc_root
+        self._client: KubeClient | None = None
+        self._cgroups: dict[str, list[int]] | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> KubeClient:
+        """The client (the connection resolved as kubectl does); raises KubeError when there is none."""
+        with self._lock:
+            if self._client is None:
+                self._client = KubeClient(resolve_kube_connection(self._kubeconfig, self._context))
+            return self._client
+
+    def cgroups(self) -> dict[str, list[int]]:
+        """This host's container runtime ids → host PIDs (`cgroup_index`), read once."""
+        with self._lock:
+            if self._cgroups is None:
+                self._cgroups = cgroup_index(self._proc_root)
+            return self._cgroups
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        if self._client is not None:
+            self._client.close()
+
+
+# -- locating ---------------------------------------------------------------------------------
+
+
+def choose_attach(requested: str | None, *, node_visible: bool) -> PodAttach:
+    """NODE when the container's processes are here (and may be traced), else EPHEMERAL."""
+    mode = (requested or "auto").strip().lower()
+    if mode not in ATTACH_REQUESTS:
+        raise KubeAttachError(
+            f"unknown Kubernetes attach mode {requested!r}",
+            hint=f"set {ATTACH_ENV} to one of: {', '.join(ATTACH_REQUESTS)}",
+        )
+    if mode != "auto":
+        return PodAttach(mode)
+    return PodAttach.NODE if node_visible else PodAttach.EPHEMERAL
+
+
+def locate_job(
+    run_id: str,
+    ref: InfraRef,
+    client: KubeClient,
+    *,
+    proc_root: str = "/proc",
+    attach: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cgroups: Callable[[], dict[str, list[int]]] | None = None,
+) -> Location:
+    """Find a run's Job and pod; say how to sample it (never samples anything)."""
+    namespace, job_name = ref.namespace or "default", ref.job or ""
+    description = f"Kubernetes job {namespace}/{job_name}"
+    try:
+        job = client.get_job(namespace, job_name)
+        pods = client.list_pods(namespace, f"{JOB_NAME_LABEL}={job_name}")
+    except KubeError as exc:
+        return Location(InfraKind.KUBERNETES, description, unreachable=_why(exc))
+    notes: list[str] = []
+    mine = [p for p in ordered_pods(pods) if p.flow_run_id in (run_id, None)]
+    for other in (p for p in pods if p.flow_run_id not in (run_id, None)):
+        notes.append(f"pod {other.name} belongs to flow run {other.flow_run_id}; not sampled")
+    if not mine:
+        facts = PodFacts(namespace, job_name, job_exists=job is not None, backoff_limit=_backoff(job))
+        notes.append(
+            f"Job {namespace}/{job_name} " + ("has no pod left" if job else "and its pods no longer exist")
+        )
+        return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts)
+    return locate_pod(
+        mine[0],
+        client,
+        run_id=run_id,
+        job=job,
+        job_name=job_name,
+        proc_root=proc_root,
+        attach=attach,
+        environ=environ,
+        cgroups=cgroups,
+        notes=notes,
+        siblings=len(mine),
+    )
+
+
+def locate_pod(
+    pod: PodInfo,
+    client: KubeClient,
+    *,
+    run_id: str | None,
+    job: JobInfo | None = None,
+    job_name: str | None = None,
+    proc_root: str = "/proc",
+    attach: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cgroups: Callable[[], dict[str, list[int]]] | None = None,
+    notes: list[str] | None = None,
+    siblings: int = 1,
+) -> Location:
+    """A pod's facts, and its processes by host PID (node mode) or the plan to sample it (ephemeral)."""
+    env = os.environ if environ is None else environ
+    notes = list(notes or [])
+    description = f"Kubernetes pod {pod.namespace}/{pod.name}"
+    if siblings > 1:
+        notes.append(f"the Job has {siblings} pods of this run; the newest, {pod.name}, is diagnosed")
+    container = flow_container(pod, run_id)
+    status = pod.status_of(container.name) if container else None
+    events, node_ready, node_reason = _events_and_node(client, pod, notes)
+    facts = PodFacts(
+        namespace=pod.namespace,
+        job=job_name or next((o.name for o in pod.owners if o.kind == "Job"), None),
+        job_exists=(job is not None) if job_name else None,
+        backoff_limit=_backoff(job),
+        name=pod.name,
+        phase=pod.phase,
+        reason=pod.reason,
+        message=pod.message,
+        node=pod.node_name,
+        node_ready=node_ready,
+        node_reason=node_reason,
+        container=container.name if container else None,
+        container_id=status.container_id if status else None,
+        container_state=status.state if status else "unknown",
+        running=bool(status and status.state == "running"),
+        exit_code=status.exit_code if status else None,
+        state_reason=status.reason if status else None,
+        restart_count=status.restart_count if status else 0,
+        last_state_reason=status.last_reason if status else None,
+        command=container.argv if container else (),
+        image=container.image if container else None,
+        deletion_timestamp=pod.deletion_timestamp,
+        deletion_grace_period_seconds=pod.deletion_grace_period_seconds,
+        termination_grace_period_seconds=pod.termination_grace_period_seconds,
+        finalizers=pod.finalizers,
+        past_grace_seconds=_since(pod.deletion_timestamp),
+        settings=dict(container.settings) if container else {},
+        events=events,
+        ephemeral_containers=tuple(c.name for c in pod.ephemeral_containers),
+    )
+    if container is None or status is None or status.state != "running":
+        return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts)
+    if node_ready not in (None, "True"):
+        notes.append(
+            f"node {pod.node_name} is not Ready ({node_reason}): its kubelet cannot start a debug container"
+        )
+        return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts)
+
+    runtime_id = status.runtime_id or ""
+    host_pids = (cgroups or (lambda: cgroup_index(proc_root)))().get(runtime_id, [])
+    pid1 = _pid1(host_pids, run_id, proc_root)
+    try:
+        mode = choose_attach(
+            env.get(ATTACH_ENV) if attach is None else attach,
+            node_visible=pid1 is not None and can_ptrace_here(proc_root),
+        )
+    except KubeAttachError as exc:
+        return Location(
+            InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=_why(exc)
+        )
+    if mode is PodAttach.NODE:
+        if pid1 is None:
+            why = (
+                f"{ATTACH_ENV}=node, but no process of container {container.name} ({status.container_id}) "
+                "is in this host's /proc: the doctor is not on the pod's node (run it in the node-mode "
+                "DaemonSet, with hostPID), or its PID namespace hides the host's"
+            )
+            return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=why)
+        snapshots = [s for s in (procfs.read_process(p, proc_root) for p in host_pids) if s is not None]
+        pids, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in snapshots), pid1)
+        notes.append(
+            f"node mode: container {container.name} is {len(snapshots)} process(es) on this host, "
+            f"found by its id in /proc/*/cgroup"
+        )
+        return Location(
+            InfraKind.KUBERNETES,
+            description,
+            tuple(pids),
+            runner_pid,
+            None,
+            tuple(notes),
+            pod=dataclasses.replace(facts, attach=PodAttach.NODE),
+        )
+    problem = ephemeral_preconditions(client, pod, container, env)
+    if problem is not None:
+        return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=problem)
+    return Location(
+        InfraKind.KUBERNETES,
+        description,
+        notes=tuple(notes),
+        pod=dataclasses.replace(facts, attach=PodAttach.EPHEMERAL),
+    )
+
+
+def flow_container(pod: PodInfo, run_id: str | None) -> ContainerSpec | None:
+    """The container that runs the flow: the run's id in its environment, else `prefect-job`,
+    else the only one."""
+    if run_id:
+        found = next((c for c in pod.containers if c.flow_run_id == run_id), None)
+        if found:
+            return found
+    named = next((c for c in pod.containers if c.name == "prefect-job"), None)
+    if named:
+        return named
+    return pod.containers[0] if len(pod.containers) == 1 else None
+
+
+def ephemeral_preconditions(
+    client: KubeClient, pod: PodInfo, container: ContainerSpec, env: Mapping[str, str]
+) -> str | None:
+    """Why an ephemeral container cannot sample this pod (None: nothing known stops it).
+
+    The debug image, and RBAC through SelfSubjectAccessReview. Admission (Pod
+    Security, webhooks) and a cluster without ephemeral containers answer the
+    sampler's dry-run patch (`sample.pod`), in the API's own words.
+    """
+    if not env.get(DEBUG_IMAGE_ENV):
+        return (
+            f"pod {pod.namespace}/{pod.name} is not on this host's node, and no debug image is configured to "
+            f"sample it from an ephemeral container: set {DEBUG_IMAGE_ENV} to an image holding /bin/sh and "
+            "py-spy (e.g. built FROM python:3.12-slim with `pip install py-spy`), or run the doctor on the "
+            "pod's node (the node-mode DaemonSet)"
+        )
+    missing = []
+    for verb, subresource in (("patch", "ephemeralcontainers"), ("get", "log")):
+        try:
+            review = client.access_review(verb, "pods", pod.namespace, subresource=subresource)
+        except KubeApiError as exc:
+            return f"could not ask the API what this user may do (SelfSubjectAccessReview): {exc}"
+        if not review.allowed:
+            missing.append((review, verb, subresource))
+    if missing:
+        denied = "; ".join(
+            f"{r.what}: not allowed" + (f" ({r.reason})" if r.reason else "") for r, _, _ in missing
+        )
+        rules = ", ".join(f'{{resources: ["pods/{s}"], verbs: ["{v}"]}}' for _, v, s in missing)
+        return (
+            f"RBAC forbids the ephemeral container (SelfSubjectAccessReview for {client.connection.source}): "
+            f"{denied}. Grant it in a Role of namespace {pod.namespace}: rules {rules} (the README's "
+            "Kubernetes section has the Role to copy), or run the doctor on the pod's node"
+        )
+    return None
+
+
+def _events_and_node(
+    client: KubeClient, pod: PodInfo, notes: list[str]
+) -> tuple[tuple[PodEventFact, ...], str | None, str | None]:
+    events: tuple[PodEventFact, ...] = ()
+    try:
+        found = client.events_for(pod.namespace, "Pod", pod.name)[-MAX_EVENTS:]
+        events = tuple(PodEventFact(e.type, e.reason, e.message, e.count, e.last_seen) for e in found)
+    except KubeApiError as exc:
+        notes.append(f"the pod's events could not be read: {exc.code} {exc.reason}")
+    ready = reason = None
+    if pod.node_name:
+        try:
+            node = client.get_node(pod.node_name)
+        except KubeApiError:
+            node = None  # nodes are cluster-scoped; a namespaced Role cannot read them
+        if node is not None:
+            ready, reason = node.ready, node.reason
+    return events, ready, reason
+
+
+def _pid1(host_pids: list[int], run_id: str | None, proc_root: str) -> int | None:
+    """The container's PID 1 among its host PIDs, when it is this run's (its environment says so)."""
+    for pid in host_pids:
+        snapshot = procfs.read_process(pid, proc_root, read_sockets=False)
+        if snapshot is None or snapshot.ns_pid != 1:
+            continue
+        if run_id and snapshot.environ_readable and snapshot.flow_run_id not in (run_id, None):
+            return None
+        return pid
+    return None
+
+
+def _backoff(job: JobInfo | None) -> int | None:
+    return job.backoff_limit if job else None
+
+
+def _since(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((datetime.now(timezone.utc) - moment).total_seconds(), 1)
+
+
+def _why(exc: KubeError) -> str:
+    return str(exc) + (f"; {exc.hint}" if exc.hint else "")
+
+
+__all__ = [
+    "ATTACH_ENV",
+    "ATTACH_REQUESTS",
+    "DEBUG_IMAGE_ENV",
+    "KubeAttachError",
+    "KubeSession",
+    "cgroup_index",
+    "choose_attach",
+    "container_id_of_cgroup",
+    "ephemeral_preconditions",
+    "flow_container",
+    "locate_job",
+    "locate_pod",
+]

@@ -1,0 +1,309 @@
+"""Attach mode "ephemeral": sample a pod's flow container from an ephemeral container.
+
+Where the doctor is not on the pod's node, it adds an ephemeral container to the
+pod (``PATCH pods/{pod}/ephemeralcontainers``, a strategic merge patch keyed by
+name) that
+
+- joins the flow container's PID namespace (``targetContainerName``), so PID 1
+  it sees is the flow container's PID 1;
+- adds ``SYS_PTRACE`` (``securityContext.capabilities.add``), which py-spy needs;
+- runs the debug image (``PCD_KUBE_DEBUG_IMAGE``: ``/bin/sh`` and py-spy, at
+  ``PCD_KUBE_DEBUG_PYSPY``, default ``py-spy`` on its PATH) with the same shell
+  script as the Docker sidecar (`sample.sidecar`): for a few rounds, the kernel's
+  view of every process (``/proc/PID/{stat,status}``, each thread's
+  ``stat``/``status``/``wchan``/``syscall``) and ``py-spy dump --json``;
+- repeats that every `DEBUG_PERIOD` seconds until `DEBUG_TTL` has passed, then
+  exits.
+
+Its output is read from ``pods/log?container=<name>``, and the host rebuilds the
+same `ProcessSample` records the other modes give (PIDs are the pod's namespace
+PIDs; source lines are not read: no file of the pod can be read without exec).
+
+An ephemeral container can be neither removed nor restarted: it **stays in the
+pod's spec until the pod is deleted**. So the doctor names its containers
+``pcd-doctor-<target container>-<n>`` and a later scan within `DEBUG_TTL` reuses
+the running one (it waits for its next round) instead of adding another; only a
+scan after it has exited adds ``-<n+1>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
+from prefect_cancel_doctor.locate import Location
+from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV, KubeSession
+from prefect_cancel_doctor.sample.sidecar import _SCRIPT, ContainerSample, _build, parse_script_output
+
+#: Name prefix of the doctor's ephemeral containers.
+DEBUG_PREFIX = "pcd-doctor"
+PYSPY_ENV = "PCD_KUBE_DEBUG_PYSPY"
+TTL_ENV = "PCD_KUBE_DEBUG_TTL"
+#: Seconds an ephemeral container keeps sampling (a scan within that time reuses it).
+DEBUG_TTL = 300
+#: Seconds between two of its rounds.
+DEBUG_PERIOD = 10
+#: How long to wait for the kubelet to start it.
+START_TIMEOUT = 90.0
+
+_CYCLE = "\n@@PCD cycle "
+_END = "\n@@PCD end"
+# Runs the sidecar script (from PCD_SCRIPT) once a period until the TTL is spent.
+# Arguments: py-spy, rounds, interval, cycles, period, then py-spy's extra flags.
+_LOOP = r"""
+Y=$1; ROUNDS=$2; INTERVAL=$3; CYCLES=$4; PERIOD=$5; shift 5
+c=1
+while [ "$c" -le "$CYCLES" ]; do
+  printf '\n@@PCD cycle %s\n' "$c"
+  sh -c "$PCD_SCRIPT" pcd-doctor "$Y" "$ROUNDS" "$INTERVAL" "$@"
+  c=$((c + 1))
+  if [ "$c" -le "$CYCLES" ]; then sleep "$PERIOD"; fi
+done
+"""
+
+
+class PodSampleError(KubeError):
+    """The ephemeral container could not be added or said nothing usable; the message says why."""
+
+
+def debug_container_spec(
+    name: str,
+    target: str,
+    image: str,
+    *,
+    pyspy: str = "py-spy",
+    samples: int = 5,
+    interval: float = 0.2,
+    native: bool = True,
+    locals: bool = False,
+    ttl: int = DEBUG_TTL,
+    period: int = DEBUG_PERIOD,
+) -> dict[str, Any]:
+    """The EphemeralContainer the doctor adds (the body of the strategic merge patch's list)."""
+    flags = (["--native"] if native else []) + (["--locals"] if locals else [])
+    cycles = max(1, ttl // max(1, period))
+    return {
+        "name": name,
+        "image": image,
+        "command": ["/bin/sh", "-c", _LOOP, "pcd-doctor"],
+        "args": [pyspy, str(max(1, samples)), f"{interval:g}", str(cycles), str(period), *flags],
+        "env": [{"name": "PCD_SCRIPT", "value": _SCRIPT}, {"name": "RUST_BACKTRACE", "value": "0"}],
+        "targetContainerName": target,
+        "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}},
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent",
+        "stdin": False,
+        "tty": False,
+    }
+
+
+def _ordinal(name: str, target: str) -> int | None:
+    match = re.fullmatch(rf"{re.escape(DEBUG_PREFIX)}-{re.escape(target)}-(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def reusable(pod: PodInfo, target: str, image: str) -> tuple[str | None, int]:
+    """The doctor's running ephemeral container for `target` (if any), and the next free ordinal."""
+    running = None
+    highest = 0
+    for spec in pod.ephemeral_containers:
+        number = _ordinal(spec.name, target)
+        if number is None:
+            continue
+        highest = max(highest, number)
+        status = pod.status_of(spec.name)
+        if spec.image == image and status is not None and status.state == "running":
+            running = spec.name
+    return running, highest + 1
+
+
+def sample_pod(
+    client: KubeClient,
+    namespace: str,
+    pod_name: str,
+    target: str,
+    *,
+    image: str,
+    flow_run_id: str | None,
+    samples: int = 5,
+    interval: float = 0.2,
+    native: bool = True,
+    locals: bool = False,
+    timeout: float = 120.0,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[ContainerSample, str, bool]:
+    """Sample the pod's `target` container from an ephemeral container.
+
+    Returns the sample, the ephemeral container's name, and whether it was reused.
+    Raises `PodSampleError` with the API's own answer when the patch is refused.
+    """
+    env = os.environ if environ is None else environ
+    started = time.monotonic()
+    pod = client.get_pod(namespace, pod_name)
+    if pod is None:
+        raise PodSampleError(f"pod {namespace}/{pod_name} no longer exists")
+    name, ordinal = reusable(pod, target, image)
+    reused = name is not None
+    if name is None:
+        name = f"{DEBUG_PREFIX}-{target}-{ordinal}"
+        spec = debug_container_spec(
+            name,
+            target,
+            image,
+            pyspy=env.get(PYSPY_ENV) or "py-spy",
+            samples=samples,
+            interval=interval,
+            native=native,
+            locals=locals,
+            ttl=int(env.get(TTL_ENV) or DEBUG_TTL),
+        )
+        try:
+            # First a dry run: validation and admission answer without leaving anything in the pod.
+            client.add_ephemeral_container(namespace, pod_name, spec, dry_run=True)
+            client.add_ephemeral_container(namespace, pod_name, spec)
+        except KubeApiError as exc:
+            raise PodSampleError(refusal(exc, namespace, pod_name)) from exc
+    seen = 0
+    if reused:
+        seen = client.pod_log(namespace, pod_name, name).count(_CYCLE)
+    deadline = started + max(timeout, START_TIMEOUT)
+    while True:
+        status = _status(client, namespace, pod_name, name)
+        if (
+            status is not None
+            and status[0] == "waiting"
+            and status[1] in ("ErrImagePull", "ImagePullBackOff")
+        ):
+            raise PodSampleError(
+                f"the ephemeral container {name} cannot start: {status[1]} ({status[2]}); "
+                f"set {'PCD_KUBE_DEBUG_IMAGE'} to an image the node can pull"
+            )
+        if status is not None and status[0] in ("running", "terminated"):
+            text = client.pod_log(namespace, pod_name, name)
+            cycle = _latest_cycle(text, after=seen)
+            if cycle is not None:
+                break
+            if status[0] == "terminated":
+                raise PodSampleError(
+                    f"the ephemeral container {name} exited ({status[1]}) without a complete round: "
+                    f"{text[-500:].strip()}"
+                )
+        if time.monotonic() > deadline:
+            raise PodSampleError(
+                f"the ephemeral container {name} gave no complete round within {deadline - started:.0f} s"
+            )
+        time.sleep(0.5)
+    collected = parse_script_output(cycle.encode())
+    with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
+        sample = _build(collected, Path(scratch), native, flow_run_id)
+    notes = (
+        f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
+        + (" (reused: it was still sampling)" if reused else "")
+        + "; an ephemeral container stays in the pod's spec until the pod is deleted",
+    )
+    sample = dataclasses.replace(
+        sample, method="ephemeral", notes=notes, seconds=round(time.monotonic() - started, 3)
+    )
+    return sample, name, reused
+
+
+def sample_pod_job(
+    session: KubeSession,
+    location: Location,
+    run_id: str | None,
+    *,
+    samples: int,
+    interval: float,
+    native: bool,
+    locals: bool,
+    timeout: float,
+) -> tuple[Location, ContainerSample | None]:
+    """Sample a located pod (attach "ephemeral"); a refusal becomes the location's `unreachable`."""
+    pod = location.pod
+    assert pod is not None and pod.name is not None and pod.container is not None
+    env = os.environ
+    try:
+        sampled, name, _ = sample_pod(
+            session.client(),
+            pod.namespace,
+            pod.name,
+            pod.container,
+            image=env.get(DEBUG_IMAGE_ENV) or "",
+            flow_run_id=run_id,
+            samples=samples,
+            interval=interval,
+            native=native,
+            locals=locals,
+            timeout=timeout,
+        )
+    except KubeError as exc:
+        why = str(exc) + (f"; {exc.hint}" if exc.hint else "")
+        return dataclasses.replace(location, unreachable=why), None
+    containers = pod.ephemeral_containers + ((name,) if name not in pod.ephemeral_containers else ())
+    facts = dataclasses.replace(pod, debug_container=name, ephemeral_containers=containers)
+    return dataclasses.replace(location, pod=facts), sampled
+
+
+def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
+    """Why the API refused the ephemeral container, with its own words and what to change."""
+    said = f"{exc.code} {exc.reason}: {exc.api_message}"
+    if isinstance(exc, KubeNotFound) and "could not find the requested resource" in exc.api_message:
+        return (
+            "this cluster does not serve ephemeral containers "
+            f"(PATCH pods/{pod}/ephemeralcontainers answered {said}): "
+            "they need Kubernetes 1.23+ (the EphemeralContainers feature); run the doctor on the "
+            "pod's node (node mode) instead"
+        )
+    if exc.code == 403 and "PodSecurity" in exc.api_message:
+        return (
+            f"Pod Security admission refused the ephemeral container ({said}): relabel namespace "
+            f"{namespace} `pod-security.kubernetes.io/enforce=privileged` for the time of the diagnosis, "
+            "or run the doctor on the pod's node (node mode)"
+        )
+    if exc.code == 403:
+        return (
+            f"RBAC refused the ephemeral container ({said}): grant `patch` on `pods/ephemeralcontainers` and "
+            f"`get` on `pods/log` in namespace {namespace} (the README's Kubernetes Role)"
+        )
+    return f"the API refused the ephemeral container ({said})"
+
+
+def _status(
+    client: KubeClient, namespace: str, pod: str, name: str
+) -> tuple[str, str | None, str | None] | None:
+    current = client.get_pod(namespace, pod)
+    if current is None:
+        raise PodSampleError(f"pod {namespace}/{pod} was deleted while it was being sampled")
+    status = current.status_of(name)
+    return (status.state, status.reason, status.message) if status else None
+
+
+def _latest_cycle(text: str, *, after: int) -> str | None:
+    """The newest complete round of the log that started after the first `after` ones."""
+    parts = text.split(_CYCLE)
+    for index in range(len(parts) - 1, after, -1):
+        if _END in parts[index]:
+            return parts[index].partition("\n")[2]
+    return None
+
+
+__all__ = [
+    "DEBUG_PERIOD",
+    "DEBUG_PREFIX",
+    "DEBUG_TTL",
+    "PYSPY_ENV",
+    "TTL_ENV",
+    "PodSampleError",
+    "debug_container_spec",
+    "refusal",
+    "reusable",
+    "sample_pod",
+    "sample_pod_job",
+]

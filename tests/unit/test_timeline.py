@@ -50,4 +50,4 @@ def test_a_worker_that_stopped_before_the_cancel_is_said_so() -> None:
     worker = WorkerInfo("w1", "ONLINE", "2026-11-27T10:04:00Z", 960.0, 30.0)
     verdict = diagnose(evidence(process("sleep_main_native"), run=run_ref(workers=(worker,))))
     assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
-    assert any("60 s before the run entered Cancelling" in line for line in verdict.evidence)
+    assert any("60s before the run entered Cancelling" in line for line in verdict.evidence)

@@ -110,6 +110,25 @@ Output = Annotated[
         metavar="FILE",
     ),
 ]
+Publish = Annotated[
+    bool,
+    typer.Option(
+        "--publish",
+        envvar="PCD_PUBLISH",
+        help="Publish the verdict of each run this host answers for to Prefect: an event "
+        "(prefect-cancel-doctor.verdict) and a Markdown artifact on the run. Without it the "
+        "scan changes nothing.",
+    ),
+]
+Fleet = Annotated[
+    bool,
+    typer.Option(
+        "--fleet/--no-fleet",
+        envvar="PCD_FLEET",
+        help="For runs not found on this host, show the newest verdict another host's doctor published "
+        "(agent, scan --publish), marked with that host and its age.",
+    ),
+]
 SamplesDetail = Annotated[
     bool,
     typer.Option(
@@ -319,6 +338,32 @@ def _with_ui(options: Options, api: PrefectApi, profile: str | None) -> Options:
     return dataclasses.replace(options, ui_url=ui_base_url(api.url, os.environ, values))
 
 
+def _published(api: PrefectApi, report: Report) -> Report:
+    """`scan --publish`: publish the verdicts this host answers for (publish.py). What could not be
+    published joins the report's errors and stderr; the verdicts are shown and the exit code kept."""
+    import dataclasses
+
+    from prefect_cancel_doctor.publish import host_name, publish, seen_here
+
+    outcome = publish(api, report, seen=seen_here(host_name()))
+    typer.echo(outcome.summary(), err=True)
+    for error in outcome.errors:
+        typer.echo(f"warning: {error}", err=True)
+    return dataclasses.replace(report, errors=(*report.errors, *outcome.errors))
+
+
+def _with_fleet(api: PrefectApi, report: Report) -> Report:
+    """The fleet's verdicts for the runs not found here (fleet.py); the runs no agent answers for, and
+    why the fleet could not be read, as notes on stderr."""
+    from prefect_cancel_doctor.fleet import fleet_for_report
+    from prefect_cancel_doctor.publish import host_name
+
+    report, uncovered, problems = fleet_for_report(api, report, host_name())
+    for line in (*(u.text for u in uncovered), *problems):
+        typer.echo(f"note: {line}", err=True)
+    return report
+
+
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs")."""
@@ -347,6 +392,7 @@ def _fail(exc: Exception) -> None:
         "prefect-cancel-doctor scan",
         "prefect-cancel-doctor scan --since 24h --no-native",
         "prefect-cancel-doctor scan --format markdown -o stuck.md",
+        "prefect-cancel-doctor scan --publish    # verdicts as Prefect events, an artifact on each run",
         "prefect-cancel-doctor scan --format json | jq '.runs[] | {name: .flow_run.name, ui: .ui_url}'",
     )
 )
@@ -357,6 +403,8 @@ def scan(
     fmt: FormatOpt = Format.TERMINAL,
     output: Output = None,
     samples_detail: SamplesDetail = False,
+    publish: Publish = False,
+    fleet: Fleet = True,
     samples: Samples = 5,
     interval: Interval = 0.2,
     native: Native = True,
@@ -406,7 +454,9 @@ def scan(
         from prefect_cancel_doctor.engine import scan as run_scan
 
         with _api(api_url, api_key, profile) as api:
-            return run_scan(api, _with_ui(options, api, profile), progress)
+            report = run_scan(api, _with_ui(options, api, profile), progress)
+            report = _published(api, report) if publish else report
+            return _with_fleet(api, report) if fleet else report
 
     _run(fmt, color, work, output, samples_detail)
 
@@ -960,6 +1010,104 @@ def schedule(
         "fail_run_on_breach": fail_run,
     }
     serve_report(cron, name=name, timezone=timezone, parameters=parameters)
+
+
+@app.command(
+    epilog=_examples(
+        "prefect-cancel-doctor agent                # serves prefect-cancel-doctor-agent/<host>",
+        "prefect-cancel-doctor agent --interval 2m --host node-7",
+        'prefect-cancel-doctor agent --cron "*/5 * * * *"',
+        "prefect-cancel-doctor agent --once         # one scan and publication now, no serving",
+    ),
+)
+def agent(
+    interval: Annotated[
+        str,
+        typer.Option("--interval", envvar="PCD_AGENT_INTERVAL", help="How often to scan (e.g. 1m, 5m)."),
+    ] = "5m",
+    cron: Annotated[
+        Optional[str],
+        typer.Option(
+            "--cron",
+            envvar="PCD_AGENT_CRON",
+            help='Scan on this cron schedule instead of --interval, e.g. "*/5 * * * *".',
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option(
+            "--host",
+            envvar="PCD_HOST",
+            help="This host's name: its deployment's name and its events' resource (else the hostname; "
+            "in a DaemonSet, the node's name).",
+            show_default=False,
+        ),
+    ] = None,
+    artifacts: Annotated[
+        bool,
+        typer.Option(
+            "--artifacts/--no-artifacts",
+            envvar="PCD_AGENT_ARTIFACTS",
+            help="Also write a Markdown artifact on each run (else events only).",
+        ),
+    ] = True,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Scan and publish once, now, without serving (for cron, systemd timers, CronJobs); "
+            "exit code as `scan`.",
+        ),
+    ] = False,
+    samples: Samples = 3,
+    since: Since = "1h",
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> None:
+    """Serve this host's doctor as a Prefect deployment that scans what runs here and publishes it."""
+    import os
+
+    from prefect_cancel_doctor.errors import DoctorError
+    from prefect_cancel_doctor.settings import resolve_connection
+
+    parse_duration(since)
+    if host:
+        # The flow runs (subprocesses of the Runner) read it too.
+        os.environ["PCD_HOST"] = host
+    if once:
+        import dataclasses
+
+        from prefect_cancel_doctor.publish import scan_and_publish
+
+        def work(progress: ProgressFn) -> Report:
+            with _api(api_url, api_key, profile) as api:
+                report, outcome = scan_and_publish(api, samples=samples, since=since, artifacts=artifacts)
+            typer.echo(outcome.summary(), err=True)
+            for error in outcome.errors:
+                typer.echo(f"warning: {error}", err=True)
+            return dataclasses.replace(report, errors=(*report.errors, *outcome.errors))
+
+        _run(Format.TERMINAL, None, work)
+    try:
+        connection = resolve_connection(api_url, api_key, profile)
+    except DoctorError as exc:
+        _fail(exc)
+    # Prefect reads its settings when it is imported: point it at the same API first.
+    os.environ["PREFECT_API_URL"] = connection.api_url
+    if connection.api_key:
+        os.environ["PREFECT_API_KEY"] = connection.api_key
+    if connection.auth_string:
+        os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
+    from prefect_cancel_doctor.agent import schedule_of, serve_agent
+
+    try:
+        schedule_of(interval, cron)
+    except ValueError as exc:
+        _fail(_usage(str(exc)))
+    parameters = {"samples": samples, "since": since, "artifacts": artifacts}
+    serve_agent(interval=interval, cron=cron, parameters=parameters)
 
 
 def main() -> None:

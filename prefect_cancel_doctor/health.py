@@ -33,6 +33,7 @@ from prefect_cancel_doctor.durations import edge_text as _short
 from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.durations import rough_text as _human
 from prefect_cancel_doctor.engine import CONCURRENT_REQUESTS, Options, scan
+from prefect_cancel_doctor.fleet import AgentSeen, Fleet, UncoveredPool, read_fleet, uncovered, where_text
 from prefect_cancel_doctor.history import (
     TIMEOUT_MESSAGE_PREFIX,
     Cancellation,
@@ -45,6 +46,7 @@ from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,
     FlowRunRef,
+    Published,
     StateType,
     Target,
     Verdict,
@@ -52,6 +54,7 @@ from prefect_cancel_doctor.model import (
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.prefect_records import FlowRun, ServerSettings
+from prefect_cancel_doctor.publish import host_name
 
 SCHEMA_VERSION = 1
 
@@ -161,6 +164,8 @@ class StuckRun:
     #: Why it was not sampled (or what else to know).
     note: str | None = None
     errors: tuple[str, ...] = ()
+    #: Set when the verdict is another host's doctor's, read from its published event (fleet.py).
+    published: Published | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,10 @@ class HealthReport:
     errors: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "cancellation_health_report"
+    #: Hosts whose doctor published within the window (`agent`, `scan --publish`), newest scan each.
+    agents: tuple[AgentSeen, ...] = ()
+    #: Runs in Cancelling no host's doctor answered for, per work pool.
+    uncovered: tuple[UncoveredPool, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -326,7 +335,7 @@ def _stuck_plain(run: StuckRun, samples: bool = False) -> dict[str, Any]:
             process["samples"] = count
     if run.verdict is None:
         entry["verdict"] = None
-    entry.update(location=run.location, sampled=run.sampled, note=run.note)
+    entry.update(location=run.location, sampled=run.sampled, note=run.note, published=to_plain(run.published))
     return entry
 
 
@@ -850,6 +859,8 @@ def build_health_report(
         errors = report.errors
     else:
         stuck, live_orphans, errors = _stuck_from_api(api, cancelling_now, until), [], ()
+    stuck, fleet = _with_fleet(api, stuck, options.since, until)
+    notes.extend(fleet.errors)
     progress("reading concurrency limits", 0, 0)
     slots = held_slots(api, cancelling_now, notes)
 
@@ -893,8 +904,52 @@ def build_health_report(
         source=source,
         top=options.top,
         errors=tuple(errors),
+        agents=fleet.agents,
+        uncovered=uncovered(
+            [
+                (s.flow_run.name, s.flow_run.work_pool_name, s.sampled or s.published is not None)
+                for s in stuck
+            ],
+            fleet,
+        ),
     )
     return dataclasses.replace(report_, breaches=evaluate(options.rules, report_))
+
+
+def _with_fleet(
+    api: PrefectApi, stuck: list[StuckRun], window: timedelta, now: datetime
+) -> tuple[list[StuckRun], Fleet]:
+    """Stuck runs not sampled here with the newest verdict another host published (fleet.py)."""
+    here = host_name()
+    missing = [s.flow_run.id for s in stuck if not s.sampled]
+    if not missing:
+        return stuck, Fleet({})
+    fleet = read_fleet(api, missing, window=max(window, timedelta(hours=1)), now=now)
+    merged = []
+    for s in stuck:
+        found = fleet.verdicts.get(s.flow_run.id)
+        # Another host's verdict where this host has none, cannot see the run, or only reasoned
+        # from the API while that host found the run (fleet.should_use says the same for `scan`).
+        if (
+            found is not None
+            and found.published.host != here
+            and not s.sampled
+            and (
+                s.verdict is None
+                or s.verdict.cause in (Cause.NOT_ATTACHABLE, Cause.UNKNOWN)
+                or found.published.found_there
+            )
+        ):
+            s = dataclasses.replace(
+                s,
+                location=where_text(found),
+                verdict=found.verdict,
+                target=None,
+                note=None,
+                published=found.published,
+            )
+        merged.append(s)
+    return merged, fleet
 
 
 __all__ = [

@@ -577,6 +577,24 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class Published:
+    """Where a verdict read from the fleet's events comes from: another host's doctor (fleet.py)."""
+
+    #: The host whose doctor diagnosed the run (its `prefect-cancel-doctor.host.<host>` resource).
+    host: str
+    #: When it published the verdict (ISO 8601, UTC).
+    published_at: str
+    #: Seconds between its publication and this report.
+    age_seconds: float | None
+    #: Whether that host found something of the run (processes, a container) to sample.
+    found_there: bool
+    #: The version of the doctor that published it.
+    doctor_version: str | None
+    #: The event's id (`prefect-cancel-doctor.verdict`).
+    event_id: str
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """One run: what the API said, where it lives, and the verdict."""
 
@@ -589,6 +607,8 @@ class Diagnosis:
     timeline: tuple[TimelineEntry, ...] = ()
     #: The run's page in the Prefect UI (None for a process inspected without the API).
     ui_url: str | None = None
+    #: Set when the verdict is another host's, read from its published event (None: diagnosed here).
+    published: Published | None = None
 
     @property
     def needs_attention(self) -> bool:
@@ -666,6 +686,8 @@ def _plain(value: Any) -> Any:
             out["threads"] = out.pop("dumps")
         if isinstance(value, Diagnosis):
             out["threads"] = _latest_threads(value)
+            if value.published is None:  # only a verdict read from another host's event says where from
+                del out["published"]
         return out
     if isinstance(value, enum.Enum):
         return value.value
@@ -697,6 +719,7 @@ __all__ = [
     "PodFacts",
     "ProcSnapshot",
     "ProcessSample",
+    "Published",
     "Report",
     "Resource",
     "ResourceKind",

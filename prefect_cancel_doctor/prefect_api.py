@@ -24,6 +24,7 @@ from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
 from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
 from prefect_cancel_doctor.prefect_records import (
+    ArtifactRef,
     Deployment,
     Event,
     FlowRun,
@@ -35,6 +36,7 @@ from prefect_cancel_doctor.prefect_records import (
     UnexpectedShape,
     Worker,
     WorkPool,
+    parse_artifact,
     parse_deployment,
     parse_event_page,
     parse_flow_run,
@@ -186,6 +188,8 @@ class PrefectApi:
                 f"Prefect API error {response.status_code} {self._clean(response.reason_phrase)} "
                 f"on {method} {path}: {self._clean(response.text[:200])}"
             )
+        if response.status_code == 204:  # POST /events, PATCH /artifacts/{id}: no body
+            return None
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -330,8 +334,12 @@ class PrefectApi:
         return self._runs(body)
 
     def runs_by_id(self, ids: Iterable[str]) -> list[FlowRun]:
-        """The flow runs with these ids (missing ids are simply absent)."""
-        wanted = sorted(set(ids))
+        """The flow runs with these ids (missing ids are simply absent).
+
+        An id that is no UUID names no run (a process's PREFECT__FLOW_RUN_ID can say
+        anything): it is left out, where the server would refuse the whole request (422).
+        """
+        wanted = sorted(i for i in set(ids) if _is_uuid(i))
         runs: list[FlowRun] = []
         for start in range(0, len(wanted), PAGE_SIZE):
             runs.extend(self._runs({"flow_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
@@ -491,12 +499,57 @@ class PrefectApi:
         """The flow runs with exactly this name (run names are not unique: there may be several)."""
         return self._runs({"flow_runs": {"name": {"any_": [name]}}})
 
+    # -- publishing verdicts (`scan --publish`, `agent`: publish.py); the only writes ----------
+
+    def post_events(self, events: list[dict[str, Any]]) -> None:
+        """Send a batch of events in one request (`POST /events`: 204, self-hosted and Cloud)."""
+        self._request("POST", "/events", events)
+
+    def latest_artifacts(self, keys: Iterable[str]) -> dict[str, ArtifactRef]:
+        """The latest artifact of each of these keys, by key (`POST /artifacts/latest/filter`)."""
+        wanted = sorted(set(keys))
+        found: dict[str, ArtifactRef] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"artifacts": {"key": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            for raw in self._paged("/artifacts/latest/filter", body, "ID_DESC", id_key="key"):
+                artifact = parse_artifact(raw)
+                if artifact is not None:
+                    found[artifact.key] = artifact
+        return found
+
+    def create_artifact(self, body: dict[str, Any]) -> ArtifactRef | None:
+        """Create an artifact (`POST /artifacts/`); the record the server made."""
+        return parse_artifact(self._request("POST", "/artifacts/", body))
+
+    def update_artifact(self, artifact_id: str, body: dict[str, Any]) -> None:
+        """Replace an artifact's data and description (`PATCH /artifacts/{id}`)."""
+        self._request("PATCH", f"/artifacts/{quote(artifact_id, safe='')}", body)
+
+    def work_pool_ids(self, names: Iterable[str]) -> dict[str, str]:
+        """The ids of the work pools with these names, by name (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            raw_pools = list(self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"))
+            names = parse_names(raw_pools, "a work pool listing")
+            found.update({name: pool_id for pool_id, name in names.items()})
+        return found
+
     def force_cancelled(self, run_id: str, message: str) -> State | None:
         """Set the run's state to Cancelled, forced past the orchestration rules (`resolve` only:
         every other command is read-only). Returns the state the server holds afterwards."""
         state = {"type": StateType.CANCELLED.value, "name": "Cancelled", "message": message}
         answer = self._request("POST", f"/flow_runs/{run_id}/set_state", {"state": state, "force": True})
         return parse_state(answer.get("state") if isinstance(answer, dict) else None)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _says_csrf(response: httpx.Response) -> bool:

@@ -137,6 +137,18 @@ class Event:
     initial_state_type: str | None = None
     #: The message of the state it entered (`payload.validated_state.message`).
     validated_message: str | None = None
+    #: The event's payload as sent (the fleet reader parses its own events' payloads: fleet.py).
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact, as far as publishing the doctor's own needs (`POST /artifacts/latest/filter`)."""
+
+    #: The artifact's id (of the latest version, for a key's latest artifact).
+    id: str
+    key: str
+    flow_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -366,7 +378,17 @@ def parse_event(raw: object) -> Event:
         else (),
         initial_state_type=_text(_obj(payload.get("initial_state")), "type"),
         validated_message=_text(_obj(payload.get("validated_state")), "message"),
+        payload=payload,
     )
+
+
+def parse_artifact(raw: object) -> ArtifactRef | None:
+    """An artifact (or a key's latest artifact, whose id is `latest_id`); None without a key."""
+    item = _obj(raw)
+    artifact_id, key = _text(item, "latest_id") or _text(item, "id"), _text(item, "key")
+    if not artifact_id or not key:
+        return None
+    return ArtifactRef(artifact_id, key, _text(item, "flow_run_id"))
 
 
 def parse_event_page(raw: object) -> EventPage:
@@ -434,6 +456,7 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 __all__ = [
+    "ArtifactRef",
     "Deployment",
     "Event",
     "EventPage",
@@ -447,6 +470,7 @@ __all__ = [
     "UnexpectedShape",
     "WorkPool",
     "Worker",
+    "parse_artifact",
     "parse_deployment",
     "parse_event",
     "parse_event_page",

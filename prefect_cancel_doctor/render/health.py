@@ -22,6 +22,7 @@ from typing import TextIO, TypeVar
 from typing_extensions import assert_never
 
 from prefect_cancel_doctor.durations import seconds_text
+from prefect_cancel_doctor.fleet import UncoveredPool, age_text
 from prefect_cancel_doctor.health import (
     CallSite,
     Cancellation,
@@ -232,6 +233,8 @@ def sections(report: HealthReport) -> list[Section]:
             notes=_unsampled_notes(r.stuck),
         ),
     ]
+    if r.agents or any(s.published for s in r.stuck):
+        parts.append(_coverage(r))
     if r.live_orphans:
         title = _counted("Finished runs whose processes still run here", len(r.live_orphans))
         parts.append(_listed("live-orphans", title, _ORPHAN_COLUMNS, r.live_orphans, _orphan_row, top))
@@ -300,6 +303,28 @@ def sections(report: HealthReport) -> list[Section]:
 
 
 _NOT_SAMPLED = ": located from the API, not sampled"
+
+
+def _coverage(r: HealthReport) -> Section:
+    """The fleet's agents (hosts that published), and the stuck runs none of them answered for, per pool."""
+    columns = (Column("work pool"), Column("runs", True), Column("which"), Column("agents seeing the pool"))
+    agents = [
+        f"agent on {a.host}: last scan {age_text(a.age_seconds)}, work pools "
+        f"{', '.join(a.work_pools) or 'none'}"
+        for a in r.agents
+    ]
+    published = sum(1 for s in r.stuck if s.published)
+    notes = [
+        f"{published} stuck run(s) carry the verdict another host's doctor published (the 'where' column "
+        "names the host and the verdict's age).",
+        *agents,
+    ]
+    title = _counted("Stuck runs no agent answered for, per work pool", sum(len(u.runs) for u in r.uncovered))
+    return _listed("coverage", title, columns, r.uncovered, _uncovered_row, notes=notes)
+
+
+def _uncovered_row(u: UncoveredPool) -> tuple[object, ...]:
+    return (u.pool, len(u.runs), ", ".join(u.runs), ", ".join(u.agents) or "none")
 
 
 def _counted(title: str, count: int) -> str:

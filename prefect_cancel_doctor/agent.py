@@ -1,0 +1,105 @@
+"""A doctor on every host, scheduled by Prefect: `prefect-cancel-doctor agent`.
+
+Each host serves one deployment of the flow `prefect-cancel-doctor-agent`, named
+after the host (`PCD_HOST`, else its hostname), on an interval or a cron
+schedule. Each of its runs scans the runs in Cancelling (and the orphans),
+samples what of them runs on this host, and publishes the verdicts of the runs
+this host answers for (`publish.covers`), with one `prefect-cancel-doctor.host.scanned`
+event saying what the host saw (its work pools and workers): the central
+report reads both (fleet.py). No protocol of our own: Prefect schedules the
+agents, carries the verdicts and shows them.
+
+Imports Prefect at its top, like flows.py; the CLI imports it inside `agent`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.types.entrypoint import EntrypointType
+
+from prefect_cancel_doctor.durations import parse_duration
+from prefect_cancel_doctor.flows import cron_schedule, prefect_connection
+from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.publish import host_name, scan_and_publish, seen_here
+
+#: The agent's flow; each host serves a deployment of it named after the host.
+AGENT_FLOW = "prefect-cancel-doctor-agent"
+#: Tag on every agent deployment (to list the fleet's agents in the UI).
+AGENT_TAG = "prefect-cancel-doctor"
+
+
+@flow(
+    name=AGENT_FLOW,
+    description="prefect-cancel-doctor on one host: diagnose the runs stuck in Cancelling that run "
+    "here and publish each verdict as an event and an artifact on the run.",
+    persist_result=False,
+    validate_parameters=True,
+)
+def cancel_doctor_agent(samples: int = 3, since: str = "1h", artifacts: bool = True) -> dict[str, Any]:
+    """Scan this host and publish its verdicts.
+
+    Args:
+        samples: py-spy dumps per process.
+        since: the window for orphans among Cancelled runs, e.g. "1h".
+        artifacts: also write a Markdown artifact on each run (else events only).
+    """
+    logger = get_run_logger()
+    host = host_name()
+    with PrefectApi(prefect_connection()) as api:
+        report, outcome = scan_and_publish(api, samples=samples, since=since, artifacts=artifacts)
+    logger.info("host %s: %d run(s) diagnosed; %s", host, len(report.runs), outcome.summary())
+    for error in outcome.errors:
+        logger.warning("%s", error)
+    seen = seen_here(host)
+    return {
+        "host": host,
+        "work_pools": list(seen.work_pools),
+        "workers": list(seen.workers),
+        "diagnosed": len(report.runs),
+        "published": outcome.events,
+        "artifacts": outcome.artifacts,
+        "errors": outcome.errors,
+    }
+
+
+def schedule_of(interval: str | None, cron: str | None, timezone: str | None = None) -> dict[str, Any]:
+    """`serve`'s schedule arguments; ValueError on a bad interval or cron."""
+    if cron:
+        return {"schedules": [cron_schedule(cron, timezone)]}
+    seconds = parse_duration(interval or "5m").total_seconds()
+    if seconds < 10:
+        raise ValueError(f"an interval of {interval} is too short: a scan samples for seconds (10s at least)")
+    return {"interval": timedelta(seconds=seconds)}
+
+
+def serve_agent(
+    *,
+    interval: str | None = "5m",
+    cron: str | None = None,
+    timezone: str | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> None:
+    """Serve this host's deployment until interrupted (its schedule is paused on the way out)."""
+    cancel_doctor_agent.serve(
+        name=host_name(),
+        parameters=parameters or {},
+        tags=[AGENT_TAG],
+        description=f"prefect-cancel-doctor agent of host {host_name()}",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        pause_on_shutdown=True,
+        # One scan at a time per host: a slow one is not overtaken by the next.
+        limit=1,
+        **schedule_of(interval, cron, timezone),
+    )
+
+
+__all__ = [
+    "AGENT_FLOW",
+    "AGENT_TAG",
+    "cancel_doctor_agent",
+    "schedule_of",
+    "serve_agent",
+]

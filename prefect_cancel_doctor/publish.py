@@ -1,0 +1,649 @@
+"""Publish verdicts to Prefect: one event per diagnosed run, a Markdown artifact on the run.
+
+`scan --publish` and `agent` call `publish(api, report, ...)` after a scan. Prefect
+is the distributed system that already reaches every host and every person on
+call, so a verdict goes where people look:
+
+- an event `prefect-cancel-doctor.verdict` per run this host covers (`covers`),
+  whose resource is this host (`prefect-cancel-doctor.host.<host>`) and whose
+  related resources are the run, its flow, deployment, work pool and worker, with
+  the ids and roles Prefect's own events use (`prefect.flow-run.<id>` as
+  `flow-run`, …: prefect/server/models/events.py, prefect/workers/base.py), so
+  that it is found by the run's related-resource filter and an Automation can
+  match it (the cause is a resource label too: a trigger matches labels, not
+  payloads); plus one `prefect-cancel-doctor.host.scanned` event saying what the
+  host saw (its work pools and workers), from which the central report tells
+  which pools no agent covers;
+- a Markdown artifact on each such run (`flow_run_id` set, key
+  `cancel-doctor-<run id>`), replaced in place on later scans: whoever opens
+  the stuck run in the UI sees the verdict, the stack and the fix.
+
+All events of a scan go in one `POST /events` (split only past
+`MAX_BATCH_BYTES`); each event is bounded (`MAX_EVENT_BYTES`: the server drops
+an event over 1.5 MB without a word, `PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES`)
+by trimming the stack, then the evidence. Text is the report's, already made
+inert and redacted where it entered the doctor (`inert.py`, `redact.py`), as in
+the JSON; URL passwords are hidden once more. The API client retries 429 and
+502-504 with backoff. A refusal is never fatal: the scan's verdicts are printed
+all the same, and `PublishOutcome.errors` says what was not published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.errors import ApiRefused, DoctorError
+from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.model import (
+    CONTAINER_NOT_FOUND,
+    Cause,
+    Diagnosis,
+    Report,
+    Role,
+    Verdict,
+)
+from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.redact import redact_url_passwords
+
+#: The event of one verdict.
+VERDICT_EVENT = "prefect-cancel-doctor.verdict"
+#: The event of one scan of one host: what it saw (work pools, workers), what it published.
+HOST_EVENT = "prefect-cancel-doctor.host.scanned"
+#: The resource id of a host's doctor is this, then the host's name.
+HOST_RESOURCE = "prefect-cancel-doctor.host."
+#: Resource labels of a verdict event (automations match labels: the cause is one).
+CAUSE_LABEL = "prefect-cancel-doctor.cause"
+VERSION_LABEL = "prefect-cancel-doctor.version"
+#: One event, serialized, at most this long: stacks and evidence are trimmed to fit.
+MAX_EVENT_BYTES = 16_000
+#: One `POST /events` body at most this long; a larger scan is sent in several.
+MAX_BATCH_BYTES = 512_000
+#: A run's artifact at most this many characters (the stack is cut first: it comes last).
+MAX_ARTIFACT_CHARS = 60_000
+#: Frames of the blocking thread an event carries (innermost first).
+STACK_FRAMES = 20
+#: Evidence sentences an event carries, and the length of each.
+EVIDENCE_ITEMS = 8
+_SENTENCE = 400
+#: Prefect's artifact keys: lowercase letters, digits and dashes (prefect/types/names.py).
+_ARTIFACT_KEY = re.compile(r"^[a-z0-9-]+$")
+#: What a host's name may hold in a resource id and a deployment name.
+_HOST_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def host_name(env: Mapping[str, str] | None = None) -> str:
+    """This host's name for its events and its agent's deployment: `PCD_HOST`, else the hostname.
+
+    In a Kubernetes DaemonSet, set `PCD_HOST` to the node's name (the pod's
+    hostname is the pod's). Characters other than letters, digits, `.`, `_`
+    and `-` become `-`.
+    """
+    env = os.environ if env is None else env
+    name = (env.get("PCD_HOST") or "").strip() or socket.gethostname() or "unknown-host"
+    return _HOST_CHARS.sub("-", name).strip("-")[:200] or "unknown-host"
+
+
+def artifact_key(run_id: str) -> str:
+    """The key of a run's artifact, the same from every scan and host: `cancel-doctor-` and the
+    run id's first 12 hex digits (`cancel-doctor-d4cd0485-bf3d`), short enough for the UI's cards.
+
+    48 bits: two runs of a fleet share a key about once in 2^24 runs squared; even then each
+    artifact stays on its own run (`flow_run_id`), and a run's update never touches the other's.
+    """
+    return "cancel-doctor-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower()[:13]).strip("-")
+
+
+# -- what this host sees -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a host's doctor sees locally: which runs it can answer for."""
+
+    host: str
+    #: Work pools with a `prefect worker start` process on this host.
+    work_pools: tuple[str, ...] = ()
+    #: Names of those workers, where their command line gives one (`--name`).
+    workers: tuple[str, ...] = ()
+
+
+def seen_here(host: str, proc_root: str = "/proc") -> Seen:
+    """The work pools and workers of the `prefect worker start` processes in `proc_root`."""
+    pools: set[str] = set()
+    workers: set[str] = set()
+    try:
+        entries = list(Path(proc_root).iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        options = _worker_options(argv)
+        if options is None:
+            continue
+        if options.get("pool"):
+            pools.add(visible(options["pool"], 200))
+        if options.get("name"):
+            workers.add(visible(options["name"], 200))
+    return Seen(host, tuple(sorted(pools)), tuple(sorted(workers)))
+
+
+_WORKER_FLAGS = {
+    "--pool": "pool",
+    "-p": "pool",
+    "--name": "name",
+    "-n": "name",
+    "--type": "type",
+    "-t": "type",
+}
+
+
+def _worker_options(argv: list[str]) -> dict[str, str] | None:
+    """`--pool`, `--name`, `--type` of a `prefect worker start` command line; None for any other."""
+    words = [w.rsplit("/", 1)[-1] for w in argv[:4]]
+    if not any(w == "worker" and i + 1 < len(argv) and argv[i + 1] == "start" for i, w in enumerate(argv)):
+        return None
+    if not any("prefect" in w for w in words):
+        return None
+    found: dict[str, str] = {}
+    for i, word in enumerate(argv):
+        flag, equals, value = word.partition("=")
+        if flag in _WORKER_FLAGS and equals:
+            found[_WORKER_FLAGS[flag]] = value
+        elif word in _WORKER_FLAGS and i + 1 < len(argv):
+            found[_WORKER_FLAGS[word]] = argv[i + 1]
+    return found
+
+
+def found_here(d: Diagnosis) -> bool:
+    """Whether something of the run was found on this host: its processes, or its container."""
+    target = d.target
+    if target is None:
+        return False
+    if any(p.role is not Role.RUNNER for p in target.processes):
+        return True
+    return target.container is not None and target.container.status != CONTAINER_NOT_FOUND
+
+
+def covers(d: Diagnosis, seen: Seen) -> bool:
+    """Whether this host answers for the run: what it publishes, and what an agent scans for.
+
+    Its processes or container are here; or its worker runs here; or a worker of
+    its pool runs here (a pool shared by several hosts is answered for by each:
+    the fleet reader prefers the host that found the run). Never a run this host
+    cannot see (`not_attachable`), nor a verdict read from another host's event.
+    """
+    run = d.flow_run
+    if run is None or d.published is not None or d.verdict.cause is Cause.NOT_ATTACHABLE:
+        return False
+    if found_here(d):
+        return True
+    worker = run.labels.get("prefect.worker.name")
+    if worker is not None and str(worker) in seen.workers:
+        return True
+    return run.work_pool_name is not None and run.work_pool_name in seen.work_pools
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Related:
+    """The ids a run's related resources are named by (Prefect's resource ids need ids, not names)."""
+
+    flow_id: str | None = None
+    deployment_id: str | None = None
+    work_pool_id: str | None = None
+
+
+def related_ids(api: PrefectApi, runs: Iterable[Diagnosis]) -> dict[str, Related]:
+    """Each run's flow, deployment and work pool ids: from its labels (`prefect.flow.id`,
+    `prefect.deployment.id`, `prefect.work-pool.id`, which Prefect 3 servers and workers set),
+    the rest read in at most two requests."""
+    found: dict[str, Related] = {}
+    refs = [d.flow_run for d in runs if d.flow_run is not None]
+    for ref in refs:
+        labels = ref.labels
+        found[ref.id] = Related(
+            _label(labels, "prefect.flow.id"),
+            _label(labels, "prefect.deployment.id"),
+            _label(labels, "prefect.work-pool.id"),
+        )
+    missing = [r.id for r in refs if found[r.id].flow_id is None]
+    if missing:
+        for run in api.runs_by_id(missing):
+            old = found[run.id]
+            found[run.id] = Related(run.flow_id, run.deployment_id or old.deployment_id, old.work_pool_id)
+    pools = {r.work_pool_name for r in refs if r.work_pool_name and found[r.id].work_pool_id is None}
+    if pools:
+        ids = api.work_pool_ids(pools)
+        for ref in refs:
+            if ref.work_pool_name in ids and found[ref.id].work_pool_id is None:
+                old = found[ref.id]
+                found[ref.id] = Related(old.flow_id, old.deployment_id, ids[ref.work_pool_name])
+    return found
+
+
+def _label(labels: Mapping[str, object], key: str) -> str | None:
+    value = labels.get(key)
+    return str(value) if value not in (None, "") else None
+
+
+def _slug(name: str) -> str:
+    """A worker's name as Prefect puts it in the worker's resource id (`Worker.get_name_slug`)."""
+    try:
+        from slugify import slugify  # python-slugify, what Prefect uses; installed with Prefect
+    except ImportError:
+        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    slug: str = slugify(name)
+    return slug
+
+
+def _text(value: object, limit: int = _SENTENCE) -> str:
+    return redact_url_passwords(visible(str(value), limit))
+
+
+def host_resource(host: str) -> dict[str, str]:
+    """The resource of this host's doctor."""
+    return {
+        "prefect.resource.id": HOST_RESOURCE + host,
+        "prefect.resource.name": host,
+        VERSION_LABEL: __version__,
+    }
+
+
+def related_resources(d: Diagnosis, ids: Related) -> list[dict[str, str]]:
+    """The run, its flow, deployment, work pool and worker, as Prefect's own events name them."""
+    run = d.flow_run
+    assert run is not None
+    related = [
+        {"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.role": "flow-run"}
+        | {"prefect.resource.name": _text(run.name, 200)}
+    ]
+    if ids.flow_id:
+        related.append(_named(f"prefect.flow.{ids.flow_id}", "flow", run.flow_name))
+    if ids.deployment_id:
+        related.append(_named(f"prefect.deployment.{ids.deployment_id}", "deployment", run.deployment_name))
+    if ids.work_pool_id:
+        related.append(_named(f"prefect.work-pool.{ids.work_pool_id}", "work-pool", run.work_pool_name))
+    worker, kind = _label(run.labels, "prefect.worker.name"), _label(run.labels, "prefect.worker.type")
+    if worker and kind:
+        related.append(_named(f"prefect.worker.{kind}.{_slug(worker)}", "worker", worker))
+    return related
+
+
+def _named(resource_id: str, role: str, name: str | None) -> dict[str, str]:
+    labels = {"prefect.resource.id": resource_id, "prefect.resource.role": role}
+    if name:
+        labels["prefect.resource.name"] = _text(name, 200)
+    return labels
+
+
+def verdict_payload(d: Diagnosis, host: str, seen: Seen, stack_frames: int = STACK_FRAMES) -> dict[str, Any]:
+    """What a verdict event says: cause, summary, blocking call, confidence, doctor version, host, …"""
+    from prefect_cancel_doctor.render.scan_view import blocking_stack
+
+    run = d.flow_run
+    assert run is not None
+    verdict = d.verdict
+    payload: dict[str, Any] = {
+        "cause": verdict.cause.value,
+        "summary": _text(verdict.summary, 1000),
+        "confidence": verdict.confidence,
+        "short_fix": _text(verdict.short_fix, 200),
+        "blocking_call": _call(verdict),
+        "also": [{"cause": a.cause.value, "summary": _text(a.summary, 500)} for a in verdict.also[:5]],
+        "remediation": [_text(fix) for fix in verdict.remediation[:5]],
+        "stop_now": [_text(command, 500) for command in verdict.stop_now[:5]],
+        "evidence": [_text(fact) for fact in verdict.evidence[:EVIDENCE_ITEMS]],
+        "stack": [],
+        "flow_run": {
+            "id": run.id,
+            "name": _text(run.name, 200),
+            "state_type": str(run.state_type),
+            "state_name": _text(run.state_name, 200),
+            "cancelling_for_seconds": run.cancelling_for_seconds,
+            "infrastructure_pid": _text(run.infrastructure_pid, 300) if run.infrastructure_pid else None,
+            "work_pool_name": run.work_pool_name,
+        },
+        "target": _text(d.target.description, 300) if d.target else None,
+        "found_here": found_here(d),
+        "host": host,
+        "doctor_version": __version__,
+        "ui_url": d.ui_url,
+        "seen": {"work_pools": list(seen.work_pools), "workers": list(seen.workers)},
+    }
+    stack = blocking_stack(d)
+    if stack is not None:
+        frames = [f"[native] {stack.native}"] if stack.native else []
+        frames += [
+            f"{f.function} ({f.filename}:{f.line})" + (f"  {f.code.strip()}" if f.code else "")
+            for f in stack.frames
+        ]
+        if stack.omitted:
+            frames.append(f"… {stack.omitted} more frame(s) in {', '.join(stack.omitted_modules)}")
+        payload["stack"] = [_text(frame, 300) for frame in frames[:stack_frames]]
+        if len(frames) > stack_frames:
+            payload["stack"].append(f"… {len(frames) - stack_frames} more frame(s)")
+    return payload
+
+
+def _call(verdict: Verdict) -> dict[str, Any] | None:
+    call = verdict.blocking_call
+    if call is None:
+        return None
+    return {
+        "kind": call.kind.value,
+        "function": _text(call.function, 300),
+        "filename": _text(call.filename, 500) if call.filename else None,
+        "line": call.line,
+        "code": _text(call.code, 300) if call.code else None,
+        "thread_name": _text(call.thread_name, 200) if call.thread_name else None,
+        "native": _text(call.native, 200) if call.native else None,
+        "stable": call.stable,
+        "waits_on": _text(call.resource.description) if call.resource else None,
+    }
+
+
+def verdict_event(
+    d: Diagnosis, host: str, seen: Seen, ids: Related, now: datetime | None = None
+) -> dict[str, Any]:
+    """The `prefect-cancel-doctor.verdict` event of one run, at most `MAX_EVENT_BYTES` serialized."""
+    occurred = (now or datetime.now(timezone.utc)).isoformat()
+    resource = host_resource(host) | {CAUSE_LABEL: d.verdict.cause.value}
+    event = {
+        "id": str(uuid.uuid4()),
+        "occurred": occurred,
+        "event": VERDICT_EVENT,
+        "resource": resource,
+        "related": related_resources(d, ids),
+        "payload": verdict_payload(d, host, seen),
+    }
+    return _bounded(event)
+
+
+def _bounded(event: dict[str, Any]) -> dict[str, Any]:
+    """Trim the payload until the event fits: the stack to 5 frames, then the lists, then the texts."""
+    payload = event["payload"]
+    for stage in range(4):
+        if _size(event) <= MAX_EVENT_BYTES:
+            break
+        if stage == 0:
+            payload["stack"] = payload["stack"][:5]
+        elif stage == 1:
+            payload["evidence"], payload["remediation"] = payload["evidence"][:2], payload["remediation"][:2]
+        elif stage == 2:
+            payload.update(stack=[], evidence=[], stop_now=[], also=[], remediation=[])
+        else:
+            payload.update(summary=payload["summary"][:300], seen={})
+        payload["trimmed"] = True
+    return event
+
+
+def _size(document: object) -> int:
+    return len(json.dumps(document).encode())
+
+
+def host_event(
+    seen: Seen, published: int, pool_ids: Mapping[str, str], now: datetime | None = None
+) -> dict[str, Any]:
+    """The `prefect-cancel-doctor.host.scanned` event: this host's work pools and workers, as seen."""
+    related = [
+        _named(f"prefect.work-pool.{pool_ids[pool]}", "work-pool", pool)
+        for pool in seen.work_pools
+        if pool in pool_ids
+    ][:50]
+    return {
+        "id": str(uuid.uuid4()),
+        "occurred": (now or datetime.now(timezone.utc)).isoformat(),
+        "event": HOST_EVENT,
+        "resource": host_resource(seen.host),
+        "related": related,
+        "payload": {
+            "host": seen.host,
+            "work_pools": list(seen.work_pools[:200]),
+            "workers": list(seen.workers[:200]),
+            "verdicts_published": published,
+            "doctor_version": __version__,
+        },
+    }
+
+
+def batches(events: list[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> list[list[dict[str, Any]]]:
+    """The events in as few bodies of at most `limit` bytes as they fit (one, for a usual scan)."""
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for event in events:
+        length = _size(event) + 2
+        if out and size + length <= limit:
+            out[-1].append(event)
+            size += length
+        else:
+            out.append([event])
+            size = length
+    return out
+
+
+# -- artifacts -------------------------------------------------------------------------------------
+
+
+def artifact_markdown(d: Diagnosis, host: str, api_url: str | None, generated_at: str) -> str:
+    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where."""
+    from prefect_cancel_doctor.render.markdown import code, markdown_lines, text
+
+    lines = markdown_lines(Report(api_url, generated_at, (d,)))
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), 0)
+    head = [
+        f"# Why this run has not cancelled: {code(d.verdict.cause.value)}",
+        "",
+        f"Diagnosed by prefect-cancel-doctor {text(__version__)} on host {code(host)} at "
+        f"{text(generated_at[:19].replace('T', ' '))} UTC; replaced by the next scan that publishes.",
+        "",
+    ]
+    return _cut("\n".join(head + lines[start:]), MAX_ARTIFACT_CHARS)
+
+
+def _cut(markdown: str, limit: int) -> str:
+    """`markdown` cut at a line to `limit` characters, an open code block closed."""
+    if len(markdown) <= limit:
+        return markdown
+    kept: list[str] = []
+    size = 0
+    fence: str | None = None
+    for line in markdown.splitlines():
+        if size + len(line) + 1 > limit - 200:
+            break
+        kept.append(line)
+        size += len(line) + 1
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            ticks = stripped[: len(stripped) - len(stripped.lstrip("`"))]
+            if fence is None:
+                fence = ticks
+            elif stripped == fence:
+                fence = None
+    if fence is not None:
+        kept.append(fence)
+    kept += ["", "… cut to stay small; `prefect-cancel-doctor diagnose` shows the rest."]
+    return "\n".join(kept)
+
+
+def artifact_body(d: Diagnosis, host: str, api_url: str | None, generated_at: str) -> dict[str, Any]:
+    """The body of `POST /artifacts/` for the run's Markdown artifact."""
+    run = d.flow_run
+    assert run is not None
+    return {
+        "key": artifact_key(run.id),
+        "type": "markdown",
+        "data": artifact_markdown(d, host, api_url, generated_at),
+        "description": _text(f"{d.verdict.cause.value}: diagnosed by prefect-cancel-doctor on {host}", 200),
+        "flow_run_id": run.id,
+    }
+
+
+# -- publishing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PublishOutcome:
+    """What one publication did, and what it could not do."""
+
+    host: str
+    #: Verdict events accepted by the API (the host's own event is not counted).
+    events: int = 0
+    #: Artifacts created or replaced.
+    artifacts: int = 0
+    #: Runs left out: this host does not answer for them (`covers`).
+    skipped: int = 0
+    #: What was not published, and why (one sentence each).
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for stderr."""
+        line = f"published {self.events} verdict event(s), {self.artifacts} artifact(s) as host {self.host}"
+        if self.skipped:
+            line += (
+                f"; {self.skipped} run(s) not published: nothing of them and no worker of their pool "
+                "runs here (their hosts' doctors answer for them)"
+            )
+        return line
+
+
+def publish(
+    api: PrefectApi,
+    report: Report,
+    *,
+    seen: Seen,
+    artifacts: bool = True,
+    now: datetime | None = None,
+) -> PublishOutcome:
+    """Publish the verdicts of the runs this host covers: one batch of events, then the artifacts.
+
+    Never raises for the API: a failure is named in the outcome's `errors` and the
+    scan goes on (its verdicts are printed, its exit code is unchanged).
+    """
+    now = now or datetime.now(timezone.utc)
+    mine = [d for d in report.runs if covers(d, seen)]
+    outcome = PublishOutcome(seen.host, skipped=sum(1 for d in report.runs if d.flow_run) - len(mine))
+    try:
+        ids = related_ids(api, mine)
+        pool_ids = api.work_pool_ids(seen.work_pools) if seen.work_pools else {}
+    except DoctorError as exc:
+        # Without ids the event still names the run (ids come from its labels where it has them).
+        outcome.errors.append(f"could not read the runs' flow, deployment and pool ids: {exc}")
+        ids = {d.flow_run.id: Related() for d in mine if d.flow_run}
+        pool_ids = {}
+    events = [verdict_event(d, seen.host, seen, ids.get(_run_id(d), Related()), now) for d in mine]
+    events.append(host_event(seen, len(events), pool_ids, now))
+    for batch in batches(events):
+        verdicts = sum(1 for e in batch if e["event"] == VERDICT_EVENT)
+        try:
+            api.post_events(batch)
+        except DoctorError as exc:
+            outcome.errors.append(
+                f"not published: {verdicts} verdict event(s) (POST /events failed: {exc})" + _write_hint(exc)
+            )
+            continue
+        outcome.events += verdicts
+    if artifacts and mine:
+        _publish_artifacts(api, report, mine, seen.host, outcome)
+    return outcome
+
+
+def scan_and_publish(
+    api: PrefectApi, *, samples: int = 3, since: str = "1h", artifacts: bool = True
+) -> tuple[Report, PublishOutcome]:
+    """One agent round (`agent`'s flow, `agent --once`): scan, then publish what this host answers for."""
+    from prefect_cancel_doctor.durations import parse_duration
+    from prefect_cancel_doctor.engine import Options, scan
+
+    seen = seen_here(host_name())
+    report = scan(api, Options(samples=samples, since=parse_duration(since)))
+    return report, publish(api, report, seen=seen, artifacts=artifacts)
+
+
+def _run_id(d: Diagnosis) -> str:
+    assert d.flow_run is not None
+    return d.flow_run.id
+
+
+def _publish_artifacts(
+    api: PrefectApi, report: Report, runs: list[Diagnosis], host: str, outcome: PublishOutcome
+) -> None:
+    """Each run's artifact: the latest of its key replaced in place, else created. Stops at the
+    first refusal: the next runs' would be refused the same way."""
+    keys = {artifact_key(_run_id(d)): d for d in runs}
+    if not all(_ARTIFACT_KEY.match(key) for key in keys):  # run ids that are no UUIDs
+        keys = {key: d for key, d in keys.items() if _ARTIFACT_KEY.match(key)}
+    done = 0
+    try:
+        latest = api.latest_artifacts(keys)
+        for key, d in keys.items():
+            body = artifact_body(d, host, report.api_url, report.generated_at)
+            existing = latest.get(key)
+            if existing is not None and existing.flow_run_id == _run_id(d):
+                api.update_artifact(existing.id, {"data": body["data"], "description": body["description"]})
+            else:
+                api.create_artifact(body)
+            done += 1
+    except DoctorError as exc:
+        outcome.errors.append(
+            f"not published: {len(keys) - done} artifact(s) (the artifacts API failed: {exc})"
+            + _write_hint(exc)
+        )
+    outcome.artifacts += done
+
+
+def _write_hint(exc: DoctorError) -> str:
+    """What to check when a write is refused: a read-only key or role cannot publish."""
+    text = str(exc)
+    if isinstance(exc, ApiRefused) and ("401" in text or "403" in text) and "CSRF" not in text:
+        return (
+            "; publishing needs a key (or service account role) that may write events and artifacts: "
+            "a read-only one is refused"
+        )
+    if "413" in text:
+        return "; the server or a proxy in front of it refused the body's size"
+    return ""
+
+
+__all__ = [
+    "CAUSE_LABEL",
+    "HOST_EVENT",
+    "HOST_RESOURCE",
+    "MAX_BATCH_BYTES",
+    "MAX_EVENT_BYTES",
+    "VERDICT_EVENT",
+    "PublishOutcome",
+    "Related",
+    "Seen",
+    "artifact_body",
+    "artifact_key",
+    "artifact_markdown",
+    "batches",
+    "covers",
+    "found_here",
+    "host_event",
+    "host_name",
+    "publish",
+    "related_ids",
+    "related_resources",
+    "scan_and_publish",
+    "seen_here",
+    "verdict_event",
+    "verdict_payload",
+]

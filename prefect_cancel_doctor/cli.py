@@ -364,6 +364,25 @@ def _with_fleet(api: PrefectApi, report: Report) -> Report:
     return report
 
 
+def _point_prefect_at(api_url: str | None, api_key: str | None, profile: str | None) -> None:
+    """Export the doctor's connection for Prefect, which reads its settings when it is imported
+    (`schedule` and `agent` serve flows with Prefect itself)."""
+    import os
+
+    from prefect_cancel_doctor.errors import DoctorError
+    from prefect_cancel_doctor.settings import resolve_connection
+
+    try:
+        connection = resolve_connection(api_url, api_key, profile)
+    except DoctorError as exc:
+        _fail(exc)
+    os.environ["PREFECT_API_URL"] = connection.api_url
+    if connection.api_key:
+        os.environ["PREFECT_API_KEY"] = connection.api_key
+    if connection.auth_string:
+        os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
+
+
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs")."""
@@ -975,22 +994,9 @@ def schedule(
     profile: Profile = None,
 ) -> None:
     """Serve the report as a Prefect flow on a cron schedule (Markdown artifact, notification)."""
-    import os
-
-    from prefect_cancel_doctor.errors import DoctorError
-    from prefect_cancel_doctor.settings import resolve_connection
 
     _health_options(since, slow, top, sample, fail_on, _options(3, 0.2, True, False, 4, 10.0, since))
-    try:
-        connection = resolve_connection(api_url, api_key, profile)
-    except DoctorError as exc:
-        _fail(exc)
-    # Prefect reads its settings when it is imported: point it at the same API first.
-    os.environ["PREFECT_API_URL"] = connection.api_url
-    if connection.api_key:
-        os.environ["PREFECT_API_KEY"] = connection.api_key
-    if connection.auth_string:
-        os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
+    _point_prefect_at(api_url, api_key, profile)
     from prefect_cancel_doctor.flows import cron_schedule, notification_block, serve_report
 
     # Fail now, not at the first scheduled run.
@@ -1069,9 +1075,6 @@ def agent(
     """Serve this host's doctor as a Prefect deployment that scans what runs here and publishes it."""
     import os
 
-    from prefect_cancel_doctor.errors import DoctorError
-    from prefect_cancel_doctor.settings import resolve_connection
-
     parse_duration(since)
     if host:
         # The flow runs (subprocesses of the Runner) read it too.
@@ -1090,16 +1093,7 @@ def agent(
             return dataclasses.replace(report, errors=(*report.errors, *outcome.errors))
 
         _run(Format.TERMINAL, None, work)
-    try:
-        connection = resolve_connection(api_url, api_key, profile)
-    except DoctorError as exc:
-        _fail(exc)
-    # Prefect reads its settings when it is imported: point it at the same API first.
-    os.environ["PREFECT_API_URL"] = connection.api_url
-    if connection.api_key:
-        os.environ["PREFECT_API_KEY"] = connection.api_key
-    if connection.auth_string:
-        os.environ["PREFECT_API_AUTH_STRING"] = connection.auth_string
+    _point_prefect_at(api_url, api_key, profile)
     from prefect_cancel_doctor.agent import schedule_of, serve_agent
 
     try:

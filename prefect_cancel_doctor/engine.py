@@ -602,11 +602,11 @@ def _sample_pods(jobs: list[_Job], options: Options, progress: ProgressFn) -> No
     ]
     if not todo:
         return
-    from prefect_cancel_doctor.sample.pod import sample_pod_job
+    from prefect_cancel_doctor.sample.pod import PARALLEL_PODS, sample_pod_job
 
     session = _kube_session(options)
     progress("sampling pods from ephemeral containers", 0, len(todo))
-    with ThreadPoolExecutor(min(len(todo), CONCURRENT_REQUESTS)) as pool:
+    with ThreadPoolExecutor(min(len(todo), PARALLEL_PODS)) as pool:
         outcomes = list(
             pool.map(
                 lambda job: sample_pod_job(

@@ -389,9 +389,12 @@ class KubeClient:
         *,
         since_seconds: int | None = None,
         limit_bytes: int | None = None,
+        timestamps: bool = False,
     ) -> str:
-        """`pods/log?container=…` as text."""
+        """`pods/log?container=…` as text (`timestamps`: each line starts with its RFC 3339 time)."""
         params: dict[str, str | int] = {"container": container}
+        if timestamps:
+            params["timestamps"] = "true"
         if since_seconds is not None:
             params["sinceSeconds"] = since_seconds
         if limit_bytes is not None:

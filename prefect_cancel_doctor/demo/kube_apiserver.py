@@ -1298,6 +1298,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: FakeApiServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that exits without closing TLS (the doctor's CLI does) is no error of the server's.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeApiServer:
     """The HTTP(S) front of a `FakeCluster`: start it, point a kubeconfig at `url`, stop it."""
@@ -1332,7 +1340,8 @@ class FakeApiServer:
             context.load_cert_chain(cert, key)
             context.verify_mode = ssl.CERT_OPTIONAL
             context.load_verify_locations(cadata=self.ca_pem)
-            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            # The handshake happens in each request's thread, not in the accepting one.
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="pcd-kube-api", daemon=True)
         self._thread.start()

@@ -6,7 +6,8 @@ harness plays the prefect-kubernetes worker's part, as its 0.6+ releases do it:
 it proposes Pending, creates the run's Job (`generateName` from the run's name,
 ``backoffLimit: 0``, container ``prefect-job`` whose ``args`` are the job
 command, default ``prefect flow-run execute``, the ``prefect.io/*`` labels,
-``PREFECT__FLOW_RUN_ID`` in its environment) and records
+``PREFECT__FLOW_RUN_ID`` and, as 0.8 adds with ``backoffLimit: 0``,
+``PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule`` in its environment) and records
 ``infrastructure_pid = "<namespace>:<job name>"``. From there everything is real:
 `prefect flow-run execute` (the Runner) or the engine runs in the pod's
 container against a real local Prefect server, reaches its blocking line, and is
@@ -359,8 +360,11 @@ def kube_demo_environment(
     log: Callable[[str], None] = print,
     ready_timeout: float = 240.0,
     client: DockerClient | None = None,
+    copies: int = 1,
 ) -> Iterator[KubeDemoEnvironment]:
-    """Real runs stuck in Cancelling in pods of the fixture API; everything is removed on exit."""
+    """Real runs stuck in Cancelling in pods of the fixture API; everything is removed on exit.
+
+    `copies` stages each scenario that many times (the benchmark's 20 pods)."""
     chosen = select_kube_scenarios(scenarios)
     started = time.monotonic()
     docker = client or DockerClient(timeout=30.0)
@@ -373,7 +377,7 @@ def kube_demo_environment(
         stack.callback(remove_images, docker, owner)
         if harness is None:
             harness = stack.enter_context(LocalPrefect(log=log))
-        environment = _stage(harness, docker, chosen, owner, log, ready_timeout, stack)
+        environment = _stage(harness, docker, chosen, owner, log, ready_timeout, stack, copies)
         log(f"{len(environment.runs)} stuck pod run(s) ready in {time.monotonic() - started:.0f} s")
         yield environment
         log("cleaning up: the fixture API server, the pods' containers, the images")
@@ -387,6 +391,7 @@ def _stage(
     log: Callable[[str], None],
     ready_timeout: float,
     stack: contextlib.ExitStack,
+    copies: int = 1,
 ) -> KubeDemoEnvironment:
     clock = StageClock()
     flows_dir = harness.workdir / "kube-flows"
@@ -450,9 +455,10 @@ def _stage(
             path=str(flows_dir),
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}],
         )
-        ready = ready_dir / scenario.name
-        run_id = harness.create_run(str(deployment_id), {"ready_path": str(ready)})
-        staged.append(_Staged(scenario, run_id, ready))
+        for copy in range(copies):
+            ready = ready_dir / (scenario.name + (f"-{copy}" if copies > 1 else ""))
+            run_id = harness.create_run(str(deployment_id), {"ready_path": str(ready)})
+            staged.append(_Staged(scenario, run_id, ready))
     clock.lap("deploy")
 
     for item in staged:
@@ -513,6 +519,8 @@ def _submit(harness: LocalPrefect, api: FakeApiServer, item: _Staged) -> None:
             {"name": "PREFECT_HOME", "value": "/tmp/prefect-home"},
             {"name": "PREFECT_LOGGING_COLORS", "value": "false"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # prefect-kubernetes 0.8 adds this when backoffLimit is 0 (`_configure_eviction_handling`).
+            {"name": "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR", "value": "reschedule"},
         ],
     }
     if scenario.memory_limit:

@@ -34,6 +34,7 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +53,29 @@ DEBUG_TTL = 300
 DEBUG_PERIOD = 10
 #: How long to wait for the kubelet to start it.
 START_TIMEOUT = 90.0
+#: A reused container's latest round is used when it began within DEBUG_PERIOD + this (s) of
+#: its log's last line (the node's clock, not ours).
+FRESH_SLACK = 5
+#: Pods sampled at once (each mostly waits for its container and its round).
+PARALLEL_PODS = 16
+#: Plain py-spy dumps per process in the rounds after the first (what a reusing scan reads).
+REUSE_SAMPLES = 2
 
-_CYCLE = "\n@@PCD cycle "
 _END = "\n@@PCD end"
 # Runs the sidecar script (from PCD_SCRIPT) once a period until the TTL is spent.
 # Arguments: py-spy, rounds, interval, cycles, period, then py-spy's extra flags.
+# The first round is the scan's (its samples, its py-spy flags); later ones, kept for reuse, are
+# light: REUSE_SAMPLES plain dumps (no --native: its unwinding is what costs).
 _LOOP = r"""
-Y=$1; ROUNDS=$2; INTERVAL=$3; CYCLES=$4; PERIOD=$5; shift 5
+Y=$1; ROUNDS=$2; INTERVAL=$3; CYCLES=$4; PERIOD=$5; LATER=$6; shift 6
 c=1
 while [ "$c" -le "$CYCLES" ]; do
   printf '\n@@PCD cycle %s\n' "$c"
-  sh -c "$PCD_SCRIPT" pcd-doctor "$Y" "$ROUNDS" "$INTERVAL" "$@"
+  if [ "$c" = 1 ]; then
+    sh -c "$PCD_SCRIPT" pcd-doctor "$Y" "$ROUNDS" "$INTERVAL" "$@"
+  else
+    sh -c "$PCD_SCRIPT" pcd-doctor "$Y" "$LATER" "$INTERVAL"
+  fi
   c=$((c + 1))
   if [ "$c" -le "$CYCLES" ]; then sleep "$PERIOD"; fi
 done
@@ -93,7 +106,15 @@ def debug_container_spec(
         "name": name,
         "image": image,
         "command": ["/bin/sh", "-c", _LOOP, "pcd-doctor"],
-        "args": [pyspy, str(max(1, samples)), f"{interval:g}", str(cycles), str(period), *flags],
+        "args": [
+            pyspy,
+            str(max(1, samples)),
+            f"{interval:g}",
+            str(cycles),
+            str(period),
+            str(REUSE_SAMPLES),
+            *flags,
+        ],
         "env": [{"name": "PCD_SCRIPT", "value": _SCRIPT}, {"name": "RUST_BACKTRACE", "value": "0"}],
         "targetContainerName": target,
         "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}},
@@ -170,11 +191,26 @@ def sample_pod(
             client.add_ephemeral_container(namespace, pod_name, spec)
         except KubeApiError as exc:
             raise PodSampleError(refusal(exc, namespace, pod_name)) from exc
-    seen = 0
+    # Logs are read with their timestamps, and only the last few periods of them (a round is
+    # shorter than a period): a round newer than `newer_than` will do.
+    window = DEBUG_PERIOD * 3
+    newer_than: datetime | None = None
+    cycle: str | None = None
     if reused:
-        seen = client.pod_log(namespace, pod_name, name).count(_CYCLE)
+        rounds, last_line = _rounds(
+            client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
+        )
+        complete = [r for r in rounds if r[2] is not None]
+        if (
+            complete
+            and last_line
+            and complete[-1][0] >= last_line - timedelta(seconds=DEBUG_PERIOD + FRESH_SLACK)
+        ):
+            cycle = complete[-1][2]  # it began within the last period: as fresh as the next one
+        elif rounds:
+            newer_than = rounds[-1][0]
     deadline = started + max(timeout, START_TIMEOUT)
-    while True:
+    while cycle is None:
         status = _status(client, namespace, pod_name, name)
         if (
             status is not None
@@ -186,20 +222,23 @@ def sample_pod(
                 f"set {'PCD_KUBE_DEBUG_IMAGE'} to an image the node can pull"
             )
         if status is not None and status[0] in ("running", "terminated"):
-            text = client.pod_log(namespace, pod_name, name)
-            cycle = _latest_cycle(text, after=seen)
-            if cycle is not None:
+            stamped = client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
+            rounds, _ = _rounds(stamped)
+            done = [r for r in rounds if r[2] is not None and (newer_than is None or r[0] > newer_than)]
+            if done:
+                cycle = done[-1][2]
                 break
             if status[0] == "terminated":
                 raise PodSampleError(
                     f"the ephemeral container {name} exited ({status[1]}) without a complete round: "
-                    f"{text[-500:].strip()}"
+                    f"{stamped[-500:].strip()}"
                 )
         if time.monotonic() > deadline:
             raise PodSampleError(
                 f"the ephemeral container {name} gave no complete round within {deadline - started:.0f} s"
             )
         time.sleep(0.5)
+    assert cycle is not None
     collected = parse_script_output(cycle.encode())
     with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
         sample = _build(collected, Path(scratch), native, flow_run_id)
@@ -285,19 +324,44 @@ def _status(
     return (status.state, status.reason, status.message) if status else None
 
 
-def _latest_cycle(text: str, *, after: int) -> str | None:
-    """The newest complete round of the log that started after the first `after` ones."""
-    parts = text.split(_CYCLE)
-    for index in range(len(parts) - 1, after, -1):
-        if _END in parts[index]:
-            return parts[index].partition("\n")[2]
-    return None
+def _rounds(stamped: str) -> tuple[list[tuple[datetime, int, str | None]], datetime | None]:
+    """A log read with timestamps=true: each round's start, ordinal and text (None while it is not
+    complete), oldest first; and the time of its last line."""
+    rounds: list[tuple[datetime, int, list[str]]] = []
+    last: datetime | None = None
+    for line in stamped.split("\n"):  # not splitlines(): /proc text may hold \x1c, \x85 ...
+        stamp, _, rest = line.partition(" ")
+        rest += "\n"
+        moment = _rfc3339(stamp)
+        if moment is None:
+            continue
+        last = moment
+        if rest.startswith("@@PCD cycle "):
+            rounds.append((moment, int(rest.split()[2]) if rest.split()[2:] else 0, []))
+        elif rounds:
+            rounds[-1][2].append(rest)
+    found: list[tuple[datetime, int, str | None]] = []
+    for began, ordinal, lines in rounds:
+        text = "\n" + "".join(lines)
+        found.append((began, ordinal, text if _END in text else None))
+    return found, last
+
+
+def _rfc3339(stamp: str) -> datetime | None:
+    """An RFC 3339 time with up to nanoseconds (the kubelet's log timestamps)."""
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head + (f".{fraction[:6]}" if fraction else ""))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 __all__ = [
     "DEBUG_PERIOD",
     "DEBUG_PREFIX",
     "DEBUG_TTL",
+    "PARALLEL_PODS",
     "PYSPY_ENV",
     "TTL_ENV",
     "PodSampleError",

@@ -134,7 +134,8 @@ SamplesDetail = Annotated[
     typer.Option(
         "--samples-detail",
         envvar="PCD_SAMPLES_DETAIL",
-        help="JSON: every py-spy sample of every process (by default only the latest one of each).",
+        help="JSON: every py-spy sample of every process (by default scan, diagnose and inspect keep "
+        "each process's latest sample, report only how many were taken).",
     ),
 ]
 Samples = Annotated[
@@ -903,6 +904,7 @@ def report(
     native: Native = True,
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
+    samples_detail: SamplesDetail = False,
     color: Color = None,
 ) -> None:
     """Cancellation across the fleet over a window: time to cancel, stuck runs, orphans, alerts."""
@@ -928,12 +930,12 @@ def report(
     stop()
     if output:
         try:
-            write_health(health, fmt, output, color=color)
+            write_health(health, fmt, output, color=color, samples_detail=samples_detail)
         except OSError as exc:
             _fail(_usage(f"cannot write {output}: {exc.strerror or exc}"))
         typer.echo(f"report written to {output}", err=True)
     else:
-        render_health(health, fmt, sys.stdout, color=color)
+        render_health(health, fmt, sys.stdout, color=color, samples_detail=samples_detail)
     for breach in health.breaches:
         typer.echo(f"breached: {breach.rule}: {breach.message}", err=True)
     raise typer.Exit(EXIT_STUCK if health.breaches else EXIT_OK)

@@ -36,8 +36,15 @@ from prefect_cancel_doctor.render import HealthFormat
 _T = TypeVar("_T")
 
 
-def render_health(report: HealthReport, fmt: HealthFormat, out: TextIO, *, color: bool | None = None) -> None:
-    """Write `report` to `out` in `fmt`."""
+def render_health(
+    report: HealthReport,
+    fmt: HealthFormat,
+    out: TextIO,
+    *,
+    color: bool | None = None,
+    samples_detail: bool = False,
+) -> None:
+    """Write `report` to `out` in `fmt` (JSON: every sample's stacks with `samples_detail`)."""
     if fmt is HealthFormat.TERMINAL:
         from prefect_cancel_doctor.render.health_terminal import render_health_terminal
 
@@ -53,13 +60,18 @@ def render_health(report: HealthReport, fmt: HealthFormat, out: TextIO, *, color
     elif fmt is HealthFormat.JSON:
         from prefect_cancel_doctor.render.health_json import render_health_json
 
-        render_health_json(report, out)
+        render_health_json(report, out, samples=samples_detail)
     else:
         assert_never(fmt)
 
 
 def write_health(
-    report: HealthReport, fmt: HealthFormat, path: str | Path, *, color: bool | None = None
+    report: HealthReport,
+    fmt: HealthFormat,
+    path: str | Path,
+    *,
+    color: bool | None = None,
+    samples_detail: bool = False,
 ) -> None:
     """Render `report` into the file `path` atomically: a temporary file beside it, then a rename.
 
@@ -68,7 +80,7 @@ def write_health(
     """
     target = Path(path)
     buffer = io.StringIO()
-    render_health(report, fmt, buffer, color=False if color is None else color)
+    render_health(report, fmt, buffer, color=False if color is None else color, samples_detail=samples_detail)
     directory = target.parent if str(target.parent) else Path(".")
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:

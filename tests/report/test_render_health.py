@@ -235,6 +235,12 @@ def test_json_keeps_summaries_of_sampled_runs_unless_samples_are_asked_for() -> 
     out = io.StringIO()
     render_health_json(report, out, samples=True)
     assert json.loads(out.getvalue()) == full
+    # `report --samples-detail` asks for them through render_health.
+    from prefect_cancel_doctor.render.health import render_health
+
+    detailed = io.StringIO()
+    render_health(report, HealthFormat.JSON, detailed, samples_detail=True)
+    assert json.loads(detailed.getvalue()) == full
 
 
 def test_markdown_escapes_data_and_keeps_tables_intact() -> None:

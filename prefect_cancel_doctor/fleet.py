@@ -43,6 +43,10 @@ from prefect_cancel_doctor.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVE
 
 #: How far back verdicts and hosts' events are looked for by default (`scan`).
 DEFAULT_WINDOW = timedelta(hours=24)
+#: How a verdict's first fix starts when it carries commands (`Verdict.stop_now`, remedies.py).
+_STOP_NOW = "stop it now: "
+#: The hosts' events that say which hosts run an agent (and see which pools): the last hour's.
+AGENT_WINDOW = timedelta(hours=1)
 #: Verdict events read per group of runs at most (newest first): an agent publishes one a scan.
 MAX_EVENTS_PER_QUERY = 1000
 
@@ -108,12 +112,24 @@ def read_fleet(
     window: timedelta = DEFAULT_WINDOW,
     now: datetime | None = None,
 ) -> Fleet:
-    """The newest verdict of each run (a host that found the run first), and the hosts of the window."""
+    """The newest verdict of each run (a host that found the run first), and the hosts that scanned.
+
+    First one request: has any host published within the window? Where none has (a
+    fleet without agents), that is all it costs. Then the verdicts of the runs (per 50
+    runs), and the hosts' events of the last `AGENT_WINDOW` (newest first, at most
+    `MAX_EVENTS_PER_QUERY`), the newest of each host.
+    """
     now = now or datetime.now(timezone.utc)
-    occurred = {"since": (now - window).isoformat(), "until": (now + timedelta(minutes=5)).isoformat()}
+    until = (now + timedelta(minutes=5)).isoformat()
+    occurred = {"since": (now - window).isoformat(), "until": until}
+    recent = {"since": (now - min(window, AGENT_WINDOW)).isoformat(), "until": until}
     wanted = sorted(set(run_ids))
     verdicts: dict[str, FleetVerdict] = {}
+    agents: dict[str, AgentSeen] = {}
     try:
+        anyone = {"occurred": occurred, "event": {"name": [HOST_EVENT]}, "order": "DESC"}
+        if next(iter(api.events(anyone)), None) is None:
+            return Fleet({})
         for start in range(0, len(wanted), EVENTS_IDS_PER_QUERY):
             chunk = wanted[start : start + EVENTS_IDS_PER_QUERY]
             event_filter = {
@@ -126,13 +142,12 @@ def read_fleet(
                 _keep_best(verdicts, parse_verdict_event(event, now))
                 if count >= MAX_EVENTS_PER_QUERY:
                     break
-        hosts_filter = {"occurred": occurred, "event": {"name": [HOST_EVENT]}, "order": "DESC"}
-        agents: dict[str, AgentSeen] = {}
-        for event in api.events(hosts_filter):
+        hosts_filter = {"occurred": recent, "event": {"name": [HOST_EVENT]}, "order": "DESC"}
+        for count, event in enumerate(api.events(hosts_filter), 1):
             seen = parse_host_event(event, now)
             if seen is not None and seen.host not in agents:
                 agents[seen.host] = seen
-            if len(agents) >= MAX_EVENTS_PER_QUERY:
+            if count >= MAX_EVENTS_PER_QUERY:
                 break
     except EventsUnavailable:
         return Fleet({})
@@ -199,19 +214,28 @@ def parse_verdict_event(event: Event, now: datetime) -> FleetVerdict | None:
         for item in payload.get("also") or ()
         if isinstance(item, dict)
     )
+    host = visible(host, 200)
+    # Its stop-now commands name that host's PIDs: never offered as commands to run here, where the
+    # same PID is another process; the fix says where they belong.
+    remediation = tuple(
+        f"stop it now, on host {host} (not here): {fix.removeprefix(_STOP_NOW)}"
+        if fix.startswith(_STOP_NOW)
+        else fix
+        for fix in _strings(payload.get("remediation"))
+    )
     verdict = Verdict(
         cause=cause,
         summary=_str(payload, "summary") or "",
         confidence=_number(payload, "confidence") or 0.0,
         blocking_call=_call(payload.get("blocking_call")),
         evidence=_strings(payload.get("evidence")),
-        remediation=_strings(payload.get("remediation")),
+        remediation=remediation,
         short_fix=_str(payload, "short_fix", 200) or "",
-        stop_now=_strings(payload.get("stop_now")),
+        stop_now=(),
         also=also,
     )
     published = Published(
-        host=visible(host, 200),
+        host=host,
         published_at=event.occurred,
         age_seconds=_age(event.occurred, now),
         found_there=payload.get("found_here") is True,

@@ -35,7 +35,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,10 +115,18 @@ class Seen:
     work_pools: tuple[str, ...] = ()
     #: Names of those workers, where their command line gives one (`--name`).
     workers: tuple[str, ...] = ()
+    #: Runs this host launched and whose end it did not see: Prefect 3.9's workspace
+    #: supervisor config, left in the temporary directory when the worker died (`launch_traces`).
+    launched: frozenset[str] = frozenset()
 
 
-def seen_here(host: str, proc_root: str = "/proc") -> Seen:
-    """The work pools and workers of the `prefect worker start` processes in `proc_root`."""
+def seen_here(
+    host: str, proc_root: str = "/proc", traces: Callable[[], Mapping[str, str]] | None = None
+) -> Seen:
+    """The work pools and workers of the `prefect worker start` processes in `proc_root`, and the
+    runs this host launched that did not end cleanly (`traces`, default `launch_traces`)."""
+    from prefect_cancel_doctor.locate.process import launch_traces
+
     pools: set[str] = set()
     workers: set[str] = set()
     try:
@@ -139,7 +147,8 @@ def seen_here(host: str, proc_root: str = "/proc") -> Seen:
             pools.add(visible(options["pool"], 200))
         if options.get("name"):
             workers.add(visible(options["name"], 200))
-    return Seen(host, tuple(sorted(pools)), tuple(sorted(workers)))
+    launched = frozenset((traces or launch_traces)())
+    return Seen(host, tuple(sorted(pools)), tuple(sorted(workers)), launched)
 
 
 _WORKER_FLAGS = {
@@ -180,21 +189,25 @@ def found_here(d: Diagnosis) -> bool:
 
 
 def covers(d: Diagnosis, seen: Seen) -> bool:
-    """Whether this host answers for the run: what it publishes, and what an agent scans for.
+    """Whether this host answers for the run: what it publishes.
 
-    Its processes or container are here; or its worker runs here; or a worker of
-    its pool runs here (a pool shared by several hosts is answered for by each:
-    the fleet reader prefers the host that found the run). Never a run this host
-    cannot see (`not_attachable`), nor a verdict read from another host's event.
+    Something of the run is here (processes, a container); or this host launched it
+    (Prefect 3.9's workspace config, left when its worker died); or the worker that
+    claimed it runs here (`--name`); or no worker claimed it and a worker of its pool
+    runs here. Not a run claimed by a worker this host cannot name: in a pool whose
+    workers run on several hosts, this host would reason "not here, so gone" about a
+    run alive on another host — an Automation acting on that verdict would mark a
+    live run Cancelled. Never a run this host cannot see (`not_attachable`), nor a
+    verdict read from another host's event.
     """
     run = d.flow_run
     if run is None or d.published is not None or d.verdict.cause is Cause.NOT_ATTACHABLE:
         return False
-    if found_here(d):
+    if found_here(d) or run.id in seen.launched:
         return True
     worker = run.labels.get("prefect.worker.name")
-    if worker is not None and str(worker) in seen.workers:
-        return True
+    if worker not in (None, ""):
+        return str(worker) in seen.workers
     return run.work_pool_name is not None and run.work_pool_name in seen.work_pools
 
 
@@ -517,8 +530,8 @@ class PublishOutcome:
         line = f"published {self.events} verdict event(s), {self.artifacts} artifact(s) as host {self.host}"
         if self.skipped:
             line += (
-                f"; {self.skipped} run(s) not published: nothing of them and no worker of their pool "
-                "runs here (their hosts' doctors answer for them)"
+                f"; {self.skipped} run(s) not published: nothing of them, nor the worker that claimed "
+                "them, is on this host (their hosts' doctors answer for them)"
             )
         return line
 

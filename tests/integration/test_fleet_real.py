@@ -351,5 +351,8 @@ def test_the_central_scan_shows_the_fleets_verdicts_too(
     assert a_run["published"]["host"] == "pcd-host-a"
     assert a_run["verdict"]["cause"] == "cancel_not_observed"
     assert a_run["target"]["host"] == "pcd-host-a"
+    # Host a's commands name its PIDs (PID 8 there is another process here): not offered as this host's.
+    assert a_run["verdict"]["stop_now"] == []
+    assert a_run["verdict"]["remediation"][0].startswith("stop it now, on host pcd-host-a (not here): `kill")
     assert "published" not in runs[fleet.runs["pcd-host-c"]]
     assert "note: work pool fleet-c: no agent covers it" in done.stderr

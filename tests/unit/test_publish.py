@@ -135,15 +135,23 @@ def test_events_go_in_one_body_until_it_would_pass_the_limit() -> None:
     assert [e for b in split for e in b] == events
 
 
-def test_a_host_answers_for_runs_found_here_or_of_its_workers_and_pools() -> None:
-    here = sleeping()
+def test_a_host_answers_for_runs_found_here_launched_here_or_of_its_workers() -> None:
+    here = sleeping()  # claimed by worker w1
     assert found_here(here) and covers(here, Seen("h"))
-    assert here.target is not None
+    assert here.target is not None and here.flow_run is not None
     nothing_here = dataclasses.replace(here, target=dataclasses.replace(here.target, processes=()))
     assert not found_here(nothing_here)
     assert not covers(nothing_here, Seen("h"))
-    assert covers(nothing_here, Seen("h", workers=("w1",)))  # its worker runs here
-    assert covers(nothing_here, Seen("h", work_pools=("pool",)))  # a worker of its pool runs here
+    assert covers(nothing_here, Seen("h", workers=("w1",)))  # the worker that claimed it runs here
+    assert covers(nothing_here, Seen("h", launched=frozenset({here.flow_run.id})))  # this host launched it
+    # A worker of its pool runs here, but not the one that claimed it: in a pool shared by
+    # several hosts the run may well be alive on another; "not here" is no verdict to publish.
+    assert not covers(nothing_here, Seen("h", ("pool",), ("w2",)))
+    assert not covers(nothing_here, Seen("h", ("pool",)))
+    unclaimed = dataclasses.replace(
+        nothing_here, flow_run=dataclasses.replace(here.flow_run, labels={}, workers=())
+    )
+    assert covers(unclaimed, Seen("h", ("pool",)))  # no worker claimed it: the pool's hosts answer
     runner_only = dataclasses.replace(
         here,
         target=dataclasses.replace(
@@ -169,8 +177,8 @@ def test_what_a_host_sees_is_read_from_its_worker_processes(tmp_path: Path) -> N
     process(13, "python", "my_script.py", "worker", "start", "--pool", "not-prefect")
     process(14, "sleep", "3600")
     (tmp_path / "self").mkdir()
-    seen = seen_here("node-7", str(tmp_path))
-    assert seen == Seen("node-7", ("etl", "gpu", "ml"), ("etl-1", "gpu-a"))
+    seen = seen_here("node-7", str(tmp_path), traces=lambda: {"r-1": "/tmp/prefect-workspace-attempt-x"})
+    assert seen == Seen("node-7", ("etl", "gpu", "ml"), ("etl-1", "gpu-a"), frozenset({"r-1"}))
 
 
 def test_the_host_event_names_its_pools_by_id_where_known() -> None:

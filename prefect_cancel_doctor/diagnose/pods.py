@@ -204,6 +204,11 @@ def pod_facts(pod: PodFacts, cause: Cause) -> tuple[str, ...]:
     return tuple(facts)
 
 
+def pod_short_fix(cause: Cause) -> str | None:
+    """The table's few words where a pod's differ from a process's or a container's."""
+    return {Cause.ORPHANED_INFRASTRUCTURE: "delete the Job (kubectl)"}.get(cause)
+
+
 def pod_stop_commands(pod: PodFacts) -> list[str]:
     """kubectl commands that end the run's pod now (the Job first, so that it starts no other pod)."""
     commands = []
@@ -217,4 +222,4 @@ def pod_stop_commands(pod: PodFacts) -> list[str]:
     return commands
 
 
-__all__ = ["NOTABLE_EVENTS", "pod_facts", "pod_gone", "pod_stop_commands", "runs_runner"]
+__all__ = ["NOTABLE_EVENTS", "pod_facts", "pod_gone", "pod_short_fix", "pod_stop_commands", "runs_runner"]

@@ -990,10 +990,11 @@ def diagnose(ev: Evidence) -> Verdict:
                 facts = _container_facts(ev.container)
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
             if ev.pod is not None:
-                from prefect_cancel_doctor.diagnose.pods import pod_facts  # Kubernetes runs only
+                from prefect_cancel_doctor.diagnose.pods import pod_facts, pod_short_fix  # Kubernetes only
 
                 facts = pod_facts(ev.pod, verdict.cause)
-                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
+                short = pod_short_fix(verdict.cause) or verdict.short_fix
+                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
             commands = stop_commands(ev, verdict.cause)
             if commands:
                 remediation = (_stop_line(commands), *verdict.remediation)

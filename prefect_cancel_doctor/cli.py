@@ -1096,8 +1096,15 @@ def agent(
 
         _run(Format.TERMINAL, None, work)
     _point_prefect_at(api_url, api_key, profile)
-    from prefect_cancel_doctor.agent import schedule_of, serve_agent
-
+    try:
+        from prefect_cancel_doctor.agent import schedule_of, serve_agent
+    except ImportError as exc:
+        _fail(
+            _usage(
+                f"agent serves a Prefect deployment and needs Prefect installed ({exc}): "
+                "pip install 'prefect-cancel-doctor[prefect]', or use `agent --once`"
+            )
+        )
     try:
         schedule_of(interval, cron)
     except ValueError as exc:

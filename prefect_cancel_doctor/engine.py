@@ -319,7 +319,13 @@ def _jobs(
         functools.cache(launch_traces),
         functools.cache(lambda: _kube_session(options)),
     )
-    locations = [_locate(r, here) for r in runs]
+    # Kubernetes runs are located through the API (four reads each): together, not one after another.
+    remote = {
+        index: requests.submit(_locate, run, here)
+        for index, run in enumerate(runs)
+        if parse_infrastructure_pid(run.infrastructure_pid).kind == InfraKind.KUBERNETES
+    }
+    locations = [remote[i].result() if i in remote else _locate(r, here) for i, r in enumerate(runs)]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}

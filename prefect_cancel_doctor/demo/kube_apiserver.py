@@ -1651,7 +1651,13 @@ class FakeApiServer:
         if not tail:
             if method == "GET":
                 self._authorize(user, "list", "pods", namespace, None)
-                items = [cluster.pod_view(p) for (ns, _), p in cluster.pods.items() if ns == namespace]
+                # Labels live in the stored document: select first, then read status from the engine.
+                wanted = parse_label_selector(params.get("labelSelector") or "")
+                items = [
+                    cluster.pod_view(p)
+                    for (ns, _), p in cluster.pods.items()
+                    if ns == namespace and wanted(p.document["metadata"].get("labels") or {})
+                ]
                 return 200, self._list("Pod", items, params)
             if method == "POST":
                 self._authorize(user, "create", "pods", namespace, None)

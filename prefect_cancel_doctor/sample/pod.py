@@ -41,6 +41,8 @@ from typing import Any
 from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
 from prefect_cancel_doctor.locate import Location
 from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV, KubeSession
+
+# The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
 from prefect_cancel_doctor.sample.sidecar import _SCRIPT, ContainerSample, _build, parse_script_output
 
 #: Name prefix of the doctor's ephemeral containers.

@@ -99,6 +99,8 @@ class KubeRecipe(str, enum.Enum):
     JOB_DELETED_POD_ALIVE = "job_deleted_pod_alive"
     #: No Runner: cancel, then force CANCELLED through the API (the server's timeout): the Job runs on.
     FORCED_CANCELLED = "forced_cancelled"
+    #: No Runner: cancel, then the kubelet evicts the pod (node pressure): killed, phase Failed, Evicted.
+    EVICTED = "evicted"
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,17 @@ _CATALOG = (
         description="no Runner; the run was forced to Cancelled (the server's timeout) while its Job runs on",
         args=tuple(ENGINE_COMMAND.split()),
         expected_state="CANCELLED",
+    ),
+    KubeScenario(
+        name="kube_evicted",
+        path=DOCKER_SCENARIO_DIR / "stuck_docker_no_runner.py",
+        flow_function="no_runner_flow",
+        expected_cause=Cause.INFRASTRUCTURE_GONE,
+        expected_kind=None,
+        recipe=KubeRecipe.EVICTED,
+        description="no Runner; cancelled, then the pod was evicted by the kubelet (node pressure)",
+        args=tuple(ENGINE_COMMAND.split()),
+        running=False,
     ),
     KubeScenario(
         name="kube_baseline",
@@ -609,6 +622,10 @@ def _get_stuck(
     elif recipe is KubeRecipe.JOB_DELETED_POD_ALIVE:
         api.cluster.delete_job(namespace, item.job, None)
         log(f"{scenario.name}: Job {item.job} deleted (propagation Orphan); its pod runs on")
+    elif recipe is KubeRecipe.EVICTED:
+        api.cluster.evict(namespace, item.pod)
+        harness.wait_until(lambda: not docker.inspect(item.container_id).running, 30, "the eviction's kill")
+        log(f"{scenario.name}: the pod was evicted (phase Failed, reason Evicted)")
     elif recipe is KubeRecipe.FORCED_CANCELLED:
         harness.wait_for_state(item.run_id, ["CANCELLING"], timeout=30)
         harness.force_state(item.run_id, "CANCELLED", CANCELLING_TIMEOUT_MESSAGE)

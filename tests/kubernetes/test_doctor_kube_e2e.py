@@ -57,7 +57,8 @@ def scan(environment: KubeDemoEnvironment, **env: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def scans(staged: KubeDemoEnvironment) -> dict[str, dict[str, Any]]:
-    """Every scan of the module, in this order: node, no ephemeral containers, ephemeral, RBAC denied."""
+    """Every scan of the module, in this order: node, no ephemeral containers, ephemeral, RBAC denied,
+    the node NotReady."""
     done = {"node": scan(staged, attach="node")}
     staged.api.cluster.ephemeral_containers = False
     try:
@@ -66,6 +67,11 @@ def scans(staged: KubeDemoEnvironment) -> dict[str, dict[str, Any]]:
         staged.api.cluster.ephemeral_containers = True
     done["ephemeral"] = scan(staged, attach="ephemeral")
     done["rbac"] = scan(staged, attach="ephemeral", restricted=True)
+    staged.api.cluster.set_node_ready("Unknown")
+    try:
+        done["not_ready"] = scan(staged, attach="node")
+    finally:
+        staged.api.cluster.set_node_ready("True")
     return done
 
 
@@ -193,3 +199,16 @@ def test_a_second_scan_reuses_the_ephemeral_container(
     assert again["ephemeral_containers"] == ["pcd-doctor-prefect-job-1"]
     assert entry["verdict"]["cause"] == "cancel_not_observed"
     assert any("stays in the pod's spec until the pod is deleted" in e for e in entry["verdict"]["evidence"])
+
+
+def test_evicted_pod(staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]) -> None:
+    verdict = scans["node"][staged.run("kube_evicted").run_id]["verdict"]
+    assert "was evicted by the kubelet (The node was low on resource: memory.)" in verdict["summary"]
+    assert any("Evicted" in e and e.startswith("event ") for e in verdict["evidence"])
+
+
+def test_node_not_ready(staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]) -> None:
+    verdict = scans["not_ready"][staged.run("kube_no_runner").run_id]["verdict"]
+    assert verdict["cause"] == "infrastructure_gone"
+    assert "which is not Ready (NodeStatusUnknown)" in verdict["summary"]
+    assert verdict["confidence"] == 0.7

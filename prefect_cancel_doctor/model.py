@@ -449,6 +449,8 @@ class PodFacts:
     job: str | None
     #: False when the Job no longer exists; None when it could not be read.
     job_exists: bool | None = None
+    #: The Job is being deleted (its deletionTimestamp is set; a Foreground deletion waits for its pods).
+    job_deleting: bool = False
     #: The Job's backoffLimit (0 for prefect-kubernetes: a failed pod is not retried).
     backoff_limit: int | None = None
     #: The pod (None: the Job has no pod left).

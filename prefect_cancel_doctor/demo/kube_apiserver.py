@@ -13,8 +13,9 @@ with Kubernetes' shapes and semantics, and makes every pod a real container:
   flips its Ready condition).
 - **Jobs** (``batch/v1``): create, get, list (label selectors), delete with
   ``propagationPolicy`` (the API's default for a Job is ``Orphan``, as in
-  Kubernetes: the pods stay and lose their ownerReference; ``Background`` and
-  ``Foreground`` delete them). Creating a Job creates its pod at once (the Job
+  Kubernetes: the pods stay and lose their ownerReference; ``Background`` deletes
+  them; ``Foreground`` too, and keeps the Job Terminating, with the
+  ``foregroundDeletion`` finalizer, until they are gone). Creating a Job creates its pod at once (the Job
   controller's labels ``job-name``, ``controller-uid`` and their
   ``batch.kubernetes.io/`` forms, an ownerReference). Status counts active,
   succeeded and failed pods.
@@ -549,14 +550,25 @@ class FakeCluster:
         return view
 
     def delete_job(self, namespace: str, name: str, propagation: str | None) -> dict[str, Any]:
-        """DELETE a Job: Orphan (the API's default for Jobs) keeps the pods; Background and
-        Foreground delete them (and the Job at once: Foreground's wait for the pods is not modelled)."""
+        """DELETE a Job: Orphan (the API's default for Jobs) keeps the pods; Background deletes
+        the Job now and its pods after; Foreground keeps the Job, Terminating with the
+        ``foregroundDeletion`` finalizer, until its pods are gone. The pods are deleted with
+        their own grace period (a grace period given to the Job's deletion is not passed on)."""
         with self.lock:
-            job = self.jobs.pop((namespace, name), None)
+            job = self.jobs.get((namespace, name))
             if job is None:
                 raise _not_found("jobs", name, "batch")
             uid = job["metadata"]["uid"]
             policy = propagation or "Orphan"
+            if policy == "Foreground":
+                meta = job["metadata"]
+                if "deletionTimestamp" not in meta:
+                    meta["deletionTimestamp"] = now_iso()
+                    meta["deletionGracePeriodSeconds"] = 0
+                    meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
+                    meta["resourceVersion"] = self.next_version()
+            else:
+                del self.jobs[(namespace, name)]
             for (pod_ns, pod_name), pod in list(self.pods.items()):
                 owners = pod.document["metadata"].get("ownerReferences") or []
                 if pod_ns != namespace or not any(o.get("uid") == uid for o in owners):
@@ -568,6 +580,7 @@ class FakeCluster:
                     pod.document["metadata"]["resourceVersion"] = self.next_version()
                 else:
                     self.delete_pod(pod_ns, pod_name, None)
+            self._reap_jobs()
             return {
                 "kind": "Status",
                 "apiVersion": "v1",
@@ -1015,7 +1028,20 @@ class FakeCluster:
             with contextlib.suppress(DockerError):
                 self.docker.remove(docker_id)
         del self.pods[(namespace, name)]
+        self._reap_jobs()
         return True
+
+    def _reap_jobs(self) -> None:
+        """Remove Jobs deleted in the foreground once none of their pods is left."""
+        for key, job in list(self.jobs.items()):
+            if "foregroundDeletion" not in (job["metadata"].get("finalizers") or []):
+                continue
+            uid = job["metadata"]["uid"]
+            if not any(
+                any(o.get("uid") == uid for o in p.document["metadata"].get("ownerReferences") or [])
+                for p in self.pods.values()
+            ):
+                del self.jobs[key]
 
     def evict(
         self, namespace: str, name: str, message: str = "The node was low on resource: memory."

@@ -90,8 +90,9 @@ class KubeRecipe(str, enum.Enum):
     CANCEL_UNOBSERVED = "cancel_unobserved"
     #: A shell is PID 1: cancel, then SIGTERM PID 1 (what the kubelet sends first); it drops it.
     STOP_SIGNAL_DROPPED = "stop_signal_dropped"
-    #: A shell PID 1 and a pod finalizer: cancel, delete the pod (grace 2 s): SIGTERM dropped,
-    #: SIGKILL after the grace, the pod stays Terminating, held by its finalizer.
+    #: A shell PID 1 and a pod finalizer: cancel, delete the Job in the foreground (as the worker's
+    #: teardown does): the pod's SIGTERM is dropped, SIGKILL after its 2 s grace; the pod stays
+    #: Terminating, held by its finalizer, and the Job with it.
     TERMINATING_WITH_FINALIZER = "terminating_with_finalizer"
     #: No Runner: cancel, then the flow outgrows the container's memory limit (OOMKilled).
     OOM_KILLED = "oom_killed"
@@ -175,8 +176,8 @@ _CATALOG = (
         expected_cause=Cause.INFRASTRUCTURE_GONE,
         expected_kind=None,
         recipe=KubeRecipe.TERMINATING_WITH_FINALIZER,
-        description="a shell PID 1 and a finalizer: the pod was deleted (grace 2 s); its container was "
-        "SIGKILLed and the pod stays Terminating, held by its finalizer",
+        description="a shell PID 1 and a finalizer: its Job was deleted in the foreground (the pod's grace: "
+        "2 s); its container was SIGKILLed and the pod stays Terminating, held by its finalizer, the Job too",
         args=tuple(SHELL_ARGS),
         running=False,
         finalizers=(HOLD_FINALIZER,),
@@ -608,7 +609,8 @@ def _get_stuck(
         docker.kill(item.container_id, "SIGTERM")
         log(f"{scenario.name}: SIGTERM sent to PID 1 (the shell), as the kubelet does first")
     elif recipe is KubeRecipe.TERMINATING_WITH_FINALIZER:
-        api.cluster.delete_pod(namespace, item.pod, scenario.grace_seconds)
+        # As prefect-kubernetes's kill_infrastructure does: the Job, in the foreground.
+        api.cluster.delete_job(namespace, item.job, "Foreground")
         harness.wait_until(
             lambda: not docker.inspect(item.container_id).running, scenario.grace_seconds + 30, "the SIGKILL"
         )

@@ -94,6 +94,8 @@ def pod_gone(pod: PodFacts, notes: tuple[str, ...]) -> Verdict:
         evidence.append(_terminating(pod))
         if pod.finalizers:
             what += f"; the pod stays Terminating, held by its finalizer(s) {', '.join(pod.finalizers)}"
+            if pod.job_deleting:
+                what += f", and the Foreground deletion of its Job {pod.job} waits for the pod"
     summary = (
         f"The run's infrastructure is gone: {what}; only the API state is stuck in Cancelling "
         "(nothing is left to report Cancelled)."
@@ -169,6 +171,12 @@ def pod_facts(pod: PodFacts, cause: Cause) -> tuple[str, ...]:
         )
     if pod.deletion_timestamp and cause is not Cause.INFRASTRUCTURE_GONE:
         facts.append(_terminating(pod))
+    if pod.job_deleting:
+        facts.append(
+            f"Job {pod.namespace}/{pod.job} is being deleted (deletionTimestamp set); deleted with "
+            "propagationPolicy Foreground, as prefect-kubernetes's teardown does, it stays until its pods "
+            "are gone"
+        )
     if pod.backoff_limit is not None:
         retry = (
             "a failed pod is not retried"

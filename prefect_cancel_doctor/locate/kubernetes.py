@@ -216,6 +216,7 @@ def locate_pod(
         namespace=pod.namespace,
         job=job_name or next((o.name for o in pod.owners if o.kind == "Job"), None),
         job_exists=(job is not None) if job_name else None,
+        job_deleting=bool(job and job.deletion_timestamp),
         backoff_limit=_backoff(job),
         name=pod.name,
         phase=pod.phase,

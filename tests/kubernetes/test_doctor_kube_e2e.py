@@ -125,6 +125,7 @@ def test_terminating_pod_held_by_its_finalizer(
 ) -> None:
     verdict = scans["node"][staged.run("kube_terminating").run_id]["verdict"]
     assert "held by its finalizer(s) pcd.example.com/hold" in verdict["summary"]
+    assert "the Foreground deletion of its Job" in verdict["summary"]
     assert any("grace period of 2.0s, which ended" in e for e in verdict["evidence"])
     assert any("Killing" in e for e in verdict["evidence"])
 

@@ -226,13 +226,15 @@ def test_job_deletion_and_terminating_pods(cluster: dict[str, Any]) -> None:
         client.patch(
             f"/api/v1/namespaces/{NAMESPACE}/pods/{held}", {"metadata": {"finalizers": ["example.com/hold"]}}
         )
-        client.delete(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/etl-held", propagation="Background")
+        client.delete(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/etl-held", propagation="Foreground")
         time.sleep(3)  # past the 1 s grace: SIGTERM, then SIGKILL
         job = client.get_job(NAMESPACE, "etl-orphan")
         alive = client.get_pod(NAMESPACE, orphaned)
         terminating = client.get_pod(NAMESPACE, held)
+        waiting_job = client.get_job(NAMESPACE, "etl-held")
         client.patch(f"/api/v1/namespaces/{NAMESPACE}/pods/{held}", {"metadata": {"finalizers": None}})
         gone = client.get_pod(NAMESPACE, held)
+        gone_job = client.get_job(NAMESPACE, "etl-held")
         with pytest.raises(KubeNotFound):
             client.request("GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/etl-orphan")
 
@@ -243,7 +245,10 @@ def test_job_deletion_and_terminating_pods(cluster: dict[str, Any]) -> None:
         and terminating.finalizers == ("example.com/hold",)
     )
     assert terminating.statuses[0].state == "terminated"
-    assert gone is None
+    # Foreground: the Job waits, Terminating, for its pod
+    assert waiting_job is not None and waiting_job.deletion_timestamp
+    assert "foregroundDeletion" in waiting_job.finalizers
+    assert gone is None and gone_job is None
     events = kubectl(
         cluster, "get", "events", "--field-selector", f"involvedObject.name={held}", "-o", "json"
     )

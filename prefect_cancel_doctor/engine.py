@@ -404,12 +404,13 @@ def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
     from prefect_cancel_doctor.kube_api import KubeError
+    from prefect_cancel_doctor.kube_config import KubeConfigError
     from prefect_cancel_doctor.locate.kubernetes import locate_job
 
     session = here.kube()
     try:
         client = session.client()
-    except KubeError as exc:
+    except (KubeError, KubeConfigError) as exc:  # this run is not diagnosable here; the others are
         why = f"the run is Kubernetes job {infra.namespace}/{infra.job}: {exc}" + (
             f"; {exc.hint}" if exc.hint else ""
         )

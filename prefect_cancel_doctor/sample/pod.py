@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
+from prefect_cancel_doctor.kube_config import KubeConfigError
 from prefect_cancel_doctor.locate import Location
 from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV, KubeSession
 
@@ -284,7 +285,7 @@ def sample_pod_job(
             locals=locals,
             timeout=timeout,
         )
-    except KubeError as exc:
+    except (KubeError, KubeConfigError) as exc:
         why = str(exc) + (f"; {exc.hint}" if exc.hint else "")
         return dataclasses.replace(location, unreachable=why), None
     containers = pod.ephemeral_containers + ((name,) if name not in pod.ephemeral_containers else ())

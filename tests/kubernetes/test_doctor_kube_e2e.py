@@ -213,3 +213,13 @@ def test_node_not_ready(staged: KubeDemoEnvironment, scans: dict[str, dict[str, 
     assert verdict["cause"] == "infrastructure_gone"
     assert "which is not Ready (NodeStatusUnknown)" in verdict["summary"]
     assert verdict["confidence"] == 0.7
+
+
+def test_diagnose_one_run_as_markdown(staged: KubeDemoEnvironment) -> None:
+    run = staged.run("kube_shell_pid1")
+    result = doctor(staged, "diagnose", run.run_id, "--format", "markdown", "--samples", "2", attach="node")
+
+    assert result.returncode == 1, result.stderr
+    assert "pid1_no_forward" in result.stdout
+    assert f"{run.expected_location[0]}:{run.expected_location[1]}" in result.stdout  # type: ignore[index]
+    assert f"kubectl delete pod -n {run.namespace} {run.pod} --grace-period=0 --force" in result.stdout

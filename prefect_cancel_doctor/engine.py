@@ -319,12 +319,16 @@ def _jobs(
         functools.cache(launch_traces),
         functools.cache(lambda: _kube_session(options)),
     )
-    # Kubernetes runs are located through the API (four reads each): together, not one after another.
-    remote = {
-        index: requests.submit(_locate, run, here)
-        for index, run in enumerate(runs)
-        if parse_infrastructure_pid(run.infrastructure_pid).kind == InfraKind.KUBERNETES
-    }
+    # Kubernetes runs are located through the API (four reads each): together, not one after another,
+    # with one client (made before the threads start).
+    kube_runs = [
+        i
+        for i, r in enumerate(runs)
+        if parse_infrastructure_pid(r.infrastructure_pid).kind == InfraKind.KUBERNETES
+    ]
+    if kube_runs:
+        here.kube()
+    remote = {index: requests.submit(_locate, runs[index], here) for index in kube_runs}
     locations = [remote[i].result() if i in remote else _locate(r, here) for i, r in enumerate(runs)]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}

@@ -46,7 +46,7 @@ from prefect_cancel_doctor.kube_api import (
     PodInfo,
     ordered_pods,
 )
-from prefect_cancel_doctor.kube_config import resolve_kube_connection
+from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
 from prefect_cancel_doctor.locate import InfraRef, Location
 from prefect_cancel_doctor.locate.docker import can_ptrace_here
 from prefect_cancel_doctor.locate.roles import assign_roles
@@ -108,13 +108,21 @@ class KubeSession:
         self._kubeconfig, self._context, self._proc_root = kubeconfig, context, proc_root
         self._client: KubeClient | None = None
         self._cgroups: dict[str, list[int]] | None = None
+        self._failed: KubeConfigError | None = None
         self._lock = threading.Lock()
 
     def client(self) -> KubeClient:
-        """The client (the connection resolved as kubectl does); raises KubeError when there is none."""
+        """The client (the connection resolved as kubectl does, once: an exec credential plugin runs
+        once a scan); raises KubeConfigError when there is none, for every run that asks."""
         with self._lock:
+            if self._failed is not None:
+                raise self._failed
             if self._client is None:
-                self._client = KubeClient(resolve_kube_connection(self._kubeconfig, self._context))
+                try:
+                    self._client = KubeClient(resolve_kube_connection(self._kubeconfig, self._context))
+                except KubeConfigError as exc:
+                    self._failed = exc
+                    raise
             return self._client
 
     def cgroups(self) -> dict[str, list[int]]:

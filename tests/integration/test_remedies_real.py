@@ -4,9 +4,10 @@ GIVEN each staged cause whose fix is a change to the flow's code, the flow
 fixed exactly as the verdict's advice says (`programs/fixed/`: the advice is
 quoted in each program, and checked here against `remedies.remediation`),
 WHEN the run is cancelled with its worker alive,
-THEN it reaches Cancelled before the Runner's 30 s SIGKILL escalation (the
-worker's audited signals show a SIGTERM and no SIGKILL), and nothing of it
-is left running.
+THEN it reaches Cancelled on the worker's SIGTERM alone, within the Runner's
+30 s grace (the worker's audited signals show a SIGTERM and no SIGKILL, which
+the Runner sends 30 s after a SIGTERM that did not end the process), and
+nothing of it is left running.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 
 PROGRAMS = Path(__file__).parent / "programs" / "fixed"
 POOL = "fixed"
-#: The Runner sends SIGKILL 30 s after SIGTERM; a fix that works ends the run well before.
-ENDS_WITHIN_SECONDS = 25.0
+#: How long the worker may take to act on the cancel and the run to end (a loaded machine).
+CANCELLED_WITHIN_SECONDS = 150.0
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,6 @@ class Staged:
     worker: WorkerProcess
     ready: Path
     runs: dict[str, str]
-    #: When each run was cancelled (time.time(), as the worker's audit log records).
-    cancelled_at: dict[str, float]
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +93,9 @@ def staged() -> Iterator[Staged]:
         prefect.wait_until(
             lambda: all((ready / name).exists() for name in FIXES), 240, "every fixed flow to start"
         )
-        cancelled_at = {}
-        for name, run_id in runs.items():
-            cancelled_at[name] = time.time()
+        for run_id in runs.values():
             prefect.cancel_run(run_id)
-        yield Staged(prefect, worker, ready, runs, cancelled_at)
+        yield Staged(prefect, worker, ready, runs)
 
 
 @pytest.mark.parametrize("name", sorted(FIXES))
@@ -107,11 +104,12 @@ def test_the_flow_fixed_as_advised_cancels_on_its_own(staged: Staged, name: str)
     call = BlockingCall(fix.kind, "f", None, None, None, None, None, False)
     assert any(fix.advice in line for line in remediation(fix.cause, call)), "the advice changed"
     prefect, run_id = staged.prefect, staged.runs[name]
-    deadline = staged.cancelled_at[name] + ENDS_WITHIN_SECONDS
+    # How soon the worker acts on the cancel depends on the machine's load; what proves the fix
+    # is that the process ended within the Runner's 30 s grace: no SIGKILL followed the SIGTERM.
     prefect.wait_until(
         lambda: prefect.state_type(run_id) == "CANCELLED",
-        max(1.0, deadline - time.time()),
-        f"{name} fixed to reach Cancelled within {ENDS_WITHIN_SECONDS:.0f} s of the cancel",
+        CANCELLED_WITHIN_SECONDS,
+        f"{name} to reach Cancelled",
     )
     prefect.wait_until(lambda: not prefect.run_processes(run_id), 10, f"the processes of {name} to exit")
     pid = int(prefect.read_run(run_id).infrastructure_pid or 0)

@@ -73,6 +73,7 @@ def test_catalog_covers_the_requested_causes() -> None:
         "pipe": Cause.CANCEL_NOT_OBSERVED,
         "cpu": Cause.SIGNAL_PENDING,
         "ignored": Cause.SIGNAL_IGNORED,
+        "swallowed": Cause.CANCEL_NOT_OBSERVED,
         "thread": Cause.EXIT_BLOCKED_BY_THREAD,
         "async_loop": Cause.EVENT_LOOP_BLOCKED,
         "child": Cause.CHILD_PROCESS_SURVIVES,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,10 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+#: This checkout (its programs are run on every host).
+REPO = Path(__file__).resolve().parents[2]
+
+
 @dataclass
 class Host:
     """A PID + UTS + mount namespace with its own hostname and /tmp: a host, as far as the doctor sees."""
@@ -88,7 +93,19 @@ class Host:
 
     @classmethod
     def start(cls, name: str, logs: Path) -> Host:
-        script = f"mount -t tmpfs tmpfs /tmp && hostname {name} && exec sleep infinity"
+        # A private /tmp hides the other hosts' files; what this checkout and its Python need
+        # (a clone may live under /tmp, as CI's may) is bound back in from the host's /tmp.
+        keep, q = f"/run/pcd-fleet-{name}-{os.getpid()}", shlex.quote
+        needed = sorted({str(Path(p).resolve()) for p in (REPO, sys.prefix, sys.base_prefix)})
+        rebind = "".join(
+            f" && mkdir -p {q(path)} && mount --bind {q(keep + path[4:])} {q(path)}"
+            for path in needed
+            if path.startswith("/tmp/")
+        )
+        script = (
+            f"mkdir -p {keep} && mount --bind /tmp {keep} && mount -t tmpfs tmpfs /tmp{rebind}"
+            f" && hostname {name} && exec sleep infinity"
+        )
         init = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "--uts", "--mount", "sh", "-c", script],
             start_new_session=True,

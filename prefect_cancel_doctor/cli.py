@@ -226,10 +226,31 @@ KubeContext = Annotated[
 ]
 
 
-def _kube(options: Options, kubeconfig: str | None, context: str | None) -> Options:
-    """`options` with the Kubernetes connection flags."""
-    import dataclasses
+DebugImage = Annotated[
+    Optional[str],
+    typer.Option(
+        "--debug-image",
+        envvar="PCD_KUBE_DEBUG_IMAGE",
+        help="Kubernetes runs, ephemeral mode: the image the doctor's ephemeral container runs "
+        "(/bin/sh and a static py-spy; the pod's node must be able to pull it).",
+        show_default=False,
+        metavar="IMAGE",
+    ),
+]
 
+
+def _kube(
+    options: Options, kubeconfig: str | None, context: str | None, debug_image: str | None = None
+) -> Options:
+    """`options` with the Kubernetes connection flags; `--debug-image` goes where the pod sampler
+    reads it (PCD_KUBE_DEBUG_IMAGE)."""
+    import dataclasses
+    import os
+
+    from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+
+    if debug_image:
+        os.environ[DEBUG_IMAGE_ENV] = debug_image
     return dataclasses.replace(options, kubeconfig=kubeconfig, kube_context=context)
 
 
@@ -446,10 +467,14 @@ def scan(
     grace: Grace = 30.0,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
+    debug_image: DebugImage = None,
 ) -> None:
     """Find every run stuck in Cancelling (and orphans), sample it, say why it is stuck."""
     options = _kube(
-        _options(samples, interval, native, locals_, parallel, timeout, since), kubeconfig, context
+        _options(samples, interval, native, locals_, parallel, timeout, since),
+        kubeconfig,
+        context,
+        debug_image,
     )
     if resolve_orphans:
         from prefect_cancel_doctor.engine import scan as run_scan
@@ -513,11 +538,14 @@ def diagnose(
     color: Color = None,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
+    debug_image: DebugImage = None,
 ) -> None:
     """Diagnose one flow run, by id or by name (several runs with that name: they are listed, exit 2)."""
     if not run.strip():
         _fail(_usage("give a flow run id or name"))
-    options = _kube(_options(samples, interval, native, locals_, parallel, timeout), kubeconfig, context)
+    options = _kube(
+        _options(samples, interval, native, locals_, parallel, timeout), kubeconfig, context, debug_image
+    )
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.engine import diagnose_run
@@ -726,6 +754,7 @@ def inspect(
     color: Color = None,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
+    debug_image: DebugImage = None,
 ) -> None:
     """Diagnose a process, container or pod you already know (the flow process, a survivor, a pod).
 
@@ -733,7 +762,9 @@ def inspect(
     in it or its children, no flow engine in its stacks) is refused with exit 2."""
     if [pid is not None, container is not None, pod is not None].count(True) != 1:
         _fail(_usage("give exactly one of --pid PID, --container ID|NAME or --pod NAMESPACE/NAME"))
-    options = _kube(_options(samples, interval, native, locals_, 4, timeout), kubeconfig, context)
+    options = _kube(
+        _options(samples, interval, native, locals_, 4, timeout), kubeconfig, context, debug_image
+    )
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.engine import inspect_container, inspect_pid, inspect_pod

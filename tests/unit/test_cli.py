@@ -202,3 +202,17 @@ def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
     finally:
         child.kill()
         child.wait()
+
+
+def test_debug_image_flag_reaches_the_pod_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect_cancel_doctor.cli import _kube
+    from prefect_cancel_doctor.engine import Options
+    from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+
+    monkeypatch.delenv(DEBUG_IMAGE_ENV, raising=False)
+    options = _kube(Options(), "/k/config", "prod", "registry.local/pcd-debug:1")
+    assert (options.kubeconfig, options.kube_context) == ("/k/config", "prod")
+    assert os.environ[DEBUG_IMAGE_ENV] == "registry.local/pcd-debug:1"
+    for command in ("scan", "diagnose", "inspect"):
+        done = run_cli(command, "--help")
+        assert "--debug-image" in done.stdout, command

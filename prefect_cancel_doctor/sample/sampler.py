@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,9 @@ from prefect_cancel_doctor.sample.pyspy import (
 )
 
 EXITED = "process exited during sampling"
+#: How often, and how far apart, a dump refused because another tracer held the process is retried.
+_BUSY_RETRIES = 3
+_BUSY_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,9 @@ class _Target:
         self.done = False
         self.python = True
         self.failure: SamplerError | None = None
+        #: Dumps refused with EPERM although we are root: another debugger (a second doctor,
+        #: `watch` beside `resolve`) had the process attached at that moment.
+        self.busy = 0
 
     def step(self) -> None:
         """Wait until this process is due, then take its next sample (/proc, then one py-spy dump)."""
@@ -235,7 +242,17 @@ class _Target:
             # A target that stalled py-spy once will stall it again: stop ptracing it.
             self._stop(str(exc))
             return
-        except (PermissionDenied, PySpyNotFound) as exc:
+        except PermissionDenied as exc:
+            # As root, ptrace is refused only while another tracer holds the process: try again.
+            if os.geteuid() == 0 and self.busy < _BUSY_RETRIES:
+                self.busy += 1
+                _note(self.errors, "another debugger had the process attached; the dump was tried again")
+                time.sleep(_BUSY_WAIT_SECONDS)
+                self.index -= 1  # this round does not count: `step` tries it again
+                return
+            self._fail(exc)
+            return
+        except PySpyNotFound as exc:
             self._fail(exc)
             return
         except SamplerError as exc:

@@ -264,7 +264,7 @@ def published(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
         except ObjectNotFound:
             return None
 
-    fleet.prefect.wait_until(lambda: all(deployment(n) for n in AGENTS), 120, "each agent's deployment")
+    fleet.prefect.wait_until(lambda: all(deployment(n) for n in AGENTS), 300, "each agent's deployment")
     agent_runs = {}
     for name in AGENTS:
         deployment_id = deployment(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -76,16 +77,23 @@ def write_report(
     `path` stays in place until then. The terminal view has no colour unless forced.
     """
     import io
-    import os
-    import tempfile
 
     buffer = io.StringIO()
     render(report, fmt, buffer, color=False if color is None else color, samples_detail=samples_detail)
+    write_atomically(path, buffer.getvalue())
+
+
+def write_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, then a rename: a reader never
+    sees half a file, and a failure leaves the previous one in place."""
+    import tempfile
+
+    path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(buffer.getvalue())
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import enum
 import io
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from prefect_cancel_doctor.health import (
     StuckRun,
     named,
 )
-from prefect_cancel_doctor.render import HealthFormat
+from prefect_cancel_doctor.render import HealthFormat, write_atomically
 
 _T = TypeVar("_T")
 
@@ -78,21 +76,9 @@ def write_health(
     A reader (a web server, a dashboard) never sees a half-written report, and
     a failed run leaves the previous report in place.
     """
-    target = Path(path)
     buffer = io.StringIO()
     render_health(report, fmt, buffer, color=False if color is None else color, samples_detail=samples_detail)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, buffer.getvalue())
 
 
 # -- the report, format-neutral -------------------------------------------------------------

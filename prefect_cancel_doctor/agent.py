@@ -14,9 +14,12 @@ Imports Prefect at its top, like flows.py; the CLI imports it inside `agent`.
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from prefect import flow, get_run_logger
 from prefect.types.entrypoint import EntrypointType
 
@@ -82,18 +85,49 @@ def serve_agent(
     timezone: str | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> None:
-    """Serve this host's deployment until interrupted (its schedule is paused on the way out)."""
-    cancel_doctor_agent.serve(
-        name=host_name(),
-        parameters=parameters or {},
-        tags=[AGENT_TAG],
-        description=f"prefect-cancel-doctor agent of host {host_name()}",
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        pause_on_shutdown=True,
-        # One scan at a time per host: a slow one is not overtaken by the next.
-        limit=1,
-        **schedule_of(interval, cron, timezone),
-    )
+    """Serve this host's deployment until interrupted (its schedule is paused on the way out).
+
+    An agent outlives a server that is restarting or briefly failing: the API unreachable or
+    answering 5xx (a SQLite server answers 500 "database is locked" under load) while the
+    deployment is registered makes it try again, 5 s then doubling up to a minute, instead of
+    exiting and leaving its host uncovered until someone restarts it.
+    """
+    delay = 5.0
+    while True:
+        try:
+            cancel_doctor_agent.serve(
+                name=host_name(),
+                parameters=parameters or {},
+                tags=[AGENT_TAG],
+                description=f"prefect-cancel-doctor agent of host {host_name()}",
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                pause_on_shutdown=True,
+                # One scan at a time per host: a slow one is not overtaken by the next.
+                limit=1,
+                **schedule_of(interval, cron, timezone),
+            )
+            return
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            if not transient(exc):
+                raise
+            print(
+                f"agent: the Prefect API failed ({describe(exc)}); trying again in {delay:.0f} s",
+                file=sys.stderr,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+
+def transient(exc: httpx.TransportError | httpx.HTTPStatusError) -> bool:
+    """A failure worth retrying: the server unreachable, or its own error (5xx), not ours (4xx)."""
+    return isinstance(exc, httpx.TransportError) or exc.response.status_code >= 500
+
+
+def describe(exc: httpx.TransportError | httpx.HTTPStatusError) -> str:
+    """One line without the response body (which may echo what we sent)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} from {exc.request.url.path}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 __all__ = [

@@ -247,9 +247,9 @@ def _kube(
     import dataclasses
     import os
 
-    from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+    if debug_image:  # imported only then: runs not on Kubernetes load no Kubernetes module
+        from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
 
-    if debug_image:
         os.environ[DEBUG_IMAGE_ENV] = debug_image
     return dataclasses.replace(options, kubeconfig=kubeconfig, kube_context=context)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -52,3 +53,41 @@ def carry_out(commands: list[str], env: dict[str, str]) -> None:
             ["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, (command, done.stderr[-2000:])
+
+
+class TcpForwarder:
+    """A local port that forwards every connection to `upstream` (host, port), once started:
+    a server that "comes up" at a port a client already aims at."""
+
+    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
+        import socketserver
+        import threading
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    with contextlib.suppress(OSError):
+                        end.shutdown(socket.SHUT_RDWR)
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.create_connection(upstream) as outbound:
+                    back = threading.Thread(target=pump, args=(outbound, self.request), daemon=True)
+                    back.start()
+                    pump(self.request, outbound)
+                    back.join()
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

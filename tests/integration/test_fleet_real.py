@@ -249,19 +249,24 @@ def _events(fleet: Fleet, name: str, **filters: Any) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def published(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
     """Each agent served on its host; one run of each agent's deployment, completed."""
-    for name in AGENTS:
-        fleet.hosts[name].spawn(
+    agents = {
+        name: fleet.hosts[name].spawn(
             [sys.executable, "-m", "prefect_cancel_doctor", "agent", "--interval", "1h", "--samples", "2"],
             fleet.env(),
             "agent",
         )
+        for name in AGENTS
+    }
     client = fleet.prefect.client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     def deployment(name: str) -> str | None:
+        if agents[name].poll() is not None:  # an agent gone will never register: say why now
+            log = (fleet.hosts[name].logs / f"{name}-agent.log").read_text(errors="replace")
+            pytest.fail(f"the agent of {name} exited ({agents[name].returncode}):\n{log[-4000:]}")
         try:
             return str(client.read_deployment_by_name(f"prefect-cancel-doctor-agent/{name}").id)
-        except ObjectNotFound:
+        except (ObjectNotFound, PrefectHTTPStatusError):  # a busy SQLite server may answer 500
             return None
 
     fleet.prefect.wait_until(lambda: all(deployment(n) for n in AGENTS), 300, "each agent's deployment")

@@ -217,3 +217,51 @@ def _publish_again(staged: DemoEnvironment, tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr[-2000:]
     # The gone run is Cancelled now (by Automation A) and nothing of it runs: only sleep is left.
     assert f"published 1 verdict event(s), 1 artifact(s) as host {HOST}" in done.stderr, done.stderr
+
+
+def test_an_agent_started_before_its_server_answers_registers_once_it_does(
+    staged: DemoEnvironment, tmp_path: Path
+) -> None:
+    """An agent whose API is unreachable at start (a server restarting, a SQLite server
+    answering 500 under load) keeps trying instead of exiting, and serves once it answers."""
+    import os
+    import signal
+    import subprocess
+    from urllib.parse import urlsplit
+
+    from tests.helpers import CLI, TcpForwarder, closed_port
+
+    port, host = closed_port(), "pcd-late-agent"
+    env = clean_environ(
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(tmp_path), PCD_HOST=host
+    )
+    log = tmp_path / "agent.log"
+    # Once a year: no scheduled scan (and no verdict event) while the test runs.
+    argv = [*CLI, "agent", "--cron", "0 0 1 1 *"]
+    with log.open("wb") as out:
+        agent = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    forwarder = None
+    try:
+
+        def trying_again() -> bool:
+            assert agent.poll() is None, log.read_text()  # exiting leaves the host uncovered
+            return "trying again in" in log.read_text()
+
+        _wait("the agent to say it will try again", trying_again, 60)
+        upstream = urlsplit(staged.api_url)
+        forwarder = TcpForwarder(port, (upstream.hostname or "127.0.0.1", upstream.port or 80))
+
+        def registered() -> bool:
+            assert agent.poll() is None, log.read_text()
+            name = f"prefect-cancel-doctor-agent/{host}"
+            return httpx.get(f"{staged.api_url}/deployments/name/{name}", timeout=10).status_code == 200
+
+        _wait("the agent's deployment once the server answers", registered, 120)
+    finally:
+        os.killpg(agent.pid, signal.SIGINT)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+        if forwarder is not None:
+            forwarder.close()

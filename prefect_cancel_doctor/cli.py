@@ -809,13 +809,11 @@ def demo(
     color: Color = None,
 ) -> None:
     """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
-    if kubernetes:
-        from prefect_cancel_doctor.demo.kube_run import run_kube_demo
-
-        raise typer.Exit(run_kube_demo(fmt.value, keep=keep, color=color))
+    if docker and kubernetes:
+        _fail(_usage("--docker and --kubernetes stage the runs in different places: choose one"))
     from prefect_cancel_doctor.demo.run import run_demo
 
-    raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, color=color))
+    raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, kubernetes=kubernetes, color=color))
 
 
 def _usage(message: str) -> Exception:

@@ -1,15 +1,26 @@
-"""`prefect-cancel-doctor demo`: stage real stuck runs, scan them, show the report, clean up."""
+"""`prefect-cancel-doctor demo`: stage real stuck runs, scan them, show the report, clean up.
+
+Three stagings, one scan: local processes of real process workers (the default);
+containers of a real prefect-docker worker (`--docker`); or pods (`--kubernetes`):
+Docker containers served by `demo.kube_apiserver` (no cluster can be started here)
+with everything else real — a local Prefect server, `prefect flow-run execute` or
+the engine in each pod, the cancel, py-spy and /proc. The Kubernetes scan runs on
+"the node" (this host), so the attach mode chosen is `node`; ``PCD_KUBE_ATTACH=
+ephemeral`` samples every pod from an ephemeral container instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from prefect_cancel_doctor.demo.environment import run_demo_environment
 from prefect_cancel_doctor.demo.harness import HarnessError
 from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.errors import EXIT_OK, EXIT_USAGE, DoctorError
@@ -21,34 +32,34 @@ from prefect_cancel_doctor.settings import Connection
 EXIT_INTERRUPTED = 130
 
 
-def run_demo(fmt: str, *, keep: bool = False, docker: bool = False, color: bool | None = None) -> int:
-    """Run the demo; the report goes to stdout, the narration to stderr.
-
-    With `docker`, the runs are stuck in containers of a real prefect-docker
-    worker (a local image built without any registry) instead of local processes.
-    """
+def run_demo(
+    fmt: str,
+    *,
+    keep: bool = False,
+    docker: bool = False,
+    kubernetes: bool = False,
+    color: bool | None = None,
+) -> int:
+    """Run the demo; the report goes to stdout, the narration to stderr."""
     err = Console(stderr=True, highlight=False, no_color=None if color is None else not color)
 
     def narrate(line: str) -> None:
         err.print(Text(f"demo: {line}", style="dim"))
 
     try:
-        # Both environments offer .api_url and .runs with .run_id and .expected_cause.
-        stage: contextlib.AbstractContextManager[Any]
-        if docker:
-            from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment
-
-            stage = docker_demo_environment(log=narrate)
-        else:
-            stage = run_demo_environment(console_log=narrate)
-        with stage as environment:
-            narrate(f"scanning {environment.api_url} (prefect-cancel-doctor scan)")
+        with _stage(docker, kubernetes, narrate) as environment:
+            options, where = Options(), environment.api_url
+            kubeconfig = getattr(environment, "kubeconfig", None)
+            if kubeconfig is not None:
+                options = dataclasses.replace(options, kubeconfig=str(kubeconfig))
+                where += f" with KUBECONFIG={kubeconfig}"
+            narrate(f"scanning {where} (prefect-cancel-doctor scan)")
             with PrefectApi(Connection(environment.api_url)) as api:
-                report = scan(api, Options(), lambda what, done, total: None)
+                report = scan(api, options, lambda what, done, total: None)
             render(report, Format(fmt), sys.stdout, color=color)
             _compare(report, {r.run_id: r.expected_cause.value for r in environment.runs}, err)
             if keep:
-                err.print(f"The server stays up at {environment.api_url}; press Enter to clean up.")
+                err.print(f"The server stays up at {where}; press Enter to clean up.")
                 input()
     except KeyboardInterrupt:
         err.print("demo: interrupted; everything it started has been stopped")
@@ -62,6 +73,26 @@ def run_demo(fmt: str, *, keep: bool = False, docker: bool = False, color: bool 
     return EXIT_OK
 
 
+def _stage(
+    docker: bool, kubernetes: bool, narrate: Callable[[str], None]
+) -> contextlib.AbstractContextManager[Any]:
+    """The staged environment: each offers .api_url and .runs with .run_id and .expected_cause
+    (the Kubernetes one .kubeconfig too). Imported only when chosen: each is heavy."""
+    if kubernetes:
+        from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE, kube_demo_environment
+        from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+
+        os.environ.setdefault(DEBUG_IMAGE_ENV, DEBUG_IMAGE)  # for PCD_KUBE_ATTACH=ephemeral
+        return kube_demo_environment(log=narrate)
+    if docker:
+        from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment
+
+        return docker_demo_environment(log=narrate)
+    from prefect_cancel_doctor.demo.environment import run_demo_environment
+
+    return run_demo_environment(console_log=narrate)
+
+
 def _compare(report: Report, expected: dict[str, str], err: Console) -> None:
     """Say on stderr whether each staged run got the cause the demo staged it for."""
     found = {d.flow_run.id: d.verdict.cause.value for d in report.runs if d.flow_run}
@@ -72,3 +103,6 @@ def _compare(report: Report, expected: dict[str, str], err: Console) -> None:
             err.print(
                 Text(f"demo:   run {run_id}: staged {cause}, found {found.get(run_id)}", style="yellow")
             )
+
+
+__all__ = ["run_demo"]

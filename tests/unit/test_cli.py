@@ -53,6 +53,8 @@ def test_bad_arguments_exit_2(clean_env: dict[str, str]) -> None:
     gone = run_cli("inspect", "--pid", "4194303", env=clean_env)
     assert gone.returncode == 2
     assert "no process with PID 4194303" in gone.stderr
+    both = run_cli("demo", "--docker", "--kubernetes", env=clean_env)
+    assert both.returncode == 2 and "choose one" in both.stderr
 
 
 def test_version_prints_the_package_version() -> None:

@@ -33,6 +33,23 @@ def _fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
 
 
+@pytest.fixture(autouse=True)
+def _settings_restored() -> Iterator[None]:
+    """No PCD_* or PREFECT_* variable set by a test outlives it.
+
+    A command invoked in-process (typer's CliRunner) sets some for the processes it
+    starts (`agent --host` sets PCD_HOST, `schedule` PREFECT_API_URL): left in this
+    process, they reach every later test's children (the fleet's agents all served
+    as one host, and its test timed out waiting for theirs).
+    """
+    ours = ("PCD_", "PREFECT_")
+    saved = {key: value for key, value in os.environ.items() if key.startswith(ours)}
+    yield
+    for key in [key for key in os.environ if key.startswith(ours) and key not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """An environment with no Prefect connection configured (an empty PREFECT_HOME)."""

@@ -89,6 +89,8 @@ class Host:
     init: subprocess.Popen[bytes]
     #: The namespace's PID 1, as this (the root) namespace numbers it.
     pid: int
+    #: Where the host's /tmp is bound inside the namespace (an empty directory outside it).
+    keep: Path
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
@@ -114,7 +116,7 @@ class Host:
         while time.monotonic() < deadline:
             inside = _children(init.pid)
             if inside and Path(f"/proc/{inside[0]}/comm").read_text().strip() == "sleep":
-                return cls(name, logs, init, inside[0])
+                return cls(name, logs, init, inside[0], Path(keep))
             time.sleep(0.05)
         raise RuntimeError(f"namespace host {name} did not start")
 
@@ -156,6 +158,8 @@ class Host:
         for popen in (self.init, *self.started):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(15)
+        with contextlib.suppress(OSError):
+            self.keep.rmdir()
 
 
 @dataclass
@@ -167,7 +171,9 @@ class Fleet:
     lines: dict[str, int]
 
     def env(self, **extra: str) -> dict[str, str]:
-        return self.prefect.child_env({"PYTHONUNBUFFERED": "1", **extra})
+        """The server's settings and none of ours: each host names itself (no PCD_HOST)."""
+        env = self.prefect.child_env({"PYTHONUNBUFFERED": "1", **extra})
+        return {key: value for key, value in env.items() if not key.startswith("PCD_")}
 
 
 def _worker_env(prefect: LocalPrefect) -> dict[str, str]:

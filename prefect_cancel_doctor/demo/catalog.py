@@ -6,8 +6,12 @@ unit tests can list scenarios cheaply. The flow programs live in
 
 The expected cause follows one rule: it names what would stop the process
 from ending on SIGTERM; where nothing would, the cause is that no SIGTERM
-came (`cancel_not_observed`). One exception, on request: `async_loop` expects
-`event_loop_blocked`, although a real SIGTERM ends that flow (see its entry).
+came (`cancel_not_observed`). Where the process shows that none came (its
+interpreter holds no pending SIGTERM; its main thread still waits in the flow in
+a call a signal interrupts), that comes first and what would stop it is the
+secondary finding (`expected_also`): `database_worker_dead`, `thread_worker_dead`.
+One exception, on request: `async_loop` expects `event_loop_blocked`, although
+a real SIGTERM ends that flow (see its entry).
 """
 
 from __future__ import annotations
@@ -237,6 +241,15 @@ _ALL = (
         CallKind.SLEEP,
         Recipe.WORKER_KILLED_AFTER_SIGTERM,
         "a thread-pool task sleeps; after SIGTERM the engine waits for that thread forever",
+    ),
+    _scenario(
+        "thread_worker_dead",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.LOCK,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "the same flow waiting on its thread-pool task, but its worker died before the cancel: "
+        "no SIGTERM was sent",
+        also=Cause.EXIT_BLOCKED_BY_THREAD,
     ),
     # A real SIGTERM does end this flow in Prefect 3.9: the event loop runs in
     # the main thread, and `time.sleep` there is interrupted and raises. So it

@@ -699,11 +699,32 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
             "a SIGTERM would unwind the main thread, then the interpreter joins this "
             + ("thread-pool thread (never a daemon)" if holder.is_pool_worker else "non-daemon thread")
         )
-        confidence = 0.8 if holder.is_pool_worker else 0.6
-        summary = (
+        blocked = _verdict(
+            Cause.EXIT_BLOCKED_BY_THREAD,
             f"Thread {holder.name} is blocked in {holder.where()}; it keeps the process alive "
-            "after the main thread unwinds."
+            "after the main thread unwinds.",
+            0.8 if holder.is_pool_worker else 0.6,
+            evidence,
+            holder,
         )
+        if ev.state_type != StateType.CANCELLING:
+            return blocked
+        # Cancelling, yet the main thread is still in the flow, in a call a signal interrupts:
+        # no SIGTERM came. That is the first cause; the thread only matters once one comes.
+        later = dataclasses.replace(
+            blocked,
+            summary=f"Once a SIGTERM comes, thread {holder.name} ({holder.where()}) will keep the "
+            "process alive after the main thread unwinds.",
+        )
+        first = _not_observed(
+            ev,
+            engine,
+            main,
+            f"{main.call.function} returns to the interpreter when a signal arrives, so a SIGTERM "
+            "would have unwound the main thread",
+        )
+        first = dataclasses.replace(first, evidence=(*first.evidence, _describe(holder)))
+        return dataclasses.replace(first, also=(later,))
     else:
         return None
     return _verdict(Cause.EXIT_BLOCKED_BY_THREAD, summary, confidence, evidence, holder)

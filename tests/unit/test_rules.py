@@ -183,6 +183,35 @@ def test_main_thread_in_shutdown_waits_for_a_non_daemon_thread() -> None:
     assert not any("anyio" in fix or "async" in fix for fix in verdict.remediation)
 
 
+def test_a_main_thread_waiting_on_a_pool_task_while_cancelling_got_no_sigterm() -> None:
+    """The flow awaits a `.submit()`ted task; the run is Cancelling and its worker died first.
+
+    A SIGTERM would have unwound the main thread (Future.result waits in a call a signal
+    interrupts): none came, so that is the first line; the pool thread is what will hold
+    the process once one comes (`also`)."""
+    kernel = {25810: ("S", "futex_wait_queue", "futex")}
+    verdict = diagnose(evidence(process("pool_wait_native", kernel=kernel)))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None
+    assert verdict.blocking_call.function == "concurrent.futures._base.Future.result"
+    assert verdict.blocking_call.line == program_line("pool_wait.py", "# WAIT")
+    (later,) = verdict.also
+    assert later.cause is Cause.EXIT_BLOCKED_BY_THREAD
+    assert later.blocking_call is not None and later.blocking_call.thread_name == "ThreadPoolExecutor-0_0"
+    assert later.blocking_call.line == program_line("pool_wait.py", "# BLOCK")
+    assert later.summary.startswith("Once a SIGTERM comes")
+    assert any("ThreadPoolExecutor-0_0" in fact for fact in verdict.evidence)
+
+
+def test_the_same_process_outside_a_cancel_predicts_the_thread_that_will_hold_it() -> None:
+    """`inspect --pid` of a flow that is not being cancelled: no 'no SIGTERM came' to claim."""
+    kernel = {25810: ("S", "futex_wait_queue", "futex")}
+    sample = process("pool_wait_native", kernel=kernel)
+    verdict = diagnose(Evidence(None, Target(kind="process", description="test", processes=(sample,))))
+    assert verdict.cause is Cause.EXIT_BLOCKED_BY_THREAD
+    assert verdict.also == ()
+
+
 def test_blocking_call_on_the_event_loop() -> None:
     verdict = diagnose(evidence(process("asyncio_blocking_native")))
     assert verdict.cause is Cause.EVENT_LOOP_BLOCKED

@@ -9,7 +9,8 @@ from ending on SIGTERM; where nothing would, the cause is that no SIGTERM
 came (`cancel_not_observed`). Where the process shows that none came (its
 interpreter holds no pending SIGTERM; its main thread still waits in the flow in
 a call a signal interrupts), that comes first and what would stop it is the
-secondary finding (`expected_also`): `database_worker_dead`, `thread_worker_dead`.
+secondary finding (`expected_also`): `database_worker_dead`, `thread_worker_dead`,
+`to_thread`.
 One exception, on request: `async_loop` expects `event_loop_blocked`, although
 a real SIGTERM ends that flow (see its entry).
 """
@@ -249,6 +250,14 @@ _ALL = (
         Recipe.WORKER_DEAD_BEFORE_CANCEL,
         "the same flow waiting on its thread-pool task, but its worker died before the cancel: "
         "no SIGTERM was sent",
+        also=Cause.EXIT_BLOCKED_BY_THREAD,
+    ),
+    _scenario(
+        "to_thread",
+        Cause.CANCEL_NOT_OBSERVED,
+        CallKind.SLEEP,
+        Recipe.WORKER_DEAD_BEFORE_CANCEL,
+        "an async flow awaits asyncio.to_thread(fetch), which sleeps; its worker died before the cancel",
         also=Cause.EXIT_BLOCKED_BY_THREAD,
     ),
     # A real SIGTERM does end this flow in Prefect 3.9: the event loop runs in

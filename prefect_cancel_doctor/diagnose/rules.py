@@ -674,7 +674,11 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
         return None
     views = thread_views(engine)
     main = views[0] if views and views[0].is_main else None
-    others = [v for v in views if not v.is_main and v.in_user_code and not v.call.on_event_loop]
+    others = [
+        v
+        for v in views
+        if not v.is_main and (v.in_user_code or v.runs_pool_work) and not v.call.on_event_loop
+    ]
     if not others:
         return None
     holder = next((v for v in others if v.is_pool_worker), others[0])
@@ -723,7 +727,8 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
             f"{main.call.function} returns to the interpreter when a signal arrives, so a SIGTERM "
             "would have unwound the main thread",
         )
-        first = dataclasses.replace(first, evidence=(*first.evidence, _describe(holder)))
+        if _describe(holder) not in first.evidence:  # the thread the flow awaits is there already
+            first = dataclasses.replace(first, evidence=(*first.evidence, _describe(holder)))
         return dataclasses.replace(first, also=(later,))
     else:
         return None
@@ -832,15 +837,48 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
     _, channel = _control_channel(engine)
     if channel and channel not in why_no_sigterm:
         evidence.append(channel)
-    evidence.extend(_socket_facts(ev, engine, main))
+    awaited = _awaited_thread(engine, main)
+    focus = awaited or main
+    if awaited is not None:
+        evidence.append(
+            f"the event loop is idle in its selector: the flow awaits thread {awaited.name}, "
+            "a thread-pool thread (what asyncio.to_thread and run_in_executor use)"
+        )
+        evidence.append(_describe(awaited))
+    evidence.extend(_socket_facts(ev, engine, focus))
     who, confidence = _who_should_act(ev, engine, evidence)
+    still = (
+        f"it still awaits {focus.where()} in thread {focus.name}"
+        if awaited
+        else f"it is still in {main.where()}"
+    )
     return _verdict(
         Cause.CANCEL_NOT_OBSERVED,
-        f"No SIGTERM reached the flow process {engine.pid} ({who}); it is still in {main.where()}.",
+        f"No SIGTERM reached the flow process {engine.pid} ({who}); {still}.",
         confidence,
         evidence,
-        main,
+        focus,
     )
+
+
+def _awaited_thread(engine: ProcessSample, main: ThreadView) -> ThreadView | None:
+    """What an async flow whose event loop is idle waits for: a thread-pool thread in a blocking call.
+
+    The loop's own selector wait (`epoll_wait` under `_run_once`) says nothing of the flow; the
+    coroutine that awaits is suspended, so no stack shows it. `asyncio.to_thread` and
+    `run_in_executor` run the work in a concurrent.futures thread (`asyncio_N` for the default
+    executor): that thread's call is what the flow waits on, the user's function where it is one.
+    """
+    python = [f for f in main.latest.frames if not f.native]
+    idle = (
+        len(python) >= 2
+        and python[0].function.endswith("Selector.select")
+        and python[1].function.endswith("._run_once")
+    )
+    if not idle:
+        return None
+    busy = [v for v in thread_views(engine) if v.runs_pool_work and v.kind is not CallKind.OTHER]
+    return next((v for v in busy if v.in_user_code), busy[0] if busy else None)
 
 
 def _preparing_not_observed(

@@ -82,6 +82,12 @@ class ThreadView:
         )
 
     @property
+    def runs_pool_work(self) -> bool:
+        """True for a thread-pool thread running a submitted call (not idle on its queue):
+        a task of the ThreadPoolTaskRunner, or what `asyncio.to_thread` hands it."""
+        return self.is_pool_worker and any(f.function.endswith("_WorkItem.run") for f in self.latest.frames)
+
+    @property
     def resource(self) -> Resource | None:
         """What the thread's blocked syscall waits on, as the kernel showed it last."""
         return self.kernel.resource if self.kernel else None

@@ -212,6 +212,43 @@ def test_the_same_process_outside_a_cancel_predicts_the_thread_that_will_hold_it
     assert verdict.also == ()
 
 
+def test_an_async_flow_awaiting_to_thread_points_at_the_thread_it_awaits() -> None:
+    """The loop is idle in its selector (the awaiting coroutine is suspended: no stack shows
+    it); the default executor's thread sleeps. Cancelling with no SIGTERM: the blocking call
+    is that thread's, not the loop's epoll_wait; and it is what a SIGTERM would then wait for."""
+    kernel = {
+        12625: ("S", "do_epoll_wait", "epoll_wait"),
+        12667: ("S", "hrtimer_nanosleep", "clock_nanosleep"),
+    }
+    verdict = diagnose(evidence(process("to_thread_wait_native", kernel=kernel)))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None
+    assert (verdict.blocking_call.thread_name, verdict.blocking_call.function) == ("asyncio_0", "time.sleep")
+    assert verdict.blocking_call.kind is CallKind.SLEEP
+    assert "awaits time.sleep in thread asyncio_0" in verdict.summary
+    assert [finding.cause for finding in verdict.also] == [Cause.EXIT_BLOCKED_BY_THREAD]
+    assert len(verdict.evidence) == len(set(verdict.evidence))
+
+
+def test_an_idle_pool_thread_is_not_what_the_flow_waits_on() -> None:
+    """A thread-pool thread idle on its queue (no work item) holds nothing: the loop's wait stays."""
+    kernel = {12625: ("S", "do_epoll_wait", "epoll_wait"), 12667: ("S", "futex_wait_queue", "futex")}
+    sample = process("to_thread_wait_native", kernel=kernel)
+    idle = tuple(
+        tuple(
+            dataclasses.replace(
+                t, frames=tuple(f for f in t.frames if not f.function.endswith("_WorkItem.run"))
+            )
+            for t in dump
+        )
+        for dump in sample.dumps
+    )
+    verdict = diagnose(evidence(dataclasses.replace(sample, dumps=idle)))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.blocking_call is not None and verdict.blocking_call.thread_name == "MainThread"
+    assert verdict.also == ()
+
+
 def test_blocking_call_on_the_event_loop() -> None:
     verdict = diagnose(evidence(process("asyncio_blocking_native")))
     assert verdict.cause is Cause.EVENT_LOOP_BLOCKED

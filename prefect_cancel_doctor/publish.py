@@ -44,6 +44,7 @@ from typing import Any
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
 from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.locate.roles import worker_options
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     Cause,
@@ -140,7 +141,7 @@ def seen_here(
             argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             continue
-        options = _worker_options(argv)
+        options = worker_options(argv)
         if options is None:
             continue
         if options.get("pool"):
@@ -149,33 +150,6 @@ def seen_here(
             workers.add(visible(options["name"], 200))
     launched = frozenset((traces or launch_traces)())
     return Seen(host, tuple(sorted(pools)), tuple(sorted(workers)), launched)
-
-
-_WORKER_FLAGS = {
-    "--pool": "pool",
-    "-p": "pool",
-    "--name": "name",
-    "-n": "name",
-    "--type": "type",
-    "-t": "type",
-}
-
-
-def _worker_options(argv: list[str]) -> dict[str, str] | None:
-    """`--pool`, `--name`, `--type` of a `prefect worker start` command line; None for any other."""
-    words = [w.rsplit("/", 1)[-1] for w in argv[:4]]
-    if not any(w == "worker" and i + 1 < len(argv) and argv[i + 1] == "start" for i, w in enumerate(argv)):
-        return None
-    if not any("prefect" in w for w in words):
-        return None
-    found: dict[str, str] = {}
-    for i, word in enumerate(argv):
-        flag, equals, value = word.partition("=")
-        if flag in _WORKER_FLAGS and equals:
-            found[_WORKER_FLAGS[flag]] = value
-        elif word in _WORKER_FLAGS and i + 1 < len(argv):
-            found[_WORKER_FLAGS[word]] = argv[i + 1]
-    return found
 
 
 def found_here(d: Diagnosis) -> bool:

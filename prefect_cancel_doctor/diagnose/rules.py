@@ -19,7 +19,7 @@ from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediatio
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.roles import preparing_workspace
+from prefect_cancel_doctor.locate.roles import preparing_workspace, worker_options
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     DEFAULT_HEARTBEAT_SECONDS,
@@ -526,7 +526,8 @@ def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
     if ev.state_type != StateType.CANCELLING or ev.engine is not None:
         return None
     # A sync hook runs in a thread of its own: prefer the thread in user code.
-    candidates = [(p, v) for p in (*ev.hooks, *ev.runners) for v in thread_views(p) if _in_hook(v)]
+    runners = [p for p in ev.runners if _may_have_run(p, ev.run)]
+    candidates = [(p, v) for p in (*ev.hooks, *runners) for v in thread_views(p) if _in_hook(v)]
     candidates += [(p, v) for p in ev.hooks for v in thread_views(p)[:1]]
     if not candidates:
         return None
@@ -547,6 +548,19 @@ def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
         ],
         view,
     )
+
+
+def _may_have_run(runner: ProcessSample, run: FlowRunRef | None) -> bool:
+    """Whether this local worker of the pool can be the one that ran the run (and runs its hooks).
+
+    Only that worker runs a run's hooks; another of the pool (a standby, one started since)
+    that is in code of its own (a start-up script, a sitecustomize) is no hook hang. Worker
+    names tell them apart where both are known (`--name` on its command line, the run's
+    `prefect.worker.name` label)."""
+    ran = str(run.labels.get("prefect.worker.name") or "") if run else ""
+    options = worker_options(list(runner.proc.cmdline)) if runner.proc else None
+    name = (options or {}).get("name")
+    return not ran or not name or name == ran
 
 
 def _in_hook(view: ThreadView) -> bool:

@@ -109,4 +109,31 @@ def assign_roles(
     return roles, runner
 
 
-__all__ = ["argv_role", "assign_roles", "preparing_workspace"]
+_WORKER_FLAGS = {
+    "--pool": "pool",
+    "-p": "pool",
+    "--name": "name",
+    "-n": "name",
+    "--type": "type",
+    "-t": "type",
+}
+
+
+def worker_options(argv: list[str]) -> dict[str, str] | None:
+    """`--pool`, `--name`, `--type` of a `prefect worker start` command line; None for any other."""
+    words = [w.rsplit("/", 1)[-1] for w in argv[:4]]
+    if not any(w == "worker" and i + 1 < len(argv) and argv[i + 1] == "start" for i, w in enumerate(argv)):
+        return None
+    if not any("prefect" in w for w in words):
+        return None
+    found: dict[str, str] = {}
+    for i, word in enumerate(argv):
+        flag, equals, value = word.partition("=")
+        if flag in _WORKER_FLAGS and equals:
+            found[_WORKER_FLAGS[flag]] = value
+        elif word in _WORKER_FLAGS and i + 1 < len(argv):
+            found[_WORKER_FLAGS[word]] = argv[i + 1]
+    return found
+
+
+__all__ = ["argv_role", "assign_roles", "preparing_workspace", "worker_options"]

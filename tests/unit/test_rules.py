@@ -333,6 +333,17 @@ def test_runner_in_user_code_after_the_flow_is_gone_is_a_hanging_hook() -> None:
     assert verdict.blocking_call is not None and verdict.blocking_call.thread_name == "uploader"
 
 
+def test_another_worker_of_the_pool_in_code_of_its_own_is_no_hanging_hook() -> None:
+    """Only the worker that ran the run (label prefect.worker.name) runs its hooks: a standby
+    worker of the pool caught in a start-up script or a sitecustomize is not one."""
+    runner = process("thread_sleep_native", role="runner")
+    for name, cause in (("w1", Cause.CANCELLATION_HOOK_HANG), ("standby", Cause.INFRASTRUCTURE_GONE)):
+        assert runner.proc is not None
+        argv = ("/venv/bin/prefect", "worker", "start", "--pool", "pool", "--name", name)
+        named = dataclasses.replace(runner, proc=dataclasses.replace(runner.proc, cmdline=argv))
+        assert diagnose(evidence(named)).cause is cause, name
+
+
 def test_runner_without_user_code_leaves_the_run_gone() -> None:
     runner = process("sleep_main", role="runner")
     library_only = tuple(

@@ -706,47 +706,43 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
         )
         if holder.is_pool_worker:
             evidence.append(f"{holder.name} is a thread-pool (task runner) thread: never a daemon")
-        confidence = 0.95
-        summary = (
-            f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "
-            "so the process cannot exit."
-        )
-    elif main.call.interruptible and (holder.is_pool_worker or main.call.kind is CallKind.LOCK):
-        evidence.append(_describe(main))
-        evidence.append(
-            "a SIGTERM would unwind the main thread, then the interpreter joins this "
-            + ("thread-pool thread (never a daemon)" if holder.is_pool_worker else "non-daemon thread")
-        )
-        blocked = _verdict(
+        return _verdict(
             Cause.EXIT_BLOCKED_BY_THREAD,
-            f"Thread {holder.name} is blocked in {holder.where()}; it keeps the process alive "
-            "after the main thread unwinds.",
-            0.8 if holder.is_pool_worker else 0.6,
+            f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "
+            "so the process cannot exit.",
+            0.95,
             evidence,
             holder,
         )
-        if ev.state_type != StateType.CANCELLING:
-            return blocked
-        # Cancelling, yet the main thread is still in the flow, in a call a signal interrupts:
-        # no SIGTERM came. That is the first cause; the thread only matters once one comes.
-        later = dataclasses.replace(
-            blocked,
-            summary=f"Once a SIGTERM comes, thread {holder.name} ({holder.where()}) will keep the "
-            "process alive after the main thread unwinds.",
-        )
-        first = _not_observed(
-            ev,
-            engine,
-            main,
-            f"{main.call.function} returns to the interpreter when a signal arrives, so a SIGTERM "
-            "would have unwound the main thread",
-        )
-        if _describe(holder) not in first.evidence:  # the thread the flow awaits is there already
-            first = dataclasses.replace(first, evidence=(*first.evidence, _describe(holder)))
-        return dataclasses.replace(first, also=(later,))
-    else:
+    if not (main.call.interruptible and (holder.is_pool_worker or main.call.kind is CallKind.LOCK)):
         return None
-    return _verdict(Cause.EXIT_BLOCKED_BY_THREAD, summary, confidence, evidence, holder)
+    evidence.append(_describe(main))
+    evidence.append(
+        "a SIGTERM would unwind the main thread, then the interpreter joins this "
+        + ("thread-pool thread (never a daemon)" if holder.is_pool_worker else "non-daemon thread")
+    )
+    blocked = _verdict(
+        Cause.EXIT_BLOCKED_BY_THREAD,
+        f"Thread {holder.name} is blocked in {holder.where()}; it keeps the process alive "
+        "after the main thread unwinds.",
+        0.8 if holder.is_pool_worker else 0.6,
+        evidence,
+        holder,
+    )
+    if ev.state_type != StateType.CANCELLING:
+        return blocked
+    # Cancelling, yet the main thread is still in the flow, in a call a signal interrupts:
+    # no SIGTERM came. That is the first cause; the thread only matters once one comes.
+    later = dataclasses.replace(
+        blocked,
+        summary=f"Once a SIGTERM comes, thread {holder.name} ({holder.where()}) will keep the "
+        "process alive after the main thread unwinds.",
+    )
+    why = (
+        f"{main.call.function} returns to the interpreter when a signal arrives, so a SIGTERM "
+        "would have unwound the main thread"
+    )
+    return _none_came_first(ev, engine, main, why, later, holder)
 
 
 def event_loop_blocked(ev: Evidence) -> Verdict | None:
@@ -822,8 +818,7 @@ def signal_pending(ev: Evidence) -> Verdict | None:
         if engine.sigterm_pending is False
         else f"{channel}: no SIGTERM was sent"
     )
-    first = _not_observed(ev, engine, main, why)
-    return dataclasses.replace(first, also=(later,))
+    return _none_came_first(ev, engine, main, why, later, main)
 
 
 def cancel_not_observed(ev: Evidence) -> Verdict | None:
@@ -893,6 +888,18 @@ def _awaited_thread(engine: ProcessSample, main: ThreadView) -> ThreadView | Non
         return None
     busy = [v for v in thread_views(engine) if v.runs_pool_work and v.kind is not CallKind.OTHER]
     return next((v for v in busy if v.in_user_code), busy[0] if busy else None)
+
+
+def _none_came_first(
+    ev: Evidence, engine: ProcessSample, main: ThreadView, why: str, later: Verdict, holder: ThreadView
+) -> Verdict:
+    """The process shows no SIGTERM came (`why`): `cancel_not_observed` comes first, and `later`,
+    what will hold the process in `holder` once one comes, is the secondary finding."""
+    first = _not_observed(ev, engine, main, why)
+    described = _describe(holder)
+    if described not in first.evidence:  # the main thread, or the thread the flow awaits, is there already
+        first = dataclasses.replace(first, evidence=(*first.evidence, described))
+    return dataclasses.replace(first, also=(later,))
 
 
 def _preparing_not_observed(

@@ -17,6 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
+from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.helpers import clean_environ, run_cli, staged_scenarios
 
 
@@ -126,8 +127,6 @@ def test_terminal_report_names_every_run_or_tallies_it_and_stays_off_stdout_for_
     demo_environment: DemoEnvironment,
 ) -> None:
     result = doctor("scan", "--samples", "1", api_url=demo_environment.api_url, COLUMNS="160", NO_COLOR="1")
-    from prefect_cancel_doctor.render.terminal import SHOWN
-
     assert result.returncode == 1
     # Every run up to the terminal's limit by name; the rest tallied, never silently dropped.
     named = [run for run in demo_environment.runs if run.run_name in result.stdout]

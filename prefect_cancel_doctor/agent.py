@@ -27,6 +27,7 @@ from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.flows import cron_schedule, prefect_connection
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.publish import host_name, scan_and_publish, seen_here
+from prefect_cancel_doctor.redact import redact_url_passwords
 
 #: The agent's flow; each host serves a deployment of it named after the host.
 AGENT_FLOW = "prefect-cancel-doctor-agent"
@@ -124,10 +125,10 @@ def transient(exc: httpx.TransportError | httpx.HTTPStatusError) -> bool:
 
 
 def describe(exc: httpx.TransportError | httpx.HTTPStatusError) -> str:
-    """One line without the response body (which may echo what we sent)."""
+    """One line without the response body (which may echo what we sent) or a URL's password."""
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code} from {exc.request.url.path}"
-    return f"{type(exc).__name__}: {exc}"
+    return redact_url_passwords(f"{type(exc).__name__}: {exc}")
 
 
 __all__ = [

@@ -193,3 +193,17 @@ def test_agent_once_scans_and_publishes_as_its_host(monkeypatch: pytest.MonkeyPa
     (batch,) = fake.posted
     assert {e["resource"]["prefect.resource.id"] for e in batch} == {"prefect-cancel-doctor.host.node-7"}
     assert "infrastructure_gone" in result.stdout  # the verdicts are shown too
+
+
+def test_the_agents_retry_line_names_the_failure_without_a_body_or_a_password() -> None:
+    from prefect_cancel_doctor.agent import describe, transient
+
+    request = httpx.Request("POST", "http://admin:s3cret@prefect.internal/api/deployments/")
+    unreachable = httpx.ConnectError("cannot reach http://admin:s3cret@prefect.internal/api", request=request)
+    assert transient(unreachable) and "s3cret" not in describe(unreachable)
+    locked = httpx.HTTPStatusError(
+        "500", request=request, response=httpx.Response(500, text="echo: s3cret", request=request)
+    )
+    assert transient(locked) and describe(locked) == "HTTP 500 from /api/deployments/"
+    refused = httpx.HTTPStatusError("401", request=request, response=httpx.Response(401, request=request))
+    assert not transient(refused)

@@ -140,6 +140,99 @@ class SampleFailure(StrEnum):
     OTHER = "other"
 
 
+class HandlerKind(StrEnum):
+    """Which SIGTERM handler the interpreter has installed (read from its memory, sample/handler.py)."""
+
+    #: SIG_DFL: the kernel's default action, the process ends.
+    DEFAULT = "default"
+    #: SIG_IGN: the signal is discarded.
+    IGNORE = "ignore"
+    #: Prefect's own bridge, which raises `TerminationSignal` in the main thread.
+    PREFECT = "prefect"
+    #: Any other Python callable: the flow's (or a library's) own handler.
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class SigtermHandler:
+    """The Python-level SIGTERM handler of an interpreter, as read from its memory."""
+
+    kind: HandlerKind
+    #: The callable's qualified name (`_prefect_sigterm_handler`, `main.<locals>.<lambda>`).
+    qualname: str | None = None
+    #: Where it is defined: its code object's file and first line.
+    filename: str | None = None
+    line: int | None = None
+
+    def where(self) -> str:
+        """`qualname at file:line`, as far as known."""
+        place = f"{self.filename}:{self.line}" if self.filename and self.line else self.filename or ""
+        name = self.qualname or str(self.kind)
+        return f"{name} at {place}" if place else name
+
+
+@dataclass(frozen=True)
+class SwallowingExcept:
+    """An `except` in the flow's code, around a line of its main thread, that catches a termination
+    signal (`BaseException`, a bare `except:`, `TerminationSignal`, `ExternalSignal`) and does not
+    re-raise it: Prefect's SIGTERM handler raises there, and the flow goes on."""
+
+    filename: str
+    #: The `except` clause's line, and its text.
+    line: int
+    code: str | None
+    #: What it catches, as written (`BaseException`, `except:`, `TerminationSignal`).
+    catches: str
+    #: The function whose frame is inside the `try`, and that frame's line.
+    function: str
+    frame_line: int
+    #: The line of a `for`/`while` around the `try` in the same function: the flow goes on to the
+    #: next item (None: no loop; the flow goes on after the `try`).
+    loop_line: int | None = None
+
+
+class Delivered(StrEnum):
+    """Whether a SIGTERM reached the flow process, judged on every sign the doctor could read."""
+
+    YES = "delivered"
+    NO = "not_delivered"
+    UNKNOWN = "unknown"
+
+
+class Absorber(StrEnum):
+    """Where a SIGTERM that came went, when the process did not end on it."""
+
+    #: SIGTERM set to SIG_IGN.
+    SIG_IGN = "sig_ign"
+    #: SIGTERM blocked in the main thread's signal mask.
+    BLOCKED = "blocked"
+    #: A SIGTERM handler other than Prefect's ran and returned.
+    HANDLER_RETURNS = "handler_returns"
+    #: Prefect's handler raised `TerminationSignal`, and an `except` in the flow caught it.
+    EXCEPTION_SWALLOWED = "exception_swallowed"
+    #: The handler is due but another thread holds the GIL, so the main thread cannot run it.
+    GIL_HELD = "gil_held"
+    #: The main thread is inside a C call that does not return to the interpreter.
+    C_CALL = "c_call"
+    #: PID 1 of the container has no handler: the kernel dropped it.
+    PID1_DROPPED = "pid1_dropped"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The judgement on whether a SIGTERM came, with the signs for and against it."""
+
+    sigterm: Delivered
+    #: Where it went, where the process did not end on it (None: unknown, or none came).
+    absorbed_by: Absorber | None = None
+    #: Facts that show a SIGTERM came (a `kill` event, the pod Terminating, the pending flag, a log line).
+    signs_for: tuple[str, ...] = ()
+    #: Facts that show none came (the control channel still open, the pending flag clear in a C call).
+    signs_against: tuple[str, ...] = ()
+    #: Sources that could speak but could not be read here (the handler of a CPython 3.12+ target).
+    unread: tuple[str, ...] = ()
+
+
 #: A worker's heartbeat interval when the API does not give one (PREFECT_WORKER_HEARTBEAT_SECONDS).
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 
@@ -326,6 +419,11 @@ class ProcessSample:
     #: Whether the interpreter holds a SIGTERM it has not handled yet (CPython's own flag,
     #: read from the process's memory); None where it cannot be read (see sample/pending.py).
     sigterm_pending: bool | None = None
+    #: The interpreter's SIGTERM handler (None where it cannot be read, see sample/handler.py).
+    sigterm_handler: SigtermHandler | None = None
+    #: `except` clauses in the flow's code that would catch Prefect's `TerminationSignal` around
+    #: the main thread's current line and not re-raise it (sample/excepts.py).
+    swallowing: tuple[SwallowingExcept, ...] = ()
 
 
 #: `ContainerInfo.status` of a container the Docker engine does not know (removed).
@@ -360,6 +458,20 @@ class ContainerProcess:
     role: Role
     #: PID inside the container's namespace, when it could be read (1 is the container's PID 1).
     ns_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One entry of the Docker engine's event log for a container (`GET /events`)."""
+
+    #: ISO 8601 time, UTC.
+    at: str
+    #: The engine's action: `kill`, `stop`, `die`, `oom`, `destroy`, ...
+    action: str
+    #: For `kill`: the signal sent (`15`, `SIGTERM`, `9`); for `die`: None.
+    signal: str | None = None
+    #: For `die`: the exit code.
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -416,6 +528,9 @@ class ContainerInfo:
     processes: tuple[ContainerProcess, ...] = ()
     #: One-shot CPU and memory use, when running.
     stats: ContainerStats | None = None
+    #: What the Docker engine's event log says was done to the container since the run entered
+    #: Cancelling (`kill` with its signal, `stop`, `die`), oldest first; None where not read.
+    events: tuple[ContainerEvent, ...] | None = None
 
 
 class PodAttach(StrEnum):
@@ -557,6 +672,8 @@ class Verdict:
     #: Secondary findings: what will hold the cancel up next, once the first cause is fixed
     #: (e.g. a C call that will keep a SIGTERM pending, when no SIGTERM has come yet).
     also: tuple[Verdict, ...] = ()
+    #: Whether a SIGTERM came, and where it went: the signs weighed (None where no process was read).
+    delivery: Delivery | None = None
 
 
 class TimelineSource(StrEnum):
@@ -703,16 +820,21 @@ def _plain(value: Any) -> Any:
 __all__ = [
     "CONTAINER_NOT_FOUND",
     "FINAL_STATES",
+    "Absorber",
     "AttachMode",
     "BlockingCall",
     "CallKind",
     "Cause",
+    "ContainerEvent",
     "ContainerInfo",
     "ContainerProcess",
     "ContainerStats",
+    "Delivered",
+    "Delivery",
     "Diagnosis",
     "FlowRunRef",
     "Frame",
+    "HandlerKind",
     "InfraKind",
     "KernelThread",
     "LabelValue",
@@ -727,9 +849,11 @@ __all__ = [
     "ResourceKind",
     "Role",
     "SampleFailure",
+    "SigtermHandler",
     "SocketPeer",
     "StateType",
     "StrEnum",
+    "SwallowingExcept",
     "Target",
     "ThreadSample",
     "TimelineEntry",

@@ -7,10 +7,10 @@ base URL in `infrastructure_pid`; with the Docker SDK's default socket it reads
 ``http+docker://localhost`` (the socket path is not in it).
 
 Nothing outside this module reads the engine's JSON: `DockerClient` returns the
-model's records (`ContainerInfo`, `ContainerStats`) or the small frozen records
+model's records (`ContainerInfo`, `ContainerStats`, `ContainerEvent`) or the small frozen records
 defined here (`TopProcess`, `ContainerSummary`, `ContainerDetails`,
 `ImageSummary`, `EngineVersion`), and the parsers that build them
-(`container_info`, `parse_top`, `parse_stats`, `demux_logs`, ...) live here too.
+(`container_info`, `parse_top`, `parse_stats`, `parse_event`, `demux_logs`, ...) live here too.
 Locating a run's container is `prefect_cancel_doctor.locate.docker`; sampling it
 from a sidecar is `prefect_cancel_doctor.sample.sidecar`.
 """
@@ -23,8 +23,10 @@ import os
 import ssl
 import struct
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,7 +34,7 @@ from urllib.parse import quote, urlsplit
 from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.inert import visible, visible_or_none
-from prefect_cancel_doctor.model import ContainerInfo, ContainerStats
+from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
 from prefect_cancel_doctor.redact import redact_argv
 
 #: Where the Docker engine listens when DOCKER_HOST is not set.
@@ -51,6 +53,11 @@ _CANCEL_SETTINGS = (
 _NEVER = "0001-01-01T00:00:00Z"
 # Containers inspected one by one when no label names the run (an env-only match).
 _ENV_SCAN_LIMIT = 100
+#: The engine's event actions `DockerClient.events` keeps (others: create, start, exec_*, ... ).
+EVENT_ACTIONS = frozenset({"kill", "stop", "die", "oom", "restart", "destroy", "pause", "unpause"})
+# At most this much of an event stream is read, and this many events kept.
+_EVENTS_MAX_BYTES = 1 << 20
+_EVENTS_MAX = 500
 
 
 # -- errors ------------------------------------------------------------------------
@@ -279,10 +286,15 @@ class DockerClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         container: str | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
-        """One API call; errors become DockerError (404 on a `container` path: ContainerNotFound)."""
+        """One API call; errors become DockerError (404 on a `container` path: ContainerNotFound).
+
+        With `stream`, a successful response's body is not read yet: the caller reads
+        it (mapping its transport errors with `_read_error`) and closes it.
+        """
         try:
-            response = self._http.request(
+            request = self._http.build_request(
                 method,
                 path,
                 params=params if isinstance(params, Mapping) else list(params or ()),
@@ -291,6 +303,7 @@ class DockerClient:
                 headers=dict(headers or {}),
                 timeout=self.timeout if timeout is None else timeout,
             )
+            response = self._http.send(request, stream=stream)
         except httpx.TimeoutException as exc:
             raise DockerUnreachable(
                 f"the Docker engine at {self.endpoint.url} did not answer {method} {path} in time ({exc})",
@@ -300,6 +313,13 @@ class DockerClient:
             raise self._connection_error(exc) from exc
         if response.status_code < 400:
             return response
+        if stream:
+            try:
+                response.read()
+            except httpx.HTTPError:
+                pass  # the status says enough
+            finally:
+                response.close()
         message = _error_message(response)
         if response.status_code == 404 and container is not None:
             raise ContainerNotFound(f"no container {container} on the Docker engine at {self.endpoint.url}")
@@ -308,6 +328,15 @@ class DockerClient:
             response.status_code,
             hint="see the engine's log (`journalctl -u docker`) for the cause",
         )
+
+    def _read_error(self, exc: httpx.TransportError, what: str) -> DockerError:
+        """A transport error while reading a streamed body, in this client's error family."""
+        if isinstance(exc, httpx.TimeoutException):
+            return DockerUnreachable(
+                f"the Docker engine at {self.endpoint.url} did not finish {what} in time ({exc})",
+                hint="check that the engine is healthy (`docker info`)",
+            )
+        return self._connection_error(exc)
 
     def _connection_error(self, exc: httpx.TransportError) -> DockerError:
         where = self.endpoint.url
@@ -429,6 +458,62 @@ class DockerClient:
             timeout=timeout,
         )
         return demux_logs(response.content)
+
+    def events(
+        self, container_id: str, since: datetime, until: datetime | None = None
+    ) -> tuple[ContainerEvent, ...]:
+        """What the engine did to a container between `since` and `until` (now): `GET /events`.
+
+        Only the actions of `EVENT_ACTIONS` are kept (`kill` with its signal as the engine
+        writes it, "15" on Engine 20.10; `die` with its exit code), oldest first, at most
+        500 of them and 1 MB of stream. One request: with `until` past, the engine sends
+        what it has and closes the stream; the wait is bounded by the client's timeout
+        plus however far `until` lies ahead.
+
+        The engine keeps only its last 256 events (of every container) in memory and none
+        across a restart, and compares `since`/`until` with its own clock: on a busy engine
+        an empty answer does not prove that nothing was done.
+        """
+        now = datetime.now(timezone.utc)
+        end = now if until is None else _aware(until)
+        wait = self.timeout + max(0.0, (end - now).total_seconds())
+        deadline = time.monotonic() + wait
+        params: dict[str, str | int] = {
+            "since": _unix_time(since),
+            "until": _unix_time(end),
+            "filters": _filters({"container": [container_id], "type": ["container"]}),
+        }
+        what = f"GET /events for container {container_id[:12]}"
+        response = self._request("GET", "/events", params=params, timeout=wait, stream=True)
+        found: list[ContainerEvent] = []
+        try:
+            for line in _stream_lines(response.iter_bytes(), _EVENTS_MAX_BYTES):
+                try:
+                    document = json.loads(line)
+                except ValueError as exc:
+                    raise DockerApiError(
+                        f"the Docker engine's event stream ({what}) holds a line that is not JSON: "
+                        f"{visible(line.decode(errors='replace'), 200)}",
+                        500,
+                        hint="see the engine's log (`journalctl -u docker`) for the cause",
+                    ) from exc
+                event = parse_event(document, container_id)
+                if event is not None:
+                    found.append(event)
+                    if len(found) >= _EVENTS_MAX:
+                        break
+                if time.monotonic() > deadline:
+                    raise DockerUnreachable(
+                        f"the Docker engine at {self.endpoint.url} did not finish {what} in {wait:.0f} s",
+                        hint="check that the engine is healthy (`docker info`) and its clock",
+                    )
+        except httpx.TransportError as exc:
+            raise self._read_error(exc, what) from exc
+        except httpx.HTTPError as exc:  # a body that cannot be decoded
+            raise DockerApiError(f"the Docker engine's answer to {what} is unreadable: {exc}", 500) from exc
+        finally:
+            response.close()
+        return tuple(found)
 
     def create(self, config: Mapping[str, Any], name: str | None = None) -> str:
         """`POST /containers/create`; returns the new container's id."""
@@ -708,6 +793,79 @@ def parse_stats(document: Mapping[str, Any]) -> ContainerStats:
     )
 
 
+def parse_event(document: Any, container_id: str | None = None) -> ContainerEvent | None:
+    """One event of a `GET /events` stream, if it is one of `EVENT_ACTIONS` on a container.
+
+    None for any other event, for an event of another container than `container_id`
+    (its full id, a prefix of it, or its name), and for one without a time.
+    """
+    if not isinstance(document, dict):
+        return None
+    kind = document.get("Type")
+    if kind is not None and kind != "container":
+        return None
+    action = document.get("Action") or document.get("status")  # "status": API < 1.22
+    if not isinstance(action, str) or action not in EVENT_ACTIONS:
+        return None
+    actor = _obj(document.get("Actor"))
+    attributes = _obj(actor.get("Attributes"))
+    if container_id:
+        actor_id = actor.get("ID") or document.get("id")
+        name = attributes.get("name")
+        if isinstance(actor_id, str) and not actor_id.startswith(container_id) and name != container_id:
+            return None
+    at = _event_time(document)
+    if at is None:
+        return None
+    signal = attributes.get("signal")
+    exit_code = attributes.get("exitCode")
+    return ContainerEvent(
+        at=at,
+        action=action,
+        signal=visible(signal, 32) if isinstance(signal, str) and signal else None,
+        exit_code=int(exit_code) if isinstance(exit_code, str) and exit_code.lstrip("-").isdigit() else None,
+    )
+
+
+def _event_time(document: Mapping[str, Any]) -> str | None:
+    """The event's `timeNano` (else `time`, seconds) as ISO 8601 UTC, to the microsecond."""
+    nanos = _int_or_none(document.get("timeNano"))
+    seconds = _int_or_none(document.get("time"))
+    try:
+        if nanos:
+            moment = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(
+                microsecond=nanos // 1000 % 1_000_000
+            )
+        elif seconds:
+            moment = datetime.fromtimestamp(seconds, timezone.utc)
+        else:
+            return None
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _stream_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
+    """The non-empty lines of a newline-delimited stream, up to `max_bytes` of it.
+
+    A line cut by the limit is dropped; a last line without its newline is kept.
+    """
+    pending = b""
+    read = 0
+    for chunk in chunks:
+        room = max_bytes - read
+        if len(chunk) > room:
+            chunk = chunk[:room]
+        read += len(chunk)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from (line for line in lines if line.strip())
+        if read >= max_bytes:
+            return
+    if pending.strip():
+        yield pending
+
+
 def demux_logs(data: bytes) -> tuple[bytes, bytes]:
     """Split the engine's multiplexed log stream (8-byte frame headers) into stdout and stderr.
 
@@ -763,12 +921,23 @@ def _int_or_none(value: Any) -> int | None:
     return int(value)
 
 
+def _aware(moment: datetime) -> datetime:
+    """A datetime with a time zone (a naive one is taken as UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _unix_time(moment: datetime) -> str:
+    """Seconds since the epoch with a fraction, as the engine's `since`/`until` take them."""
+    return f"{_aware(moment).timestamp():.6f}"
+
+
 def _time(value: Any) -> str | None:
     return None if not isinstance(value, str) or not value or value == _NEVER else visible(value)
 
 
 __all__ = [
     "DEFAULT_SOCKET",
+    "EVENT_ACTIONS",
     "FLOW_RUN_ENV",
     "FLOW_RUN_LABEL",
     "ContainerDetails",
@@ -789,6 +958,7 @@ __all__ = [
     "container_summary",
     "demux_logs",
     "image_summary",
+    "parse_event",
     "parse_stats",
     "parse_top",
     "resolve_endpoint",

@@ -402,8 +402,11 @@ def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
     from prefect_cancel_doctor.locate.docker import locate_container
+    from prefect_cancel_doctor.prefect_records import parse_time
 
-    return locate_container(run.id, infra, proc_root=here.options.proc_root)
+    # When the run entered Cancelling (its current state's time): the engine's events since then.
+    since = parse_time(run.state.timestamp) if run.state and run.state_type == StateType.CANCELLING else None
+    return locate_container(run.id, infra, proc_root=here.options.proc_root, since=since)
 
 
 def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:

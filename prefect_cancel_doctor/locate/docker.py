@@ -12,7 +12,9 @@ forwards no signal. `locate_container` maps those roles (`locate.roles`) onto
 host PIDs when the container's processes are visible in our /proc and ptrace is
 allowed ("host" attach mode); otherwise it lists them through the engine
 (``docker top``) and leaves sampling to a sidecar sharing the container's PID
-namespace (`prefect_cancel_doctor.sample.sidecar`).
+namespace (`prefect_cancel_doctor.sample.sidecar`). Given when the run entered
+Cancelling, it also reads what the engine did to the container since (its event
+log: `kill` with the signal, `stop`, `die` ...).
 
 The engine is reached through `prefect_cancel_doctor.docker_api`, which answers
 with records: nothing here reads the engine's JSON.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from prefect_cancel_doctor.docker_api import (
@@ -120,6 +123,7 @@ def locate_container(
     attach: str | None = None,
     with_stats: bool = True,
     environ: Mapping[str, str] | None = None,
+    since: datetime | None = None,
 ) -> Location:
     """Find a run's container and its processes' roles; never samples anything.
 
@@ -128,6 +132,10 @@ def locate_container(
     comes back with `container` set and no PIDs, for the rules to read; an
     engine that cannot be reached gives `unreachable` with what to do.
     `attach` overrides PCD_DOCKER_ATTACH (host, sidecar or auto).
+
+    With `since` (when the run entered Cancelling), `container.events` holds what the
+    engine did to the run's container from then on; left None, with a note, when the
+    events cannot be read, and for a container that is gone or not the run's.
     """
     env = os.environ if environ is None else environ
     short = (ref.container_id or "?")[:12]
@@ -149,7 +157,8 @@ def locate_container(
                 )
             client = DockerClient(endpoint)
         try:
-            return _locate(run_id, ref, client, proc_root, attach or env.get(ATTACH_ENV), with_stats)
+            location = _locate(run_id, ref, client, proc_root, attach or env.get(ATTACH_ENV), with_stats)
+            return location if since is None else _with_events(location, client, since)
         finally:
             if own_client:
                 client.close()
@@ -280,6 +289,20 @@ def _locate(
         container_id=info.id,
         container=info,
     )
+
+
+def _with_events(location: Location, client: DockerClient, since: datetime) -> Location:
+    """`location` with its container's engine events since `since` (a note when unreadable)."""
+    info = location.container
+    if info is None or info.status == CONTAINER_NOT_FOUND or not info.id:
+        return location
+    try:
+        events = client.events(info.id, since)
+    except DockerError as exc:
+        why = str(exc) + (f"; {exc.hint}" if exc.hint else "")
+        note = f"the Docker engine's events for container {info.id[:12]} could not be read: {why}"
+        return dataclasses.replace(location, notes=(*location.notes, note))
+    return dataclasses.replace(location, container=dataclasses.replace(info, events=events))
 
 
 def _tree(root: ProcSnapshot, proc_root: str) -> list[ProcSnapshot]:

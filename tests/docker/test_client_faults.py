@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from prefect_cancel_doctor.docker_api import (
     container_details,
     container_info,
     demux_logs,
+    parse_event,
     parse_stats,
     parse_top,
     recorded_remote_engine,
@@ -34,6 +36,7 @@ from prefect_cancel_doctor.docker_api import (
 from prefect_cancel_doctor.locate import CONTAINER_NOT_FOUND, parse_infrastructure_pid
 from prefect_cancel_doctor.locate.docker import choose_attach_mode, locate_container
 from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
+from prefect_cancel_doctor.model import ContainerEvent
 from prefect_cancel_doctor.sample.sidecar import PYSPY_PATH, parse_script_output, sidecar_config
 
 CONTAINER = "3f1c" + "a" * 60
@@ -180,6 +183,168 @@ def test_ssh_docker_host_is_refused_with_a_way_around() -> None:
         environ={"DOCKER_HOST": "ssh://me@build-box"},
     )
     assert location.unreachable is not None and "ssh://" in location.unreachable
+
+
+# -- engine events ----------------------------------------------------------------------
+
+SINCE = datetime(2026, 1, 2, 3, 4, 5, 250_000, tzinfo=timezone.utc)
+UNTIL = datetime(2026, 1, 2, 3, 14, 5, tzinfo=timezone.utc)
+
+
+def _event(action: str, nanos: int, **attributes: str) -> bytes:
+    document = {
+        "status": action,
+        "id": CONTAINER,
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": CONTAINER, "Attributes": {"name": "tidy-otter", **attributes}},
+        "scope": "local",
+        "time": nanos // 1_000_000_000,
+        "timeNano": nanos,
+    }
+    return json.dumps(document).encode() + b"\n"
+
+
+T = 1_767_323_100_000_000_000  # 2026-01-02T03:05:00Z
+
+
+def _events_answer(body: bytes | Iterator[bytes]) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/events"
+        return httpx.Response(200, content=body)
+
+    return handler
+
+
+def test_events_asks_for_the_container_between_two_times_and_keeps_what_was_done_to_it() -> None:
+    # GIVEN an engine that recorded a cancel's signals, among events of no interest
+    seen: list[httpx.Request] = []
+    body = b"".join(
+        [
+            _event("start", T - 10**9),
+            _event("kill", T + 1_123_456_789, signal="15"),
+            _event("exec_die", T + 2 * 10**9, execID="e1", exitCode="0"),
+            b"\n",
+            _event("kill", T + 3 * 10**9, signal="SIGKILL"),
+            _event("die", T + 3_010_000_000, exitCode="137"),
+            _event("stop", T + 3_020_000_000),
+            _event("kill", T + 4 * 10**9, signal="15").replace(b'"Type": "container"', b'"Type": "network"'),
+            _event("kill", T + 5 * 10**9, signal="15").replace(CONTAINER.encode(), b"9" * 64),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _events_answer(body)(request)
+
+    # WHEN its events since the cancel are read
+    events = _client(handler).events(CONTAINER, SINCE, UNTIL)
+    # THEN one bounded request for this container's events
+    (request,) = seen
+    assert request.url.params["since"] == "1767323045.250000"
+    assert request.url.params["until"] == "1767323645.000000"
+    assert json.loads(request.url.params["filters"]) == {"container": [CONTAINER], "type": ["container"]}
+    # AND only what was done to it, oldest first, the signal as the engine wrote it
+    assert events == (
+        ContainerEvent("2026-01-02T03:05:01.123456Z", "kill", signal="15"),
+        ContainerEvent("2026-01-02T03:05:03.000000Z", "kill", signal="SIGKILL"),
+        ContainerEvent("2026-01-02T03:05:03.010000Z", "die", exit_code=137),
+        ContainerEvent("2026-01-02T03:05:03.020000Z", "stop"),
+    )
+
+
+def test_events_until_defaults_to_now() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"")
+
+    before = datetime.now(timezone.utc).timestamp()
+    assert _client(handler).events(CONTAINER, SINCE) == ()
+    until = float(seen[0].url.params["until"])
+    assert before - 1 <= until <= datetime.now(timezone.utc).timestamp() + 1
+
+
+def test_events_engine_500_is_a_docker_api_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"message": "events: log not available"})
+
+    with pytest.raises(DockerApiError) as caught:
+        _client(handler).events(CONTAINER, SINCE, UNTIL)
+    assert caught.value.status_code == 500
+    assert "events: log not available" in str(caught.value)
+
+
+def test_events_malformed_line_is_a_docker_api_error() -> None:
+    body = _event("kill", T, signal="15") + b'{"Action": "die", \x1b[31m\n'
+    with pytest.raises(DockerApiError) as caught:
+        _client(_events_answer(body)).events(CONTAINER, SINCE, UNTIL)
+    assert "not JSON" in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+def test_events_stop_at_500_events_and_at_1_mb() -> None:
+    many = b"".join(_event("kill", T + i, signal="15") for i in range(600))
+    assert len(_client(_events_answer(many)).events(CONTAINER, SINCE, UNTIL)) == 500
+
+    def endless() -> Iterator[bytes]:
+        yield _event("die", T, exitCode="143")
+        while True:  # one line that never ends: reading must stop at 1 MB
+            yield b"x" * 65_536
+
+    assert _client(_events_answer(endless())).events(CONTAINER, SINCE, UNTIL) == (
+        ContainerEvent("2026-01-02T03:05:00.000000Z", "die", exit_code=143),
+    )
+
+
+def test_parse_event_ignores_other_actions_and_reads_old_engines() -> None:
+    assert parse_event({"Action": "start", "Type": "container", "time": 1}) is None
+    assert parse_event({"Action": "kill", "Type": "container"}) is None  # no time
+    assert parse_event(["kill"]) is None
+    old = {"status": "oom", "id": CONTAINER, "time": 1_767_323_100}  # API < 1.22: no Type, Action, Actor
+    assert parse_event(old, CONTAINER[:12]) == ContainerEvent("2026-01-02T03:05:00.000000Z", "oom")
+
+
+def _exited_engine(
+    events: Callable[[httpx.Request], httpx.Response],
+) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/containers/{CONTAINER}/json":
+            return httpx.Response(200, json=_inspect())
+        if request.url.path == "/events":
+            return events(request)
+        raise AssertionError(f"unexpected request {request.url}")
+
+    return handler
+
+
+def test_locate_reads_events_only_when_given_the_time_of_the_cancel() -> None:
+    ref = parse_infrastructure_pid(f"http+docker://localhost:{CONTAINER}")
+    client = _client(_exited_engine(_events_answer(_event("die", T, exitCode="137"))))
+    without = locate_container(RUN_ID, ref, client=client)
+    assert without.container is not None and without.container.events is None
+    located = locate_container(RUN_ID, ref, client=client, since=SINCE)
+    assert located.container is not None
+    assert located.container.events == (ContainerEvent("2026-01-02T03:05:00.000000Z", "die", exit_code=137),)
+    assert located.notes == without.notes
+
+
+def test_locate_with_unreadable_events_notes_it_and_still_finds_the_container() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"message": "boom"})
+
+    location = locate_container(
+        RUN_ID,
+        parse_infrastructure_pid(f"http+docker://localhost:{CONTAINER}"),
+        client=_client(_exited_engine(broken)),
+        since=SINCE,
+    )
+    assert location.unreachable is None
+    assert location.container is not None and location.container.status == "exited"
+    assert location.container.events is None
+    assert any(
+        "events for container 3f1caaaaaaaa could not be read" in n and "boom" in n for n in location.notes
+    )
 
 
 # -- endpoints ---------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from prefect_cancel_doctor.sample import (
     PySpyNotFound,
     SampleRequest,
     SampleTimeout,
+    excepts,
     pending,
     procfs,
     resources,
@@ -536,6 +537,8 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
             if role == Role.ENGINE and result.dumps:
                 flag = pending.sigterm_pending(pid, options.proc_root)
                 result = dataclasses.replace(result, sigterm_pending=flag)
+                read_source = functools.partial(procfs.read_source_text, pid, proc_root=options.proc_root)
+                result = dataclasses.replace(result, swallowing=excepts.find_swallowing(result, read_source))
             samples[pid] = resources.with_resources(result, options.proc_root)
         elif isinstance(result, PySpyNotFound):
             raise ConfigurationError(

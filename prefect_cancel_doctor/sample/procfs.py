@@ -8,6 +8,7 @@ vanished thread or fd) instead of raising.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import ipaddress
 import os
 import re
@@ -214,6 +215,41 @@ def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "
 @functools.lru_cache(maxsize=256)
 def _cached_lines(root: str, filename: str) -> tuple[str, ...] | None:
     return _read_lines(Path(root) / filename.lstrip("/"))
+
+
+#: The largest source file `read_source_text` reads whole (generated modules can be huge).
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+def read_source_text(pid: int, filename: str, proc_root: PathLike = "/proc") -> str | None:
+    """The whole of `filename` as the process sees it (through /proc/PID/root, found as
+    `read_source_line` finds it), decoded as Python decodes source; None when it cannot be read
+    or is larger than MAX_SOURCE_BYTES."""
+    if not filename or filename.startswith("<"):
+        return None
+    base = Path(proc_root) / str(pid)
+    if os.path.isabs(filename):
+        return _cached_text(str(base / "root"), filename) or _cached_text("/", filename)
+    return _read_source(base / "cwd" / filename)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_text(root: str, filename: str) -> str | None:
+    return _read_source(Path(root) / filename.lstrip("/"))
+
+
+def _read_source(path: Path) -> str | None:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_SOURCE_BYTES + 1)
+    except (OSError, ValueError):
+        return None
+    if len(data) > MAX_SOURCE_BYTES:
+        return None
+    try:
+        return importlib.util.decode_source(data)  # a coding cookie or BOM, as the interpreter reads it
+    except (SyntaxError, LookupError, UnicodeDecodeError):
+        return data.decode("utf-8", errors="replace")
 
 
 def _read_lines(path: Path) -> tuple[str, ...] | None:

@@ -56,6 +56,7 @@ from prefect_cancel_doctor.sample import (
     SampleRequest,
     SampleTimeout,
     excepts,
+    handler,
     pending,
     procfs,
     resources,
@@ -536,7 +537,8 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
         if isinstance(result, ProcessSample):
             if role == Role.ENGINE and result.dumps:
                 flag = pending.sigterm_pending(pid, options.proc_root)
-                result = dataclasses.replace(result, sigterm_pending=flag)
+                installed = handler.sigterm_handler(pid, options.proc_root)
+                result = dataclasses.replace(result, sigterm_pending=flag, sigterm_handler=installed)
                 read_source = functools.partial(procfs.read_source_text, pid, proc_root=options.proc_root)
                 result = dataclasses.replace(result, swallowing=excepts.find_swallowing(result, read_source))
             samples[pid] = resources.with_resources(result, options.proc_root)

@@ -20,6 +20,9 @@ libpython), which lives in `.symtab`:
   depends on the minor version and the build; not read (None).
 
 None always means "cannot tell": the caller falls back on other evidence.
+
+sample/handler.py reads the same entry's `func` (the installed handler) through
+`mappings` and `sigterm_entry`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import os
 import re
 import signal
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect_cancel_doctor.sample.procfs import PathLike
 
@@ -43,36 +48,71 @@ def sigterm_pending(pid: int, proc_root: PathLike = "/proc") -> bool | None:
     """True if the interpreter of `pid` holds a SIGTERM it has not handled, False if not,
     None when that cannot be read (version, stripped build, permissions, process gone)."""
     try:
-        for path, start, offset in _mappings(pid, proc_root):
-            match = _INTERPRETER.search(path)
-            if not match or offset != 0:
-                continue
-            entry = _ENTRY_SIZE.get((int(match.group(1)), int(match.group(2))))
-            if entry is None:
-                return None
-            symbol = _symbol(f"{proc_root}/{pid}/root{path}", _stat_key(pid, proc_root, path))
-            if symbol is None:
-                continue
-            value, first_load = symbol
-            address = start - first_load + value + entry * int(signal.SIGTERM)
-            with open(f"{proc_root}/{pid}/mem", "rb", buffering=0) as memory:
-                memory.seek(address)
-                raw = memory.read(4)
-            return len(raw) == 4 and struct.unpack("<i", raw)[0] != 0
+        entry = sigterm_entry(pid, proc_root, mappings(pid, proc_root))
+        if entry is None:
+            return None
+        with open(f"{proc_root}/{pid}/mem", "rb", buffering=0) as memory:
+            raw = os.pread(memory.fileno(), 4, entry.address)
+        return len(raw) == 4 and struct.unpack("<i", raw)[0] != 0
     except (OSError, ValueError, struct.error):
         return None
-    return None
 
 
-def _mappings(pid: int, proc_root: PathLike) -> list[tuple[str, int, int]]:
-    """(path, start address, file offset) of every file-backed mapping of `pid`."""
+class Mapping(NamedTuple):
+    """One line of /proc/PID/maps (a tuple: a process has hundreds)."""
+
+    start: int
+    end: int
+    readable: bool
+    #: Offset in the mapped file (0 for anonymous memory).
+    offset: int
+    #: The mapped file's path, or "" / a pseudo-name (`[heap]`) for anonymous memory.
+    path: str
+
+
+@dataclass(frozen=True)
+class SigtermEntry:
+    """Where `Handlers[SIGTERM]` lives in a process: `tripped` (int) at `address`, `func`
+    (PyObject *) at `address + 8`; and the interpreter's (major, minor) version."""
+
+    address: int
+    version: tuple[int, int]
+
+
+def mappings(pid: int, proc_root: PathLike = "/proc") -> list[Mapping]:
+    """Every mapping of `pid` (raises OSError if the process is gone or unreadable)."""
     found = []
     for line in Path(f"{proc_root}/{pid}/maps").read_text().splitlines():
         parts = line.split(maxsplit=5)
-        if len(parts) == 6 and parts[5].startswith("/"):
-            start = int(parts[0].split("-")[0], 16)
-            found.append((parts[5], start, int(parts[2], 16)))
+        if len(parts) < 5:
+            continue
+        start, _, end = parts[0].partition("-")
+        path = parts[5] if len(parts) == 6 else ""
+        found.append(Mapping(int(start, 16), int(end, 16), parts[1][:1] == "r", int(parts[2], 16), path))
     return found
+
+
+def sigterm_entry(pid: int, proc_root: PathLike, maps: list[Mapping]) -> SigtermEntry | None:
+    """The address of `Handlers[SIGTERM]` in `pid`'s memory, from the first interpreter
+    mapping (executable or libpython) whose file has the `Handlers` symbol; None when the
+    interpreter's version is not one whose layout is known, or no file has the symbol.
+
+    May raise OSError / ValueError / struct.error (callers turn them into None)."""
+    for mapping in maps:
+        match = _INTERPRETER.search(mapping.path)
+        if not match or mapping.offset != 0 or not mapping.path.startswith("/"):
+            continue
+        version = (int(match.group(1)), int(match.group(2)))
+        entry = _ENTRY_SIZE.get(version)
+        if entry is None:
+            return None
+        path = mapping.path
+        symbol = _symbol(f"{proc_root}/{pid}/root{path}", _stat_key(pid, proc_root, path))
+        if symbol is None:
+            continue
+        value, first_load = symbol
+        return SigtermEntry(mapping.start - first_load + value + entry * int(signal.SIGTERM), version)
+    return None
 
 
 def _stat_key(pid: int, proc_root: PathLike, path: str) -> tuple[int, int, int]:
@@ -113,4 +153,4 @@ def _symbol(path: str, key: tuple[int, int, int]) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ["sigterm_pending"]
+__all__ = ["Mapping", "SigtermEntry", "mappings", "sigterm_entry", "sigterm_pending"]

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from prefect_cancel_doctor import timeline
-from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
+from prefect_cancel_doctor.diagnose.evidence import Evidence
+from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, DoctorError, TargetError
 from prefect_cancel_doctor.links import flow_run_url, ui_base_url
 from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructure_pid
 from prefect_cancel_doctor.locate.process import (
     ENVIRON_UNREADABLE,
     NEEDS_PTRACE,
+    adopter_of,
     launch_traces,
     local_workers,
     locate_processes,
@@ -121,6 +123,8 @@ class _Job:
     #: The run's state history and its newest log lines (runs diagnosed here), for its timeline.
     history: list[State] = field(default_factory=list)
     logs: list[LogLine] = field(default_factory=list)
+    #: Whether the run's logs were read (an unreadable or unasked log is a source not read).
+    logs_read: bool = False
 
     @property
     def in_sidecar(self) -> bool:
@@ -346,7 +350,7 @@ def _jobs(
     now = datetime.now(timezone.utc)
     jobs = []
     for r, location in zip(runs, locations, strict=True):
-        states = known_histories.get(r.id) or (history[r.id].result() if r.id in history else [])
+        states = known_histories.get(r.id) or (history[r.id].result() or [] if r.id in history else [])
         ref = to_flow_run_ref(
             r,
             flows.result(),
@@ -355,16 +359,18 @@ def _jobs(
             workers[r.work_pool_name].result() if r.work_pool_name in workers else None,
             now,
         )
-        jobs.append(_Job(ref, location, [], history=states, logs=logs[r.id].result() if r.id in logs else []))
+        lines = logs[r.id].result() if r.id in logs else None
+        jobs.append(_Job(ref, location, [], history=states, logs=lines or [], logs_read=lines is not None))
     return jobs
 
 
-def _story(read: Callable[[str], list[_T]], run_id: str) -> list[_T]:
-    """A read for a run's timeline: what cannot be read leaves the timeline shorter, not the scan failed."""
+def _story(read: Callable[[str], list[_T]], run_id: str) -> list[_T] | None:
+    """A read for a run's timeline: what cannot be read (None) leaves the timeline shorter, not the scan
+    failed."""
     try:
         return read(run_id)
     except DoctorError:
-        return []
+        return None
 
 
 def _names(
@@ -678,8 +684,21 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
     unreachable = location.unreachable
     if denied and not any(s.dumps for s in live):
         unreachable = f"cannot read the run's processes: {denied[0]}"
+    engine = next((s.proc for s in live if s.role == Role.ENGINE and s.proc is not None), None)
+    adopter = None
+    if runner is None and engine is not None and not job.in_sidecar:
+        adopter = adopter_of(engine, options.proc_root)
     evidence = Evidence(
-        job.run, target, unreachable, runner, tuple(notes), api_peer, launched_here=job.location.launched_here
+        job.run,
+        target,
+        unreachable,
+        runner,
+        tuple(notes),
+        api_peer,
+        launched_here=job.location.launched_here,
+        logs=tuple(job.logs),
+        logs_read=job.logs_read,
+        adopter=adopter,
     )
     errors = tuple(e for s in job.samples for e in s.errors)
     story = timeline.build(

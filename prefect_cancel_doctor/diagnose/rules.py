@@ -12,9 +12,16 @@ import dataclasses
 import re
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from prefect_cancel_doctor.diagnose.classify import db_port_name
+from prefect_cancel_doctor.diagnose.delivery import (
+    control_channel,
+    gil_holder,
+    heartbeat_against_cancel,
+    judge,
+    main_thread,
+)
+from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.durations import seconds_text
@@ -28,87 +35,21 @@ from prefect_cancel_doctor.model import (
     CallKind,
     Cause,
     ContainerInfo,
+    Delivered,
+    Delivery,
     FlowRunRef,
-    PodFacts,
+    HandlerKind,
     ProcessSample,
-    ProcSnapshot,
     Resource,
     ResourceKind,
     Role,
     StateType,
-    Target,
     Verdict,
     WorkerInfo,
 )
 
 SIGTERM = int(signal.SIGTERM)
 RUNNER_GRACE_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything read about one run, the input of every rule."""
-
-    run: FlowRunRef | None
-    target: Target | None
-    #: Why the target cannot be inspected from here, if it cannot.
-    unreachable: str | None = None
-    #: The Runner (process worker / `serve` / `prefect flow-run execute`) that launched the engine.
-    runner: ProcSnapshot | None = None
-    #: Facts found while locating (stale infrastructure_pid, PID reuse, ...).
-    notes: tuple[str, ...] = ()
-    #: "host:port" of the Prefect API: every flow process talks to it, so it is no finding.
-    api_peer: str | None = None
-    #: A file on this host that shows this host launched the run (`Location.launched_here`).
-    launched_here: str | None = None
-
-    @property
-    def processes(self) -> tuple[ProcessSample, ...]:
-        """Live processes of the run itself: the engine, its launcher and its children (not Runners)."""
-        sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role in (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1))
-
-    @property
-    def hooks(self) -> tuple[ProcessSample, ...]:
-        """The Runner's on_cancellation hook subprocesses for this run."""
-        sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role == Role.HOOK)
-
-    @property
-    def runners(self) -> tuple[ProcessSample, ...]:
-        """Local Runners (workers) of the run's pool, sampled when nothing of the run is left."""
-        sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role == Role.RUNNER)
-
-    @property
-    def container(self) -> ContainerInfo | None:
-        """The run's Docker container, for Docker runs."""
-        return self.target.container if self.target else None
-
-    @property
-    def pod(self) -> PodFacts | None:
-        """The run's Kubernetes Job and pod, for Kubernetes runs."""
-        return self.target.pod if self.target else None
-
-    @property
-    def pid1(self) -> ProcessSample | None:
-        """A container's PID 1 when it is neither the engine nor the Runner (a shell, a wrapper)."""
-        return next((p for p in self.processes if p.role == Role.PID1), None)
-
-    @property
-    def engine(self) -> ProcessSample | None:
-        """The flow engine process, if it still runs."""
-        return next((p for p in self.processes if p.role == Role.ENGINE), None)
-
-    @property
-    def children(self) -> tuple[ProcessSample, ...]:
-        """Processes the flow started (or that outlived it)."""
-        return tuple(p for p in self.processes if p.role == Role.CHILD)
-
-    @property
-    def state_type(self) -> StateType | None:
-        """The run's state type, if the API was read."""
-        return self.run.state_type if self.run else None
 
 
 Rule = Callable[[Evidence], Verdict | None]
@@ -237,44 +178,6 @@ def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None)
     return facts
 
 
-#: The daemon thread of Prefect 3.9's control listener (prefect/_internal/control_listener.py).
-CONTROL_LISTENER_THREAD = "prefect-control-listener"
-
-
-def _control_channel(process: ProcessSample) -> tuple[bool | None, str | None]:
-    """Did the Runner's cancel intent reach the flow process, by its control channel (Prefect 3.9+)?
-
-    The Runner passes PREFECT__CONTROL_PORT; the process connects back and a daemon
-    thread waits in `recv`. On cancel the Runner sends the intent, the thread
-    acknowledges and returns (closing the socket), then the Runner sends SIGTERM.
-    So a listener still waiting on an open connection means no cancel was sent.
-    Returns (delivered: False / None when it cannot tell, the fact to show).
-    """
-    proc = process.proc
-    if proc is None or proc.control_port is None or not process.dumps:
-        return None, None
-    port = proc.control_port
-    listening = any(t.name == CONTROL_LISTENER_THREAD for t in process.dumps[-1])
-    connected = any(
-        s.state == "ESTABLISHED" and s.remote.rsplit(":", 1)[-1] == str(port) and s.remote.startswith("127.")
-        for s in proc.sockets
-    )
-    if listening and connected:
-        return False, (
-            f"the Runner's control channel (127.0.0.1:{port}) is open and its listener thread still waits: "
-            "the Runner never sent the cancel intent it sends just before SIGTERM"
-        )
-    return None, (
-        f"the Runner's control channel (127.0.0.1:{port}) is closed: the Runner sent its cancel intent "
-        "(and then SIGTERM), or the Runner went away"
-    )
-
-
-def _main(process: ProcessSample) -> ThreadView | None:
-    views = thread_views(process)
-    return views[0] if views and views[0].is_main else None
-
-
 # -- rules, in order ------------------------------------------------------------
 
 
@@ -329,7 +232,7 @@ def orphaned(ev: Evidence) -> Verdict | None:
     engine = ev.engine
     if engine is None:
         return _children_survive(ev, evidence)
-    view = _main(engine)
+    view = main_thread(engine)
     evidence.append(f"flow process {engine.pid} still runs")
     if view is not None:
         evidence.append(_describe(view))
@@ -414,24 +317,6 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
     )
 
 
-def _heartbeat_against_cancel(worker: WorkerInfo, run: FlowRunRef | None) -> str | None:
-    """Whether the worker was alive when the cancel came: its last heartbeat against the cancel."""
-    if run is None or run.cancelling_for_seconds is None or worker.seconds_since_heartbeat is None:
-        return None
-    if not worker.heartbeat_is_stale:
-        return None
-    before = worker.seconds_since_heartbeat - run.cancelling_for_seconds
-    if before > 0:
-        return (
-            f"worker {worker.name} sent its last heartbeat {seconds_text(before)} before the run entered "
-            "Cancelling, and none since: it stopped before the cancel"
-        )
-    return (
-        f"worker {worker.name} still heartbeated {seconds_text(-before)} after the run entered Cancelling, "
-        "then stopped"
-    )
-
-
 def _worker_fact(worker: WorkerInfo, fact: str) -> str:
     """`fact` (the worker's status) with its heartbeat, against its interval."""
     beat, interval = worker.seconds_since_heartbeat, worker.heartbeat_interval_seconds
@@ -489,7 +374,7 @@ def pid1_no_forward(ev: Evidence) -> Verdict | None:
         or (" ".join(container.pid1_command) if container else "")
         or pid1.proc.comm
     )
-    main = _main(ev.engine)
+    main = main_thread(ev.engine)
     owner = (
         f"container {container.id[:12]}"
         if container
@@ -653,31 +538,163 @@ def uninterruptible(ev: Evidence) -> Verdict | None:
 
 
 def signal_ignored(ev: Evidence) -> Verdict | None:
-    """SIGTERM is ignored or blocked by the flow process."""
+    """SIGTERM is ignored or blocked by the flow process, or caught by a handler of its own that returns."""
     engine = ev.engine
     if engine is None or engine.proc is None:
         return None
     proc = engine.proc
-    main = _main(engine)
+    main = main_thread(engine)
     main_kernel = main.kernel if main else None
+    handler = engine.sigterm_handler
+    own_handler = handler is not None and handler.kind is HandlerKind.OTHER
     if _has(proc.sig_ignored, SIGTERM):
         how = "ignored (SIG_IGN)"
     elif main_kernel is not None and _has(main_kernel.sig_blocked, SIGTERM):
         how = "blocked in the main thread's signal mask"
+    elif own_handler and handler is not None:
+        how = f"caught by a handler of the flow's own, {handler.where()}, in place of Prefect's"
     else:
         return None
     evidence = [*ev.notes, f"/proc/{proc.pid}/status: SIGTERM is {how} (SigIgn={proc.sig_ignored:016x})"]
+    if own_handler:
+        evidence[-1] = (
+            "the interpreter's SIGTERM handler (read from its memory) is "
+            f"{handler.where() if handler else '?'}, "
+            "not Prefect's: a SIGTERM runs it instead of raising TerminationSignal, and the flow goes on "
+            "when it returns"
+        )
     if _has(proc.sig_pending, SIGTERM) or _has(proc.shared_pending, SIGTERM):
         evidence.append("a SIGTERM is pending in the kernel")
     if main is not None:
         evidence.append(_describe(main))
-    return _verdict(
+    delivery = judge(ev)
+    came = delivery is not None and delivery.sigterm is Delivered.YES
+    summary = f"The flow process {proc.pid} has SIGTERM {how}, so the cancel cannot stop it" + (
+        f"; it sits in {main.where()}." if main else "."
+    )
+    if own_handler and came:
+        summary = (
+            f"A SIGTERM came and the flow's own handler {handler.where() if handler else '?'} "
+            "returned, so the "
+            f"flow process {proc.pid} went on" + (f"; it sits in {main.where()}." if main else ".")
+        )
+    ignored = _verdict(
         Cause.SIGNAL_IGNORED,
-        f"The flow process {proc.pid} has SIGTERM {how}, so the cancel cannot stop it"
-        + (f"; it sits in {main.where()}." if main else "."),
-        0.95,
+        summary,
+        0.95 if not own_handler or came else 0.85,
         evidence,
         main,
+        extra_fixes=_HANDLER_FIXES if own_handler else (),
+    )
+    if not own_handler or came or delivery is None or delivery.sigterm is not Delivered.NO or main is None:
+        return ignored
+    # The handler would absorb a SIGTERM, but the signs say none came yet: that comes first.
+    later = dataclasses.replace(
+        ignored,
+        summary=f"Once a SIGTERM comes, the flow's own handler {handler.where() if handler else '?'} will "
+        "catch it and return: the flow goes on.",
+    )
+    return _none_came_first(ev, engine, main, delivery.signs_against[0], later, main)
+
+
+#: What fixes a SIGTERM handler of the flow's own that returns.
+_HANDLER_FIXES = (
+    "do not replace Prefect's SIGTERM handler in a flow; put cleanup in an on_cancellation hook or a "
+    "finally block, or make the handler end the run (raise SystemExit, or call the handler "
+    "signal.signal returned)",
+)
+
+
+def exception_swallowed(ev: Evidence) -> Verdict | None:
+    """Prefect's handler raises `TerminationSignal` in the flow; an `except` of the flow catches it
+    without re-raising, and the flow goes on (often to the next item of a loop)."""
+    engine = ev.engine
+    main = main_thread(engine) if engine else None
+    if engine is None or main is None or not engine.swallowing or not main.call.interruptible:
+        return None
+    handler = engine.sigterm_handler
+    if handler is not None and handler.kind is not HandlerKind.PREFECT:
+        return None
+    clause = engine.swallowing[0]
+    place = f"{clause.filename}:{clause.line}"
+    goes_on = (
+        f"and the loop at line {clause.loop_line} goes on to its next item"
+        if clause.loop_line
+        else "and the flow goes on after it"
+    )
+    evidence = [
+        *ev.notes,
+        _describe(main),
+        f"the main thread's line {clause.frame_line} in {clause.function} is inside a `try` whose "
+        f"`{clause.code or 'except'}` ({place}) catches {clause.catches} and does not re-raise: Prefect's "
+        f"SIGTERM handler raises TerminationSignal (a BaseException) there, the clause catches it {goes_on}",
+    ]
+    if handler is not None:
+        evidence.append(
+            f"the interpreter's SIGTERM handler (read from its memory) is Prefect's: {handler.where()}"
+        )
+    delivery = judge(ev)
+    came = delivery is not None and delivery.sigterm is Delivered.YES
+    summary = (
+        f"A SIGTERM came, and the `except` at {place} caught Prefect's TerminationSignal {goes_on}; "
+        f"it now sits in {main.where()}."
+        if came
+        else f"A SIGTERM here raises TerminationSignal, which the `except` at {place} catches {goes_on}; "
+        f"it sits in {main.where()}."
+    )
+    swallowed = _verdict(
+        Cause.SIGNAL_IGNORED,
+        summary,
+        0.9 if came else 0.7,
+        evidence,
+        main,
+        extra_fixes=(
+            f"at {place}: catch Exception, not {clause.catches} "
+            "(TerminationSignal is a BaseException so that "
+            "flows do not catch it), or re-raise prefect.exceptions.TerminationSignal first",
+        ),
+    )
+    if came or delivery is None or delivery.sigterm is not Delivered.NO:
+        return swallowed
+    later = dataclasses.replace(
+        swallowed,
+        summary=f"Once a SIGTERM comes, the `except` at {place} will catch Prefect's TerminationSignal "
+        f"{goes_on}.",
+    )
+    return _none_came_first(ev, engine, main, delivery.signs_against[0], later, main)
+
+
+def handler_starved(ev: Evidence) -> Verdict | None:
+    """A SIGTERM came, but another thread holds the GIL in a C loop: the main thread cannot take
+    it to run Prefect's handler (CPython runs Python signal handlers in the main thread only)."""
+    engine = ev.engine
+    main = main_thread(engine) if engine else None
+    if engine is None or main is None or engine.sigterm_pending is not True:
+        return None
+    holder = gil_holder(engine)
+    if holder is None:
+        return None
+    evidence = [
+        *ev.notes,
+        _describe(holder),
+        f"{holder.name or 'the thread'} held the GIL in every sample ({len(engine.dumps)}); the main thread "
+        "in none",
+        "the interpreter holds a SIGTERM it has not handled (CPython's Handlers[SIGTERM].tripped = 1, read "
+        "from the process's memory): the C handler ran, and the Python handler waits for the main thread "
+        "to take the GIL",
+        _describe(main),
+    ]
+    return _verdict(
+        Cause.SIGNAL_PENDING,
+        f"A SIGTERM came, but thread {holder.name} holds the GIL in {holder.where()} (a C call that never "
+        "releases it), so the main thread cannot run Prefect's handler.",
+        0.9 if holder.stable else 0.7,
+        evidence,
+        holder,
+        extra_fixes=(
+            "bound the call that holds the GIL (a regular expression with catastrophic backtracking, a C "
+            "extension loop): fix the pattern or input, or run it in a subprocess that can be killed",
+        ),
     )
 
 
@@ -772,7 +789,7 @@ def signal_pending(ev: Evidence) -> Verdict | None:
     acted on the cancel, and this C call is a secondary finding (`also`).
     """
     engine = ev.engine
-    main = _main(engine) if engine else None
+    main = main_thread(engine) if engine else None
     if engine is None or main is None or main.call.interruptible:
         return None
     evidence = [
@@ -794,7 +811,7 @@ def signal_pending(ev: Evidence) -> Verdict | None:
             "whether a SIGTERM was delivered could not be read from the interpreter "
             "(CPython 3.10/3.11 builds with a symbol table only)"
         )
-    delivered, channel = _control_channel(engine)
+    delivered, channel = control_channel(engine)
     if channel:
         evidence.append(channel)
     pending = _verdict(
@@ -826,7 +843,7 @@ def cancel_not_observed(ev: Evidence) -> Verdict | None:
     engine = ev.engine
     if engine is None or ev.state_type not in (None, StateType.CANCELLING):
         return None
-    main = _main(engine)
+    main = main_thread(engine)
     if main is None:
         return None
     return _not_observed(
@@ -843,7 +860,7 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
     evidence = [*ev.notes, _describe(main), why_no_sigterm]
     if engine.proc is not None and preparing_workspace(engine.proc.cmdline):
         return _preparing_not_observed(ev, engine, main, evidence)
-    _, channel = _control_channel(engine)
+    _, channel = control_channel(engine)
     if channel and channel not in why_no_sigterm:
         evidence.append(channel)
     awaited = _awaited_thread(engine, main)
@@ -954,12 +971,15 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     if run is not None and run.cancelling_for_seconds is not None:
         evidence.append(f"the run has been Cancelling for {seconds_text(run.cancelling_for_seconds)}")
     worker_name = str(run.labels.get("prefect.worker.name", "")) if run else ""
+    # Whether the worker may have been alive when the cancel came (and may have signalled the flow).
+    maybe_alive_at_cancel = False
     for worker in run.workers if run else ():
         if worker.name == worker_name or not worker_name:
             evidence.append(_worker_fact(worker, f"worker {worker.name}: {worker.status}"))
-            order = _heartbeat_against_cancel(worker, run)
+            order = heartbeat_against_cancel(worker, run)
             if order:
-                evidence.append(order)
+                evidence.append(order[0])
+                maybe_alive_at_cancel = maybe_alive_at_cancel or not order[1]
     if ev.runner is not None and ev.runner.state in ("T", "t"):
         evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")
         return "its Runner is stopped", 0.9
@@ -971,11 +991,15 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
         )
         return "the container's command runs no Prefect Runner", 0.9
     if ev.runner is None:
-        parent = f"its parent is now PID {proc.ppid}" if proc else "its parent is gone"
-        evidence.append(f"the Runner that launched the flow process is gone ({parent})")
+        evidence.append(_runner_gone_fact(ev, engine))
+        confidence = 0.9
+        delivery = judge(ev)
+        if maybe_alive_at_cancel and (delivery is None or delivery.sigterm is not Delivered.NO):
+            # It may have sent SIGTERM before it died (within the Runner's grace window).
+            confidence = 0.6
         if "prefect.engine" in cmd or "prefect" in cmd:
-            return "the worker or Runner that owns the run is gone", 0.9
-        return "no Prefect Runner watches this process", 0.8
+            return "the worker or Runner that owns the run is gone", confidence
+        return "no Prefect Runner watches this process", min(confidence, 0.8)
     runner_cmd = " ".join(ev.runner.cmdline)[:160]
     evidence.append(f"the Runner that launched it is alive: pid {ev.runner.pid} ({runner_cmd})")
     if run is not None and (run.cancelling_for_seconds or 0) < RUNNER_GRACE_SECONDS + 5:
@@ -986,6 +1010,27 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
         "'Cancellation observer failed')"
     )
     return "the Runner is alive but did not act: its cancellation observer has failed", 0.8
+
+
+def _runner_gone_fact(ev: Evidence, engine: ProcessSample) -> str:
+    """The Runner is gone: say what the flow process's parent is now (what adopted it)."""
+    proc, adopter = engine.proc, ev.adopter
+    if proc is None:
+        return "the Runner that launched the flow process is gone (its parent is gone)"
+    if adopter is None:
+        return f"the Runner that launched the flow process is gone (its parent is now PID {proc.ppid})"
+    command = " ".join(adopter.cmdline)[:120] or adopter.comm
+    if adopter.pid == 1 or adopter.ns_pid == 1:
+        return (
+            f"the Runner that launched the flow process is gone: its parent is now PID 1 (`{command}`), "
+            "which adopted it when its Runner died"
+        )
+    return (
+        f"the Runner that launched the flow process is gone: its parent is now process {adopter.pid} "
+        f"(`{command}`), no Prefect Runner (no worker, no `prefect flow-run execute`, and it does not "
+        "listen on the flow's control-channel port): a subreaper (PR_SET_CHILD_SUBREAPER: tini -s, "
+        "systemd --user, supervisord) that adopted the flow process when its Runner died"
+    )
 
 
 def _container_facts(container: ContainerInfo) -> tuple[str, ...]:
@@ -1049,12 +1094,50 @@ RULES: tuple[Rule, ...] = (
     uninterruptible,
     pid1_no_forward,
     signal_ignored,
+    handler_starved,
+    exception_swallowed,
     exit_blocked_by_thread,
     event_loop_blocked,
     signal_pending,
     cancel_not_observed,
     unknown,
 )
+
+
+#: The highest confidence a verdict that no SIGTERM came may keep while a source that could
+#: refute it was not read, or while a sign says one came.
+_UNREAD_CEILING = 0.75
+_CONFLICT_CEILING = 0.45
+
+
+def refute(verdict: Verdict, delivery: Delivery | None) -> Verdict:
+    """The last step: look for the evidence that would refute the verdict, and weigh it.
+
+    Only `cancel_not_observed` for a live flow process says that no SIGTERM came. A sign that
+    one came (a `kill` event, the pod Terminating, the pending flag, the flow's own log line)
+    contradicts it: it drops below 0.5 and says what conflicts. A source that could have
+    refuted it but was not read keeps it below 0.8, and says which.
+    """
+    if delivery is None:
+        return verdict
+    verdict = dataclasses.replace(verdict, delivery=delivery)
+    if verdict.cause is not Cause.CANCEL_NOT_OBSERVED:
+        return verdict
+    if delivery.signs_for:
+        conflicts = tuple(f"conflicts with 'no SIGTERM came': {sign}" for sign in delivery.signs_for)
+        return dataclasses.replace(
+            verdict,
+            summary=f"{verdict.summary} Yet a sign says a SIGTERM did come ({delivery.signs_for[0]}): what "
+            "absorbed it could not be read, so this verdict is uncertain.",
+            confidence=min(verdict.confidence, _CONFLICT_CEILING),
+            evidence=(*verdict.evidence, *conflicts),
+        )
+    if delivery.unread and verdict.confidence > _UNREAD_CEILING:
+        unread = tuple(
+            f"not read here, and it could refute 'no SIGTERM came': {what}" for what in delivery.unread
+        )
+        return dataclasses.replace(verdict, confidence=_UNREAD_CEILING, evidence=(*verdict.evidence, *unread))
+    return verdict
 
 
 def diagnose(ev: Evidence) -> Verdict:
@@ -1075,6 +1158,7 @@ def diagnose(ev: Evidence) -> Verdict:
                 facts = pod_facts(ev.pod, verdict.cause)
                 short = pod_short_fix(verdict.cause) or verdict.short_fix
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
+            verdict = refute(verdict, judge(ev))
             commands = stop_commands(ev, verdict.cause)
             if commands:
                 remediation = (_stop_line(commands), *verdict.remediation)

@@ -55,17 +55,40 @@ _INITS = {"init", "systemd", "tini", "dumb-init", "docker-init", "containerd-shi
 def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | None:
     """The live Runner that launched `engine`, if its parent is one.
 
-    A Runner starts `python -m prefect.engine`, so the parent of such an engine
-    is its Runner whatever its command line (a worker, `flow.serve()` in any
-    script, `prefect flow-run execute`) — unless the engine was re-parented to
-    an init or subreaper after its Runner died.
+    A parent is a Runner only if it is one: a worker or `prefect flow-run execute` by its
+    command line, or the process that listens on the engine's control-channel port
+    (Prefect 3.9+ passes PREFECT__CONTROL_PORT to the engine; every Runner, `flow.serve()`
+    in any script included, listens there). Without a control port (before 3.9) a Python
+    parent of an engine is taken for a `flow.serve()` script. A parent that adopted the
+    engine after its Runner died (an init, a subreaper such as `tini -s`, `systemd --user`
+    or supervisord: `adopter_of`) is none of these.
     """
     parent = procfs.read_process(engine.ppid, proc_root)
     if parent is not None and argv_role(parent.cmdline) is Role.LAUNCHER:
         parent = procfs.read_process(parent.ppid, proc_root)
     if parent is None or parent.pid == 1 or parent.comm in _INITS:
         return None
-    return parent if is_engine(engine) or is_runner(parent) else None
+    if is_runner(parent):
+        return parent
+    if not is_engine(engine):
+        return None
+    if engine.control_port is not None:
+        return parent if listens_on(parent, engine.control_port) else None
+    return parent if parent.comm.startswith("python") else None
+
+
+def adopter_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | None:
+    """The process that is now the parent of an engine no Runner owns (PID 1, an init or a
+    subreaper that adopted it when its Runner died), or None where the parent is gone."""
+    parent = procfs.read_process(engine.ppid, proc_root, read_sockets=False)
+    if parent is not None and argv_role(parent.cmdline) is Role.LAUNCHER:
+        parent = procfs.read_process(parent.ppid, proc_root, read_sockets=False)
+    return parent
+
+
+def listens_on(proc: ProcSnapshot, port: int) -> bool:
+    """Whether `proc` listens on loopback TCP `port` (a Runner's control channel)."""
+    return any(s.state == "LISTEN" and s.local.rsplit(":", 1)[-1] == str(port) for s in proc.sockets)
 
 
 def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:

@@ -17,9 +17,11 @@ from prefect_cancel_doctor.model import (
     CallKind,
     Cause,
     FlowRunRef,
+    HandlerKind,
     KernelThread,
     ProcessSample,
     ProcSnapshot,
+    SigtermHandler,
     Target,
     WorkerInfo,
 )
@@ -122,11 +124,21 @@ def test_sleep_with_its_runner_gone_is_cancel_not_observed() -> None:
 
 
 def test_live_runner_and_a_long_cancel_point_to_a_failed_observer() -> None:
-    ev = evidence(process("sleep_main_native", ppid=77), runner=process("sleep_main").proc)
+    engine = dataclasses.replace(
+        process("sleep_main_native", ppid=77),
+        sigterm_pending=False,
+        sigterm_handler=SigtermHandler(HandlerKind.PREFECT, "_prefect_sigterm_handler"),
+    )
+    ev = evidence(engine, runner=process("sleep_main").proc, logs_read=True)
     verdict = diagnose(ev)
     assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
     assert "observer" in verdict.summary
     assert verdict.confidence >= 0.8
+    assert verdict.delivery is not None and not verdict.delivery.unread
+    # The same verdict without the interpreter's handler read: a refuting source unread keeps it below 0.8.
+    unread = diagnose(evidence(process("sleep_main_native", ppid=77), runner=process("sleep_main").proc))
+    assert unread.cause is Cause.CANCEL_NOT_OBSERVED and unread.confidence < 0.8
+    assert any("not read here" in line and "handler" in line for line in unread.evidence)
 
 
 def test_recent_cancel_with_live_runner_has_low_confidence() -> None:

@@ -1,0 +1,226 @@
+"""Delivery weighed on every sign: a SIGTERM that came and was absorbed is not read as none came.
+
+Recorded dumps of real programs (tests/integration/programs/), with the interpreter's handler,
+its pending flag, the pod, the container's events and the run's logs given per case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
+from prefect_cancel_doctor.model import (
+    Absorber,
+    CallKind,
+    Cause,
+    ContainerEvent,
+    ContainerInfo,
+    Delivered,
+    HandlerKind,
+    PodEventFact,
+    PodFacts,
+    ProcessSample,
+    ProcSnapshot,
+    SigtermHandler,
+    SwallowingExcept,
+    Target,
+    WorkerInfo,
+)
+from prefect_cancel_doctor.prefect_records import LogLine
+from tests.unit.test_rules import evidence, process, program_line, run_ref
+
+PREFECT = SigtermHandler(
+    HandlerKind.PREFECT, "_prefect_sigterm_handler", "/venv/prefect/utilities/engine.py", 97
+)
+OWN = SigtermHandler(HandlerKind.OTHER, "on_term", "/flows/etl.py", 12)
+LOOP = SwallowingExcept("/flows/etl.py", 41, "except BaseException as exc:", "BaseException", "etl", 39, 37)
+
+
+def sleeping(handler: SigtermHandler | None = PREFECT, **changes: object) -> ProcessSample:
+    return dataclasses.replace(
+        process("sleep_main_native"),
+        sigterm_handler=handler,
+        sigterm_pending=False,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def in_pid1(sample: ProcessSample) -> ProcessSample:
+    assert sample.proc is not None
+    return dataclasses.replace(sample, proc=dataclasses.replace(sample.proc, ns_pid=1))
+
+
+def terminating_pod() -> PodFacts:
+    return PodFacts(
+        namespace="prefect",
+        job="brave-otter-x7",
+        name="brave-otter-x7-abcde",
+        deletion_timestamp="2026-11-27T10:05:02Z",
+        running=True,
+        events=(PodEventFact("Normal", "Killing", "Stopping container prefect-job"),),
+    )
+
+
+def in_pod(sample: ProcessSample, pod: PodFacts) -> Evidence:
+    target = Target(kind="kubernetes", description="pod", processes=(sample,), pod=pod)
+    return Evidence(run_ref(), target, logs_read=True)
+
+
+def test_a_handler_that_returns_in_a_terminating_pod_is_a_sigterm_absorbed_not_none_came() -> None:
+    verdict = diagnose(in_pod(in_pid1(sleeping(OWN)), terminating_pod()))
+    assert verdict.cause is Cause.SIGNAL_IGNORED, verdict.summary
+    assert verdict.summary.startswith("A SIGTERM came and the flow's own handler on_term at /flows/etl.py:12")
+    assert verdict.confidence >= 0.9
+    assert verdict.delivery is not None
+    assert verdict.delivery.sigterm is Delivered.YES
+    assert verdict.delivery.absorbed_by is Absorber.HANDLER_RETURNS
+    assert any("Terminating" in sign for sign in verdict.delivery.signs_for)
+    assert any("Killing: Stopping container" in sign for sign in verdict.delivery.signs_for)
+    assert (verdict.stop_now and "kubectl" in verdict.stop_now[0]) or "kill -KILL" in " ".join(
+        verdict.stop_now
+    )
+
+
+def test_a_sigterm_to_pid1_that_is_not_the_flow_process_is_no_sign_for_it() -> None:
+    verdict = diagnose(in_pod(sleeping(PREFECT), terminating_pod()))  # the engine is not PID 1
+    assert verdict.delivery is not None and not verdict.delivery.signs_for
+
+
+def test_a_handler_that_returns_with_no_sign_either_way_still_leads_with_what_absorbs_it() -> None:
+    verdict = diagnose(evidence(sleeping(OWN), logs_read=True))
+    assert verdict.cause is Cause.SIGNAL_IGNORED
+    assert verdict.delivery is not None and verdict.delivery.sigterm is Delivered.UNKNOWN
+    assert 0.8 <= verdict.confidence < 0.9
+    assert any("not Prefect's" in line for line in verdict.evidence)
+
+
+def test_a_handler_that_returns_but_an_open_control_channel_says_none_came_yet() -> None:
+    from prefect_cancel_doctor.model import SocketPeer, ThreadSample
+
+    sample = sleeping(OWN)
+    assert sample.proc is not None
+    listener = ThreadSample(99, 99, "prefect-control-listener", False, False, ())
+    proc = dataclasses.replace(
+        sample.proc,
+        control_port=41234,
+        sockets=(SocketPeer(7, "127.0.0.1:50000", "127.0.0.1:41234", "ESTABLISHED"),),
+    )
+    dumps = (*sample.dumps[:-1], (*sample.dumps[-1], listener))
+    verdict = diagnose(evidence(dataclasses.replace(sample, proc=proc, dumps=dumps), logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert [later.cause for later in verdict.also] == [Cause.SIGNAL_IGNORED]
+    assert verdict.also[0].summary.startswith("Once a SIGTERM comes, the flow's own handler on_term")
+
+
+def test_an_except_that_swallows_termination_named_with_the_flows_own_log_line() -> None:
+    logs = (
+        LogLine("2026-11-27T10:04:00Z", 20, "processing item 17"),
+        LogLine("2026-11-27T10:05:01Z", 40, "item 18 failed: TerminationSignal(15), going on"),
+    )
+    ev = dataclasses.replace(evidence(sleeping(PREFECT, swallowing=(LOOP,))), logs=logs, logs_read=True)
+    verdict = diagnose(ev)
+    assert verdict.cause is Cause.SIGNAL_IGNORED, verdict.summary
+    assert "the `except` at /flows/etl.py:41" in verdict.summary
+    assert "the loop at line 37 goes on" in verdict.summary
+    assert verdict.confidence >= 0.9
+    assert verdict.delivery is not None and verdict.delivery.absorbed_by is Absorber.EXCEPTION_SWALLOWED
+    assert any("TerminationSignal(15)" in sign and "10:05:01" in sign for sign in verdict.delivery.signs_for)
+    assert any("catch Exception, not BaseException" in fix for fix in verdict.remediation)
+    assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
+
+
+def test_a_log_line_before_the_cancel_is_no_sign() -> None:
+    logs = (LogLine("2026-11-27T10:00:01Z", 40, "TerminationSignal while warming up"),)
+    ev = dataclasses.replace(evidence(sleeping(PREFECT, swallowing=(LOOP,))), logs=logs, logs_read=True)
+    verdict = diagnose(ev)
+    assert verdict.delivery is not None and not verdict.delivery.signs_for
+    assert verdict.cause is Cause.SIGNAL_IGNORED and verdict.confidence < 0.8
+
+
+def test_a_thread_holding_the_gil_starves_the_handler_of_a_sigterm_that_came() -> None:
+    engine = dataclasses.replace(process("gil_held_native", state="R"), sigterm_pending=True)
+    verdict = diagnose(evidence(engine, logs_read=True))
+    assert verdict.cause is Cause.SIGNAL_PENDING, verdict.summary
+    call = verdict.blocking_call
+    assert call is not None and call.thread_name == "ThreadPoolExecutor-0_0"
+    assert (call.filename or "").endswith("gil_held.py")
+    assert call.line == program_line("gil_held.py", "# blocks here")
+    assert "holds the GIL" in verdict.summary
+    assert verdict.delivery is not None and verdict.delivery.absorbed_by is Absorber.GIL_HELD
+
+
+def test_the_same_wait_without_a_pending_sigterm_is_not_read_as_a_gil_problem() -> None:
+    engine = dataclasses.replace(process("gil_held_native"), sigterm_pending=False)
+    assert diagnose(evidence(engine, logs_read=True)).cause is not Cause.SIGNAL_PENDING
+
+
+def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_otherwise() -> None:
+    sample = in_pid1(sleeping(PREFECT))
+    container = ContainerInfo(
+        id="c" * 64,
+        name="brave-otter",
+        status="running",
+        running=True,
+        events=(ContainerEvent("2026-11-27T10:05:03Z", "kill", "15"),),
+    )
+    target = Target(kind="docker", description="container", processes=(sample,), container=container)
+    verdict = diagnose(Evidence(run_ref(), target, logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert verdict.confidence < 0.5
+    assert any(
+        line.startswith("conflicts with 'no SIGTERM came'") and "kill" in line for line in verdict.evidence
+    )
+    assert "uncertain" in verdict.summary
+
+
+def test_heartbeats_are_intervals_a_worker_may_have_died_after_the_cancel() -> None:
+    # Last heartbeat 5 s before the cancel, every 30 s: it stopped between 5 s before and 25 s after.
+    worker = WorkerInfo("w1", "OFFLINE", "2026-11-27T10:04:55Z", 905.0, 30.0)
+    verdict = diagnose(evidence(sleeping(None), run=run_ref(workers=(worker,)), logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert not any("stopped before the cancel" in line for line in verdict.evidence)
+    assert any("between 5.0s before and 25s after the cancel" in line for line in verdict.evidence), (
+        verdict.evidence
+    )
+    assert verdict.confidence <= 0.6
+    # Prefect's handler read, nothing catches it: a SIGTERM would have unwound the flow: none came.
+    sure = diagnose(evidence(sleeping(PREFECT), run=run_ref(workers=(worker,)), logs_read=True))
+    assert sure.cause is Cause.CANCEL_NOT_OBSERVED and sure.confidence >= 0.8
+    assert sure.delivery is not None and sure.delivery.sigterm is Delivered.NO
+
+
+def test_a_worker_whose_next_heartbeat_was_due_before_the_cancel_stopped_before_it() -> None:
+    worker = WorkerInfo("w1", "OFFLINE", "2026-11-27T10:04:00Z", 960.0, 30.0)
+    verdict = diagnose(evidence(sleeping(PREFECT), run=run_ref(workers=(worker,)), logs_read=True))
+    assert any("stopped before the cancel" in line for line in verdict.evidence)
+
+
+def test_an_adopting_subreaper_is_named_as_what_it_is_not_as_the_runner() -> None:
+    adopter = ProcSnapshot(
+        pid=900,
+        ppid=1,
+        cmdline=("/usr/bin/python3", "/usr/bin/supervisord", "-n"),
+        comm="supervisord",
+        state="S",
+        ns_pid=900,
+        sig_ignored=0,
+        sig_caught=0,
+        sig_blocked=0,
+        sig_pending=0,
+        shared_pending=0,
+        threads=(),
+        sockets=(),
+        children=(),
+        flow_run_id=None,
+        start_time_ticks=1,
+    )
+    sample = sleeping(PREFECT)
+    assert sample.proc is not None
+    sample = dataclasses.replace(sample, proc=dataclasses.replace(sample.proc, ppid=900))
+    verdict = diagnose(evidence(sample, logs_read=True, adopter=adopter))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
+    assert not any("Runner that launched it is alive" in line for line in verdict.evidence)
+    assert any(
+        "process 900 (`/usr/bin/python3 /usr/bin/supervisord -n`)" in line and "subreaper" in line
+        for line in verdict.evidence
+    )

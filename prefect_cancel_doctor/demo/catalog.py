@@ -21,7 +21,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind
+from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered, ResourceKind
 
 #: Directory holding the `stuck_*.py` flow programs.
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -94,6 +94,10 @@ class Scenario:
     expected_also: Cause | None = None
     #: What the kernel should say the blocking call waits on (`BlockingCall.resource.kind`).
     expected_resource: ResourceKind | None = None
+    #: Whether a SIGTERM came (`Verdict.delivery.sigterm`) and where it went, where the scenario
+    #: stages a signal that was absorbed (None: not asserted).
+    expected_delivery: Delivered | None = None
+    expected_absorbed: Absorber | None = None
 
     @property
     def path(self) -> Path:
@@ -137,6 +141,8 @@ def _scenario(
     survivor_location: tuple[str, int] | None = None,
     also: Cause | None = None,
     resource: ResourceKind | None = None,
+    delivery: Delivered | None = None,
+    absorbed: Absorber | None = None,
 ) -> Scenario:
     return Scenario(
         name=name,
@@ -152,6 +158,8 @@ def _scenario(
         survivor_location=survivor_location,
         expected_also=also,
         expected_resource=resource,
+        expected_delivery=delivery,
+        expected_absorbed=absorbed,
     )
 
 
@@ -229,12 +237,49 @@ _ALL = (
         Recipe.WORKER_KILLED_AFTER_SIGTERM,
         "the flow set SIGTERM to SIG_IGN, then sleeps; the worker's SIGTERM did nothing",
     ),
+    # Its worker died just before the cancel: with a heartbeat every 30 s the doctor cannot tell
+    # whether it saw the cancel, so it leads with what would absorb a SIGTERM (the handler).
     _scenario(
         "swallowed",
-        Cause.CANCEL_NOT_OBSERVED,
+        Cause.SIGNAL_IGNORED,
         CallKind.SLEEP,
         Recipe.WORKER_DEAD_BEFORE_CANCEL,
         "the flow's own SIGTERM handler returns without ending it; its worker died before the cancel",
+        delivery=Delivered.UNKNOWN,
+    ),
+    _scenario(
+        "handler_logs",
+        Cause.SIGNAL_IGNORED,
+        CallKind.SLEEP,
+        Recipe.WORKER_KILLED_AFTER_SIGTERM,
+        "the flow's own SIGTERM handler logs and returns; the worker's SIGTERM came and was absorbed",
+        delivery=Delivered.YES,
+        absorbed=Absorber.HANDLER_RETURNS,
+    ),
+    _scenario(
+        "except_loop",
+        Cause.SIGNAL_IGNORED,
+        CallKind.SLEEP,
+        Recipe.WORKER_KILLED_AFTER_SIGTERM,
+        "`except BaseException` around each item of a loop catches TerminationSignal, logs it, goes on",
+        delivery=Delivered.YES,
+        absorbed=Absorber.EXCEPTION_SWALLOWED,
+    ),
+    _scenario(
+        "bare_except",
+        Cause.SIGNAL_IGNORED,
+        CallKind.SLEEP,
+        Recipe.WORKER_KILLED_AFTER_SIGTERM,
+        "a bare `except:` in a retry loop catches TerminationSignal silently and tries again",
+    ),
+    _scenario(
+        "gil_held",
+        Cause.SIGNAL_PENDING,
+        CallKind.SLEEP,
+        Recipe.WORKER_KILLED_AFTER_SIGTERM,
+        "a thread-pool task holds the GIL in C; the SIGTERM came but Prefect's handler cannot run",
+        delivery=Delivered.YES,
+        absorbed=Absorber.GIL_HELD,
     ),
     _scenario(
         "thread",

@@ -17,6 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
+from prefect_cancel_doctor.demo.catalog import SCENARIOS, Recipe
 from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.helpers import clean_environ, run_cli, staged_scenarios
 
@@ -71,6 +72,31 @@ def test_scan_names_cause_kind_and_line(
     if run.expected_resource is not None:
         assert call["resource"]["kind"] == run.expected_resource.value, verdict["summary"]
         assert call["resource"]["description"] in verdict["summary"]
+    staged = SCENARIOS[scenario]
+    if staged.expected_delivery is not None:
+        assert verdict["delivery"]["sigterm"] == staged.expected_delivery.value, verdict["delivery"]
+    if staged.expected_absorbed is not None:
+        assert verdict["delivery"]["absorbed_by"] == staged.expected_absorbed.value, verdict["delivery"]
+        # A SIGTERM shown to have come and been absorbed is a confident verdict, with its signs listed.
+        assert verdict["confidence"] >= 0.9 and verdict["delivery"]["signs_for"], verdict["delivery"]
+    if staged.recipe is Recipe.WORKER_KILLED_AFTER_SIGTERM:
+        # The worker died after the cancel (it sent SIGTERM first): no line may say it stopped before.
+        assert not any("stopped before the cancel" in line for line in verdict["evidence"]), verdict[
+            "evidence"
+        ]
+
+
+def test_an_except_that_swallows_the_cancel_is_named_with_its_line(
+    stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
+) -> None:
+    for scenario, clause in (("except_loop", "except BaseException as exc:"), ("bare_except", "except:")):
+        run = stuck_runs[scenario]
+        verdict = by_run(scan_result[1])[run.run_id]["verdict"]
+        source = SCENARIOS[scenario].path.read_text().splitlines()
+        line = next(n for n, text in enumerate(source, 1) if text.strip().startswith(clause))
+        assert "the `except` at " in verdict["summary"], verdict["summary"]
+        assert f"{SCENARIOS[scenario].file}:{line}" in verdict["summary"], verdict["summary"]
+        assert any("catch Exception, not" in fix for fix in verdict["remediation"]), verdict["remediation"]
 
 
 def test_the_blocking_line_is_shown_with_its_source(

@@ -56,7 +56,7 @@ _REFUSED = {
 }
 #: Causes where the flow process will not act on SIGTERM: SIGKILL at once.
 _SIGTERM_CANNOT_ACT = {
-    Cause.SIGNAL_IGNORED: "SIGTERM is ignored (SIG_IGN)",
+    Cause.SIGNAL_IGNORED: "SIGTERM is ignored, or absorbed by the flow's own handler or `except`",
     Cause.SIGNAL_PENDING: "a SIGTERM is already pending and cannot run its handler",
 }
 _RUN_ROLES = (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1)

@@ -584,8 +584,13 @@ def signal_ignored(ev: Evidence) -> Verdict | None:
         0.95 if not own_handler or came else 0.85,
         evidence,
         main,
-        extra_fixes=_HANDLER_FIXES if own_handler else (),
     )
+    if own_handler:
+        ignored = dataclasses.replace(
+            ignored,
+            remediation=_HANDLER_FIXES,
+            short_fix="end the run in its SIGTERM handler",
+        )
     if not own_handler or came or delivery is None or delivery.sigterm is not Delivered.NO or main is None:
         return ignored
     # The handler would absorb a SIGTERM, but the signs say none came yet: that comes first.
@@ -617,6 +622,7 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
         return None
     clause = engine.swallowing[0]
     place = f"{clause.filename}:{clause.line}"
+    catches = "everything (a bare `except:`)" if clause.catches == "except:" else clause.catches
     goes_on = (
         f"and the loop at line {clause.loop_line} goes on to its next item"
         if clause.loop_line
@@ -626,7 +632,7 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
         *ev.notes,
         _describe(main),
         f"the main thread's line {clause.frame_line} in {clause.function} is inside a `try` whose "
-        f"`{clause.code or 'except'}` ({place}) catches {clause.catches} and does not re-raise: Prefect's "
+        f"`{clause.code or 'except'}` ({place}) catches {catches} and does not re-raise: Prefect's "
         f"SIGTERM handler raises TerminationSignal (a BaseException) there, the clause catches it {goes_on}",
     ]
     if handler is not None:
@@ -648,11 +654,14 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
         0.9 if came else 0.7,
         evidence,
         main,
-        extra_fixes=(
-            f"at {place}: catch Exception, not {clause.catches} "
-            "(TerminationSignal is a BaseException so that "
+    )
+    swallowed = dataclasses.replace(
+        swallowed,
+        remediation=(
+            f"at {place}: catch Exception, not {catches} (TerminationSignal is a BaseException so that "
             "flows do not catch it), or re-raise prefect.exceptions.TerminationSignal first",
         ),
+        short_fix="catch Exception, not BaseException",
     )
     if came or delivery is None or delivery.sigterm is not Delivered.NO:
         return swallowed

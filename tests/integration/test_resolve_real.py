@@ -187,13 +187,13 @@ def test_ends_on_sigterm_then_marks_cancelled(environment: DemoEnvironment, tmp_
     assert {a["run"] for a in actions} == {run.run_id} and all(a["user"] and a["host"] for a in actions)
 
 
-def test_needs_sigkill_after_the_grace_while_watched_in_a_terminal(
+def test_a_handler_that_returns_is_ended_by_sigkill_while_watched_in_a_terminal(
     environment: DemoEnvironment, tmp_path: Path
 ) -> None:
     run = environment.run("swallowed")  # its own SIGTERM handler returns: only SIGKILL ends it
     env = _env(environment, tmp_path)
     with _in_a_terminal("watch", run.run_id, "--every", "1", env=env) as screen:
-        screen.wait_for(run.run_name, "cancel_not_observed", "sleep at stuck_swallowed.py")
+        screen.wait_for(run.run_name, "signal_ignored", "sleep at stuck_swallowed.py")
         done = run_cli("resolve", run.run_id, "--yes", "--grace", "3", env=env)
         assert done.returncode == 0, done.stderr
         screen.wait_for("Cancelled at")
@@ -202,7 +202,8 @@ def test_needs_sigkill_after_the_grace_while_watched_in_a_terminal(
         assert screen.exit_code(15) == 130
     assert flow_state in (None, "gone", "Z")  # Z: dead, not yet reaped by its parent
     signals = [a["signal"] for a in _actions(tmp_path)]
-    assert signals[0] == "SIGTERM" and "SIGKILL" in signals and signals[-1] == "set Cancelled"
+    # The doctor read the flow's own handler: no SIGTERM and no grace are wasted on it.
+    assert signals[0] == "SIGKILL" and "SIGTERM" not in signals and signals[-1] == "set Cancelled"
     assert _pids(run, environment) == []
     assert environment.harness.state_type(run.run_id) == "CANCELLED"
 

@@ -14,10 +14,6 @@ from pathlib import Path
 from prefect import flow
 
 
-def fetch() -> None:
-    time.sleep(3600)  # demo: blocks here
-
-
 @flow(name="stuck-bare-except")
 def bare_except_flow(ready_path: str) -> None:
     """Fetch until it works."""
@@ -28,3 +24,8 @@ def bare_except_flow(ready_path: str) -> None:
             break
         except:  # noqa: E722 - the bug this scenario stages
             continue
+
+
+def fetch() -> None:
+    """Wait for an answer that never comes."""
+    time.sleep(3600)  # demo: blocks here

@@ -27,7 +27,7 @@ from prefect_cancel_doctor.model import (
     WorkerInfo,
 )
 from prefect_cancel_doctor.prefect_records import LogLine
-from tests.unit.test_rules import evidence, process, program_line, run_ref
+from tests.unit.test_rules import evidence, process, program_line, run_ref, with_open_control_channel
 
 PREFECT = SigtermHandler(
     HandlerKind.PREFECT, "_prefect_sigterm_handler", "/venv/prefect/utilities/engine.py", 97
@@ -95,18 +95,7 @@ def test_a_handler_that_returns_with_no_sign_either_way_still_leads_with_what_ab
 
 
 def test_a_handler_that_returns_but_an_open_control_channel_says_none_came_yet() -> None:
-    from prefect_cancel_doctor.model import SocketPeer, ThreadSample
-
-    sample = sleeping(OWN)
-    assert sample.proc is not None
-    listener = ThreadSample(99, 99, "prefect-control-listener", False, False, ())
-    proc = dataclasses.replace(
-        sample.proc,
-        control_port=41234,
-        sockets=(SocketPeer(7, "127.0.0.1:50000", "127.0.0.1:41234", "ESTABLISHED"),),
-    )
-    dumps = (*sample.dumps[:-1], (*sample.dumps[-1], listener))
-    verdict = diagnose(evidence(dataclasses.replace(sample, proc=proc, dumps=dumps), logs_read=True))
+    verdict = diagnose(evidence(with_open_control_channel(sleeping(OWN)), logs_read=True))
     assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
     assert [later.cause for later in verdict.also] == [Cause.SIGNAL_IGNORED]
     assert verdict.also[0].summary.startswith("Once a SIGTERM comes, the flow's own handler on_term")

@@ -472,10 +472,10 @@ def test_an_online_worker_counts_as_alive_only_with_a_fresh_heartbeat(
     )
 
 
-def test_an_open_control_channel_says_no_cancel_was_sent() -> None:
+def with_open_control_channel(sample: ProcessSample) -> ProcessSample:
+    """`sample` connected to its Runner's control channel (Prefect 3.9+), its listener thread waiting."""
     from prefect_cancel_doctor.model import SocketPeer, ThreadSample
 
-    sample = process("sqlite_busy_native")
     assert sample.proc is not None
     listener = ThreadSample(99, 99, "prefect-control-listener", False, False, ())
     proc = dataclasses.replace(
@@ -484,7 +484,12 @@ def test_an_open_control_channel_says_no_cancel_was_sent() -> None:
         sockets=(SocketPeer(7, "127.0.0.1:50000", "127.0.0.1:41234", "ESTABLISHED"),),
     )
     dumps = (*sample.dumps[:-1], (*sample.dumps[-1], listener))
-    open_channel = dataclasses.replace(sample, proc=proc, dumps=dumps)
+    return dataclasses.replace(sample, proc=proc, dumps=dumps)
+
+
+def test_an_open_control_channel_says_no_cancel_was_sent() -> None:
+    sample = process("sqlite_busy_native")
+    open_channel = with_open_control_channel(sample)
     verdict = diagnose(evidence(open_channel))
     assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
     assert any("control channel (127.0.0.1:41234) is open" in line for line in verdict.evidence)

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 
 from prefect_cancel_doctor.diagnose.classify import is_library
 from prefect_cancel_doctor.diagnose.threads import thread_views
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import Frame, ProcessSample, SwallowingExcept
 from prefect_cancel_doctor.redact import redact_code
 
@@ -104,7 +105,7 @@ def _swallowing(
         return SwallowingExcept(
             filename=filename,
             line=where,
-            code=redact_code(code) if code else None,
+            code=visible(redact_code(code)) if code else None,
             catches=catches,
             function=function,
             frame_line=line,

@@ -64,11 +64,13 @@ cached afterwards by (device, inode, mtime).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import signal
 import struct
 from pathlib import Path, PurePosixPath
 
+from prefect_cancel_doctor.inert import visible_or_none
 from prefect_cancel_doctor.model import HandlerKind, SigtermHandler
 from prefect_cancel_doctor.sample.pending import Mapping, mappings, sigterm_entry
 from prefect_cancel_doctor.sample.procfs import PathLike
@@ -147,11 +149,20 @@ def sigterm_handler(pid: int, proc_root: PathLike = "/proc") -> SigtermHandler |
             func = memory.pointer(entry.address + 8)
             if func == 0:
                 return _from_kernel(pid, proc_root)
-            return _Reader(memory, entry.version).handler(func)
+            return _inert(_Reader(memory, entry.version).handler(func))
         finally:
             os.close(fd)
     except (OSError, ValueError, KeyError, struct.error, _Unreadable):
         return None
+
+
+def _inert(handler: SigtermHandler | None) -> SigtermHandler | None:
+    """Names read from the target are its own to choose (`f.__qualname__ = "\\x1b]52;..."`): made inert."""
+    if handler is None:
+        return None
+    return dataclasses.replace(
+        handler, qualname=visible_or_none(handler.qualname), filename=visible_or_none(handler.filename)
+    )
 
 
 class _Reader:

@@ -228,3 +228,26 @@ def test_a_gone_process_reads_none() -> None:
     process.wait()
     assert sigterm_handler(process.pid) is None
     assert sigterm_handler(2**22 + 1) is None
+
+
+def test_a_hostile_handler_name_is_made_inert(tmp_path: Path) -> None:
+    # GIVEN a flow that names its handler with an OSC 52 clipboard write and a bidi override
+    program = tmp_path / "hostile.py"
+    program.write_text(
+        "import signal, time\n"
+        "def on_term(s, f): pass\n"
+        "on_term.__qualname__ = 'evil\\x1b]52;c;aGk=\\x07\\u202e'\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(program)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        handler = sigterm_handler(process.pid)
+        # THEN the name is read, and no control character survives
+        assert handler is not None and handler.qualname == "evil\\x1b]52;c;aGk=\\x07\\u202e"
+        assert handler.qualname.isprintable()
+    finally:
+        process.kill()
+        process.wait()

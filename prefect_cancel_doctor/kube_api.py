@@ -19,8 +19,10 @@ import json
 import os
 import ssl
 import tempfile
+import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -266,6 +268,8 @@ class KubeClient:
     ) -> None:
         self.connection = connection or resolve_kube_connection()
         self.timeout = timeout
+        self._lock = threading.Lock()
+        self._cluster_uid: tuple[str | None] | KubeApiError | None = None
         self._http = httpx.Client(
             base_url=self.connection.server,
             transport=transport or _transport(self.connection),
@@ -364,6 +368,26 @@ class KubeClient:
         except KubeNotFound:
             return None
 
+    def cluster_uid(self) -> str | None:
+        """The connected cluster's uid: the ``kube-system`` namespace's (what prefect-kubernetes
+        recorded as the cluster uid), read once; None when there is no such namespace. Raises
+        `KubeApiError` when it may not be read (403: a namespaced Role)."""
+        with self._lock:
+            if self._cluster_uid is None:
+                document = None
+                try:
+                    document = self._json("GET", "/api/v1/namespaces/kube-system")
+                except KubeNotFound:
+                    pass
+                except KubeApiError as exc:
+                    self._cluster_uid = exc  # the same answer for every run of the scan
+                    raise
+                uid = _str(_obj(document.get("metadata")).get("uid")) if isinstance(document, dict) else None
+                self._cluster_uid = (uid,)
+            if isinstance(self._cluster_uid, KubeApiError):
+                raise self._cluster_uid
+            return self._cluster_uid[0]
+
     def get_namespace(self, name: str) -> NamespaceInfo | None:
         """The namespace's labels, or None when it does not exist."""
         try:
@@ -388,15 +412,26 @@ class KubeClient:
         container: str,
         *,
         since_seconds: int | None = None,
+        since_time: datetime | None = None,
         limit_bytes: int | None = None,
         timestamps: bool = False,
+        previous: bool = False,
     ) -> str:
-        """`pods/log?container=…` as text (`timestamps`: each line starts with its RFC 3339 time)."""
+        """`pods/log?container=…` as text (`timestamps`: each line starts with its RFC 3339 time).
+
+        `since_time` is sent to the second (RFC 3339, UTC), as the API server passes it on to the
+        kubelet: lines of that second and later come back, and a caller wanting a finer cut filters
+        them by their timestamps. `previous` reads the container's previous run (the API answers 400
+        when it has not restarted)."""
         params: dict[str, str | int] = {"container": container}
         if timestamps:
             params["timestamps"] = "true"
         if since_seconds is not None:
             params["sinceSeconds"] = since_seconds
+        if since_time is not None:
+            params["sinceTime"] = since_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if previous:
+            params["previous"] = "true"
         if limit_bytes is not None:
             params["limitBytes"] = limit_bytes
         response = self.request(

@@ -17,10 +17,16 @@ with Kubernetes' shapes and semantics, and makes every pod a real container:
   them; ``Foreground`` too, and keeps the Job Terminating, with the
   ``foregroundDeletion`` finalizer, until they are gone). Creating a Job creates its pod at once (the Job
   controller's labels ``job-name``, ``controller-uid`` and their
-  ``batch.kubernetes.io/`` forms, an ownerReference). Status counts active,
-  succeeded and failed pods.
-- **Pods**: get, list (label and field selectors), merge/strategic-merge PATCH of
-  metadata (finalizers, labels), delete with a grace period (``deletionTimestamp``
+  ``batch.kubernetes.io/`` forms, an ownerReference, and its
+  ``batch.kubernetes.io/job-tracking`` finalizer, which the Job controller removes
+  once the pod is finished, being deleted, or no longer a Job's:
+  ``FakeCluster.job_controller = False`` stands for a Job controller that is down
+  or behind, and keeps it). Status counts active, succeeded and failed pods.
+- **Pods**: get, list (label and field selectors), merge/strategic-merge and JSON
+  (RFC 6902) PATCH of metadata (finalizers, labels; a JSON patch whose operation
+  does not apply answers 422 ``Invalid``, "the server rejected our request due to
+  an error in our request", and one that is not a list of operations 400, as the
+  API server does), delete with a grace period (``deletionTimestamp``
   set to now + grace; SIGTERM to every container, SIGKILL when the grace is over,
   as the kubelet does; the object stays **Terminating while finalizers remain**).
   Each container of a pod is a Docker container named as dockershim named them
@@ -29,7 +35,10 @@ with Kubernetes' shapes and semantics, and makes every pod a real container:
   as its memory limit and ``securityContext.capabilities``; its status
   (``running``/``terminated`` with ``exitCode``, ``reason`` OOMKilled/Error/Completed,
   ``containerID: docker://<id>``) and the pod's phase are read from the engine on
-  every request.
+  every request. ``shareProcessNamespace: true`` starts a sandbox ("pause")
+  container first, named ``k8s_POD_…``, whose PID namespace every container (and
+  ephemeral container) joins: it is PID 1 of the pod, the containers' main
+  processes are not; it is stopped after them.
 - **pods/ephemeralcontainers**: PATCH as a strategic merge patch (keyed by name,
   ``$setElementOrder`` directives ignored) or a JSON merge patch (the whole list),
   with ``dryRun=All`` (validated and admitted, nothing stored or started).
@@ -39,9 +48,19 @@ with Kubernetes' shapes and semantics, and makes every pod a real container:
   with the API's own message). An accepted ephemeral container is a Docker
   container started with ``--pid container:<target's id>`` and its capabilities.
   ``ephemeral_containers=False`` answers 404 on the subresource, as a cluster
-  without the feature does.
-- **pods/log**: ``container``, ``sinceSeconds``, ``tailLines``, ``limitBytes``,
-  ``timestamps``; the container's Docker log, stdout and stderr merged in time order.
+  without the feature does. As a kubelet, the fixture never starts an ephemeral
+  container added to a pod that is Terminating (``deletionTimestamp`` set) or
+  finished: the API accepts it, it is in the spec, and its status stays
+  ``waiting`` (``ContainerCreating``) for good.
+- **pods/log**: ``container``, ``sinceSeconds``, ``sinceTime`` (RFC 3339; to the
+  second, as the API server passes it to the kubelet; not both: 422),
+  ``tailLines``, ``limitBytes``, ``timestamps``; the container's Docker log,
+  stdout and stderr merged in time order. ``previous=true`` answers 400
+  (``previous terminated container "C" in pod "P" not found``): no container of
+  the fixture ever restarts.
+- **The cluster's identity**: a ``kube-system`` namespace whose uid
+  (`FakeCluster.uid`) is the cluster uid prefect-kubernetes (before 3.4.1)
+  recorded in ``infrastructure_pid``.
 - **Events**: list with field selectors (``involvedObject.kind/name``); the server
   records Scheduled, Created, Started, Killing and Evicted as a kubelet would.
 - **SelfSubjectAccessReview**, and **authorization** of every request: each
@@ -77,6 +96,7 @@ import base64
 import contextlib
 import copy
 import datetime as dt
+import itertools
 import json
 import secrets
 import ssl
@@ -99,6 +119,9 @@ FIXTURE_LABEL = "io.prefect-cancel-doctor.kube-fixture"
 NODE_NAME = "pcd-node-1"
 #: The Kubernetes version /version reports.
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0-pcd-fixture", "platform": "linux/amd64"}
+#: The finalizer the Job controller puts on each pod of a Job (Kubernetes 1.26+), and removes once it
+#: has counted the pod.
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 #: Capabilities Pod Security's baseline level allows to add (everything else is forbidden).
 BASELINE_CAPABILITIES = frozenset(
     {
@@ -106,6 +129,13 @@ BASELINE_CAPABILITIES = frozenset(
         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
     }
 )  # fmt: skip
+
+_STRATEGIC = "application/strategic-merge-patch+json"
+_MERGE = "application/merge-patch+json"
+
+#: What the sandbox container of a pod with shareProcessNamespace runs: PID 1 of the pod, reaping
+#: orphans and exiting on SIGTERM, as /pause does.
+PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 #: (name, kind, namespaced, verbs, short names) of each served resource, for discovery.
 _Resource = tuple[str, str, bool, list[str], list[str]]
@@ -310,6 +340,142 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+class JsonPatchError(Exception):
+    """A JSON patch operation that does not apply to the document."""
+
+
+def json_patch(target: Any, operations: Any) -> Any:
+    """RFC 6902 (add, remove, replace, move, copy, test) on a copy of `target`.
+
+    Raises `ApiStatus` 400 when `operations` is not a list of operations (the API server's
+    "cannot unmarshal" answer), and `JsonPatchError` when an operation does not apply.
+    """
+    if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
+        raise ApiStatus(
+            400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+        )
+    document = copy.deepcopy(target)
+    for operation in operations:
+        op, path = operation.get("op"), operation.get("path")
+        if not isinstance(path, str):
+            raise JsonPatchError(f"operation {op!r} has no path")
+        if op == "test":
+            if _pointer_get(document, path) != operation.get("value"):
+                raise JsonPatchError(f"testing value {path} failed")
+        elif op == "remove":
+            document = _pointer_remove(document, path)
+        elif op == "add":
+            if "value" not in operation:
+                raise JsonPatchError("add operation has no value")
+            document = _pointer_add(document, path, copy.deepcopy(operation["value"]))
+        elif op == "replace":
+            if "value" not in operation:
+                raise JsonPatchError("replace operation has no value")
+            document = _pointer_remove(document, path)
+            document = _pointer_add(document, path, copy.deepcopy(operation["value"]))
+        elif op in ("move", "copy"):
+            source = operation.get("from")
+            if not isinstance(source, str):
+                raise JsonPatchError(f"{op} operation has no from")
+            value = copy.deepcopy(_pointer_get(document, source))
+            if op == "move":
+                document = _pointer_remove(document, source)
+            document = _pointer_add(document, path, value)
+        else:
+            raise JsonPatchError(f"unexpected kind of operation {op!r}")
+    return document
+
+
+def _pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise JsonPatchError(f"invalid JSON pointer {path!r}")
+    return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
+
+
+def _index(container: list[Any], token: str, *, end_ok: bool = False) -> int:
+    if end_ok and token == "-":
+        return len(container)
+    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+        raise JsonPatchError(f"invalid array index {token!r}")
+    index = int(token)
+    if index > len(container) or (index == len(container) and not end_ok):
+        raise JsonPatchError(f"array index {index} out of bounds")
+    return index
+
+
+def _parent(document: Any, tokens: list[str]) -> Any:
+    current = document
+    for token in tokens[:-1]:
+        if isinstance(current, dict) and token in current:
+            current = current[token]
+        elif isinstance(current, list):
+            current = current[_index(current, token)]
+        else:
+            raise JsonPatchError(f"doc is missing path: {token!r}")
+    return current
+
+
+def _pointer_get(document: Any, path: str) -> Any:
+    tokens = _pointer(path)
+    if not tokens:
+        return document
+    parent, last = _parent(document, tokens), tokens[-1]
+    if isinstance(parent, dict) and last in parent:
+        return parent[last]
+    if isinstance(parent, list):
+        return parent[_index(parent, last)]
+    raise JsonPatchError(f"doc is missing path: {path!r}")
+
+
+def _pointer_remove(document: Any, path: str) -> Any:
+    tokens = _pointer(path)
+    if not tokens:
+        return None
+    parent, last = _parent(document, tokens), tokens[-1]
+    if isinstance(parent, dict) and last in parent:
+        del parent[last]
+    elif isinstance(parent, list):
+        del parent[_index(parent, last)]
+    else:
+        raise JsonPatchError(f"unable to remove nonexistent key: {last}: missing value")
+    return document
+
+
+def _pointer_add(document: Any, path: str, value: Any) -> Any:
+    tokens = _pointer(path)
+    if not tokens:
+        return value
+    parent, last = _parent(document, tokens), tokens[-1]
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, last, end_ok=True), value)
+    else:
+        raise JsonPatchError(f"doc is missing path: {path!r}")
+    return document
+
+
+def _apply_patch(target: Any, patch: Any, content_type: str) -> Any:
+    """A PATCH body applied as its content type says: JSON patch, strategic merge, or JSON merge."""
+    if "json-patch" in content_type:
+        try:
+            return json_patch(target, patch)
+        except JsonPatchError as exc:
+            # The API server's answer to an operation that does not apply (jsonpatch's own
+            # words are not passed on).
+            raise ApiStatus(
+                422, "Invalid", "the server rejected our request due to an error in our request", {}
+            ) from exc
+    if not isinstance(patch, dict):
+        raise ApiStatus(
+            400, "BadRequest", "json: cannot unmarshal array into Go value of type map[string]interface {}"
+        )
+    merge = strategic_merge_patch if "strategic-merge-patch" in content_type else json_merge_patch
+    return merge(target, patch)
+
+
 # -- the cluster's state -----------------------------------------------------------------
 
 
@@ -323,6 +489,9 @@ class _Pod:
     #: Evicted by the kubelet: phase Failed, reason Evicted (kept).
     evicted: str | None = None
     deleted_at: float | None = None
+    #: The pod sandbox's "pause" container (shareProcessNamespace only): PID 1 of the pod's one PID
+    #: namespace, which every container (ephemeral ones too) joins; stopped after them.
+    sandbox_id: str | None = None
 
 
 @dataclass
@@ -363,9 +532,19 @@ class FakeCluster:
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.events: list[dict[str, Any]] = []
         self.node_ready: tuple[str, str, str] = ("True", "KubeletReady", "kubelet is posting ready status")
+        #: Whether the Job controller runs: it removes a pod's job-tracking finalizer once the pod is
+        #: finished, being deleted, or no Job's any more (False: it is down or far behind).
+        self.job_controller = True
         self._version = 1000
         self._timers: list[threading.Timer] = []
         self.ensure_namespace("default")
+        # Its uid is the cluster's (what prefect-kubernetes before 3.4.1 recorded as the cluster uid).
+        self.ensure_namespace("kube-system")
+
+    @property
+    def uid(self) -> str:
+        """The cluster uid: the ``kube-system`` namespace's uid."""
+        return str(self.namespaces["kube-system"]["metadata"]["uid"])
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -484,9 +663,12 @@ class FakeCluster:
             }
             job["status"] = {"startTime": now_iso()}
             self.jobs[(namespace, name)] = job
+            finalizers = [f for f in template_meta.get("finalizers") or [] if f != JOB_TRACKING_FINALIZER]
             pod_body = {
                 "metadata": {
                     **copy.deepcopy(template_meta),
+                    # The Job controller adds its own finalizer to the template's (Kubernetes 1.26+).
+                    "finalizers": [*finalizers, JOB_TRACKING_FINALIZER],
                     "generateName": f"{name}-",
                     "ownerReferences": [
                         {
@@ -628,10 +810,52 @@ class FakeCluster:
                 f"Successfully assigned {namespace}/{name} to {NODE_NAME}",
                 component="default-scheduler",
             )
+            if spec.get("shareProcessNamespace"):
+                self._start_sandbox(pod)
             for container in spec.get("containers") or []:
                 self._start_container(pod, container, target=None)
             document["status"] = {"startTime": now_iso()}
             return self.pod_view(pod)
+
+    def _start_sandbox(self, pod: _Pod) -> None:
+        """shareProcessNamespace: a "pause" container whose PID namespace every container joins (its
+        PID 1), run from the first container's image (``/bin/sh`` and ``sleep`` in it)."""
+        meta = pod.document["metadata"]
+        containers = pod.document["spec"].get("containers") or [{}]
+        image = str(containers[0].get("image") or "")
+        docker_image = self.images.get(image) or self.images.get(image.split("@")[0])
+        if docker_image is None:
+            return
+        config: dict[str, Any] = {
+            "Image": docker_image,
+            "Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT],
+            "Cmd": [],
+            "Labels": {
+                FIXTURE_LABEL: self.owner,
+                "io.kubernetes.pod.name": meta["name"],
+                "io.kubernetes.pod.namespace": meta["namespace"],
+                "io.kubernetes.container.name": "POD",
+                **self.extra_labels,
+            },
+            "HostConfig": {
+                "NetworkMode": "host",
+                "Binds": list(self.host_mounts),
+                "AutoRemove": False,
+                "RestartPolicy": {"Name": "no"},
+            },
+        }
+        try:
+            sandbox = self.docker.create(
+                config, name=f"k8s_POD_{meta['name']}_{meta['namespace']}_{meta['uid']}_0"
+            )
+            self.docker.start(sandbox)
+        except DockerError as exc:
+            self.record_event(
+                "Pod", meta["namespace"], meta["name"], meta["uid"], "FailedCreatePodSandBox",
+                f"Failed to create pod sandbox: {exc}", "Warning",
+            )  # fmt: skip
+            return
+        pod.sandbox_id = sandbox
 
     def _start_container(self, pod: _Pod, container: Mapping[str, Any], target: str | None) -> None:
         meta = pod.document["metadata"]
@@ -679,7 +903,9 @@ class FakeCluster:
         capabilities = ((container.get("securityContext") or {}).get("capabilities") or {}).get("add") or []
         if capabilities:
             host_config["CapAdd"] = [str(c) for c in capabilities]
-        if target is not None:
+        if pod.sandbox_id is not None:  # one PID namespace for the pod: the sandbox's
+            host_config["PidMode"] = f"container:{pod.sandbox_id}"
+        elif target is not None:
             host_config["PidMode"] = f"container:{target}"
         config: dict[str, Any] = {
             "Image": docker_image,
@@ -733,7 +959,7 @@ class FakeCluster:
         }
         if name in pod.waiting:
             reason, message = pod.waiting[name]
-            status["state"] = {"waiting": {"reason": reason, "message": message}}
+            status["state"] = {"waiting": {"reason": reason} | ({"message": message} if message else {})}
             return status
         docker_id = pod.docker_ids.get(name)
         if docker_id is None:
@@ -791,6 +1017,8 @@ class FakeCluster:
             phase = "Succeeded" if all(c == 0 for c in codes) else "Failed"
         else:
             phase = "Pending"
+        if self._job_controller_sync(pod, phase):
+            view["metadata"] = copy.deepcopy(pod.document["metadata"])
         ready = phase == "Running" and all(s["ready"] for s in statuses)
         status.update(
             phase=phase,
@@ -843,23 +1071,48 @@ class FakeCluster:
         return pod
 
     def patch_pod(
-        self, namespace: str, name: str, patch: Mapping[str, Any], strategic: bool
+        self,
+        namespace: str,
+        name: str,
+        patch: Any,
+        strategic: bool = False,
+        *,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
-        """PATCH a pod's metadata (labels, annotations, finalizers); spec changes are refused."""
+        """PATCH a pod's metadata (labels, annotations, finalizers); spec changes are refused.
+
+        `content_type` (the request's) chooses the kind of patch: JSON patch, strategic merge, or
+        JSON merge; without it `strategic` does."""
+        kind = content_type or (_STRATEGIC if strategic else _MERGE)
         with self.lock:
             pod = self.get_pod(namespace, name)
             before = copy.deepcopy(pod.document)
-            merged = (strategic_merge_patch if strategic else json_merge_patch)(pod.document, patch)
-            if merged.get("spec") != before.get("spec"):
+            merged = _apply_patch(pod.document, patch, kind)
+            if not isinstance(merged, dict) or not isinstance(merged.get("metadata"), dict):
                 raise ApiStatus(
                     422,
                     "Invalid",
-                    f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not change fields other '
+                    f'Pod "{name}" is invalid: metadata: Required value',
+                    {"name": name, "kind": "Pod"},
+                )
+            if merged.get("spec") != before.get("spec"):
+                forbidden = (
+                    "Forbidden: pod updates may not change fields other "
                     "than `spec.containers[*].image`, `spec.initContainers[*].image`, "
                     "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
                     "tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it "
-                    "was previously negative)",
-                    {"name": name, "kind": "Pod"},
+                    "was previously negative)"
+                )
+                raise ApiStatus(
+                    422,
+                    "Invalid",
+                    f'Pod "{name}" is invalid: spec: {forbidden}',
+                    # kubectl prints the causes ("The Pod "x" is invalid: spec: Forbidden: ...").
+                    {
+                        "name": name,
+                        "kind": "Pod",
+                        "causes": [{"reason": "FieldValueForbidden", "message": forbidden, "field": "spec"}],
+                    },
                 )
             merged["metadata"]["resourceVersion"] = self.next_version()
             pod.document = merged
@@ -870,20 +1123,29 @@ class FakeCluster:
         self,
         namespace: str,
         name: str,
-        patch: Mapping[str, Any],
+        patch: Any,
         strategic: bool,
         user: str,
         dry_run: bool = False,
+        *,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
-        """PATCH pods/ephemeralcontainers: validate as the API server does, admit, start the new ones."""
+        """PATCH pods/ephemeralcontainers: validate as the API server does, admit, start the new ones
+        (as a kubelet: never in a pod that is Terminating or finished)."""
+        kind = content_type or (_STRATEGIC if strategic else _MERGE)
         with self.lock:
             pod = self.get_pod(namespace, name)
             spec = pod.document["spec"]
             before = [copy.deepcopy(c) for c in spec.get("ephemeralContainers") or []]
-            merged = (strategic_merge_patch if strategic else json_merge_patch)(
-                {"spec": {"ephemeralContainers": before}}, patch
-            )
-            after = (merged.get("spec") or {}).get("ephemeralContainers") or []
+            if "json-patch" in kind:
+                # A JSON patch addresses the whole pod (``/spec/ephemeralContainers/-``).
+                whole = copy.deepcopy(pod.document)
+                whole["spec"]["ephemeralContainers"] = before
+                merged = _apply_patch(whole, patch, kind)
+            else:
+                merged = _apply_patch({"spec": {"ephemeralContainers": before}}, patch, kind)
+            merged_spec = merged.get("spec") if isinstance(merged, dict) else None
+            after = (merged_spec if isinstance(merged_spec, dict) else {}).get("ephemeralContainers") or []
             errors = []
             names = [c.get("name") for c in spec.get("containers") or []]
             for old in before:
@@ -964,7 +1226,13 @@ class FakeCluster:
                 return view
             spec["ephemeralContainers"] = after
             pod.document["metadata"]["resourceVersion"] = self.next_version()
+            # The kubelet runs only a Terminating pod's termination (and nothing of a finished pod):
+            # an ephemeral container added now is in the spec but never starts.
+            never = pod.deleted_at is not None or pod.evicted is not None or self._finished(pod)
             for container in added:
+                if never:
+                    pod.waiting[str(container.get("name"))] = ("ContainerCreating", "")
+                    continue
                 target = container.get("targetContainerName")
                 self._start_container(pod, container, target=pod.docker_ids.get(target) if target else None)
             return self.pod_view(pod)
@@ -1018,13 +1286,14 @@ class FakeCluster:
         pod = self.pods.get((namespace, name))
         if pod is None:
             return True
+        self._job_controller_sync(pod, None)
         if pod.deleted_at is None or pod.document["metadata"].get("finalizers"):
             return False
         for docker_id in pod.docker_ids.values():
             with contextlib.suppress(ContainerNotFound):
                 if self.docker.inspect(docker_id).running:
                     return False
-        for docker_id in pod.docker_ids.values():
+        for docker_id in [*pod.docker_ids.values(), *([pod.sandbox_id] if pod.sandbox_id else [])]:
             with contextlib.suppress(DockerError):
                 self.docker.remove(docker_id)
         del self.pods[(namespace, name)]
@@ -1043,6 +1312,50 @@ class FakeCluster:
             ):
                 del self.jobs[key]
 
+    def _job_controller_sync(self, pod: _Pod, phase: str | None) -> bool:
+        """The Job controller's part for one pod: remove its job-tracking finalizer once the pod is
+        finished (`phase` Succeeded/Failed), being deleted, or no Job's (an orphan); True if removed.
+
+        As in Kubernetes (``job_controller.go``: a pod with the finalizer and a deletionTimestamp
+        counts as failed at once, its finalizer goes in the same sync), a deleted pod loses it
+        before its containers have stopped. A pod that becomes removable this way is reaped soon
+        after, as the garbage collector would."""
+        meta = pod.document["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if JOB_TRACKING_FINALIZER not in finalizers or not self.job_controller:
+            return False
+        owners = {o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"}
+        owned = any(job["metadata"]["uid"] in owners for job in self.jobs.values())
+        if owned and pod.deleted_at is None and phase not in ("Succeeded", "Failed"):
+            return False
+        rest = [f for f in finalizers if f != JOB_TRACKING_FINALIZER]
+        if rest:
+            meta["finalizers"] = rest
+        else:
+            meta.pop("finalizers", None)
+        meta["resourceVersion"] = self.next_version()
+        if pod.deleted_at is not None and not rest:
+            timer = threading.Timer(0.0, self._reap_later, (meta["namespace"], meta["name"], meta["uid"]))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        return True
+
+    def _reap_later(self, namespace: str, name: str, uid: str) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with self.lock:
+                pod = self.pods.get((namespace, name))
+                if pod is None or pod.document["metadata"]["uid"] != uid or self._reap(namespace, name):
+                    return
+            time.sleep(0.2)
+
+    def _finished(self, pod: _Pod) -> bool:
+        """Every container of the pod has terminated (phase Succeeded or Failed)."""
+        containers = pod.document["spec"].get("containers") or []
+        states = [next(iter(self._container_status(pod, c)["state"])) for c in containers]
+        return bool(states) and all(state == "terminated" for state in states)
+
     def evict(
         self, namespace: str, name: str, message: str = "The node was low on resource: memory."
     ) -> None:
@@ -1050,7 +1363,7 @@ class FakeCluster:
         with self.lock:
             pod = self.get_pod(namespace, name)
             pod.evicted = message
-            for docker_id in pod.docker_ids.values():
+            for docker_id in [*pod.docker_ids.values(), *([pod.sandbox_id] if pod.sandbox_id else [])]:
                 with contextlib.suppress(DockerError):
                     self.docker.kill(docker_id, "SIGKILL")
             meta = pod.document["metadata"]
@@ -1109,6 +1422,23 @@ class FakeCluster:
             c.get("name") for c in spec.get("ephemeralContainers") or []
         ]
         container = params.get("container")
+        if params.get("sinceSeconds") and params.get("sinceTime"):
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'PodLogOptions "{name}" is invalid: sinceTime: Forbidden: at most one of `sinceTime` or '
+                "`sinceSeconds` may be specified",
+                {"name": name, "kind": "PodLogOptions"},
+            )
+        since_time: dt.datetime | None = None
+        if params.get("sinceTime"):
+            since_time = _parse_rfc3339(params["sinceTime"])
+            if since_time is None:
+                raise ApiStatus(
+                    400,
+                    "BadRequest",
+                    f'parsing time "{params["sinceTime"]}" as "2006-01-02T15:04:05Z07:00": cannot parse',
+                )
         if not container:
             if len(spec.get("containers") or []) != 1:
                 listed = " ".join(str(n) for n in every)
@@ -1120,16 +1450,24 @@ class FakeCluster:
             container = str(spec["containers"][0].get("name"))
         if container not in every:
             raise ApiStatus(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        if params.get("previous") in ("true", "1"):
+            # The kubelet's answer: no container of the fixture ever restarts (restartPolicy Never).
+            raise ApiStatus(
+                400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found'
+            )
         docker_id = pod.docker_ids.get(container)
         if docker_id is None:
+            reason = pod.waiting.get(container, ("ContainerCreating", ""))[0]
             raise ApiStatus(
                 400,
                 "BadRequest",
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+                f'container "{container}" in pod "{name}" is waiting to start: {reason}',
             )
         query: dict[str, str | int] = {"stdout": 1, "stderr": 1, "timestamps": 1}
         if params.get("sinceSeconds"):
             query["since"] = int(time.time() - int(params["sinceSeconds"]))
+        elif since_time is not None:
+            query["since"] = int(since_time.timestamp())  # whole seconds; the exact cut is below
         if params.get("tailLines"):
             query["tail"] = params["tailLines"]
         response = self.docker._request(
@@ -1142,6 +1480,11 @@ class FakeCluster:
             (line for stream in (out, err) for line in stream.splitlines(keepends=True) if line),
             key=_log_time,
         )
+        if since_time is not None:
+            # The API server passes sinceTime on to the kubelet to the second (metav1.Time), and the
+            # kubelet keeps the lines written at or after it.
+            cut = _log_key(since_time.replace(microsecond=0))
+            lines = [line for line in lines if _log_time(line) >= cut]
         if params.get("timestamps") not in ("true", "1"):
             lines = [line.split(b" ", 1)[1] if b" " in line else line for line in lines]
         data = b"".join(lines)
@@ -1155,7 +1498,7 @@ class FakeCluster:
             timer.cancel()
         with self.lock:
             for pod in self.pods.values():
-                for docker_id in pod.docker_ids.values():
+                for docker_id in [*pod.docker_ids.values(), *([pod.sandbox_id] if pod.sandbox_id else [])]:
                     with contextlib.suppress(DockerError):
                         self.docker.remove(docker_id)
             self.pods.clear()
@@ -1171,6 +1514,25 @@ def _log_time(line: bytes) -> tuple[bytes, bytes]:
     stamp = line.split(b" ", 1)[0].rstrip(b"Z")
     seconds, _, fraction = stamp.partition(b".")
     return seconds, fraction.ljust(9, b"0")
+
+
+def _log_key(moment: dt.datetime) -> tuple[bytes, bytes]:
+    """A UTC time as `_log_time`'s key."""
+    utc = moment.astimezone(dt.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S").encode(), f"{utc.microsecond:06d}000".encode()
+
+
+def _parse_rfc3339(text: str) -> dt.datetime | None:
+    """An RFC 3339 time (``Z`` or an offset, up to nanoseconds: the fraction is cut to microseconds)."""
+    head, dot, rest = text.strip().partition(".")
+    if dot:
+        digits = "".join(itertools.takewhile(str.isdigit, rest))
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _container_defaults(container: dict[str, Any], *, ephemeral: bool = False) -> None:
@@ -1277,7 +1639,8 @@ class _Handler(BaseHTTPRequestHandler):
                     415,
                     "UnsupportedMediaType",
                     f"the body of the request was in an unknown format - accepted media types include: "
-                    f"application/json, application/merge-patch+json, application/strategic-merge-patch+json "
+                    f"application/json, application/json-patch+json, application/merge-patch+json, "
+                    f"application/strategic-merge-patch+json "
                     f"(not {kind})",
                 )
             body = json.loads(raw) if raw else None
@@ -1696,7 +2059,9 @@ class FakeApiServer:
                 return 200, cluster.pod_view(cluster.get_pod(namespace, name))
             if method == "PATCH":
                 self._authorize(user, "patch", "pods", namespace, name)
-                return 200, cluster.patch_pod(namespace, name, body or {}, strategic)
+                return 200, cluster.patch_pod(
+                    namespace, name, {} if body is None else body, content_type=content_type or _MERGE
+                )
             if method == "DELETE":
                 self._authorize(user, "delete", "pods", namespace, name)
                 grace = (body or {}).get("gracePeriodSeconds")
@@ -1730,7 +2095,15 @@ class FakeApiServer:
                         user,
                     )
                 dry_run = params.get("dryRun") == "All"
-                return 200, cluster.patch_ephemeral(namespace, name, body or {}, strategic, user, dry_run)
+                return 200, cluster.patch_ephemeral(
+                    namespace,
+                    name,
+                    {} if body is None else body,
+                    strategic,
+                    user,
+                    dry_run,
+                    content_type=content_type or _MERGE,
+                )
         if sub == "status" and method == "GET":
             self._authorize(user, "get", "pods/status", namespace, name)
             return 200, cluster.pod_view(cluster.get_pod(namespace, name))
@@ -1807,13 +2180,17 @@ def fake_cluster(
 __all__ = [
     "BASELINE_CAPABILITIES",
     "FIXTURE_LABEL",
+    "JOB_TRACKING_FINALIZER",
     "NODE_NAME",
+    "PAUSE_SCRIPT",
     "ApiStatus",
     "FakeApiServer",
     "FakeCluster",
+    "JsonPatchError",
     "Policy",
     "fake_cluster",
     "json_merge_patch",
+    "json_patch",
     "parse_field_selector",
     "parse_label_selector",
     "parse_quantity",

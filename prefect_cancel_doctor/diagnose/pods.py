@@ -3,7 +3,11 @@
 - `pod_gone`: the verdict when nothing of a Cancelling run runs in its pod any
   more: the Job and its pods deleted, the flow container OOMKilled or exited,
   the pod evicted, its node NotReady, or the pod Terminating past its grace
-  period and held by finalizers (`infrastructure_gone`, with the reason).
+  period and held by finalizers (`infrastructure_gone`, with the reason). The
+  Job controller's own ``batch.kubernetes.io/job-tracking`` finalizer, on every
+  Job pod until the controller has counted it, is told apart: held by it alone
+  and recently, the pod is about to go (nothing is stuck); held by it for long,
+  the Job controller is down or behind.
 - `pod_facts`: evidence lines about the pod, added to every verdict of a
   Kubernetes run (attach mode, a Job deleted with its pod alive, Terminating and
   finalizers, the Job's backoffLimit, the container's command and Prefect
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from prefect_cancel_doctor.diagnose.remedies import remediation, short_fix
@@ -21,6 +26,12 @@ from prefect_cancel_doctor.model import Cause, PodAttach, PodFacts, Verdict
 
 #: The prefect-kubernetes job command that runs a Runner in the pod.
 RUNNER_COMMAND = ("prefect", "flow-run", "execute")
+#: The finalizer the Job controller puts on each pod of a Job (Kubernetes 1.26+) and removes once it has
+#: counted the pod: a deleted pod loses it within seconds.
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+#: Seconds after its deletion for which a pod still held by the job-tracking finalizer is only waiting for
+#: the Job controller's next sync; past them the controller is down or far behind.
+JOB_TRACKING_PATIENCE = 120.0
 #: Event reasons worth naming (the kubelet's and the eviction manager's).
 NOTABLE_EVENTS = frozenset(
     {
@@ -90,24 +101,44 @@ def pod_gone(pod: PodFacts, notes: tuple[str, ...]) -> Verdict:
         )
     else:
         what = f"nothing of the run runs in {where} ({pod.phase})"
+    others = _other_finalizers(pod)
+    tracking = JOB_TRACKING_FINALIZER in pod.finalizers
     if pod.deletion_timestamp and pod.name:
         evidence.append(_terminating(pod))
-        if pod.finalizers:
-            what += f"; the pod stays Terminating, held by its finalizer(s) {', '.join(pod.finalizers)}"
-            if pod.job_deleting:
-                what += f", and the Foreground deletion of its Job {pod.job} waits for the pod"
+        if others:
+            what += f"; the pod stays Terminating, held by its finalizer(s) {', '.join(others)}"
+        elif tracking and _tracking_recent(pod):
+            what += (
+                f"; the pod is still listed, Terminating, only until the Job controller removes its "
+                f"{JOB_TRACKING_FINALIZER} finalizer (it does on its next sync of the pod, within seconds): "
+                "no finalizer is stuck"
+            )
+        elif tracking:
+            what += (
+                f"; the pod stays Terminating, held by the Job controller's {JOB_TRACKING_FINALIZER} "
+                f"finalizer for {seconds_text(_since_deletion(pod))}: the Job controller "
+                "(kube-controller-manager) is down or behind"
+            )
+        if pod.finalizers and pod.job_deleting:
+            what += f", and the Foreground deletion of its Job {pod.job} waits for the pod"
     summary = (
         f"The run's infrastructure is gone: {what}; only the API state is stuck in Cancelling "
         "(nothing is left to report Cancelled)."
     )
     fixes = remediation(Cause.INFRASTRUCTURE_GONE, None)
-    if pod.finalizers and pod.deletion_timestamp:
+    if others and pod.deletion_timestamp:
         fixes += (
-            f"find the controller that owns the finalizer(s) {', '.join(pod.finalizers)} on {where}: "
+            f"find the controller that owns the finalizer(s) {', '.join(others)} on {where}: "
             "until it removes them the pod object stays Terminating (and a Foreground deletion of its "
             "Job waits for it); "
-            f"removing them by hand (`kubectl patch pod -n {pod.namespace} {pod.name} --type=merge -p "
-            '\'{"metadata":{"finalizers":null}}\'`) skips that controller\'s clean-up',
+            f"removing them by hand (`kubectl patch pod -n {pod.namespace} {pod.name} --type=json -p "
+            f"{shlex.quote(_remove_finalizers_patch(pod, others))}`) skips that controller's clean-up",
+        )
+    elif tracking and pod.deletion_timestamp and not _tracking_recent(pod):
+        fixes += (
+            "check the Job controller (kube-controller-manager: its logs, its leader election): it removes "
+            f"{JOB_TRACKING_FINALIZER} from every deleted Job pod within seconds when it runs; removing it "
+            "by hand lets the pod go but the Job may then miscount it",
         )
     if pod.state_reason == "OOMKilled" or pod.last_state_reason == "OOMKilled":
         fixes += (
@@ -124,6 +155,37 @@ def pod_gone(pod: PodFacts, notes: tuple[str, ...]) -> Verdict:
     )
 
 
+def _other_finalizers(pod: PodFacts) -> tuple[str, ...]:
+    """The pod's finalizers but the Job controller's job-tracking one."""
+    return tuple(f for f in pod.finalizers if f != JOB_TRACKING_FINALIZER)
+
+
+def _since_deletion(pod: PodFacts) -> float | None:
+    """Seconds since the pod's deletion was requested (deletionTimestamp is that plus the grace)."""
+    if pod.past_grace_seconds is None:
+        return None
+    return pod.past_grace_seconds + (pod.deletion_grace_period_seconds or 0)
+
+
+def _tracking_recent(pod: PodFacts) -> bool:
+    """Whether a deleted pod still held by the job-tracking finalizer is only waiting for the Job
+    controller's next sync (unknown: taken as recent, the usual case)."""
+    since = _since_deletion(pod)
+    return since is None or since < JOB_TRACKING_PATIENCE
+
+
+def _remove_finalizers_patch(pod: PodFacts, names: tuple[str, ...]) -> str:
+    """A JSON patch removing the finalizers `names` (by index, highest first), each guarded by a test."""
+    operations = []
+    for index in sorted((i for i, f in enumerate(pod.finalizers) if f in names), reverse=True):
+        path = f"/metadata/finalizers/{index}"
+        operations += [
+            {"op": "test", "path": path, "value": pod.finalizers[index]},
+            {"op": "remove", "path": path},
+        ]
+    return json.dumps(operations, separators=(",", ":"))
+
+
 def _terminating(pod: PodFacts) -> str:
     grace = pod.deletion_grace_period_seconds
     past = pod.past_grace_seconds
@@ -132,10 +194,22 @@ def _terminating(pod: PodFacts) -> str:
         fact += f", which ended {seconds_text(past)} ago"
     elif past is not None:
         fact += f", which ends in {seconds_text(-past)}"
-    if pod.finalizers:
+    others = _other_finalizers(pod)
+    if others:
         fact += (
-            f"; the finalizer(s) {', '.join(pod.finalizers)} keep the pod object until their "
-            "controller removes them"
+            f"; the finalizer(s) {', '.join(others)} keep the pod object until their controller removes them"
+        )
+    if JOB_TRACKING_FINALIZER in pod.finalizers:
+        since = _since_deletion(pod)
+        fact += (
+            f"; {JOB_TRACKING_FINALIZER} is the Job controller's own finalizer, which it removes from a "
+            "deleted Job pod on its next sync"
+            + (
+                ""
+                if _tracking_recent(pod)
+                else f": still there {seconds_text(since)} after the deletion, the Job controller is not "
+                "syncing"
+            )
         )
     return fact
 
@@ -230,4 +304,13 @@ def pod_stop_commands(pod: PodFacts) -> list[str]:
     return commands
 
 
-__all__ = ["NOTABLE_EVENTS", "pod_facts", "pod_gone", "pod_short_fix", "pod_stop_commands", "runs_runner"]
+__all__ = [
+    "JOB_TRACKING_FINALIZER",
+    "JOB_TRACKING_PATIENCE",
+    "NOTABLE_EVENTS",
+    "pod_facts",
+    "pod_gone",
+    "pod_short_fix",
+    "pod_stop_commands",
+    "runs_runner",
+]

@@ -1,11 +1,14 @@
 """Kubernetes: `locate_job` finds a run's Job, its pod, the container running the flow, and how to sample it.
 
 prefect-kubernetes (0.6+, Prefect 3.4.1+) writes `infrastructure_pid` as
-``"<namespace>:<job name>"`` (older: ``"<cluster uid>:<namespace>:<job>"``). The
-Job controller labels the Job's pods ``job-name=<job>``; the flow's container is
-the one whose environment carries the run's ``PREFECT__FLOW_RUN_ID`` (the
-worker's template names it ``prefect-job``). Nothing is sampled before the
-pod shows the run's id.
+``"<namespace>:<job name>"`` (older: ``"<cluster uid>:<namespace>:<job>"``, the
+uid being the ``kube-system`` namespace's). An older form's uid is checked
+against the connected cluster's: from another cluster's context a Job "not
+found" says nothing of the run, so such a run is not attachable from here
+(never "infrastructure gone"). The Job controller labels the Job's pods
+``job-name=<job>``; the flow's container is the one whose environment carries
+the run's ``PREFECT__FLOW_RUN_ID`` (the worker's template names it
+``prefect-job``). Nothing is sampled before the pod shows the run's id.
 
 Two attach modes, chosen automatically (``PCD_KUBE_ATTACH=auto``) and reported
 as ``target.pod.attach``:
@@ -15,8 +18,15 @@ as ``target.pod.attach``:
   ``cri-o://``, ``docker://``) is looked up in every process's
   ``/proc/PID/cgroup`` — containerd (``cri-containerd-<id>.scope`` or
   ``…/kubepods/…/<id>``), CRI-O (``crio-<id>.scope``) and Docker
-  (``docker-<id>.scope``, ``/docker/<id>``), cgroup v1 and v2 — which gives its
-  host PIDs; they are sampled as local processes.
+  (``docker-<id>.scope``, ``/docker/<id>``), cgroup v1 and v2, a process in a
+  sub-cgroup of the container's (``…/<id>.scope/init``) included, CRI-O's
+  ``crio-conmon-<id>.scope`` (conmon, a host process that watches the container)
+  excluded — which gives its host PIDs; they are sampled as local processes.
+  With ``shareProcessNamespace: true`` PID 1 is the pod's ``/pause``, in no
+  container's cgroup: the flow container's main process is then the root of its
+  own processes, and, not being PID 1, it is no PID 1 that drops signals.
+  A pod that is Terminating is only ever sampled this way: a kubelet never
+  starts an ephemeral container in a terminating pod.
 - **ephemeral**: anywhere with RBAC: an ephemeral container joins the flow
   container's PID namespace and runs py-spy (`prefect_cancel_doctor.sample.pod`).
   Its preconditions are checked first — here a debug image and RBAC
@@ -50,7 +60,7 @@ from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_conn
 from prefect_cancel_doctor.locate import InfraRef, Location
 from prefect_cancel_doctor.locate.docker import can_ptrace_here
 from prefect_cancel_doctor.locate.roles import assign_roles
-from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
+from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts, Role
 from prefect_cancel_doctor.sample import procfs
 
 #: Chooses how a pod's processes are sampled: node, ephemeral or auto (the default).
@@ -60,8 +70,9 @@ DEBUG_IMAGE_ENV = "PCD_KUBE_DEBUG_IMAGE"
 ATTACH_REQUESTS = ("auto", PodAttach.NODE.value, PodAttach.EPHEMERAL.value)
 #: Events shown per pod.
 MAX_EVENTS = 8
-#: A runtime id as the last component of a cgroup path (v1 and v2 layouts of containerd, CRI-O, Docker).
-_CGROUP_LEAF = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?$")
+#: A cgroup path component naming a container: its runtime id, bare (cgroupfs driver) or as
+#: ``<runtime>-<id>.scope`` (systemd driver: cri-containerd, crio, docker, libpod).
+_CGROUP_COMPONENT = re.compile(r"(?:(?P<prefix>[a-z0-9][a-z0-9-]*)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?")
 
 
 class KubeAttachError(KubeError):
@@ -89,13 +100,21 @@ def container_id_of_cgroup(text: str) -> str | None:
     """The container runtime id in a /proc/PID/cgroup file, if its cgroup is a container's.
 
     Lines are ``hierarchy:controllers:path`` (v1: one per controller, v2: ``0::path``);
-    the id is the path's last component, bare or as ``<runtime>-<id>.scope``.
+    the id is the deepest path component that names a container, bare or as
+    ``<runtime>-<id>.scope``; components below it are sub-cgroups of the container's
+    (``…/cri-containerd-<id>.scope/init``). A ``…-conmon-<id>.scope`` component is the
+    runtime's monitor (CRI-O's conmon, Podman's), a host process and no container's: None.
     """
     for line in text.splitlines():
         path = line.split(":", 2)[-1].rstrip("/")
-        match = _CGROUP_LEAF.search(path)
-        if match:
-            return match.group(1)
+        for component in reversed(path.split("/")):
+            match = _CGROUP_COMPONENT.fullmatch(component)
+            if match is None:
+                continue
+            prefix = match.group("prefix") or ""
+            if prefix == "conmon" or prefix.endswith("-conmon"):
+                return None
+            return match.group("id")
     return None
 
 
@@ -167,12 +186,34 @@ def locate_job(
     """Find a run's Job and pod; say how to sample it (never samples anything)."""
     namespace, job_name = ref.namespace or "default", ref.job or ""
     description = f"Kubernetes job {namespace}/{job_name}"
+    notes: list[str] = []
     try:
+        elsewhere = _other_cluster(ref, client, notes)
         job = client.get_job(namespace, job_name)
         pods = client.list_pods(namespace, f"{JOB_NAME_LABEL}={job_name}")
     except KubeError as exc:
         return Location(InfraKind.KUBERNETES, description, unreachable=_why(exc))
-    notes: list[str] = []
+    if elsewhere is not None:
+        if job is not None and any(p.flow_run_id == run_id for p in pods):
+            # The run's own pod is here: the recorded uid was not this cluster's kube-system uid
+            # (prefect-kubernetes takes PREFECT_KUBERNETES_CLUSTER_UID instead when it is set).
+            notes.append(
+                f"{elsewhere}; but Job {namespace}/{job_name} and a pod carrying this run's id are in "
+                "this cluster: the worker most likely recorded PREFECT_KUBERNETES_CLUSTER_UID instead "
+                "of the kube-system namespace's uid"
+            )
+        else:
+            return Location(
+                InfraKind.KUBERNETES,
+                description,
+                notes=tuple(notes),
+                unreachable=(
+                    f"{elsewhere}: Job {namespace}/{job_name} "
+                    + ("has no pod of this run" if job is not None else "is not found")
+                    + " here, which says nothing of the run; run the doctor with the run's cluster's "
+                    "context (--context, or KUBECONFIG)"
+                ),
+            )
     mine = [p for p in ordered_pods(pods) if p.flow_run_id in (run_id, None)]
     for other in (p for p in pods if p.flow_run_id not in (run_id, None)):
         notes.append(f"pod {other.name} belongs to flow run {other.flow_run_id}; not sampled")
@@ -195,6 +236,46 @@ def locate_job(
         notes=notes,
         siblings=len(mine),
     )
+
+
+def terminating_why(pod: PodInfo) -> str:
+    """Why an ephemeral container cannot sample a Terminating pod, and what can."""
+    return (
+        f"pod {pod.namespace}/{pod.name} is Terminating: a kubelet never starts an ephemeral container "
+        f"in a terminating pod; run the doctor on node {pod.node_name or '?'} (node mode) to sample it"
+    )
+
+
+def recorded_cluster_uid(ref: InfraRef) -> str | None:
+    """The cluster uid an older `infrastructure_pid` (``"<cluster uid>:<namespace>:<job>"``) names."""
+    parts = (ref.raw or "").strip().split(":")
+    return parts[0] if len(parts) == 3 and all(parts) else None
+
+
+def _other_cluster(ref: InfraRef, client: KubeClient, notes: list[str]) -> str | None:
+    """Why the run's Job is in another cluster than the connected one (None: the same one, or
+    unknown); what could not be checked goes to `notes`."""
+    recorded = recorded_cluster_uid(ref)
+    if recorded is None:
+        return None
+    context = client.connection.context or client.connection.source
+    try:
+        current = client.cluster_uid()
+    except KubeApiError as exc:
+        notes.append(
+            f"the run's Job was recorded in cluster {recorded}; whether the current context {context} is "
+            f"that cluster could not be checked (reading namespace kube-system: {exc.code} {exc.reason})"
+        )
+        return None
+    if current is None:
+        notes.append(
+            f"the run's Job was recorded in cluster {recorded}; the current context {context} has no "
+            "kube-system namespace to tell its cluster by"
+        )
+        return None
+    if current == recorded:
+        return None
+    return f"the run's Job is in cluster {recorded}; the current context {context} is cluster {current}"
 
 
 def locate_pod(
@@ -263,15 +344,28 @@ def locate_pod(
     runtime_id = status.runtime_id or ""
     host_pids = (cgroups or (lambda: cgroup_index(proc_root)))().get(runtime_id, [])
     pid1 = _pid1(host_pids, run_id, proc_root)
+    shared = pid1 is None and pod.share_process_namespace
+    if shared:
+        pid1 = _container_root(host_pids, run_id, proc_root)
+    node_visible = pid1 is not None and can_ptrace_here(proc_root)
     try:
-        mode = choose_attach(
-            env.get(ATTACH_ENV) if attach is None else attach,
-            node_visible=pid1 is not None and can_ptrace_here(proc_root),
-        )
+        mode = choose_attach(env.get(ATTACH_ENV) if attach is None else attach, node_visible=node_visible)
     except KubeAttachError as exc:
         return Location(
             InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=_why(exc)
         )
+    if mode is PodAttach.EPHEMERAL and pod.deletion_timestamp:
+        # The kubelet only runs a terminating pod's termination: an ephemeral container added to it
+        # is accepted by the API and stays waiting for good. Node mode is the only way in.
+        why = terminating_why(pod)
+        if not node_visible:
+            return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=why)
+        notes.append(
+            f"pod {pod.namespace}/{pod.name} is Terminating: a kubelet never starts an ephemeral container "
+            f"in a terminating pod, so it is sampled from this host, its node {pod.node_name or '?'} "
+            "(node mode)"
+        )
+        mode = PodAttach.NODE
     if mode is PodAttach.NODE:
         if pid1 is None:
             why = (
@@ -282,6 +376,14 @@ def locate_pod(
             return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=why)
         snapshots = [s for s in (procfs.read_process(p, proc_root) for p in host_pids) if s is not None]
         pids, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in snapshots), pid1)
+        if shared:
+            pids = shared_namespace_roles(pids, pid1)
+            root = next((s for s in snapshots if s.pid == pid1), None)
+            notes.append(
+                "the pod shares one PID namespace (shareProcessNamespace): its PID 1 is the pod's "
+                f"/pause; container {container.name}'s main process is PID {root.ns_pid if root else '?'} "
+                f"of that namespace (host PID {pid1}), and not being PID 1 it gets signals as any process"
+            )
         notes.append(
             f"node mode: container {container.name} is {len(snapshots)} process(es) on this host, "
             f"found by its id in /proc/*/cgroup"
@@ -376,6 +478,30 @@ def _events_and_node(
     return events, ready, reason
 
 
+def shared_namespace_roles(roles: list[tuple[int, Role]], root: int) -> list[tuple[int, Role]]:
+    """Roles of a container's processes in a pod that shares one PID namespace: its main process
+    (`root`) is not PID 1 (the pod's /pause is), so it is no `Role.PID1` (whose unhandled signals the
+    kernel drops) but a process of the run as the others (`Role.CHILD`) unless it is the engine."""
+    return [(pid, Role.CHILD if pid == root and role is Role.PID1 else role) for pid, role in roles]
+
+
+def _container_root(host_pids: list[int], run_id: str | None, proc_root: str) -> int | None:
+    """The main process of a container whose PID 1 is elsewhere (a shared PID namespace): the oldest
+    of its processes whose parent is not one of them, when it is this run's."""
+    members = set(host_pids)
+    roots = []
+    for pid in host_pids:
+        snapshot = procfs.read_process(pid, proc_root, read_sockets=False)
+        if snapshot is None or snapshot.ppid in members:
+            continue
+        if run_id and snapshot.environ_readable and snapshot.flow_run_id not in (run_id, None):
+            return None
+        roots.append(snapshot)
+    if not roots:
+        return None
+    return min(roots, key=lambda s: (s.start_time_ticks, s.ns_pid)).pid
+
+
 def _pid1(host_pids: list[int], run_id: str | None, proc_root: str) -> int | None:
     """The container's PID 1 among its host PIDs, when it is this run's (its environment says so)."""
     for pid in host_pids:
@@ -419,4 +545,7 @@ __all__ = [
     "flow_container",
     "locate_job",
     "locate_pod",
+    "recorded_cluster_uid",
+    "shared_namespace_roles",
+    "terminating_why",
 ]

@@ -19,6 +19,24 @@ Its output is read from ``pods/log?container=<name>``, and the host rebuilds the
 same `ProcessSample` records the other modes give (PIDs are the pod's namespace
 PIDs; source lines are not read: no file of the pod can be read without exec).
 
+A kubelet never starts an ephemeral container in a pod that is Terminating (it
+only runs the pod's termination): the API accepts it and its status stays
+``waiting`` for good. So no container is added to a Terminating pod, and one
+that waits while its pod turns Terminating is given up at once, with the reason
+(the locator samples such a pod in node mode when this host is its node).
+
+Logs are read with their timestamps: a new container's whole log (its first
+round may take longer than any fixed window), a reused one's last few periods,
+then from the start of the round awaited on (``sinceTime``, to the second as
+the API passes it on; the rounds are then told apart by their timestamps).
+
+In a pod with ``shareProcessNamespace: true`` the ephemeral container sees the
+whole pod: PID 1 is the pod's ``/pause``, each container's main process has
+parent 0 (its parent is outside the namespace). The flow container's processes
+are then the tree below the main process that holds the engine (else the one
+running the container's command, else the only one), and that main process is
+no PID 1 (`locate.kubernetes.shared_namespace_roles`).
+
 An ephemeral container can be neither removed nor restarted: it **stays in the
 pod's spec until the pod is deleted**. So the doctor names its containers
 ``pcd-doctor-<target container>-<n>`` and a later scan within `DEBUG_TTL` reuses
@@ -38,13 +56,33 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.docker_api import FLOW_RUN_ENV
 from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
 from prefect_cancel_doctor.kube_config import KubeConfigError
 from prefect_cancel_doctor.locate import Location
-from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV, KubeSession
+from prefect_cancel_doctor.locate.kubernetes import (
+    DEBUG_IMAGE_ENV,
+    KubeSession,
+    shared_namespace_roles,
+    terminating_why,
+)
+from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
+from prefect_cancel_doctor.model import ProcessSample, ProcSnapshot
+from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.sample.pyspy import NotPython
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
-from prefect_cancel_doctor.sample.sidecar import _SCRIPT, ContainerSample, _build, parse_script_output
+from prefect_cancel_doctor.sample.sidecar import (
+    _SCRIPT,
+    ContainerSample,
+    ScriptOutput,
+    _build,
+    _engine_by_stack,
+    _fix_cmdline,
+    _merge,
+    _round_dump,
+    parse_script_output,
+)
 
 #: Name prefix of the doctor's ephemeral containers.
 DEBUG_PREFIX = "pcd-doctor"
@@ -176,6 +214,8 @@ def sample_pod(
     name, ordinal = reusable(pod, target, image)
     reused = name is not None
     if name is None:
+        if pod.deletion_timestamp:
+            raise PodSampleError(terminating_why(pod))
         name = f"{DEBUG_PREFIX}-{target}-{ordinal}"
         spec = debug_container_spec(
             name,
@@ -199,10 +239,16 @@ def sample_pod(
     window = DEBUG_PERIOD * 3
     newer_than: datetime | None = None
     cycle: str | None = None
+
+    def read() -> str:
+        if newer_than is not None:  # the round awaited on began then (the node's clock)
+            return client.pod_log(namespace, pod_name, name, timestamps=True, since_time=newer_than)
+        if reused:
+            return client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
+        return client.pod_log(namespace, pod_name, name, timestamps=True)  # ours, new: all of it
+
     if reused:
-        rounds, last_line = _rounds(
-            client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
-        )
+        rounds, last_line = _rounds(read())
         complete = [r for r in rounds if r[2] is not None]
         if (
             complete
@@ -214,7 +260,7 @@ def sample_pod(
             newer_than = rounds[-1][0]
     deadline = started + max(timeout, START_TIMEOUT)
     while cycle is None:
-        status = _status(client, namespace, pod_name, name)
+        current, status = _status(client, namespace, pod_name, name)
         if (
             status is not None
             and status[0] == "waiting"
@@ -224,8 +270,12 @@ def sample_pod(
                 f"the ephemeral container {name} cannot start: {status[1]} ({status[2]}); "
                 f"set {'PCD_KUBE_DEBUG_IMAGE'} to an image the node can pull"
             )
+        if current.deletion_timestamp and (status is None or status[0] == "waiting"):
+            raise PodSampleError(
+                f"the ephemeral container {name} will never start: {terminating_why(current)}"
+            )
         if status is not None and status[0] in ("running", "terminated"):
-            stamped = client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
+            stamped = read()
             rounds, _ = _rounds(stamped)
             done = [r for r in rounds if r[2] is not None and (newer_than is None or r[0] > newer_than)]
             if done:
@@ -243,12 +293,30 @@ def sample_pod(
         time.sleep(0.5)
     assert cycle is not None
     collected = parse_script_output(cycle.encode())
+    shared: tuple[str, ...] = ()
     with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
-        sample = _build(collected, Path(scratch), native, flow_run_id)
+        if pod.share_process_namespace:
+            flow_spec = pod.spec_of(target)
+            root = flow_root(collected, flow_spec.argv if flow_spec else ())
+            if root is None:
+                raise PodSampleError(
+                    f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace) and no "
+                    f"process in it can be told for container {target}'s main process; run the doctor on "
+                    "the pod's node (node mode), where its cgroup tells its processes"
+                )
+            sample = _build_from(collected, Path(scratch), native, flow_run_id, root)
+            shared = (
+                f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
+                f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
+                "gets signals as any process",
+            )
+        else:
+            sample = _build(collected, Path(scratch), native, flow_run_id)
     notes = (
         f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
         + (" (reused: it was still sampling)" if reused else "")
         + "; an ephemeral container stays in the pod's spec until the pod is deleted",
+        *shared,
     )
     sample = dataclasses.replace(
         sample, method="ephemeral", notes=notes, seconds=round(time.monotonic() - started, 3)
@@ -293,6 +361,119 @@ def sample_pod_job(
     return dataclasses.replace(location, pod=facts), sampled
 
 
+def flow_root(collected: ScriptOutput, argv: tuple[str, ...]) -> int | None:
+    """In a pod's shared PID namespace, the flow container's main process: among the processes whose
+    parent is outside the namespace (ppid 0; PID 1, /pause, and the doctor's own containers left out),
+    the one below which the engine or a Runner runs, else the one running the container's command
+    (`argv`), else the only one; None when none of these tells."""
+    table = _process_table(collected)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    roots = [
+        pid
+        for pid, (ppid, cmdline) in table.items()
+        if ppid == 0 and pid != 1 and not any("@@PCD" in word for word in cmdline)
+    ]
+
+    def runs_prefect(pid: int) -> bool:
+        queue = [pid]
+        while queue:
+            current = queue.pop()
+            if argv_role(table[current][1]) is not None:
+                return True
+            queue.extend(children.get(current, ()))
+        return False
+
+    for chosen in (
+        [r for r in roots if runs_prefect(r)],
+        [r for r in roots if argv and tuple(table[r][1]) == argv],
+        roots,
+    ):
+        if len(chosen) == 1:
+            return chosen[0]
+    return None
+
+
+def _process_table(collected: ScriptOutput) -> dict[int, tuple[int, tuple[str, ...]]]:
+    """pid → (ppid, command line) from the script's first round (stat) and round 0 (cmdline)."""
+    table: dict[int, tuple[int, tuple[str, ...]]] = {}
+    first = collected.files.get(min((r for r in collected.files if r > 0), default=1), {})
+    for relative, content in first.items():
+        pid_text, _, name = relative.partition("/")
+        if name != "stat" or not pid_text.isdigit():
+            continue
+        stat = content.decode("utf-8", "replace")
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            continue
+        cmdline = _fix_cmdline(
+            f"{pid_text}/cmdline", collected.files.get(0, {}).get(f"{pid_text}/cmdline", b"")
+        )
+        argv = tuple(a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a)
+        table[int(pid_text)] = (int(fields[1]), argv)
+    return table
+
+
+def _build_from(
+    collected: ScriptOutput, scratch: Path, native: bool, flow_run_id: str | None, root: int
+) -> ContainerSample:
+    """`sidecar._build` with the container's processes below `root` rather than PID 1 (a pod sharing
+    one PID namespace: PID 1 is /pause), `root` being no PID 1 (`shared_namespace_roles`)."""
+    rounds = sorted(r for r in collected.files if r > 0)
+    snapshots: dict[int, dict[int, ProcSnapshot]] = {}
+    for number in rounds:
+        base = scratch / str(number)
+        for relative, content in {**collected.files.get(0, {}), **collected.files[number]}.items():
+            path = base / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_fix_cmdline(relative, content))
+        for pid_dir in base.iterdir():
+            if flow_run_id:
+                (pid_dir / "environ").write_bytes(f"{FLOW_RUN_ENV}={flow_run_id}\0".encode())
+        snapshots[number] = {
+            snap.pid: snap
+            for pid in sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+            if (snap := procfs.read_process(pid, base)) is not None
+        }
+    last = snapshots[rounds[-1]] if rounds else {}
+    first = snapshots[rounds[0]] if rounds else {}
+    everyone = {**first, **last}
+    roles, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in everyone.values()), root)
+    processes = []
+    for pid, role in _engine_by_stack(shared_namespace_roles(roles, root), collected):
+        dumps = []
+        errors: list[str] = []
+        used_native, python = native, True
+        for number in rounds:
+            threads, error, was_native = _round_dump(collected.dumps.get((number, pid), []), native)
+            if error is not None:
+                if isinstance(error, NotPython):
+                    python = False
+                    break
+                if str(error) not in errors:
+                    errors.append(str(error))
+                continue
+            used_native = used_native and was_native
+            snap = snapshots[number].get(pid)
+            dumps.append(_merge(threads, snap) if snap is not None else threads)
+        if native and not used_native:
+            errors.append("py-spy --native failed in the sidecar; fell back to plain dumps")
+        processes.append(
+            ProcessSample(
+                pid=pid,
+                role=role,
+                proc=last.get(pid) or first.get(pid),
+                dumps=tuple(dumps),
+                native=used_native and bool(dumps),
+                errors=tuple(errors),
+                python=python,
+            )
+        )
+    runner = (last.get(runner_pid) or first.get(runner_pid)) if runner_pid is not None else None
+    return ContainerSample(tuple(processes), runner, "script")
+
+
 def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
     """Why the API refused the ephemeral container, with its own words and what to change."""
     said = f"{exc.code} {exc.reason}: {exc.api_message}"
@@ -319,12 +500,13 @@ def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
 
 def _status(
     client: KubeClient, namespace: str, pod: str, name: str
-) -> tuple[str, str | None, str | None] | None:
+) -> tuple[PodInfo, tuple[str, str | None, str | None] | None]:
+    """The pod now, and the state, reason and message of its container `name` (None: not reported)."""
     current = client.get_pod(namespace, pod)
     if current is None:
         raise PodSampleError(f"pod {namespace}/{pod} was deleted while it was being sampled")
     status = current.status_of(name)
-    return (status.state, status.reason, status.message) if status else None
+    return current, ((status.state, status.reason, status.message) if status else None)
 
 
 def _rounds(stamped: str) -> tuple[list[tuple[datetime, int, str | None]], datetime | None]:
@@ -369,6 +551,7 @@ __all__ = [
     "TTL_ENV",
     "PodSampleError",
     "debug_container_spec",
+    "flow_root",
     "refusal",
     "reusable",
     "sample_pod",

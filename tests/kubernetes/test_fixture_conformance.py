@@ -6,7 +6,11 @@ kubectl succeeds and sees Kubernetes' shapes: the fixture cannot drift into a
 dialect only our client speaks. The API's semantics the doctor relies on (Job
 deletion's default propagation, Terminating pods held by finalizers, ephemeral
 container validation, Pod Security, RBAC, a cluster without ephemeral
-containers) are checked through both clients.
+containers) are checked through both clients. So are the kubelet's and the
+controllers' ways a real cluster has and the fixture now copies
+(docs/kubernetes-fidelity.md): an ephemeral container added to a Terminating pod
+never starts, Job pods carry the job-tracking finalizer, pods/log's sinceTime and
+previous, JSON patches, the kube-system namespace's uid.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from prefect_cancel_doctor.demo.kube_apiserver import FakeApiServer, Policy, fake_cluster
+from prefect_cancel_doctor.diagnose.pods import pod_gone
 from prefect_cancel_doctor.docker_api import DockerClient
 from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeNotFound
 from prefect_cancel_doctor.kube_config import resolve_kube_connection
+from prefect_cancel_doctor.model import PodFacts
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, kubectl_binary
 
 NAMESPACE = "etl"
@@ -61,8 +68,11 @@ def kubectl(cluster: dict[str, Any], *args: str, user: str = "admin") -> subproc
     return subprocess.run([kubectl_binary(), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def create_job(api: FakeApiServer, name: str, namespace: str = NAMESPACE, **pod_spec: Any) -> str:
-    """A Job whose container prints a line and sleeps; returns its pod's name."""
+def create_job(
+    api: FakeApiServer, name: str, namespace: str = NAMESPACE, *, code: str = SLEEPER, **pod_spec: Any
+) -> str:
+    """A Job whose container runs `code` (default: prints a line and sleeps); returns its pod's name
+    once it runs (or has run)."""
     with KubeClient(resolve_kube_connection(str(api_kubeconfig(api)))) as client:
         client.create(
             f"/apis/batch/v1/namespaces/{namespace}/jobs",
@@ -77,7 +87,7 @@ def create_job(api: FakeApiServer, name: str, namespace: str = NAMESPACE, **pod_
                                 {
                                     "name": "prefect-job",
                                     "image": POD_IMAGE,
-                                    "args": [f"{sys.prefix}/bin/python", "-c", SLEEPER],
+                                    "args": [f"{sys.prefix}/bin/python", "-c", code],
                                     "env": [{"name": "PREFECT__FLOW_RUN_ID", "value": "r-" + name}],
                                 }
                             ],
@@ -90,7 +100,7 @@ def create_job(api: FakeApiServer, name: str, namespace: str = NAMESPACE, **pod_
         deadline = time.monotonic() + 30
         while True:
             pods = client.list_pods(namespace, f"job-name={name}")
-            if pods and pods[0].phase == "Running":
+            if pods and pods[0].phase in ("Running", "Succeeded"):
                 return pods[0].name
             assert time.monotonic() < deadline, f"the pod of job {name} did not start: {pods}"
             time.sleep(0.2)
@@ -271,3 +281,199 @@ def test_client_certificate_authentication(cluster: dict[str, Any], tmp_path: Pa
     with KubeClient(resolve_kube_connection(str(path))) as client:
         review = client.access_review("patch", "pods", NAMESPACE, subresource="ephemeralcontainers")
     assert review.allowed is False  # the CN "viewer" is who the server saw
+
+
+# -- what a real cluster does (docs/kubernetes-fidelity.md) ------------------------------------
+
+#: A flow container that ignores SIGTERM: a deleted pod stays Terminating, its container running.
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ignoring SIGTERM', flush=True); time.sleep(600)"
+)
+
+
+def pod_json(cluster: dict[str, Any], pod: str) -> dict[str, Any]:
+    result = kubectl(cluster, "get", "pod", pod, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_kubectl_debug_of_a_terminating_pod_is_accepted_and_never_starts(cluster: dict[str, Any]) -> None:
+    api: FakeApiServer = cluster["api"]
+    pod = create_job(api, "etl-terminating", code=IGNORES_SIGTERM, terminationGracePeriodSeconds=120)
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        client.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}")
+        assert client.get_pod(NAMESPACE, pod).deletion_timestamp  # type: ignore[union-attr]
+
+    debug = kubectl(cluster, "debug", pod, "--target=prefect-job", "--profile=general",
+                    f"--image={DEBUG_IMAGE}", "--", "true")  # fmt: skip
+    time.sleep(3)  # time enough for the fixture's kubelet to start it, if it did
+    document = pod_json(cluster, pod)
+    logs = kubectl(cluster, "logs", pod, "-c", document["spec"]["ephemeralContainers"][0]["name"])
+
+    assert debug.returncode == 0, debug.stderr
+    name = document["spec"]["ephemeralContainers"][0]["name"]
+    statuses = {s["name"]: s for s in document["status"]["ephemeralContainerStatuses"]}
+    assert statuses[name]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    assert document["status"]["containerStatuses"][0]["state"].get("running")  # the flow runs on
+    assert name not in api.cluster.pods[(NAMESPACE, pod)].docker_ids  # no container was ever made
+    assert logs.returncode != 0 and "is waiting to start: ContainerCreating" in logs.stderr
+
+
+def test_job_pods_carry_the_job_tracking_finalizer_until_the_job_controller_counts_them(
+    cluster: dict[str, Any],
+) -> None:
+    api: FakeApiServer = cluster["api"]
+    tracking = "batch.kubernetes.io/job-tracking"
+    running = create_job(api, "etl-tracked")
+    deleted = create_job(api, "etl-tracked-deleted", terminationGracePeriodSeconds=1)
+    orphan = create_job(api, "etl-tracked-orphan")
+    done = create_job(api, "etl-tracked-done", code="print('done')")
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        api.cluster.job_controller = False  # down, or far behind
+        try:
+            client.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{deleted}")
+            time.sleep(3)  # past the 1 s grace: its container is gone, its finalizer is not
+            held = client.get_pod(NAMESPACE, deleted)
+        finally:
+            api.cluster.job_controller = True
+        client.delete(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/etl-tracked-orphan")  # Orphan
+        deadline = time.monotonic() + 10
+        while client.get_pod(NAMESPACE, deleted) is not None:  # the controller is back: it goes
+            assert time.monotonic() < deadline, "the deleted pod was not reaped once its finalizer went"
+            time.sleep(0.2)
+        first, orphaned, finished = (client.get_pod(NAMESPACE, p) for p in (running, orphan, done))
+
+    assert first is not None and first.finalizers == (tracking,)
+    assert held is not None and held.deletion_timestamp and held.finalizers == (tracking,)
+    assert held.statuses[0].state == "terminated"
+    assert orphaned is not None and orphaned.finalizers == () and orphaned.phase == "Running"
+    assert finished is not None and finished.phase == "Succeeded" and finished.finalizers == ()
+    listed = pod_json(cluster, running)["metadata"]["finalizers"]
+    assert listed == [tracking]
+
+
+def test_kube_system_uid_is_the_cluster_uid(cluster: dict[str, Any]) -> None:
+    api: FakeApiServer = cluster["api"]
+    result = kubectl(cluster, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}")
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        uid = client.cluster_uid()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == uid == api.cluster.uid
+
+
+def test_logs_since_time_and_previous(cluster: dict[str, Any]) -> None:
+    code = "import time; print('one', flush=True); time.sleep(1.5); print('two', flush=True); time.sleep(600)"
+    pod = create_job(cluster["api"], "etl-since", code=code)
+    deadline = time.monotonic() + 20
+    while "two" not in (stamped := kubectl(cluster, "logs", pod, "--timestamps").stdout):
+        assert time.monotonic() < deadline, stamped
+        time.sleep(0.2)
+    second = stamped.splitlines()[1].split(" ")[0]  # RFC 3339 with nanoseconds
+    floor = second.split(".")[0] + "Z"  # sinceTime reaches the kubelet to the second: still after 'one'
+
+    since = kubectl(cluster, "logs", pod, f"--since-time={floor}")
+    since_ns = kubectl(cluster, "logs", pod, f"--since-time={second}")
+    previous = kubectl(cluster, "logs", pod, "--previous")
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        ours = client.pod_log(
+            NAMESPACE, pod, "prefect-job", since_time=datetime.fromisoformat(floor[:-1] + "+00:00")
+        )
+        with pytest.raises(KubeApiError) as no_previous:
+            client.pod_log(NAMESPACE, pod, "prefect-job", previous=True)
+        with pytest.raises(KubeApiError) as both:
+            client.pod_log(
+                NAMESPACE, pod, "prefect-job", since_seconds=5, since_time=datetime.now(timezone.utc)
+            )
+
+    assert (since.returncode, since.stdout) == (0, "two\n"), since.stderr
+    assert since_ns.stdout == "two\n"
+    assert ours == "two\n"
+    message = f'previous terminated container "prefect-job" in pod "{pod}" not found'
+    assert previous.returncode != 0 and message in previous.stderr
+    assert (no_previous.value.code, no_previous.value.reason) == (400, "BadRequest")
+    assert no_previous.value.api_message == message
+    assert both.value.code == 422 and "at most one of `sinceTime` or `sinceSeconds`" in both.value.api_message
+
+
+def test_kubectl_patch_type_json(cluster: dict[str, Any]) -> None:
+    pod = create_job(cluster["api"], "etl-json-patch")
+
+    added = kubectl(cluster, "patch", "pod", pod, "--type=json",
+                    "-p", '[{"op":"add","path":"/metadata/labels/team","value":"data"}]')  # fmt: skip
+    failed = kubectl(cluster, "patch", "pod", pod, "--type=json",
+                     "-p", '[{"op":"test","path":"/metadata/labels/team","value":"ops"}]')  # fmt: skip
+    spec = kubectl(cluster, "patch", "pod", pod, "--type=json",
+                   "-p", '[{"op":"replace","path":"/spec/restartPolicy","value":"Always"}]')  # fmt: skip
+    with (
+        KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client,
+        pytest.raises(KubeApiError) as not_a_list,
+    ):
+        client.patch(
+            f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}",
+            {"op": "add"},
+            content_type="application/json-patch+json",
+        )
+
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        debug = {
+            "name": "probe-json",
+            "image": DEBUG_IMAGE,
+            "command": ["true"],
+            "targetContainerName": "prefect-job",
+        }
+        added_debug = client._json(
+            "PATCH",
+            f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/ephemeralcontainers",
+            body=[{"op": "add", "path": "/spec/ephemeralContainers", "value": [debug]}],
+            content_type="application/json-patch+json",
+        )
+
+    assert [c["name"] for c in added_debug["spec"]["ephemeralContainers"]] == ["probe-json"]
+    assert added.returncode == 0, added.stderr
+    assert pod_json(cluster, pod)["metadata"]["labels"]["team"] == "data"
+    assert failed.returncode != 0
+    assert "the server rejected our request due to an error in our request" in failed.stderr
+    assert spec.returncode != 0 and "pod updates may not change fields" in spec.stderr
+    assert not_a_list.value.code == 400 and "jsonpatch.Patch" in not_a_list.value.api_message
+
+
+def test_the_doctors_finalizer_command_removes_only_the_blamed_finalizer(cluster: dict[str, Any]) -> None:
+    """The `kubectl patch --type=json` a verdict prints, carried out against the fixture as printed."""
+    api: FakeApiServer = cluster["api"]
+    tracking = "batch.kubernetes.io/job-tracking"
+    pod = create_job(api, "etl-blamed", code=IGNORES_SIGTERM, terminationGracePeriodSeconds=120)
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}"
+        client.patch(path, {"metadata": {"finalizers": ["example.com/hold", tracking]}})
+        api.cluster.job_controller = False
+        try:
+            client.delete(path)
+            facts = PodFacts(
+                namespace=NAMESPACE, job="etl-blamed", name=pod, container="prefect-job",
+                container_state="terminated", deletion_timestamp="2026-01-01T00:00:00Z",
+                deletion_grace_period_seconds=120, past_grace_seconds=5.0,
+                finalizers=("example.com/hold", tracking),
+            )  # fmt: skip
+            fix = next(f for f in pod_gone(facts, ()).remediation if "kubectl patch pod" in f)
+            command = fix.split("`kubectl patch pod")[1].split("`")[0]
+            env = {
+                "PATH": os.environ["PATH"],
+                "HOME": str(cluster["home"]),
+                "KUBECONFIG": str(cluster["admin"]),
+            }
+            done = subprocess.run(
+                f"{kubectl_binary()} patch pod{command}", shell=True, env=env, capture_output=True, text=True
+            )
+            again = subprocess.run(
+                f"{kubectl_binary()} patch pod{command}", shell=True, env=env, capture_output=True, text=True
+            )
+            left = client.get_pod(NAMESPACE, pod)
+        finally:
+            api.cluster.job_controller = True
+
+    assert done.returncode == 0, done.stderr
+    assert left is not None and left.finalizers == (tracking,)
+    assert again.returncode != 0  # its test operation guards it: the list has changed

@@ -214,8 +214,9 @@ def _terminating(pod: PodFacts) -> str:
     return fact
 
 
-def pod_facts(pod: PodFacts, cause: Cause) -> tuple[str, ...]:
-    """Evidence about the run's pod, for any verdict of a Kubernetes run."""
+def pod_facts(pod: PodFacts, cause: Cause, runner_runs: bool = True) -> tuple[str, ...]:
+    """Evidence about the run's pod, for any verdict of a Kubernetes run; `runner_runs`: whether a
+    Prefect Runner was found in it (the Runner's settings say nothing where none runs)."""
     facts: list[str] = []
     if pod.name:
         facts.append(
@@ -260,7 +261,7 @@ def pod_facts(pod: PodFacts, cause: Cause) -> tuple[str, ...]:
         )
         facts.append(f"the Job's backoffLimit is {pod.backoff_limit}: {retry}")
     behaviour = pod.settings.get("PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR")
-    if behaviour:
+    if behaviour and runner_runs:
         facts.append(
             f"PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR={behaviour}: on the kubelet's SIGTERM the Runner "
             + ("reschedules the run" if behaviour == "reschedule" else "gives the run up (relinquish)")

@@ -1164,7 +1164,7 @@ def diagnose(ev: Evidence) -> Verdict:
             if ev.pod is not None:
                 from prefect_cancel_doctor.diagnose.pods import pod_facts, pod_short_fix  # Kubernetes only
 
-                facts = pod_facts(ev.pod, verdict.cause)
+                facts = pod_facts(ev.pod, verdict.cause, runner_runs=ev.runner is not None)
                 short = pod_short_fix(verdict.cause) or verdict.short_fix
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
             verdict = refute(verdict, judge(ev))

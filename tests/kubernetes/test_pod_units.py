@@ -178,3 +178,19 @@ def test_stop_commands_delete_the_job_first() -> None:
     assert pod_stop_commands(orphan) == [
         "kubectl delete pod -n prod crafty-lemur-x7k2p-abcde --grace-period=0 --force"
     ]
+
+
+def test_the_runners_sigterm_behaviour_is_evidence_only_where_a_runner_runs() -> None:
+    from prefect_cancel_doctor.diagnose.pods import pod_facts
+    from prefect_cancel_doctor.model import Cause, PodFacts
+
+    pod = PodFacts(
+        namespace="ns",
+        job="j",
+        name="j-x",
+        settings={"PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR": "reschedule"},
+    )
+    assert any("reschedules the run" in fact for fact in pod_facts(pod, Cause.CANCEL_NOT_OBSERVED))
+    assert not any(
+        "SIGTERM_BEHAVIOR" in f for f in pod_facts(pod, Cause.CANCEL_NOT_OBSERVED, runner_runs=False)
+    )

@@ -198,4 +198,6 @@ def test_the_doctor_diagnoses_the_workers_run(worker_run: dict[str, Any], mode: 
     call = verdict["blocking_call"]
     assert (call["kind"], call["filename"], call["line"]) == ("sleep", worker_run["file"], 21)
     assert entry["target"]["pod"]["attach"] == mode
-    assert any("PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule" in e for e in verdict["evidence"])
+    # The worker set the Runner's SIGTERM behaviour, but this job's command runs no Runner: no such line.
+    assert any("no Prefect Runner" in e for e in verdict["evidence"]), verdict["evidence"]
+    assert not any("SIGTERM_BEHAVIOR" in e for e in verdict["evidence"]), verdict["evidence"]

@@ -60,7 +60,7 @@ from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_conn
 from prefect_cancel_doctor.locate import InfraRef, Location
 from prefect_cancel_doctor.locate.docker import can_ptrace_here
 from prefect_cancel_doctor.locate.roles import assign_roles
-from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts, Role
+from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
 from prefect_cancel_doctor.sample import procfs
 
 #: Chooses how a pod's processes are sampled: node, ephemeral or auto (the default).
@@ -375,9 +375,10 @@ def locate_pod(
             )
             return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=why)
         snapshots = [s for s in (procfs.read_process(p, proc_root) for p in host_pids) if s is not None]
-        pids, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in snapshots), pid1)
+        pids, runner_pid = assign_roles(
+            ((s.pid, s.ppid, s.cmdline) for s in snapshots), pid1, is_pid1=not shared
+        )
         if shared:
-            pids = shared_namespace_roles(pids, pid1)
             root = next((s for s in snapshots if s.pid == pid1), None)
             notes.append(
                 "the pod shares one PID namespace (shareProcessNamespace): its PID 1 is the pod's "
@@ -478,13 +479,6 @@ def _events_and_node(
     return events, ready, reason
 
 
-def shared_namespace_roles(roles: list[tuple[int, Role]], root: int) -> list[tuple[int, Role]]:
-    """Roles of a container's processes in a pod that shares one PID namespace: its main process
-    (`root`) is not PID 1 (the pod's /pause is), so it is no `Role.PID1` (whose unhandled signals the
-    kernel drops) but a process of the run as the others (`Role.CHILD`) unless it is the engine."""
-    return [(pid, Role.CHILD if pid == root and role is Role.PID1 else role) for pid, role in roles]
-
-
 def _container_root(host_pids: list[int], run_id: str | None, proc_root: str) -> int | None:
     """The main process of a container whose PID 1 is elsewhere (a shared PID namespace): the oldest
     of its processes whose parent is not one of them, when it is this run's."""
@@ -546,6 +540,5 @@ __all__ = [
     "locate_job",
     "locate_pod",
     "recorded_cluster_uid",
-    "shared_namespace_roles",
     "terminating_why",
 ]

@@ -75,7 +75,7 @@ def preparing_workspace(argv: Sequence[str]) -> bool:
 
 
 def assign_roles(
-    processes: Iterable[tuple[int, int, Sequence[str]]], pid1: int
+    processes: Iterable[tuple[int, int, Sequence[str]]], pid1: int, *, is_pid1: bool = True
 ) -> tuple[list[tuple[int, Role]], int | None]:
     """Roles of a container's processes: (pid, role) for PID 1 and its descendants, and the Runner.
 
@@ -86,6 +86,10 @@ def assign_roles(
     subprocess included) is `Role.CHILD`. The Runner is not in the list (it is
     returned apart, as for local processes); processes that do not descend from
     PID 1 (`docker exec` sessions) are left out.
+
+    `is_pid1=False`: the container's main process `pid1` is not PID 1 of its namespace (a pod
+    with shareProcessNamespace, whose PID 1 is /pause), so it is no `Role.PID1` (whose unhandled
+    signals the kernel drops) but `Role.CHILD` unless it is the engine or the Runner.
     """
     table = {pid: (ppid, argv) for pid, ppid, argv in processes}
     children: dict[int, list[int]] = {}
@@ -104,7 +108,7 @@ def assign_roles(
             engine_seen = True
             roles.append((pid, Role.ENGINE))
         else:
-            roles.append((pid, Role.PID1 if pid == pid1 else Role.CHILD))
+            roles.append((pid, Role.PID1 if pid == pid1 and is_pid1 else Role.CHILD))
         queue.extend(sorted(children.get(pid, ())))
     return roles, runner
 

@@ -35,7 +35,7 @@ whole pod: PID 1 is the pod's ``/pause``, each container's main process has
 parent 0 (its parent is outside the namespace). The flow container's processes
 are then the tree below the main process that holds the engine (else the one
 running the container's command, else the only one), and that main process is
-no PID 1 (`locate.kubernetes.shared_namespace_roles`).
+no PID 1 (`locate.roles.assign_roles`, `is_pid1=False`).
 
 An ephemeral container can be neither removed nor restarted: it **stays in the
 pod's spec until the pod is deleted**. So the doctor names its containers
@@ -56,20 +56,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.docker_api import FLOW_RUN_ENV
 from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
 from prefect_cancel_doctor.kube_config import KubeConfigError
 from prefect_cancel_doctor.locate import Location
 from prefect_cancel_doctor.locate.kubernetes import (
     DEBUG_IMAGE_ENV,
     KubeSession,
-    shared_namespace_roles,
     terminating_why,
 )
-from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
-from prefect_cancel_doctor.model import ProcessSample, ProcSnapshot
-from prefect_cancel_doctor.sample import procfs
-from prefect_cancel_doctor.sample.pyspy import NotPython
+from prefect_cancel_doctor.locate.roles import argv_role
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
 from prefect_cancel_doctor.sample.sidecar import (
@@ -77,10 +72,7 @@ from prefect_cancel_doctor.sample.sidecar import (
     ContainerSample,
     ScriptOutput,
     _build,
-    _engine_by_stack,
     _fix_cmdline,
-    _merge,
-    _round_dump,
     parse_script_output,
 )
 
@@ -304,7 +296,7 @@ def sample_pod(
                     f"process in it can be told for container {target}'s main process; run the doctor on "
                     "the pod's node (node mode), where its cgroup tells its processes"
                 )
-            sample = _build_from(collected, Path(scratch), native, flow_run_id, root)
+            sample = _build(collected, Path(scratch), native, flow_run_id, root)
             shared = (
                 f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
                 f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
@@ -413,65 +405,6 @@ def _process_table(collected: ScriptOutput) -> dict[int, tuple[int, tuple[str, .
         argv = tuple(a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a)
         table[int(pid_text)] = (int(fields[1]), argv)
     return table
-
-
-def _build_from(
-    collected: ScriptOutput, scratch: Path, native: bool, flow_run_id: str | None, root: int
-) -> ContainerSample:
-    """`sidecar._build` with the container's processes below `root` rather than PID 1 (a pod sharing
-    one PID namespace: PID 1 is /pause), `root` being no PID 1 (`shared_namespace_roles`)."""
-    rounds = sorted(r for r in collected.files if r > 0)
-    snapshots: dict[int, dict[int, ProcSnapshot]] = {}
-    for number in rounds:
-        base = scratch / str(number)
-        for relative, content in {**collected.files.get(0, {}), **collected.files[number]}.items():
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_fix_cmdline(relative, content))
-        for pid_dir in base.iterdir():
-            if flow_run_id:
-                (pid_dir / "environ").write_bytes(f"{FLOW_RUN_ENV}={flow_run_id}\0".encode())
-        snapshots[number] = {
-            snap.pid: snap
-            for pid in sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
-            if (snap := procfs.read_process(pid, base)) is not None
-        }
-    last = snapshots[rounds[-1]] if rounds else {}
-    first = snapshots[rounds[0]] if rounds else {}
-    everyone = {**first, **last}
-    roles, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in everyone.values()), root)
-    processes = []
-    for pid, role in _engine_by_stack(shared_namespace_roles(roles, root), collected):
-        dumps = []
-        errors: list[str] = []
-        used_native, python = native, True
-        for number in rounds:
-            threads, error, was_native = _round_dump(collected.dumps.get((number, pid), []), native)
-            if error is not None:
-                if isinstance(error, NotPython):
-                    python = False
-                    break
-                if str(error) not in errors:
-                    errors.append(str(error))
-                continue
-            used_native = used_native and was_native
-            snap = snapshots[number].get(pid)
-            dumps.append(_merge(threads, snap) if snap is not None else threads)
-        if native and not used_native:
-            errors.append("py-spy --native failed in the sidecar; fell back to plain dumps")
-        processes.append(
-            ProcessSample(
-                pid=pid,
-                role=role,
-                proc=last.get(pid) or first.get(pid),
-                dumps=tuple(dumps),
-                native=used_native and bool(dumps),
-                errors=tuple(errors),
-                python=python,
-            )
-        )
-    runner = (last.get(runner_pid) or first.get(runner_pid)) if runner_pid is not None else None
-    return ContainerSample(tuple(processes), runner, "script")
 
 
 def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:

@@ -412,27 +412,33 @@ def parse_script_output(data: bytes) -> ScriptOutput:
     return parsed
 
 
-def _build(collected: ScriptOutput, scratch: Path, native: bool, flow_run_id: str | None) -> ContainerSample:
+def _build(
+    collected: ScriptOutput, scratch: Path, native: bool, flow_run_id: str | None, root: int = 1
+) -> ContainerSample:
+    """The container's processes below `root` (its PID 1; in a pod sharing one PID namespace, the
+    container's main process, PID 1 being /pause), as ProcessSamples built from the script's rounds."""
     rounds = sorted(r for r in collected.files if r > 0)
     snapshots: dict[int, dict[int, ProcSnapshot]] = {}
     for number in rounds:
-        root = scratch / str(number)
+        base = scratch / str(number)
         for relative, content in {**collected.files.get(0, {}), **collected.files[number]}.items():
-            path = root / relative
+            path = base / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(_fix_cmdline(relative, content))
-        for pid_dir in root.iterdir():
+        for pid_dir in base.iterdir():
             if flow_run_id:
                 (pid_dir / "environ").write_bytes(f"{FLOW_RUN_ENV}={flow_run_id}\0".encode())
         snapshots[number] = {
             snap.pid: snap
-            for pid in sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-            if (snap := procfs.read_process(pid, root)) is not None
+            for pid in sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+            if (snap := procfs.read_process(pid, base)) is not None
         }
     last = snapshots[rounds[-1]] if rounds else {}
     first = snapshots[rounds[0]] if rounds else {}
     everyone = {**first, **last}
-    roles, runner_pid = assign_roles(((s.pid, s.ppid, s.cmdline) for s in everyone.values()), 1)
+    roles, runner_pid = assign_roles(
+        ((s.pid, s.ppid, s.cmdline) for s in everyone.values()), root, is_pid1=root == 1
+    )
     processes = []
     for pid, role in _engine_by_stack(roles, collected):
         dumps: list[tuple[ThreadSample, ...]] = []

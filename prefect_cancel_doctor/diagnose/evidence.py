@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.model import (
     ContainerInfo,
+    Delivery,
     FlowRunRef,
     PodFacts,
     ProcessSample,
@@ -38,6 +40,14 @@ class Evidence:
     logs_read: bool = False
     #: The engine's parent when no Runner owns it: what adopted it (PID 1, an init, a subreaper).
     adopter: ProcSnapshot | None = None
+
+    @functools.cached_property
+    def delivery(self) -> Delivery | None:
+        """Whether a SIGTERM came (`diagnose.delivery.judge`), weighed once per run: the rules that
+        lean on it and the closing check share it."""
+        from prefect_cancel_doctor.diagnose.delivery import judge  # it reads Evidence: imported here
+
+        return judge(self)
 
     @property
     def processes(self) -> tuple[ProcessSample, ...]:

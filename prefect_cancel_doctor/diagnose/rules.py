@@ -18,7 +18,6 @@ from prefect_cancel_doctor.diagnose.delivery import (
     control_channel,
     gil_holder,
     heartbeat_against_cancel,
-    judge,
     main_thread,
 )
 from prefect_cancel_doctor.diagnose.evidence import Evidence
@@ -567,7 +566,7 @@ def signal_ignored(ev: Evidence) -> Verdict | None:
         evidence.append("a SIGTERM is pending in the kernel")
     if main is not None:
         evidence.append(_describe(main))
-    delivery = judge(ev)
+    delivery = ev.delivery
     came = delivery is not None and delivery.sigterm is Delivered.YES
     summary = f"The flow process {proc.pid} has SIGTERM {how}, so the cancel cannot stop it" + (
         f"; it sits in {main.where()}." if main else "."
@@ -639,7 +638,7 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
         evidence.append(
             f"the interpreter's SIGTERM handler (read from its memory) is Prefect's: {handler.where()}"
         )
-    delivery = judge(ev)
+    delivery = ev.delivery
     came = delivery is not None and delivery.sigterm is Delivered.YES
     summary = (
         f"A SIGTERM came, and the `except` at {place} caught Prefect's TerminationSignal {goes_on}; "
@@ -1002,7 +1001,7 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     if ev.runner is None:
         evidence.append(_runner_gone_fact(ev, engine))
         confidence = 0.9
-        delivery = judge(ev)
+        delivery = ev.delivery
         if maybe_alive_at_cancel and (delivery is None or delivery.sigterm is not Delivered.NO):
             # It may have sent SIGTERM before it died (within the Runner's grace window).
             confidence = 0.6
@@ -1167,7 +1166,7 @@ def diagnose(ev: Evidence) -> Verdict:
                 facts = pod_facts(ev.pod, verdict.cause, runner_runs=ev.runner is not None)
                 short = pod_short_fix(verdict.cause) or verdict.short_fix
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
-            verdict = refute(verdict, judge(ev))
+            verdict = refute(verdict, ev.delivery)
             commands = stop_commands(ev, verdict.cause)
             if commands:
                 remediation = (_stop_line(commands), *verdict.remediation)

@@ -59,7 +59,7 @@ from prefect_cancel_doctor.sample import (
     SampleTimeout,
     excepts,
     handler,
-    pending,
+    interpreter,
     procfs,
     resources,
     sample_many,
@@ -542,7 +542,7 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
         pid, role = request.pid, request.role
         if isinstance(result, ProcessSample):
             if role == Role.ENGINE and result.dumps:
-                flag = pending.sigterm_pending(pid, options.proc_root)
+                flag = interpreter.sigterm_pending(pid, options.proc_root)
                 installed = handler.sigterm_handler(pid, options.proc_root)
                 result = dataclasses.replace(result, sigterm_pending=flag, sigterm_handler=installed)
                 read_source = functools.partial(procfs.read_source_text, pid, proc_root=options.proc_root)

@@ -672,6 +672,52 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
     return _none_came_first(ev, engine, main, delivery.signs_against[0], later, main)
 
 
+def absorbed_unseen(ev: Evidence) -> Verdict | None:
+    """A SIGTERM came (a sign says so) to a flow process whose main thread waits in a call a signal
+    interrupts, and it lives on: its own code absorbed it, but the handler could not be read here
+    (an interpreter this doctor cannot read, a sidecar whose probe could not run)."""
+    engine, delivery = ev.engine, ev.delivery
+    main = main_thread(engine) if engine else None
+    if (
+        engine is None
+        or main is None
+        or delivery is None
+        or delivery.sigterm is not Delivered.YES
+        or delivery.absorbed_by is not None
+        or engine.sigterm_handler is not None
+        or not main.call.interruptible
+        or ev.state_type not in (None, StateType.CANCELLING)
+    ):
+        return None
+    evidence = [
+        *ev.notes,
+        _describe(main),
+        *(f"a sign that a SIGTERM came: {sign}" for sign in delivery.signs_for),
+        f"{main.call.function} returns to the interpreter when a signal arrives, and Prefect's handler "
+        "would have ended the flow: a handler of the flow's own, or an `except` around the call, "
+        "absorbed it",
+        *(f"not read here: {what}" for what in delivery.unread),
+    ]
+    absorbed = _verdict(
+        Cause.SIGNAL_IGNORED,
+        f"A SIGTERM came and the flow process {engine.pid} went on; it sits in {main.where()}. What "
+        "absorbed it (a SIGTERM handler of the flow's own, or an `except` that catches "
+        "BaseException) could not be read here.",
+        0.6,
+        evidence,
+        main,
+    )
+    return dataclasses.replace(
+        absorbed,
+        remediation=(
+            *_HANDLER_FIXES,
+            "an `except BaseException` (or a bare `except:`) around the blocking call catches Prefect's "
+            "TerminationSignal: catch Exception instead, or re-raise prefect.exceptions.TerminationSignal",
+        ),
+        short_fix="end the run on SIGTERM",
+    )
+
+
 def handler_starved(ev: Evidence) -> Verdict | None:
     """A SIGTERM came, but another thread holds the GIL in a C loop: the main thread cannot take
     it to run Prefect's handler (CPython runs Python signal handlers in the main thread only)."""
@@ -1104,6 +1150,7 @@ RULES: tuple[Rule, ...] = (
     signal_ignored,
     handler_starved,
     exception_swallowed,
+    absorbed_unseen,
     exit_blocked_by_thread,
     event_loop_blocked,
     signal_pending,

@@ -1,275 +1,83 @@
-"""Which SIGTERM handler has the interpreter installed? Read it from the target's memory.
+"""The interpreter's SIGTERM state as the model holds it: read here, or parsed from a probe.
 
-`Handlers[SIGTERM].func` (sample/pending.py finds the entry; `func` is the PyObject *
-at offset 8) is the object `signal.signal(SIGTERM, ...)` was last given, and it is
-followed through the target's memory, without stopping it (`/proc/PID/mem` reads only):
-
-- `int` 0 / 1: SIG_DFL / SIG_IGN (the signal module keeps them as the small ints
-  `PyLong_FromVoidPtr(SIG_DFL)` and `PyLong_FromVoidPtr(SIG_IGN)`).
-- `function`: its `__qualname__`, and its code object's `co_filename` and
-  `co_firstlineno`; PREFECT when that file is Prefect's own (a `prefect` package under
-  site-packages or dist-packages, or one of Prefect's known handlers:
-  `_prefect_sigterm_handler` in `prefect/utilities/engine/__init__.py` since 3.9,
-  `capture_sigterm.<locals>.cancel_flow_run` in `prefect/utilities/engine.py` before).
-- `method` (a bound method) and `functools.partial`: the function they wrap.
-- `builtin_function_or_method` (`signal.default_int_handler`, `sys.exit`): its C name.
-- Anything else (a callable instance): OTHER, named by its type.
-- `None`: the handler was installed outside Python, in C (`signal.getsignal` answers
-  None): OTHER, with no name.
-- NULL (the signal module not set up yet, or the interpreter finalizing): Python keeps no
-  record, so the kernel's disposition (`SigIgn` / `SigCgt` in /proc/PID/status) answers:
-  ignored → IGNORE, neither ignored nor caught → DEFAULT, caught by C → None.
-
-Layouts (64-bit, little-endian, release builds; checked with `offsetof` against the
-headers of 3.10.13, 3.11.7 and Debian's 3.11.2, with gdb's `ptype /o` on the
-`Handlers` and `partialobject` types of pyenv's 3.10.13 / 3.11.7 libpython, and by
-reading live objects in both interpreters):
-
-    PyObject           ob_type 8
-    PyTypeObject       tp_name 24 (char *), tp_flags 168 (Py_TPFLAGS_HEAPTYPE = 1 << 9)
-    PyLongObject       ob_size 16, ob_digit[0] 24 (uint32)
-    PyFunctionObject   func_qualname 40, func_code 48
-    PyCodeObject       3.10: co_firstlineno 40 (int), co_filename 104
-                       3.11: co_firstlineno 72 (int), co_filename 112
-    PyMethodObject     im_func 16
-    partialobject      fn 16
-    PyCFunctionObject  m_ml 16 → PyMethodDef.ml_name 0 (char *)
-    PyASCIIObject      length 16, state 32 (interned:2 kind:3 compact:1 ascii:1 ready:1),
-                       data at 48 (compact ASCII) or 72 (compact, PyCompactUnicodeObject)
-
-The static types (`int`, `function`, `method`, `NoneType`, `builtin_function_or_method`,
-`str`) are recognised by name and by not being heap types, so that a user class named
-`function` is not read as one; `functools.partial` is a heap type from 3.10 on.
-
-CPython 3.12+ is not read (None): the handlers moved from the `Handlers` static of
-signalmodule.c into `_PyRuntime.signals.handlers`, at an offset that differs between
-minor versions and build options (0x1d0 in pyenv's 3.12.1, 0x438 in its 3.13.0), and
-the int (`lv_tag`), unicode (no `wstr`) and code object layouts changed too. Builds
-without a symbol table (Debian's /usr/bin/python3) read None, as in pending.py.
-
-Every read is bounded: a pointer is followed only into a readable mapping of the
-target, strings are read up to 512 bytes (longer ones are cut), at most four wrappers
-(method, partial) are unwrapped, and any failed read makes the answer None. The target
-keeps running and may replace its handler while it is read: every object's type is
-checked before its fields are used, so a torn read most likely reads None rather than
-a wrong handler.
-
-Cost (measured: 300 calls timed with time.perf_counter on a live process in Prefect 3.9.1's
-`capture_sigterm()`, Python 3.11, ~307 mappings): median 0.88 ms a call, p90 0.92 ms,
-most of it reading and parsing /proc/PID/maps (~0.4 ms + ~0.3 ms); the first call on an
-interpreter file also parses its ELF symbol table (~15 ms for pyenv's libpython3.11),
-cached afterwards by (device, inode, mtime).
+sample/interpreter.py reads CPython's `Handlers[SIGTERM]` (stdlib only, so that it can
+also run inside a sidecar with the target's own interpreter). This module turns what it
+reads into `SigtermHandler`, with the names the target chose made inert
+(`f.__qualname__ = "\\x1b]52;..."`), and parses the probe's JSON, which comes from an
+interpreter the doctor does not control and is read as untrusted input.
 """
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
-import os
-import signal
-import struct
-from pathlib import Path, PurePosixPath
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.inert import visible_or_none
 from prefect_cancel_doctor.model import HandlerKind, SigtermHandler
-from prefect_cancel_doctor.sample.pending import Mapping, mappings, sigterm_entry
-from prefect_cancel_doctor.sample.procfs import PathLike
+from prefect_cancel_doctor.sample import interpreter
 
-#: (major, minor) → (co_firstlineno, co_filename) offsets in PyCodeObject.
-_CODE_OFFSETS = {(3, 10): (40, 104), (3, 11): (72, 112)}
-_OB_TYPE = 8
-_TP_NAME, _TP_FLAGS = 24, 168
-_HEAPTYPE = 1 << 9
-_LONG_SIZE, _LONG_DIGIT = 16, 24
-_FUNC_QUALNAME, _FUNC_CODE = 40, 48
-_METHOD_FUNC = 16
-_PARTIAL_FN = 16
-_CFUNCTION_ML = 16
-_ASCII_HEADER, _COMPACT_HEADER = 48, 72
-_STRING_CAP = 512
-_TYPE_NAME_CAP = 128
-_UNWRAP_DEPTH = 4
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.sample.procfs import PathLike
 
-#: Prefect's own SIGTERM handlers, by qualified name (for a Prefect checkout not under site-packages).
-_PREFECT_HANDLERS = frozenset({"_prefect_sigterm_handler", "capture_sigterm.<locals>.cancel_flow_run"})
-_PACKAGE_DIRS = frozenset({"site-packages", "dist-packages"})
-
-
-class _Unreadable(Exception):
-    """A read outside the target's readable memory, or short, or of something unexpected."""
-
-
-class _Memory:
-    """Bounded reads of a process's memory through /proc/PID/mem."""
-
-    def __init__(self, fd: int, maps: list[Mapping]) -> None:
-        self._fd = fd
-        readable = sorted((m.start, m.end) for m in maps if m.readable)
-        self._starts = [start for start, _ in readable]
-        self._ends = [end for _, end in readable]
-
-    def _room(self, address: int) -> int:
-        """Bytes readable from `address` to the end of its mapping (0 if unmapped)."""
-        index = bisect.bisect_right(self._starts, address) - 1
-        if index < 0 or address >= self._ends[index]:
-            return 0
-        return self._ends[index] - address
-
-    def read(self, address: int, size: int) -> bytes:
-        if address <= 0 or self._room(address) < size:
-            raise _Unreadable(f"{size} bytes at {address:#x} are not mapped")
-        data = os.pread(self._fd, size, address)
-        if len(data) != size:
-            raise _Unreadable(f"short read at {address:#x}")
-        return data
-
-    def pointer(self, address: int) -> int:
-        value: int = struct.unpack("<Q", self.read(address, 8))[0]
-        return value
-
-    def c_string(self, address: int, cap: int) -> str:
-        data = self.read(address, min(cap, self._room(address)))
-        end = data.find(b"\0")
-        if end < 0:
-            raise _Unreadable("unterminated C string")
-        return data[:end].decode("utf-8")
+_KINDS = {kind.value: kind for kind in HandlerKind}
 
 
 def sigterm_handler(pid: int, proc_root: PathLike = "/proc") -> SigtermHandler | None:
     """The Python-level SIGTERM handler of the interpreter of `pid`, or None when that cannot
     be read (version, stripped build, permissions, process gone, a torn read)."""
+    found = interpreter.read_handler(pid, proc_root)
+    return None if found is None else _model(found._asdict())
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What `interpreter.probe` read inside the target's namespace, checked and bounded."""
+
+    pending: bool | None = None
+    handler: SigtermHandler | None = None
+    #: path → text of the user-code files of the dump (as the target could read them).
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_probe(text: str) -> Probe | None:
+    """The probe's output (one JSON object), or None when it is not what `interpreter.probe`
+    prints (an interpreter too old or too new for it, a hostile image's `python`)."""
     try:
-        maps = mappings(pid, proc_root)
-        entry = sigterm_entry(pid, proc_root, maps)
-        if entry is None or entry.version not in _CODE_OFFSETS:
-            return None
-        fd = os.open(f"{proc_root}/{pid}/mem", os.O_RDONLY)
-        try:
-            memory = _Memory(fd, maps)
-            func = memory.pointer(entry.address + 8)
-            if func == 0:
-                return _from_kernel(pid, proc_root)
-            return _inert(_Reader(memory, entry.version).handler(func))
-        finally:
-            os.close(fd)
-    except (OSError, ValueError, KeyError, struct.error, _Unreadable):
+        record = json.loads(text.strip().splitlines()[-1]) if text.strip() else None
+    except ValueError:
         return None
-
-
-def _inert(handler: SigtermHandler | None) -> SigtermHandler | None:
-    """Names read from the target are its own to choose (`f.__qualname__ = "\\x1b]52;..."`): made inert."""
-    if handler is None:
+    if not isinstance(record, dict):
         return None
-    return dataclasses.replace(
-        handler, qualname=visible_or_none(handler.qualname), filename=visible_or_none(handler.filename)
+    pending, raw, sources = record.get("pending"), record.get("handler"), record.get("sources")
+    kept: dict[str, str] = {}
+    for path, source in sources.items() if isinstance(sources, dict) else ():
+        if len(kept) < interpreter.SOURCE_FILES and isinstance(source, str):
+            kept[path] = source[: interpreter.SOURCE_BYTES]
+    return Probe(
+        pending if isinstance(pending, bool) else None,
+        _model(raw) if isinstance(raw, dict) else None,
+        kept,
     )
 
 
-class _Reader:
-    """Follows the handler object through the target's memory."""
-
-    def __init__(self, memory: _Memory, version: tuple[int, int]) -> None:
-        self._memory = memory
-        self._line_offset, self._filename_offset = _CODE_OFFSETS[version]
-        self._types: dict[int, tuple[str, bool]] = {}
-
-    def _type(self, obj: int) -> tuple[str, bool]:
-        """(tp_name, is a heap type) of the object at `obj`."""
-        type_address = self._memory.pointer(obj + _OB_TYPE)
-        known = self._types.get(type_address)
-        if known is None:
-            raw = self._memory.read(type_address, _TP_FLAGS + 8)
-            (name_address,) = struct.unpack_from("<Q", raw, _TP_NAME)
-            (flags,) = struct.unpack_from("<Q", raw, _TP_FLAGS)
-            known = self._memory.c_string(name_address, _TYPE_NAME_CAP), bool(flags & _HEAPTYPE)
-            self._types[type_address] = known
-        return known
-
-    def _is_static(self, obj: int, name: str) -> bool:
-        return self._type(obj) == (name, False)
-
-    def handler(self, obj: int) -> SigtermHandler | None:
-        for _ in range(_UNWRAP_DEPTH + 1):
-            name, heap = self._type(obj)
-            if name == "method" and not heap:
-                obj = self._memory.pointer(obj + _METHOD_FUNC)
-            elif name == "functools.partial":
-                obj = self._memory.pointer(obj + _PARTIAL_FN)
-            else:
-                return self._leaf(obj, name, heap)
+def _model(raw: Mapping[str, object]) -> SigtermHandler | None:
+    name = raw.get("kind")
+    kind = _KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
         return None
-
-    def _leaf(self, obj: int, name: str, heap: bool) -> SigtermHandler | None:
-        if heap:
-            return SigtermHandler(HandlerKind.OTHER, qualname=name)
-        if name == "int":
-            size, digit = struct.unpack("<qI", self._memory.read(obj + _LONG_SIZE, 12))
-            value = 0 if size == 0 else digit if size == 1 else None
-            if value == int(signal.SIG_DFL):
-                return SigtermHandler(HandlerKind.DEFAULT)
-            if value == int(signal.SIG_IGN):
-                return SigtermHandler(HandlerKind.IGNORE)
-            return None  # no other int can be installed: a torn read
-        if name == "NoneType":
-            return SigtermHandler(HandlerKind.OTHER)
-        if name == "function":
-            return self._function(obj)
-        if name == "builtin_function_or_method":
-            method_def = self._memory.pointer(obj + _CFUNCTION_ML)
-            qualname = self._memory.c_string(self._memory.pointer(method_def), _STRING_CAP)
-            return SigtermHandler(HandlerKind.OTHER, qualname=qualname)
-        return SigtermHandler(HandlerKind.OTHER, qualname=name)
-
-    def _function(self, obj: int) -> SigtermHandler:
-        qualname_address, code = struct.unpack("<QQ", self._memory.read(obj + _FUNC_QUALNAME, 16))
-        qualname = self._string(qualname_address)
-        if not self._is_static(code, "code"):
-            raise _Unreadable("func_code is not a code object")
-        (line,) = struct.unpack("<i", self._memory.read(code + self._line_offset, 4))
-        filename = self._string(self._memory.pointer(code + self._filename_offset))
-        kind = HandlerKind.PREFECT if _is_prefect(filename, qualname) else HandlerKind.OTHER
-        return SigtermHandler(kind, qualname=qualname, filename=filename, line=line)
-
-    def _string(self, obj: int) -> str:
-        """A compact str object's text, cut at 512 bytes."""
-        if not self._is_static(obj, "str"):
-            raise _Unreadable("not a str")
-        header = self._memory.read(obj, _ASCII_HEADER)
-        (length,) = struct.unpack_from("<q", header, 16)
-        (state,) = struct.unpack_from("<I", header, 32)
-        kind, compact, ascii, ready = (state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1, (state >> 7) & 1
-        if not (compact and ready) or kind not in (1, 2, 4) or length < 0 or (ascii and kind != 1):
-            raise _Unreadable("not a compact str")
-        characters = min(length, _STRING_CAP // kind)
-        data = self._memory.read(obj + (_ASCII_HEADER if ascii else _COMPACT_HEADER), characters * kind)
-        return data.decode({1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind])
-
-
-def _is_prefect(filename: str, qualname: str) -> bool:
-    """Prefect's own code: a `prefect` package installed under site-/dist-packages, or one of
-    Prefect's known handlers in any `prefect` directory (a source checkout)."""
-    parts = PurePosixPath(filename).parts[:-1]
-    for index, part in enumerate(parts):
-        if part == "prefect" and (
-            qualname in _PREFECT_HANDLERS or (index and parts[index - 1] in _PACKAGE_DIRS)
-        ):
-            return True
-    return False
-
-
-def _from_kernel(pid: int, proc_root: PathLike) -> SigtermHandler | None:
-    """No Python record (NULL): the kernel's disposition of SIGTERM for the process."""
-    fields = dict(
-        line.split(":", 1)
-        for line in Path(f"{proc_root}/{pid}/status").read_text().splitlines()
-        if ":" in line
+    line = raw.get("line")
+    return SigtermHandler(
+        kind,
+        qualname=_text(raw.get("qualname")),
+        filename=_text(raw.get("filename")),
+        line=line if type(line) is int else None,
     )
-    bit = 1 << (int(signal.SIGTERM) - 1)
-    if int(fields["SigIgn"], 16) & bit:
-        return SigtermHandler(HandlerKind.IGNORE)
-    if int(fields["SigCgt"], 16) & bit:
-        return None
-    return SigtermHandler(HandlerKind.DEFAULT)
 
 
-__all__ = ["sigterm_handler"]
+def _text(value: object) -> str | None:
+    return visible_or_none(value) if isinstance(value, str) else None
+
+
+__all__ = ["Probe", "parse_probe", "sigterm_handler"]

@@ -69,11 +69,13 @@ from prefect_cancel_doctor.locate.roles import argv_role
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
 from prefect_cancel_doctor.sample.sidecar import (
     _SCRIPT,
+    PROBE_ENV,
     ContainerSample,
     ScriptOutput,
     _build,
     _fix_cmdline,
     parse_script_output,
+    probe_source,
 )
 
 #: Name prefix of the doctor's ephemeral containers.
@@ -148,7 +150,11 @@ def debug_container_spec(
             str(REUSE_SAMPLES),
             *flags,
         ],
-        "env": [{"name": "PCD_SCRIPT", "value": _SCRIPT}, {"name": "RUST_BACKTRACE", "value": "0"}],
+        "env": [
+            {"name": "PCD_SCRIPT", "value": _SCRIPT},
+            {"name": PROBE_ENV, "value": probe_source()},
+            {"name": "RUST_BACKTRACE", "value": "0"},
+        ],
         "targetContainerName": target,
         "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}},
         "terminationMessagePolicy": "File",

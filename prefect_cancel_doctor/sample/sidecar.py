@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -43,7 +44,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,11 @@ from prefect_cancel_doctor.docker_api import (
     DockerClient,
     DockerError,
 )
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
 from prefect_cancel_doctor.redact import redact_code
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.sample import excepts, handler, interpreter, procfs
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
     NotPython,
@@ -74,6 +76,8 @@ SIDECAR_LABEL = "io.prefect-cancel-doctor.sidecar"
 PYSPY_PATH = "/.pcd-py-spy"
 #: The shell the script runs with; an image without it gets the py-spy-only fallback.
 SHELL = "/bin/sh"
+#: The environment variable that carries sample/interpreter.py's text to the script.
+PROBE_ENV = "PCD_PROBE"
 
 _MARK = b"\n@@PCD "
 _PROCESS_HEADER = re.compile(r"^Process (\d+): (.*)$", re.MULTILINE)
@@ -83,12 +87,20 @@ _MAX_SOURCE_FILES = 20
 # POSIX sh; only builtins except py-spy itself, `cat` (for cmdline, if present)
 # and `sleep` (between rounds, if present). Arguments: py-spy path, rounds,
 # interval, then py-spy's extra flags. Each block starts with "\n@@PCD <header>\n".
+# In the last round, each process py-spy could dump is probed with its own
+# interpreter when $PCD_PROBE holds sample/interpreter.py (`probe_env`): under
+# `chroot /proc/N/root` (the target's libraries; needs chroot and CAP_SYS_CHROOT),
+# else straight; the dump goes in on stdin.
 _SCRIPT = r"""
 Y=$1; ROUNDS=$2; INTERVAL=$3; shift 3
 ME=$$
 CAT=; command -v cat >/dev/null 2>&1 && CAT=1
 SLEEP=; command -v sleep >/dev/null 2>&1 && SLEEP=1
 mark() { printf '\n@@PCD %s\n' "$*"; }
+probe() {
+  printf '%s' "$2" | chroot "/proc/$1/root" "/proc/$1/exe" -I -S -c "$PCD_PROBE" "$1" 2>/dev/null \
+    || printf '%s' "$2" | "/proc/$1/exe" -I -S -c "$PCD_PROBE" "$1" 2>&1
+}
 show() {
   [ -r "$1" ] || return 0
   l=
@@ -117,12 +129,21 @@ while [ "$r" -le "$ROUNDS" ]; do
       out=$("$Y" dump --pid "$n" --json 2>&1); rc=$?
       mark "dump $r $n plain $rc"; printf '%s\n' "$out"
     fi
+    if [ "$r" = "$ROUNDS" ] && [ "$rc" = 0 ] && [ -n "$PCD_PROBE" ]; then
+      p=$(probe "$n" "$out"); mark "probe $n $?"; printf '%s\n' "$p"
+    fi
   done
   r=$((r + 1))
   if [ "$r" -le "$ROUNDS" ] && [ -n "$SLEEP" ]; then sleep "$INTERVAL"; fi
 done
 mark end
 """
+
+
+@functools.cache
+def probe_source() -> str:
+    """The text of sample/interpreter.py, which the script runs with the target's interpreter."""
+    return Path(interpreter.__file__).read_text(encoding="utf-8")
 
 
 class SidecarError(DockerError):
@@ -158,6 +179,8 @@ class ContainerSample:
     notes: tuple[str, ...] = ()
     #: Wall-clock seconds spent, sidecars included.
     seconds: float = 0.0
+    #: path → text of the user-code files the probe read inside the target's namespace.
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 # -- one sidecar ---------------------------------------------------------------------
@@ -191,7 +214,7 @@ def sidecar_config(
         "Cmd": list(command),
         "User": "0:0",
         "WorkingDir": "/",
-        "Env": ["RUST_BACKTRACE=0", "RUST_LIB_BACKTRACE=0"],
+        "Env": ["RUST_BACKTRACE=0", "RUST_LIB_BACKTRACE=0", f"{PROBE_ENV}={probe_source()}"],
         "Labels": {SIDECAR_LABEL: target_id},
         "NetworkDisabled": True,
         "AttachStdout": False,
@@ -355,7 +378,8 @@ def sample_container(
         result = _sample_pyspy_only(client, target, samples, native, locals, timeout, pyspy)
     processes = result.processes
     if read_source:
-        processes = _with_source(client, target.info.id, processes)
+        fetched = _archive_sources(client, target.info.id, processes, have=result.sources)
+        processes = with_sources(processes, fetched)
     return dataclasses.replace(result, processes=processes, seconds=round(time.monotonic() - started, 3))
 
 
@@ -389,6 +413,8 @@ class ScriptOutput:
     files: dict[int, dict[str, bytes]] = dataclasses.field(default_factory=dict)
     #: (round, pid) → [(mode "full"|"plain", exit code, output)].
     dumps: dict[tuple[int, int], list[tuple[str, int, str]]] = dataclasses.field(default_factory=dict)
+    #: pid → what the interpreter probe printed (its last round).
+    probes: dict[int, str] = dataclasses.field(default_factory=dict)
     finished: bool = False
 
 
@@ -407,6 +433,8 @@ def parse_script_output(data: bytes) -> ScriptOutput:
             parsed.dumps.setdefault(key, []).append(
                 (words[3], int(words[4]), body.decode("utf-8", "replace"))
             )
+        elif words[0] == "probe" and len(words) == 3 and words[2] == "0":
+            parsed.probes[int(words[1])] = body.decode("utf-8", "replace")
         elif words[0] == "end":
             parsed.finished = True
     return parsed
@@ -440,6 +468,7 @@ def _build(
         ((s.pid, s.ppid, s.cmdline) for s in everyone.values()), root, is_pid1=root == 1
     )
     processes = []
+    sources: dict[str, str] = {}
     for pid, role in _engine_by_stack(roles, collected):
         dumps: list[tuple[ThreadSample, ...]] = []
         errors: list[str] = []
@@ -459,6 +488,9 @@ def _build(
             dumps.append(_merge(threads, snap) if snap is not None else threads)
         if native and not used_native:
             errors.append("py-spy --native failed in the sidecar; fell back to plain dumps")
+        probe = handler.parse_probe(collected.probes[pid]) if pid in collected.probes else None
+        if probe is not None:
+            sources.update(probe.sources)
         processes.append(
             ProcessSample(
                 pid=pid,
@@ -468,10 +500,12 @@ def _build(
                 native=used_native and bool(dumps),
                 errors=tuple(errors),
                 python=python,
+                sigterm_pending=probe.pending if probe else None,
+                sigterm_handler=probe.handler if probe else None,
             )
         )
     runner = (last.get(runner_pid) or first.get(runner_pid)) if runner_pid is not None else None
-    return ContainerSample(tuple(processes), runner, "script")
+    return ContainerSample(with_sources(tuple(processes), sources), runner, "script", sources=sources)
 
 
 def _fix_cmdline(relative: str, content: bytes) -> bytes:
@@ -577,10 +611,11 @@ def _sample_pyspy_only(
     return ContainerSample(tuple(processes), None, "pyspy-only", tuple(notes))
 
 
-def _with_source(
-    client: DockerClient, container_id: str, processes: tuple[ProcessSample, ...]
-) -> tuple[ProcessSample, ...]:
-    """Fill `Frame.code` for user-code frames from the container's own files."""
+def _archive_sources(
+    client: DockerClient, container_id: str, processes: tuple[ProcessSample, ...], have: Mapping[str, str]
+) -> dict[str, str]:
+    """The user-code files of the stacks that the probe did not read, from the container's own
+    filesystem through the engine's archive endpoint (where the probe could not run)."""
     wanted: list[str] = []
     for process in processes:
         for dump in process.dumps:
@@ -592,23 +627,36 @@ def _with_source(
                         and "site-packages" not in name
                         and not _STDLIB.search(name)
                         and name not in wanted
+                        and name not in have
                     ):
                         wanted.append(name)
-    sources: dict[str, tuple[str, ...]] = {}
+    sources: dict[str, str] = {}
     for name in wanted[:_MAX_SOURCE_FILES]:
         with contextlib.suppress(DockerError, tarfile.TarError, OSError):
             data = client.read_file(container_id, name)
             if data is not None:
-                sources[name] = tuple(data.decode("utf-8", "replace").splitlines())
+                sources[name] = data.decode("utf-8", "replace")
+    return sources
+
+
+def with_sources(
+    processes: tuple[ProcessSample, ...], sources: Mapping[str, str]
+) -> tuple[ProcessSample, ...]:
+    """Fill `Frame.code` of frames whose file is in `sources` (and that have none yet), and find
+    the `except` clauses that would swallow a termination signal in each engine's main thread."""
+    if not sources:
+        return processes
+    lines = {name: text.splitlines() for name, text in sources.items()}
 
     def code(frame: Frame) -> Frame:
-        lines = sources.get(frame.filename)
-        if lines is None or not 1 <= frame.line <= len(lines):
+        text = lines.get(frame.filename)
+        if frame.code is not None or text is None or not 1 <= frame.line <= len(text):
             return frame
-        return dataclasses.replace(frame, code=redact_code(lines[frame.line - 1].strip()))
+        return dataclasses.replace(frame, code=visible(redact_code(text[frame.line - 1].strip())))
 
-    return tuple(
-        dataclasses.replace(
+    filled = []
+    for process in processes:
+        process = dataclasses.replace(
             process,
             dumps=tuple(
                 tuple(
@@ -618,8 +666,10 @@ def _with_source(
                 for dump in process.dumps
             ),
         )
-        for process in processes
-    )
+        if process.role is Role.ENGINE and process.dumps and not process.swallowing:
+            process = dataclasses.replace(process, swallowing=excepts.find_swallowing(process, sources.get))
+        filled.append(process)
+    return tuple(filled)
 
 
 # -- clean-up ----------------------------------------------------------------------------
@@ -646,10 +696,12 @@ __all__ = [
     "list_sidecars",
     "no_leftover_sidecars",
     "parse_script_output",
+    "probe_source",
     "remove_sidecars",
     "run_sidecar",
     "sample_container",
     "sidecar_config",
     "sidecar_dump",
     "sidecar_processes",
+    "with_sources",
 ]

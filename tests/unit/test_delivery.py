@@ -162,6 +162,27 @@ def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_ot
     assert "uncertain" in verdict.summary
 
 
+def test_a_sigterm_that_came_to_a_flow_whose_handler_cannot_be_read_is_absorbed_not_none_came() -> None:
+    # A sidecar whose probe could not run: the handler is unread, the Docker engine's `kill` says a
+    # SIGTERM reached the flow (PID 1), and the flow sleeps on in a call a signal interrupts.
+    sample = in_pid1(sleeping(None))
+    container = ContainerInfo(
+        id="c" * 64,
+        name="brave-otter",
+        status="running",
+        running=True,
+        events=(ContainerEvent("2026-11-27T10:05:03Z", "kill", "15"),),
+    )
+    target = Target(kind="docker", description="container", processes=(sample,), container=container)
+    verdict = diagnose(Evidence(run_ref(), target, logs_read=True))
+    assert verdict.cause is Cause.SIGNAL_IGNORED
+    assert verdict.summary.startswith("A SIGTERM came and the flow process")
+    assert 0.5 <= verdict.confidence < 0.8
+    assert any("kill" in line and line.startswith("a sign that a SIGTERM came") for line in verdict.evidence)
+    assert any("handler" in line and line.startswith("not read here") for line in verdict.evidence)
+    assert verdict.stop_now and verdict.stop_now[0].startswith("docker kill ")
+
+
 def test_heartbeats_are_intervals_a_worker_may_have_died_after_the_cancel() -> None:
     # Last heartbeat 5 s before the cancel, every 30 s: it stopped between 5 s before and 25 s after.
     worker = WorkerInfo("w1", "OFFLINE", "2026-11-27T10:04:55Z", 905.0, 30.0)
@@ -213,3 +234,24 @@ def test_an_adopting_subreaper_is_named_as_what_it_is_not_as_the_runner() -> Non
         "process 900 (`/usr/bin/python3 /usr/bin/supervisord -n`)" in line and "subreaper" in line
         for line in verdict.evidence
     )
+
+
+def test_the_probes_output_is_untrusted_input() -> None:
+    # What a hostile image's `python` could print in place of the probe's JSON.
+    from prefect_cancel_doctor.sample.handler import parse_probe
+
+    assert parse_probe("") is None
+    assert parse_probe("not json at all") is None
+    assert parse_probe("[1, 2]") is None
+    hostile = (
+        '{"pid": 7, "pending": "yes", "handler": {"kind": "other", "qualname": "\\u001b]52;c;aGk=\\u0007x",'
+        ' "filename": 5, "line": "12"}, "sources": {"/a.py": "x = 1", "/b.py": 7}}'
+    )
+    probe = parse_probe(hostile)
+    assert probe is not None
+    assert probe.pending is None  # not a bool
+    assert probe.handler is not None and probe.handler.kind is HandlerKind.OTHER
+    assert probe.handler.qualname is not None and "\x1b" not in probe.handler.qualname
+    assert probe.handler.filename is None and probe.handler.line is None
+    assert dict(probe.sources) == {"/a.py": "x = 1"}
+    assert parse_probe('{"handler": {"kind": "root-shell"}}') == parse_probe("{}")

@@ -81,7 +81,7 @@ from prefect_cancel_doctor.demo.harness import (
 )
 from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError
 from prefect_cancel_doctor.locate.roles import argv_role
-from prefect_cancel_doctor.model import CallKind, Cause, Role
+from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered, Role
 from prefect_cancel_doctor.sample.sidecar import remove_sidecars
 
 #: Directory holding the `stuck_docker_*.py` flow programs.
@@ -121,9 +121,10 @@ class DockerRecipe(str, enum.Enum):
     RUNNER_FROZEN_AFTER_SIGTERM = "runner_frozen_after_sigterm"
     #: The engine is PID 1, no Runner: cancel, and nothing acts on it.
     CANCEL_UNOBSERVED = "cancel_unobserved"
-    #: A shell is PID 1: cancel, then send the container's stop signal (what
-    #: `docker stop` does first); the shell drops it.
-    STOP_SIGNAL_DROPPED = "stop_signal_dropped"
+    #: Cancel, then send the container's stop signal to its PID 1 (what `docker
+    #: stop` does first): a shell drops it, a flow's own handler or `except` absorbs
+    #: it (the harness waits for the scenario's `<ready_path>.sigterm` witness).
+    STOP_SIGNAL_SENT = "stop_signal_sent"
     #: No Runner: cancel, then SIGKILL the container (exit 137).
     KILLED_WHILE_CANCELLING = "killed_while_cancelling"
     #: No Runner: cancel, then delete the container.
@@ -166,6 +167,11 @@ class DockerScenario:
     container_state: str = "running"
     #: What PID 1 of the container is: "runner", "engine" or "pid1" (something else: a shell).
     pid1_role: str = "runner"
+    #: Whether the flow writes `<ready_path>.sigterm` once it has absorbed the SIGTERM.
+    witnesses_sigterm: bool = False
+    #: Whether a SIGTERM came (`Verdict.delivery.sigterm`) and where it went (None: not asserted).
+    expected_delivery: Delivered | None = None
+    expected_absorbed: Absorber | None = None
 
     @property
     def path(self) -> Path:
@@ -216,10 +222,54 @@ _CATALOG = (
         flow_name="stuck-docker-shell",
         expected_cause=Cause.PID1_NO_FORWARD,
         expected_kind=CallKind.SLEEP,
-        recipe=DockerRecipe.STOP_SIGNAL_DROPPED,
+        recipe=DockerRecipe.STOP_SIGNAL_SENT,
         description="command `sh -c '...; echo done'`: the shell is PID 1 and drops docker stop's SIGTERM",
         command=SHELL_COMMAND,
         pid1_role="pid1",
+    ),
+    DockerScenario(
+        name="docker_handler_returns",
+        file="stuck_docker_handler.py",
+        flow_function="handler_flow",
+        flow_name="stuck-docker-handler",
+        expected_cause=Cause.SIGNAL_IGNORED,
+        expected_kind=CallKind.SLEEP,
+        recipe=DockerRecipe.STOP_SIGNAL_SENT,
+        description="engine as PID 1; the flow's own SIGTERM handler logs and returns, the sleep resumes",
+        command=ENGINE_COMMAND,
+        pid1_role="engine",
+        witnesses_sigterm=True,
+        expected_delivery=Delivered.YES,
+        expected_absorbed=Absorber.HANDLER_RETURNS,
+    ),
+    DockerScenario(
+        name="docker_except_loop",
+        file="stuck_docker_except.py",
+        flow_function="except_flow",
+        flow_name="stuck-docker-except",
+        expected_cause=Cause.SIGNAL_IGNORED,
+        expected_kind=CallKind.SLEEP,
+        recipe=DockerRecipe.STOP_SIGNAL_SENT,
+        description="engine as PID 1; `except BaseException` in a loop catches TerminationSignal and goes on",
+        command=ENGINE_COMMAND,
+        pid1_role="engine",
+        witnesses_sigterm=True,
+        expected_delivery=Delivered.YES,
+        expected_absorbed=Absorber.EXCEPTION_SWALLOWED,
+    ),
+    DockerScenario(
+        name="docker_gil_held",
+        file="stuck_docker_gil.py",
+        flow_function="gil_flow",
+        flow_name="stuck-docker-gil",
+        expected_cause=Cause.SIGNAL_PENDING,
+        expected_kind=CallKind.SLEEP,
+        recipe=DockerRecipe.STOP_SIGNAL_SENT,
+        description="engine as PID 1; a pool thread holds the GIL in C, so Prefect's handler never runs",
+        command=ENGINE_COMMAND,
+        pid1_role="engine",
+        expected_delivery=Delivered.YES,
+        expected_absorbed=Absorber.GIL_HELD,
     ),
     DockerScenario(
         name="docker_gone_killed",
@@ -674,9 +724,16 @@ def _stage(
     for item in by_recipe[DockerRecipe.RUNNER_FROZEN_AFTER_SIGTERM]:
         _freeze_runner_after_sigterm(harness, client, item, log)
     lap("runner_frozen")
-    for item in by_recipe[DockerRecipe.STOP_SIGNAL_DROPPED]:
+    for item in by_recipe[DockerRecipe.STOP_SIGNAL_SENT]:
         client.kill(item.container_id, "SIGTERM")
-        log(f"{item.scenario.name}: sent SIGTERM to PID 1 (the shell), as `docker stop` does first")
+        log(
+            f"{item.scenario.name}: sent SIGTERM to PID 1 ({item.scenario.pid1_role}), "
+            "as `docker stop` does first"
+        )
+    for item in by_recipe[DockerRecipe.STOP_SIGNAL_SENT]:
+        if item.scenario.witnesses_sigterm:
+            marker = Path(str(item.ready_path) + ".sigterm")
+            harness.wait_until(marker.exists, 30, f"{item.scenario.name}: the flow to absorb its SIGTERM")
     for item in by_recipe[DockerRecipe.KILLED_WHILE_CANCELLING]:
         client.kill(item.container_id, "SIGKILL")
         code = client.wait(item.container_id, 30)

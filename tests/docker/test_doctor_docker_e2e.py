@@ -59,6 +59,23 @@ def test_scan_names_cause_kind_and_line_in_the_container(
         assert (call["filename"], call["line"]) == tuple(run.expected_location), verdict["summary"]
     if run.container_state == "running":
         assert entry["target"]["container"]["attach"] == scan_in_mode["mode"]
+    staged = DOCKER_SCENARIOS[scenario]
+    if staged.expected_delivery is not None:
+        delivery = verdict["delivery"]
+        assert delivery["sigterm"] == staged.expected_delivery.value, delivery
+        assert delivery["absorbed_by"] == (staged.expected_absorbed and staged.expected_absorbed.value), (
+            delivery
+        )
+        # The engine is the container's PID 1: the engine's own `kill` event is a sign the SIGTERM came.
+        assert any("Docker engine's event" in sign for sign in delivery["signs_for"]), delivery
+        assert verdict["confidence"] >= 0.9, (verdict["confidence"], delivery)
+    if scenario == "docker_except_loop":
+        line = next(
+            n
+            for n, text in enumerate(run.file.read_text().splitlines(), 1)
+            if text.strip().startswith("except BaseException")
+        )
+        assert f"{run.file.name}:{line}" in verdict["summary"], verdict["summary"]
 
 
 def test_shell_pid1_is_named_with_its_command(

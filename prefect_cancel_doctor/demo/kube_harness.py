@@ -56,7 +56,7 @@ from prefect_cancel_doctor.demo.docker_harness import (
 from prefect_cancel_doctor.demo.harness import CANCELLING_TIMEOUT_MESSAGE, LocalPrefect, StageClock
 from prefect_cancel_doctor.demo.kube_apiserver import FakeApiServer, Policy, fake_cluster
 from prefect_cancel_doctor.docker_api import DockerClient, DockerError
-from prefect_cancel_doctor.model import CallKind, Cause
+from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 
 #: Directory of the flow programs only the Kubernetes harness stages.
@@ -88,8 +88,12 @@ class KubeRecipe(str, enum.Enum):
     RUNNER_FROZEN_AFTER_SIGTERM = "runner_frozen_after_sigterm"
     #: No Runner: nothing acts on the cancel.
     CANCEL_UNOBSERVED = "cancel_unobserved"
-    #: A shell is PID 1: cancel, then SIGTERM PID 1 (what the kubelet sends first); it drops it.
-    STOP_SIGNAL_DROPPED = "stop_signal_dropped"
+    #: Cancel, then SIGTERM PID 1 (what the kubelet sends first): a shell drops it; a flow's own
+    #: handler or `except` absorbs it (the harness waits for the scenario's `.sigterm` witness).
+    STOP_SIGNAL_SENT = "stop_signal_sent"
+    #: Cancel, then delete the Job in the foreground (as the worker's teardown does) with a grace
+    #: longer than any scan: the pod is Terminating and the kubelet has SIGTERMed its PID 1.
+    TERMINATING_IN_GRACE = "terminating_in_grace"
     #: A shell PID 1 and a pod finalizer: cancel, delete the Job in the foreground (as the worker's
     #: teardown does): the pod's SIGTERM is dropped, SIGKILL after its 2 s grace; the pod stays
     #: Terminating, held by its finalizer, and the Job with it.
@@ -126,6 +130,11 @@ class KubeScenario:
     memory_limit: str | None = None
     finalizers: tuple[str, ...] = ()
     grace_seconds: int = 30
+    #: Whether the flow writes `<ready_path>.sigterm` once it has absorbed the SIGTERM.
+    witnesses_sigterm: bool = False
+    #: Whether a SIGTERM came (`Verdict.delivery.sigterm`) and where it went (None: not asserted).
+    expected_delivery: Delivered | None = None
+    expected_absorbed: Absorber | None = None
 
     @property
     def file(self) -> str:
@@ -155,7 +164,7 @@ _CATALOG = (
         flow_function="shell_flow",
         expected_cause=Cause.PID1_NO_FORWARD,
         expected_kind=CallKind.SLEEP,
-        recipe=KubeRecipe.STOP_SIGNAL_DROPPED,
+        recipe=KubeRecipe.STOP_SIGNAL_SENT,
         description="args `sh -c '...; echo done'`: a shell is PID 1 and drops the kubelet's SIGTERM",
         args=tuple(SHELL_ARGS),
     ),
@@ -182,6 +191,35 @@ _CATALOG = (
         running=False,
         finalizers=(HOLD_FINALIZER,),
         grace_seconds=2,
+    ),
+    KubeScenario(
+        name="kube_handler_terminating",
+        path=DOCKER_SCENARIO_DIR / "stuck_docker_handler.py",
+        flow_function="handler_flow",
+        expected_cause=Cause.SIGNAL_IGNORED,
+        expected_kind=CallKind.SLEEP,
+        recipe=KubeRecipe.TERMINATING_IN_GRACE,
+        description="the engine is PID 1 and the flow's own SIGTERM handler returns; its Job was deleted in "
+        "the foreground: the pod is Terminating (grace 600 s), the kubelet's SIGTERM absorbed",
+        args=tuple(ENGINE_COMMAND.split()),
+        grace_seconds=600,
+        witnesses_sigterm=True,
+        expected_delivery=Delivered.YES,
+        expected_absorbed=Absorber.HANDLER_RETURNS,
+    ),
+    KubeScenario(
+        name="kube_except_loop",
+        path=DOCKER_SCENARIO_DIR / "stuck_docker_except.py",
+        flow_function="except_flow",
+        expected_cause=Cause.SIGNAL_IGNORED,
+        expected_kind=CallKind.SLEEP,
+        recipe=KubeRecipe.STOP_SIGNAL_SENT,
+        description="the engine is PID 1; `except BaseException` in a loop catches the TerminationSignal "
+        "of the SIGTERM sent to PID 1 and goes on",
+        args=tuple(ENGINE_COMMAND.split()),
+        witnesses_sigterm=True,
+        expected_delivery=Delivered.YES,
+        expected_absorbed=Absorber.EXCEPTION_SWALLOWED,
     ),
     KubeScenario(
         name="kube_oom",
@@ -605,9 +643,12 @@ def _get_stuck(
         )
         docker.kill(item.container_id, "SIGSTOP")
         log(f"{scenario.name}: the engine got the Runner's SIGTERM; the Runner (PID 1) is frozen")
-    elif recipe is KubeRecipe.STOP_SIGNAL_DROPPED:
+    elif recipe is KubeRecipe.STOP_SIGNAL_SENT:
         docker.kill(item.container_id, "SIGTERM")
-        log(f"{scenario.name}: SIGTERM sent to PID 1 (the shell), as the kubelet does first")
+        log(f"{scenario.name}: SIGTERM sent to PID 1, as the kubelet does first")
+    elif recipe is KubeRecipe.TERMINATING_IN_GRACE:
+        api.cluster.delete_job(namespace, item.job, "Foreground")
+        log(f"{scenario.name}: Job deleted in the foreground; the pod is Terminating in its grace")
     elif recipe is KubeRecipe.TERMINATING_WITH_FINALIZER:
         # As prefect-kubernetes's kill_infrastructure does: the Job, in the foreground.
         api.cluster.delete_job(namespace, item.job, "Foreground")
@@ -632,6 +673,9 @@ def _get_stuck(
         harness.wait_for_state(item.run_id, ["CANCELLING"], timeout=30)
         harness.force_state(item.run_id, "CANCELLED", CANCELLING_TIMEOUT_MESSAGE)
         log(f"{scenario.name}: run forced to Cancelled; its Job runs on")
+    if scenario.witnesses_sigterm:
+        marker = Path(str(item.ready_path) + ".sigterm")
+        harness.wait_until(marker.exists, 30, f"{scenario.name}: the flow to absorb its SIGTERM")
 
 
 def _stuck_run(harness: LocalPrefect, api: FakeApiServer, item: _Staged, flows_dir: Path) -> StuckPodRun:

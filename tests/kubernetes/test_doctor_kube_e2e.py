@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prefect_cancel_doctor.demo.kube_harness import KUBE_SCENARIOS
+from prefect_cancel_doctor.demo.kube_harness import KUBE_SCENARIOS, KubeRecipe
 from prefect_cancel_doctor.docker_api import DockerClient
 from tests.helpers import clean_environ, run_cli
 from tests.kubernetes.conftest import progress
@@ -101,7 +102,29 @@ def test_scan_names_cause_kind_line_and_attach_mode(
         assert call is not None, verdict["summary"]
         assert run.expected_kind is not None and call["kind"] == run.expected_kind.value
         assert (call["filename"], call["line"]) == tuple(run.expected_location), verdict["summary"]
-    assert target["pod"]["attach"] == (mode if run.running else "none")
+    staged_scenario = KUBE_SCENARIOS[scenario]
+    # A Terminating pod gets no ephemeral container (a real kubelet never starts one): on its node it
+    # is sampled in node mode, whichever mode was asked.
+    terminating = staged_scenario.recipe is KubeRecipe.TERMINATING_IN_GRACE
+    assert target["pod"]["attach"] == (("node" if terminating else mode) if run.running else "none")
+    if staged_scenario.expected_delivery is not None:
+        delivery = verdict["delivery"]
+        assert delivery["sigterm"] == staged_scenario.expected_delivery.value, delivery
+        absorbed = staged_scenario.expected_absorbed
+        assert delivery["absorbed_by"] == (absorbed.value if absorbed else None), delivery
+        assert verdict["confidence"] >= 0.9, (verdict["confidence"], delivery)
+    if terminating:
+        # The kubelet's SIGTERM went to the engine (PID 1): the pod's deletion and Killing event are signs.
+        signs = " ".join(verdict["delivery"]["signs_for"])
+        assert "Terminating since" in signs and "Killing" in signs, signs
+    if scenario == "kube_except_loop":
+        deployed = Path(run.expected_location[0])  # type: ignore[index]
+        line = next(
+            n
+            for n, text in enumerate(deployed.read_text().splitlines(), 1)
+            if text.strip().startswith("except BaseException")
+        )
+        assert f"{deployed.name}:{line}" in verdict["summary"], verdict["summary"]
 
 
 def test_shell_pid1_and_no_runner_evidence(

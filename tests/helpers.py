@@ -91,3 +91,21 @@ class TcpForwarder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+#: Confidence bands, as the README defines them (section Confidence).
+BANDS = ((0.9, "≥ 0.9"), (0.7, "0.7–0.89"), (0.5, "0.5–0.69"), (0.0, "< 0.5"))
+
+
+def assert_calibrated(verdicts: list[tuple[float, bool]], title: str) -> None:
+    """Print, per confidence band, how many of `verdicts` (confidence, right?) were right, and fail
+    if a band is right less often than its floor, or a verdict at 0.8 or more is wrong."""
+    tally: dict[str, list[bool]] = {label: [] for _, label in BANDS}
+    for confidence, right in verdicts:
+        tally[next(label for floor, label in BANDS if confidence >= floor)].append(right)
+    print(f"\n{title}: confidence band: right / verdicts")
+    for floor, label in BANDS:
+        print(f"  {label}: {sum(tally[label])} / {len(tally[label])}")
+        if tally[label]:
+            assert sum(tally[label]) / len(tally[label]) >= floor, (label, tally[label])
+    assert all(right for confidence, right in verdicts if confidence >= 0.8), verdicts

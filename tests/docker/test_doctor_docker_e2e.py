@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from prefect_cancel_doctor.demo.docker_harness import DOCKER_SCENARIOS
-from tests.helpers import clean_environ, run_cli
+from tests.helpers import assert_calibrated, clean_environ, run_cli
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
@@ -116,3 +116,16 @@ def test_unknown_container_is_a_usage_error() -> None:
     result = doctor("inspect", "--container", "no-such-container-pcd")
     assert result.returncode == 2
     assert "no-such-container-pcd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_confidence_is_calibrated_on_the_staged_containers(
+    stuck_containers: dict[str, StuckContainerRun], scan_in_mode: dict[str, Any]
+) -> None:
+    """Each band's verdicts are right at least as often as the band claims (README: Confidence)."""
+    verdicts = [
+        (entry["verdict"]["confidence"], entry["verdict"]["cause"] == run.expected_cause.value)
+        for run in stuck_containers.values()
+        if (entry := scan_in_mode["runs"].get(run.run_id)) is not None
+    ]
+    assert len(verdicts) == len(stuck_containers)
+    assert_calibrated(verdicts, f"docker containers ({scan_in_mode['mode']})")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from prefect_cancel_doctor.demo.catalog import SCENARIOS, Recipe
 from prefect_cancel_doctor.render.terminal import SHOWN
-from tests.helpers import clean_environ, run_cli, staged_scenarios
+from tests.helpers import assert_calibrated, clean_environ, run_cli, staged_scenarios
 
 #: Scenarios whose flow swallows the cancel in an `except`, and how that clause begins.
 EXCEPT_CLAUSES = {"except_loop": "except BaseException as exc:", "bare_except": "except:"}
@@ -173,23 +173,16 @@ def test_an_empty_server_exits_0_and_auth_failures_exit_3() -> None:
         assert "No flow runs stuck" in empty.stdout
 
 
-#: Confidence bands, as the README defines them.
-BANDS = ((0.9, "≥ 0.9"), (0.7, "0.7–0.89"), (0.5, "0.5–0.69"), (0.0, "< 0.5"))
-
-
 def test_confidence_is_calibrated_on_the_staged_runs(
     stuck_runs: dict[str, StuckRun], scan_result: tuple[int, dict[str, Any]]
 ) -> None:
     """Each band's verdicts are right at least as often as the band claims (README: Confidence)."""
-    tally: dict[str, list[bool]] = {label: [] for _, label in BANDS}
     entries = by_run(scan_result[1])
-    for run in stuck_runs.values():
-        verdict = entries[run.run_id]["verdict"]
-        label = next(label for floor, label in BANDS if verdict["confidence"] >= floor)
-        tally[label].append(verdict["cause"] == run.expected_cause.value)
-    print("\nconfidence band: right / verdicts")
-    for floor, label in BANDS:
-        right = tally[label]
-        print(f"  {label}: {sum(right)} / {len(right)}")
-        if right:
-            assert sum(right) / len(right) >= floor, (label, right)
+    verdicts = [entries[run.run_id]["verdict"] for run in stuck_runs.values()]
+    assert_calibrated(
+        [
+            (verdict["confidence"], verdict["cause"] == run.expected_cause.value)
+            for verdict, run in zip(verdicts, stuck_runs.values(), strict=True)
+        ],
+        "processes",
+    )

@@ -26,7 +26,7 @@ import pytest
 
 from prefect_cancel_doctor.demo.kube_harness import KUBE_SCENARIOS, KubeRecipe
 from prefect_cancel_doctor.docker_api import DockerClient
-from tests.helpers import clean_environ, run_cli
+from tests.helpers import assert_calibrated, clean_environ, run_cli
 from tests.kubernetes.conftest import progress
 
 if TYPE_CHECKING:
@@ -246,3 +246,19 @@ def test_diagnose_one_run_as_markdown(staged: KubeDemoEnvironment) -> None:
     assert "pid1_no_forward" in result.stdout
     assert f"{run.expected_location[0]}:{run.expected_location[1]}" in result.stdout  # type: ignore[index]
     assert f"kubectl delete pod -n {run.namespace} {run.pod} --grace-period=0 --force" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["node", "ephemeral"])
+def test_confidence_is_calibrated_on_the_staged_pods(
+    mode: str, staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]
+) -> None:
+    """Each band's verdicts are right at least as often as the band claims (README: Confidence)."""
+    verdicts = [
+        (
+            scans[mode][run.run_id]["verdict"]["confidence"],
+            scans[mode][run.run_id]["verdict"]["cause"] == run.expected_cause.value,
+        )
+        for run in staged.runs
+        if (run.scenario, mode) != ("kube_baseline", "ephemeral")
+    ]
+    assert_calibrated(verdicts, f"kubernetes pods ({mode})")

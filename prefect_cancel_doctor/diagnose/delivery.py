@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.model import (
@@ -39,6 +39,9 @@ from prefect_cancel_doctor.model import (
 )
 from prefect_cancel_doctor.prefect_records import parse_time
 from prefect_cancel_doctor.sample.procfs import has_signal
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.diagnose.evidence import Evidence  # Evidence.delivery calls judge
 
 SIGTERM = 15
 #: The daemon thread of Prefect 3.9's control listener (prefect/_internal/control_listener.py).

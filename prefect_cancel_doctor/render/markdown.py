@@ -26,7 +26,7 @@ from prefect_cancel_doctor.render.scan_view import (
     run_name,
     state_text,
 )
-from prefect_cancel_doctor.render.text import timestamp_text
+from prefect_cancel_doctor.render.text import delivery_heading, delivery_lines, timestamp_text
 
 #: Runs detailed in sections; the table lists them all.
 DETAILED = 50
@@ -186,6 +186,10 @@ def _section(d: Diagnosis) -> list[str]:
     if verdict.evidence:
         lines += ["", "**Evidence**", ""]
         lines += [f"- {prose(fact)}" for fact in verdict.evidence]
+    delivery = verdict.delivery
+    if delivery is not None and (delivery.signs_for or delivery.signs_against or delivery.unread):
+        lines += ["", f"**{prose(delivery_heading(delivery))}**", ""]
+        lines += [f"- {prose(line)}" for line in delivery_lines(delivery)]
     if d.timeline:
         lines += ["", "**Timeline (UTC)**", ""]
         lines += [

@@ -25,7 +25,7 @@ from prefect_cancel_doctor.render.scan_view import (
     run_name,
     state_text,
 )
-from prefect_cancel_doctor.render.text import timestamp_text
+from prefect_cancel_doctor.render.text import delivery_heading, delivery_lines, timestamp_text
 
 #: Runs shown in the table and in detail. A fleet with hundreds stuck gets a tally
 #: of the rest: a longer page is not read during an incident, and rich takes ~1.5 ms
@@ -245,6 +245,11 @@ def _details(d: Diagnosis) -> Panel:
     if verdict.evidence:
         parts.append(Text("Evidence", style="underline"))
         parts.append(_bullets("•", verdict.evidence))
+    if verdict.delivery is not None and (
+        verdict.delivery.signs_for or verdict.delivery.signs_against or verdict.delivery.unread
+    ):
+        parts.append(Text(delivery_heading(verdict.delivery), style="underline"))
+        parts.append(_bullets("·", delivery_lines(verdict.delivery)))
     if d.timeline:
         parts.append(Text("Timeline (UTC)", style="underline"))
         parts.append(_timeline(d.timeline))

@@ -10,6 +10,7 @@ from datetime import timezone
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.model import Absorber, Delivered, Delivery
 from prefect_cancel_doctor.prefect_records import parse_time
 
 
@@ -30,4 +31,33 @@ def timestamp_text(value: str | None, *, zone: bool = True) -> str:
     return f"{text} UTC" if zone else text
 
 
-__all__ = ["duration_text", "timestamp_text"]
+_ABSORBED = {
+    Absorber.SIG_IGN: "SIGTERM is ignored (SIG_IGN)",
+    Absorber.BLOCKED: "SIGTERM is blocked in the main thread",
+    Absorber.HANDLER_RETURNS: "a SIGTERM handler of the flow's own returned",
+    Absorber.EXCEPTION_SWALLOWED: "an `except` of the flow caught TerminationSignal",
+    Absorber.GIL_HELD: "another thread holds the GIL, so Prefect's handler cannot run",
+    Absorber.C_CALL: "the main thread is in a C call, so Prefect's handler waits",
+    Absorber.PID1_DROPPED: "PID 1 has no handler and dropped it",
+}
+_ANSWER = {Delivered.YES: "yes", Delivered.NO: "no", Delivered.UNKNOWN: "cannot tell"}
+
+
+def delivery_heading(delivery: Delivery) -> str:
+    """ "Did a SIGTERM come? yes: a SIGTERM handler of the flow's own returned (handler_returns)"."""
+    answer = _ANSWER[delivery.sigterm]
+    if delivery.absorbed_by is not None:
+        answer += f": {_ABSORBED[delivery.absorbed_by]} ({delivery.absorbed_by.value})"
+    return f"Did a SIGTERM come? {answer}"
+
+
+def delivery_lines(delivery: Delivery) -> tuple[str, ...]:
+    """Each sign for and against, and each source not read, one line each."""
+    return (
+        *(f"yes: {sign}" for sign in delivery.signs_for),
+        *(f"no: {sign}" for sign in delivery.signs_against),
+        *(f"not read: {what}" for what in delivery.unread),
+    )
+
+
+__all__ = ["delivery_heading", "delivery_lines", "duration_text", "timestamp_text"]

@@ -255,3 +255,26 @@ def test_the_probes_output_is_untrusted_input() -> None:
     assert probe.handler.filename is None and probe.handler.line is None
     assert dict(probe.sources) == {"/a.py": "x = 1"}
     assert parse_probe('{"handler": {"kind": "root-shell"}}') == parse_probe("{}")
+
+
+def test_the_delivery_judgement_is_shown_with_its_signs_in_the_panel_and_in_markdown() -> None:
+    import io
+
+    from prefect_cancel_doctor.model import Diagnosis, Report
+    from prefect_cancel_doctor.render import Format, render
+
+    ev = in_pod(in_pid1(sleeping(OWN)), terminating_pod())
+    report = Report(
+        "http://127.0.0.1:4200/api",
+        "2026-11-27T12:00:00+00:00",
+        (Diagnosis(ev.run, ev.target, diagnose(ev)),),
+    )
+    for fmt in (Format.TERMINAL, Format.MARKDOWN):
+        out = io.StringIO()
+        render(report, fmt, out, color=False)
+        text = " ".join(out.getvalue().split()).replace("\\_", "_")
+        assert (
+            "Did a SIGTERM come? yes: a SIGTERM handler of the flow's own returned (handler_returns)" in text
+        )
+        assert "yes: pod brave-otter-x7-abcde is Terminating since" in text
+        assert "yes: the kubelet's event Killing: Stopping container prefect-job" in text

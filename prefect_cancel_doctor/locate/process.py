@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.locate import InfraRef, Location
-from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.locate.roles import argv_role, is_init_name, supervises
 from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
 from prefect_cancel_doctor.sample import procfs
 
@@ -49,9 +49,6 @@ def is_engine(proc: ProcSnapshot) -> bool:
     return argv_role(proc.cmdline) is Role.ENGINE
 
 
-_INITS = {"init", "systemd", "tini", "dumb-init", "docker-init", "containerd-shim", "s6-svscan"}
-
-
 def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | None:
     """The live Runner that launched `engine`, if its parent is one.
 
@@ -61,12 +58,14 @@ def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | 
     in any script included, listens there). Without a control port (before 3.9) a Python
     parent of an engine is taken for a `flow.serve()` script. A parent that adopted the
     engine after its Runner died (an init, a subreaper such as `tini -s`, `systemd --user`
-    or supervisord: `adopter_of`) is none of these.
+    or supervisord: `adopter_of`) is none of these, whatever its command line names: an init
+    or a supervisor by its program's name or `comm` (`tini -s -- prefect worker start` is the
+    worker's parent, never the worker).
     """
     parent = procfs.read_process(engine.ppid, proc_root)
     if parent is not None and argv_role(parent.cmdline) is Role.LAUNCHER:
         parent = procfs.read_process(parent.ppid, proc_root)
-    if parent is None or parent.pid == 1 or parent.comm in _INITS:
+    if parent is None or parent.pid == 1 or is_init_name(parent.comm) or supervises(parent.cmdline):
         return None
     if is_runner(parent):
         return parent
@@ -92,7 +91,8 @@ def listens_on(proc: ProcSnapshot, port: int) -> bool:
 
 
 def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:
-    """PIDs of `prefect worker start` processes of `pool` running on this host."""
+    """PIDs of `prefect worker start` processes of `pool` running on this host (not an init or a
+    supervisor that runs one as its child: `tini -s -- prefect worker start --pool P` is no worker)."""
     pids = []
     for entry in Path(proc_root).iterdir():
         if not entry.name.isdigit():
@@ -105,6 +105,7 @@ def local_workers(pool: str, proc_root: str = "/proc") -> list[int]:
         if (
             "worker" in words
             and "start" in words
+            and not supervises(words)
             and any(w == pool and i and words[i - 1] in ("--pool", "-p") for i, w in enumerate(words))
         ):
             pids.append(int(entry.name))

@@ -25,6 +25,38 @@ _BOOTSTRAP_ENGINE = f"{_BOOTSTRAP}.py engine"
 _SUPERVISOR = "prefect.runner._workspace_supervisor"
 #: Programs that start the engine as their child and wait for it.
 _LAUNCHERS = frozenset({"uv"})
+#: Inits and supervisors: they start a program (a worker, the engine) as their child and reap
+#: what is orphaned below them (PID 1, or PR_SET_CHILD_SUBREAPER: `tini -s`, `systemd --user`).
+#: One of them is never the program it starts, whatever its command line names: an adopter of a
+#: flow process whose Runner died, never that Runner. Known by the basename of argv[0] (or by
+#: `comm`, its first 15 characters); supervisord and circusd, which are Python, also by the script
+#: their interpreter runs.
+INITS = frozenset(
+    {
+        "init",
+        "systemd",
+        "tini",
+        "tini-static",
+        "docker-init",
+        "dumb-init",
+        "catatonit",
+        "containerd-shim",
+        "conmon",
+        "s6-svscan",
+        "s6-supervise",
+        "runsvdir",
+        "runsv",
+        "runit",
+        "supervisord",
+        "circusd",
+    }
+)
+#: Variants shipped under longer names (`tini-static-amd64`, `containerd-shim-runc-v2`).
+_INIT_PREFIXES = ("tini-", "containerd-shim")
+#: Programs that run a command as their child and wait for it, in its place (never Prefect).
+_WRAPPERS = frozenset(
+    {"sudo", "doas", "su", "runuser", "timeout", "setsid", "flock", "strace", "unshare", "nsenter"}
+)
 
 
 def argv_role(argv: Sequence[str]) -> Role | None:
@@ -46,9 +78,12 @@ def argv_role(argv: Sequence[str]) -> Role | None:
       or a worker, ``prefect worker start`` (``flow.serve()`` runs in any script:
       `locate.process.runner_of` knows it as the parent of an engine).
 
-    A shell whose ``-c`` script mentions one of them is none of them: it is the shell.
+    A shell whose ``-c`` script mentions one of them is none of them: it is the shell. So is an
+    init, a supervisor or a wrapper that runs one as its child (``tini -s -- prefect worker
+    start``, ``dumb-init -- python -m prefect.engine``, ``sudo prefect worker start``: `supervises`):
+    the Runner or the engine is its child, and it only adopts the flow process once its Runner died.
     """
-    if not argv or os.path.basename(argv[0]) in _SHELLS:
+    if not argv or os.path.basename(argv[0]) in _SHELLS or supervises(argv):
         return None
     words = tuple(argv)
     runs_engine = (
@@ -67,6 +102,23 @@ def argv_role(argv: Sequence[str]) -> Role | None:
     if runs_prefect and (("flow-run", "execute") in pairs or ("worker", "start") in pairs):
         return Role.RUNNER
     return None
+
+
+def is_init_name(name: str) -> bool:
+    """Whether a program's name (argv[0]'s basename, or `comm`) is an init or a supervisor (`INITS`)."""
+    return name in INITS or name.startswith(_INIT_PREFIXES)
+
+
+def supervises(argv: Sequence[str]) -> bool:
+    """Whether a command line is an init, a supervisor or a wrapper that runs its command as a child:
+    by argv[0]'s basename, or for a Python interpreter the script it runs (supervisord, circusd).
+    Such a process is never a Runner or an engine, whatever its arguments name."""
+    if not argv:
+        return False
+    program = os.path.basename(argv[0])
+    if program.startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
+        program = os.path.basename(argv[1])
+    return is_init_name(program) or program in _WRAPPERS
 
 
 def preparing_workspace(argv: Sequence[str]) -> bool:
@@ -124,7 +176,10 @@ _WORKER_FLAGS = {
 
 
 def worker_options(argv: list[str]) -> dict[str, str] | None:
-    """`--pool`, `--name`, `--type` of a `prefect worker start` command line; None for any other."""
+    """`--pool`, `--name`, `--type` of a `prefect worker start` command line; None for any other
+    (an init or a supervisor that runs the worker as its child included: `supervises`)."""
+    if supervises(argv):
+        return None
     words = [w.rsplit("/", 1)[-1] for w in argv[:4]]
     if not any(w == "worker" and i + 1 < len(argv) and argv[i + 1] == "start" for i, w in enumerate(argv)):
         return None
@@ -140,4 +195,12 @@ def worker_options(argv: list[str]) -> dict[str, str] | None:
     return found
 
 
-__all__ = ["argv_role", "assign_roles", "preparing_workspace", "worker_options"]
+__all__ = [
+    "INITS",
+    "argv_role",
+    "assign_roles",
+    "is_init_name",
+    "preparing_workspace",
+    "supervises",
+    "worker_options",
+]

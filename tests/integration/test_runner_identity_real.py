@@ -5,11 +5,22 @@ whose child plays a Runner (it listens on a loopback port and starts an engine w
 PREFECT__CONTROL_PORT, as Prefect 3.9's Runner does), WHEN the Runner is SIGKILLed, THEN the
 engine is adopted by the subreaper, the doctor does not take the subreaper for its Runner, and
 the verdict names the subreaper as what adopted it.
+
+The same on a real server with a real worker (issue 20): `prefect worker start --type process`
+runs as the child of a subreaper, on the session's shared server (`demo_environment`); a run of
+a flow that sleeps reaches its sleep, the worker alone is SIGKILLed, the run is cancelled, and
+`prefect-cancel-doctor scan` says `cancel_not_observed`, with the subreaper named as what adopted
+the flow process, never as a live Runner. (A subreaper whose own command line names the worker,
+`tini -s -- prefect worker start ...`, is covered by tests/unit/test_inits_are_no_runners.py.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +28,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,6 +37,10 @@ from prefect_cancel_doctor.engine import Options, inspect_pid
 from prefect_cancel_doctor.locate.process import adopter_of, runner_of
 from prefect_cancel_doctor.model import Cause
 from prefect_cancel_doctor.sample import procfs
+from tests.helpers import clean_environ, run_cli
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
 ENGINE = "import time; print('ready', flush=True); time.sleep(600)"
 RUNNER = f"""
@@ -98,3 +115,192 @@ def test_the_runner_is_its_parent_then_the_subreaper_is_not(tree: Tree) -> None:
     assert any(
         f"process {tree.subreaper.pid}" in line and "subreaper" in line for line in verdict.evidence
     ), verdict.evidence
+
+
+# -- the same on a real server, with a real worker --------------------------------------------
+
+POOL = "pcd-subreaper"
+HEARTBEAT_SECONDS = 5
+FINAL = {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}
+#: A flow that writes its PID and its parent's once it reaches its sleep.
+FLOW = """
+import os
+import time
+from pathlib import Path
+
+from prefect import flow
+
+
+@flow(name="adopted-sleep")
+def adopted_sleep(ready_path: str) -> None:
+    Path(ready_path + ".tmp").write_text(f"{os.getpid()} {os.getppid()}")
+    os.replace(ready_path + ".tmp", ready_path)
+    time.sleep(3600)  # blocks here
+"""
+#: A subreaper that starts the worker (its command line, `python subreaper.py`, names no worker as
+#: its own), reaps what it adopts, and dies with the test (PR_SET_PDEATHSIG), the worker with it.
+SUBREAPER_REAL = """\
+import ctypes, json, os, signal, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0, "prctl(PR_SET_CHILD_SUBREAPER)"
+spec = json.loads(os.environ.pop("PCD_TEST_WORKER"))
+with open(spec["log"], "ab") as log:
+    worker = subprocess.Popen(
+        spec["argv"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: libc.prctl(1, signal.SIGKILL, 0, 0, 0),
+    )
+print(worker.pid, flush=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.2)
+"""
+
+
+def _die_with_the_test() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Adopted:
+    """A run of a real worker under a subreaper: the worker SIGKILLed, the run cancelled."""
+
+    api_url: str
+    run_id: str
+    subreaper: int
+    worker: int
+    flow: int
+
+
+@pytest.fixture
+def adopted(demo_environment: DemoEnvironment, tmp_path: Path) -> Iterator[Adopted]:
+    from prefect_cancel_doctor.demo.harness import prefect_command
+    from prefect_cancel_doctor.locate.process import launch_traces
+
+    harness = demo_environment.harness
+    work = tmp_path / "flow"
+    work.mkdir()
+    (work / "adopted_flow.py").write_text(FLOW)
+    (tmp_path / "subreaper.py").write_text(SUBREAPER_REAL)
+    ready = tmp_path / "ready"
+    harness.create_process_pool(POOL)
+    deployment = harness.deploy(
+        flow_name="adopted-sleep", entrypoint="adopted_flow.py:adopted_sleep", directory=work, pool=POOL
+    )
+    name = f"subreaper-{uuid.uuid4().hex[:8]}"
+    log = harness.logs_dir / f"worker-{name}.log"
+    argv = [*prefect_command(), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
+    env = harness.child_env(
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false",
+            "PYTHONUNBUFFERED": "1",
+            "PCD_TEST_WORKER": json.dumps({"argv": argv, "log": str(log)}),
+        }
+    )
+    run_id = harness.create_run(deployment, {"ready_path": str(ready)})
+    subreaper = subprocess.Popen(
+        [sys.executable, str(tmp_path / "subreaper.py")],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=work,
+        start_new_session=True,
+        preexec_fn=_die_with_the_test,
+    )
+    worker = 0
+    try:
+        assert subreaper.stdout is not None
+        line = subreaper.stdout.readline()
+        assert line.strip().isdigit(), f"the subreaper did not start the worker (exit {subreaper.poll()})"
+        worker = int(line)
+
+        def sleeping_or_over() -> bool:
+            return ready.exists() or subreaper.poll() is not None or harness.state_type(run_id) in FINAL
+
+        harness.wait_until(
+            sleeping_or_over,
+            240,
+            lambda: f"the run to reach its sleep; worker log:\n{log.read_text(errors='replace')[-3000:]}",
+            interval=0.5,
+        )
+        assert ready.exists(), (harness.state_type(run_id), log.read_text(errors="replace")[-3000:])
+        flow, parent = (int(word) for word in ready.read_text().split())
+        assert parent == worker, f"the flow process {flow} is not the worker's child (parent {parent})"
+        snap = procfs.read_process(flow)
+        assert snap is not None
+        runner = runner_of(snap)
+        assert runner is not None and runner.pid == worker  # the live worker is the flow's Runner
+
+        os.kill(worker, signal.SIGKILL)  # the worker alone, as a crash or the OOM killer would
+        assert _adopted(flow, subreaper.pid), "the subreaper did not adopt the flow process"
+        _wait_past_last_heartbeat(demo_environment, name)
+        harness.cancel_run(run_id)
+        harness.wait_for_state(run_id, ["CANCELLING"], timeout=30)
+        yield Adopted(harness.api_url, run_id, subreaper.pid, worker, flow)
+    finally:
+        with contextlib.suppress(Exception):
+            harness.kill_run_processes(run_id)
+        for pid in (worker, subreaper.pid):
+            with contextlib.suppress(OSError):
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.killpg(subreaper.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subreaper.wait(15)
+        if subreaper.stdout is not None:
+            subreaper.stdout.close()
+        with contextlib.suppress(Exception):
+            harness.kill_run_processes(run_id)
+        with contextlib.suppress(Exception):
+            if harness.state_type(run_id) not in FINAL:
+                harness.force_state(run_id, "CANCELLED", "ended by test_runner_identity_real")
+        config = launch_traces().get(run_id)
+        if config:
+            shutil.rmtree(Path(config).parent, ignore_errors=True)
+
+
+def _wait_past_last_heartbeat(environment: DemoEnvironment, worker: str) -> None:
+    """Until two heartbeat intervals have passed since the dead worker's last heartbeat: the
+    worker died before the cancel, and its heartbeat reads stale (over 1.5 intervals) at the scan."""
+    harness = environment.harness
+
+    def past() -> bool:
+        known = [w for w in harness.workers_of_pool(POOL) if w.name == worker]
+        last = known[0].last_heartbeat_time if known else None
+        assert last is not None, f"worker {worker} never heartbeated"
+        return time.time() > last.timestamp() + 2 * HEARTBEAT_SECONDS
+
+    harness.wait_until(past, 2 * HEARTBEAT_SECONDS + 15, "two heartbeat intervals of the dead worker")
+
+
+def test_a_flow_adopted_by_a_subreaper_after_its_worker_was_killed(adopted: Adopted, tmp_path: Path) -> None:
+    env = clean_environ(PREFECT_API_URL=adopted.api_url, PREFECT_HOME=str(tmp_path / "home"))
+    done = run_cli("scan", "--format", "json", "--samples", "2", env=env)
+    assert done.returncode == 1, done.stderr[-3000:]
+    entries = [
+        e for e in json.loads(done.stdout)["runs"] if (e["flow_run"] or {}).get("id") == adopted.run_id
+    ]
+    assert len(entries) == 1, f"run {adopted.run_id} missing from the scan: {done.stderr[-2000:]}"
+    entry = entries[0]
+    verdict = entry["verdict"]
+    print(
+        f"\nsummary ({verdict['confidence']}): {verdict['summary']}\n"
+        + "\n".join(f"  - {line}" for line in verdict["evidence"])
+    )
+
+    assert verdict["cause"] == "cancel_not_observed", verdict["summary"]
+    flow = procfs.read_process(adopted.flow)
+    assert flow is not None and flow.ppid == adopted.subreaper  # adopted: its parent is the subreaper
+    assert not procfs.read_process(adopted.worker)
+    engine = [p["pid"] for p in entry["target"]["processes"] if p["role"] == "engine"]
+    assert engine == [adopted.flow], entry["target"]["processes"]
+    evidence = verdict["evidence"]
+    assert not any("Runner that launched it is alive" in line for line in evidence), evidence
+    adopter = [line for line in evidence if f"process {adopted.subreaper} " in line and "subreaper" in line]
+    assert adopter, evidence
+    assert "the Runner that launched the flow process is gone" in adopter[0]

@@ -25,7 +25,7 @@ from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediatio
 from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.roles import preparing_workspace, worker_options
+from prefect_cancel_doctor.locate.roles import is_init_name, preparing_workspace, supervises, worker_options
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     DEFAULT_HEARTBEAT_SECONDS,
@@ -1078,6 +1078,12 @@ def _runner_gone_fact(ev: Evidence, engine: ProcessSample) -> str:
         return (
             f"the Runner that launched the flow process is gone: its parent is now PID 1 (`{command}`), "
             "which adopted it when its Runner died"
+        )
+    if supervises(adopter.cmdline) or is_init_name(adopter.comm):
+        return (
+            f"the Runner that launched the flow process is gone: its parent is now process {adopter.pid} "
+            f"(`{command}`), an init or supervisor, not the Runner itself (it may have started the "
+            "Runner): a subreaper (PR_SET_CHILD_SUBREAPER) that adopted the flow process when its Runner died"
         )
     return (
         f"the Runner that launched the flow process is gone: its parent is now process {adopter.pid} "

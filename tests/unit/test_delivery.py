@@ -278,3 +278,22 @@ def test_the_delivery_judgement_is_shown_with_its_signs_in_the_panel_and_in_mark
         )
         assert "yes: pod brave-otter-x7-abcde is Terminating since" in text
         assert "yes: the kubelet's event Killing: Stopping container prefect-job" in text
+
+
+def test_an_init_that_ran_the_worker_and_adopted_the_flow_is_named_as_an_init() -> None:
+    from prefect_cancel_doctor.diagnose.rules import _runner_gone_fact
+    from prefect_cancel_doctor.model import ProcSnapshot
+
+    sample = sleeping(PREFECT)
+    assert sample.proc is not None
+    tini = dataclasses.replace(
+        sample.proc,
+        pid=40,
+        comm="tini",
+        cmdline=("tini", "-s", "--", "prefect", "worker", "start", "--pool", "p"),
+    )
+    assert isinstance(tini, ProcSnapshot)
+    ev = dataclasses.replace(evidence(sample), adopter=tini)
+    fact = _runner_gone_fact(ev, sample)
+    assert "an init or supervisor, not the Runner itself" in fact and "subreaper" in fact
+    assert "no worker" not in fact

@@ -209,7 +209,7 @@ def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "
         lines = _read_lines(base / "cwd" / filename)
     if lines is None or line > len(lines):
         return None
-    return redact_code(lines[line - 1].strip())
+    return visible(redact_code(lines[line - 1].strip()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -257,7 +257,7 @@ def _read_lines(path: Path) -> tuple[str, ...] | None:
         data = path.read_bytes()
     except OSError:
         return None
-    return tuple(data.decode("utf-8", errors="replace").splitlines())
+    return tuple(re.split(r"\r\n|\r|\n", data.decode("utf-8", errors="replace")))
 
 
 def _read_threads(base: Path) -> tuple[KernelThread, ...]:

@@ -646,7 +646,7 @@ def with_sources(
     the `except` clauses that would swallow a termination signal in each engine's main thread."""
     if not sources:
         return processes
-    lines = {name: text.splitlines() for name, text in sources.items()}
+    lines = {name: re.split(r"\r\n|\r|\n", text) for name, text in sources.items()}  # as Python numbers lines
 
     def code(frame: Frame) -> Frame:
         text = lines.get(frame.filename)

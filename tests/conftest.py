@@ -50,6 +50,15 @@ def _settings_restored() -> Iterator[None]:
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _no_secret_held() -> Iterator[None]:
+    """The secrets one test's clients held (`redact.hold`) are not hidden from the next test's output."""
+    yield
+    from prefect_cancel_doctor.redact import forget
+
+    forget()
+
+
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """An environment with no Prefect connection configured (an empty PREFECT_HOME)."""

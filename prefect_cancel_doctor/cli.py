@@ -1148,7 +1148,10 @@ def main() -> None:
     typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`_interruptible`).
     """
     from prefect_cancel_doctor.errors import EXIT_INTERNAL
+    from prefect_cancel_doctor.redact import ScrubbedStream
 
+    # Whatever is printed, a secret the doctor holds is not (redact.scrub): one place for all output.
+    sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)
     try:
         # One program name however it is started (`python -m` too): usage lines and the
         # completion scripts' variable (_PREFECT_CANCEL_DOCTOR_COMPLETE) depend on it.
@@ -1171,9 +1174,9 @@ def _write_traceback(exc: BaseException) -> str:
     import traceback
     from pathlib import Path
 
-    from prefect_cancel_doctor.redact import redact_url_passwords
+    from prefect_cancel_doctor.redact import redact_url_passwords, scrub
 
-    text = redact_url_passwords("".join(traceback.format_exception(exc)))
+    text = scrub(redact_url_passwords("".join(traceback.format_exception(exc))))
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
     for directory in (state / "prefect-cancel-doctor", Path(tempfile.gettempdir())):

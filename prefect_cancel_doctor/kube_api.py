@@ -30,7 +30,7 @@ from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
-from prefect_cancel_doctor.redact import redact_argv
+from prefect_cancel_doctor.redact import hold, hold_userinfo, redact_argv, redact_text, scrub
 
 #: The label the Job controller puts on a Job's pods (and `batch.kubernetes.io/job-name` since 1.27).
 JOB_NAME_LABEL = "job-name"
@@ -267,6 +267,10 @@ class KubeClient:
         timeout: float = 10.0,
     ) -> None:
         self.connection = connection or resolve_kube_connection()
+        # What must never be printed, should the API server echo it back: held by value (`redact.scrub`).
+        hold(self.connection.token)
+        hold(self.connection.client_key_pem)
+        hold_userinfo(self.connection.username, self.connection.password)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._cluster_uid: tuple[str | None] | KubeApiError | None = None
@@ -539,7 +543,7 @@ def _api_error(method: str, path: str, response: httpx.Response, connection: Kub
         if isinstance(status, dict) and status.get("kind") == "Status":
             reason = str(status.get("reason") or "")
             message = str(status.get("message") or message)
-    message = visible(message, 500)
+    message = visible(redact_text(scrub(message, cut=True)), 500)
     text = f"Kubernetes API {code} {reason or response.reason_phrase} on {method} {path}: {message}"
     hint = None
     if code == 401:
@@ -597,6 +601,7 @@ class _BearerAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self._connection.bearer_token()
+        hold(token)  # a token file's content, as it is now
         if token:
             request.headers["Authorization"] = f"Bearer {token}"
         yield request

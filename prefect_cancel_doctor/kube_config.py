@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor.errors import ConfigurationError
+from prefect_cancel_doctor.redact import hold, redact_text
 
 #: Where a pod's service account is mounted.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -381,7 +382,8 @@ def _exec_credential(
             f"the credential plugin {command!r} did not answer within {EXEC_TIMEOUT:g} s"
         ) from exc
     if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        _hold_token(done.stdout)  # a token it printed is one the doctor holds: never shown (redact.scrub)
+        tail = redact_text(done.stderr.decode(errors="replace")).strip().splitlines()[-1:] or [""]
         raise KubeConfigError(
             f"the credential plugin {command!r} of user {user!r} failed "
             f"(exit {done.returncode}): {tail[0][:300]}",
@@ -399,6 +401,15 @@ def _exec_credential(
     if not found:
         raise KubeConfigError(f"the credential plugin {command!r} returned neither a token nor a certificate")
     return found
+
+
+def _hold_token(stdout: bytes) -> None:
+    """Hold (`redact.hold`) the token in what a failing credential plugin printed, if any."""
+    try:
+        token = json.loads(stdout)["status"]["token"]
+    except (ValueError, LookupError, TypeError, RecursionError):
+        return
+    hold(token if isinstance(token, str) else None)
 
 
 __all__ = [

@@ -51,7 +51,7 @@ from prefect_cancel_doctor.prefect_records import (
     parse_work_pool,
     parse_workers,
 )
-from prefect_cancel_doctor.redact import REDACTED, redact_url_passwords
+from prefect_cancel_doctor.redact import hold, hold_url, hold_userinfo, redact_text, scrub
 from prefect_cancel_doctor.settings import Connection
 
 #: Log lines read per run for its timeline (the newest ones).
@@ -91,15 +91,15 @@ class PrefectApi:
         timeout: float = 15.0,
     ) -> None:
         headers = {"User-Agent": f"prefect-cancel-doctor/{__version__}"}
-        #: What must never be printed, should a server echo it back.
-        self._secrets: list[str] = []
+        # What must never be printed, should a server echo it back: held by value (`redact.scrub`).
+        hold(connection.api_key)
+        hold_userinfo(*(connection.auth_string or ":").partition(":")[::2])
+        hold_url(connection.api_url)
         if connection.api_key:
             headers["Authorization"] = f"Bearer {connection.api_key}"
-            self._secrets.append(connection.api_key)
         elif connection.auth_string:
             token = base64.b64encode(connection.auth_string.encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-            self._secrets += [connection.auth_string, token]
         #: The API URL as it may be printed (a password in it hidden).
         self.url = connection.display_url
         self._connection = connection
@@ -280,10 +280,9 @@ class PrefectApi:
         )
 
     def _clean(self, text: str) -> str:
-        """Text a server sent back, safe to print: no credentials of ours, no control characters."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return visible(redact_url_passwords(text), 300)
+        """Text a server sent back, safe to print: no credentials of ours (by value, in any form,
+        also where `text` was cut in one), no secret by its form, no control characters."""
+        return visible(redact_text(scrub(text, cut=True)), 300)
 
     def _paged(
         self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, id_key: str = "id"

@@ -23,7 +23,8 @@ All events of a scan go in one `POST /events` (split only past
 an event over 1.5 MB without a word, `PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES`)
 by trimming the stack, then the evidence. Text is the report's, already made
 inert and redacted where it entered the doctor (`inert.py`, `redact.py`), as in
-the JSON; URL passwords are hidden once more. The API client retries 429 and
+the JSON; URL passwords are hidden once more, and every secret the doctor holds
+(`redact.scrub_tree`: a key a server echoed into a run's record). The API client retries 429 and
 502-504 with backoff. A refusal is never fatal: the scan's verdicts are printed
 all the same, and `PublishOutcome.errors` says what was not published.
 """
@@ -54,7 +55,7 @@ from prefect_cancel_doctor.model import (
     Verdict,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.redact import redact_url_passwords
+from prefect_cancel_doctor.redact import redact_url_passwords, scrub_tree
 
 #: The event of one verdict.
 VERDICT_EVENT = "prefect-cancel-doctor.verdict"
@@ -539,7 +540,7 @@ def publish(
     for batch in batches(events):
         verdicts = sum(1 for e in batch if e["event"] == VERDICT_EVENT)
         try:
-            api.post_events(batch)
+            api.post_events(scrub_tree(batch))  # no secret the doctor holds is published
         except DoctorError as exc:
             outcome.errors.append(
                 f"not published: {verdicts} verdict event(s) (POST /events failed: {exc})" + _write_hint(exc)
@@ -580,7 +581,7 @@ def _publish_artifacts(
     try:
         latest = api.latest_artifacts(keys)
         for key, d in keys.items():
-            body = artifact_body(d, host, report.api_url, report.generated_at)
+            body = scrub_tree(artifact_body(d, host, report.api_url, report.generated_at))
             existing = latest.get(key)
             if existing is not None and existing.flow_run_id == _run_id(d):
                 api.update_artifact(existing.id, {"data": body["data"], "description": body["description"]})

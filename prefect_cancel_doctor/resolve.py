@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.model import AttachMode, Cause, ContainerProcess, Diagnosis, Role, StateType
+from prefect_cancel_doctor.redact import scrub_tree
 from prefect_cancel_doctor.sample import procfs
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class ActionLog:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps(entry) + "\n")
+            log.write(json.dumps(scrub_tree(entry)) + "\n")  # no secret the doctor holds (redact.py)
 
 
 def _now(target: ProcessTarget) -> str:

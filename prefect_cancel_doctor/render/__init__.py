@@ -85,9 +85,13 @@ def write_report(
 
 def write_atomically(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` through a temporary file beside it, then a rename: a reader never
-    sees half a file, and a failure leaves the previous one in place."""
+    sees half a file, and a failure leaves the previous one in place. No secret the doctor holds
+    is written (`redact.scrub`)."""
     import tempfile
 
+    from prefect_cancel_doctor.redact import scrub
+
+    text = scrub(text)
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)

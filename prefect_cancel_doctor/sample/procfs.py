@@ -20,6 +20,7 @@ from typing import TypeAlias
 from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
 from prefect_cancel_doctor.redact import redact_argv, redact_code
+from prefect_cancel_doctor.sample.as_target import read_as_target
 from prefect_cancel_doctor.sample.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
@@ -197,24 +198,14 @@ def has_signal(mask: int, signum: int) -> bool:
 
 
 def read_source_line(pid: int, filename: str, line: int, proc_root: PathLike = "/proc") -> str | None:
-    """Line `line` of `filename` as the process sees it (through /proc/PID/root), stripped
-    and with literal secrets redacted (see `redact_code`)."""
-    if line < 1 or not filename or filename.startswith("<"):
+    """Line `line` of `filename` as the process sees it and could read it (`read_source_text`),
+    stripped and with literal secrets redacted (see `redact_code`)."""
+    if line < 1:
         return None
-    base = Path(proc_root) / str(pid)
-    if os.path.isabs(filename):
-        lines = _cached_lines(str(base / "root"), filename) or _cached_lines("/", filename)
-    else:
-        # A working directory can change, so relative paths are read afresh.
-        lines = _read_lines(base / "cwd" / filename)
+    lines = _source_lines(*_source_key(pid, filename, proc_root))
     if lines is None or line > len(lines):
         return None
     return visible(redact_code(lines[line - 1].strip()))
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_lines(root: str, filename: str) -> tuple[str, ...] | None:
-    return _read_lines(Path(root) / filename.lstrip("/"))
 
 
 #: The largest source file `read_source_text` reads whole (generated modules can be huge).
@@ -222,29 +213,16 @@ MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
 def read_source_text(pid: int, filename: str, proc_root: PathLike = "/proc") -> str | None:
-    """The whole of `filename` as the process sees it (through /proc/PID/root, found as
-    `read_source_line` finds it), decoded as Python decodes source; None when it cannot be read
-    or is larger than MAX_SOURCE_BYTES."""
-    if not filename or filename.startswith("<"):
-        return None
-    base = Path(proc_root) / str(pid)
-    if os.path.isabs(filename):
-        return _cached_text(str(base / "root"), filename) or _cached_text("/", filename)
-    return _read_source(base / "cwd" / filename)
+    """The whole of `filename` as the process sees it (an absolute name in its root, a relative one
+    from its working directory) and as it could read it: opened with its credentials or not at all
+    (`as_target.read_as_target`: a flow naming a file only root may read never gets it read by a
+    root doctor). Decoded as Python decodes source; None when it cannot be read or is larger than
+    MAX_SOURCE_BYTES.
 
-
-@functools.lru_cache(maxsize=32)
-def _cached_text(root: str, filename: str) -> str | None:
-    return _read_source(Path(root) / filename.lstrip("/"))
-
-
-def _read_source(path: Path) -> str | None:
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_SOURCE_BYTES + 1)
-    except (OSError, ValueError):
-        return None
-    if len(data) > MAX_SOURCE_BYTES:
+    This is the one place the doctor reads a target's source: `read_source_line` and every
+    caller of either go through it."""
+    data = _source_bytes(*_source_key(pid, filename, proc_root))
+    if data is None:
         return None
     try:
         return importlib.util.decode_source(data)  # a coding cookie or BOM, as the interpreter reads it
@@ -252,12 +230,38 @@ def _read_source(path: Path) -> str | None:
         return data.decode("utf-8", errors="replace")
 
 
-def _read_lines(path: Path) -> tuple[str, ...] | None:
+_SourceKey: TypeAlias = "tuple[str, int, int, str, str]"
+
+
+def _source_key(pid: int, filename: str, proc_root: PathLike) -> _SourceKey:
+    """What a read is cached under: the process (its start time: a reused PID is another process)
+    and, for a relative name, its working directory as it is now (it may change)."""
+    root = os.fspath(proc_root)
+    fields = read_stat_fields(pid, root)
+    start = fields[2] if fields else -1
+    cwd = "" if os.path.isabs(filename) else (_readlink(f"{root}/{pid}/cwd") or "?")
+    return root, pid, start, filename, cwd
+
+
+def _readlink(path: str) -> str | None:
     try:
-        data = path.read_bytes()
+        return os.readlink(path)
     except OSError:
         return None
-    return tuple(re.split(r"\r\n|\r|\n", data.decode("utf-8", errors="replace")))
+
+
+@functools.lru_cache(maxsize=64)
+def _source_bytes(root: str, pid: int, start: int, filename: str, cwd: str) -> bytes | None:
+    if not filename or filename.startswith("<"):
+        return None
+    data = read_as_target(pid, filename, MAX_SOURCE_BYTES, root)
+    return None if data is None or len(data) > MAX_SOURCE_BYTES else data
+
+
+@functools.lru_cache(maxsize=64)
+def _source_lines(root: str, pid: int, start: int, filename: str, cwd: str) -> tuple[str, ...] | None:
+    data = _source_bytes(root, pid, start, filename, cwd)
+    return None if data is None else tuple(re.split(r"\r\n|\r|\n", data.decode("utf-8", errors="replace")))
 
 
 def _read_threads(base: Path) -> tuple[KernelThread, ...]:

@@ -5,6 +5,7 @@ Each snippet starts at line 1; the line a frame is on is given as a number.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from textwrap import dedent
@@ -546,6 +547,11 @@ def test_read_source_text_through_the_process_root(tmp_path: Path) -> None:
     (root / "big.py").write_bytes(b"#" * (MAX_SOURCE_BYTES + 1))
     (proc / "42" / "cwd").mkdir()
     (proc / "42" / "cwd" / "rel.py").write_text("y = 2\n")
+    # Read with the process's credentials (as_target): here, ours.
+    uid, gid = os.geteuid(), os.getegid()
+    (proc / "42" / "status").write_text(
+        f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\nGroups:\n"
+    )
 
     assert read_source_text(42, "/app/etl.py", proc) == "# -*- coding: latin-1 -*-\nname = 'é'\n\x0cx = 1\n"
     assert read_source_text(42, "rel.py", proc) == "y = 2\n"

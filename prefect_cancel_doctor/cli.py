@@ -562,9 +562,13 @@ def diagnose(
         "prefect-cancel-doctor resolve crafty-lemur",
         "prefect-cancel-doctor resolve 06e664e5-5fa7-4eba-bb99-2dfc47082c1c --yes --grace 10",
     )
+    + "\n\nA doctor that cannot read every process on the host (not root: a partial view) never sets "
+    "the state of a run of this host's processes, since a process it cannot read may be the run's: it "
+    "ends what it can tie to the run, names what it could not read, and exits 2; --force-state sets the "
+    "state anyway, once confirmed on its own."
     + "\n\nExit codes: 0 resolved (or the dry-run plan printed); 1 something still runs, the state was "
     "left as it was; 2 refused (no terminal without --yes, a PID reused since the plan, a verdict that "
-    "cannot be acted on); 3 Prefect API error; 130 interrupted."
+    "cannot be acted on, a partial view without --force-state); 3 Prefect API error; 130 interrupted."
 )
 def resolve(
     run: Annotated[
@@ -578,6 +582,15 @@ def resolve(
     dry_run: DryRun = False,
     grace: Grace = 30.0,
     samples: Samples = 3,
+    force_state: Annotated[
+        bool,
+        typer.Option(
+            "--force-state",
+            help="Set the run's state to Cancelled even on a partial view (this doctor cannot read every "
+            "process here, so the run may still run in one of them). Asked as a question of its own on a "
+            "terminal; with --yes, this flag is the confirmation.",
+        ),
+    ] = False,
 ) -> None:
     """Finish a stuck cancellation: diagnose, show the plan, confirm, end the run's processes
     (SIGTERM, grace, SIGKILL; a container's engine, then docker stop, then docker kill), verify
@@ -591,7 +604,7 @@ def resolve(
 
         return list(diagnose_run(api, run, _with_ui(options, api, profile), lambda *_: None).runs)
 
-    _resolve(api_url, api_key, profile, one, yes, dry_run, grace)
+    _resolve(api_url, api_key, profile, one, yes, dry_run, grace, force_state=force_state)
 
 
 def _resolve(
@@ -603,12 +616,14 @@ def _resolve(
     dry_run: bool,
     grace: float,
     stuck: Callable[[], bool] = lambda: False,
+    force_state: bool = False,
 ) -> None:
     """Diagnose with `find`, then plan, confirm and act (`resolve.resolve_diagnosed`); exit 0/1/2.
 
-    `stuck()`: whether something else the command found keeps the exit code at 1."""
+    `stuck()`: whether something else the command found keeps the exit code at 1. `force_state`:
+    set a state on a partial view too, once confirmed on its own (`--yes` with the flag: confirmed)."""
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
-    from prefect_cancel_doctor.resolve import resolve_diagnosed
+    from prefect_cancel_doctor.resolve import Plan, resolve_diagnosed
 
     def confirm() -> bool:
         if yes:
@@ -616,6 +631,16 @@ def _resolve(
         if not sys.stdin.isatty():
             _fail(_usage("refusing to act without confirmation: stdin is not a terminal; pass --yes"))
         return typer.confirm("Carry out this plan?", default=False, err=True)
+
+    def confirm_force(plans: list[Plan]) -> bool:
+        if yes:
+            return True
+        names = ", ".join(plan.run_name for plan in plans)
+        question = (
+            f"This doctor cannot read every process on this host (see the note above): {names} may still "
+            "run in one of them. Set the state to Cancelled anyway?"
+        )
+        return typer.confirm(question, default=False, err=True)
 
     try:
         with _interruptible(), _api(api_url, api_key, profile) as api:
@@ -627,6 +652,8 @@ def _resolve(
                 grace=grace,
                 say=lambda line: typer.echo(line, err=True),
                 wait=_countdown,
+                force_state=force_state,
+                confirm_force=confirm_force,
             )
     except DoctorError as exc:
         _fail(exc)

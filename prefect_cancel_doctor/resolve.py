@@ -12,6 +12,14 @@ The plan follows the verdict:
   `docker kill`;
 - `uninterruptible_io`, `not_attachable`, `unknown`: refused, with why.
 
+A doctor whose view of this host's processes is partial (no right to read every process:
+not root, `locate.process.partial_view`) cannot tell that nothing of a run runs: a process
+it cannot read may be the run's. For a run of this host's processes it then never sets the
+state: the processes it can tie to the run are still ended, but the state change is refused
+(exit 2), naming the processes it could not read and how to get the right, unless
+`--force-state` asks for it and is confirmed on its own (a second question; with `--yes`,
+the flag itself).
+
 Each process is matched to the run when planned (its PREFECT__FLOW_RUN_ID, the container's
 run label, or a served run's Runner) and re-checked right before it is signalled: same PID,
 same start time. A PID reused since the plan refuses the whole plan before anything is sent.
@@ -21,6 +29,8 @@ one JSON line in `$XDG_STATE_HOME/prefect-cancel-doctor/actions.jsonl`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import getpass
 import json
 import os
@@ -34,7 +44,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.model import AttachMode, Cause, ContainerProcess, Diagnosis, Role, StateType
+from prefect_cancel_doctor.locate import parse_infrastructure_pid
+from prefect_cancel_doctor.locate.process import is_this_host, partial_view
+from prefect_cancel_doctor.model import (
+    AttachMode,
+    Cause,
+    ContainerProcess,
+    Diagnosis,
+    FlowRunRef,
+    InfraKind,
+    Role,
+    StateType,
+    Target,
+)
 from prefect_cancel_doctor.redact import scrub_tree
 from prefect_cancel_doctor.sample import procfs
 
@@ -97,6 +119,10 @@ class Plan:
     set_cancelled: bool = False
     refusal: str | None = None
     notes: tuple[str, ...] = ()
+    #: Why the state is not set although the plan would set it: the doctor's view is partial.
+    state_refused: str | None = None
+    #: The partial view the state is set on all the same (`--force-state`, confirmed on its own).
+    forced: str | None = None
 
     def steps(self, grace: float) -> list[str]:
         """The plan in words, one line a step."""
@@ -121,18 +147,39 @@ class Plan:
             lines.append(f"SIGTERM {pids}; wait up to {grace:.0f} s; SIGKILL whatever still runs")
         if self.processes or self.container_id:
             lines.append("verify that everything above is gone")
-        if self.set_cancelled:
+        if self.set_cancelled and self.forced:
+            lines.append(
+                "set the run's state to Cancelled through the API although this doctor cannot read every "
+                "process here (--force-state): a process of the run it cannot see would keep running"
+            )
+        elif self.set_cancelled:
             lines.append("set the run's state to Cancelled through the API (frees its concurrency slot)")
+        elif self.state_refused:
+            lines.append(
+                "leave the run's state as it is: this doctor cannot read every process here, so it cannot "
+                "tell that nothing of the run runs (--force-state sets it anyway)"
+            )
         elif not self.processes and not self.container_id:
             lines.append("nothing to do: the run is final and nothing of it runs here")
         return lines
 
 
-def make_plan(diagnosis: Diagnosis) -> Plan:
-    """The plan for one diagnosed run (see the module docstring)."""
+def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: bool = False) -> Plan:
+    """The plan for one diagnosed run (see the module docstring).
+
+    `partial`: why this doctor's view of this host's processes is partial (`partial_view`), or
+    None when it is whole; it weighs only for a run of this host's processes. `force_state`:
+    set the state on such a view all the same (`--force-state`)."""
     run, verdict, target = diagnosis.flow_run, diagnosis.verdict, diagnosis.target
     if run is None:
         raise Refused("resolve needs a flow run: use `diagnose`/`inspect` for a bare process")
+    partial = partial if partial and runs_here(run, target) else None
+    cancelling = run.state_type == StateType.CANCELLING
+    found = target is not None and any(s.role in _RUN_ROLES for s in target.processes)
+    if verdict.cause is Cause.NOT_ATTACHABLE and partial and cancelling and not found:
+        if force_state:
+            return Plan(run.id, run.name, verdict.cause, set_cancelled=True, forced=partial)
+        return Plan(run.id, run.name, verdict.cause, refusal=_state_refusal(partial), state_refused=partial)
     if verdict.cause in _REFUSED:
         return Plan(run.id, run.name, verdict.cause, refusal=f"{_REFUSED[verdict.cause]} ({verdict.summary})")
     container = target.container if target else None
@@ -167,7 +214,7 @@ def make_plan(diagnosis: Diagnosis) -> Plan:
             for w in run.workers
             if w.status == "ONLINE" and not w.heartbeat_is_stale
         ]
-    return Plan(
+    plan = Plan(
         run.id,
         run.name,
         verdict.cause,
@@ -175,8 +222,31 @@ def make_plan(diagnosis: Diagnosis) -> Plan:
         container_id=running.id if running is not None else None,
         container_stop_timeout=running.stop_timeout if running is not None else None,
         straight_to_sigkill=None if running is not None else _SIGTERM_CANNOT_ACT.get(verdict.cause),
-        set_cancelled=run.state_type == StateType.CANCELLING,
+        set_cancelled=cancelling,
         notes=tuple(notes),
+    )
+    if not (cancelling and partial):
+        return plan
+    if force_state:
+        return dataclasses.replace(plan, forced=partial)
+    # What it can tie to the run is still ended; the state, which says nothing of it runs, is not set.
+    refusal = None if plan.processes or plan.container_id else _state_refusal(partial)
+    return dataclasses.replace(plan, set_cancelled=False, state_refused=partial, refusal=refusal)
+
+
+def runs_here(run: FlowRunRef, target: Target | None) -> bool:
+    """Whether the run is one of this host's processes, by its target and its infrastructure_pid
+    (a container or a pod is told by its engine or API, not by reading /proc)."""
+    if target is not None and target.kind not in (InfraKind.PROCESS, InfraKind.NONE):
+        return False
+    ref = parse_infrastructure_pid(run.infrastructure_pid)
+    return ref.kind in (InfraKind.PROCESS, InfraKind.NONE) and is_this_host(ref.host)
+
+
+def _state_refusal(partial: str) -> str:
+    return (
+        f"the run's state is not set to Cancelled on a partial view: {partial}; or pass --force-state to "
+        "set it anyway (confirmed on its own)"
     )
 
 
@@ -297,11 +367,16 @@ def execute(
         return outcome
     if plan.set_cancelled:
         done = "; ".join(outcome.actions) or "nothing was left to stop"
-        message = f"Cancelled by prefect-cancel-doctor resolve: {done}"[:500]
+        how = " --force-state, on a partial view of the host's processes" if plan.forced else ""
+        message = f"Cancelled by prefect-cancel-doctor resolve{how}: {done}"[:500]
         state = api.force_cancelled(plan.run_id, message)
         outcome.final_state = state.type.value if state else None
-        log.record(plan.run_id, "flow run state", "set Cancelled", outcome.final_state or "?")
+        action = "set Cancelled" + (" (--force-state on a partial view)" if plan.forced else "")
+        log.record(plan.run_id, "flow run state", action, outcome.final_state or "?")
         say(f"  run {plan.run_name}: state set to {outcome.final_state}")
+    elif plan.state_refused:
+        log.record(plan.run_id, "flow run state", "none", "refused: partial view of the host's processes")
+        say(f"  run {plan.run_name}: state left as it is (partial view)")
     return outcome
 
 
@@ -356,13 +431,20 @@ def resolve_diagnosed(
     say: Callable[[str], None] = print,
     wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
     log: ActionLog | None = None,
+    force_state: bool = False,
+    confirm_force: Callable[[list[Plan]], bool] | None = None,
+    partial: Callable[[], str | None] = partial_view,
 ) -> list[tuple[Plan, Outcome | None]]:
     """Plan every run, print the plans, and (unless `dry_run`) act once `confirm()` says yes.
 
     A refused plan raises `Refused` before anything is done for any run; so does `confirm()`
-    answering no.
+    answering no, and `confirm_force(plans)` answering no for plans that set a state on a
+    partial view (`force_state`; no `confirm_force`: no). A state left as it was on a partial
+    view raises `Refused` once the rest is done (exit 2). `partial()`: why this doctor's view
+    of the host's processes is partial (read once, and only if a run lives in them).
     """
-    plans = [make_plan(d) for d in diagnoses]
+    view = functools.cache(partial)
+    plans = [make_plan(d, partial=view() if _here(d) else None, force_state=force_state) for d in diagnoses]
     for plan in plans:
         say(f"plan for run {plan.run_name} ({plan.run_id}), {plan.cause.value}:")
         for number, step in enumerate(plan.steps(grace), 1):
@@ -372,6 +454,8 @@ def resolve_diagnosed(
             say(f"     {what} (matched by {target.matched_by})")
         for note in plan.notes:
             say(f"  note: {note}")
+        if (plan.forced or plan.state_refused) and not plan.refusal:
+            say(f"  note: {plan.forced or plan.state_refused}")
     refused = [p for p in plans if p.refusal]
     if refused:
         raise Refused("; ".join(f"run {p.run_name}: {p.refusal}" for p in refused))
@@ -380,13 +464,24 @@ def resolve_diagnosed(
         return [(plan, None) for plan in plans]
     if not confirm():
         raise Refused("not confirmed: nothing was done")
+    forced = [p for p in plans if p.forced]
+    if forced and not (confirm_force and confirm_force(forced)):
+        raise Refused("--force-state was not confirmed: nothing was done")
     log = log or ActionLog()
     results: list[tuple[Plan, Outcome | None]] = []
     for plan in plans:
         say(f"resolving run {plan.run_name}:")
         results.append((plan, execute(plan, api, grace=grace, say=say, wait=wait, log=log)))
     say(f"actions logged to {log.path}")
+    left = [p for p, outcome in results if p.state_refused and outcome is not None and outcome.resolved]
+    if left:
+        raise Refused("; ".join(f"run {p.run_name}: {_state_refusal(p.state_refused or '')}" for p in left))
     return results
+
+
+def _here(diagnosis: Diagnosis) -> bool:
+    run = diagnosis.flow_run
+    return run is not None and run.state_type == StateType.CANCELLING and runs_here(run, diagnosis.target)
 
 
 def _wait_quietly(what: str, seconds: float, done: Callable[[], bool]) -> bool:

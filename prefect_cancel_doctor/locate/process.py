@@ -9,6 +9,7 @@ survivors of a dead flow, runs whose `infrastructure_pid` is stale.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,114 @@ NEEDS_PTRACE = (
     "reading it needs ptrace access to the process (CAP_SYS_PTRACE): run the doctor as root "
     "(sudo -E prefect-cancel-doctor ...) or as the user that runs the flow"
 )
+#: The same, for a doctor that is root already but was left without CAP_SYS_PTRACE (a container).
+_ROOT_NEEDS_PTRACE = (
+    "reading it needs ptrace access to the process: the doctor runs as root without CAP_SYS_PTRACE; "
+    "give it that capability (in a container: --cap-add SYS_PTRACE)"
+)
+#: Processes a partial view names, at most: those a run's may be (a flow engine, Runner or hook
+#: by its command, grouped by command: all of them on any real host), then any other (Python first).
+_PARTIAL_LIKELY_SHOWN = 200
+_PARTIAL_OTHERS_SHOWN = 3
+
+
+def needs_ptrace(pid: int | None = None, proc_root: str = "/proc") -> str:
+    """What would let this doctor read process `pid` (or any process): never "run as root" to
+    root. A doctor that may read every process and still cannot read `pid` is told what it is."""
+    if not procfs.reads_every_process():
+        return _ROOT_NEEDS_PTRACE if os.geteuid() == 0 else NEEDS_PTRACE
+    if pid is None:
+        return "the doctor may read every process already"
+    comm = procfs.read_optional_text(Path(proc_root) / str(pid) / "comm") or "?"
+    if procfs.is_kernel_thread(pid, proc_root):
+        return (
+            f"it is a kernel thread ({visible(comm, 60)}): no program runs in it, it is no flow run's process"
+        )
+    what = f"PID 1, this PID namespace's init ({visible(comm, 60)})" if pid == 1 else "a process"
+    return (
+        f"it is {what}, which the kernel keeps even from root here (a security module such as AppArmor "
+        "or SELinux, or another user namespace's process); no right the doctor could be given changes that"
+    )
+
+
+def partial_view(proc_root: str = "/proc") -> str | None:
+    """Why this doctor's view of this host's processes is partial, or None when it is whole.
+
+    Partial: it cannot read every process (no CAP_SYS_PTRACE: not root) and some user
+    process's environment is closed to it, or /proc hides other users' processes altogether.
+    Such a process may be any run's: its PREFECT__FLOW_RUN_ID cannot be read. The processes
+    are named, those whose command is a flow engine, a Runner or Python first.
+    """
+    if procfs.reads_every_process():
+        return None
+    unreadable: list[int] = []
+    procfs.flow_run_processes(proc_root, unreadable)
+    hidden = procfs.hides_processes(proc_root)
+    if not unreadable and not hidden:
+        return None
+    named = sorted(_commands(unreadable, proc_root))
+    likely = [(pid, command) for rank, pid, command in named if rank == 0]
+    others = [(pid, command) for rank, pid, command in named if rank > 0]
+    parts = []
+    if named:
+        parts.append(
+            f"this doctor (user {os.geteuid()}) cannot read the environment of {len(named)} process(es) "
+            f"on this host: {_grouped(likely, _PARTIAL_LIKELY_SHOWN, 'flow engine(s), Runner(s) or hook(s)')}"
+            f"{'; ' if likely and others else ''}{_listed(others, _PARTIAL_OTHERS_SHOWN, 'other(s)')}"
+        )
+    if hidden:
+        parts.append(f"/proc is mounted with {hidden}: other users' processes are not even listed")
+    return (
+        "partial view: " + "; ".join(parts) + ". Which run those processes belong to cannot be told, "
+        f"so the run's processes may be among them; {needs_ptrace(None, proc_root)}"
+    )
+
+
+def _grouped(processes: list[tuple[int, str]], shown: int, what: str) -> str:
+    """How many, then their PIDs by command (`shown` PIDs at most, then "and N more"):
+    `3 flow engine(s): python3 -m prefect.engine (812, 960), prefect worker start… (700)`."""
+    if not processes:
+        return ""
+    groups: dict[str, list[int]] = {}
+    for pid, command in processes[:shown]:
+        groups.setdefault(command, []).append(pid)
+    listed = ", ".join(f"{command} ({', '.join(map(str, pids))})" for command, pids in groups.items())
+    more = f" and {len(processes) - shown} more" if len(processes) > shown else ""
+    return f"{len(processes)} {what}: {listed}{more}"
+
+
+def _listed(processes: list[tuple[int, str]], shown: int, what: str) -> str:
+    """How many, then each (`shown` at most, then "and N more"): `3 flow engine(s): 812 (...), ...`."""
+    if not processes:
+        return ""
+    listed = ", ".join(f"{pid} ({command})" for pid, command in processes[:shown])
+    more = f" and {len(processes) - shown} more" if len(processes) > shown else ""
+    return f"{len(processes)} {what}: {listed}{more}"
+
+
+def _commands(pids: list[int], proc_root: str) -> list[tuple[int, int, str]]:
+    """Each process's rank (`_likelihood`), PID and command line (world-readable, unlike its
+    environment), short: the program's base name and its first arguments."""
+    found = []
+    for pid in pids:
+        argv = procfs.read_cmdline(Path(proc_root) / str(pid) / "cmdline")
+        comm = procfs.read_optional_text(Path(proc_root) / str(pid) / "comm") or "?"
+        command = visible(" ".join([os.path.basename(argv[0]), *argv[1:]]) if argv else comm)
+        short = command if len(command) <= 50 else command[:49] + "…"
+        found.append((_likelihood(argv, comm), pid, short))
+    return found
+
+
+def _likelihood(argv: tuple[str, ...], comm: str) -> int:
+    """0 for a flow engine, Runner or hook by its command, 1 for Python, 2 for anything else."""
+    if argv_role(argv) is not None:
+        return 0
+    return 1 if "python" in (os.path.basename(argv[0]) if argv else comm) else 2
+
+
+def is_this_host(host: str | None) -> bool:
+    """Whether an `infrastructure_pid`'s host (None or empty: none named) is this host."""
+    return not host or host in _LOCAL_HOSTS | {socket.gethostname()}
 
 
 def is_runner(proc: ProcSnapshot | None) -> bool:
@@ -151,7 +260,7 @@ def locate_processes(
             return Location(
                 InfraKind.PROCESS,
                 f"local process {ref.pid} (unreadable)",
-                unreachable=f"{note}: {NEEDS_PTRACE}",
+                unreachable=f"{note}: {needs_ptrace(ref.pid, proc_root)}",
                 notes=tuple(notes),
             )
     snapshots = {pid: procfs.read_process(pid, proc_root) for pid in index.get(run_id, ())}
@@ -190,6 +299,20 @@ def locate_processes(
         description = f"{len(roles)} leftover process(es) on this host"
     else:
         description = "no process of the run on this host"
+        partial = partial_view(proc_root)
+        if partial is not None:
+            # Nothing of the run among the processes this doctor can read is no sign that nothing
+            # of it runs: it may be one of those it cannot read. Never "gone" on a partial view.
+            trace = (traces or launch_traces)().get(run_id)
+            if trace:
+                notes.append(f"this host launched the run: {trace} names it")
+            return Location(
+                InfraKind.PROCESS,
+                "no process of the run among those this doctor can read",
+                unreachable=partial,
+                notes=tuple(notes),
+                found_by=found_by,
+            )
         if pool:
             workers = runners_here(pool) if runners_here else local_workers(pool, proc_root)
             roles.extend((pid, Role.RUNNER) for pid in workers)

@@ -153,12 +153,55 @@ def boot_time(proc_root: PathLike = "/proc") -> datetime | None:
 
 
 def _is_user_process(base: str) -> bool:
-    """Whether `base` (/proc/PID) is a process that still exists and is not a kernel thread."""
-    stat = _read_raw(f"{base}/stat")
+    """Whether `base` (/proc/PID) is a process that still exists and is not a kernel thread (one
+    whose very stat is refused, under `hidepid=1`, counts: it may be anything)."""
+    try:
+        stat = _read_raw(f"{base}/stat", strict=True)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
     if not stat:
         return False
     fields = stat[stat.rfind(b")") + 2 :].split()
     return len(fields) > 6 and fields[6].isdigit() and not int(fields[6]) & _PF_KTHREAD
+
+
+def is_kernel_thread(pid: int, proc_root: PathLike = "/proc") -> bool:
+    """Whether `pid` is a kernel thread (`PF_KTHREAD`): no program, no Python, runs in it."""
+    stat = _read_raw(f"{os.fspath(proc_root)}/{pid}/stat")
+    fields = stat[stat.rfind(b")") + 2 :].split() if stat else []
+    return len(fields) > 6 and fields[6].isdigit() and bool(int(fields[6]) & _PF_KTHREAD)
+
+
+#: CAP_SYS_PTRACE's bit in /proc/PID/status's capability sets.
+_CAP_SYS_PTRACE = 19
+
+
+def reads_every_process() -> bool:
+    """Whether this process may read every process's environment and memory: it has
+    CAP_SYS_PTRACE (root, unless a container dropped it). Without it, other users' processes
+    are closed to it. What the kernel refuses even then (another user namespace's init, a process a
+    security module shields) is no run of this host's Prefect."""
+    status = _parse_status(read_optional_text(Path("/proc/self/status")) or "")
+    return bool(_hex(status.get("CapEff")) >> _CAP_SYS_PTRACE & 1)
+
+
+def hides_processes(proc_root: PathLike = "/proc") -> str | None:
+    """The `hidepid=` option `proc_root` is mounted with when it hides other users' processes
+    from a reader without the right to read them (`hidepid=2`/`invisible`, `4`/`ptraceable`:
+    they are not even listed); None otherwise."""
+    root = os.path.realpath(os.fspath(proc_root))
+    for line in (read_optional_text(Path("/proc/self/mountinfo")) or "").splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[4] != root or " - proc " not in line:
+            continue
+        options = line.rsplit(" ", 1)[-1].split(",")
+        hiding = [
+            o for o in options if o in ("hidepid=2", "hidepid=invisible", "hidepid=4", "hidepid=ptraceable")
+        ]
+        return hiding[0] if hiding else None
+    return None
 
 
 def thread_ns_tids(pid: int, proc_root: PathLike = "/proc") -> dict[int, int]:
@@ -441,11 +484,14 @@ def read_optional_text(path: Path) -> str | None:
         return None
 
 
-def _read_raw(path: str) -> bytes | None:
-    """A whole file through os.open/os.read: this runs for every process, so skip buffered IO."""
+def _read_raw(path: str, *, strict: bool = False) -> bytes | None:
+    """A whole file through os.open/os.read: this runs for every process, so skip buffered IO.
+    (`strict`: a file that cannot be opened raises its OSError, instead of None.)"""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return None
     try:
         chunks = []

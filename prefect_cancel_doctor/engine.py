@@ -29,6 +29,7 @@ from prefect_cancel_doctor.locate.process import (
     launch_traces,
     local_workers,
     locate_processes,
+    needs_ptrace,
     runner_of,
 )
 from prefect_cancel_doctor.locate.served import ServedRuns
@@ -195,14 +196,18 @@ def inspect_pid(
     pid: int, options: Options, progress: ProgressFn = _no_progress, *, any_process: bool = False
 ) -> Report:
     """Diagnose a process directly, without the API; `TargetError` when it is no Prefect flow
-    (`flow_process.ensure_flow`), unless `any_process`."""
+    (`flow_process.ensure_flow`), unless `any_process`; for a kernel thread, or a PID 1 that is no
+    flow, even then (`flow_process.ensure_sampleable`)."""
+    from prefect_cancel_doctor.flow_process import ensure_sampleable
+
     snap = procfs.read_process(pid, options.proc_root)
     if snap is None:
         raise TargetError(f"no process with PID {pid}", hint="list candidates with `ps -ef | grep prefect`")
+    ensure_sampleable(pid, options.proc_root)
     notes: list[str] = []
     pids: list[tuple[int, Role]] = [(pid, Role.ENGINE)]
     if not snap.environ_readable:
-        notes.append(f"{ENVIRON_UNREADABLE.format(pid=pid)}: {NEEDS_PTRACE}")
+        notes.append(f"{ENVIRON_UNREADABLE.format(pid=pid)}: {needs_ptrace(pid, options.proc_root)}")
     elif snap.flow_run_id:
         index = procfs.flow_run_processes(options.proc_root)
         pids += [(p, Role.CHILD) for p in sorted(index.get(snap.flow_run_id, ())) if p != pid]

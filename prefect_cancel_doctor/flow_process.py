@@ -11,7 +11,10 @@ never ran.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect_cancel_doctor.errors import TargetError
+from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.locate.roles import argv_role
 from prefect_cancel_doctor.model import Report, SampleFailure
 from prefect_cancel_doctor.sample import procfs
@@ -61,6 +64,35 @@ def runs_flow_engine(report: Report) -> bool | None:
     return None if unsure and not sampled else False
 
 
+def ensure_sampleable(pid: int, proc_root: str = "/proc") -> None:
+    """`TargetError` (exit 2) for a process the doctor never samples, even with --any-process:
+    a kernel thread (no program runs in it), and PID 1, this PID namespace's init, unless it is
+    a Prefect flow itself (a container's flow engine or the shell before it, seen from a debug
+    container sharing its PIDs: PREFECT__FLOW_RUN_ID in its environment, or its command). Said
+    for what it is: no "run as root" for what root cannot read either."""
+    comm = visible(procfs.read_optional_text(Path(proc_root) / str(pid) / "comm") or "?", 60)
+    if procfs.is_kernel_thread(pid, proc_root):
+        raise TargetError(
+            f"process {pid} is a kernel thread ({comm}): no program, and no Prefect flow, runs in it",
+            hint=_FIND_THE_FLOW,
+        )
+    if pid != 1:
+        return
+    snap = procfs.read_process(pid, proc_root, read_sockets=False)
+    if snap is not None and (snap.flow_run_id or argv_role(snap.cmdline) is not None):
+        return
+    raise TargetError(
+        f"PID 1 is this PID namespace's init ({comm}), not a Prefect flow: the doctor does not sample it",
+        hint=_FIND_THE_FLOW,
+    )
+
+
+_FIND_THE_FLOW = (
+    "point --pid at the flow's process (`pgrep -af prefect.engine`), or diagnose the run by id or name "
+    "with `prefect-cancel-doctor diagnose RUN`"
+)
+
+
 def ensure_flow(pid: int, report: Report, proc_root: str = "/proc") -> None:
     """`TargetError` (exit 2) when process `pid` is certainly not a Prefect flow."""
     if prefect_in_tree(pid, proc_root) is not False:
@@ -75,4 +107,4 @@ def ensure_flow(pid: int, report: Report, proc_root: str = "/proc") -> None:
     )
 
 
-__all__ = ["ensure_flow", "prefect_in_tree", "runs_flow_engine"]
+__all__ = ["ensure_flow", "ensure_sampleable", "prefect_in_tree", "runs_flow_engine"]

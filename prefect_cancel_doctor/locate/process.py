@@ -368,6 +368,14 @@ def _check_pid(run_id: str, pid: int, proc_root: str) -> tuple[int | None, str |
         return None, f"infrastructure_pid {pid} no longer exists", True
     if snap.flow_run_id == run_id:
         return pid, None, True
+    if not snap.environ_readable and procfs.reads_every_process():
+        # What even a doctor that may read every process cannot read (the host's init behind a
+        # security module, another user namespace's process) runs no flow of this host's Prefect.
+        return (
+            None,
+            f"infrastructure_pid {pid} is not the run's process: {needs_ptrace(pid, proc_root)}",
+            True,
+        )
     if not snap.environ_readable:
         return None, ENVIRON_UNREADABLE.format(pid=pid), False
     cmd = " ".join(snap.cmdline)[:80] or snap.comm

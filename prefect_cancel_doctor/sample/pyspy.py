@@ -64,6 +64,12 @@ _PERMISSION_HINT = (
     "container --cap-add SYS_PTRACE, or lower kernel.yama.ptrace_scope to 0 "
     "(or 1 when sampling your own processes)."
 )
+#: The same for a doctor that is root already: never "run as root" to root.
+_ROOT_PERMISSION_HINT = (
+    "py-spy was refused ptrace access although the doctor runs as root: in a container, give it "
+    "--cap-add SYS_PTRACE (and a seccomp profile that allows ptrace); on a host, a security module "
+    "(AppArmor, SELinux) or kernel.yama.ptrace_scope=3 forbids it."
+)
 
 
 def find_py_spy() -> str:
@@ -138,7 +144,8 @@ def classify_error(stderr: str, *, native: bool) -> SamplerError:
     """Turn py-spy's stderr (exit status 1) into the matching SamplerError."""
     message = visible(_error_message(stderr), 500)
     if any(marker in stderr for marker in _PERMISSION_MARKERS):
-        return PermissionDenied(f"{message}. {_PERMISSION_HINT}")
+        hint = _ROOT_PERMISSION_HINT if os.geteuid() == 0 else _PERMISSION_HINT
+        return PermissionDenied(f"{message}. {hint}")
     if any(marker in stderr for marker in _GONE_MARKERS):
         return ProcessGone(message)
     if any(marker in stderr for marker in _NOT_PYTHON_MARKERS):

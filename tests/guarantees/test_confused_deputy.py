@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.sample import as_target, procfs
 from tests.helpers import clean_environ, run_cli
 
 if TYPE_CHECKING:
@@ -85,6 +85,27 @@ def _blocked(command: list[str], ready: Path, env: dict[str, str] | None = None)
     return process
 
 
+def _children() -> list[int]:
+    """This process's children (its readers among them)."""
+    return [
+        int(pid)
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+
+
+def _processes() -> list[tuple[int, list[str]]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            except OSError:
+                continue
+            found.append((int(entry.name), argv))
+    return found
+
+
 def _end(process: subprocess.Popen[bytes]) -> None:
     process.kill()
     process.wait(timeout=30)
@@ -119,6 +140,11 @@ def test_root_reads_a_source_file_only_as_the_target_could(private: Path) -> Non
         assert time.monotonic() - started < 3
         # THEN what nobody may read is still read.
         assert procfs.read_source_line(pid, str(public), 2) == "x = 1  # public"
+        # Each reader (one per target process) ends when told, leaving no process behind.
+        readers = set(_children()) - {pid}
+        assert readers, "no reader was forked"
+        as_target.close_readers()
+        assert not readers & set(_children())
         # The same file, for a process of root's own, is its to read.
         assert procfs.read_source_line(os.getpid(), str(secret), LINE) == f"{token} line {LINE}"
     finally:
@@ -228,6 +254,9 @@ def test_scan_never_shows_nor_publishes_a_file_the_flow_could_not_read(
         (entry,) = [e for e in document["runs"] if e["flow_run"] and e["flow_run"]["id"] == run_id]
         call = entry["verdict"]["blocking_call"]
         assert (call["filename"], call["line"], call["code"]) == (str(secret), LINE, None), call
+        # The readers the doctor forked (one per target) ended with it.
+        inspecting = ["inspect", "--pid", str(target.pid)]
+        assert not [pid for pid, argv in _processes() if argv[-len(inspecting) - 2 : -2] == inspecting]
         # (the terminal scan details the 20 runs stuck longest: the staged ones, not this one)
         for what, text in (outputs[1], *outputs[3:5]):
             assert f"secret.txt:{LINE}" in text, what

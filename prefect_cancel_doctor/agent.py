@@ -9,7 +9,7 @@ event saying what the host saw (its work pools and workers): the central
 report reads both (fleet.py). No protocol of our own: Prefect schedules the
 agents, carries the verdicts and shows them.
 
-Imports Prefect at its top, like flows.py; the CLI imports it inside `agent`.
+Imports Prefect at its top, like health/flow.py; the CLI imports it inside `agent`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.types.entrypoint import EntrypointType
 
 from prefect_cancel_doctor.durations import parse_duration
-from prefect_cancel_doctor.flows import cron_schedule, prefect_connection
+from prefect_cancel_doctor.health.flow import cron_schedule, prefect_connection
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.publish import host_name, scan_and_publish, seen_here
 from prefect_cancel_doctor.redact import redact_url_passwords

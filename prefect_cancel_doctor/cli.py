@@ -20,7 +20,7 @@ from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.engine import Options, ProgressFn
-    from prefect_cancel_doctor.health import HealthOptions
+    from prefect_cancel_doctor.health.build import HealthOptions
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
 
@@ -862,7 +862,7 @@ class _RulesInHelp(TyperCommand):
     """`report` and `schedule`: --fail-on's help ends with `health.RULES_HELP`, imported only to show it."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        from prefect_cancel_doctor.health import RULES_HELP
+        from prefect_cancel_doctor.health.build import RULES_HELP
 
         for param in self.params:
             if isinstance(param, TyperOption) and param.name == "fail_on":
@@ -899,7 +899,7 @@ def _health_options(
     fail_on: list[str] | None,
     scan_options: Options,
 ) -> HealthOptions:
-    from prefect_cancel_doctor.health import OptionError, parse_health_options
+    from prefect_cancel_doctor.health.build import OptionError, parse_health_options
 
     try:
         return parse_health_options(
@@ -973,7 +973,7 @@ def report(
         _options(samples, interval, native, False, parallel, timeout, since),
     )
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
-    from prefect_cancel_doctor.health import build_health_report
+    from prefect_cancel_doctor.health.build import build_health_report
     from prefect_cancel_doctor.render.health import render_health, write_health
 
     progress, stop = _progress()
@@ -1055,7 +1055,7 @@ def schedule(
 
     _health_options(since, slow, top, sample, fail_on, _options(3, 0.2, True, False, 4, 10.0, since))
     _point_prefect_at(api_url, api_key, profile)
-    from prefect_cancel_doctor.flows import cron_schedule, notification_block, serve_report
+    from prefect_cancel_doctor.health.flow import cron_schedule, notification_block, serve_report
 
     # Fail now, not at the first scheduled run.
     try:

@@ -223,7 +223,7 @@ def test_the_flow_publishes_a_markdown_artifact_and_notifies(
         f"""
         import json
         from prefect.blocks.notifications import CustomWebhookNotificationBlock
-        from prefect_cancel_doctor.flows import cancellation_health_report
+        from prefect_cancel_doctor.health.flow import cancellation_health_report
 
         CustomWebhookNotificationBlock(
             name="pcd-e2e", url={url!r}, json_data={{"subject": "{{{{subject}}}}", "text": "{{{{body}}}}"}}
@@ -286,7 +286,7 @@ def test_schedule_serves_the_flow_on_a_cron(fleet: SeededFleet, tmp_path: Path) 
         assert schedule["schedule"]["timezone"] == "Europe/Paris"
         assert deployment["parameters"]["fail_on"] == ["orphans"]
         # Served by module path, so an installed package needs no source files on the side.
-        assert deployment["entrypoint"] == "prefect_cancel_doctor.flows.cancellation_health_report"
+        assert deployment["entrypoint"] == "prefect_cancel_doctor.health.flow.cancellation_health_report"
 
         run = api.call("POST", f"deployments/{deployment['id']}/create_flow_run", {})
 
@@ -323,7 +323,7 @@ prefect-version: 3.9.1
 pull: []
 deployments:
   - name: fleet
-    entrypoint: prefect_cancel_doctor.flows:cancellation_health_report
+    entrypoint: prefect_cancel_doctor.health.flow:cancellation_health_report
     work_pool:
       name: ops
     schedules:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from prefect_cancel_doctor.health import HealthOptions, build_health_report
+from prefect_cancel_doctor.health.build import HealthOptions, build_health_report
 from prefect_cancel_doctor.prefect_api import PrefectApi, _page_token
 from prefect_cancel_doctor.settings import Connection
 
@@ -270,7 +270,7 @@ def test_a_window_beyond_the_event_retention_is_said() -> None:
 
 
 def test_a_busy_window_is_read_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    import prefect_cancel_doctor.history as history
+    import prefect_cancel_doctor.health.history as history
 
     monkeypatch.setattr(history, "SLICE_EVENTS", 60)
     server = FakeServer()

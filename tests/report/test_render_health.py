@@ -17,7 +17,7 @@ import pytest
 
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.health import (
+from prefect_cancel_doctor.health.build import (
     Cancellation,
     DataSource,
     HealthReport,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor.health import HISTOGRAM_EDGES, TIMEOUT_MESSAGE_PREFIX
+from prefect_cancel_doctor.health.build import HISTOGRAM_EDGES, TIMEOUT_MESSAGE_PREFIX
 from tests.report.history import SeededFleet, Truth
 
 SLOW = 1.5  # REPORT_ARGS' --slow

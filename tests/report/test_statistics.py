@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from prefect_cancel_doctor.health import (
+from prefect_cancel_doctor.health.build import (
     RuleName,
     distribution,
     group_stats,
@@ -19,7 +19,7 @@ from prefect_cancel_doctor.health import (
     percentile,
     worst_offenders,
 )
-from prefect_cancel_doctor.history import (
+from prefect_cancel_doctor.health.history import (
     Cancellation,
     Outcome,
     StateEvent,

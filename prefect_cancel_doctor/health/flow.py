@@ -3,7 +3,7 @@
 The only module that imports Prefect at its top; the CLI imports it inside
 `schedule`. Deploy it like any flow: `prefect-cancel-doctor schedule --cron
 "*/15 * * * *"` serves it from this process, or `prefect deploy` with the
-entrypoint `prefect_cancel_doctor.flows:cancellation_health_report` runs it
+entrypoint `prefect_cancel_doctor.health.flow:cancellation_health_report` runs it
 on a work pool (see the README).
 """
 
@@ -23,7 +23,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.engine import Options
-from prefect_cancel_doctor.health import HealthReport, build_health_report, parse_health_options
+from prefect_cancel_doctor.health.build import HealthReport, build_health_report, parse_health_options
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render.health import status_line
 from prefect_cancel_doctor.render.health_markdown import markdown_lines

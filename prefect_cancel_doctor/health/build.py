@@ -34,7 +34,7 @@ from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.durations import rough_text as _human
 from prefect_cancel_doctor.engine import CONCURRENT_REQUESTS, Options, scan
 from prefect_cancel_doctor.fleet import AgentSeen, Fleet, UncoveredPool, read_fleet, uncovered, where_text
-from prefect_cancel_doctor.history import (
+from prefect_cancel_doctor.health.history import (
     TIMEOUT_MESSAGE_PREFIX,
     Cancellation,
     Outcome,

@@ -20,7 +20,7 @@ from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.engine import Options, ProgressFn
-    from prefect_cancel_doctor.health.build import HealthOptions
+    from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
 
@@ -862,7 +862,7 @@ class _RulesInHelp(TyperCommand):
     """`report` and `schedule`: --fail-on's help ends with `health.RULES_HELP`, imported only to show it."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        from prefect_cancel_doctor.health.build import RULES_HELP
+        from prefect_cancel_doctor.health.rules import RULES_HELP
 
         for param in self.params:
             if isinstance(param, TyperOption) and param.name == "fail_on":
@@ -899,7 +899,7 @@ def _health_options(
     fail_on: list[str] | None,
     scan_options: Options,
 ) -> HealthOptions:
-    from prefect_cancel_doctor.health.build import OptionError, parse_health_options
+    from prefect_cancel_doctor.health.options import OptionError, parse_health_options
 
     try:
         return parse_health_options(

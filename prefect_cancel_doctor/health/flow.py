@@ -23,7 +23,9 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.engine import Options
-from prefect_cancel_doctor.health.build import HealthReport, build_health_report, parse_health_options
+from prefect_cancel_doctor.health.build import build_health_report
+from prefect_cancel_doctor.health.model import HealthReport
+from prefect_cancel_doctor.health.options import parse_health_options
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render.health import status_line
 from prefect_cancel_doctor.render.health_markdown import markdown_lines

@@ -24,12 +24,12 @@ cancels that were ignored.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from prefect_cancel_doctor.health.model import Cancellation, Outcome
 from prefect_cancel_doctor.model import FINAL_STATES, StateType
 from prefect_cancel_doctor.prefect_api import (
     EVENTS_IDS_PER_QUERY,
@@ -53,45 +53,6 @@ _CANCELLING_EVENT = "prefect.flow-run.Cancelling"
 #: Cancelling events read in one paged query at most; a busier window is cut in halves.
 SLICE_EVENTS = 2000
 _RUN_RESOURCE = "prefect.flow-run."
-
-
-class Outcome(str, enum.Enum):
-    """How one cancel ended."""
-
-    #: The run reached Cancelled.
-    CANCELLED = "cancelled"
-    #: The server's cancelling timeout marked it Cancelled: a suspected orphan.
-    TIMED_OUT = "timed_out"
-    #: It completed, failed or crashed after the cancel was requested.
-    IGNORED = "ignored"
-    #: Still in Cancelling now.
-    CANCELLING = "cancelling"
-    #: It left Cancelling for a state that is not final (e.g. rescheduled), or the run was deleted.
-    OTHER = "other"
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    """One cancel requested in the window and what became of it."""
-
-    flow_run_id: str
-    flow_run_name: str
-    #: "flow/deployment", or None for a run without a deployment.
-    deployment: str | None
-    work_pool: str | None
-    worker: str | None
-    #: ISO time the run entered Cancelling.
-    requested_at: str
-    outcome: Outcome
-    #: ISO time of the state that ended the cancel (None while still Cancelling).
-    ended_at: str | None = None
-    end_state_type: str | None = None
-    end_state_name: str | None = None
-    end_message: str | None = None
-    #: Time to cancel (ended - requested); for a run still Cancelling, the time so far.
-    seconds: float | None = None
-    #: The run's infrastructure_pid, where it is known.
-    infrastructure_pid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -494,9 +455,7 @@ def read_cancellations(
 __all__ = [
     "END_EVENT_PREFIXES",
     "TIMEOUT_MESSAGE_PREFIX",
-    "Cancellation",
     "History",
-    "Outcome",
     "StateEvent",
     "cancel_requests",
     "end_of",

@@ -21,7 +21,7 @@ from typing_extensions import assert_never
 
 from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.fleet import UncoveredPool, age_text
-from prefect_cancel_doctor.health.build import (
+from prefect_cancel_doctor.health.model import (
     CallSite,
     Cancellation,
     GroupStats,

@@ -16,7 +16,7 @@ import pygal
 from pygal.style import Style as ChartStyle
 
 from prefect_cancel_doctor.durations import tick_text
-from prefect_cancel_doctor.health.build import HealthReport
+from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.health import (
     Chart,
     Column,

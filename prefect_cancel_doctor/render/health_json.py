@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from prefect_cancel_doctor.health.build import HealthReport
+from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.json import write_json
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-from prefect_cancel_doctor.health.build import HealthReport
+from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.health import (
     Column,
     Section,

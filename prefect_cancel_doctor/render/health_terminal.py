@@ -13,7 +13,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from prefect_cancel_doctor.health.build import HealthReport
+from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.health import (
     Section,
     Style,

@@ -375,3 +375,16 @@ def test_the_readme_prefect_deploy_recipe_runs_on_a_process_worker(
     mine = [a for a in _artifacts(fleet.api_url, "cancellation-health") if a["flow_run_id"] == run["id"]]
     assert len(mine) == 1 and "rule(s) breached" in mine[0]["description"]
     api.close()
+
+
+def test_a_deployment_made_with_the_old_entrypoint_still_loads_the_flow() -> None:
+    """Deployments made before the report became a package name `prefect_cancel_doctor.flows`."""
+    script = (
+        "from prefect.flows import load_flow_from_entrypoint\n"
+        "old = load_flow_from_entrypoint('prefect_cancel_doctor.flows:cancellation_health_report')\n"
+        "new = load_flow_from_entrypoint('prefect_cancel_doctor.health.flow:cancellation_health_report')\n"
+        "print(old.name, old.fn is new.fn)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["cancellation-health-report", "True"]

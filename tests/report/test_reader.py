@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from prefect_cancel_doctor.health.build import HealthOptions, build_health_report
+from prefect_cancel_doctor.health.build import build_health_report
+from prefect_cancel_doctor.health.options import HealthOptions
 from prefect_cancel_doctor.prefect_api import PrefectApi, _page_token
 from prefect_cancel_doctor.settings import Connection
 

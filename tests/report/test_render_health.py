@@ -17,7 +17,7 @@ import pytest
 
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.health.build import (
+from prefect_cancel_doctor.health.model import (
     Cancellation,
     DataSource,
     HealthReport,
@@ -26,14 +26,10 @@ from prefect_cancel_doctor.health.build import (
     SlotHold,
     StuckRun,
     Window,
-    evaluate,
-    group_stats,
-    histogram,
     named,
-    parse_rules,
-    top_call_sites,
-    top_causes,
 )
+from prefect_cancel_doctor.health.rules import evaluate, parse_rules
+from prefect_cancel_doctor.health.statistics import group_stats, histogram, top_call_sites, top_causes
 from prefect_cancel_doctor.render.health import (
     HealthFormat,
     Tone,

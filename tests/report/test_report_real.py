@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor.health.build import HISTOGRAM_EDGES, TIMEOUT_MESSAGE_PREFIX
+from prefect_cancel_doctor.health.history import TIMEOUT_MESSAGE_PREFIX
+from prefect_cancel_doctor.health.statistics import HISTOGRAM_EDGES
 from tests.report.history import SeededFleet, Truth
 
 SLOW = 1.5  # REPORT_ARGS' --slow

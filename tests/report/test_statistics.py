@@ -7,26 +7,23 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from prefect_cancel_doctor.health.build import (
-    RuleName,
-    distribution,
-    group_stats,
-    grouped,
-    histogram,
-    parse_duration,
-    parse_rule,
-    parse_rules,
-    percentile,
-    worst_offenders,
-)
+from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.health.history import (
-    Cancellation,
-    Outcome,
     StateEvent,
     cancel_requests,
     end_of,
     outcome_of,
     state_event,
+)
+from prefect_cancel_doctor.health.model import Cancellation, Outcome
+from prefect_cancel_doctor.health.rules import RuleName, parse_rule, parse_rules
+from prefect_cancel_doctor.health.statistics import (
+    distribution,
+    group_stats,
+    grouped,
+    histogram,
+    percentile,
+    worst_offenders,
 )
 from prefect_cancel_doctor.prefect_records import parse_event
 

@@ -474,10 +474,10 @@ def _locate(run: FlowRun, here: _Here) -> Location:
 def _partial(unreadable: list[int]) -> tuple[str, ...]:
     """The scan's error when other processes' environments could not be read.
 
-    Only without root: what root cannot read (another user namespace's init, say)
-    is no run of this host's Prefect, and no right the user could add.
+    Only without CAP_SYS_PTRACE (`procfs.reads_every_process`): what a doctor with it cannot read
+    (another user namespace's init, say) is no run of this host's Prefect, and no right to add.
     """
-    if not unreadable or os.geteuid() == 0:
+    if not unreadable or procfs.reads_every_process():
         return ()
     return (
         f"partial scan: the environment of {len(unreadable)} process(es) on this host could not be "

@@ -72,7 +72,8 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
         "and find out why it ignored the cancel (run `diagnose` on it before killing)",
     ),
     Cause.NOT_ATTACHABLE: (
-        "run the doctor on the host that runs the process, as root or with CAP_SYS_PTRACE",
+        "run the doctor on the host that runs the process, with the right to read it (CAP_SYS_PTRACE: "
+        "root, unless a container dropped it)",
     ),
     Cause.UNKNOWN: (),
 }

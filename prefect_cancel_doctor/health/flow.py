@@ -27,7 +27,7 @@ from prefect_cancel_doctor.health.build import build_health_report
 from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.health.options import parse_health_options
 from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.render.health import status_line
+from prefect_cancel_doctor.render.health_layout import status_line
 from prefect_cancel_doctor.render.health_markdown import markdown_lines
 from prefect_cancel_doctor.settings import Connection
 

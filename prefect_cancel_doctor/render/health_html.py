@@ -17,7 +17,7 @@ from pygal.style import Style as ChartStyle
 
 from prefect_cancel_doctor.durations import tick_text
 from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health import (
+from prefect_cancel_doctor.render.health_layout import (
     Chart,
     Column,
     Section,

@@ -10,7 +10,7 @@ import re
 from typing import TextIO
 
 from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health import (
+from prefect_cancel_doctor.render.health_layout import (
     Column,
     Section,
     Style,

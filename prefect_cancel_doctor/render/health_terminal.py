@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health import (
+from prefect_cancel_doctor.render.health_layout import (
     Section,
     Style,
     Tone,

@@ -30,15 +30,9 @@ from prefect_cancel_doctor.health.model import (
 )
 from prefect_cancel_doctor.health.rules import evaluate, parse_rules
 from prefect_cancel_doctor.health.statistics import group_stats, histogram, top_call_sites, top_causes
-from prefect_cancel_doctor.render.health import (
-    HealthFormat,
-    Tone,
-    render_health,
-    sections,
-    status_line,
-    status_tone,
-    write_health,
-)
+from prefect_cancel_doctor.render import HealthFormat
+from prefect_cancel_doctor.render.health import render_health, write_health
+from prefect_cancel_doctor.render.health_layout import Tone, sections, status_line, status_tone
 from tests.unit.test_rules import evidence, process, run_ref
 
 NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"

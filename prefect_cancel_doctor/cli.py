@@ -186,6 +186,19 @@ Since = Annotated[
         help="Look for orphans among runs cancelled within this window (e.g. 30m, 1h, 2d).",
     ),
 ]
+Deadline = Annotated[
+    float,
+    typer.Option(
+        "--deadline",
+        envvar="PCD_DEADLINE",
+        min=0.0,
+        metavar="SECONDS",
+        help="Seconds the whole command may take (0: no limit); past it, it stops with one line and "
+        "exit 3. Each request to the Prefect or Kubernetes API may take PCD_REQUEST_DEADLINE seconds "
+        "(default 60), retries included, and an answer over PCD_MAX_RESPONSE_MB MiB (default 32) is "
+        "refused.",
+    ),
+]
 Yes = Annotated[
     bool, typer.Option("--yes", "-y", help="Act without asking (needed when stdin is not a terminal).")
 ]
@@ -332,13 +345,15 @@ def _run(
     work: Callable[[ProgressFn], Report],
     output: str | None = None,
     samples_detail: bool = False,
+    deadline: float | None = None,
 ) -> None:
-    """Run `work(progress) -> Report`, render it (to `output` if given), exit with the right code."""
+    """Run `work(progress) -> Report` within `deadline` seconds, render it (to `output` if given),
+    exit with the right code."""
     from prefect_cancel_doctor.errors import DoctorError
 
     progress, stop = _progress()
     try:
-        with _interruptible():
+        with _interruptible(deadline):
             report = work(progress)
     except DoctorError as exc:
         stop()
@@ -406,15 +421,22 @@ def _point_prefect_at(api_url: str | None, api_key: str | None, profile: str | N
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs")."""
+def _interruptible(deadline: float | None = None) -> Iterator[None]:
+    """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs");
+    the command's `deadline` (seconds, `deadline.watchdog`) with exit code 3 and one line."""
+    from prefect_cancel_doctor import deadline as deadlines
     from prefect_cancel_doctor.errors import EXIT_INTERRUPTED
 
     try:
-        yield
+        with deadlines.watchdog(deadline):
+            yield
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except deadlines.CommandDeadlineInterrupt as exc:
+        passed = deadlines.DeadlinePassed("command", exc.seconds)
+        message = f"the command did not finish within {passed.describe()}: stopped"
+        _fail(deadlines.CommandDeadlineError(message, hint=passed.hint))
 
 
 def _fail(exc: Exception) -> None:
@@ -453,6 +475,7 @@ def scan(
     since: Since = "1h",
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
+    deadline: Deadline = 300.0,
     color: Color = None,
     resolve_orphans: Annotated[
         bool,
@@ -503,7 +526,7 @@ def scan(
             report = _published(api, report) if publish else report
             return _with_fleet(api, report) if fleet else report
 
-    _run(fmt, color, work, output, samples_detail)
+    _run(fmt, color, work, output, samples_detail, deadline)
 
 
 @app.command(
@@ -535,6 +558,7 @@ def diagnose(
     locals_: Locals = False,
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
+    deadline: Deadline = 300.0,
     color: Color = None,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
@@ -553,7 +577,7 @@ def diagnose(
         with _api(api_url, api_key, profile) as api:
             return diagnose_run(api, run, _with_ui(options, api, profile), progress)
 
-    _run(fmt, color, work, output, samples_detail)
+    _run(fmt, color, work, output, samples_detail, deadline)
 
 
 @app.command(
@@ -778,6 +802,7 @@ def inspect(
     native: Native = True,
     locals_: Locals = False,
     timeout: Timeout = 10.0,
+    deadline: Deadline = 300.0,
     color: Color = None,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
@@ -803,7 +828,7 @@ def inspect(
         assert pid is not None
         return inspect_pid(pid, options, progress, any_process=any_process)
 
-    _run(fmt, color, work, output, samples_detail)
+    _run(fmt, color, work, output, samples_detail, deadline)
 
 
 @app.command(
@@ -960,6 +985,7 @@ def report(
     native: Native = True,
     parallel: Parallel = None,
     timeout: Timeout = 10.0,
+    deadline: Deadline = 300.0,
     samples_detail: SamplesDetail = False,
     color: Color = None,
 ) -> None:
@@ -978,7 +1004,7 @@ def report(
 
     progress, stop = _progress()
     try:
-        with _interruptible(), _api(api_url, api_key, profile) as api:
+        with _interruptible(deadline), _api(api_url, api_key, profile) as api:
             health = build_health_report(api, options, progress)
     except DoctorError as exc:
         stop()

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from prefect_cancel_doctor._http import httpx
+from prefect_cancel_doctor._http import transport as bounded_transport
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
@@ -647,8 +648,9 @@ class DockerClient:
 
 
 def _transport(endpoint: DockerEndpoint) -> httpx.BaseTransport:
+    """The engine's transport; every socket operation ends by the command's deadline (`deadline`)."""
     if endpoint.socket_path is not None:
-        return httpx.HTTPTransport(uds=endpoint.socket_path)
+        return bounded_transport(uds=endpoint.socket_path)
     if endpoint.base_url.startswith("https://"):
         context = ssl.create_default_context()
         if endpoint.tls_files is not None:
@@ -658,8 +660,8 @@ def _transport(endpoint: DockerEndpoint) -> httpx.BaseTransport:
         if not endpoint.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        return httpx.HTTPTransport(verify=context)
-    return httpx.HTTPTransport()
+        return bounded_transport(verify=context)
+    return bounded_transport()
 
 
 def _seg(value: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any
 from urllib.parse import quote
 from urllib.request import getproxies
 
-from prefect_cancel_doctor import __version__
-from prefect_cancel_doctor._http import httpx
+from prefect_cancel_doctor import __version__, deadline
+from prefect_cancel_doctor._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor._http import transport as bounded_transport
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
 from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
@@ -117,8 +118,10 @@ class PrefectApi:
             headers=headers,
             timeout=timeout,
             verify=verify,
-            transport=transport or httpx.HTTPTransport(retries=2, verify=verify),
+            transport=transport or bounded_transport(retries=2, verify=verify),
         )
+        #: The largest answer read (`PCD_MAX_RESPONSE_MB`); a larger one is refused unread.
+        self._limit = max_response_bytes()
         #: Requests sent so far (the health report states its cost); a scan sends some
         #: from several threads at once.
         self.requests = 0
@@ -199,23 +202,47 @@ class PrefectApi:
             ) from exc
 
     def _send(self, method: str, path: str, body: Any, retries: int) -> httpx.Response:
-        """Send one request, again on 429/502/503/504; transport failures become `ApiUnreachable`."""
-        for attempt in range(retries + 1):
-            with self._counting:
-                self.requests += 1
-            try:
-                response = self._client.request(
-                    method, path.lstrip("/"), json=body, headers=self._csrf_headers(method)
-                )
-            except httpx.TimeoutException as exc:
-                raise ApiUnreachable(f"Prefect API at {self.url} timed out ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise ApiUnreachable(
-                    f"cannot reach the Prefect API at {self.url}: {self._clean(str(exc))}"
-                ) from exc
-            if response.status_code not in _RETRY_STATUS or attempt == retries:
-                break
-            time.sleep(_retry_wait(response, attempt))
+        """Send one request, again on 429/502/503/504, all within the request deadline
+        (`deadline`); transport failures and a passed deadline become `ApiUnreachable`, an answer
+        over the size cap `ApiRefused`."""
+        with deadline.request():
+            for attempt in range(retries + 1):
+                with self._counting:
+                    self.requests += 1
+                try:
+                    request = self._client.build_request(
+                        method, path.lstrip("/"), json=body, headers=self._csrf_headers(method)
+                    )
+                    response = fetch(self._client, request, self._limit)
+                except deadline.DeadlinePassed as exc:
+                    raise ApiUnreachable(
+                        f"the Prefect API at {self.url} did not answer {method} {_short(path)} "
+                        f"within {exc.describe()}",
+                        hint=f"the server accepts connections but answers slowly, or not at all: check its "
+                        f"health (and any proxy in between); {exc.hint}",
+                    ) from exc
+                except BodyTooLarge as exc:
+                    raise ApiRefused(
+                        f"the Prefect API at {self.url} answered {method} {_short(path)} with more than "
+                        f"{exc.limit / 2**20:g} MiB: refused, unread",
+                        hint="is this the Prefect API (ending in /api)? Runs with very large parameters "
+                        "make large pages: raise PCD_MAX_RESPONSE_MB",
+                    ) from exc
+                except httpx.TimeoutException as exc:
+                    raise ApiUnreachable(
+                        f"Prefect API at {self.url} timed out ({type(exc).__name__})"
+                    ) from exc
+                except httpx.TransportError as exc:
+                    raise ApiUnreachable(
+                        f"cannot reach the Prefect API at {self.url}: {self._clean(str(exc))}"
+                    ) from exc
+                if response.status_code not in _RETRY_STATUS or attempt == retries:
+                    break
+                wait = _retry_wait(response, attempt)
+                left = deadline.remaining()
+                if left is not None and wait >= left:
+                    break  # no time for another try: the refusal stands
+                time.sleep(wait)
         return response
 
     def _csrf_headers(self, method: str) -> dict[str, str]:
@@ -549,6 +576,11 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _short(path: str) -> str:
+    """A request path as an error names it: without its query (a page token can be long)."""
+    return visible(path.split("?", 1)[0], 200)
 
 
 def _says_csrf(response: httpx.Response) -> bool:

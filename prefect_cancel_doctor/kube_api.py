@@ -31,7 +31,7 @@ from prefect_cancel_doctor._http import BodyTooLarge, fetch, httpx, max_response
 from prefect_cancel_doctor._http import transport as bounded_transport
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.inert import visible, visible_or_none
-from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
+from prefect_cancel_doctor.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
 from prefect_cancel_doctor.redact import hold, hold_userinfo, redact_argv, redact_text, scrub
 
 #: The label the Job controller puts on a Job's pods (and `batch.kubernetes.io/job-name` since 1.27).
@@ -612,17 +612,41 @@ def _pem_files(cert: str, key: str) -> Iterator[tuple[str, str]]:
 
 
 def ssl_context(connection: KubeConnection) -> ssl.SSLContext:
-    """The TLS context kubectl would use: the cluster's CA (else the system's), our client certificate."""
-    context = ssl.create_default_context()
+    """The TLS context kubectl would use: the cluster's CA (else the system's), our client certificate.
+
+    A CA, certificate or key that does not load is a `KubeConfigError` naming the file and field
+    it came from (`KubeConnection.origin_of`), never its content."""
     if connection.ca_pem:
-        context = ssl.create_default_context(cadata=connection.ca_pem)
+        try:
+            context = ssl.create_default_context(cadata=connection.ca_pem)
+        except (ssl.SSLError, ValueError, TypeError) as exc:
+            raise KubeConfigError(
+                f"{connection.origin_of('ca')}: not a certificate authority in PEM ({_tls_reason(exc)})",
+                hint="it holds the cluster's CA certificate (-----BEGIN CERTIFICATE-----), as "
+                "`kubectl config view --raw` shows it",
+            ) from exc
+    else:
+        context = ssl.create_default_context()
     if connection.insecure_skip_tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if connection.client_cert_pem and connection.client_key_pem:
-        with _pem_files(connection.client_cert_pem, connection.client_key_pem) as (cert, key):
-            context.load_cert_chain(cert, key)
+        try:
+            with _pem_files(connection.client_cert_pem, connection.client_key_pem) as (cert, key):
+                context.load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError, UnicodeError) as exc:
+            raise KubeConfigError(
+                f"{connection.origin_of('client')}: the client certificate and key do not load "
+                f"({_tls_reason(exc)})",
+                hint="they hold a PEM certificate and its private key (unencrypted), a matching pair",
+            ) from exc
     return context
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What OpenSSL said, in a word (NO_START_LINE, KEY_VALUES_MISMATCH), never a key's bytes."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else type(exc).__name__
 
 
 def _transport(connection: KubeConnection) -> httpx.BaseTransport:

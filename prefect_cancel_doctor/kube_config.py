@@ -76,6 +76,13 @@ class KubeConnection:
     #: Basic auth.
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: Where the TLS material was set, for errors: ("ca", "FILE: cluster 'c', certificate-authority-data"),
+    #: ("client", "FILE: user 'u', client-certificate-data and client-key-data").
+    origins: tuple[tuple[str, str], ...] = ()
+
+    def origin_of(self, what: str) -> str:
+        """Where `what` ("ca", "client") was set: the file and the field."""
+        return dict(self.origins).get(what) or self.source
 
     @property
     def auth_method(self) -> str:
@@ -91,13 +98,7 @@ class KubeConnection:
     def bearer_token(self) -> str | None:
         """The token to send: the file's current content when it is a file, else the token."""
         if self.token_file:
-            try:
-                return Path(self.token_file).read_text().strip() or None
-            except OSError as exc:
-                raise KubeConfigError(
-                    f"cannot read the token file {self.token_file} ({exc.strerror})",
-                    hint="check the file exists and is readable by this user",
-                ) from exc
+            return _read_text(self.token_file, "the token file").strip() or None
         return self.token
 
 
@@ -149,10 +150,29 @@ def in_cluster_connection(
     return KubeConnection(
         server=f"https://{_host_port(host, port)}",
         source="in-cluster service account",
-        namespace=namespace.read_text().strip() if namespace.is_file() else "default",
-        ca_pem=ca.read_text() if ca.is_file() else None,
+        namespace=_read_text(str(namespace), "the service account's namespace").strip()
+        if namespace.is_file()
+        else "default",
+        ca_pem=_read_text(str(ca), "the service account's CA") if ca.is_file() else None,
         token_file=str(base / "token"),
+        origins=(("ca", str(ca)),),
     )
+
+
+def _read_text(path: str, what: str, hint: str | None = None) -> str:
+    """A file's text (UTF-8); unreadable or not UTF-8 text: a `KubeConfigError` naming it."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise KubeConfigError(
+            f"cannot read {what} {path} ({exc.strerror or exc})",
+            hint=hint or "check the file exists and is readable by this user",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise KubeConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})",
+            hint=hint or "a kubeconfig and the files it names are UTF-8 text (PEM, YAML)",
+        ) from exc
 
 
 def _host_port(host: str, port: str) -> str:
@@ -168,6 +188,12 @@ class _Named:
 
     body: dict[str, Any]
     origin: str
+    #: "cluster 'prod'", "user 'admin'": how errors name the entry.
+    label: str = ""
+
+    def where(self, key: str) -> str:
+        """``/path/config: user 'admin', client-key-data``: the file and the field."""
+        return f"{self.origin}: {self.label + ', ' if self.label else ''}{key}"
 
 
 @dataclass
@@ -183,16 +209,13 @@ class MergedConfig:
 
 def load_kubeconfig_file(path: str) -> dict[str, Any]:
     """One kubeconfig file as a dict (YAML, or JSON, which is YAML too)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise KubeConfigError(f"cannot read the kubeconfig {path} ({exc.strerror})") from exc
+    text = _read_text(path, "the kubeconfig", hint="fix or replace the file (`kubectl config view` reads it)")
     if not text.strip():
         return {}
     try:
         document = _parse_yaml(text)
-    except ValueError as exc:
-        raise KubeConfigError(f"the kubeconfig {path} is not valid YAML: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise KubeConfigError(f"the kubeconfig {path} is not valid YAML: {str(exc)[:300]}") from exc
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -235,7 +258,7 @@ def merge_kubeconfigs(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> Mer
                     continue
                 body = entry.get(inner) or {}
                 if entry["name"] not in target and isinstance(body, dict):
-                    target[entry["name"]] = _Named(body, path)
+                    target[entry["name"]] = _Named(body, path, f"{inner} {entry['name']!r}")
         current = document.get("current-context")
         if merged.current_context is None and isinstance(current, str) and current:
             merged.current_context = current
@@ -269,42 +292,90 @@ def connection_from_config(
     server = cluster.body.get("server")
     if not isinstance(server, str) or not server:
         raise KubeConfigError(f"cluster {cluster_name!r} in {cluster.origin} has no server")
+    if not _is_server_url(server):
+        raise KubeConfigError(
+            f"{cluster.where('server')} is not an http(s) URL",
+            hint="it looks like https://10.0.0.1:6443 (`kubectl config view` shows it)",
+        )
     user_name = context.body.get("user")
     user = merged.users.get(str(user_name)) if user_name else None
     ca_pem = _pem(cluster, "certificate-authority")
     credentials: dict[str, Any] = {}
     if user is not None:
         credentials = _credentials(user, str(user_name), server, env or os.environ)
+    origins = (("ca", cluster.where(_pem_key(cluster, "certificate-authority"))),)
     return KubeConnection(
         server=server.rstrip("/"),
         source=f"{files} (context {name})",
         context=name,
-        namespace=str(context.body.get("namespace") or "default"),
+        namespace=_string(context, "namespace") or "default",
         ca_pem=ca_pem,
-        insecure_skip_tls_verify=bool(cluster.body.get("insecure-skip-tls-verify")),
-        tls_server_name=cluster.body.get("tls-server-name") or None,
-        **credentials,
+        insecure_skip_tls_verify=_flag(cluster, "insecure-skip-tls-verify"),
+        tls_server_name=_string(cluster, "tls-server-name"),
+        **{**credentials, "origins": origins + credentials.get("origins", ())},
     )
+
+
+def _is_server_url(server: str) -> bool:
+    """An API server address httpx can use: http(s), a host, printable ASCII (host names in IDNA)."""
+    from urllib.parse import urlsplit
+
+    if not server.isascii() or not server.isprintable() or any(c.isspace() for c in server):
+        return False
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _string(entry: _Named, key: str) -> str | None:
+    """A string field (absent or empty: None); any other type is an error naming it."""
+    value = entry.body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise KubeConfigError(f"{entry.where(key)} is not a string", hint="fix it in the kubeconfig")
+    return value
+
+
+def _flag(entry: _Named, key: str) -> bool:
+    """A boolean field; a string such as "false" is an error (kubectl refuses it too), never True."""
+    value = entry.body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise KubeConfigError(f"{entry.where(key)} is not true or false", hint="fix it in the kubeconfig")
+    return value
+
+
+def _pem_key(entry: _Named, key: str) -> str:
+    """The field a PEM comes from: `key-data` when set, else `key` (a path)."""
+    return f"{key}-data" if entry.body.get(f"{key}-data") else key
 
 
 def _pem(entry: _Named, key: str) -> str | None:
     """A PEM from `key-data` (base64) or the file `key` (relative to the kubeconfig)."""
     data = entry.body.get(f"{key}-data")
-    if isinstance(data, str) and data:
+    if data is not None and data != "":
+        if not isinstance(data, str):
+            raise KubeConfigError(f"{entry.where(key + '-data')} is not a base64 string")
         try:
-            return base64.b64decode(data).decode()
-        except ValueError as exc:
-            raise KubeConfigError(f"{entry.origin}: `{key}-data` is not base64 PEM") from exc
-    path = entry.body.get(key)
-    if isinstance(path, str) and path:
-        resolved = _relative(path, entry.origin)
-        try:
-            return Path(resolved).read_text()
-        except OSError as exc:
+            return base64.b64decode("".join(data.split()), validate=True).decode("utf-8")
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError
             raise KubeConfigError(
-                f"{entry.origin}: cannot read `{key}` {resolved} ({exc.strerror})",
-                hint="fix the path in the kubeconfig (relative paths are relative to that file)",
+                f"{entry.where(key + '-data')} is not base64 of a PEM text",
+                hint="it holds the PEM file's content in base64 (`base64 -w0 FILE`)",
             ) from exc
+    path = _string(entry, key)
+    if path:
+        resolved = _relative(path, entry.origin)
+        return _read_text(
+            resolved,
+            f"{entry.where(key)}:",
+            hint="fix the path in the kubeconfig (relative paths are relative to that file)",
+        )
     return None
 
 
@@ -327,21 +398,30 @@ def _credentials(user: _Named, name: str, server: str, env: Mapping[str, str]) -
     found: dict[str, Any] = {}
     cert, key = _pem(user, "client-certificate"), _pem(user, "client-key")
     if cert and key:
-        found.update(client_cert_pem=cert, client_key_pem=key)
+        fields = f"{_pem_key(user, 'client-certificate')} and {_pem_key(user, 'client-key')}"
+        found.update(client_cert_pem=cert, client_key_pem=key, origins=(("client", user.where(fields)),))
     elif cert or key:
         raise KubeConfigError(
             f"user {name!r} in {user.origin} has a client certificate without its key, "
             "or a key without its certificate"
         )
-    token = body.get("token")
-    if isinstance(token, str) and token:
+    token = _string(user, "token")
+    if token:
         found["token"] = token
-    elif isinstance(body.get("tokenFile"), str) and body["tokenFile"]:
-        found["token_file"] = _relative(body["tokenFile"], user.origin)
-    if isinstance(body.get("username"), str) and body["username"]:
-        found.update(username=body["username"], password=str(body.get("password") or ""))
-    if isinstance(body.get("exec"), dict) and not found.get("token"):
-        found.update(_exec_credential(body["exec"], name, user.origin, server, env))
+    elif token_file := _string(user, "tokenFile"):
+        found["token_file"] = _relative(token_file, user.origin)
+    if username := _string(user, "username"):
+        found.update(username=username, password=_string(user, "password") or "")
+    spec = body.get("exec")
+    if spec is not None and not isinstance(spec, dict):
+        raise KubeConfigError(f"{user.where('exec')} is not a mapping")
+    if spec and not found.get("token"):
+        plugin = _exec_credential(spec, name, user.origin, server, env)
+        if "client_cert_pem" in plugin:
+            command = spec.get("command")
+            where = f"the certificate of the credential plugin {command!r} of {user.where('exec')}"
+            plugin["origins"] = (("client", where),)
+        found.update(plugin)
     return found
 
 
@@ -354,9 +434,12 @@ def _exec_credential(
         raise KubeConfigError(f"user {user!r} in {origin}: `exec` has no command")
     if "/" in command and not os.path.isabs(command):
         command = _relative(command, origin)
-    args = [str(a) for a in spec.get("args") or []]
+    raw_args, raw_env = spec.get("args") or [], spec.get("env") or []
+    if not isinstance(raw_args, list) or not isinstance(raw_env, list):
+        raise KubeConfigError(f"user {user!r} in {origin}: `exec` has `args` or `env` that is not a list")
+    args = [str(a) for a in raw_args]
     child_env = dict(env)
-    for item in spec.get("env") or []:
+    for item in raw_env:
         if isinstance(item, dict) and "name" in item:
             child_env[str(item["name"])] = str(item.get("value") or "")
     api_version = str(spec.get("apiVersion") or "client.authentication.k8s.io/v1")
@@ -391,13 +474,23 @@ def _exec_credential(
         )
     try:
         status = json.loads(done.stdout)["status"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise KubeConfigError(f"the credential plugin {command!r} printed no ExecCredential status") from exc
+    if not isinstance(status, dict):
+        raise KubeConfigError(
+            f"the credential plugin {command!r} printed an ExecCredential status that is not an object"
+        )
     found: dict[str, Any] = {}
     if status.get("token"):
         found["token"] = str(status["token"])
-    if status.get("clientCertificateData") and status.get("clientKeyData"):
-        found.update(client_cert_pem=status["clientCertificateData"], client_key_pem=status["clientKeyData"])
+    cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
+    if cert and key:
+        if not isinstance(cert, str) or not isinstance(key, str):
+            raise KubeConfigError(
+                f"the credential plugin {command!r} printed a clientCertificateData or clientKeyData "
+                "that is not a string"
+            )
+        found.update(client_cert_pem=cert, client_key_pem=key)
     if not found:
         raise KubeConfigError(f"the credential plugin {command!r} returned neither a token nor a certificate")
     return found

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import ssl
 import stat
 import sys
 from pathlib import Path
@@ -330,7 +329,8 @@ def test_client_key_files_are_private_and_removed(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(kube_api, "_pem_files", contextlib.contextmanager(spy))
     from prefect_cancel_doctor.kube_config import KubeConnection
 
-    with pytest.raises(ssl.SSLError):  # not a real certificate: loading fails after the files were written
+    # not a real certificate: loading fails after the files were written (a configuration error)
+    with pytest.raises(KubeConfigError, match="the client certificate and key do not load"):
         kube_api.ssl_context(KubeConnection("https://k", "t", client_cert_pem="CERT", client_key_pem="KEY"))
     assert seen and all(mode == 0o600 for _, mode in seen)
     assert not any(Path(p).exists() for p, _ in seen)

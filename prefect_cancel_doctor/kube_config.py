@@ -25,6 +25,7 @@ messages name the file and the field, never a value.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -446,14 +447,9 @@ def _exec_credential(
     child_env["KUBERNETES_EXEC_INFO"] = json.dumps(
         {"apiVersion": api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
     )
+    timeout = _plugin_timeout()
     try:
-        done = subprocess.run(
-            [command, *args],
-            env=child_env,
-            capture_output=True,
-            timeout=EXEC_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _run_plugin([command, *args], child_env, timeout)
     except FileNotFoundError as exc:
         hint = spec.get("installHint") if isinstance(spec.get("installHint"), str) else None
         raise KubeConfigError(
@@ -462,7 +458,12 @@ def _exec_credential(
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise KubeConfigError(
-            f"the credential plugin {command!r} did not answer within {EXEC_TIMEOUT:g} s"
+            f"the credential plugin {command!r} did not answer within {timeout:g} s; it was stopped, "
+            "with every process it started"
+        ) from exc
+    except OSError as exc:
+        raise KubeConfigError(
+            f"user {user!r} in {origin}: cannot run the credential plugin {command!r} ({exc.strerror or exc})"
         ) from exc
     if done.returncode != 0:
         _hold_token(done.stdout)  # a token it printed is one the doctor holds: never shown (redact.scrub)
@@ -494,6 +495,51 @@ def _exec_credential(
     if not found:
         raise KubeConfigError(f"the credential plugin {command!r} returned neither a token nor a certificate")
     return found
+
+
+def _plugin_timeout() -> float:
+    """`EXEC_TIMEOUT`, or less when the command's deadline comes sooner."""
+    from prefect_cancel_doctor import deadline
+
+    left = deadline.remaining()
+    return EXEC_TIMEOUT if left is None else max(0.01, min(EXEC_TIMEOUT, left))
+
+
+def _run_plugin(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """Run a credential plugin in a session of its own, and end the whole session's process group
+    when it takes longer than `timeout` (or the doctor is interrupted): a plugin that hangs leaves
+    nothing it started behind (a `sleep`, a browser login helper). A plugin that answers in time
+    keeps what it left running in the background, as kubectl does."""
+    with subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            _end_group(process)
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the plugin's process group (its pid: `start_new_session`), then reap the plugin.
+
+    The pipes are closed without reading them to the end: a child that left the group (its own
+    `setsid`) may hold them open."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    process.wait()
 
 
 def _hold_token(stdout: bytes) -> None:

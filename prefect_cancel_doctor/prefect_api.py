@@ -174,7 +174,7 @@ class PrefectApi:
             raise ApiRefused(
                 f"Prefect API refused the request ({response.status_code} "
                 f"{response.reason_phrase}) at {self.url}",
-                hint=self._credentials_hint(),
+                hint=self._credentials_hint(response.request),
             )
         if response.status_code == 404 and path.endswith("/filter"):
             raise ApiRefused(
@@ -283,24 +283,45 @@ class PrefectApi:
         self._csrf = (token, parse_time(expiration if isinstance(expiration, str) else None))
         return token
 
-    def _credentials_hint(self) -> str:
-        """What to check when the API refuses us: the credential sent, and where it was set."""
+    def _credentials_hint(self, request: httpx.Request) -> str:
+        """What to check when the API refuses us: the credential the refused request carried (by
+        kind, never its value), where it was set, and any configured one that was not sent."""
         connection = self._connection
 
         def origin(setting: str) -> str:
             source = connection.source_of(setting)
             return f"{setting}, from {source}" if source else setting
 
-        if connection.api_key:
+        sent = _sent_credential(request, connection.auth_string)
+        if sent == "api key":
             return (
                 f"the API key ({origin('PREFECT_API_KEY')}) was refused: check it; "
                 "a Cloud key needs read access to the workspace"
             )
-        if connection.auth_string:
+        if sent == "auth string":
             return (
                 f"the auth string ({origin('PREFECT_API_AUTH_STRING')}) was refused: it must match "
                 "the server's PREFECT_SERVER_API_AUTH_STRING"
             )
+        if sent == "url userinfo":
+            unsent = [
+                f"the API key ({origin('PREFECT_API_KEY')})" if connection.api_key else "",
+                f"the auth string ({origin('PREFECT_API_AUTH_STRING')})" if connection.auth_string else "",
+            ]
+            unsent = [u for u in unsent if u]
+            hint = (
+                "basic auth was sent with the user and password in the API URL "
+                f"({origin('PREFECT_API_URL')}), and refused"
+            )
+            if unsent:
+                return (
+                    f"{hint}; {' and '.join(unsent)} {'were' if len(unsent) > 1 else 'was'} not sent: a "
+                    "user:password in the URL takes the Authorization header in its place (httpx sends "
+                    "it as basic auth). Take it out of the URL"
+                )
+            return f"{hint}: they must match the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
+        if sent == "other":
+            return "the Authorization header sent was refused: check the credentials configured"
         return (
             "no credentials were sent: set PREFECT_API_KEY (Prefect Cloud) or "
             "PREFECT_API_AUTH_STRING (a self-hosted server with basic auth)"
@@ -576,6 +597,23 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _sent_credential(request: httpx.Request, auth_string: str | None) -> str:
+    """Which credential a request carried: "api key" (Bearer), "auth string" (Basic, ours),
+    "url userinfo" (Basic from the URL's user:password, which httpx sends in place of our
+    header), "other", or "none"."""
+    header = request.headers.get("authorization")
+    if not header:
+        return "none"
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return "api key"
+    if scheme.lower() != "basic":
+        return "other"
+    if auth_string and value.strip() == base64.b64encode(auth_string.encode()).decode():
+        return "auth string"
+    return "url userinfo" if request.url.userinfo else "other"
 
 
 def _short(path: str) -> str:

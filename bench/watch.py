@@ -18,8 +18,8 @@ import time
 
 from bench._common import Row, log, print_table
 from prefect_cancel_doctor.demo.environment import run_demo_environment
-from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.scan.engine import Options, scan
 from prefect_cancel_doctor.settings import resolve_connection
 
 SCENARIOS = ["lock", "network", "sleep", "swallowed"]

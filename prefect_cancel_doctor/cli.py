@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperOption
 from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.engine import Options, ProgressFn
+    from prefect_cancel_doctor.scan.engine import Options, ProgressFn
     from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
@@ -261,7 +261,7 @@ def _kube(
     import os
 
     if debug_image:  # imported only then: runs not on Kubernetes load no Kubernetes module
-        from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+        from prefect_cancel_doctor.kinds.kubernetes.locate import DEBUG_IMAGE_ENV
 
         os.environ[DEBUG_IMAGE_ENV] = debug_image
     return dataclasses.replace(options, kubeconfig=kubeconfig, kube_context=context)
@@ -269,7 +269,7 @@ def _kube(
 
 def parse_duration(value: str, param_hint: str = "--since") -> timedelta:
     """A duration flag ('90s', '30m', '1h', '2d') → timedelta; a usage error otherwise."""
-    from prefect_cancel_doctor.durations import parse_duration as parse
+    from prefect_cancel_doctor.core.durations import parse_duration as parse
 
     try:
         return parse(value)
@@ -286,7 +286,7 @@ def _options(
     timeout: float,
     since: str = "1h",
 ) -> Options:
-    from prefect_cancel_doctor.engine import Options, default_parallel
+    from prefect_cancel_doctor.scan.engine import Options, default_parallel
 
     return Options(
         samples=samples,
@@ -368,7 +368,7 @@ def _with_ui(options: Options, api: PrefectApi, profile: str | None) -> Options:
     import dataclasses
     import os
 
-    from prefect_cancel_doctor.links import ui_base_url
+    from prefect_cancel_doctor.core.links import ui_base_url
     from prefect_cancel_doctor.settings import read_profile
 
     _, values = read_profile(os.environ, profile)
@@ -380,7 +380,7 @@ def _published(api: PrefectApi, report: Report) -> Report:
     published joins the report's errors and stderr; the verdicts are shown and the exit code kept."""
     import dataclasses
 
-    from prefect_cancel_doctor.publish import host_name, publish, seen_here
+    from prefect_cancel_doctor.fleet.publish import host_name, publish, seen_here
 
     outcome = publish(api, report, seen=seen_here(host_name()))
     typer.echo(outcome.summary(), err=True)
@@ -392,8 +392,8 @@ def _published(api: PrefectApi, report: Report) -> Report:
 def _with_fleet(api: PrefectApi, report: Report) -> Report:
     """The fleet's verdicts for the runs not found here (fleet.py); the runs no agent answers for, and
     why the fleet could not be read, as notes on stderr."""
-    from prefect_cancel_doctor.fleet import fleet_for_report
-    from prefect_cancel_doctor.publish import host_name
+    from prefect_cancel_doctor.fleet.protocol import fleet_for_report
+    from prefect_cancel_doctor.fleet.publish import host_name
 
     report, uncovered, problems = fleet_for_report(api, report, host_name())
     for line in (*(u.text for u in uncovered), *problems):
@@ -500,7 +500,7 @@ def scan(
         debug_image,
     )
     if resolve_orphans:
-        from prefect_cancel_doctor.engine import scan as run_scan
+        from prefect_cancel_doctor.scan.engine import scan as run_scan
         from prefect_cancel_doctor.model import FINAL_STATES
 
         still_cancelling: list[Diagnosis] = []
@@ -519,7 +519,7 @@ def scan(
         return
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.engine import scan as run_scan
+        from prefect_cancel_doctor.scan.engine import scan as run_scan
 
         with _api(api_url, api_key, profile) as api:
             report = run_scan(api, _with_ui(options, api, profile), progress)
@@ -572,7 +572,7 @@ def diagnose(
     )
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.engine import diagnose_run
+        from prefect_cancel_doctor.scan.engine import diagnose_run
 
         with _api(api_url, api_key, profile) as api:
             return diagnose_run(api, run, _with_ui(options, api, profile), progress)
@@ -624,7 +624,7 @@ def resolve(
     options = _options(samples, 0.2, False, False, None, 10.0)
 
     def one(api: PrefectApi) -> list[Diagnosis]:
-        from prefect_cancel_doctor.engine import diagnose_run
+        from prefect_cancel_doctor.scan.engine import diagnose_run
 
         return list(diagnose_run(api, run, _with_ui(options, api, profile), lambda *_: None).runs)
 
@@ -647,7 +647,7 @@ def _resolve(
     `stuck()`: whether something else the command found keeps the exit code at 1. `force_state`:
     set a state on a partial view too, once confirmed on its own (`--yes` with the flag: confirmed)."""
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
-    from prefect_cancel_doctor.resolve import Plan, resolve_diagnosed
+    from prefect_cancel_doctor.act.resolve import Plan, resolve_diagnosed
 
     def confirm() -> bool:
         if yes:
@@ -731,8 +731,8 @@ def watch(
     import time
 
     from prefect_cancel_doctor.errors import DoctorError
-    from prefect_cancel_doctor.watch import Row, changes, refresher, states_reader
-    from prefect_cancel_doctor.watch import watch as run_watch
+    from prefect_cancel_doctor.act.watch import Row, changes, refresher, states_reader
+    from prefect_cancel_doctor.act.watch import watch as run_watch
 
     shown: dict[str, Row] = {}
 
@@ -819,7 +819,7 @@ def inspect(
     )
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.engine import inspect_container, inspect_pid, inspect_pod
+        from prefect_cancel_doctor.scan.engine import inspect_container, inspect_pid, inspect_pod
 
         if pod is not None:
             return inspect_pod(pod, options, progress)
@@ -1166,7 +1166,7 @@ def agent(
     if once:
         import dataclasses
 
-        from prefect_cancel_doctor.publish import scan_and_publish
+        from prefect_cancel_doctor.fleet.publish import scan_and_publish
 
         def work(progress: ProgressFn) -> Report:
             with _api(api_url, api_key, profile) as api:
@@ -1179,7 +1179,7 @@ def agent(
         _run(Format.TERMINAL, None, work)
     _point_prefect_at(api_url, api_key, profile)
     try:
-        from prefect_cancel_doctor.agent import schedule_of, serve_agent
+        from prefect_cancel_doctor.fleet.agent import schedule_of, serve_agent
     except ImportError as exc:
         _fail(
             _usage(
@@ -1201,7 +1201,7 @@ def main() -> None:
     typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`_interruptible`).
     """
     from prefect_cancel_doctor.errors import EXIT_INTERNAL
-    from prefect_cancel_doctor.redact import ScrubbedStream
+    from prefect_cancel_doctor.core.redact import ScrubbedStream
 
     # Whatever is printed, a secret the doctor holds is not (redact.scrub): one place for all output.
     sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)
@@ -1227,7 +1227,7 @@ def _write_traceback(exc: BaseException) -> str:
     import traceback
     from pathlib import Path
 
-    from prefect_cancel_doctor.redact import redact_url_passwords, scrub
+    from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub
 
     text = scrub(redact_url_passwords("".join(traceback.format_exception(exc))))
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")

@@ -11,8 +11,8 @@ model's records (`ContainerInfo`, `ContainerStats`, `ContainerEvent`) or the sma
 defined here (`TopProcess`, `ContainerSummary`, `ContainerDetails`,
 `ImageSummary`, `EngineVersion`), and the parsers that build them
 (`container_info`, `parse_top`, `parse_stats`, `parse_event`, `demux_logs`, ...) live here too.
-Locating a run's container is `prefect_cancel_doctor.locate.docker`; sampling it
-from a sidecar is `prefect_cancel_doctor.sample.sidecar`.
+Locating a run's container is `prefect_cancel_doctor.kinds.docker.locate`; sampling it
+from a sidecar is `prefect_cancel_doctor.kinds.docker.sidecar`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from urllib.parse import quote, urlsplit
 from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor._http import transport as bounded_transport
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.inert import visible, visible_or_none
 from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
-from prefect_cancel_doctor.redact import redact_argv
+from prefect_cancel_doctor.core.redact import redact_argv
 
 #: Where the Docker engine listens when DOCKER_HOST is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"

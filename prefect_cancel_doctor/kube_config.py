@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.redact import hold, redact_text
+from prefect_cancel_doctor.core.redact import hold, redact_text
 
 #: Where a pod's service account is mounted.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -141,7 +141,7 @@ class SampleFailure(StrEnum):
 
 
 class HandlerKind(StrEnum):
-    """Which SIGTERM handler the interpreter has installed (read from its memory, sample/interpreter.py)."""
+    """Which SIGTERM handler the interpreter has installed (read from its memory, proc/interpreter.py)."""
 
     #: SIG_DFL: the kernel's default action, the process ends.
     DEFAULT = "default"
@@ -417,7 +417,7 @@ class ProcessSample:
     #: Why no stack could be taken at all (None when some dump succeeded or none was tried).
     failure: SampleFailure | None = None
     #: Whether the interpreter holds a SIGTERM it has not handled yet (CPython's own flag,
-    #: read from the process's memory); None where it cannot be read (see sample/interpreter.py).
+    #: read from the process's memory); None where it cannot be read (see proc/interpreter.py).
     sigterm_pending: bool | None = None
     #: The interpreter's SIGTERM handler (None where it cannot be read, see sample/handler.py).
     sigterm_handler: SigtermHandler | None = None

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import ApiRefused
-from prefect_cancel_doctor.inert import visible
 from prefect_cancel_doctor.model import LabelValue, StateType
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_url_passwords
 from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.redact import redact_url_passwords
 
 if sys.version_info >= (3, 11):
     import tomllib

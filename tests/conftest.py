@@ -54,7 +54,7 @@ def _settings_restored() -> Iterator[None]:
 def _no_secret_held() -> Iterator[None]:
     """The secrets one test's clients held (`redact.hold`) are not hidden from the next test's output."""
     yield
-    from prefect_cancel_doctor.redact import forget
+    from prefect_cancel_doctor.core.redact import forget
 
     forget()
 

@@ -80,9 +80,9 @@ from prefect_cancel_doctor.demo.harness import (
     prefect_command,
 )
 from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError
-from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.kinds.docker.sidecar import remove_sidecars
 from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered, Role
-from prefect_cancel_doctor.sample.sidecar import remove_sidecars
+from prefect_cancel_doctor.proc.roles import argv_role
 
 #: Directory holding the `stuck_docker_*.py` flow programs.
 DOCKER_SCENARIO_DIR = Path(__file__).parent / "docker_scenarios"

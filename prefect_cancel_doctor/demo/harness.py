@@ -311,7 +311,7 @@ class LocalPrefect:
 
     def _remove_launch_traces(self) -> None:
         """Delete the workspace directories a killed worker left in /tmp for this harness's runs."""
-        from prefect_cancel_doctor.locate.process import launch_traces
+        from prefect_cancel_doctor.kinds.process.locate import launch_traces
 
         for run_id, config in launch_traces().items():
             if run_id in self.run_ids:

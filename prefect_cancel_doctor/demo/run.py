@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.text import Text
 
 from prefect_cancel_doctor.demo.harness import HarnessError
-from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.errors import EXIT_OK, EXIT_USAGE, DoctorError
 from prefect_cancel_doctor.model import Report
 from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render import Format, render
+from prefect_cancel_doctor.scan.engine import Options, scan
 from prefect_cancel_doctor.settings import Connection
 
 EXIT_INTERRUPTED = 130
@@ -80,7 +80,7 @@ def _stage(
     (the Kubernetes one .kubeconfig too). Imported only when chosen: each is heavy."""
     if kubernetes:
         from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE, kube_demo_environment
-        from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+        from prefect_cancel_doctor.kinds.kubernetes.locate import DEBUG_IMAGE_ENV
 
         os.environ.setdefault(DEBUG_IMAGE_ENV, DEBUG_IMAGE)  # for PCD_KUBE_ATTACH=ephemeral
         return kube_demo_environment(log=narrate)

@@ -25,8 +25,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
-from prefect_cancel_doctor.durations import seconds_text
+from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.model import (
     DEFAULT_HEARTBEAT_SECONDS,
     Absorber,
@@ -38,7 +37,8 @@ from prefect_cancel_doctor.model import (
     WorkerInfo,
 )
 from prefect_cancel_doctor.prefect_records import parse_time
-from prefect_cancel_doctor.sample.procfs import has_signal
+from prefect_cancel_doctor.proc.procfs import has_signal
+from prefect_cancel_doctor.sample.threads import ThreadView, thread_views
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.diagnose.evidence import Evidence  # Evidence.delivery calls judge

@@ -13,7 +13,7 @@ import re
 import signal
 from collections.abc import Callable
 
-from prefect_cancel_doctor.diagnose.classify import db_port_name
+from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.diagnose.delivery import (
     control_channel,
     gil_holder,
@@ -22,10 +22,7 @@ from prefect_cancel_doctor.diagnose.delivery import (
 )
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
-from prefect_cancel_doctor.diagnose.threads import ThreadView, thread_views
-from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.roles import is_init_name, preparing_workspace, supervises, worker_options
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     DEFAULT_HEARTBEAT_SECONDS,
@@ -46,6 +43,9 @@ from prefect_cancel_doctor.model import (
     Verdict,
     WorkerInfo,
 )
+from prefect_cancel_doctor.proc.roles import is_init_name, preparing_workspace, supervises, worker_options
+from prefect_cancel_doctor.sample.classify import db_port_name
+from prefect_cancel_doctor.sample.threads import ThreadView, thread_views
 
 SIGTERM = int(signal.SIGTERM)
 RUNNER_GRACE_SECONDS = 30.0
@@ -138,7 +138,7 @@ def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
         commands.append(f"docker kill {short}; docker rm -f {short} >/dev/null")
         done = f"container {short} killed and removed"
     elif ev.pod is not None:
-        from prefect_cancel_doctor.diagnose.pods import pod_stop_commands  # Kubernetes runs only
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_stop_commands  # Kubernetes runs only
 
         commands += pod_stop_commands(ev.pod)
         if commands:
@@ -259,7 +259,7 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
     if container is not None:
         return _container_gone(ev, container)
     if ev.pod is not None:
-        from prefect_cancel_doctor.diagnose.pods import pod_gone  # Kubernetes runs only
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone  # Kubernetes runs only
 
         return pod_gone(ev.pod, ev.notes)
     evidence = [*ev.notes, "no process on this host carries this run's PREFECT__FLOW_RUN_ID"]
@@ -1214,7 +1214,10 @@ def diagnose(ev: Evidence) -> Verdict:
                 facts = _container_facts(ev.container)
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
             if ev.pod is not None:
-                from prefect_cancel_doctor.diagnose.pods import pod_facts, pod_short_fix  # Kubernetes only
+                from prefect_cancel_doctor.kinds.kubernetes.facts import (  # Kubernetes only
+                    pod_facts,
+                    pod_short_fix,
+                )
 
                 facts = pod_facts(ev.pod, verdict.cause, runner_runs=ev.runner is not None)
                 short = pod_short_fix(verdict.cause) or verdict.short_fix

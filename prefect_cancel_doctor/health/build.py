@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from prefect_cancel_doctor.durations import rough_text as _human
-from prefect_cancel_doctor.engine import CONCURRENT_REQUESTS, scan
-from prefect_cancel_doctor.fleet import Fleet, read_fleet, uncovered, where_text
+from prefect_cancel_doctor.core.durations import rough_text as _human
+from prefect_cancel_doctor.fleet.protocol import Fleet, read_fleet, uncovered, where_text
+from prefect_cancel_doctor.fleet.publish import host_name
 from prefect_cancel_doctor.health.history import iso, read_cancellations
 from prefect_cancel_doctor.health.model import (
     Cancellation,
@@ -51,11 +51,11 @@ from prefect_cancel_doctor.health.statistics import (
     top_causes,
     worst_offenders,
 )
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.model import Cause, Diagnosis, StateType
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.prefect_records import FlowRun, ServerSettings
-from prefect_cancel_doctor.publish import host_name
+from prefect_cancel_doctor.scan.engine import CONCURRENT_REQUESTS, scan
 
 #: States in which a sub-deployment run still runs (or is about to).
 _LIVE_STATES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)

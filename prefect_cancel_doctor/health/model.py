@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prefect_cancel_doctor.fleet import AgentSeen, UncoveredPool
+from prefect_cancel_doctor.fleet.protocol import AgentSeen, UncoveredPool
 from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,

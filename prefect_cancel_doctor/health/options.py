@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from prefect_cancel_doctor.durations import parse_duration
-from prefect_cancel_doctor.engine import Options
+from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.health.rules import Rule, parse_rules
+from prefect_cancel_doctor.scan.engine import Options
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.durations import parse_duration
-from prefect_cancel_doctor.durations import rough_text as _human
+from prefect_cancel_doctor.core.durations import parse_duration
+from prefect_cancel_doctor.core.durations import rough_text as _human
 from prefect_cancel_doctor.health.model import Breach, HealthReport, named
 from prefect_cancel_doctor.health.statistics import order_stuck
 

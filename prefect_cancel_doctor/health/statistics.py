@@ -10,7 +10,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
-from prefect_cancel_doctor.durations import edge_text as _short
+from prefect_cancel_doctor.core.durations import edge_text as _short
 from prefect_cancel_doctor.health.model import (
     Bucket,
     CallSite,

@@ -89,7 +89,7 @@ def write_atomically(path: str | os.PathLike[str], text: str) -> None:
     is written (`redact.scrub`)."""
     import tempfile
 
-    from prefect_cancel_doctor.redact import scrub
+    from prefect_cancel_doctor.core.redact import scrub
 
     text = scrub(text)
     path = os.fspath(path)

@@ -15,7 +15,7 @@ from typing import TextIO
 import pygal
 from pygal.style import Style as ChartStyle
 
-from prefect_cancel_doctor.durations import tick_text
+from prefect_cancel_doctor.core.durations import tick_text
 from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.health_layout import (
     Chart,

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from prefect_cancel_doctor.durations import seconds_text
-from prefect_cancel_doctor.fleet import UncoveredPool, age_text
+from prefect_cancel_doctor.core.durations import seconds_text
+from prefect_cancel_doctor.fleet.protocol import UncoveredPool, age_text
 from prefect_cancel_doctor.health.model import (
     CallSite,
     Cancellation,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.diagnose.classify import is_library, module_of
 from prefect_cancel_doctor.model import BlockingCall, Diagnosis, Frame, StateType, Verdict
 from prefect_cancel_doctor.render.text import duration_text
+from prefect_cancel_doctor.sample.classify import is_library, module_of
 
 
 def run_name(d: Diagnosis) -> str:

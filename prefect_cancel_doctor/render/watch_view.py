@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from rich.live import Live
 from rich.table import Table
 
-from prefect_cancel_doctor.durations import seconds_text
+from prefect_cancel_doctor.act.watch import Row
+from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.render.terminal import console_for
-from prefect_cancel_doctor.watch import Row
 
 _MOVED = {True: "moved", False: "same", None: "new"}
 

@@ -40,11 +40,11 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 
-from prefect_cancel_doctor.diagnose.classify import is_library
-from prefect_cancel_doctor.diagnose.threads import thread_views
-from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_code
 from prefect_cancel_doctor.model import Frame, ProcessSample, SwallowingExcept
-from prefect_cancel_doctor.redact import redact_code
+from prefect_cancel_doctor.sample.classify import is_library
+from prefect_cancel_doctor.sample.threads import thread_views
 
 #: Class names (last dotted part) whose `except` catches Prefect's `TerminationSignal`.
 _SIGNAL_CLASSES = frozenset({"BaseException", "TerminationSignal", "ExternalSignal"})

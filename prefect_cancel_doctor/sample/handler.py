@@ -1,6 +1,6 @@
 """The interpreter's SIGTERM state as the model holds it: read here, or parsed from a probe.
 
-sample/interpreter.py reads CPython's `Handlers[SIGTERM]` (stdlib only, so that it can
+proc/interpreter.py reads CPython's `Handlers[SIGTERM]` (stdlib only, so that it can
 also run inside a sidecar with the target's own interpreter). This module turns what it
 reads into `SigtermHandler`, with the names the target chose made inert
 (`f.__qualname__ = "\\x1b]52;..."`), and parses the probe's JSON, which comes from an
@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.inert import visible_or_none
+from prefect_cancel_doctor.core.inert import visible_or_none
 from prefect_cancel_doctor.model import HandlerKind, SigtermHandler
-from prefect_cancel_doctor.sample import interpreter
+from prefect_cancel_doctor.proc import interpreter
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.sample.procfs import PathLike
+    from prefect_cancel_doctor.proc.procfs import PathLike
 
 _KINDS = {kind.value: kind for kind in HandlerKind}
 

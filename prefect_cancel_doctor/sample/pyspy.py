@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_local
 from prefect_cancel_doctor.model import Frame, ThreadSample
-from prefect_cancel_doctor.redact import redact_local
-from prefect_cancel_doctor.sample.procfs import PathLike, read_state
+from prefect_cancel_doctor.proc.procfs import PathLike, read_state
 
 
 class SamplerError(Exception):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
-from prefect_cancel_doctor.sample.procfs import (
+from prefect_cancel_doctor.proc.procfs import (
     PathLike,
     read_process,
     read_source_line,

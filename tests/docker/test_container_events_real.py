@@ -22,8 +22,8 @@ import pytest
 
 from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL, build_image, host_mounts
 from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL, DockerClient
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.docker import locate_container
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.docker.locate import locate_container
 from prefect_cancel_doctor.model import (
     Cause,
     ContainerEvent,

@@ -14,10 +14,10 @@ from prefect_cancel_doctor.demo.docker_harness import (
     rootfs_tarball,
 )
 from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL, ContainerNotFound, DockerClient
-from prefect_cancel_doctor.locate import CONTAINER_NOT_FOUND, Location, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.docker import can_ptrace_here, locate_container
+from prefect_cancel_doctor.kinds import CONTAINER_NOT_FOUND, Location, parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here, locate_container
+from prefect_cancel_doctor.proc.procfs import read_process
 from prefect_cancel_doctor.sample import sample_process
-from prefect_cancel_doctor.sample.procfs import read_process
 
 # -- the client on a plain container -----------------------------------------------------
 

@@ -6,17 +6,17 @@ import pytest
 
 from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
 from prefect_cancel_doctor.docker_api import DockerClient
-from prefect_cancel_doctor.model import ThreadSample
-from prefect_cancel_doctor.sample import NativeUnavailable, NotPython
-from prefect_cancel_doctor.sample import sidecar as sidecar_module
-from prefect_cancel_doctor.sample.pyspy import SamplerError, dump
-from prefect_cancel_doctor.sample.sidecar import (
+from prefect_cancel_doctor.kinds.docker import sidecar as sidecar_module
+from prefect_cancel_doctor.kinds.docker.sidecar import (
     SIDECAR_LABEL,
     list_sidecars,
     sample_container,
     sidecar_dump,
     sidecar_processes,
 )
+from prefect_cancel_doctor.model import ThreadSample
+from prefect_cancel_doctor.sample import NativeUnavailable, NotPython
+from prefect_cancel_doctor.sample.pyspy import SamplerError, dump
 
 
 def _main(threads: tuple[ThreadSample, ...]) -> ThreadSample:

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.engine import Options, scan
 from prefect_cancel_doctor.errors import ApiUnreachable
 from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.scan.engine import Options, scan
 from prefect_cancel_doctor.settings import Connection
 
 RUN = {

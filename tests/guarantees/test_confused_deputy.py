@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.sample import as_target, procfs
+from prefect_cancel_doctor.proc import as_target, procfs
 from tests.helpers import clean_environ, run_cli
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from tests.helpers import clean_environ
 # A bug anywhere in a command: `engine.scan` replaced by one that raises.
 CRASHING = """
 import sys
-import prefect_cancel_doctor.engine as engine
+import prefect_cancel_doctor.scan.engine as engine
 def broken(*args, **kwargs):
     raise RuntimeError("boom http://admin:hunter2@db.internal/x")
 engine.scan = broken

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prefect_cancel_doctor.core.durations import parse_duration
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.docker_api import DockerError
-from prefect_cancel_doctor.durations import parse_duration
 from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.locate import InfraRef, parse_infrastructure_pid
+from prefect_cancel_doctor.kinds import InfraRef, parse_infrastructure_pid
 from prefect_cancel_doctor.model import InfraKind
 from prefect_cancel_doctor.prefect_records import (
     UnexpectedShape,
@@ -35,7 +35,7 @@ from prefect_cancel_doctor.prefect_records import (
     parse_time,
     parse_workers,
 )
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.sample.pyspy import parse_dump
 from prefect_cancel_doctor.settings import read_profile
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from prefect_cancel_doctor.render.terminal import SHOWN
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
 from tests.helpers import clean_environ
 
 if TYPE_CHECKING:

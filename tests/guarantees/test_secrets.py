@@ -18,12 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.kube_api import KubeClient
-from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
-from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, ProcessSample, Role, Target, Verdict
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.redact import (
+from prefect_cancel_doctor.act.resolve import ActionLog, resolve_diagnosed
+from prefect_cancel_doctor.core.redact import (
     REDACTED,
     forget,
     hold,
@@ -31,8 +27,12 @@ from prefect_cancel_doctor.redact import (
     redact_code,
     redact_url_passwords,
 )
-from prefect_cancel_doctor.resolve import ActionLog, resolve_diagnosed
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.kube_api import KubeClient
+from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
+from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, ProcessSample, Role, Target, Verdict
+from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.settings import Connection
 from tests.helpers import clean_environ, run_cli
 from tests.unit.test_rules import run_ref

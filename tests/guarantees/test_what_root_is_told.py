@@ -62,7 +62,7 @@ def test_inspect_refuses_init_and_kernel_threads(
 
 
 def test_what_root_cannot_read_is_said_for_what_it_is() -> None:
-    from prefect_cancel_doctor.locate.process import needs_ptrace
+    from prefect_cancel_doctor.kinds.process.locate import needs_ptrace
 
     for pid in (1, _kernel_thread()):
         assert not _told_to_run_as_root(needs_ptrace(pid)), pid

@@ -120,7 +120,7 @@ def test_flow_run_fields_come_from_the_api(
 
 
 def test_no_process_is_left_stopped_by_sampling(stuck_runs: dict[str, StuckRun]) -> None:
-    from prefect_cancel_doctor.sample import procfs
+    from prefect_cancel_doctor.proc import procfs
 
     for run in stuck_runs.values():
         if run.flow_pid and run.process_alive:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from prefect_cancel_doctor.model import ProcessSample, Role
+from prefect_cancel_doctor.proc.procfs import read_source_text, read_state
 from prefect_cancel_doctor.sample import SampleRequest, sample_many
 from prefect_cancel_doctor.sample.excepts import find_swallowing
-from prefect_cancel_doctor.sample.procfs import read_source_text, read_state
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""The interpreter's SIGTERM handler, read from real processes' memory (sample/interpreter.py)."""
+"""The interpreter's SIGTERM handler, read from real processes' memory (proc/interpreter.py)."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def test_prefects_bridge_reads_prefect(start: Start) -> None:
 # `Handlers[SIGTERM].func` (found by the doctor's lookup) with ctypes.
 FORGED = """\
 import ctypes, os, signal, time
-from prefect_cancel_doctor.sample.interpreter import mappings, sigterm_entry
+from prefect_cancel_doctor.proc.interpreter import mappings, sigterm_entry
 
 signal.signal(signal.SIGTERM, {installed})
 entry = sigterm_entry(os.getpid(), "/proc", mappings(os.getpid()))

@@ -1,4 +1,4 @@
-"""CPython's own pending-SIGTERM flag, read from real processes' memory (sample/interpreter.py)."""
+"""CPython's own pending-SIGTERM flag, read from real processes' memory (proc/interpreter.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_cancel_doctor.sample.interpreter import sigterm_pending
+from prefect_cancel_doctor.proc.interpreter import sigterm_pending
 
 # A Python-level SIGTERM handler (as Prefect installs), then a C call that never returns.
 IN_C_CALL = """

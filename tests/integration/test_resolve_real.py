@@ -231,9 +231,9 @@ def test_scan_resolve_orphans_ends_surviving_children(environment: DemoEnvironme
 
 
 def test_a_pid_reused_since_the_plan_is_refused_and_nothing_is_signalled(tmp_path: Path) -> None:
+    from prefect_cancel_doctor.act.resolve import ActionLog, Plan, ProcessTarget, Refused, execute
     from prefect_cancel_doctor.model import Cause, Role
-    from prefect_cancel_doctor.resolve import ActionLog, Plan, ProcessTarget, Refused, execute
-    from prefect_cancel_doctor.sample import procfs
+    from prefect_cancel_doctor.proc import procfs
 
     sleeper = subprocess.Popen(["sleep", "300"])
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from prefect_cancel_doctor.model import KernelThread, ResourceKind
-from prefect_cancel_doctor.sample import procfs
-from prefect_cancel_doctor.sample.resources import describe
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.resources import describe
 
 
 def _blocked_main_thread(pid: int, syscalls: set[str]) -> KernelThread:

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.engine import Options, inspect_pid
-from prefect_cancel_doctor.locate.process import adopter_of, runner_of
+from prefect_cancel_doctor.kinds.process.locate import adopter_of, runner_of
 from prefect_cancel_doctor.model import Cause
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.scan.engine import Options, inspect_pid
 from tests.helpers import clean_environ, run_cli
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class Adopted:
 @pytest.fixture
 def adopted(demo_environment: DemoEnvironment, tmp_path: Path) -> Iterator[Adopted]:
     from prefect_cancel_doctor.demo.harness import prefect_command
-    from prefect_cancel_doctor.locate.process import launch_traces
+    from prefect_cancel_doctor.kinds.process.locate import launch_traces
 
     harness = demo_environment.harness
     work = tmp_path / "flow"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from prefect_cancel_doctor.model import KernelThread, ProcessSample, ProcSnapshot, ThreadSample
+from prefect_cancel_doctor.proc.procfs import flow_run_processes, read_process, read_state
 from prefect_cancel_doctor.sample import (
     PermissionDenied,
     ProcessGone,
@@ -31,7 +32,6 @@ from prefect_cancel_doctor.sample import (
     sample_many,
     sample_process,
 )
-from prefect_cancel_doctor.sample.procfs import flow_run_processes, read_process, read_state
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 from prefect_cancel_doctor.sample.sampler import EXITED
 

@@ -20,8 +20,17 @@ from typing import Any, cast
 import pytest
 
 from prefect_cancel_doctor.demo.kube_apiserver import JsonPatchError, json_patch
-from prefect_cancel_doctor.diagnose.pods import JOB_TRACKING_FINALIZER
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.kubernetes.facts import JOB_TRACKING_FINALIZER
+from prefect_cancel_doctor.kinds.kubernetes.locate import (
+    cgroup_index,
+    container_id_of_cgroup,
+    locate_job,
+    locate_pod,
+    recorded_cluster_uid,
+)
+from prefect_cancel_doctor.kinds.kubernetes.pod import PodSampleError, sample_pod
 from prefect_cancel_doctor.kube_api import (
     JobInfo,
     KubeApiError,
@@ -32,14 +41,6 @@ from prefect_cancel_doctor.kube_api import (
     pod_info,
 )
 from prefect_cancel_doctor.kube_config import KubeConnection
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.kubernetes import (
-    cgroup_index,
-    container_id_of_cgroup,
-    locate_job,
-    locate_pod,
-    recorded_cluster_uid,
-)
 from prefect_cancel_doctor.model import (
     Cause,
     FlowRunRef,
@@ -50,7 +51,6 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
 )
-from prefect_cancel_doctor.sample.pod import PodSampleError, sample_pod
 
 ID = "4f1d0c9e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a190817263"
 OTHER = "9" * 64

@@ -17,9 +17,9 @@ from tests.unit.test_import_path import empty_api  # noqa: F401  (the fixture)
 KUBE_MODULES = {
     "prefect_cancel_doctor.kube_api",
     "prefect_cancel_doctor.kube_config",
-    "prefect_cancel_doctor.locate.kubernetes",
-    "prefect_cancel_doctor.sample.pod",
-    "prefect_cancel_doctor.diagnose.pods",
+    "prefect_cancel_doctor.kinds.kubernetes.locate",
+    "prefect_cancel_doctor.kinds.kubernetes.pod",
+    "prefect_cancel_doctor.kinds.kubernetes.facts",
     "yaml",
 }
 

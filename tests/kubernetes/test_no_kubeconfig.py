@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from prefect_cancel_doctor.engine import Options, _kubernetes_job
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.kubernetes import KubeSession
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
+from prefect_cancel_doctor.scan.engine import Options, _kubernetes_job
 
 
 def test_missing_kubeconfig_makes_the_run_not_attachable(tmp_path: Path) -> None:

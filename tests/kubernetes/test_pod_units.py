@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from prefect_cancel_doctor.diagnose.pods import pod_stop_commands, runs_runner
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
-from prefect_cancel_doctor.locate.kubernetes import KubeAttachError, choose_attach, container_id_of_cgroup
+from prefect_cancel_doctor.kinds.kubernetes.facts import pod_stop_commands, runs_runner
+from prefect_cancel_doctor.kinds.kubernetes.locate import (
+    KubeAttachError,
+    choose_attach,
+    container_id_of_cgroup,
+)
 from prefect_cancel_doctor.model import (
     Cause,
     FlowRunRef,
@@ -181,7 +185,7 @@ def test_stop_commands_delete_the_job_first() -> None:
 
 
 def test_the_runners_sigterm_behaviour_is_evidence_only_where_a_runner_runs() -> None:
-    from prefect_cancel_doctor.diagnose.pods import pod_facts
+    from prefect_cancel_doctor.kinds.kubernetes.facts import pod_facts
     from prefect_cancel_doctor.model import Cause, PodFacts
 
     pod = PodFacts(

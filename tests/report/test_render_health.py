@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.diagnose.rules import diagnose
-from prefect_cancel_doctor.durations import seconds_text
 from prefect_cancel_doctor.health.model import (
     Cancellation,
     DataSource,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from prefect_cancel_doctor.durations import parse_duration
+from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.health.history import (
     StateEvent,
     cancel_requests,

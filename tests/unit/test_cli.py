@@ -208,8 +208,8 @@ def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
 
 def test_debug_image_flag_reaches_the_pod_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect_cancel_doctor.cli import _kube
-    from prefect_cancel_doctor.engine import Options
-    from prefect_cancel_doctor.locate.kubernetes import DEBUG_IMAGE_ENV
+    from prefect_cancel_doctor.kinds.kubernetes.locate import DEBUG_IMAGE_ENV
+    from prefect_cancel_doctor.scan.engine import Options
 
     monkeypatch.delenv(DEBUG_IMAGE_ENV, raising=False)
     options = _kube(Options(), "/k/config", "prod", "registry.local/pcd-debug:1")

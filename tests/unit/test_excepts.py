@@ -13,8 +13,8 @@ from textwrap import dedent
 import pytest
 
 from prefect_cancel_doctor.model import Frame, ProcessSample, Role, SwallowingExcept, ThreadSample
+from prefect_cancel_doctor.proc.procfs import MAX_SOURCE_BYTES, read_source_text
 from prefect_cancel_doctor.sample.excepts import find_swallowing, swallowing_except
-from prefect_cancel_doctor.sample.procfs import MAX_SOURCE_BYTES, read_source_text
 
 
 def found(source: str, line: int, function: str = "flow", **kwargs: bool) -> SwallowingExcept | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from prefect_cancel_doctor.errors import TargetError
-from prefect_cancel_doctor.flow_process import ensure_flow, prefect_in_tree, runs_flow_engine
+from prefect_cancel_doctor.kinds.process.flow import ensure_flow, prefect_in_tree, runs_flow_engine
 from prefect_cancel_doctor.model import Frame, SampleFailure
 from tests.unit.test_render import report_of, sleeping
 

@@ -20,7 +20,7 @@ import pytest
 #: The modules `scan` needs: CLI, engine, API client, sampler, rules, renderers.
 SCAN_MODULES = (
     "prefect_cancel_doctor.cli",
-    "prefect_cancel_doctor.engine",
+    "prefect_cancel_doctor.scan.engine",
     "prefect_cancel_doctor.prefect_api",
     "prefect_cancel_doctor.settings",
     "prefect_cancel_doctor.sample",

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from prefect_cancel_doctor.inert import MAX_CHARS, TRUNCATED, visible
+from prefect_cancel_doctor.core.inert import MAX_CHARS, TRUNCATED, visible
 
 #: What a terminal, an editor or a Markdown viewer acts on instead of showing.
 HOSTILE = {

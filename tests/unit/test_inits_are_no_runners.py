@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from prefect_cancel_doctor.locate.process import adopter_of, local_workers, runner_of
-from prefect_cancel_doctor.locate.roles import argv_role, assign_roles, supervises, worker_options
+from prefect_cancel_doctor.kinds.process.locate import adopter_of, local_workers, runner_of
 from prefect_cancel_doctor.model import Role
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.roles import argv_role, assign_roles, supervises, worker_options
 
 WORKER = ("prefect", "worker", "start", "--pool", "p")
 ENGINE = ("/venv/bin/python", "-m", "prefect.engine")

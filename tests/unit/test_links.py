@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefect_cancel_doctor.links import flow_run_url, ui_base_url
+from prefect_cancel_doctor.core.links import flow_run_url, ui_base_url
 
 RUN = "06e664e5-5fa7-4eba-bb99-2dfc47082c1c"
 ACCOUNT = "9b6ecf7a-0000-4000-8000-00000000000a"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import is_engine, is_hook_runner, is_runner
-from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.process.locate import is_engine, is_hook_runner, is_runner
 from prefect_cancel_doctor.model import Role
-from prefect_cancel_doctor.sample.procfs import read_process, same_process, still_same
+from prefect_cancel_doctor.proc.procfs import read_process, same_process, still_same
+from prefect_cancel_doctor.proc.roles import argv_role
 
 CONTAINER = "3f1c" + "a" * 60
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefect_cancel_doctor.model import SocketPeer
-from prefect_cancel_doctor.sample.procfs import (
+from prefect_cancel_doctor.proc.procfs import (
     flow_run_processes,
     has_signal,
     read_process,
@@ -18,7 +18,7 @@ from prefect_cancel_doctor.sample.procfs import (
     read_state,
     thread_ns_tids,
 )
-from prefect_cancel_doctor.sample.syscalls import syscall_name
+from prefect_cancel_doctor.proc.syscalls import syscall_name
 
 PROC = Path(__file__).parent.parent / "fixtures" / "proc"
 RUN_ID = "0b7d5a1e-3c2f-4e51-9a55-6f2d8c1b4a90"
@@ -160,7 +160,7 @@ def test_read_source_line_through_proc_root(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_source_lines_never_show_literal_secrets() -> None:
-    from prefect_cancel_doctor.redact import redact_code
+    from prefect_cancel_doctor.core.redact import redact_code
 
     assert redact_code('conn = connect(password="hunter2", host="db")') == (
         'conn = connect(password="<redacted>", host="db")'

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 from prefect_cancel_doctor import __version__
-from prefect_cancel_doctor.model import Cause, Diagnosis, Frame, Role, ThreadSample, Verdict
-from prefect_cancel_doctor.publish import (
+from prefect_cancel_doctor.fleet.publish import (
     CAUSE_LABEL,
     MAX_ARTIFACT_CHARS,
     MAX_EVENT_BYTES,
@@ -29,6 +28,7 @@ from prefect_cancel_doctor.publish import (
     seen_here,
     verdict_event,
 )
+from prefect_cancel_doctor.model import Cause, Diagnosis, Frame, Role, ThreadSample, Verdict
 from tests.unit.test_render import sleeping
 
 RUN_ID = "0b6c9d6e-0000-4000-8000-000000000001"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from prefect_cancel_doctor.core.redact import REDACTED, is_secret_name
 from prefect_cancel_doctor.model import ThreadSample
-from prefect_cancel_doctor.redact import REDACTED, is_secret_name
-from prefect_cancel_doctor.sample.procfs import read_process
+from prefect_cancel_doctor.proc.procfs import read_process
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
     NotPython,

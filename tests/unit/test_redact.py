@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from prefect_cancel_doctor.inert import TRUNCATED, visible
-from prefect_cancel_doctor.redact import (
+from prefect_cancel_doctor.core.inert import TRUNCATED, visible
+from prefect_cancel_doctor.core.redact import (
     REDACTED,
     ScrubbedStream,
     forget,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from prefect_cancel_doctor.act.resolve import Outcome, Refused, make_plan, resolve_diagnosed
 from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, Target, Verdict
-from prefect_cancel_doctor.resolve import Outcome, Refused, make_plan, resolve_diagnosed
 from tests.unit.test_rules import evidence, process, run_ref
 
 PARTIAL = "partial view: the environment of 3 process(es) on this host cannot be read by this doctor"
@@ -77,7 +77,7 @@ class _Api:
 
 
 def test_force_state_needs_its_own_confirmation(tmp_path: Any) -> None:
-    from prefect_cancel_doctor.resolve import ActionLog
+    from prefect_cancel_doctor.act.resolve import ActionLog
 
     api, said = _Api(), list[str]()
     gone = _diagnosis(Cause.INFRASTRUCTURE_GONE)

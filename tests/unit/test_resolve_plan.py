@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from prefect_cancel_doctor.act.resolve import Plan, make_plan
 from prefect_cancel_doctor.model import Cause, Diagnosis, Target, Verdict
-from prefect_cancel_doctor.resolve import Plan, make_plan
 from tests.unit.test_rules import evidence, process, run_ref
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor import engine
-from prefect_cancel_doctor.locate import Location
+from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.model import ProcessSample, ProcSnapshot, ThreadSample
+from prefect_cancel_doctor.proc.procfs import PathLike
 from prefect_cancel_doctor.sample import PermissionDenied, ProcessGone, SampleRequest, sample_many, sampler
-from prefect_cancel_doctor.sample.procfs import PathLike
+from prefect_cancel_doctor.scan import engine
 
 GONE = 999_999
 

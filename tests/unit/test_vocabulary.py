@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prefect_cancel_doctor import engine
 from prefect_cancel_doctor.model import InfraKind
+from prefect_cancel_doctor.scan import engine
 
 PACKAGE = Path(engine.__file__).parent
 
@@ -21,13 +21,13 @@ UNTYPED_ALLOWED = {
     "kube_api.py",
     "kube_config.py",
     # Request bodies the doctor builds (a sidecar container's config, a flow's parameters).
-    "sample/sidecar.py",
-    "sample/pod.py",
+    "kinds/docker/sidecar.py",
+    "kinds/kubernetes/pod.py",
     "health/flow.py",
-    "agent.py",
+    "fleet/agent.py",
     # The events and artifacts the doctor publishes (publish.py), and its own events read back (fleet.py).
-    "publish.py",
-    "fleet.py",
+    "fleet/publish.py",
+    "fleet/protocol.py",
     # The JSON documents the doctor writes: the model serialised.
     "model.py",
     "health/model.py",

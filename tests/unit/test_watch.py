@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefect_cancel_doctor.act.watch import changes, gone_from_view, rows
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause, Diagnosis, Report, Verdict
-from prefect_cancel_doctor.watch import changes, gone_from_view, rows
 from tests.unit.test_rules import run_ref
 
 

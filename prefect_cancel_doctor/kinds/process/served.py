@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from prefect_cancel_doctor.locate import Location
+from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.model import InfraKind, Role
 from prefect_cancel_doctor.prefect_records import Deployment, FlowRun, parse_time
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
 
 _SPAWN_CHILD = ("--multiprocessing-fork",)
 _DEPLOYMENT_KEY = b"PREFECT__DEPLOYMENT_NAME="

@@ -16,13 +16,13 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from prefect_cancel_doctor import timeline
+from prefect_cancel_doctor.core.links import flow_run_url, ui_base_url
+from prefect_cancel_doctor.diagnose import timeline
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, DoctorError, TargetError
-from prefect_cancel_doctor.links import flow_run_url, ui_base_url
-from prefect_cancel_doctor.locate import InfraRef, Location, parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import (
+from prefect_cancel_doctor.kinds import InfraRef, Location, parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.process.locate import (
     ENVIRON_UNREADABLE,
     NEEDS_PTRACE,
     adopter_of,
@@ -32,7 +32,7 @@ from prefect_cancel_doctor.locate.process import (
     needs_ptrace,
     runner_of,
 )
-from prefect_cancel_doctor.locate.served import ServedRuns
+from prefect_cancel_doctor.kinds.process.served import ServedRuns
 from prefect_cancel_doctor.model import (
     FINAL_STATES,
     AttachMode,
@@ -50,7 +50,7 @@ from prefect_cancel_doctor.model import (
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.prefect_records import Deployment, FlowRun, LogLine, State
-from prefect_cancel_doctor.run_names import find_run
+from prefect_cancel_doctor.proc import interpreter, procfs, resources
 from prefect_cancel_doctor.sample import (
     NotPython,
     PermissionDenied,
@@ -60,14 +60,12 @@ from prefect_cancel_doctor.sample import (
     SampleTimeout,
     excepts,
     handler,
-    interpreter,
-    procfs,
-    resources,
     sample_many,
 )
+from prefect_cancel_doctor.scan.run_names import find_run
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.locate.kubernetes import KubeSession
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
 
 _T = TypeVar("_T")
 
@@ -198,7 +196,7 @@ def inspect_pid(
     """Diagnose a process directly, without the API; `TargetError` when it is no Prefect flow
     (`flow_process.ensure_flow`), unless `any_process`; for a kernel thread, or a PID 1 that is no
     flow, even then (`flow_process.ensure_sampleable`)."""
-    from prefect_cancel_doctor.flow_process import ensure_sampleable
+    from prefect_cancel_doctor.kinds.process.flow import ensure_sampleable
 
     snap = procfs.read_process(pid, options.proc_root)
     if snap is None:
@@ -222,7 +220,7 @@ def inspect_pid(
     )
     report = _finish(None, [_Job(None, location, [])], options, progress)
     if not any_process and snap.environ_readable and not snap.flow_run_id:
-        from prefect_cancel_doctor.flow_process import ensure_flow
+        from prefect_cancel_doctor.kinds.process.flow import ensure_flow
 
         ensure_flow(pid, report, options.proc_root)
     return report
@@ -231,7 +229,7 @@ def inspect_pid(
 def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Docker container (id or name) directly, without the Prefect API."""
     from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, resolve_endpoint
-    from prefect_cancel_doctor.locate.docker import locate_container
+    from prefect_cancel_doctor.kinds.docker.locate import locate_container
 
     with DockerClient(resolve_endpoint()) as client:
         try:
@@ -251,7 +249,7 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
 def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Kubernetes pod ("NAMESPACE/NAME", or NAME in the context's namespace) without the
     Prefect API: its flow container is located, sampled and diagnosed as a scan would."""
-    from prefect_cancel_doctor.locate.kubernetes import KubeSession, locate_pod
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession, locate_pod
 
     session = KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
     client = session.client()
@@ -414,7 +412,7 @@ def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 
 def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    from prefect_cancel_doctor.locate.docker import locate_container
+    from prefect_cancel_doctor.kinds.docker.locate import locate_container
     from prefect_cancel_doctor.prefect_records import parse_time
 
     # When the run entered Cancelling (its current state's time): the engine's events since then.
@@ -423,9 +421,9 @@ def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 
 def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    from prefect_cancel_doctor.kinds.kubernetes.locate import locate_job
     from prefect_cancel_doctor.kube_api import KubeError
     from prefect_cancel_doctor.kube_config import KubeConfigError
-    from prefect_cancel_doctor.locate.kubernetes import locate_job
 
     session = here.kube()
     try:
@@ -461,7 +459,7 @@ _LOCATORS: dict[InfraKind, Callable[[FlowRun, InfraRef, _Here], Location]] = {
 
 
 def _kube_session(options: Options) -> KubeSession:
-    from prefect_cancel_doctor.locate.kubernetes import KubeSession
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
 
     return KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
 
@@ -600,7 +598,7 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
     if not todo:
         return
     from prefect_cancel_doctor.docker_api import DockerClient, DockerError, resolve_endpoint
-    from prefect_cancel_doctor.sample.sidecar import sample_container
+    from prefect_cancel_doctor.kinds.docker.sidecar import sample_container
 
     for done, job in enumerate(todo, 1):
         progress("sampling containers from a sidecar", done - 1, len(todo))
@@ -632,7 +630,7 @@ def _sample_pods(jobs: list[_Job], options: Options, progress: ProgressFn) -> No
     ]
     if not todo:
         return
-    from prefect_cancel_doctor.sample.pod import PARALLEL_PODS, sample_pod_job
+    from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
 
     session = _kube_session(options)
     progress("sampling pods from ephemeral containers", 0, len(todo))

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_code
 from prefect_cancel_doctor.docker_api import (
     FLOW_RUN_ENV,
     ContainerDetails,
@@ -56,11 +58,10 @@ from prefect_cancel_doctor.docker_api import (
     DockerClient,
     DockerError,
 )
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.locate.roles import argv_role, assign_roles
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
-from prefect_cancel_doctor.redact import redact_code
-from prefect_cancel_doctor.sample import excepts, handler, interpreter, procfs
+from prefect_cancel_doctor.proc import interpreter, procfs
+from prefect_cancel_doctor.proc.roles import argv_role, assign_roles
+from prefect_cancel_doctor.sample import excepts, handler
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
     NotPython,
@@ -76,7 +77,7 @@ SIDECAR_LABEL = "io.prefect-cancel-doctor.sidecar"
 PYSPY_PATH = "/.pcd-py-spy"
 #: The shell the script runs with; an image without it gets the py-spy-only fallback.
 SHELL = "/bin/sh"
-#: The environment variable that carries sample/interpreter.py's text to the script.
+#: The environment variable that carries proc/interpreter.py's text to the script.
 PROBE_ENV = "PCD_PROBE"
 
 _MARK = b"\n@@PCD "
@@ -88,7 +89,7 @@ _MAX_SOURCE_FILES = 20
 # and `sleep` (between rounds, if present). Arguments: py-spy path, rounds,
 # interval, then py-spy's extra flags. Each block starts with "\n@@PCD <header>\n".
 # In the last round, each process py-spy could dump is probed with its own
-# interpreter when $PCD_PROBE holds sample/interpreter.py (`probe_env`): under
+# interpreter when $PCD_PROBE holds proc/interpreter.py (`probe_env`): under
 # `chroot /proc/N/root` (the target's libraries; needs chroot and CAP_SYS_CHROOT),
 # else straight; the dump goes in on stdin.
 _SCRIPT = r"""
@@ -142,7 +143,7 @@ mark end
 
 @functools.cache
 def probe_source() -> str:
-    """The text of sample/interpreter.py, which the script runs with the target's interpreter."""
+    """The text of proc/interpreter.py, which the script runs with the target's interpreter."""
     return Path(interpreter.__file__).read_text(encoding="utf-8")
 
 

@@ -21,7 +21,7 @@ from prefect_cancel_doctor.model import (
     WorkerInfo,
 )
 from prefect_cancel_doctor.prefect_records import LogLine, State, parse_time
-from prefect_cancel_doctor.sample.procfs import PathLike, boot_time
+from prefect_cancel_doctor.proc.procfs import PathLike, boot_time
 
 #: Log lines worth a place in the timeline: what the engine, the Runner or the worker said
 #: about a cancel, a signal or a crash (or anything at ERROR and above).

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from prefect_cancel_doctor.inert import TRUNCATED
+from prefect_cancel_doctor.core.inert import TRUNCATED
 
 REDACTED = "<redacted>"
 

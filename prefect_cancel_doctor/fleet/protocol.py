@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.fleet.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVENT, found_here
 from prefect_cancel_doctor.model import (
     BlockingCall,
     CallKind,
@@ -39,7 +40,6 @@ from prefect_cancel_doctor.model import (
 )
 from prefect_cancel_doctor.prefect_api import EVENTS_IDS_PER_QUERY, EventsUnavailable, PrefectApi
 from prefect_cancel_doctor.prefect_records import Event, parse_time
-from prefect_cancel_doctor.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVENT, found_here
 
 #: How far back verdicts and hosts' events are looked for by default (`scan`).
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -294,7 +294,7 @@ def parse_host_event(event: Event, now: datetime) -> AgentSeen | None:
 
 def age_text(seconds: float | None) -> str:
     """'3m05s ago' (durations as everywhere else)."""
-    from prefect_cancel_doctor.durations import seconds_text
+    from prefect_cancel_doctor.core.durations import seconds_text
 
     return f"{seconds_text(seconds)} ago" if seconds is not None else "at an unknown time"
 

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeAlias
 
-from prefect_cancel_doctor.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.redact import redact_argv, redact_code
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
-from prefect_cancel_doctor.redact import redact_argv, redact_code
-from prefect_cancel_doctor.sample.as_target import read_as_target
-from prefect_cancel_doctor.sample.syscalls import syscall_name
+from prefect_cancel_doctor.proc.as_target import read_as_target
+from prefect_cancel_doctor.proc.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 

@@ -56,18 +56,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
-from prefect_cancel_doctor.kube_config import KubeConfigError
-from prefect_cancel_doctor.locate import Location
-from prefect_cancel_doctor.locate.kubernetes import (
-    DEBUG_IMAGE_ENV,
-    KubeSession,
-    terminating_why,
-)
-from prefect_cancel_doctor.locate.roles import argv_role
+from prefect_cancel_doctor.kinds import Location
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
-from prefect_cancel_doctor.sample.sidecar import (
+from prefect_cancel_doctor.kinds.docker.sidecar import (
     _SCRIPT,
     PROBE_ENV,
     ContainerSample,
@@ -77,6 +69,14 @@ from prefect_cancel_doctor.sample.sidecar import (
     parse_script_output,
     probe_source,
 )
+from prefect_cancel_doctor.kinds.kubernetes.locate import (
+    DEBUG_IMAGE_ENV,
+    KubeSession,
+    terminating_why,
+)
+from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
+from prefect_cancel_doctor.kube_config import KubeConfigError
+from prefect_cancel_doctor.proc.roles import argv_role
 
 #: Name prefix of the doctor's ephemeral containers.
 DEBUG_PREFIX = "pcd-doctor"

@@ -15,11 +15,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.locate import InfraRef, Location
-from prefect_cancel_doctor.locate.roles import argv_role, is_init_name, supervises
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.kinds import InfraRef, Location
 from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.roles import argv_role, is_init_name, supervises
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 

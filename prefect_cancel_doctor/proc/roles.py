@@ -1,9 +1,9 @@
 """What a process is to its run, told by its command line: one classification for hosts and containers.
 
-Local processes (`prefect_cancel_doctor.locate.process`), a container's
-processes listed by the Docker engine (`prefect_cancel_doctor.locate.docker`)
+Local processes (`prefect_cancel_doctor.kinds.process.locate`), a container's
+processes listed by the Docker engine (`prefect_cancel_doctor.kinds.docker.locate`)
 and those a sidecar reads inside the container's PID namespace
-(`prefect_cancel_doctor.sample.sidecar`) all go through `argv_role`; a
+(`prefect_cancel_doctor.kinds.docker.sidecar`) all go through `argv_role`; a
 container's process tree goes through `assign_roles`.
 """
 

@@ -28,7 +28,7 @@ as ``target.pod.attach``:
   A pod that is Terminating is only ever sampled this way: a kubelet never
   starts an ephemeral container in a terminating pod.
 - **ephemeral**: anywhere with RBAC: an ephemeral container joins the flow
-  container's PID namespace and runs py-spy (`prefect_cancel_doctor.sample.pod`).
+  container's PID namespace and runs py-spy (`prefect_cancel_doctor.kinds.kubernetes.pod`).
   Its preconditions are checked first — here a debug image and RBAC
   (SelfSubjectAccessReview of ``patch pods/ephemeralcontainers`` and ``get
   pods/log``), then by the sampler a dry-run patch (``dryRun=All``: Pod Security
@@ -46,6 +46,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefect_cancel_doctor.kinds import InfraRef, Location
+from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here
 from prefect_cancel_doctor.kube_api import (
     JOB_NAME_LABEL,
     ContainerSpec,
@@ -57,13 +59,10 @@ from prefect_cancel_doctor.kube_api import (
     ordered_pods,
 )
 from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
-from prefect_cancel_doctor.locate import InfraRef, Location
-from prefect_cancel_doctor.locate.docker import can_ptrace_here
-from prefect_cancel_doctor.locate.roles import assign_roles
 from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.roles import assign_roles
 
-#: Chooses how a pod's processes are sampled: node, ephemeral or auto (the default).
 ATTACH_ENV = "PCD_KUBE_ATTACH"
 #: The image an ephemeral container runs: it needs /bin/sh and py-spy (PCD_KUBE_DEBUG_PYSPY).
 DEBUG_IMAGE_ENV = "PCD_KUBE_DEBUG_IMAGE"

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.durations import seconds_text
+from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Role, StateType
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.engine import Options
     from prefect_cancel_doctor.prefect_api import PrefectApi
+    from prefect_cancel_doctor.scan.engine import Options
 
 _SIGTERM = 15
 
@@ -138,7 +138,7 @@ def watch(
 
 def refresher(api: PrefectApi, options: Options, runs: list[str]) -> Callable[[], Report]:
     """One refresh: a scan of every run in Cancelling, or a diagnosis of each run named."""
-    from prefect_cancel_doctor.engine import diagnose_run, scan
+    from prefect_cancel_doctor.scan.engine import diagnose_run, scan
 
     def refresh() -> Report:
         if not runs:

@@ -17,9 +17,9 @@ import re
 import stat
 from pathlib import Path
 
-from prefect_cancel_doctor.inert import visible
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.model import KernelThread, ProcessSample, Resource, ResourceKind
-from prefect_cancel_doctor.sample.procfs import PathLike, parse_tcp_table, read_cmdline, read_optional_text
+from prefect_cancel_doctor.proc.procfs import PathLike, parse_tcp_table, read_cmdline, read_optional_text
 
 #: Databases usually behind a TCP port (also what makes a blocked read `database`).
 DATABASE_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis", 27017: "MongoDB", 1433: "SQL Server"}

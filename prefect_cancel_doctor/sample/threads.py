@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.diagnose.classify import ThreadCall, classify_thread
 from prefect_cancel_doctor.model import (
     BlockingCall,
     CallKind,
@@ -15,7 +14,8 @@ from prefect_cancel_doctor.model import (
     ResourceKind,
     ThreadSample,
 )
-from prefect_cancel_doctor.sample.resources import DATABASE_PORTS
+from prefect_cancel_doctor.proc.resources import DATABASE_PORTS
+from prefect_cancel_doctor.sample.classify import ThreadCall, classify_thread
 
 #: The kind of a call whose Python frames do not tell, from what the kernel says it waits on.
 _KIND_OF_RESOURCE = {

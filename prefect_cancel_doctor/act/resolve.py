@@ -43,9 +43,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prefect_cancel_doctor.core.redact import scrub_tree
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.locate import parse_infrastructure_pid
-from prefect_cancel_doctor.locate.process import is_this_host, partial_view
+from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
 from prefect_cancel_doctor.model import (
     AttachMode,
     Cause,
@@ -57,8 +58,7 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
 )
-from prefect_cancel_doctor.redact import scrub_tree
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.docker_api import DockerClient

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub_tree
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.locate.roles import worker_options
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
     Cause,
@@ -55,7 +55,7 @@ from prefect_cancel_doctor.model import (
     Verdict,
 )
 from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.redact import redact_url_passwords, scrub_tree
+from prefect_cancel_doctor.proc.roles import worker_options
 
 #: The event of one verdict.
 VERDICT_EVENT = "prefect-cancel-doctor.verdict"
@@ -127,7 +127,7 @@ def seen_here(
 ) -> Seen:
     """The work pools and workers of the `prefect worker start` processes in `proc_root`, and the
     runs this host launched that did not end cleanly (`traces`, default `launch_traces`)."""
-    from prefect_cancel_doctor.locate.process import launch_traces
+    from prefect_cancel_doctor.kinds.process.locate import launch_traces
 
     pools: set[str] = set()
     workers: set[str] = set()
@@ -556,8 +556,8 @@ def scan_and_publish(
     api: PrefectApi, *, samples: int = 3, since: str = "1h", artifacts: bool = True
 ) -> tuple[Report, PublishOutcome]:
     """One agent round (`agent`'s flow, `agent --once`): scan, then publish what this host answers for."""
-    from prefect_cancel_doctor.durations import parse_duration
-    from prefect_cancel_doctor.engine import Options, scan
+    from prefect_cancel_doctor.core.durations import parse_duration
+    from prefect_cancel_doctor.scan.engine import Options, scan
 
     seen = seen_here(host_name())
     report = scan(api, Options(samples=samples, since=parse_duration(since)))

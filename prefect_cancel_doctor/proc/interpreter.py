@@ -3,7 +3,7 @@
 Standard library only, on purpose: where the doctor cannot read the target's memory from
 here (a container sampled from a sidecar, a pod from an ephemeral container), the sampling
 script runs this file's text with the target's own interpreter (`python -I -S -c <this file>
-<pid>...`, see sample/sidecar.py), and it prints one JSON object a PID (`probe`). The host
+<pid>...`, see kinds/docker/sidecar.py), and it prints one JSON object a PID (`probe`). The host
 side (sample/handler.py) turns what it reads into the model and makes names inert.
 There, given the py-spy dump of the PID on stdin, it also reads the source files of the
 dump's user-code frames (`user_sources`), as the target itself could read them: through
@@ -34,7 +34,7 @@ None always means "cannot tell": the caller falls back on other evidence.
 
 ## The installed handler (`func`)
 
-`Handlers[SIGTERM].func` (sample/pending.py finds the entry; `func` is the PyObject *
+`Handlers[SIGTERM].func` (`sigterm_entry` finds the entry; `func` is the PyObject *
 at offset 8) is the object `signal.signal(SIGTERM, ...)` was last given, and it is
 followed through the target's memory, without stopping it (`/proc/PID/mem` reads only):
 
@@ -110,7 +110,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.sample.procfs import PathLike
+    from prefect_cancel_doctor.proc.procfs import PathLike
 
 #: Interpreters whose `Handlers` layout this module knows: (major, minor) → bytes per entry.
 _ENTRY_SIZE = {(3, 10): 16, (3, 11): 16}

@@ -12,7 +12,7 @@ forwards no signal. `locate_container` maps those roles (`locate.roles`) onto
 host PIDs when the container's processes are visible in our /proc and ptrace is
 allowed ("host" attach mode); otherwise it lists them through the engine
 (``docker top``) and leaves sampling to a sidecar sharing the container's PID
-namespace (`prefect_cancel_doctor.sample.sidecar`). Given when the run entered
+namespace (`prefect_cancel_doctor.kinds.docker.sidecar`). Given when the run entered
 Cancelling, it also reads what the engine did to the container since (its event
 log: `kill` with the signal, `stop`, `die` ...).
 
@@ -38,18 +38,17 @@ from prefect_cancel_doctor.docker_api import (
     recorded_remote_engine,
     resolve_endpoint,
 )
-from prefect_cancel_doctor.locate import (
+from prefect_cancel_doctor.kinds import (
     CONTAINER_NOT_FOUND,
     ContainerInfo,
     ContainerProcess,
     InfraRef,
     Location,
 )
-from prefect_cancel_doctor.locate.roles import assign_roles
 from prefect_cancel_doctor.model import AttachMode, InfraKind, ProcSnapshot, Role
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.roles import assign_roles
 
-#: Chooses how a container's processes are sampled: host, sidecar or auto (the default).
 ATTACH_ENV = "PCD_DOCKER_ATTACH"
 #: The request that lets the facts choose the attach mode.
 ATTACH_AUTO = "auto"

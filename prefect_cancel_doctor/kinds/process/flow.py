@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import TargetError
-from prefect_cancel_doctor.inert import visible
-from prefect_cancel_doctor.locate.roles import argv_role
 from prefect_cancel_doctor.model import Report, SampleFailure
-from prefect_cancel_doctor.sample import procfs
+from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.proc.roles import argv_role
 
-#: Processes read below the one inspected, at most (a flow's tree is small).
 MAX_DESCENDANTS = 256
 #: Files of Prefect's flow engine, as they end in a stack.
 _ENGINE_FILES = ("prefect/flow_engine.py", "prefect/engine.py")

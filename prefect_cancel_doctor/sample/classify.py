@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prefect_cancel_doctor.model import CallKind, Frame, KernelThread, ThreadSample
-from prefect_cancel_doctor.sample.resources import DATABASE_PORTS
+from prefect_cancel_doctor.proc.resources import DATABASE_PORTS
 
 _STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/|dist-packages/)")
 _THIRD_PARTY = re.compile(r"/(site|dist)-packages/")

@@ -11,50 +11,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Role, StateType
 from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.render.watch_view import Row
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.prefect_api import PrefectApi
     from prefect_cancel_doctor.scan.engine import Options
 
 _SIGTERM = 15
-
-
-@dataclass(frozen=True)
-class Row:
-    """One watched run, as of the last refresh."""
-
-    run_id: str
-    name: str
-    state: str
-    cancelling_for: float | None
-    cause: str
-    call: str
-    #: Whether the blocking call differs from the previous refresh's (None: first seen).
-    moved: bool | None
-    #: What the flow process does with SIGTERM: "pending", "ignored", "handled" or "-".
-    sigterm: str
-    #: When the run was first seen out of Cancelling (HH:MM:SS UTC), None while it is in it.
-    left_at: str | None = None
-    #: This refresh could not sample the run (another debugger attached, say): the cause and
-    #: call shown are the previous refresh's.
-    stale: bool = False
-
-    def line(self) -> str:
-        """The row as one line, for a log or a pipe."""
-        where = f"left Cancelling at {self.left_at}: {self.state}" if self.left_at else self.state
-        moved = {True: "moved", False: "same call", None: "first seen"}[self.moved]
-        moved = "not sampled this time" if self.stale else moved
-        return (
-            f"{self.name} ({self.run_id[:8]}) {where}; {self.cause}; {self.call} ({moved}); "
-            f"SIGTERM {self.sigterm}; in Cancelling {seconds_text(self.cancelling_for)}"
-        )
 
 
 def rows(report: Report, previous: dict[str, Row]) -> dict[str, Row]:

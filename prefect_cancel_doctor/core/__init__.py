@@ -1,2 +1,2 @@
 """The floor everything stands on: text made inert (`inert`), secrets redacted (`redact`),
-durations and UI links in words. Knows nothing of Prefect, targets or reports."""
+durations and UI links in words, and what fixes each cause (`remedies`). Imports only the model."""

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 
 from prefect_cancel_doctor.core.durations import seconds_text
+from prefect_cancel_doctor.core.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
 from prefect_cancel_doctor.diagnose.delivery import (
     control_channel,
     gil_holder,
@@ -21,7 +22,6 @@ from prefect_cancel_doctor.diagnose.delivery import (
     main_thread,
 )
 from prefect_cancel_doctor.diagnose.evidence import Evidence
-from prefect_cancel_doctor.diagnose.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.diagnose.remedies import remediation
+from prefect_cancel_doctor.core.remedies import remediation
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import json
 import shlex
 
 from prefect_cancel_doctor.core.durations import seconds_text
-from prefect_cancel_doctor.diagnose.remedies import remediation, short_fix
+from prefect_cancel_doctor.core.remedies import remediation, short_fix
 from prefect_cancel_doctor.model import Cause, PodAttach, PodFacts, Verdict
 
 #: The prefect-kubernetes job command that runs a Runner in the pod.

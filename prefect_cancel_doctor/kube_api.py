@@ -26,11 +26,13 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from prefect_cancel_doctor._http import httpx
-from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor import deadline
+from prefect_cancel_doctor._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor._http import transport as bounded_transport
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
-from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
 from prefect_cancel_doctor.core.redact import hold, hold_userinfo, redact_argv, redact_text, scrub
+from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
 
 #: The label the Job controller puts on a Job's pods (and `batch.kubernetes.io/job-name` since 1.27).
 JOB_NAME_LABEL = "job-name"
@@ -274,6 +276,8 @@ class KubeClient:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._cluster_uid: tuple[str | None] | KubeApiError | None = None
+        #: The largest answer read (`PCD_MAX_RESPONSE_MB`); a larger one is refused unread.
+        self._limit = max_response_bytes()
         self._http = httpx.Client(
             base_url=self.connection.server,
             transport=transport or _transport(self.connection),
@@ -304,16 +308,40 @@ class KubeClient:
         content_type: str = "application/json",
         timeout: float | None = None,
     ) -> httpx.Response:
-        """One API call; a failure Status becomes `KubeApiError` (404: `KubeNotFound`)."""
+        """One API call, answered within the request deadline (`deadline`) and the size cap; a
+        failure Status becomes `KubeApiError` (404: `KubeNotFound`)."""
         headers = {}
         content = None
         if body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         try:
-            response = self._http.request(
-                method, path, params=params, content=content, headers=headers, timeout=timeout or self.timeout
-            )
+            with deadline.request():
+                request = self._http.build_request(
+                    method,
+                    path,
+                    params=params,
+                    content=content,
+                    headers=headers,
+                    timeout=timeout or self.timeout,
+                )
+                response = fetch(self._http, request, self._limit)
+        except deadline.DeadlinePassed as exc:
+            raise KubeUnreachable(
+                f"the Kubernetes API at {self.connection.server} did not answer {method} {path} "
+                f"within {exc.describe()}",
+                hint=f"the API server accepts connections but answers slowly, or not at all: check it "
+                f"(`kubectl get --raw /readyz`) and any proxy in between; {exc.hint}",
+            ) from exc
+        except BodyTooLarge as exc:
+            raise KubeApiError(
+                f"the Kubernetes API at {self.connection.server} answered {method} {path} with more than "
+                f"{exc.limit / 2**20:g} MiB: refused, unread",
+                0,
+                "ResponseTooLarge",
+                "",
+                hint="is the kubeconfig's server a Kubernetes API server? Raise PCD_MAX_RESPONSE_MB if so",
+            ) from exc
         except httpx.TimeoutException as exc:
             raise KubeUnreachable(
                 f"the Kubernetes API at {self.connection.server} did not answer {method} {path} in time",
@@ -332,14 +360,26 @@ class KubeClient:
             return response
         raise _api_error(method, path, response, self.connection)
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The answer's JSON object (every Kubernetes object and list is one); anything else is a
+        `KubeApiError`, never a crash further on."""
         response = self.request(method, path, **kwargs)
         try:
-            return response.json()
-        except ValueError as exc:
+            document = response.json()
+        except (ValueError, RecursionError) as exc:
             raise KubeApiError(
                 f"the Kubernetes API answered {method} {path} with invalid JSON", response.status_code, "", ""
             ) from exc
+        if not isinstance(document, dict):
+            raise KubeApiError(
+                f"the Kubernetes API answered {method} {path} with JSON that is not an object "
+                f"({type(document).__name__})",
+                response.status_code,
+                "",
+                "",
+                hint="is the kubeconfig's server a Kubernetes API server?",
+            )
+        return document
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -505,15 +545,14 @@ class KubeClient:
         existing = [
             c
             for c in _obj(current.get("spec")).get("ephemeralContainers") or ()
-            if c.get("name") != container.get("name")
+            if isinstance(c, dict) and c.get("name") != container.get("name")
         ]
         body = {"spec": {"ephemeralContainers": [*existing, dict(container)]}}
         return pod_info(self._json("PATCH", path, body=body, content_type=_MERGE, params=params))
 
     def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST an object (the demo harness creates Jobs this way, as a worker does)."""
-        created: dict[str, Any] = self._json("POST", path, body=dict(body))
-        return created
+        return self._json("POST", path, body=dict(body))
 
     def delete(self, path: str, *, propagation: str | None = None, grace_seconds: int | None = None) -> None:
         """DELETE an object with DeleteOptions; a missing one is not an error."""
@@ -527,8 +566,7 @@ class KubeClient:
 
     def patch(self, path: str, body: Mapping[str, Any], *, content_type: str = _MERGE) -> dict[str, Any]:
         """PATCH an object (JSON merge patch by default)."""
-        patched: dict[str, Any] = self._json("PATCH", path, body=dict(body), content_type=content_type)
-        return patched
+        return self._json("PATCH", path, body=dict(body), content_type=content_type)
 
 
 def _seg(value: str) -> str:
@@ -574,23 +612,47 @@ def _pem_files(cert: str, key: str) -> Iterator[tuple[str, str]]:
 
 
 def ssl_context(connection: KubeConnection) -> ssl.SSLContext:
-    """The TLS context kubectl would use: the cluster's CA (else the system's), our client certificate."""
-    context = ssl.create_default_context()
+    """The TLS context kubectl would use: the cluster's CA (else the system's), our client certificate.
+
+    A CA, certificate or key that does not load is a `KubeConfigError` naming the file and field
+    it came from (`KubeConnection.origin_of`), never its content."""
     if connection.ca_pem:
-        context = ssl.create_default_context(cadata=connection.ca_pem)
+        try:
+            context = ssl.create_default_context(cadata=connection.ca_pem)
+        except (ssl.SSLError, ValueError, TypeError) as exc:
+            raise KubeConfigError(
+                f"{connection.origin_of('ca')}: not a certificate authority in PEM ({_tls_reason(exc)})",
+                hint="it holds the cluster's CA certificate (-----BEGIN CERTIFICATE-----), as "
+                "`kubectl config view --raw` shows it",
+            ) from exc
+    else:
+        context = ssl.create_default_context()
     if connection.insecure_skip_tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if connection.client_cert_pem and connection.client_key_pem:
-        with _pem_files(connection.client_cert_pem, connection.client_key_pem) as (cert, key):
-            context.load_cert_chain(cert, key)
+        try:
+            with _pem_files(connection.client_cert_pem, connection.client_key_pem) as (cert, key):
+                context.load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError, UnicodeError) as exc:
+            raise KubeConfigError(
+                f"{connection.origin_of('client')}: the client certificate and key do not load "
+                f"({_tls_reason(exc)})",
+                hint="they hold a PEM certificate and its private key (unencrypted), a matching pair",
+            ) from exc
     return context
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What OpenSSL said, in a word (NO_START_LINE, KEY_VALUES_MISMATCH), never a key's bytes."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else type(exc).__name__
 
 
 def _transport(connection: KubeConnection) -> httpx.BaseTransport:
     if connection.server.startswith("https://"):
-        return httpx.HTTPTransport(verify=ssl_context(connection))
-    return httpx.HTTPTransport()
+        return bounded_transport(verify=ssl_context(connection))
+    return bounded_transport()
 
 
 class _BearerAuth(httpx.Auth):

@@ -179,9 +179,9 @@ def test_inspect_pod_against_a_dripping_kubernetes_api_stops_at_its_deadline(tmp
 def test_a_scans_kubernetes_run_is_not_attachable_when_the_api_drips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect_cancel_doctor.engine import Options, _kubernetes_job
-    from prefect_cancel_doctor.locate import parse_infrastructure_pid
-    from prefect_cancel_doctor.locate.kubernetes import KubeSession
+    from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
+    from prefect_cancel_doctor.scan.engine import Options, _kubernetes_job
 
     monkeypatch.setenv("PCD_REQUEST_DEADLINE", "1")
     with DripServer("body") as server:

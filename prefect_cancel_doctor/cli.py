@@ -19,10 +19,10 @@ from typer.core import TyperCommand, TyperOption
 from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.scan.engine import Options, ProgressFn
     from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.prefect_api import PrefectApi
+    from prefect_cancel_doctor.scan.engine import Options, ProgressFn
 
 EXIT_CODES = """\
 Exit codes: 0 nothing stuck; 1 stuck runs or orphans found; 2 usage or
@@ -500,8 +500,8 @@ def scan(
         debug_image,
     )
     if resolve_orphans:
-        from prefect_cancel_doctor.scan.engine import scan as run_scan
         from prefect_cancel_doctor.model import FINAL_STATES
+        from prefect_cancel_doctor.scan.engine import scan as run_scan
 
         still_cancelling: list[Diagnosis] = []
 
@@ -646,8 +646,8 @@ def _resolve(
 
     `stuck()`: whether something else the command found keeps the exit code at 1. `force_state`:
     set a state on a partial view too, once confirmed on its own (`--yes` with the flag: confirmed)."""
-    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
     from prefect_cancel_doctor.act.resolve import Plan, resolve_diagnosed
+    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
 
     def confirm() -> bool:
         if yes:
@@ -730,9 +730,9 @@ def watch(
     each run leaves Cancelling. Each refresh takes one plain py-spy dump per process. Ctrl-C quits."""
     import time
 
-    from prefect_cancel_doctor.errors import DoctorError
     from prefect_cancel_doctor.act.watch import Row, changes, refresher, states_reader
     from prefect_cancel_doctor.act.watch import watch as run_watch
+    from prefect_cancel_doctor.errors import DoctorError
 
     shown: dict[str, Row] = {}
 
@@ -1200,8 +1200,8 @@ def main() -> None:
 
     typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`_interruptible`).
     """
-    from prefect_cancel_doctor.errors import EXIT_INTERNAL
     from prefect_cancel_doctor.core.redact import ScrubbedStream
+    from prefect_cancel_doctor.errors import EXIT_INTERNAL
 
     # Whatever is printed, a secret the doctor holds is not (redact.scrub): one place for all output.
     sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)

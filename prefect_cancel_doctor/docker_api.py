@@ -33,10 +33,10 @@ from urllib.parse import quote, urlsplit
 
 from prefect_cancel_doctor._http import httpx
 from prefect_cancel_doctor._http import transport as bounded_transport
-from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
-from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
 from prefect_cancel_doctor.core.redact import redact_argv
+from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
 
 #: Where the Docker engine listens when DOCKER_HOST is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.errors import ConfigurationError
 from prefect_cancel_doctor.core.redact import hold, redact_text
+from prefect_cancel_doctor.errors import ConfigurationError
 
 #: Where a pod's service account is mounted.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prefect_cancel_doctor import cli, prefect_api
-from prefect_cancel_doctor.fleet.protocol import publish
+from prefect_cancel_doctor.fleet import publish
 from prefect_cancel_doctor.fleet.publish import HOST_EVENT, VERDICT_EVENT, Seen
 from prefect_cancel_doctor.prefect_api import RETRIES, PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, scan

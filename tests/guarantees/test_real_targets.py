@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.render.terminal import SHOWN
 from prefect_cancel_doctor.proc import procfs
+from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.helpers import clean_environ
 
 if TYPE_CHECKING:

@@ -43,10 +43,10 @@ from bench._common import (
     ratio_row,
 )
 from bench.seed import seeding_record, serve, size_arguments
-from prefect_cancel_doctor.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.render import Format, render
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import Connection
 
 CANCELLING = {"flow_runs": {"state": {"type": {"any_": ["CANCELLING"]}}}}
 

@@ -35,8 +35,8 @@ HEAVY = ("prefect", "sqlalchemy", "fastapi", "uvicorn", "pydantic", "anyio")
 
 #: What `scan --format json` imports before it does anything (no rich: stderr is not a terminal).
 IMPORTS = (
-    "import prefect_cancel_doctor.cli, prefect_cancel_doctor.scan.engine, prefect_cancel_doctor.prefect_api, "
-    "prefect_cancel_doctor.render.json"
+    "import prefect_cancel_doctor.cli, prefect_cancel_doctor.scan.engine, "
+    "prefect_cancel_doctor.clients.prefect_api, prefect_cancel_doctor.render.json"
 )
 
 SCAN_MODULES = """

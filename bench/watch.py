@@ -17,10 +17,10 @@ import statistics
 import time
 
 from bench._common import Row, log, print_table
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import resolve_connection
 from prefect_cancel_doctor.demo.environment import run_demo_environment
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import resolve_connection
 
 SCENARIOS = ["lock", "network", "sleep", "swallowed"]
 

@@ -19,9 +19,9 @@ from typer.core import TyperCommand, TyperOption
 from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
     from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Diagnosis, Report
-    from prefect_cancel_doctor.prefect_api import PrefectApi
     from prefect_cancel_doctor.scan.engine import Options, ProgressFn
 
 EXIT_CODES = """\
@@ -300,8 +300,8 @@ def _options(
 
 
 def _api(api_url: str | None, api_key: str | None, profile: str | None) -> PrefectApi:
-    from prefect_cancel_doctor.prefect_api import PrefectApi
-    from prefect_cancel_doctor.settings import resolve_connection
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+    from prefect_cancel_doctor.clients.settings import resolve_connection
 
     return PrefectApi(resolve_connection(api_url, api_key, profile))
 
@@ -368,8 +368,8 @@ def _with_ui(options: Options, api: PrefectApi, profile: str | None) -> Options:
     import dataclasses
     import os
 
+    from prefect_cancel_doctor.clients.settings import read_profile
     from prefect_cancel_doctor.core.links import ui_base_url
-    from prefect_cancel_doctor.settings import read_profile
 
     _, values = read_profile(os.environ, profile)
     return dataclasses.replace(options, ui_url=ui_base_url(api.url, os.environ, values))
@@ -406,8 +406,8 @@ def _point_prefect_at(api_url: str | None, api_key: str | None, profile: str | N
     (`schedule` and `agent` serve flows with Prefect itself)."""
     import os
 
+    from prefect_cancel_doctor.clients.settings import resolve_connection
     from prefect_cancel_doctor.errors import DoctorError
-    from prefect_cancel_doctor.settings import resolve_connection
 
     try:
         connection = resolve_connection(api_url, api_key, profile)
@@ -424,7 +424,7 @@ def _point_prefect_at(api_url: str | None, api_key: str | None, profile: str | N
 def _interruptible(deadline: float | None = None) -> Iterator[None]:
     """Ctrl-C ends the command with exit code 130 and one line (click would say 1, "stuck runs");
     the command's `deadline` (seconds, `deadline.watchdog`) with exit code 3 and one line."""
-    from prefect_cancel_doctor import deadline as deadlines
+    from prefect_cancel_doctor.core import deadline as deadlines
     from prefect_cancel_doctor.errors import EXIT_INTERRUPTED
 
     try:
@@ -1000,7 +1000,7 @@ def report(
     )
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
     from prefect_cancel_doctor.health.build import build_health_report
-    from prefect_cancel_doctor.render.health import render_health, write_health
+    from prefect_cancel_doctor.health.render import render_health, write_health
 
     progress, stop = _progress()
     try:
@@ -1179,7 +1179,7 @@ def agent(
         _run(Format.TERMINAL, None, work)
     _point_prefect_at(api_url, api_key, profile)
     try:
-        from prefect_cancel_doctor.fleet.agent import schedule_of, serve_agent
+        from prefect_cancel_doctor.agent import schedule_of, serve_agent
     except ImportError as exc:
         _fail(
             _usage(

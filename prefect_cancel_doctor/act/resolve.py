@@ -61,8 +61,8 @@ from prefect_cancel_doctor.model import (
 from prefect_cancel_doctor.proc import procfs
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.docker_api import DockerClient
-    from prefect_cancel_doctor.prefect_api import PrefectApi
+    from prefect_cancel_doctor.clients.docker_api import DockerClient
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 
 #: The Runner's own grace between SIGTERM and SIGKILL.
 DEFAULT_GRACE_SECONDS = 30.0
@@ -390,7 +390,7 @@ def _stop_container(
     send: Callable[[ProcessTarget, signal.Signals], None],
     docker: Callable[[], DockerClient] | None,
 ) -> None:
-    from prefect_cancel_doctor.docker_api import DockerClient
+    from prefect_cancel_doctor.clients.docker_api import DockerClient
 
     assert plan.container_id is not None
     container_id = plan.container_id

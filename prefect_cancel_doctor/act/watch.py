@@ -19,7 +19,7 @@ from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.render.watch_view import Row
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.prefect_api import PrefectApi
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
     from prefect_cancel_doctor.scan.engine import Options
 
 _SIGTERM = 15

@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.clients.docker_api import ContainerNotFound, DockerClient, DockerError
 from prefect_cancel_doctor.demo.catalog import BLOCK_MARKER, marker_line
 from prefect_cancel_doctor.demo.harness import (
     CANCELLING_TIMEOUT_MESSAGE,
@@ -79,7 +80,6 @@ from prefect_cancel_doctor.demo.harness import (
     StagedEnvironment,
     prefect_command,
 )
-from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError
 from prefect_cancel_doctor.kinds.docker.sidecar import remove_sidecars
 from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered, Role
 from prefect_cancel_doctor.proc.roles import argv_role

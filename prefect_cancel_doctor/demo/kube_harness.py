@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
 from prefect_cancel_doctor.demo.catalog import marker_line
 from prefect_cancel_doctor.demo.docker_harness import (
     DOCKER_SCENARIO_DIR,
@@ -55,7 +56,6 @@ from prefect_cancel_doctor.demo.docker_harness import (
 )
 from prefect_cancel_doctor.demo.harness import CANCELLING_TIMEOUT_MESSAGE, LocalPrefect, StageClock
 from prefect_cancel_doctor.demo.kube_apiserver import FakeApiServer, Policy, fake_cluster
-from prefect_cancel_doctor.docker_api import DockerClient, DockerError
 from prefect_cancel_doctor.model import Absorber, CallKind, Cause, Delivered
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 

@@ -21,13 +21,13 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.demo.harness import HarnessError
 from prefect_cancel_doctor.errors import EXIT_OK, EXIT_USAGE, DoctorError
 from prefect_cancel_doctor.model import Report
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.render import Format, render
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import Connection
 
 EXIT_INTERRUPTED = 130
 

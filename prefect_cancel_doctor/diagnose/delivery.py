@@ -25,6 +25,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from prefect_cancel_doctor.clients.prefect_records import parse_time
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.model import (
     DEFAULT_HEARTBEAT_SECONDS,
@@ -36,7 +37,6 @@ from prefect_cancel_doctor.model import (
     ProcessSample,
     WorkerInfo,
 )
-from prefect_cancel_doctor.prefect_records import parse_time
 from prefect_cancel_doctor.proc.procfs import has_signal
 from prefect_cancel_doctor.sample.threads import ThreadView, thread_views
 

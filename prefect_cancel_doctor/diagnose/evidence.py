@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from prefect_cancel_doctor.clients.prefect_records import LogLine
 from prefect_cancel_doctor.model import (
     ContainerInfo,
     Delivery,
@@ -16,7 +17,6 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
 )
-from prefect_cancel_doctor.prefect_records import LogLine
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 
+from prefect_cancel_doctor.clients.prefect_records import LogLine, State, parse_time
 from prefect_cancel_doctor.model import (
     FlowRunRef,
     ProcessSample,
@@ -20,7 +21,6 @@ from prefect_cancel_doctor.model import (
     TimelineSource,
     WorkerInfo,
 )
-from prefect_cancel_doctor.prefect_records import LogLine, State, parse_time
 from prefect_cancel_doctor.proc.procfs import PathLike, boot_time
 
 #: Log lines worth a place in the timeline: what the engine, the Runner or the worker said

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.clients.prefect_api import EVENTS_IDS_PER_QUERY, EventsUnavailable, PrefectApi
+from prefect_cancel_doctor.clients.prefect_records import Event, parse_time
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.fleet.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVENT, found_here
@@ -38,8 +40,6 @@ from prefect_cancel_doctor.model import (
     Target,
     Verdict,
 )
-from prefect_cancel_doctor.prefect_api import EVENTS_IDS_PER_QUERY, EventsUnavailable, PrefectApi
-from prefect_cancel_doctor.prefect_records import Event, parse_time
 
 #: How far back verdicts and hosts' events are looked for by default (`scan`).
 DEFAULT_WINDOW = timedelta(hours=24)

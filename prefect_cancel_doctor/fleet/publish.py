@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub_tree
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
@@ -54,7 +55,6 @@ from prefect_cancel_doctor.model import (
     Role,
     Verdict,
 )
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.proc.roles import worker_options
 
 #: The event of one verdict.

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
+from prefect_cancel_doctor.clients.prefect_records import FlowRun, ServerSettings
 from prefect_cancel_doctor.core.durations import rough_text as _human
 from prefect_cancel_doctor.fleet.protocol import Fleet, read_fleet, uncovered, where_text
 from prefect_cancel_doctor.fleet.publish import host_name
@@ -53,8 +55,6 @@ from prefect_cancel_doctor.health.statistics import (
 )
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.model import Cause, Diagnosis, StateType
-from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
-from prefect_cancel_doctor.prefect_records import FlowRun, ServerSettings
 from prefect_cancel_doctor.scan.engine import CONCURRENT_REQUESTS, scan
 
 #: States in which a sub-deployment run still runs (or is about to).

@@ -21,15 +21,15 @@ from prefect.settings import get_current_settings
 from prefect.types.entrypoint import EntrypointType
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.health.build import build_health_report
+from prefect_cancel_doctor.health.layout import status_line
+from prefect_cancel_doctor.health.markdown import markdown_lines
 from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.health.options import parse_health_options
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.render.health_layout import status_line
-from prefect_cancel_doctor.render.health_markdown import markdown_lines
 from prefect_cancel_doctor.scan.engine import Options
-from prefect_cancel_doctor.settings import Connection
 
 FLOW_NAME = "cancellation-health-report"
 DEFAULT_ARTIFACT_KEY = "cancellation-health"

@@ -29,14 +29,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from prefect_cancel_doctor.health.model import Cancellation, Outcome
-from prefect_cancel_doctor.model import FINAL_STATES, StateType
-from prefect_cancel_doctor.prefect_api import (
+from prefect_cancel_doctor.clients.prefect_api import (
     EVENTS_IDS_PER_QUERY,
     EventsUnavailable,
     PrefectApi,
 )
-from prefect_cancel_doctor.prefect_records import Event, FlowRun, State, parse_time
+from prefect_cancel_doctor.clients.prefect_records import Event, FlowRun, State, parse_time
+from prefect_cancel_doctor.health.model import Cancellation, Outcome
+from prefect_cancel_doctor.model import FINAL_STATES, StateType
 
 #: How the server's cancelling timeout words the state it sets (Prefect ≥ 3.7.5).
 TIMEOUT_MESSAGE_PREFIX = "Flow run cancellation timed out"

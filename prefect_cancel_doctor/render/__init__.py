@@ -32,7 +32,7 @@ class Format(str, enum.Enum):
 
 
 class HealthFormat(str, enum.Enum):
-    """Output formats of `report` (rendered by `render.health`)."""
+    """Output formats of `report` (rendered by `health.render`)."""
 
     TERMINAL = "terminal"
     MARKDOWN = "markdown"

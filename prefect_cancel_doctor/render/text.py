@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import timezone
 
+from prefect_cancel_doctor.clients.prefect_records import parse_time
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.model import Absorber, Delivered, Delivery
-from prefect_cancel_doctor.prefect_records import parse_time
 
 
 def duration_text(seconds: float | None) -> str:

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
+from prefect_cancel_doctor.clients.prefect_records import Deployment, FlowRun, LogLine, State
 from prefect_cancel_doctor.core.links import flow_run_url, ui_base_url
 from prefect_cancel_doctor.diagnose import timeline
 from prefect_cancel_doctor.diagnose.evidence import Evidence
@@ -48,8 +50,6 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
 )
-from prefect_cancel_doctor.prefect_api import PrefectApi, to_flow_run_ref
-from prefect_cancel_doctor.prefect_records import Deployment, FlowRun, LogLine, State
 from prefect_cancel_doctor.proc import interpreter, procfs, resources
 from prefect_cancel_doctor.sample import (
     NotPython,
@@ -228,7 +228,7 @@ def inspect_pid(
 
 def inspect_container(name: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Docker container (id or name) directly, without the Prefect API."""
-    from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, resolve_endpoint
+    from prefect_cancel_doctor.clients.docker_api import ContainerNotFound, DockerClient, resolve_endpoint
     from prefect_cancel_doctor.kinds.docker.locate import locate_container
 
     with DockerClient(resolve_endpoint()) as client:
@@ -412,8 +412,8 @@ def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 
 def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    from prefect_cancel_doctor.clients.prefect_records import parse_time
     from prefect_cancel_doctor.kinds.docker.locate import locate_container
-    from prefect_cancel_doctor.prefect_records import parse_time
 
     # When the run entered Cancelling (its current state's time): the engine's events since then.
     since = parse_time(run.state.timestamp) if run.state and run.state_type == StateType.CANCELLING else None
@@ -421,9 +421,9 @@ def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
 
 
 def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
+    from prefect_cancel_doctor.clients.kube_api import KubeError
+    from prefect_cancel_doctor.clients.kube_config import KubeConfigError
     from prefect_cancel_doctor.kinds.kubernetes.locate import locate_job
-    from prefect_cancel_doctor.kube_api import KubeError
-    from prefect_cancel_doctor.kube_config import KubeConfigError
 
     session = here.kube()
     try:
@@ -597,7 +597,7 @@ def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -
     todo = [job for job in jobs if job.in_sidecar and job.location.container is not None]
     if not todo:
         return
-    from prefect_cancel_doctor.docker_api import DockerClient, DockerError, resolve_endpoint
+    from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError, resolve_endpoint
     from prefect_cancel_doctor.kinds.docker.sidecar import sample_container
 
     for done, job in enumerate(todo, 1):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.prefect_records import FlowRun
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import TargetError
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.prefect_records import FlowRun
 from prefect_cancel_doctor.render.text import timestamp_text
 
 #: What reads as a flow run id (a UUID, with or without its dashes); anything else is a name.

@@ -13,9 +13,9 @@ import base64
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiRefused
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.settings import Connection
 
 KEY = "pnu_keyvalue123"
 AUTH = "admin:authpass456"

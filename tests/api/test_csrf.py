@@ -16,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiRefused
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.settings import Connection
 
 FUTURE = "2999-01-01T00:00:00Z"
 

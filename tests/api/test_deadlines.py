@@ -18,13 +18,13 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from prefect_cancel_doctor import deadline
-from prefect_cancel_doctor._http import transport
+from prefect_cancel_doctor.clients._http import transport
+from prefect_cancel_doctor.clients.kube_api import KubeClient, KubeUnreachable
+from prefect_cancel_doctor.clients.kube_config import resolve_kube_connection
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
+from prefect_cancel_doctor.core import deadline
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable
-from prefect_cancel_doctor.kube_api import KubeClient, KubeUnreachable
-from prefect_cancel_doctor.kube_config import resolve_kube_connection
-from prefect_cancel_doctor.prefect_api import PrefectApi
-from prefect_cancel_doctor.settings import Connection
 from tests.helpers import clean_environ, run_cli
 from tests.hostile_http import DripServer
 
@@ -45,7 +45,7 @@ def kubeconfig_for(server: str, path: Path) -> Path:
 
 def test_the_transport_bounds_every_socket_operation() -> None:
     # httpx offers no public hook for this: should its internals move, this says so first.
-    from prefect_cancel_doctor._bounded_net import BoundedBackend
+    from prefect_cancel_doctor.clients._bounded_net import BoundedBackend
 
     made = transport()
     assert isinstance(made._pool._network_backend, BoundedBackend)

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PAGE_SIZE, PrefectApi, cancelling_since
+from prefect_cancel_doctor.clients.prefect_records import FlowRun, State, parse_states
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
 from prefect_cancel_doctor.model import StateType
-from prefect_cancel_doctor.prefect_api import PAGE_SIZE, PrefectApi, cancelling_since
-from prefect_cancel_doctor.prefect_records import FlowRun, State, parse_states
-from prefect_cancel_doctor.settings import Connection
 
 
 def api(handler: Callable[[httpx.Request], httpx.Response], **conn: str) -> PrefectApi:
@@ -108,7 +108,7 @@ def test_cancelling_since_is_the_start_of_the_latest_cancelling_stretch() -> Non
 
 def test_429_is_retried_after_retry_after_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr("prefect_cancel_doctor.prefect_api.time.sleep", waits.append)
+    monkeypatch.setattr("prefect_cancel_doctor.clients.prefect_api.time.sleep", waits.append)
     answers = [
         httpx.Response(429, headers={"Retry-After": "3600"}),
         httpx.Response(429, headers={"Retry-After": "2"}),
@@ -124,7 +124,7 @@ def test_429_is_retried_after_retry_after_capped(monkeypatch: pytest.MonkeyPatch
 def test_a_server_that_keeps_answering_429_is_exit_3_after_bounded_tries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("prefect_cancel_doctor.prefect_api.time.sleep", lambda _: None)
+    monkeypatch.setattr("prefect_cancel_doctor.clients.prefect_api.time.sleep", lambda _: None)
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:

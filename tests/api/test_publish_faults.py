@@ -15,12 +15,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from prefect_cancel_doctor import cli, prefect_api
+from prefect_cancel_doctor import cli
+from prefect_cancel_doctor.clients import prefect_api
+from prefect_cancel_doctor.clients.prefect_api import RETRIES, PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.fleet import publish
 from prefect_cancel_doctor.fleet.publish import HOST_EVENT, VERDICT_EVENT, Seen
-from prefect_cancel_doctor.prefect_api import RETRIES, PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import Connection
 
 RUN_ID = "00000000-0000-4000-8000-00000000a001"
 RUN = {
@@ -197,7 +198,7 @@ def test_agent_once_scans_and_publishes_as_its_host(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_agents_retry_line_names_the_failure_without_a_body_or_a_password() -> None:
-    from prefect_cancel_doctor.fleet.agent import describe, transient
+    from prefect_cancel_doctor.agent import describe, transient
 
     request = httpx.Request("POST", "http://admin:s3cret@prefect.internal/api/deployments/")
     unreachable = httpx.ConnectError("cannot reach http://admin:s3cret@prefect.internal/api", request=request)

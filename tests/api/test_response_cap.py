@@ -33,12 +33,12 @@ kind, url, closed = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def client(base):
     if kind == "prefect":
-        from prefect_cancel_doctor.prefect_api import PrefectApi
-        from prefect_cancel_doctor.settings import Connection
+        from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+        from prefect_cancel_doctor.clients.settings import Connection
 
         return PrefectApi(Connection(base + "/api")).check
-    from prefect_cancel_doctor.kube_api import KubeClient
-    from prefect_cancel_doctor.kube_config import KubeConnection
+    from prefect_cancel_doctor.clients.kube_api import KubeClient
+    from prefect_cancel_doctor.clients.kube_config import KubeConnection
 
     return lambda: KubeClient(KubeConnection(base, "test")).list_pods("prod", "job-name=etl")
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.docker_api import DockerClient, DockerError
+from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
@@ -93,8 +93,8 @@ def sleeper(
 
     Yields (container id, the flow run id in its environment and labels).
     """
+    from prefect_cancel_doctor.clients.docker_api import FLOW_RUN_LABEL
     from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL
-    from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL
 
     run_id = str(uuid.uuid4())
     container = docker_client.create(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_cancel_doctor.docker_api import (
+from prefect_cancel_doctor.clients.docker_api import (
     ContainerNotFound,
     DockerApiError,
     DockerClient,

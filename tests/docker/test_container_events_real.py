@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import FLOW_RUN_LABEL, DockerClient
 from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL, build_image, host_mounts
-from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL, DockerClient
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.kinds.docker.locate import locate_container
 from prefect_cancel_doctor.model import (

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.docker_api import DockerClient
+from prefect_cancel_doctor.clients.docker_api import DockerClient
 from tests.helpers import carry_out, clean_environ, run_cli
 
 if TYPE_CHECKING:

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import FLOW_RUN_LABEL, ContainerNotFound, DockerClient
 from prefect_cancel_doctor.demo.docker_harness import (
     OWNER_LABEL,
     DockerDemoEnvironment,
     StuckContainerRun,
     rootfs_tarball,
 )
-from prefect_cancel_doctor.docker_api import FLOW_RUN_LABEL, ContainerNotFound, DockerClient
 from prefect_cancel_doctor.kinds import CONTAINER_NOT_FOUND, Location, parse_infrastructure_pid
 from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here, locate_container
 from prefect_cancel_doctor.proc.procfs import read_process

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient
 from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
-from prefect_cancel_doctor.docker_api import DockerClient
 from prefect_cancel_doctor.kinds.docker import sidecar as sidecar_module
 from prefect_cancel_doctor.kinds.docker.sidecar import (
     SIDECAR_LABEL,

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiUnreachable
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import Connection
 
 RUN = {
     "id": "00000000-0000-0000-0000-000000000001",

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.model import Cause
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, scan
-from prefect_cancel_doctor.settings import Connection
 
 HEX = "ab" * 32
 HOSTILE = [

@@ -18,13 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefect_cancel_doctor.core.durations import parse_duration
-from prefect_cancel_doctor.core.inert import visible
-from prefect_cancel_doctor.docker_api import DockerError
-from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.kinds import InfraRef, parse_infrastructure_pid
-from prefect_cancel_doctor.model import InfraKind
-from prefect_cancel_doctor.prefect_records import (
+from prefect_cancel_doctor.clients.docker_api import DockerError
+from prefect_cancel_doctor.clients.prefect_records import (
     UnexpectedShape,
     parse_deployment,
     parse_event_page,
@@ -35,9 +30,14 @@ from prefect_cancel_doctor.prefect_records import (
     parse_time,
     parse_workers,
 )
+from prefect_cancel_doctor.clients.settings import read_profile
+from prefect_cancel_doctor.core.durations import parse_duration
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.errors import ConfigurationError
+from prefect_cancel_doctor.kinds import InfraRef, parse_infrastructure_pid
+from prefect_cancel_doctor.model import InfraKind
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.sample.pyspy import parse_dump
-from prefect_cancel_doctor.settings import read_profile
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -255,7 +255,7 @@ container_like = st.fixed_dictionaries(
 @FUZZ
 @given(container_like)
 def test_any_docker_inspect_document_is_a_container_record(raw: dict[str, Any]) -> None:
-    from prefect_cancel_doctor.docker_api import container_info, parse_top
+    from prefect_cancel_doctor.clients.docker_api import container_info, parse_top
 
     _no_controls(container_info(raw))
     with contextlib.suppress(DockerError):

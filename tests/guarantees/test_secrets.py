@@ -19,6 +19,10 @@ import httpx
 import pytest
 
 from prefect_cancel_doctor.act.resolve import ActionLog, resolve_diagnosed
+from prefect_cancel_doctor.clients.kube_api import KubeClient
+from prefect_cancel_doctor.clients.kube_config import KubeConnection, resolve_kube_connection
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.core.redact import (
     REDACTED,
     forget,
@@ -28,12 +32,8 @@ from prefect_cancel_doctor.core.redact import (
     redact_url_passwords,
 )
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.kube_api import KubeClient
-from prefect_cancel_doctor.kube_config import KubeConnection, resolve_kube_connection
 from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, ProcessSample, Role, Target, Verdict
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.proc import procfs
-from prefect_cancel_doctor.settings import Connection
 from tests.helpers import clean_environ, run_cli
 from tests.unit.test_rules import run_ref
 

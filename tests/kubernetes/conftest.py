@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_cancel_doctor.docker_api import DockerClient, DockerError
+from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 #: The images the fixture clusters know: a pod image and a debug image with py-spy.

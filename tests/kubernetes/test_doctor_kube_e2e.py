@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient
 from prefect_cancel_doctor.demo.kube_harness import KUBE_SCENARIOS, KubeRecipe
-from prefect_cancel_doctor.docker_api import DockerClient
 from tests.helpers import assert_calibrated, clean_environ, run_cli
 from tests.kubernetes.conftest import progress
 

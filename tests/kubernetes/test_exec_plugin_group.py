@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from prefect_cancel_doctor import kube_config
-from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.clients import kube_config
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError, resolve_kube_connection
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient
 from prefect_cancel_doctor.demo.kube_apiserver import PAUSE_SCRIPT
-from prefect_cancel_doctor.docker_api import DockerClient
 from tests.helpers import CLI, clean_environ, run_cli
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, progress, unavailable
 

@@ -19,6 +19,16 @@ from typing import Any, cast
 
 import pytest
 
+from prefect_cancel_doctor.clients.kube_api import (
+    JobInfo,
+    KubeApiError,
+    KubeClient,
+    NodeInfo,
+    PodEvent,
+    PodInfo,
+    pod_info,
+)
+from prefect_cancel_doctor.clients.kube_config import KubeConnection
 from prefect_cancel_doctor.demo.kube_apiserver import JsonPatchError, json_patch
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
@@ -31,16 +41,6 @@ from prefect_cancel_doctor.kinds.kubernetes.locate import (
     recorded_cluster_uid,
 )
 from prefect_cancel_doctor.kinds.kubernetes.pod import PodSampleError, sample_pod
-from prefect_cancel_doctor.kube_api import (
-    JobInfo,
-    KubeApiError,
-    KubeClient,
-    NodeInfo,
-    PodEvent,
-    PodInfo,
-    pod_info,
-)
-from prefect_cancel_doctor.kube_config import KubeConnection
 from prefect_cancel_doctor.model import (
     Cause,
     FlowRunRef,

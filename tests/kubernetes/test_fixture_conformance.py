@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient
+from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeClient, KubeNotFound
+from prefect_cancel_doctor.clients.kube_config import resolve_kube_connection
 from prefect_cancel_doctor.demo.kube_apiserver import FakeApiServer, Policy, fake_cluster
-from prefect_cancel_doctor.docker_api import DockerClient
 from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone
-from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeNotFound
-from prefect_cancel_doctor.kube_config import resolve_kube_connection
 from prefect_cancel_doctor.model import PodFacts
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, kubectl_binary
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from tests.unit.test_import_path import empty_api  # noqa: F401  (the fixture)
 
 KUBE_MODULES = {
-    "prefect_cancel_doctor.kube_api",
-    "prefect_cancel_doctor.kube_config",
+    "prefect_cancel_doctor.clients.kube_api",
+    "prefect_cancel_doctor.clients.kube_config",
     "prefect_cancel_doctor.kinds.kubernetes.locate",
     "prefect_cancel_doctor.kinds.kubernetes.pod",
     "prefect_cancel_doctor.kinds.kubernetes.facts",

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor._http import httpx
-from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeNotFound, pod_info
-from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.clients._http import httpx
+from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeClient, KubeNotFound, pod_info
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError, resolve_kube_connection
 
 
 def write_config(
@@ -215,7 +215,7 @@ def test_nothing_configured_says_what_to_do(tmp_path: Path) -> None:
 
 
 def _client(handler: Any) -> KubeClient:
-    from prefect_cancel_doctor.kube_config import KubeConnection
+    from prefect_cancel_doctor.clients.kube_config import KubeConnection
 
     return KubeClient(
         KubeConnection("https://k:6443", "test", token="t0ken"), transport=httpx.MockTransport(handler)
@@ -314,7 +314,7 @@ def test_pod_record_reads_status_and_hides_secrets() -> None:
 
 
 def test_client_key_files_are_private_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect_cancel_doctor import kube_api
+    from prefect_cancel_doctor.clients import kube_api
 
     seen: list[tuple[str, int]] = []
     real = kube_api._pem_files
@@ -327,7 +327,7 @@ def test_client_key_files_are_private_and_removed(tmp_path: Path, monkeypatch: p
     import contextlib
 
     monkeypatch.setattr(kube_api, "_pem_files", contextlib.contextmanager(spy))
-    from prefect_cancel_doctor.kube_config import KubeConnection
+    from prefect_cancel_doctor.clients.kube_config import KubeConnection
 
     # not a real certificate: loading fails after the files were written (a configuration error)
     with pytest.raises(KubeConfigError, match="the client certificate and key do not load"):

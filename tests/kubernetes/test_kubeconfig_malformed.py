@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefect_cancel_doctor.kube_api import KubeClient
-from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.clients.kube_api import KubeClient
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError, resolve_kube_connection
 from tests.helpers import clean_environ, run_cli
 
 SERVER = "https://127.0.0.1:6443"

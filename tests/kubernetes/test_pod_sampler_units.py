@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeNotFound, PodInfo, pod_info
 from prefect_cancel_doctor.kinds.kubernetes.pod import _rounds, debug_container_spec, refusal, reusable
-from prefect_cancel_doctor.kube_api import KubeApiError, KubeNotFound, PodInfo, pod_info
 
 
 def test_debug_container_targets_the_flow_container_with_sys_ptrace() -> None:

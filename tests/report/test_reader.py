@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi, _page_token
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.health.build import build_health_report
 from prefect_cancel_doctor.health.options import HealthOptions
-from prefect_cancel_doctor.prefect_api import PrefectApi, _page_token
-from prefect_cancel_doctor.settings import Connection
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 TIMEOUT = "Flow run cancellation timed out; marked this flow run as Cancelled."

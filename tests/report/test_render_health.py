@@ -17,6 +17,7 @@ import pytest
 
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.diagnose.rules import diagnose
+from prefect_cancel_doctor.health.layout import Tone, sections, status_line, status_tone
 from prefect_cancel_doctor.health.model import (
     Cancellation,
     DataSource,
@@ -28,11 +29,10 @@ from prefect_cancel_doctor.health.model import (
     Window,
     named,
 )
+from prefect_cancel_doctor.health.render import render_health, write_health
 from prefect_cancel_doctor.health.rules import evaluate, parse_rules
 from prefect_cancel_doctor.health.statistics import group_stats, histogram, top_call_sites, top_causes
 from prefect_cancel_doctor.render import HealthFormat
-from prefect_cancel_doctor.render.health import render_health, write_health
-from prefect_cancel_doctor.render.health_layout import Tone, sections, status_line, status_tone
 from tests.unit.test_rules import evidence, process, run_ref
 
 NASTY = "etl | [prod] <script>alert(1)</script> *x* `y`"
@@ -220,13 +220,13 @@ def test_json_keeps_summaries_of_sampled_runs_unless_samples_are_asked_for() -> 
         assert len(json.dumps(entry)) < 6_000 < len(json.dumps(whole)) / 2
     assert len(summary) * 3 < len(json.dumps(full))
 
-    from prefect_cancel_doctor.render.health_json import render_health_json
+    from prefect_cancel_doctor.health.as_json import render_health_json
 
     out = io.StringIO()
     render_health_json(report, out, samples=True)
     assert json.loads(out.getvalue()) == full
     # `report --samples-detail` asks for them through render_health.
-    from prefect_cancel_doctor.render.health import render_health
+    from prefect_cancel_doctor.health.render import render_health
 
     detailed = io.StringIO()
     render_health(report, HealthFormat.JSON, detailed, samples_detail=True)
@@ -552,7 +552,7 @@ def test_legends_are_html_below_the_chart_never_clipped() -> None:
 
 
 def test_the_latency_axis_starts_below_the_shortest_bar() -> None:
-    from prefect_cancel_doctor.render.health_html import _log_ticks
+    from prefect_cancel_doctor.health.html import _log_ticks
 
     ticks = _log_ticks([0.12, 94.0, 105.0])
     assert ticks[0] <= 0.12 / 3 and ticks[-1] >= 105.0

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_records import parse_event
 from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.health.history import (
     StateEvent,
@@ -25,7 +26,6 @@ from prefect_cancel_doctor.health.statistics import (
     percentile,
     worst_offenders,
 )
-from prefect_cancel_doctor.prefect_records import parse_event
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

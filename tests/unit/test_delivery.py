@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefect_cancel_doctor.clients.prefect_records import LogLine
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.model import (
     Absorber,
@@ -26,7 +27,6 @@ from prefect_cancel_doctor.model import (
     Target,
     WorkerInfo,
 )
-from prefect_cancel_doctor.prefect_records import LogLine
 from tests.unit.test_rules import evidence, process, program_line, run_ref, with_open_control_channel
 
 PREFECT = SigtermHandler(

@@ -9,6 +9,7 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prefect_cancel_doctor.clients.prefect_records import Event, parse_event
 from prefect_cancel_doctor.fleet.protocol import (
     AgentSeen,
     Fleet,
@@ -22,7 +23,6 @@ from prefect_cancel_doctor.fleet.protocol import (
 )
 from prefect_cancel_doctor.fleet.publish import Related, Seen, host_event, verdict_event
 from prefect_cancel_doctor.model import CallKind, Cause, Diagnosis, Verdict
-from prefect_cancel_doctor.prefect_records import Event, parse_event
 from tests.unit.test_render import report_of, sleeping
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)

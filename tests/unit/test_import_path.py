@@ -21,8 +21,8 @@ import pytest
 SCAN_MODULES = (
     "prefect_cancel_doctor.cli",
     "prefect_cancel_doctor.scan.engine",
-    "prefect_cancel_doctor.prefect_api",
-    "prefect_cancel_doctor.settings",
+    "prefect_cancel_doctor.clients.prefect_api",
+    "prefect_cancel_doctor.clients.settings",
     "prefect_cancel_doctor.sample",
     "prefect_cancel_doctor.diagnose.rules",
     "prefect_cancel_doctor.render",

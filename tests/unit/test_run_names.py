@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import TargetError
-from prefect_cancel_doctor.prefect_api import PrefectApi
 from prefect_cancel_doctor.scan.engine import Options, diagnose_run
 from prefect_cancel_doctor.scan.run_names import find_run, is_run_id
-from prefect_cancel_doctor.settings import Connection
 from tests.helpers import run_cli
 
 FLOW = "7f1c0000-0000-4000-8000-00000000f10e"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from prefect_cancel_doctor.clients.settings import resolve_connection
 from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.settings import resolve_connection
 
 PROFILES = """
 active = "local"

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from prefect_cancel_doctor.clients.settings import Connection, parse_dotenv, resolve_connection
 from prefect_cancel_doctor.errors import ConfigurationError
-from prefect_cancel_doctor.settings import Connection, parse_dotenv, resolve_connection
 
 PREFECT = Path(sys.executable).parent / "prefect"
 CHECKED = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")

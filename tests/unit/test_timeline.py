@@ -7,10 +7,10 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefect_cancel_doctor.clients.prefect_records import LogLine, State
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.diagnose.timeline import build
 from prefect_cancel_doctor.model import Cause, StateType, TimelineSource, WorkerInfo
-from prefect_cancel_doctor.prefect_records import LogLine, State
 from tests.unit.test_rules import evidence, process, run_ref
 
 

@@ -24,7 +24,7 @@ UNTYPED_ALLOWED = {
     "kinds/docker/sidecar.py",
     "kinds/kubernetes/pod.py",
     "health/flow.py",
-    "fleet/agent.py",
+    "agent.py",
     # The events and artifacts the doctor publishes (publish.py), and its own events read back (fleet.py).
     "fleet/publish.py",
     "fleet/protocol.py",

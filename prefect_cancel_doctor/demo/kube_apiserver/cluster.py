@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from prefect_cancel_doctor.clients.docker_api import ContainerNotFound, DockerClient, DockerError
 from prefect_cancel_doctor.demo.kube_apiserver.admission import (
     admit_ephemeral,
     container_defaults,
@@ -31,7 +32,6 @@ from prefect_cancel_doctor.demo.kube_apiserver.admission import (
 from prefect_cancel_doctor.demo.kube_apiserver.containers import FIXTURE_LABEL, Kubelet, Pod
 from prefect_cancel_doctor.demo.kube_apiserver.patches import MERGE, STRATEGIC, apply_patch
 from prefect_cancel_doctor.demo.kube_apiserver.status import ApiStatus, not_found
-from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError
 
 #: The one node.
 NODE_NAME = "pcd-node-1"

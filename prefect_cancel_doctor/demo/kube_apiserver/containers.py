@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prefect_cancel_doctor.clients.docker_api import ContainerNotFound, DockerClient, DockerError, demux_logs
 from prefect_cancel_doctor.demo.kube_apiserver.status import ApiStatus
-from prefect_cancel_doctor.docker_api import ContainerNotFound, DockerClient, DockerError, demux_logs
 
 #: Label on every Docker container the server starts (value: the server's owner tag).
 FIXTURE_LABEL = "io.prefect-cancel-doctor.kube-fixture"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from prefect_cancel_doctor.clients.docker_api import DockerClient
 from prefect_cancel_doctor.demo.kube_apiserver import certificates
 from prefect_cancel_doctor.demo.kube_apiserver.cluster import NODE_NAME, VERSION, FakeCluster
 from prefect_cancel_doctor.demo.kube_apiserver.patches import (
@@ -29,7 +30,6 @@ from prefect_cancel_doctor.demo.kube_apiserver.patches import (
     parse_label_selector,
 )
 from prefect_cancel_doctor.demo.kube_apiserver.status import ApiStatus, not_found
-from prefect_cancel_doctor.docker_api import DockerClient
 
 #: (name, kind, namespaced, verbs, short names) of each served resource, for discovery.
 _Resource = tuple[str, str, bool, list[str], list[str]]

@@ -16,7 +16,7 @@ namespace (`prefect_cancel_doctor.kinds.docker.sidecar`). Given when the run ent
 Cancelling, it also reads what the engine did to the container since (its event
 log: `kill` with the signal, `stop`, `die` ...).
 
-The engine is reached through `prefect_cancel_doctor.docker_api`, which answers
+The engine is reached through `prefect_cancel_doctor.clients.docker_api`, which answers
 with records: nothing here reads the engine's JSON.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from prefect_cancel_doctor.docker_api import (
+from prefect_cancel_doctor.clients.docker_api import (
     FLOW_RUN_LABEL,
     ContainerNotFound,
     DockerApiError,

@@ -49,15 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect_cancel_doctor.core.inert import visible
-from prefect_cancel_doctor.core.redact import redact_code
-from prefect_cancel_doctor.docker_api import (
+from prefect_cancel_doctor.clients.docker_api import (
     FLOW_RUN_ENV,
     ContainerDetails,
     DockerApiError,
     DockerClient,
     DockerError,
 )
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import redact_code
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
 from prefect_cancel_doctor.proc import interpreter, procfs
 from prefect_cancel_doctor.proc.roles import argv_role, assign_roles

@@ -46,9 +46,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect_cancel_doctor.kinds import InfraRef, Location
-from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here
-from prefect_cancel_doctor.kube_api import (
+from prefect_cancel_doctor.clients.kube_api import (
     JOB_NAME_LABEL,
     ContainerSpec,
     JobInfo,
@@ -58,7 +56,9 @@ from prefect_cancel_doctor.kube_api import (
     PodInfo,
     ordered_pods,
 )
-from prefect_cancel_doctor.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.kinds import InfraRef, Location
+from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here
 from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.proc.roles import assign_roles

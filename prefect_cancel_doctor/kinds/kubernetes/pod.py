@@ -56,6 +56,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError
 from prefect_cancel_doctor.kinds import Location
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
@@ -74,8 +76,6 @@ from prefect_cancel_doctor.kinds.kubernetes.locate import (
     KubeSession,
     terminating_why,
 )
-from prefect_cancel_doctor.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
-from prefect_cancel_doctor.kube_config import KubeConfigError
 from prefect_cancel_doctor.proc.roles import argv_role
 
 #: Name prefix of the doctor's ephemeral containers.

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from prefect_cancel_doctor.clients.prefect_records import Deployment, FlowRun, parse_time
 from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.model import InfraKind, Role
-from prefect_cancel_doctor.prefect_records import Deployment, FlowRun, parse_time
 from prefect_cancel_doctor.proc import procfs
 
 _SPAWN_CHILD = ("--multiprocessing-fork",)

@@ -16,8 +16,7 @@ import pygal
 from pygal.style import Style as ChartStyle
 
 from prefect_cancel_doctor.core.durations import tick_text
-from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health_layout import (
+from prefect_cancel_doctor.health.layout import (
     Chart,
     Column,
     Section,
@@ -29,6 +28,7 @@ from prefect_cancel_doctor.render.health_layout import (
     status_tone,
     window_text,
 )
+from prefect_cancel_doctor.health.model import HealthReport
 
 _CSS = """
 :root { color-scheme: light; }

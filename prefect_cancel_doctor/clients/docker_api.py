@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prefect_cancel_doctor._http import httpx
-from prefect_cancel_doctor._http import transport as bounded_transport
+from prefect_cancel_doctor.clients._http import httpx
+from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
 from prefect_cancel_doctor.core.redact import redact_argv
 from prefect_cancel_doctor.errors import DoctorError

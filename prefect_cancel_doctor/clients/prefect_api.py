@@ -18,14 +18,10 @@ from typing import Any
 from urllib.parse import quote
 from urllib.request import getproxies
 
-from prefect_cancel_doctor import __version__, deadline
-from prefect_cancel_doctor._http import BodyTooLarge, fetch, httpx, max_response_bytes
-from prefect_cancel_doctor._http import transport as bounded_transport
-from prefect_cancel_doctor.core.inert import visible
-from prefect_cancel_doctor.core.redact import hold, hold_url, hold_userinfo, redact_text, scrub
-from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
-from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
-from prefect_cancel_doctor.prefect_records import (
+from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor.clients._http import transport as bounded_transport
+from prefect_cancel_doctor.clients.prefect_records import (
     ArtifactRef,
     Deployment,
     Event,
@@ -53,7 +49,12 @@ from prefect_cancel_doctor.prefect_records import (
     parse_work_pool,
     parse_workers,
 )
-from prefect_cancel_doctor.settings import Connection
+from prefect_cancel_doctor.clients.settings import Connection
+from prefect_cancel_doctor.core import deadline
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.redact import hold, hold_url, hold_userinfo, redact_text, scrub
+from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
+from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
 
 #: Log lines read per run for its timeline (the newest ones).
 LOG_LINES = 200

@@ -13,8 +13,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health_layout import (
+from prefect_cancel_doctor.health.layout import (
     Section,
     Style,
     Tone,
@@ -24,6 +23,7 @@ from prefect_cancel_doctor.render.health_layout import (
     status_tone,
     window_text,
 )
+from prefect_cancel_doctor.health.model import HealthReport
 from prefect_cancel_doctor.render.terminal import console_for
 
 _STYLES = {Style.CAUSE: "yellow", Style.BAR: "cyan"}

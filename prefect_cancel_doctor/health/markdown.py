@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-from prefect_cancel_doctor.health.model import HealthReport
-from prefect_cancel_doctor.render.health_layout import (
+from prefect_cancel_doctor.health.layout import (
     Column,
     Section,
     Style,
@@ -22,6 +21,7 @@ from prefect_cancel_doctor.render.health_layout import (
     status_tone,
     window_text,
 )
+from prefect_cancel_doctor.health.model import HealthReport
 
 #: Markdown has no colour: the status line starts with a marker instead (none when neutral).
 _MARKERS = {Tone.BAD: "", Tone.OK: "✅ ", Tone.WARN: "⚠️ ", Tone.NEUTRAL: ""}

@@ -29,19 +29,19 @@ def render_health(
 ) -> None:
     """Write `report` to `out` in `fmt` (JSON: every sample's stacks with `samples_detail`)."""
     if fmt is HealthFormat.TERMINAL:
-        from prefect_cancel_doctor.render.health_terminal import render_health_terminal
+        from prefect_cancel_doctor.health.terminal import render_health_terminal
 
         render_health_terminal(report, out, color=color)
     elif fmt is HealthFormat.MARKDOWN:
-        from prefect_cancel_doctor.render.health_markdown import render_health_markdown
+        from prefect_cancel_doctor.health.markdown import render_health_markdown
 
         render_health_markdown(report, out)
     elif fmt is HealthFormat.HTML:
-        from prefect_cancel_doctor.render.health_html import render_health_html
+        from prefect_cancel_doctor.health.html import render_health_html
 
         render_health_html(report, out)
     elif fmt is HealthFormat.JSON:
-        from prefect_cancel_doctor.render.health_json import render_health_json
+        from prefect_cancel_doctor.health.as_json import render_health_json
 
         render_health_json(report, out, samples=samples_detail)
     else:

@@ -1,4 +1,4 @@
-"""httpx, imported without its command-line client (`from prefect_cancel_doctor._http import httpx`),
+"""httpx, imported without its command-line client (`from prefect_cancel_doctor.clients._http import httpx`),
 and the bounds every request of the doctor keeps: a deadline and a cap on the answer's size.
 
 `import httpx` imports its CLI, and with it click, pygments and rich.syntax,
@@ -15,7 +15,7 @@ import ssl
 import sys
 import types
 
-from prefect_cancel_doctor import deadline
+from prefect_cancel_doctor.core import deadline
 
 if "httpx" not in sys.modules:
     _placeholder = types.ModuleType("httpx._main")
@@ -55,7 +55,7 @@ def transport(
     """An `httpx.HTTPTransport` whose every connect, TLS handshake, read and write ends by the
     nearest deadline (the request's or the command's, `deadline`), not only by httpx's
     per-operation timeout."""
-    from prefect_cancel_doctor._bounded_net import bound
+    from prefect_cancel_doctor.clients._bounded_net import bound
 
     made = httpx.HTTPTransport(verify=verify, uds=uds, retries=retries)
     # httpx has no public way to give its pool a network backend; should its shape change, the

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpcore
 
-from prefect_cancel_doctor import deadline
+from prefect_cancel_doctor.core import deadline
 
 
 def _clamp(timeout: float | None, error: type[Exception]) -> float | None:

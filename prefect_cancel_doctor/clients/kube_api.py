@@ -7,7 +7,7 @@ the API's JSON: `KubeClient` returns `Job`, `Pod`, `PodEvent`, `NodeInfo`,
 `AccessReview` (defined here), or raises `KubeApiError` carrying the API's
 `Status` (code, reason, message) word for word.
 
-The connection is resolved like kubectl's (`prefect_cancel_doctor.kube_config`).
+The connection is resolved like kubectl's (`prefect_cancel_doctor.clients.kube_config`).
 This module is imported only for runs whose `infrastructure_pid` names a
 Kubernetes Job, or by ``inspect --pod``.
 """
@@ -26,13 +26,13 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from prefect_cancel_doctor import deadline
-from prefect_cancel_doctor._http import BodyTooLarge, fetch, httpx, max_response_bytes
-from prefect_cancel_doctor._http import transport as bounded_transport
+from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor.clients._http import transport as bounded_transport
+from prefect_cancel_doctor.clients.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
+from prefect_cancel_doctor.core import deadline
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
 from prefect_cancel_doctor.core.redact import hold, hold_userinfo, redact_argv, redact_text, scrub
 from prefect_cancel_doctor.errors import DoctorError
-from prefect_cancel_doctor.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
 
 #: The label the Job controller puts on a Job's pods (and `batch.kubernetes.io/job-name` since 1.27).
 JOB_NAME_LABEL = "job-name"

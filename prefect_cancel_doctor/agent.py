@@ -23,11 +23,11 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.types.entrypoint import EntrypointType
 
+from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.core.redact import redact_url_passwords
 from prefect_cancel_doctor.fleet.publish import host_name, scan_and_publish, seen_here
 from prefect_cancel_doctor.health.flow import cron_schedule, prefect_connection
-from prefect_cancel_doctor.prefect_api import PrefectApi
 
 #: The agent's flow; each host serves a deployment of it named after the host.
 AGENT_FLOW = "prefect-cancel-doctor-agent"

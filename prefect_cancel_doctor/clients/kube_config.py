@@ -499,7 +499,7 @@ def _exec_credential(
 
 def _plugin_timeout() -> float:
     """`EXEC_TIMEOUT`, or less when the command's deadline comes sooner."""
-    from prefect_cancel_doctor import deadline
+    from prefect_cancel_doctor.core import deadline
 
     left = deadline.remaining()
     return EXEC_TIMEOUT if left is None else max(0.01, min(EXEC_TIMEOUT, left))

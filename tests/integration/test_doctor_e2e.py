@@ -122,10 +122,13 @@ def test_flow_run_fields_come_from_the_api(
 def test_no_process_is_left_stopped_by_sampling(stuck_runs: dict[str, StuckRun]) -> None:
     from prefect_cancel_doctor.proc import procfs
 
+    checked = 0
     for run in stuck_runs.values():
         if run.flow_pid and run.process_alive:
             snap = procfs.read_process(run.flow_pid)
             assert snap is not None and snap.state not in ("T", "t"), run.scenario
+            checked += 1
+    assert checked, "no live flow process was staged: nothing was checked"
 
 
 def test_diagnose_one_run_reads_its_state_history(demo_environment: DemoEnvironment) -> None:

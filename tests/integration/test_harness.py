@@ -217,9 +217,14 @@ def test_signal_resistant_runs_really_received_sigterm(demo_environment: DemoEnv
 def test_worker_dead_before_cancel_runs_got_no_signal(demo_environment: DemoEnvironment) -> None:
     worker = demo_environment.workers["pcd-demo-worker"]
     targets = {s.target for s in worker.signals_sent()}
-    for run in demo_environment.runs:
-        if SCENARIOS[run.scenario].recipe is Recipe.WORKER_DEAD_BEFORE_CANCEL:
-            assert run.flow_pid not in targets, run.scenario
+    dead_before = [
+        run
+        for run in demo_environment.runs
+        if SCENARIOS[run.scenario].recipe is Recipe.WORKER_DEAD_BEFORE_CANCEL
+    ]
+    assert dead_before, "no staged scenario uses WORKER_DEAD_BEFORE_CANCEL: nothing was checked"
+    for run in dead_before:
+        assert run.flow_pid is not None and run.flow_pid not in targets, run.scenario
 
 
 def test_ignored_run_has_sigterm_ignored_in_the_kernel(stuck_runs: dict[str, StuckRun]) -> None:

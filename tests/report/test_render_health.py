@@ -126,8 +126,12 @@ def rendered(report: HealthReport, fmt: HealthFormat) -> str:
 
 def test_every_format_renders() -> None:
     # The enum is walked: a new format without a renderer fails here (render_health ends in assert_never).
+    report = sample("orphans")
     for fmt in HealthFormat:
-        assert rendered(sample("orphans"), fmt).strip()
+        text = rendered(report, fmt)
+        # Each format says what the report holds, not only something: the title and a stuck run.
+        assert "cancellation health" in text.lower().replace("_", " "), fmt
+        assert any(run.flow_run.id in text or "remote-run" in text for run in report.stuck), fmt
     assert {f.value for f in HealthFormat} == {"terminal", "markdown", "html", "json"}
 
 

@@ -114,7 +114,9 @@ def test_json_is_one_line_for_scripts_and_indented_on_a_terminal() -> None:
 
 def test_every_format_renders() -> None:
     for fmt in Format:
-        assert rendered(report_of(sleeping()), fmt)
+        text = rendered(report_of(sleeping()), fmt)
+        # Each format names the run, its cause and the blocking line, not only "something".
+        assert "brave-otter" in text and "cancel_not_observed" in text and "sleep_main.py" in text, fmt
 
 
 def test_a_secondary_finding_is_shown_after_the_fix_and_in_json() -> None:

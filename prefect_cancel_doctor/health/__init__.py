@@ -3,7 +3,8 @@
 One module per part, each importing only those before it:
 
 - model.py: the report as frozen dataclasses (`HealthReport`, `Cancellation`, …); what the
-  renderers (`health.render`, `layout`, `terminal`, `markdown`, `html`, `as_json`) read, and the JSON document (`HealthReport.to_dict`).
+  renderers (`render`, `layout`, `terminal`, `markdown`, `html`, `as_json`) read, and the
+  JSON document (`HealthReport.to_dict`).
 - statistics.py: time to cancel per group, the histogram, offenders, top causes (pure).
 - rules.py: the `--fail-on` rules, parsed and evaluated on a report.
 - options.py: `HealthOptions`, what `report` and the flow are asked to do.

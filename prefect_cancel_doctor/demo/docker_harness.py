@@ -95,6 +95,9 @@ SCENARIO_LABEL = "io.prefect-cancel-doctor.demo-scenario"
 #: Work pool and worker names.
 DOCKER_POOL = "pcd-docker"
 DOCKER_WORKER = "pcd-docker-worker"
+#: What the flows that absorb a SIGTERM log once they have (the harness waits for that line to reach
+#: the API, so that the scan finds the run's own account of the signal).
+ABSORBED_LOG_WORDS = ("received SIGTERM", "TerminationSignal")
 #: The Runner SIGKILLs the engine this long after its SIGTERM (hard-coded in Prefect).
 RUNNER_KILL_GRACE_SECONDS = 30.0
 
@@ -734,6 +737,7 @@ def _stage(
         if item.scenario.witnesses_sigterm:
             marker = Path(str(item.ready_path) + ".sigterm")
             harness.wait_until(marker.exists, 30, f"{item.scenario.name}: the flow to absorb its SIGTERM")
+            harness.wait_for_run_log(item.run_id, ABSORBED_LOG_WORDS)
     for item in by_recipe[DockerRecipe.KILLED_WHILE_CANCELLING]:
         client.kill(item.container_id, "SIGKILL")
         code = client.wait(item.container_id, 30)
@@ -936,6 +940,7 @@ def _verify(harness: LocalPrefect, client: DockerClient, runs: list[StuckContain
 
 
 __all__ = [
+    "ABSORBED_LOG_WORDS",
     "BLOCK_MARKER",
     "DOCKER_POOL",
     "DOCKER_SCENARIOS",

@@ -492,6 +492,18 @@ class LocalPrefect:
         self.run_ids.add(str(run.id))
         return str(run.id)
 
+    def wait_for_run_log(self, run_id: str, needles: tuple[str, ...], timeout: float = 30) -> None:
+        """Wait until the run's logs in the API hold a line with one of `needles` (a flow's logger
+        ships its lines in batches, seconds after they are written)."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        wanted = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+
+        def seen() -> bool:
+            return any(n in log.message for log in self.client.read_logs(log_filter=wanted) for n in needles)
+
+        self.wait_until(seen, timeout, f"run {run_id} to log one of {needles}")
+
     def read_run(self, run_id: str) -> FlowRun:
         """The flow run as the API reports it now."""
         return self.client.read_flow_run(uuid.UUID(run_id))

@@ -44,6 +44,7 @@ from typing import Any
 from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
 from prefect_cancel_doctor.demo.catalog import marker_line
 from prefect_cancel_doctor.demo.docker_harness import (
+    ABSORBED_LOG_WORDS,
     DOCKER_SCENARIO_DIR,
     ENGINE_COMMAND,
     OWNER_LABEL,
@@ -676,6 +677,7 @@ def _get_stuck(
     if scenario.witnesses_sigterm:
         marker = Path(str(item.ready_path) + ".sigterm")
         harness.wait_until(marker.exists, 30, f"{scenario.name}: the flow to absorb its SIGTERM")
+        harness.wait_for_run_log(item.run_id, ABSORBED_LOG_WORDS)
 
 
 def _stuck_run(harness: LocalPrefect, api: FakeApiServer, item: _Staged, flows_dir: Path) -> StuckPodRun:

@@ -43,7 +43,7 @@ from prefect_cancel_doctor.model import (
     Verdict,
     WorkerInfo,
 )
-from prefect_cancel_doctor.proc.roles import is_init_name, preparing_workspace, supervises, worker_options
+from prefect_cancel_doctor.proc.roles import is_supervisor, preparing_workspace, worker_options
 from prefect_cancel_doctor.sample.classify import db_port_name
 from prefect_cancel_doctor.sample.threads import ThreadView, thread_views
 
@@ -1079,7 +1079,7 @@ def _runner_gone_fact(ev: Evidence, engine: ProcessSample) -> str:
             f"the Runner that launched the flow process is gone: its parent is now PID 1 (`{command}`), "
             "which adopted it when its Runner died"
         )
-    if supervises(adopter.cmdline) or is_init_name(adopter.comm):
+    if is_supervisor(adopter.comm, adopter.cmdline):
         return (
             f"the Runner that launched the flow process is gone: its parent is now process {adopter.pid} "
             f"(`{command}`), an init or supervisor, not the Runner itself (it may have started the "

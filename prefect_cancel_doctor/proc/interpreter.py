@@ -121,15 +121,7 @@ _SYMBOL = b"Handlers"
 def sigterm_pending(pid: int, proc_root: PathLike = "/proc") -> bool | None:
     """True if the interpreter of `pid` holds a SIGTERM it has not handled, False if not,
     None when that cannot be read (version, stripped build, permissions, process gone)."""
-    try:
-        entry = sigterm_entry(pid, proc_root, mappings(pid, proc_root))
-        if entry is None:
-            return None
-        with open(f"{proc_root}/{pid}/mem", "rb", buffering=0) as memory:
-            raw = os.pread(memory.fileno(), 4, entry.address)
-        return len(raw) == 4 and struct.unpack("<i", raw)[0] != 0
-    except (OSError, ValueError, struct.error):
-        return None
+    return read_sigterm(pid, proc_root)[0]
 
 
 class Mapping(NamedTuple):
@@ -303,20 +295,45 @@ _DEFAULT, _IGNORE, _PREFECT, _OTHER = "default", "ignore", "prefect", "other"
 def read_handler(pid: int, proc_root: PathLike = "/proc") -> Handler | None:
     """The Python-level SIGTERM handler of the interpreter of `pid`, or None when that cannot
     be read (version, stripped build, permissions, process gone, a torn read)."""
+    return read_sigterm(pid, proc_root)[1]
+
+
+def read_sigterm(pid: int, proc_root: PathLike = "/proc") -> tuple[bool | None, Handler | None]:
+    """(the pending flag, the installed handler) of `Handlers[SIGTERM]`, from one read of the
+    process's mappings and one open of its memory; each None where it cannot be read."""
     try:
         maps = mappings(pid, proc_root)
         entry = sigterm_entry(pid, proc_root, maps)
-        if entry is None or entry.version not in _CODE_OFFSETS:
-            return None
+        if entry is None:
+            return None, None
         fd = os.open(f"{proc_root}/{pid}/mem", os.O_RDONLY)
-        try:
-            memory = _Memory(fd, maps)
-            func = memory.pointer(entry.address + 8)
-            if func == 0:
-                return _from_kernel(pid, proc_root)
-            return _Reader(memory, entry.version).handler(func)
-        finally:
-            os.close(fd)
+    except (OSError, ValueError, struct.error):
+        return None, None
+    try:
+        return _pending(fd, entry), _handler(pid, proc_root, fd, maps, entry)
+    finally:
+        os.close(fd)
+
+
+def _pending(fd: int, entry: SigtermEntry) -> bool | None:
+    try:
+        raw = os.pread(fd, 4, entry.address)
+        return len(raw) == 4 and struct.unpack("<i", raw)[0] != 0
+    except (OSError, struct.error):
+        return None
+
+
+def _handler(
+    pid: int, proc_root: PathLike, fd: int, maps: list[Mapping], entry: SigtermEntry
+) -> Handler | None:
+    if entry.version not in _CODE_OFFSETS:
+        return None
+    try:
+        memory = _Memory(fd, maps)
+        func = memory.pointer(entry.address + 8)
+        if func == 0:
+            return _from_kernel(pid, proc_root)
+        return _Reader(memory, entry.version).handler(func)
     except (OSError, ValueError, KeyError, struct.error, _Unreadable):
         return None
 
@@ -415,11 +432,7 @@ def _is_prefect(filename: str, qualname: str) -> bool:
 
 def _from_kernel(pid: int, proc_root: PathLike) -> Handler | None:
     """No Python record (NULL): the kernel's disposition of SIGTERM for the process."""
-    fields = dict(
-        line.split(":", 1)
-        for line in Path(f"{proc_root}/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
+    fields = _status(pid, proc_root)
     bit = 1 << (int(signal.SIGTERM) - 1)
     if int(fields["SigIgn"], 16) & bit:
         return Handler(_IGNORE)
@@ -462,13 +475,18 @@ def user_sources(pid: int, dump: str, proc_root: PathLike = "/proc") -> dict[str
     return found
 
 
-def _credentials(pid: int, proc_root: PathLike) -> tuple[int, frozenset[int]]:
-    """(filesystem uid, every gid) of `pid`, from /proc/PID/status."""
-    fields = dict(
+def _status(pid: int, proc_root: PathLike) -> dict[str, str]:
+    """/proc/PID/status as field → value (this module cannot use procfs: it runs on its own)."""
+    return dict(
         line.split(":", 1)
         for line in Path(f"{proc_root}/{pid}/status").read_text().splitlines()
         if ":" in line
     )
+
+
+def _credentials(pid: int, proc_root: PathLike) -> tuple[int, frozenset[int]]:
+    """(filesystem uid, every gid) of `pid`, from /proc/PID/status."""
+    fields = _status(pid, proc_root)
     uid = int(fields["Uid"].split()[3])
     gids = {int(fields["Gid"].split()[3]), *(int(g) for g in fields.get("Groups", "").split())}
     return uid, frozenset(gids)
@@ -488,10 +506,10 @@ def _may_read(info: os.stat_result, credentials: tuple[int, frozenset[int]]) -> 
 
 def probe(pid: int, dump: str = "", proc_root: PathLike = "/proc") -> dict[str, object]:
     """What this module reads of `pid`, as one JSON-ready object."""
-    found = read_handler(pid, proc_root)
+    pending, found = read_sigterm(pid, proc_root)
     return {
         "pid": pid,
-        "pending": sigterm_pending(pid, proc_root),
+        "pending": pending,
         "handler": None if found is None else found._asdict(),
         "sources": user_sources(pid, dump, proc_root),
     }

@@ -121,6 +121,12 @@ def supervises(argv: Sequence[str]) -> bool:
     return is_init_name(program) or program in _WRAPPERS
 
 
+def is_supervisor(comm: str, argv: Sequence[str]) -> bool:
+    """Whether a process is an init, a supervisor or a wrapper: by its command line (`supervises`),
+    or by its `comm` where the command line names none (unreadable, or rewritten)."""
+    return supervises(argv) or is_init_name(comm)
+
+
 def preparing_workspace(argv: Sequence[str]) -> bool:
     """True for Prefect 3.9's workspace supervisor before it execs the engine (pull steps run)."""
     return _SUPERVISOR in argv

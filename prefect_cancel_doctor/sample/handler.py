@@ -27,8 +27,13 @@ _KINDS = {kind.value: kind for kind in HandlerKind}
 def sigterm_handler(pid: int, proc_root: PathLike = "/proc") -> SigtermHandler | None:
     """The Python-level SIGTERM handler of the interpreter of `pid`, or None when that cannot
     be read (version, stripped build, permissions, process gone, a torn read)."""
-    found = interpreter.read_handler(pid, proc_root)
-    return None if found is None else _model(found._asdict())
+    return sigterm_state(pid, proc_root)[1]
+
+
+def sigterm_state(pid: int, proc_root: PathLike = "/proc") -> tuple[bool | None, SigtermHandler | None]:
+    """(the pending flag, the installed handler) of the interpreter of `pid`, read together."""
+    pending, found = interpreter.read_sigterm(pid, proc_root)
+    return pending, None if found is None else _model(found._asdict())
 
 
 @dataclass(frozen=True)
@@ -80,4 +85,4 @@ def _text(value: object) -> str | None:
     return visible_or_none(value) if isinstance(value, str) else None
 
 
-__all__ = ["Probe", "parse_probe", "sigterm_handler"]
+__all__ = ["Probe", "parse_probe", "sigterm_handler", "sigterm_state"]

@@ -50,7 +50,7 @@ from prefect_cancel_doctor.model import (
     StateType,
     Target,
 )
-from prefect_cancel_doctor.proc import interpreter, procfs, resources
+from prefect_cancel_doctor.proc import procfs, resources
 from prefect_cancel_doctor.sample import (
     NotPython,
     PermissionDenied,
@@ -545,8 +545,7 @@ def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> Non
         pid, role = request.pid, request.role
         if isinstance(result, ProcessSample):
             if role == Role.ENGINE and result.dumps:
-                flag = interpreter.sigterm_pending(pid, options.proc_root)
-                installed = handler.sigterm_handler(pid, options.proc_root)
+                flag, installed = handler.sigterm_state(pid, options.proc_root)
                 result = dataclasses.replace(result, sigterm_pending=flag, sigterm_handler=installed)
                 read_source = functools.partial(procfs.read_source_text, pid, proc_root=options.proc_root)
                 result = dataclasses.replace(result, swallowing=excepts.find_swallowing(result, read_source))

@@ -143,8 +143,8 @@ def test_the_same_wait_without_a_pending_sigterm_is_not_read_as_a_gil_problem() 
     assert diagnose(evidence(engine, logs_read=True)).cause is not Cause.SIGNAL_PENDING
 
 
-def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_otherwise() -> None:
-    sample = in_pid1(sleeping(PREFECT))
+def killed_container(sample: ProcessSample) -> Evidence:
+    """`sample` in a running container that the Docker engine sent `kill` (signal 15) after the cancel."""
     container = ContainerInfo(
         id="c" * 64,
         name="brave-otter",
@@ -153,7 +153,12 @@ def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_ot
         events=(ContainerEvent("2026-11-27T10:05:03Z", "kill", "15"),),
     )
     target = Target(kind="docker", description="container", processes=(sample,), container=container)
-    verdict = diagnose(Evidence(run_ref(), target, logs_read=True))
+    return Evidence(run_ref(), target, logs_read=True)
+
+
+def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_otherwise() -> None:
+    sample = in_pid1(sleeping(PREFECT))
+    verdict = diagnose(killed_container(sample))
     assert verdict.cause is Cause.CANCEL_NOT_OBSERVED
     assert verdict.confidence < 0.5
     assert any(
@@ -166,15 +171,7 @@ def test_a_sigterm_that_came_to_a_flow_whose_handler_cannot_be_read_is_absorbed_
     # A sidecar whose probe could not run: the handler is unread, the Docker engine's `kill` says a
     # SIGTERM reached the flow (PID 1), and the flow sleeps on in a call a signal interrupts.
     sample = in_pid1(sleeping(None))
-    container = ContainerInfo(
-        id="c" * 64,
-        name="brave-otter",
-        status="running",
-        running=True,
-        events=(ContainerEvent("2026-11-27T10:05:03Z", "kill", "15"),),
-    )
-    target = Target(kind="docker", description="container", processes=(sample,), container=container)
-    verdict = diagnose(Evidence(run_ref(), target, logs_read=True))
+    verdict = diagnose(killed_container(sample))
     assert verdict.cause is Cause.SIGNAL_IGNORED
     assert verdict.summary.startswith("A SIGTERM came and the flow process")
     assert 0.5 <= verdict.confidence < 0.8

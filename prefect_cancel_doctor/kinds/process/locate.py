@@ -19,7 +19,7 @@ from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.kinds import InfraRef, Location
 from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
 from prefect_cancel_doctor.proc import procfs
-from prefect_cancel_doctor.proc.roles import argv_role, is_init_name, supervises
+from prefect_cancel_doctor.proc.roles import argv_role, is_supervisor, supervises
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -174,7 +174,7 @@ def runner_of(engine: ProcSnapshot, proc_root: str = "/proc") -> ProcSnapshot | 
     parent = procfs.read_process(engine.ppid, proc_root)
     if parent is not None and argv_role(parent.cmdline) is Role.LAUNCHER:
         parent = procfs.read_process(parent.ppid, proc_root)
-    if parent is None or parent.pid == 1 or is_init_name(parent.comm) or supervises(parent.cmdline):
+    if parent is None or parent.pid == 1 or is_supervisor(parent.comm, parent.cmdline):
         return None
     if is_runner(parent):
         return parent

@@ -62,6 +62,7 @@ from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role
 from prefect_cancel_doctor.proc import interpreter, procfs
 from prefect_cancel_doctor.proc.roles import argv_role, assign_roles
 from prefect_cancel_doctor.sample import excepts, handler
+from prefect_cancel_doctor.sample.classify import is_library
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
     NotPython,
@@ -82,7 +83,6 @@ PROBE_ENV = "PCD_PROBE"
 
 _MARK = b"\n@@PCD "
 _PROCESS_HEADER = re.compile(r"^Process (\d+): (.*)$", re.MULTILINE)
-_STDLIB = re.compile(r"/lib/python\d+\.\d+/")
 _MAX_SOURCE_FILES = 20
 
 # POSIX sh; only builtins except py-spy itself, `cat` (for cmdline, if present)
@@ -380,7 +380,8 @@ def sample_container(
     processes = result.processes
     if read_source:
         fetched = _archive_sources(client, target.info.id, processes, have=result.sources)
-        processes = with_sources(processes, fetched)
+        if fetched:  # the except reader sees every file of the stack, the probe's and these
+            processes = with_sources(processes, {**result.sources, **fetched})
     return dataclasses.replace(result, processes=processes, seconds=round(time.monotonic() - started, 3))
 
 
@@ -623,16 +624,10 @@ def _archive_sources(
             for thread in dump:
                 for frame in thread.frames:
                     name = frame.filename
-                    if (
-                        name.startswith("/")
-                        and "site-packages" not in name
-                        and not _STDLIB.search(name)
-                        and name not in wanted
-                        and name not in have
-                    ):
+                    if name.startswith("/") and not is_library(name) and name not in have:
                         wanted.append(name)
     sources: dict[str, str] = {}
-    for name in wanted[:_MAX_SOURCE_FILES]:
+    for name in list(dict.fromkeys(wanted))[:_MAX_SOURCE_FILES]:
         with contextlib.suppress(DockerError, tarfile.TarError, OSError):
             data = client.read_file(container_id, name)
             if data is not None:

@@ -189,6 +189,7 @@ def _interpreter(
         and handler.kind is HandlerKind.PREFECT
         and main is not None
         and main.call.interruptible
+        and not main.in_shutdown  # the flow has unwound already: nothing left for a SIGTERM to end
         and not engine.swallowing
         and engine.sigterm_pending is not True
     ):

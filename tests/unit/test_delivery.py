@@ -294,3 +294,14 @@ def test_an_init_that_ran_the_worker_and_adopted_the_flow_is_named_as_an_init() 
     fact = _runner_gone_fact(ev, sample)
     assert "an init or supervisor, not the Runner itself" in fact and "subreaper" in fact
     assert "no worker" not in fact
+
+
+def test_a_main_thread_that_has_left_the_flow_is_no_sign_that_no_sigterm_came() -> None:
+    # The flow unwound (as Prefect's handler makes it on SIGTERM) and the main thread waits in
+    # shutdown for a non-daemon thread: "a SIGTERM would have ended it" does not hold there.
+    kernel = {6107: ("S", "futex_wait_queue", "futex")}
+    sample = dataclasses.replace(process("thread_sleep_native", kernel=kernel), sigterm_handler=PREFECT)
+    verdict = diagnose(evidence(sample, logs_read=True))
+    assert verdict.cause is Cause.EXIT_BLOCKED_BY_THREAD
+    assert verdict.delivery is not None and verdict.delivery.sigterm is not Delivered.NO
+    assert not any("would have unwound the flow" in sign for sign in verdict.delivery.signs_against)

@@ -29,7 +29,8 @@ UNTYPED_ALLOWED = {
     "fleet/publish.py",
     "fleet/protocol.py",
     # The JSON documents the doctor writes: the model serialised.
-    "model.py",
+    "model/report.py",
+    "model/serialise.py",
     "health/model.py",
     "render/json.py",
 }
@@ -56,7 +57,7 @@ def test_roles_and_states_are_enums_not_literals() -> None:
     offenders = [
         f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
         for path in _modules()
-        if path.name != "model.py"
+        if path.name != "model.py" and path.relative_to(PACKAGE).parts[0] != "model"
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if literal.search(line) and not line.lstrip().startswith(("#", '"""'))
     ]

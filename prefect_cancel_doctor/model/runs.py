@@ -1,0 +1,52 @@
+"""What the Prefect API says about a flow run and the workers of its pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect_cancel_doctor.model.vocabulary import LabelValue, StateType
+
+#: A worker's heartbeat interval when the API does not give one (PREFECT_WORKER_HEARTBEAT_SECONDS).
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker of the run's work pool, as the API reports it."""
+
+    name: str
+    status: str | None
+    last_heartbeat_time: str | None
+    seconds_since_heartbeat: float | None
+    #: How often it heartbeats (`heartbeat_interval_seconds`; Prefect's default is 30 s).
+    heartbeat_interval_seconds: float | None = None
+
+    @property
+    def heartbeat_is_stale(self) -> bool:
+        """More than 1.5 intervals without a heartbeat: the API may still say ONLINE for up to
+        three missed ones, but a live worker would have sent one by now."""
+        interval = self.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
+        return self.seconds_since_heartbeat is not None and self.seconds_since_heartbeat > 1.5 * interval
+
+
+@dataclass(frozen=True)
+class FlowRunRef:
+    """What the Prefect API says about one flow run."""
+
+    id: str
+    name: str
+    flow_name: str | None
+    deployment_name: str | None
+    work_pool_name: str | None
+    state_type: StateType
+    state_name: str
+    state_message: str | None
+    start_time: str | None
+    infrastructure_pid: str | None
+    labels: dict[str, LabelValue]
+    #: Seconds since the run entered CANCELLING, read from its state history.
+    cancelling_for_seconds: float | None
+    #: ISO time at which the run entered CANCELLING (None if it never did).
+    cancelling_since: str | None
+    parent_task_run_id: str | None = None
+    workers: tuple[WorkerInfo, ...] = ()

@@ -34,8 +34,8 @@ from prefect_cancel_doctor.core.redact import (
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, ProcessSample, Role, Target, Verdict
 from prefect_cancel_doctor.proc import procfs
+from tests.diagnose.test_rules import run_ref
 from tests.helpers import clean_environ, run_cli
-from tests.unit.test_rules import run_ref
 
 
 def test_command_lines_lose_their_secrets_and_keep_their_shape() -> None:

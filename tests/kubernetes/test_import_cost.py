@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit.test_import_path import empty_api  # noqa: F401  (the fixture)
+from tests.scan.test_import_path import empty_api  # noqa: F401  (the fixture)
 
 KUBE_MODULES = {
     "prefect_cancel_doctor.clients.kube_api",

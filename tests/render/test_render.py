@@ -1,0 +1,147 @@
+"""Renderers at a fixed width: what the on-call reads, and data never read as markup."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+from prefect_cancel_doctor.diagnose.rules import diagnose
+from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.render import Format, render
+from prefect_cancel_doctor.render.terminal import SHOWN
+from tests.diagnose.test_rules import evidence, process, run_ref
+
+
+def report_of(*diagnoses: Diagnosis) -> Report:
+    return Report("http://127.0.0.1:4200/api", "2026-11-27T12:00:00+00:00", diagnoses)
+
+
+def sleeping(name: str = "brave-otter") -> Diagnosis:
+    run = run_ref(name=name)
+    ev = evidence(process("sleep_main_native"), run=run)
+    return Diagnosis(run, ev.target, diagnose(ev))
+
+
+def rendered(report: Report, fmt: Format = Format.TERMINAL) -> str:
+    out = io.StringIO()
+    render(report, fmt, out, color=False)
+    return out.getvalue()
+
+
+def test_table_row_names_run_cause_call_line_and_fix() -> None:
+    text = rendered(report_of(sleeping()))
+    assert "1 run(s) need attention" in text
+    assert "brave-otter" in text and "etl/nightly" in text and "Cancelling 15m" in text
+    assert "cancel_not_observed" in text
+    assert "sleep_main.py:8" in text
+    assert "kill the flow, mark it Cancelled" in text
+    assert "➤  wait_forever" in text  # the blocking frame is marked in the stack
+    assert "\x1b[" not in text
+
+
+def test_a_long_report_details_the_first_runs_and_tallies_the_rest() -> None:
+    many = [sleeping(name=f"run-{index:02d}") for index in range(SHOWN + 5)]
+    text = rendered(report_of(*many))
+    assert f"{SHOWN + 5} run(s) need attention; the first {SHOWN}" in text
+    assert f"run-{SHOWN - 1:02d}" in text and f"run-{SHOWN:02d}" not in text
+    assert text.count("Evidence") == SHOWN
+    assert "… and 5 more run(s): 5 cancel_not_observed." in text
+
+
+def test_data_is_never_read_as_markup() -> None:
+    diagnosis = sleeping(name="etl [prod] [/]")
+    call = diagnosis.verdict.blocking_call
+    assert call is not None
+    weird = dataclasses.replace(
+        diagnosis, verdict=dataclasses.replace(diagnosis.verdict, summary="stuck in [bold]x[/bold]")
+    )
+    text = rendered(report_of(weird))
+    assert "etl [prod] [/]" in text
+    assert "stuck in [bold]x[/bold]" in text
+
+
+def test_empty_report_says_nothing_is_stuck() -> None:
+    assert "No flow runs stuck in Cancelling" in rendered(report_of())
+
+
+def test_json_is_the_model_serialized() -> None:
+    document = json.loads(rendered(report_of(sleeping()), Format.JSON))
+    (entry,) = document["runs"]
+    assert set(entry) == {"flow_run", "target", "verdict", "errors", "threads", "timeline", "ui_url"}
+    assert entry["threads"][0]["pid"] == entry["target"]["processes"][0]["pid"]
+    assert entry["threads"][0]["frames"][0]["function"] == "wait_forever"
+    assert entry["verdict"]["cause"] == "cancel_not_observed"
+    assert entry["verdict"]["blocking_call"]["kind"] == "sleep"
+    process_entry = entry["target"]["processes"][0]
+    assert process_entry["role"] == "engine"
+    assert isinstance(process_entry["threads"], list)  # one list of threads per sample
+    assert process_entry["threads"][0][0]["frames"][0]["function"] == "wait_forever"
+
+
+def test_json_keeps_the_latest_sample_of_each_process_unless_asked_for_every_sample() -> None:
+    report = report_of(sleeping())
+    (process,) = report.runs[0].target.processes  # type: ignore[union-attr]
+    assert len(process.dumps) == 3
+    latest = json.loads(rendered(report, Format.JSON))
+    out = io.StringIO()
+    render(report, Format.JSON, out, samples_detail=True)
+    detailed = json.loads(out.getvalue())
+    (latest_process,) = latest["runs"][0]["target"]["processes"]
+    (detailed_process,) = detailed["runs"][0]["target"]["processes"]
+    assert len(latest_process["threads"]) == 1 and len(detailed_process["threads"]) == 3
+    assert latest_process["threads"][0] == detailed_process["threads"][-1]
+    assert len(process.dumps) == 3, "the report itself is not changed"
+    # everything but the series is the same document
+    detailed_process["threads"] = detailed_process["threads"][-1:]
+    assert latest == detailed
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_json_is_one_line_for_scripts_and_indented_on_a_terminal() -> None:
+    report = report_of(sleeping())
+    piped, terminal = io.StringIO(), _Terminal()
+    render(report, Format.JSON, piped)
+    render(report, Format.JSON, terminal)
+    assert piped.getvalue().count("\n") == 1
+    assert terminal.getvalue().startswith('{\n  "api_url"')
+    assert json.loads(piped.getvalue()) == json.loads(terminal.getvalue())
+
+
+def test_every_format_renders() -> None:
+    for fmt in Format:
+        text = rendered(report_of(sleeping()), fmt)
+        # Each format names the run, its cause and the blocking line, not only "something".
+        assert "brave-otter" in text and "cancel_not_observed" in text and "sleep_main.py" in text, fmt
+
+
+def test_a_secondary_finding_is_shown_after_the_fix_and_in_json() -> None:
+    run = run_ref()
+    ev = evidence(dataclasses.replace(process("sqlite_busy_native"), sigterm_pending=False), run=run)
+    report = report_of(Diagnosis(run, ev.target, diagnose(ev)))
+    text = rendered(report)
+    assert text.index("Fix") < text.index("Also, once that is fixed") < text.index("signal_pending")
+    assert "Once a SIGTERM comes" in text
+    document = json.loads(rendered(report, Format.JSON))
+    (finding,) = document["runs"][0]["verdict"]["also"]
+    assert finding["cause"] == "signal_pending" and finding["also"] == []
+
+
+def test_the_timeline_is_shown_in_order_with_its_sources() -> None:
+    from prefect_cancel_doctor.model import TimelineEntry, TimelineSource
+
+    entries = (
+        TimelineEntry(
+            "2026-11-27T10:01:00Z", "worker w1 last heartbeat, status OFFLINE", TimelineSource.WORKER
+        ),
+        TimelineEntry("2026-11-27T10:05:00Z", "entered Cancelling", TimelineSource.STATE),
+    )
+    text = rendered(report_of(dataclasses.replace(sleeping(), timeline=entries)))
+    assert "Timeline (UTC)" in text
+    assert text.index("2026-11-27 10:01:00  worker") < text.index(
+        "2026-11-27 10:05:00  state    entered Cancelling"
+    )

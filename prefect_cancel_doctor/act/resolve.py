@@ -48,6 +48,7 @@ from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
 from prefect_cancel_doctor.model import (
+    RUN_ROLES,
     AttachMode,
     Cause,
     ContainerProcess,
@@ -69,6 +70,7 @@ DEFAULT_GRACE_SECONDS = 30.0
 #: How long a SIGKILLed process may take to disappear.
 _KILL_WAIT_SECONDS = 10.0
 
+#: Why each cause that allows no action (`Cause.allows_action`) is refused.
 _REFUSED = {
     Cause.NOT_ATTACHABLE: "the doctor cannot see the run's processes from here",
     Cause.UNKNOWN: "no rule explains the run, so no plan can be trusted",
@@ -77,12 +79,11 @@ _REFUSED = {
         "fix the stuck mount or device first, then resolve again"
     ),
 }
-#: Causes where the flow process will not act on SIGTERM: SIGKILL at once.
+#: Why SIGTERM cannot act, for each cause that says so (`Cause.sigterm_useless`): SIGKILL at once.
 _SIGTERM_CANNOT_ACT = {
     Cause.SIGNAL_IGNORED: "SIGTERM is ignored, or absorbed by the flow's own handler or `except`",
     Cause.SIGNAL_PENDING: "a SIGTERM is already pending and cannot run its handler",
 }
-_RUN_ROLES = (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1)
 
 
 class Refused(DoctorError):
@@ -175,12 +176,12 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
         raise Refused("resolve needs a flow run: use `diagnose`/`inspect` for a bare process")
     partial = partial if partial and runs_here(run, target) else None
     cancelling = run.state_type == StateType.CANCELLING
-    found = target is not None and any(s.role in _RUN_ROLES for s in target.processes)
+    found = target is not None and any(s.role in RUN_ROLES for s in target.processes)
     if verdict.cause is Cause.NOT_ATTACHABLE and partial and cancelling and not found:
         if force_state:
             return Plan(run.id, run.name, verdict.cause, set_cancelled=True, forced=partial)
         return Plan(run.id, run.name, verdict.cause, refusal=_state_refusal(partial), state_refused=partial)
-    if verdict.cause in _REFUSED:
+    if not verdict.cause.allows_action:
         return Plan(run.id, run.name, verdict.cause, refusal=f"{_REFUSED[verdict.cause]} ({verdict.summary})")
     container = target.container if target else None
     running = container if container is not None and container.running else None
@@ -189,7 +190,7 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
         # Sampled from a sidecar: the samples hold namespace PIDs; the engine's host PID is the engine's.
         processes = _container_engine(running.processes)
     else:
-        roles = (Role.HOOK,) if verdict.cause is Cause.CANCELLATION_HOOK_HANG else _RUN_ROLES
+        roles = frozenset({Role.HOOK}) if verdict.cause is Cause.CANCELLATION_HOOK_HANG else RUN_ROLES
         processes = []
         for sample in target.processes if target else ():
             if sample.role not in roles or sample.proc is None:
@@ -221,7 +222,9 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
         processes=tuple(processes),
         container_id=running.id if running is not None else None,
         container_stop_timeout=running.stop_timeout if running is not None else None,
-        straight_to_sigkill=None if running is not None else _SIGTERM_CANNOT_ACT.get(verdict.cause),
+        straight_to_sigkill=(
+            _SIGTERM_CANNOT_ACT[verdict.cause] if running is None and verdict.cause.sigterm_useless else None
+        ),
         set_cancelled=cancelling,
         notes=tuple(notes),
     )

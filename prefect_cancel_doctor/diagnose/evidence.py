@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from prefect_cancel_doctor.clients.prefect_records import LogLine
 from prefect_cancel_doctor.model import (
+    RUN_ROLES,
     ContainerInfo,
     Delivery,
     FlowRunRef,
@@ -53,7 +54,7 @@ class Evidence:
     def processes(self) -> tuple[ProcessSample, ...]:
         """Live processes of the run itself: the engine, its launcher and its children (not Runners)."""
         sampled = self.target.processes if self.target else ()
-        return tuple(p for p in sampled if p.role in (Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1))
+        return tuple(p for p in sampled if p.role in RUN_ROLES)
 
     @property
     def hooks(self) -> tuple[ProcessSample, ...]:

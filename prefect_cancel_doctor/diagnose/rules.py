@@ -103,11 +103,6 @@ def _describe(view: ThreadView) -> str:
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-#: Causes for which nothing safe can be done from here.
-_NO_ACTION = (Cause.NOT_ATTACHABLE, Cause.UNKNOWN, Cause.UNINTERRUPTIBLE_IO)
-#: Causes where SIGTERM cannot act: straight to SIGKILL.
-_SIGTERM_USELESS = (Cause.SIGNAL_PENDING, Cause.SIGNAL_IGNORED, Cause.PID1_NO_FORWARD)
-
 
 def mark_cancelled_command(run_id: str, what: str) -> str | None:
     """A one-line command forcing the run to Cancelled with Prefect's own client (the same
@@ -125,7 +120,7 @@ def mark_cancelled_command(run_id: str, what: str) -> str | None:
 
 def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
     """What ends the run now, as shell commands to run in order on this host."""
-    if cause in _NO_ACTION:
+    if not cause.allows_action:
         return ()
     run = ev.run
     commands: list[str] = []
@@ -145,7 +140,7 @@ def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
             done = f"its Job and pod {ev.pod.namespace}/{ev.pod.name or ev.pod.job} deleted"
     elif targets:
         pids = " ".join(str(p.pid) for p in targets)
-        if cause in _SIGTERM_USELESS:
+        if cause.sigterm_useless:
             commands.append(f"kill -KILL {pids}")
         else:
             commands.append(f"kill -TERM {pids}; sleep 5; kill -KILL {pids} 2>/dev/null; true")

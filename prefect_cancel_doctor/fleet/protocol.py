@@ -311,12 +311,12 @@ def should_use(d: Diagnosis, fleet_verdict: FleetVerdict | None, here: str) -> b
 
     Never for a run found here (this host's sample is fresher and first-hand), nor
     a verdict this host published itself; always where this host cannot see the
-    run (`not_attachable`, `unknown`); and where the other host found the run
+    run (an inconclusive cause, `Cause.inconclusive`); and where the other host found the run
     (its processes, its container) while this host could only reason from the API.
     """
     if fleet_verdict is None or d.flow_run is None or found_here(d) or fleet_verdict.published.host == here:
         return False
-    return d.verdict.cause in (Cause.NOT_ATTACHABLE, Cause.UNKNOWN) or fleet_verdict.published.found_there
+    return d.verdict.cause.inconclusive or fleet_verdict.published.found_there
 
 
 def with_fleet(report: Report, fleet: Fleet, here: str) -> Report:

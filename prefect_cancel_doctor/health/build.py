@@ -358,11 +358,7 @@ def _with_fleet(
             found is not None
             and found.published.host != here
             and not s.sampled
-            and (
-                s.verdict is None
-                or s.verdict.cause in (Cause.NOT_ATTACHABLE, Cause.UNKNOWN)
-                or found.published.found_there
-            )
+            and (s.verdict is None or s.verdict.cause.inconclusive or found.published.found_there)
         ):
             s = dataclasses.replace(
                 s,

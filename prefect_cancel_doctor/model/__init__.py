@@ -12,7 +12,7 @@ here: `from prefect_cancel_doctor.model import Cause`.
 
 from __future__ import annotations
 
-from prefect_cancel_doctor.model.causes import Cause
+from prefect_cancel_doctor.model.causes import TRAITS, Cause, CauseTraits
 from prefect_cancel_doctor.model.report import (
     SCHEMA_VERSION,
     BlockingCall,
@@ -48,6 +48,7 @@ from prefect_cancel_doctor.model.targets import (
 )
 from prefect_cancel_doctor.model.vocabulary import (
     FINAL_STATES,
+    RUN_ROLES,
     Absorber,
     AttachMode,
     CallKind,
@@ -68,12 +69,15 @@ __all__ = [
     "CONTAINER_NOT_FOUND",
     "DEFAULT_HEARTBEAT_SECONDS",
     "FINAL_STATES",
+    "RUN_ROLES",
     "SCHEMA_VERSION",
+    "TRAITS",
     "Absorber",
     "AttachMode",
     "BlockingCall",
     "CallKind",
     "Cause",
+    "CauseTraits",
     "ContainerEvent",
     "ContainerInfo",
     "ContainerProcess",

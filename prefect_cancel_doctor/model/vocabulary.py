@@ -51,6 +51,10 @@ class Role(StrEnum):
     LAUNCHER = "launcher"
 
 
+#: The processes of the run itself (not its Runner, not a hook subprocess): what ends with it.
+RUN_ROLES = frozenset({Role.ENGINE, Role.LAUNCHER, Role.CHILD, Role.PID1})
+
+
 class InfraKind(StrEnum):
     """Where a run lives, as its `infrastructure_pid` tells."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -51,7 +50,11 @@ def run_demo(
             options, where = Options(), environment.api_url
             kubeconfig = getattr(environment, "kubeconfig", None)
             if kubeconfig is not None:
-                options = dataclasses.replace(options, kubeconfig=str(kubeconfig))
+                from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE
+
+                # The demo's own image, for PCD_KUBE_ATTACH=ephemeral, unless the user chose one.
+                image = options.kube_debug_image or DEBUG_IMAGE
+                options = dataclasses.replace(options, kubeconfig=str(kubeconfig), kube_debug_image=image)
                 where += f" with KUBECONFIG={kubeconfig}"
             narrate(f"scanning {where} (prefect-cancel-doctor scan)")
             with PrefectApi(Connection(environment.api_url)) as api:
@@ -79,10 +82,8 @@ def _stage(
     """The staged environment: each offers .api_url and .runs with .run_id and .expected_cause
     (the Kubernetes one .kubeconfig too). Imported only when chosen: each is heavy."""
     if kubernetes:
-        from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE, kube_demo_environment
-        from prefect_cancel_doctor.kinds.kubernetes.locate import DEBUG_IMAGE_ENV
+        from prefect_cancel_doctor.demo.kube_harness import kube_demo_environment
 
-        os.environ.setdefault(DEBUG_IMAGE_ENV, DEBUG_IMAGE)  # for PCD_KUBE_ATTACH=ephemeral
         return kube_demo_environment(log=narrate)
     if docker:
         from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment

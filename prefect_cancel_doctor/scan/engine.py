@@ -8,42 +8,35 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, TypeVar
+from datetime import datetime, timezone
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
-from prefect_cancel_doctor.clients.prefect_records import Deployment, FlowRun, LogLine, State
+from prefect_cancel_doctor.clients.prefect_records import FlowRun, State
 from prefect_cancel_doctor.core.links import flow_run_url, ui_base_url
+from prefect_cancel_doctor.core.options import Options, default_parallel
 from prefect_cancel_doctor.diagnose import timeline
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.errors import ConfigurationError, DoctorError, TargetError
-from prefect_cancel_doctor.kinds import InfraRef, Location, parse_infrastructure_pid
+from prefect_cancel_doctor.kinds import InfraRef, Location
+from prefect_cancel_doctor.kinds.base import Here, Job, Kind
 from prefect_cancel_doctor.kinds.process.locate import (
     ENVIRON_UNREADABLE,
     NEEDS_PTRACE,
     adopter_of,
-    launch_traces,
-    local_workers,
-    locate_processes,
     needs_ptrace,
     runner_of,
 )
-from prefect_cancel_doctor.kinds.process.served import ServedRuns
+from prefect_cancel_doctor.kinds.registry import KINDS, kind_of, parse_infrastructure_pid
 from prefect_cancel_doctor.model import (
     FINAL_STATES,
-    AttachMode,
     Diagnosis,
-    FlowRunRef,
     InfraKind,
-    PodAttach,
     ProcessSample,
-    ProcSnapshot,
     Report,
     Role,
     SampleFailure,
@@ -64,9 +57,6 @@ from prefect_cancel_doctor.sample import (
 )
 from prefect_cancel_doctor.scan.run_names import find_run
 
-if TYPE_CHECKING:
-    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
-
 _T = TypeVar("_T")
 
 #: Called as work advances: (what is being done, done so far, total).
@@ -76,63 +66,8 @@ ProgressFn = Callable[[str, int, int], None]
 CONCURRENT_REQUESTS = 8
 
 
-def default_parallel() -> int:
-    """py-spy dumps at once by default: one a CPU, at most 4.
-
-    More dumps than CPUs compete for them, and a target stays stopped while its
-    dump waits: on 2 cores, 4 at once doubled the worst pause of a `--native`
-    dump (95 ms against 46 ms) for no shorter a scan (bench/pause.py, sampling.py).
-    """
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class Options:
-    """How to sample; every field has a CLI flag and a PCD_* variable."""
-
-    samples: int = 5
-    interval: float = 0.2
-    native: bool = True
-    locals: bool = False
-    since: timedelta = timedelta(hours=1)
-    parallel: int = field(default_factory=default_parallel)
-    timeout: float = 10.0
-    proc_root: str = "/proc"
-    #: The Prefect UI's base URL, for each run's link; None: derived from the API URL (`links`).
-    ui_url: str | None = None
-    #: Kubernetes runs: the kubeconfig and context (None: as kubectl resolves them, `kube_config`).
-    kubeconfig: str | None = None
-    kube_context: str | None = None
-
-
 def _no_progress(what: str, done: int, total: int) -> None:
     pass
-
-
-@dataclass
-class _Job:
-    """One run on its way through the pipeline."""
-
-    run: FlowRunRef | None
-    location: Location
-    samples: list[ProcessSample]
-    #: The Runner as a sidecar saw it (containers sampled from inside their namespace).
-    runner: ProcSnapshot | None = None
-    notes: list[str] = field(default_factory=list)
-    #: The run's state history and its newest log lines (runs diagnosed here), for its timeline.
-    history: list[State] = field(default_factory=list)
-    logs: list[LogLine] = field(default_factory=list)
-    #: Whether the run's logs were read (an unreadable or unasked log is a source not read).
-    logs_read: bool = False
-
-    @property
-    def in_sidecar(self) -> bool:
-        """True when the run's container is sampled from a sidecar (namespace PIDs)."""
-        container = self.location.container
-        pod = self.location.pod
-        return (container is not None and container.attach == AttachMode.SIDECAR) or (
-            pod is not None and pod.attach == PodAttach.EPHEMERAL
-        )
 
 
 def scan(
@@ -163,17 +98,15 @@ def scan(
         local_ids = set(index) - seen - {r.id for r in candidates}
         candidates += [r for r in api.runs_by_id(local_ids) if r.state_type in FINAL_STATES]
         # A final-state run is reported only when something of it still runs here.
-        served = ServedRuns(options.proc_root)
-        orphans = [
-            r
-            for r in candidates
-            if index.get(r.id) or _remote_target(r) or (ServedRuns.candidate(r) and served.present())
-        ]
-        jobs = _jobs(api, requests, cancelling + orphans, index, options, names, served=served)
+        here = Here(index, options)
+        orphans = [r for r in candidates if index.get(r.id) or _kind(r).may_still_run(r, here)]
+        jobs = _jobs(api, requests, cancelling + orphans, here, names)
     jobs = [
         j
         for j in jobs
-        if j.run is None or j.run.state_type == StateType.CANCELLING or _still_there(j.location)
+        if j.run is None
+        or j.run.state_type == StateType.CANCELLING
+        or kind_of(j.location.kind).still_there(j.location)
     ]
     return _finish(api.url, jobs, options, progress, _partial(unreadable))
 
@@ -186,7 +119,7 @@ def diagnose_run(
     history = api.state_history(run.id)
     index = procfs.flow_run_processes(options.proc_root)
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
-        jobs = _jobs(api, requests, [run], index, options, histories={run.id: history})
+        jobs = _jobs(api, requests, [run], Here(index, options), histories={run.id: history})
     return _finish(api.url, jobs, options, progress)
 
 
@@ -218,7 +151,7 @@ def inspect_pid(
     location = Location(
         InfraKind.PROCESS, f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes)
     )
-    report = _finish(None, [_Job(None, location, [])], options, progress)
+    report = _finish(None, [Job(None, location, [])], options, progress)
     if not any_process and snap.environ_readable and not snap.flow_run_id:
         from prefect_cancel_doctor.kinds.process.flow import ensure_flow
 
@@ -243,7 +176,7 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
             )
         ref = InfraRef(InfraKind.DOCKER, info.id, container_id=info.id)
         location = locate_container(info.flow_run_id, ref, client=client, proc_root=options.proc_root)
-    return _finish(None, [_Job(None, location, [])], options, progress)
+    return _finish(None, [Job(None, location, [])], options, progress)
 
 
 def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
@@ -276,36 +209,26 @@ def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progre
         job_name=job_name,
         proc_root=options.proc_root,
         cgroups=session.cgroups,
+        debug_image=options.kube_debug_image,
     )
-    return _finish(None, [_Job(None, location, [])], options, progress)
+    return _finish(None, [Job(None, location, [])], options, progress)
 
 
 # -- steps -------------------------------------------------------------------------
 
 
-def _still_there(location: Location) -> bool:
-    """Something of a finished run still runs: processes here, or a running container."""
-    return (
-        bool(location.pids)
-        or bool(location.container and location.container.running)
-        or bool(location.pod and location.pod.running)
-    )
-
-
-def _remote_target(run: FlowRun) -> bool:
-    return parse_infrastructure_pid(run.infrastructure_pid).kind in (InfraKind.DOCKER, InfraKind.KUBERNETES)
+def _kind(run: FlowRun) -> Kind:
+    return kind_of(parse_infrastructure_pid(run.infrastructure_pid).kind)
 
 
 def _jobs(
     api: PrefectApi,
     requests: ThreadPoolExecutor,
     runs: list[FlowRun],
-    index: dict[str, list[int]],
-    options: Options,
+    here: Here,
     known_names: dict[str, Future[dict[str, str]]] | None = None,
     histories: dict[str, list[State]] | None = None,
-    served: ServedRuns | None = None,
-) -> list[_Job]:
+) -> list[Job]:
     """Locate each run, and read (together) the names and the workers its verdict uses.
 
     `known_names` ("flows", "deployments" → names being read already) leaves
@@ -319,26 +242,24 @@ def _jobs(
     deployments = requests.submit(
         _names, api, "deployments", [r.deployment_id for r in runs], known.get("deployments")
     )
-    here = _Here(
-        index,
-        options,
-        functools.cache(lambda pool: local_workers(pool, options.proc_root)),
-        served or ServedRuns(options.proc_root),
-        functools.cache(lambda deployment_id: next(iter(api.deployments_by_id([deployment_id])), None)),
-        functools.cache(launch_traces),
-        functools.cache(lambda: _kube_session(options)),
-    )
-    # Kubernetes runs are located through the API (four reads each): together, not one after another,
-    # with one client (made before the threads start).
-    kube_runs = [
-        i
-        for i, r in enumerate(runs)
-        if parse_infrastructure_pid(r.infrastructure_pid).kind == InfraKind.KUBERNETES
+    refs = [parse_infrastructure_pid(r.infrastructure_pid) for r in runs]
+    wanted: set[str] = set()
+    for kind in KINDS:
+        mine = [r for r, ref in zip(runs, refs, strict=True) if ref.kind == kind.infra]
+        if mine:
+            wanted |= kind.prepare(mine, here)
+    if wanted:
+        here.deployments.update((d.id, d) for d in api.deployments_by_id(wanted))
+    # A kind whose runs cost API reads to locate has them located together, not one after another.
+    together = {
+        i: requests.submit(kind_of(ref.kind).locate, runs[i], ref, here)
+        for i, ref in enumerate(refs)
+        if kind_of(ref.kind).concurrent
+    }
+    locations = [
+        together[i].result() if i in together else kind_of(ref.kind).locate(runs[i], ref, here)
+        for i, ref in enumerate(refs)
     ]
-    if kube_runs:
-        here.kube()
-    remote = {index: requests.submit(_locate, runs[index], here) for index in kube_runs}
-    locations = [remote[i].result() if i in remote else _locate(r, here) for i, r in enumerate(runs)]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
@@ -363,7 +284,7 @@ def _jobs(
             now,
         )
         lines = logs[r.id].result() if r.id in logs else None
-        jobs.append(_Job(ref, location, [], history=states, logs=lines or [], logs_read=lines is not None))
+        jobs.append(Job(ref, location, [], history=states, logs=lines or [], logs_read=lines is not None))
     return jobs
 
 
@@ -384,91 +305,6 @@ def _names(
     return names | api.names(kind, missing) if missing else names
 
 
-@dataclass(frozen=True)
-class _Here:
-    """What every locator may use: this host's run processes and its pools' local workers."""
-
-    index: dict[str, list[int]]
-    options: Options
-    runners_here: Callable[[str], list[int]]
-    #: This host's processes as served runs' are found (`flow.serve()`: no run id in them).
-    served: ServedRuns
-    deployment: Callable[[str], Deployment | None]
-    #: Run id → the file showing this host launched it (`locate.process.launch_traces`).
-    traces: Callable[[], dict[str, str]]
-    #: The scan's Kubernetes client and cgroup index, made on first use (Kubernetes runs only).
-    kube: Callable[[], KubeSession]
-
-
-def _locate_processes(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    location = locate_processes(
-        run.id, infra, here.index, here.options.proc_root, run.work_pool_name, here.runners_here, here.traces
-    )
-    if location.pids or not ServedRuns.candidate(run) or not here.served.present():
-        return location
-    deployment = here.deployment(run.deployment_id) if run.deployment_id else None
-    served = here.served.locate(run, deployment) if deployment else None
-    return served or location
-
-
-def _locate_docker(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    from prefect_cancel_doctor.clients.prefect_records import parse_time
-    from prefect_cancel_doctor.kinds.docker.locate import locate_container
-
-    # When the run entered Cancelling (its current state's time): the engine's events since then.
-    since = parse_time(run.state.timestamp) if run.state and run.state_type == StateType.CANCELLING else None
-    return locate_container(run.id, infra, proc_root=here.options.proc_root, since=since)
-
-
-def _kubernetes_job(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    from prefect_cancel_doctor.clients.kube_api import KubeError
-    from prefect_cancel_doctor.clients.kube_config import KubeConfigError
-    from prefect_cancel_doctor.kinds.kubernetes.locate import locate_job
-
-    session = here.kube()
-    try:
-        client = session.client()
-    except (KubeError, KubeConfigError) as exc:  # this run is not diagnosable here; the others are
-        why = f"the run is Kubernetes job {infra.namespace}/{infra.job}: {exc}" + (
-            f"; {exc.hint}" if exc.hint else ""
-        )
-        return Location(infra.kind, infra.raw or "?", unreachable=why)
-    return locate_job(run.id, infra, client, proc_root=here.options.proc_root, cgroups=session.cgroups)
-
-
-def _ecs_task(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    why = f"the run is ECS task {infra.job}: enable ECS Exec and run the doctor inside the task"
-    return Location(infra.kind, infra.raw or "?", unreachable=why)
-
-
-def _unrecognised(run: FlowRun, infra: InfraRef, here: _Here) -> Location:
-    return Location(
-        infra.kind, infra.raw or "?", unreachable=f"unrecognised infrastructure_pid {infra.raw!r}"
-    )
-
-
-#: One locator per kind of infrastructure (`parse_infrastructure_pid` tells the kind).
-_LOCATORS: dict[InfraKind, Callable[[FlowRun, InfraRef, _Here], Location]] = {
-    InfraKind.NONE: _locate_processes,
-    InfraKind.PROCESS: _locate_processes,
-    InfraKind.DOCKER: _locate_docker,
-    InfraKind.KUBERNETES: _kubernetes_job,
-    InfraKind.ECS: _ecs_task,
-    InfraKind.UNKNOWN: _unrecognised,
-}
-
-
-def _kube_session(options: Options) -> KubeSession:
-    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
-
-    return KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
-
-
-def _locate(run: FlowRun, here: _Here) -> Location:
-    infra = parse_infrastructure_pid(run.infrastructure_pid)
-    return _LOCATORS[infra.kind](run, infra, here)
-
-
 def _partial(unreadable: list[int]) -> tuple[str, ...]:
     """The scan's error when other processes' environments could not be read.
 
@@ -485,14 +321,16 @@ def _partial(unreadable: list[int]) -> tuple[str, ...]:
 
 def _finish(
     api_url: str | None,
-    jobs: list[_Job],
+    jobs: list[Job],
     options: Options,
     progress: ProgressFn,
     errors: tuple[str, ...] = (),
 ) -> Report:
     _sample_all(jobs, options, progress)
-    _sample_sidecars(jobs, options, progress)
-    _sample_pods(jobs, options, progress)
+    for kind in KINDS:  # what the host's PIDs do not reach, each kind its own way
+        apart = [job for job in jobs if job.location.kind == kind.infra and _apart(job)]
+        if apart:
+            kind.sample(apart, options, progress)
     api_peer = _peer(api_url)
     ui = options.ui_url or ui_base_url(api_url)
     runs = tuple(_diagnosis(job, options, api_peer, ui) for job in jobs)
@@ -509,7 +347,7 @@ def _finish(
     return Report(api_url, datetime.now(timezone.utc).isoformat(), runs, errors)
 
 
-def _sample_all(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
+def _sample_all(jobs: list[Job], options: Options, progress: ProgressFn) -> None:
     """Sample every process of every job, each process once even if several jobs share it.
 
     All processes are sampled together in rounds (see `sample_many`), at most
@@ -591,81 +429,19 @@ def _peer(api_url: str | None) -> str | None:
     return f"{url.hostname}:{port}"
 
 
-def _sample_sidecars(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
-    """Sample containers whose processes are not reachable from here, one sidecar each."""
-    todo = [job for job in jobs if job.in_sidecar and job.location.container is not None]
-    if not todo:
-        return
-    from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError, resolve_endpoint
-    from prefect_cancel_doctor.kinds.docker.sidecar import sample_container
-
-    for done, job in enumerate(todo, 1):
-        progress("sampling containers from a sidecar", done - 1, len(todo))
-        container = job.location.container
-        assert container is not None
-        try:
-            with DockerClient(resolve_endpoint()) as client:
-                sampled = sample_container(
-                    container.id,
-                    client=client,
-                    samples=options.samples,
-                    interval=options.interval,
-                    native=options.native,
-                    locals=options.locals,
-                    timeout=max(options.timeout, 30.0),
-                )
-        except DockerError as exc:
-            job.notes.append(f"sidecar sampling of container {container.id[:12]} failed: {exc}")
-            continue
-        job.samples.extend(sampled.processes)
-        job.runner = sampled.runner
-        job.notes.extend(sampled.notes)
+def _apart(job: Job) -> bool:
+    """Whether the job's samples hold its target's own PIDs, not this host's (`Kind.samples_apart`)."""
+    return kind_of(job.location.kind).samples_apart(job.location)
 
 
-def _sample_pods(jobs: list[_Job], options: Options, progress: ProgressFn) -> None:
-    """Sample pods that are not on this node from ephemeral containers, several at once."""
-    todo = [
-        job for job in jobs if job.location.pod is not None and job.location.pod.attach == PodAttach.EPHEMERAL
-    ]
-    if not todo:
-        return
-    from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
-
-    session = _kube_session(options)
-    progress("sampling pods from ephemeral containers", 0, len(todo))
-    with ThreadPoolExecutor(min(len(todo), PARALLEL_PODS)) as pool:
-        outcomes = list(
-            pool.map(
-                lambda job: sample_pod_job(
-                    session,
-                    job.location,
-                    job.run.id if job.run else None,
-                    samples=options.samples,
-                    interval=options.interval,
-                    native=options.native,
-                    locals=options.locals,
-                    timeout=max(options.timeout, 60.0),
-                ),
-                todo,
-            )
-        )
-    for job, (location, sampled) in zip(todo, outcomes, strict=True):
-        job.location = location
-        if sampled is not None:
-            job.samples.extend(sampled.processes)
-            job.runner = sampled.runner
-            job.notes.extend(sampled.notes)
-    progress("sampling pods from ephemeral containers", len(todo), len(todo))
-
-
-def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
+def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
     location = job.location
     notes = list(location.notes)
     live: list[ProcessSample] = []
     notes += job.notes
     for sample in job.samples:
         # A sidecar's PIDs are the container's; they cannot be re-read from our /proc.
-        if job.in_sidecar or _still_running(sample, options):
+        if _apart(job) or _still_running(sample, options):
             live.append(sample)
         else:
             notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
@@ -688,7 +464,7 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
         unreachable = f"cannot read the run's processes: {denied[0]}"
     engine = next((s.proc for s in live if s.role == Role.ENGINE and s.proc is not None), None)
     adopter = None
-    if runner is None and engine is not None and not job.in_sidecar:
+    if runner is None and engine is not None and not _apart(job):
         adopter = adopter_of(engine, options.proc_root)
     evidence = Evidence(
         job.run,
@@ -704,7 +480,7 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
     )
     errors = tuple(e for s in job.samples for e in s.errors)
     story = timeline.build(
-        job.run, job.history, job.logs, live if not job.in_sidecar else (), runner, options.proc_root
+        job.run, job.history, job.logs, live if not _apart(job) else (), runner, options.proc_root
     )
     ui_url = flow_run_url(ui, job.run.id) if job.run else None
     return Diagnosis(job.run, target, diagnose(evidence), errors, story, ui_url)
@@ -713,3 +489,16 @@ def _diagnosis(job: _Job, options: Options, api_peer: str | None, ui: str | None
 def _still_running(sample: ProcessSample, options: Options) -> bool:
     """Re-read /proc after sampling: a process that exited (or whose PID was reused) is gone."""
     return sample.proc is not None and procfs.same_process(sample.proc, options.proc_root)
+
+
+__all__ = [
+    "CONCURRENT_REQUESTS",
+    "Options",
+    "ProgressFn",
+    "default_parallel",
+    "diagnose_run",
+    "inspect_container",
+    "inspect_pid",
+    "inspect_pod",
+    "scan",
+]

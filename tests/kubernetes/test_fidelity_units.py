@@ -219,7 +219,7 @@ def test_terminating_pod_is_not_attachable_in_ephemeral_mode_with_the_reason(tmp
 
     location = locate_pod(
         api.pods[0], _client(api), run_id=RUN, proc_root=str(tmp_path), attach="ephemeral",
-        environ={"PCD_KUBE_DEBUG_IMAGE": "debug:1"}, cgroups=dict,
+        debug_image="debug:1", cgroups=dict,
     )  # fmt: skip
 
     assert location.pod is not None and location.pod.attach is PodAttach.NONE
@@ -234,7 +234,7 @@ def test_terminating_pod_on_this_node_is_sampled_in_node_mode(crio_node: Path) -
 
     location = locate_pod(
         api.pods[0], _client(api), run_id=RUN, proc_root=str(crio_node), attach="ephemeral",
-        environ={"PCD_KUBE_DEBUG_IMAGE": "debug:1"},
+        debug_image="debug:1",
     )  # fmt: skip
 
     assert location.unreachable is None
@@ -264,7 +264,7 @@ def test_a_terminating_pod_that_still_runs_reads_not_attachable(tmp_path: Path) 
     api = _Api(pods=[_pod(deleting=True)])
     location = locate_pod(
         api.pods[0], _client(api), run_id=RUN, proc_root=str(tmp_path), attach="auto",
-        environ={"PCD_KUBE_DEBUG_IMAGE": "debug:1"}, cgroups=dict,
+        debug_image="debug:1", cgroups=dict,
     )  # fmt: skip
     target = Target(kind=InfraKind.KUBERNETES, description=location.description, pod=location.pod)
 

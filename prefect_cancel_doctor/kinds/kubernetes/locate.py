@@ -57,6 +57,7 @@ from prefect_cancel_doctor.clients.kube_api import (
     ordered_pods,
 )
 from prefect_cancel_doctor.clients.kube_config import KubeConfigError, resolve_kube_connection
+from prefect_cancel_doctor.core.options import DEBUG_IMAGE_ENV
 from prefect_cancel_doctor.kinds import InfraRef, Location
 from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here
 from prefect_cancel_doctor.model import InfraKind, PodAttach, PodEventFact, PodFacts
@@ -64,8 +65,6 @@ from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.proc.roles import assign_roles
 
 ATTACH_ENV = "PCD_KUBE_ATTACH"
-#: The image an ephemeral container runs: it needs /bin/sh and py-spy (PCD_KUBE_DEBUG_PYSPY).
-DEBUG_IMAGE_ENV = "PCD_KUBE_DEBUG_IMAGE"
 ATTACH_REQUESTS = ("auto", PodAttach.NODE.value, PodAttach.EPHEMERAL.value)
 #: Events shown per pod.
 MAX_EVENTS = 8
@@ -181,8 +180,10 @@ def locate_job(
     attach: str | None = None,
     environ: Mapping[str, str] | None = None,
     cgroups: Callable[[], dict[str, list[int]]] | None = None,
+    debug_image: str | None = None,
 ) -> Location:
-    """Find a run's Job and pod; say how to sample it (never samples anything)."""
+    """Find a run's Job and pod; say how to sample it (never samples anything). `debug_image`: the
+    image of an ephemeral container (`Options.kube_debug_image`; None: none chosen)."""
     namespace, job_name = ref.namespace or "default", ref.job or ""
     description = f"Kubernetes job {namespace}/{job_name}"
     notes: list[str] = []
@@ -234,6 +235,7 @@ def locate_job(
         cgroups=cgroups,
         notes=notes,
         siblings=len(mine),
+        debug_image=debug_image,
     )
 
 
@@ -290,6 +292,7 @@ def locate_pod(
     cgroups: Callable[[], dict[str, list[int]]] | None = None,
     notes: list[str] | None = None,
     siblings: int = 1,
+    debug_image: str | None = None,
 ) -> Location:
     """A pod's facts, and its processes by host PID (node mode) or the plan to sample it (ephemeral)."""
     env = os.environ if environ is None else environ
@@ -397,7 +400,7 @@ def locate_pod(
             tuple(notes),
             pod=dataclasses.replace(facts, attach=PodAttach.NODE),
         )
-    problem = ephemeral_preconditions(client, pod, container, env)
+    problem = ephemeral_preconditions(client, pod, container, debug_image)
     if problem is not None:
         return Location(InfraKind.KUBERNETES, description, notes=tuple(notes), pod=facts, unreachable=problem)
     return Location(
@@ -422,7 +425,7 @@ def flow_container(pod: PodInfo, run_id: str | None) -> ContainerSpec | None:
 
 
 def ephemeral_preconditions(
-    client: KubeClient, pod: PodInfo, container: ContainerSpec, env: Mapping[str, str]
+    client: KubeClient, pod: PodInfo, container: ContainerSpec, debug_image: str | None
 ) -> str | None:
     """Why an ephemeral container cannot sample this pod (None: nothing known stops it).
 
@@ -430,7 +433,7 @@ def ephemeral_preconditions(
     Security, webhooks) and a cluster without ephemeral containers answer the
     sampler's dry-run patch (`sample.pod`), in the API's own words.
     """
-    if not env.get(DEBUG_IMAGE_ENV):
+    if not debug_image:
         return (
             f"pod {pod.namespace}/{pod.name} is not on this host's node, and no debug image is configured to "
             f"sample it from an ephemeral container: set {DEBUG_IMAGE_ENV} to an image holding /bin/sh and "
@@ -528,7 +531,6 @@ def _why(exc: KubeError) -> str:
 __all__ = [
     "ATTACH_ENV",
     "ATTACH_REQUESTS",
-    "DEBUG_IMAGE_ENV",
     "KubeAttachError",
     "KubeSession",
     "cgroup_index",

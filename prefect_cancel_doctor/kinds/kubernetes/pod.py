@@ -72,7 +72,6 @@ from prefect_cancel_doctor.kinds.docker.sidecar import (
     probe_source,
 )
 from prefect_cancel_doctor.kinds.kubernetes.locate import (
-    DEBUG_IMAGE_ENV,
     KubeSession,
     terminating_why,
 )
@@ -327,23 +326,24 @@ def sample_pod_job(
     location: Location,
     run_id: str | None,
     *,
+    image: str,
     samples: int,
     interval: float,
     native: bool,
     locals: bool,
     timeout: float,
 ) -> tuple[Location, ContainerSample | None]:
-    """Sample a located pod (attach "ephemeral"); a refusal becomes the location's `unreachable`."""
+    """Sample a located pod (attach "ephemeral") with the debug `image` (`--debug-image`, "": none
+    chosen); a refusal becomes the location's `unreachable`."""
     pod = location.pod
     assert pod is not None and pod.name is not None and pod.container is not None
-    env = os.environ
     try:
         sampled, name, _ = sample_pod(
             session.client(),
             pod.namespace,
             pod.name,
             pod.container,
-            image=env.get(DEBUG_IMAGE_ENV) or "",
+            image=image,
             flow_run_id=run_id,
             samples=samples,
             interval=interval,

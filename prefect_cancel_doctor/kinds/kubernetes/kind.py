@@ -1,0 +1,133 @@
+"""The Kubernetes kind: a run in a Job's pod, located through the cluster's API, sampled by host
+PID when this host is the pod's node, else from an ephemeral container in the pod."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from prefect_cancel_doctor.kinds.base import Here, InfraRef, Job, Location, ProcessesOnly, Progress, StopNow
+from prefect_cancel_doctor.model import Cause, InfraKind, PodAttach, Target, Verdict
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.prefect_records import FlowRun
+    from prefect_cancel_doctor.core.options import Options
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
+
+
+class KubernetesKind(ProcessesOnly):
+    """``"<namespace>:<job name>"`` (before prefect-kubernetes 3.4.1 ``"<cluster uid>:<ns>:<job>"``)."""
+
+    infra = InfraKind.KUBERNETES
+    #: Each run costs four API reads: located together, with one client made beforehand.
+    concurrent = True
+
+    def parse(self, value: str) -> InfraRef | None:
+        parts = value.split(":")
+        if len(parts) in (2, 3) and all(parts):
+            return InfraRef(InfraKind.KUBERNETES, value, namespace=parts[-2], job=parts[-1])
+        return None
+
+    def describe(self, ref: InfraRef, started: bool) -> str:
+        return f"Kubernetes job {ref.namespace}/{ref.job}"
+
+    def prepare(self, runs: list[FlowRun], here: Here) -> set[str]:
+        _session(here.options, here)
+        return set()
+
+    def may_still_run(self, run: FlowRun, here: Here) -> bool:
+        return True
+
+    def locate(self, run: FlowRun, ref: InfraRef, here: Here) -> Location:
+        from prefect_cancel_doctor.clients.kube_api import KubeError
+        from prefect_cancel_doctor.clients.kube_config import KubeConfigError
+        from prefect_cancel_doctor.kinds.kubernetes.locate import locate_job
+
+        session = _session(here.options, here)
+        try:
+            client = session.client()
+        except (KubeError, KubeConfigError) as exc:  # this run is not diagnosable here; the others are
+            why = f"the run is Kubernetes job {ref.namespace}/{ref.job}: {exc}" + (
+                f"; {exc.hint}" if exc.hint else ""
+            )
+            return Location(ref.kind, ref.raw or "?", unreachable=why)
+        return locate_job(
+            run.id,
+            ref,
+            client,
+            proc_root=here.options.proc_root,
+            cgroups=session.cgroups,
+            debug_image=here.options.kube_debug_image,
+        )
+
+    def still_there(self, location: Location) -> bool:
+        return bool(location.pids) or bool(location.pod and location.pod.running)
+
+    def samples_apart(self, location: Location) -> bool:
+        return location.pod is not None and location.pod.attach == PodAttach.EPHEMERAL
+
+    def sample(self, jobs: list[Job], options: Options, progress: Progress) -> None:
+        """Ephemeral containers, several pods at once."""
+        from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
+
+        session = _session(options)
+        progress("sampling pods from ephemeral containers", 0, len(jobs))
+        with ThreadPoolExecutor(min(len(jobs), PARALLEL_PODS)) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda job: sample_pod_job(
+                        session,
+                        job.location,
+                        job.run.id if job.run else None,
+                        image=options.kube_debug_image or "",
+                        samples=options.samples,
+                        interval=options.interval,
+                        native=options.native,
+                        locals=options.locals,
+                        timeout=max(options.timeout, 60.0),
+                    ),
+                    jobs,
+                )
+            )
+        for job, (location, sampled) in zip(jobs, outcomes, strict=True):
+            job.location = location
+            if sampled is not None:
+                job.samples.extend(sampled.processes)
+                job.runner = sampled.runner
+                job.notes.extend(sampled.notes)
+        progress("sampling pods from ephemeral containers", len(jobs), len(jobs))
+
+    def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone
+
+        return pod_gone(target.pod, notes) if target.pod is not None else None
+
+    def facts(self, target: Target, cause: Cause, runner_runs: bool) -> tuple[str, ...]:
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_facts
+
+        return pod_facts(target.pod, cause, runner_runs=runner_runs) if target.pod is not None else ()
+
+    def short_fix(self, cause: Cause) -> str | None:
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_short_fix
+
+        return pod_short_fix(cause)
+
+    def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
+        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_stop_commands
+
+        pod = target.pod
+        if pod is None:
+            return None
+        commands = tuple(pod_stop_commands(pod))
+        done = f"its Job and pod {pod.namespace}/{pod.name or pod.job} deleted" if commands else ""
+        return StopNow(commands, done or "nothing was left to stop")
+
+
+def _session(options: Options, here: Here | None = None) -> KubeSession:
+    """The scan's Kubernetes client and cgroup index (one a scan: an exec credential plugin runs once)."""
+    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
+
+    def make() -> KubeSession:
+        return KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
+
+    return here.shared("kubernetes.session", make) if here is not None else make()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
+#: How the first fix starts when it carries the commands that end the run (`Verdict.stop_now`).
+STOP_NOW = "stop it now: "
+
 #: What lets a worker's cancel reach a flow's children: it signals the flow's process group.
 GROUP_SIGNAL_FIX = (
     "start children in the flow's process group (no start_new_session/setsid) so the "
@@ -140,3 +143,8 @@ def short_fix(cause: Cause, call: BlockingCall | None) -> str:
     if cause is Cause.SIGNAL_PENDING and call is not None:
         return _SHORT_BY_KIND.get(call.kind, "bound the C call")
     return _SHORT_BY_CAUSE[cause]
+
+
+def stop_line(commands: tuple[str, ...]) -> str:
+    """The first fix of a verdict with `stop_now` commands: them, in order, as one line."""
+    return STOP_NOW + ", then ".join(f"`{command}`" for command in commands)

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable
 
 from prefect_cancel_doctor.core.durations import seconds_text
-from prefect_cancel_doctor.core.remedies import GROUP_SIGNAL_FIX, remediation, short_fix
+from prefect_cancel_doctor.core.remedies import GROUP_SIGNAL_FIX, remediation, short_fix, stop_line
 from prefect_cancel_doctor.diagnose.delivery import (
     control_channel,
     gil_holder,
@@ -150,10 +150,6 @@ def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
         if mark:
             commands.append(mark)
     return tuple(commands)
-
-
-def _stop_line(commands: tuple[str, ...]) -> str:
-    return "stop it now: " + ", then ".join(f"`{command}`" for command in commands)
 
 
 def _socket_facts(ev: Evidence, process: ProcessSample, view: ThreadView | None) -> list[str]:
@@ -1220,7 +1216,7 @@ def diagnose(ev: Evidence) -> Verdict:
             verdict = refute(verdict, ev.delivery)
             commands = stop_commands(ev, verdict.cause)
             if commands:
-                remediation = (_stop_line(commands), *verdict.remediation)
+                remediation = (stop_line(commands), *verdict.remediation)
                 verdict = dataclasses.replace(verdict, stop_now=commands, remediation=remediation)
             return verdict
     raise AssertionError("the last rule always matches")  # pragma: no cover

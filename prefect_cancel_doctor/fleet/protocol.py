@@ -24,6 +24,7 @@ from typing import Any
 from prefect_cancel_doctor.clients.prefect_api import EVENTS_IDS_PER_QUERY, EventsUnavailable, PrefectApi
 from prefect_cancel_doctor.clients.prefect_records import Event, parse_time
 from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.remedies import STOP_NOW
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.fleet.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVENT, found_here
 from prefect_cancel_doctor.model import (
@@ -43,8 +44,6 @@ from prefect_cancel_doctor.model import (
 
 #: How far back verdicts and hosts' events are looked for by default (`scan`).
 DEFAULT_WINDOW = timedelta(hours=24)
-#: How a verdict's first fix starts when it carries commands (`Verdict.stop_now`, remedies.py).
-_STOP_NOW = "stop it now: "
 #: The hosts' events that say which hosts run an agent (and see which pools): the last hour's.
 AGENT_WINDOW = timedelta(hours=1)
 #: Verdict events read per group of runs at most (newest first): an agent publishes one a scan.
@@ -218,8 +217,8 @@ def parse_verdict_event(event: Event, now: datetime) -> FleetVerdict | None:
     # Its stop-now commands name that host's PIDs: never offered as commands to run here, where the
     # same PID is another process; the fix says where they belong.
     remediation = tuple(
-        f"stop it now, on host {host} (not here): {fix.removeprefix(_STOP_NOW)}"
-        if fix.startswith(_STOP_NOW)
+        f"stop it now, on host {host} (not here): {fix.removeprefix(STOP_NOW)}"
+        if fix.startswith(STOP_NOW)
         else fix
         for fix in _strings(payload.get("remediation"))
     )

@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.clients.prefect_records import FlowRun, ServerSettings
 from prefect_cancel_doctor.core.durations import rough_text as _human
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.fleet.protocol import Fleet, read_fleet, uncovered, where_text
 from prefect_cancel_doctor.fleet.publish import host_name
 from prefect_cancel_doctor.health.history import iso, read_cancellations
@@ -59,9 +60,6 @@ from prefect_cancel_doctor.scan.engine import CONCURRENT_REQUESTS, scan
 
 #: States in which a sub-deployment run still runs (or is about to).
 _LIVE_STATES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)
-
-#: Called as work advances: (what is being done, done so far, total).
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _no_progress(what: str, done: int, total: int) -> None:

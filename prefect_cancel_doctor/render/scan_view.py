@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prefect_cancel_doctor.core.remedies import STOP_NOW
 from prefect_cancel_doctor.model import BlockingCall, Diagnosis, Frame, StateType, Verdict
 from prefect_cancel_doctor.render.text import duration_text
 from prefect_cancel_doctor.sample.classify import is_library, module_of
@@ -57,7 +58,7 @@ def call_location(call: BlockingCall | None) -> str | None:
 def fixes(verdict: Verdict) -> tuple[str, ...]:
     """The verdict's fixes without the stop-now line, for views that show `stop_now` as commands."""
     rest = verdict.remediation
-    if verdict.stop_now and rest and rest[0].startswith("stop it now: "):
+    if verdict.stop_now and rest and rest[0].startswith(STOP_NOW):
         return rest[1:]
     return rest
 

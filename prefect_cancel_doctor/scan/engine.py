@@ -18,6 +18,7 @@ from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_re
 from prefect_cancel_doctor.clients.prefect_records import FlowRun, State
 from prefect_cancel_doctor.core.links import flow_run_url, ui_base_url
 from prefect_cancel_doctor.core.options import Options, default_parallel
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.diagnose import timeline
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.rules import diagnose
@@ -58,9 +59,6 @@ from prefect_cancel_doctor.sample import (
 from prefect_cancel_doctor.scan.run_names import find_run
 
 _T = TypeVar("_T")
-
-#: Called as work advances: (what is being done, done so far, total).
-ProgressFn = Callable[[str, int, int], None]
 
 #: API requests in flight at once where the doctor sends independent reads together.
 CONCURRENT_REQUESTS = 8

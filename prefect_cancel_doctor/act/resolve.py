@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING
 from prefect_cancel_doctor.core.redact import scrub_tree
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.base import Stopper
 from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
+from prefect_cancel_doctor.kinds.registry import kind_of
 from prefect_cancel_doctor.model import (
     RUN_ROLES,
-    AttachMode,
     Cause,
-    ContainerProcess,
     Diagnosis,
     FlowRunRef,
     InfraKind,
@@ -62,7 +62,6 @@ from prefect_cancel_doctor.model import (
 from prefect_cancel_doctor.proc import procfs
 
 if TYPE_CHECKING:
-    from prefect_cancel_doctor.clients.docker_api import DockerClient
     from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 
 #: The Runner's own grace between SIGTERM and SIGKILL.
@@ -112,9 +111,8 @@ class Plan:
     run_name: str
     cause: Cause
     processes: tuple[ProcessTarget, ...] = ()
-    #: A running container: stopped after its engine got SIGTERM (by host PID).
-    container_id: str | None = None
-    container_stop_timeout: int | None = None
+    #: How the run's kind stops its target as a whole (a running container), after its engine's SIGTERM.
+    stopper: Stopper | None = None
     #: Why SIGTERM is skipped (None: SIGTERM first, then SIGKILL after the grace period).
     straight_to_sigkill: str | None = None
     set_cancelled: bool = False
@@ -131,22 +129,14 @@ class Plan:
             return [f"refused: {self.refusal}"]
         lines = []
         pids = " ".join(str(p.pid) for p in self.processes)
-        if self.container_id:
+        if self.stopper is not None:
             engine = next((p for p in self.processes if p.role is Role.ENGINE), None)
-            if engine:
-                lines.append(
-                    f"SIGTERM the flow engine {engine.pid} (host PID) of container {self.container_id[:12]}"
-                )
-            timeout = self.container_stop_timeout if self.container_stop_timeout is not None else 10
-            lines.append(
-                f"docker stop -t {timeout} {self.container_id[:12]} if it still runs after {grace:.0f} s"
-            )
-            lines.append(f"docker kill {self.container_id[:12]} if it still runs then")
+            lines += self.stopper.steps(grace, engine.pid if engine else None)
         elif self.processes and self.straight_to_sigkill:
             lines.append(f"SIGKILL {pids} ({self.straight_to_sigkill}: SIGTERM cannot act)")
         elif self.processes:
             lines.append(f"SIGTERM {pids}; wait up to {grace:.0f} s; SIGKILL whatever still runs")
-        if self.processes or self.container_id:
+        if self.processes or self.stopper is not None:
             lines.append("verify that everything above is gone")
         if self.set_cancelled and self.forced:
             lines.append(
@@ -160,7 +150,7 @@ class Plan:
                 "leave the run's state as it is: this doctor cannot read every process here, so it cannot "
                 "tell that nothing of the run runs (--force-state sets it anyway)"
             )
-        elif not self.processes and not self.container_id:
+        elif not self.processes and self.stopper is None:
             lines.append("nothing to do: the run is final and nothing of it runs here")
         return lines
 
@@ -184,11 +174,14 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
     if not verdict.cause.allows_action:
         return Plan(run.id, run.name, verdict.cause, refusal=f"{_REFUSED[verdict.cause]} ({verdict.summary})")
     container = target.container if target else None
-    running = container if container is not None and container.running else None
+    stopper = kind_of(target.kind).stopper(target) if target is not None else None
+    engines = stopper.engines_by_host_pid() if stopper is not None else None
     notes: list[str] = []
-    if running is not None and running.attach is not AttachMode.HOST:
-        # Sampled from a sidecar: the samples hold namespace PIDs; the engine's host PID is the engine's.
-        processes = _container_engine(running.processes)
+    if engines is not None:
+        matched = "the flow engine of the run's container, by its host PID"
+        processes = [
+            ProcessTarget(e.pid, e.start_time_ticks, Role.ENGINE, e.command, matched) for e in engines
+        ]
     else:
         roles = frozenset({Role.HOOK}) if verdict.cause is Cause.CANCELLATION_HOOK_HANG else RUN_ROLES
         processes = []
@@ -220,10 +213,9 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
         run.name,
         verdict.cause,
         processes=tuple(processes),
-        container_id=running.id if running is not None else None,
-        container_stop_timeout=running.stop_timeout if running is not None else None,
+        stopper=stopper,
         straight_to_sigkill=(
-            _SIGTERM_CANNOT_ACT[verdict.cause] if running is None and verdict.cause.sigterm_useless else None
+            _SIGTERM_CANNOT_ACT[verdict.cause] if stopper is None and verdict.cause.sigterm_useless else None
         ),
         set_cancelled=cancelling,
         notes=tuple(notes),
@@ -233,7 +225,7 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
     if force_state:
         return dataclasses.replace(plan, forced=partial)
     # What it can tie to the run is still ended; the state, which says nothing of it runs, is not set.
-    refusal = None if plan.processes or plan.container_id else _state_refusal(partial)
+    refusal = None if plan.processes or plan.stopper is not None else _state_refusal(partial)
     return dataclasses.replace(plan, set_cancelled=False, state_refused=partial, refusal=refusal)
 
 
@@ -251,20 +243,6 @@ def _state_refusal(partial: str) -> str:
         f"the run's state is not set to Cancelled on a partial view: {partial}; or pass --force-state to "
         "set it anyway (confirmed on its own)"
     )
-
-
-def _container_engine(listed: tuple[ContainerProcess, ...]) -> list[ProcessTarget]:
-    """The engine of a container sampled from a sidecar, by its host PID from the engine's listing."""
-    targets = []
-    for process in listed:
-        if process.role is Role.ENGINE:
-            proc = procfs.read_process(process.pid, read_sockets=False)
-            if proc is not None:
-                matched = "the flow engine of the run's container, by its host PID"
-                targets.append(
-                    ProcessTarget(process.pid, proc.start_time_ticks, Role.ENGINE, process.args, matched)
-                )
-    return targets
 
 
 @dataclass
@@ -318,7 +296,6 @@ def execute(
     say: Callable[[str], None] = print,
     wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
     log: ActionLog | None = None,
-    docker: Callable[[], DockerClient] | None = None,
 ) -> Outcome:
     """Carry the plan out. `wait(what, seconds, done)` waits until `done()` or the time is up
     (a countdown on a terminal); returns `done()`."""
@@ -353,8 +330,20 @@ def execute(
     def alive() -> list[ProcessTarget]:
         return [t for t in plan.processes if _now(t) == "same"]
 
-    if plan.container_id:
-        _stop_container(plan, grace, say, wait, log, outcome, send, docker)
+    if plan.stopper is not None:
+        for target in plan.processes:
+            if target.role is Role.ENGINE:
+                send(target, signal.SIGTERM)
+
+        stopper = plan.stopper
+
+        def record(step: str) -> None:
+            log.record(plan.run_id, stopper.what, step, "done")
+            outcome.actions.append(f"{step} {stopper.name}")
+            say(f"  {step} {stopper.name}: done")
+
+        if stopper.stop(grace, wait, record, engine_signalled=bool(plan.processes)):
+            outcome.still_running.append(stopper.what)
     elif plan.processes:
         first = signal.SIGKILL if plan.straight_to_sigkill else signal.SIGTERM
         for target in plan.processes:
@@ -381,47 +370,6 @@ def execute(
         log.record(plan.run_id, "flow run state", "none", "refused: partial view of the host's processes")
         say(f"  run {plan.run_name}: state left as it is (partial view)")
     return outcome
-
-
-def _stop_container(
-    plan: Plan,
-    grace: float,
-    say: Callable[[str], None],
-    wait: Callable[[str, float, Callable[[], bool]], bool],
-    log: ActionLog,
-    outcome: Outcome,
-    send: Callable[[ProcessTarget, signal.Signals], None],
-    docker: Callable[[], DockerClient] | None,
-) -> None:
-    from prefect_cancel_doctor.clients.docker_api import DockerClient
-
-    assert plan.container_id is not None
-    container_id = plan.container_id
-    short = container_id[:12]
-    with (docker or DockerClient)() as client:
-
-        def running() -> bool:
-            return client.inspect(container_id).running
-
-        for target in plan.processes:
-            if target.role is Role.ENGINE:
-                send(target, signal.SIGTERM)
-        if plan.processes and running():
-            wait(f"waiting for container {short} to stop", grace, lambda: not running())
-        steps: tuple[tuple[str, Callable[[], None]], ...] = (
-            ("docker stop", lambda: client.stop(container_id, plan.container_stop_timeout)),
-            ("docker kill", lambda: client.kill(container_id)),
-        )
-        for step, act in steps:
-            if not running():
-                break
-            act()
-            log.record(plan.run_id, f"container {short}", step, "done")
-            outcome.actions.append(f"{step} {short}")
-            say(f"  {step} {short}: done")
-            wait(f"waiting for container {short} to stop", _KILL_WAIT_SECONDS, lambda: not running())
-        if running():
-            outcome.still_running.append(f"container {short}")
 
 
 def resolve_diagnosed(

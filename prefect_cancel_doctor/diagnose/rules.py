@@ -23,14 +23,12 @@ from prefect_cancel_doctor.diagnose.delivery import (
 )
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.registry import kind_of
 from prefect_cancel_doctor.model import (
-    CONTAINER_NOT_FOUND,
     DEFAULT_HEARTBEAT_SECONDS,
     FINAL_STATES,
-    AttachMode,
     CallKind,
     Cause,
-    ContainerInfo,
     Delivered,
     Delivery,
     FlowRunRef,
@@ -125,19 +123,11 @@ def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:
     run = ev.run
     commands: list[str] = []
     done = "nothing was left to stop"
-    container = ev.container
     targets = ev.hooks if cause is Cause.CANCELLATION_HOOK_HANG else ev.processes
-    if container is not None and container.running:
-        short = container.id[:12]
-        # SIGKILL to the container (a shell as PID 1 would drop SIGTERM), then remove it.
-        commands.append(f"docker kill {short}; docker rm -f {short} >/dev/null")
-        done = f"container {short} killed and removed"
-    elif ev.pod is not None:
-        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_stop_commands  # Kubernetes runs only
-
-        commands += pod_stop_commands(ev.pod)
-        if commands:
-            done = f"its Job and pod {ev.pod.namespace}/{ev.pod.name or ev.pod.job} deleted"
+    whole = kind_of(ev.target.kind).stop_now(ev.target, cause) if ev.target is not None else None
+    if whole is not None:  # the kind stops its target as a whole (a container, a Job)
+        commands += whole.commands
+        done = whole.done
     elif targets:
         pids = " ".join(str(p.pid) for p in targets)
         if cause.sigterm_useless:
@@ -246,13 +236,9 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         return None
     if not (run.start_time or run.infrastructure_pid):
         return None
-    container = ev.container
-    if container is not None:
-        return _container_gone(ev, container)
-    if ev.pod is not None:
-        from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone  # Kubernetes runs only
-
-        return pod_gone(ev.pod, ev.notes)
+    gone = kind_of(ev.target.kind).gone(ev.target, ev.notes) if ev.target is not None else None
+    if gone is not None:  # only the kind can say why (an exited container, a deleted Job)
+        return gone
     evidence = [*ev.notes, "no process on this host carries this run's PREFECT__FLOW_RUN_ID"]
     if not run.infrastructure_pid:
         evidence.append("the run has no infrastructure_pid: no worker or Runner recorded where it runs")
@@ -315,35 +301,6 @@ def _worker_fact(worker: WorkerInfo, fact: str) -> str:
         fact += f", last heartbeat {seconds_text(beat)} ago (every {every}"
         fact += ": stale)" if worker.heartbeat_is_stale else ": fresh)"
     return fact
-
-
-def _container_gone(ev: Evidence, container: ContainerInfo) -> Verdict:
-    if container.status == "paused":
-        return _verdict(
-            Cause.NOT_ATTACHABLE,
-            f"The run's container {container.id[:12]} is paused: its processes are frozen and "
-            "cannot be sampled or signalled.",
-            0.8,
-            list(ev.notes),
-            extra_fixes=(f"docker unpause {container.id[:12]}",),
-        )
-    if container.status == CONTAINER_NOT_FOUND:
-        what = "was removed"
-    elif container.oom_killed:
-        what = f"was OOM-killed (exit code {container.exit_code})"
-    elif container.status == "restarting":
-        what = f"is restarting (restart count {container.restart_count}, policy {container.restart_policy})"
-    else:
-        what = f"is {container.status}" + (
-            f" with exit code {container.exit_code}" if container.exit_code is not None else ""
-        )
-    return _verdict(
-        Cause.INFRASTRUCTURE_GONE,
-        f"The run's container {container.id[:12] or '?'} {what}; only the API state is stuck in "
-        "Cancelling (nothing is left to report Cancelled).",
-        0.9,
-        list(ev.notes),
-    )
 
 
 def pid1_no_forward(ev: Evidence) -> Verdict | None:
@@ -1084,36 +1041,6 @@ def _runner_gone_fact(ev: Evidence, engine: ProcessSample) -> str:
     )
 
 
-def _container_facts(container: ContainerInfo) -> tuple[str, ...]:
-    """What a container's configuration says about how it can be stopped."""
-    if container.status == CONTAINER_NOT_FOUND:
-        return ()
-    facts = [
-        f"container {container.name or container.id[:12]}: image {container.image}, "
-        f"status {container.status}, command `{' '.join(container.command)[:120]}`"
-        + (f", entrypoint `{' '.join(container.entrypoint)[:80]}`" if container.entrypoint else "")
-    ]
-    if container.stop_signal and container.stop_signal not in ("SIGTERM", "TERM", "15"):
-        facts.append(
-            f"its StopSignal is {container.stop_signal}: `docker stop` sends that, not SIGTERM, "
-            "so Prefect's SIGTERM handling does not run"
-        )
-    if container.stop_timeout is not None and container.stop_timeout < 10:
-        facts.append(
-            f"its stop timeout is {container.stop_timeout} s: `docker stop` SIGKILLs before "
-            "cleanup and on_cancellation hooks can finish"
-        )
-    if container.attach != AttachMode.NONE:
-        where = "the host" if container.attach == AttachMode.HOST else "a sidecar container"
-        facts.append(f"sampled from {where}")
-    if container.stats is not None and container.running:
-        stats = container.stats
-        memory = f"{stats.memory_bytes / 2**20:.0f} MiB" if stats.memory_bytes is not None else "?"
-        cpu = f"{stats.cpu_percent:.0f} %" if stats.cpu_percent is not None else "?"
-        facts.append(f"it uses {cpu} CPU and {memory} of memory, started at {container.started_at}")
-    return tuple(facts)
-
-
 def unknown(ev: Evidence) -> Verdict | None:
     """Nothing matched: show what was seen."""
     facts = [*ev.notes]
@@ -1201,17 +1128,10 @@ def diagnose(ev: Evidence) -> Verdict:
     for rule in RULES:
         verdict = rule(ev)
         if verdict is not None:
-            if ev.container is not None:
-                facts = _container_facts(ev.container)
-                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts)
-            if ev.pod is not None:
-                from prefect_cancel_doctor.kinds.kubernetes.facts import (  # Kubernetes only
-                    pod_facts,
-                    pod_short_fix,
-                )
-
-                facts = pod_facts(ev.pod, verdict.cause, runner_runs=ev.runner is not None)
-                short = pod_short_fix(verdict.cause) or verdict.short_fix
+            if ev.target is not None:  # what only the run's kind of target can say
+                kind = kind_of(ev.target.kind)
+                facts = kind.facts(ev.target, verdict.cause, runner_runs=ev.runner is not None)
+                short = kind.short_fix(verdict.cause) or verdict.short_fix
                 verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
             verdict = refute(verdict, ev.delivery)
             commands = stop_commands(ev, verdict.cause)

@@ -23,6 +23,7 @@ from prefect_cancel_doctor.diagnose.delivery import (
 )
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
+from prefect_cancel_doctor.kinds.base import ContainerView
 from prefect_cancel_doctor.kinds.registry import kind_of
 from prefect_cancel_doctor.model import (
     DEFAULT_HEARTBEAT_SECONDS,
@@ -32,6 +33,7 @@ from prefect_cancel_doctor.model import (
     Delivered,
     Delivery,
     FlowRunRef,
+    FoundBy,
     HandlerKind,
     ProcessSample,
     Resource,
@@ -40,6 +42,7 @@ from prefect_cancel_doctor.model import (
     StateType,
     Verdict,
     WorkerInfo,
+    WorkerStatus,
 )
 from prefect_cancel_doctor.proc.roles import is_supervisor, preparing_workspace, worker_options
 from prefect_cancel_doctor.sample.classify import db_port_name
@@ -177,7 +180,7 @@ def never_started(ev: Evidence) -> Verdict | None:
         return None
     evidence = [*ev.notes, "the run has no start_time and no infrastructure_pid"]
     pool = run.work_pool_name
-    online = [w for w in run.workers if w.status == "ONLINE"]
+    online = [w for w in run.workers if w.status == WorkerStatus.ONLINE]
     for worker in run.workers:
         beat = worker.seconds_since_heartbeat
         evidence.append(
@@ -252,7 +255,7 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         )
     worker_name = str(run.labels.get("prefect.worker.name", ""))
     worker = next((w for w in run.workers if w.name == worker_name), None)
-    alive = worker is not None and worker.status == "ONLINE" and not worker.heartbeat_is_stale
+    alive = worker is not None and worker.status == WorkerStatus.ONLINE and not worker.heartbeat_is_stale
     if worker is not None:
         evidence.append(_worker_fact(worker, f"its worker {worker.name} is {worker.status}"))
     if ev.runners:
@@ -279,7 +282,7 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
             evidence,
             extra_fixes=(f"run the doctor on the host of worker {worker.name}",),
         )
-    if worker is not None and worker.status == "ONLINE":
+    if worker is not None and worker.status == WorkerStatus.ONLINE:
         evidence.append(
             f"the API still says ONLINE until three heartbeats are missed, but {worker.name} has missed "
             "at least one: it has most likely died, and its run's process with it"
@@ -306,30 +309,14 @@ def _worker_fact(worker: WorkerInfo, fact: str) -> str:
 def pid1_no_forward(ev: Evidence) -> Verdict | None:
     """A container's PID 1 is a shell or wrapper without a SIGTERM handler: the kernel drops SIGTERM."""
     pid1 = ev.pid1
-    container, pod = ev.container, ev.pod
-    if (
-        pid1 is None
-        or pid1.proc is None
-        or (container is None and pod is None)
-        or (container and container.init)
-    ):
+    container = _in_container(ev)
+    if pid1 is None or pid1.proc is None or container is None or container.has_init:
         return None
     if _has(pid1.proc.sig_caught, SIGTERM) or ev.engine is None:
         return None
-    command = (
-        " ".join(pid1.proc.cmdline)
-        or (" ".join(container.pid1_command) if container else "")
-        or pid1.proc.comm
-    )
+    command = " ".join(pid1.proc.cmdline) or " ".join(container.pid1_command) or pid1.proc.comm
     main = main_thread(ev.engine)
-    owner = (
-        f"container {container.id[:12]}"
-        if container
-        else f"container {pod.container} of pod {pod.name}"
-        if pod
-        else "?"
-    )
-    stopper = "`docker stop`" if container else "the kubelet's SIGTERM (pod deletion)"
+    owner, stopper = container.name, container.stopped_by
     evidence = [
         *ev.notes,
         f"PID 1 of {owner} is `{command[:160]}` (SigCgt={pid1.proc.sig_caught:016x}: no SIGTERM handler)",
@@ -347,6 +334,10 @@ def pid1_no_forward(ev: Evidence) -> Verdict | None:
         evidence,
         main,
     )
+
+
+def _in_container(ev: Evidence) -> ContainerView | None:
+    return kind_of(ev.target.kind).in_container(ev.target) if ev.target is not None else None
 
 
 def cancellation_hook_hang(ev: Evidence) -> Verdict | None:
@@ -411,7 +402,7 @@ def children_survive(ev: Evidence) -> Verdict | None:
 def _children_survive(ev: Evidence, evidence: list[str]) -> Verdict:
     children = ev.children
     pids = " ".join(str(c.pid) for c in children)
-    served = ev.target is not None and ev.target.found_by == "serve"
+    served = ev.target is not None and ev.target.found_by == FoundBy.SERVE
     for child in children:
         cmd = " ".join(child.proc.cmdline)[:120] if child.proc else "?"
         evidence.append(
@@ -985,8 +976,9 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
     if ev.runner is not None and ev.runner.state in ("T", "t"):
         evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")
         return "its Runner is stopped", 0.9
-    if (ev.container is not None or ev.pod is not None) and ev.runner is None:
-        command = " ".join(ev.container.command if ev.container else ev.pod.command if ev.pod else ()) or "?"
+    container = _in_container(ev)
+    if container is not None and ev.runner is None:
+        command = " ".join(container.command) or "?"
         evidence.append(
             f"the container's command is `{command[:160]}`: no Prefect Runner "
             "(`prefect flow-run execute`) runs in it to act on the cancel"

@@ -29,6 +29,7 @@ from prefect_cancel_doctor.model import (
     Cause,
     ContainerInfo,
     FlowRunRef,
+    FoundBy,
     InfraKind,
     PodFacts,
     ProcessSample,
@@ -89,8 +90,9 @@ class Location:
     #: The file on this host that shows this host launched the run (Prefect 3.9's workspace
     #: supervisor config, left behind when its worker died), when no process of it is left.
     launched_here: str | None = None
-    #: How the engine was found: "infrastructure_pid", "PREFECT__FLOW_RUN_ID" or "serve" (its Runner).
-    found_by: str = "infrastructure_pid"
+    #: How the engine was found: by the run's infrastructure_pid, its id in a process's environment,
+    #: or its Runner (`serve`).
+    found_by: FoundBy = FoundBy.INFRASTRUCTURE_PID
     #: The run's Kubernetes Job and pod (None for other kinds); with attach "ephemeral", `pids`
     #: is empty and the engine samples the pod from an ephemeral container.
     pod: PodFacts | None = None
@@ -133,6 +135,21 @@ class Job:
     logs: list[LogLine] = field(default_factory=list)
     #: Whether the run's logs were read (an unreadable or unasked log is a source not read).
     logs_read: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """A run's container as the rules see it, whatever runs it (the Docker engine, a pod)."""
+
+    #: "container 0123456789ab", "container prefect-job of pod etl-x7k2p".
+    name: str
+    command: tuple[str, ...]
+    #: PID 1's command as the engine reports it (() when only /proc can tell).
+    pid1_command: tuple[str, ...]
+    #: The engine put its own init as PID 1 (`docker run --init`), which forwards signals.
+    has_init: bool
+    #: What sends the container its SIGTERM ("`docker stop`", "the kubelet's SIGTERM (pod deletion)").
+    stopped_by: str
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,10 @@ class Kind(Protocol):
         """Evidence lines only this kind has, added to every verdict of its runs."""
         ...
 
+    def in_container(self, target: Target) -> ContainerView | None:
+        """The run's container, for the rules that read containers of any kind; None: not in one."""
+        ...
+
     def short_fix(self, cause: Cause) -> str | None:
         """The few words of the summary's fix where this kind's differ from a process's."""
         ...
@@ -279,6 +300,9 @@ class ProcessesOnly:
 
     def facts(self, target: Target, cause: Cause, runner_runs: bool) -> tuple[str, ...]:
         return ()
+
+    def in_container(self, target: Target) -> ContainerView | None:
+        return None
 
     def short_fix(self, cause: Cause) -> str | None:
         return None

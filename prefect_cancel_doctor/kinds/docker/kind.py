@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.kinds.base import (
+    ContainerView,
     EngineProcess,
     Here,
     InfraRef,
@@ -104,6 +105,14 @@ class DockerKind(ProcessesOnly):
 
     def facts(self, target: Target, cause: Cause, runner_runs: bool) -> tuple[str, ...]:
         return container_facts(target.container) if target.container is not None else ()
+
+    def in_container(self, target: Target) -> ContainerView | None:
+        c = target.container
+        if c is None:
+            return None
+        return ContainerView(
+            f"container {c.id[:12]}", c.command, c.pid1_command, bool(c.init), "`docker stop`"
+        )
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
         container = target.container

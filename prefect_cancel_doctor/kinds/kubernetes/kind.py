@@ -6,7 +6,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.kinds.base import Here, InfraRef, Job, Location, ProcessesOnly, Progress, StopNow
+from prefect_cancel_doctor.kinds.base import (
+    ContainerView,
+    Here,
+    InfraRef,
+    Job,
+    Location,
+    ProcessesOnly,
+    Progress,
+    StopNow,
+)
 from prefect_cancel_doctor.model import Cause, InfraKind, PodAttach, Target, Verdict
 
 if TYPE_CHECKING:
@@ -106,6 +115,13 @@ class KubernetesKind(ProcessesOnly):
         from prefect_cancel_doctor.kinds.kubernetes.facts import pod_facts
 
         return pod_facts(target.pod, cause, runner_runs=runner_runs) if target.pod is not None else ()
+
+    def in_container(self, target: Target) -> ContainerView | None:
+        pod = target.pod
+        if pod is None:
+            return None
+        name = f"container {pod.container} of pod {pod.name}"
+        return ContainerView(name, pod.command, (), False, "the kubelet's SIGTERM (pod deletion)")
 
     def short_fix(self, cause: Cause) -> str | None:
         from prefect_cancel_doctor.kinds.kubernetes.facts import pod_short_fix

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.kinds import InfraRef, Location
-from prefect_cancel_doctor.model import InfraKind, ProcSnapshot, Role
+from prefect_cancel_doctor.model import FoundBy, InfraKind, ProcSnapshot, Role
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.proc.roles import argv_role, is_supervisor, supervises
 
@@ -251,7 +251,7 @@ def locate_processes(
         )
     notes: list[str] = []
     engine_pid = None
-    found_by = "infrastructure_pid"
+    found_by = FoundBy.INFRASTRUCTURE_PID
     if ref.pid is not None:
         engine_pid, note, readable = _check_pid(run_id, ref.pid, proc_root)
         if note:
@@ -267,7 +267,7 @@ def locate_processes(
     live = {pid: snap for pid, snap in snapshots.items() if snap is not None and snap.state != "Z"}
     if engine_pid is None:
         engine_pid = next((pid for pid, snap in sorted(live.items()) if is_engine(snap)), None)
-        found_by = "PREFECT__FLOW_RUN_ID"
+        found_by = FoundBy.FLOW_RUN_ID
         if engine_pid is not None and ref.pid is not None:
             notes.append(f"found the flow process {engine_pid} by its PREFECT__FLOW_RUN_ID")
     launcher_pid = None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prefect_cancel_doctor.clients.prefect_records import Deployment, FlowRun, parse_time
 from prefect_cancel_doctor.kinds import Location
-from prefect_cancel_doctor.model import InfraKind, Role
+from prefect_cancel_doctor.model import FoundBy, InfraKind, Role
 from prefect_cancel_doctor.proc import procfs
 
 _SPAWN_CHILD = ("--multiprocessing-fork",)
@@ -124,7 +124,13 @@ class ServedRuns:
             else "no process of the run on this host"
         )
         return Location(
-            InfraKind.PROCESS, description, tuple(pids), runner.pid, None, tuple(notes), found_by="serve"
+            InfraKind.PROCESS,
+            description,
+            tuple(pids),
+            runner.pid,
+            None,
+            tuple(notes),
+            found_by=FoundBy.SERVE,
         )
 
 

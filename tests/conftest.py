@@ -1,26 +1,51 @@
-"""Suite-wide rules: in CI a skipped test is a failure, not a pass."""
+"""Suite-wide rules: in CI a skipped test is a failure, not a pass; what a test needs for real
+(a Prefect server, a Docker engine) is a marker it carries; the session's staged servers and engine."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import clean_environ
+from tests.helpers import IN_CI, clean_environ, progress_to, unavailable
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.docker_api import DockerClient
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
+
+#: The session fixtures that bring up something real, and the marker a test using them carries
+#: (declared in pyproject.toml; `-m "not real"` leaves out every test marked server or docker).
+NEEDS = {
+    "demo_environment": "server",
+    "fleet_environment": "server",
+    "docker_client": "docker",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses a real server or Docker says so with its marker; server and docker are real."""
+    unmarked = [
+        f"{item.nodeid} uses {fixture}: mark it pytest.mark.{marker}"
+        for item in items
+        for fixture, marker in NEEDS.items()
+        if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("\n".join(unmarked))
+    for item in items:
+        if item.get_closest_marker("server") or item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.real)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
-    if os.environ.get("CI") == "true" and skipped:
+    if IN_CI and skipped:
         if reporter:
             reporter.write_line(f"CI=true: {skipped} test(s) skipped; a skipped test fails CI", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -79,9 +104,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 # Progress lines are printed to stderr (visible with `pytest -s`).
 
 
-def _progress(message: str) -> None:
-    sys.__stderr__.write(f"[stuck-runs {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.__stderr__.flush()
+_progress = progress_to("stuck-runs")
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +130,25 @@ def demo_environment() -> Iterator[DemoEnvironment]:
 def stuck_runs(demo_environment: DemoEnvironment) -> dict[str, StuckRun]:
     """Scenario name -> its staged, stuck run."""
     return {run.scenario: run for run in demo_environment.runs}
+
+
+# -- a real Docker engine (tests/docker, and tests/kubernetes whose pods are its containers) --
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[DockerClient]:
+    """A client of the real Docker engine (DOCKER_HOST or the default socket).
+
+    Without a usable engine the test skips, except with CI=true, where it fails.
+    """
+    from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
+
+    if not sys.platform.startswith("linux"):
+        unavailable("a real Docker engine is needed, on Linux")
+    try:
+        client = DockerClient(timeout=30.0)
+        client.ping()
+    except DockerError as exc:
+        unavailable(f"no usable Docker engine: {exc} ({exc.hint})")
+    with client:
+        yield client

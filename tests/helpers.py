@@ -1,4 +1,5 @@
-"""Running the CLI the way a user does: a subprocess with a clean environment."""
+"""Shared by the whole suite: the CLI run as a user runs it (a subprocess with a clean
+environment), progress lines past pytest's capture, and what CI=true makes of a skip."""
 
 from __future__ import annotations
 
@@ -7,9 +8,35 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+
+#: With CI=true a skipped test fails the run (tests/conftest.py), and what a test needs is a failure.
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def progress_to(tag: str) -> Callable[[str], None]:
+    """Progress lines, `[tag HH:MM:SS] message`, straight to the terminal past pytest's capture."""
+
+    def progress(message: str) -> None:
+        stream = sys.__stderr__ or sys.stderr
+        stream.write(f"[{tag} {time.strftime('%H:%M:%S')}] {message}\n")
+        stream.flush()
+
+    return progress
+
+
+def unavailable(reason: str) -> NoReturn:
+    """What a test needs is missing here: a skip, but a failure with CI=true."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

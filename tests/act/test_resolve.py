@@ -32,6 +32,8 @@ from tests.helpers import clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 
+pytestmark = pytest.mark.server
+
 SCENARIOS = ["child", "gone", "sleep", "swallowed"]
 
 

@@ -23,6 +23,8 @@ from tests.helpers import clean_environ
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.harness import LocalPrefect
 
+pytestmark = pytest.mark.server
+
 DOCTOR = Path(sys.executable).parent / "prefect-cancel-doctor"
 
 

@@ -21,6 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.server
+
 OLDEST = "3.4.0"
 SCENARIOS = (
     "sleep,network,database,database_worker_dead,ignored,thread,fifo,pipe,gone,orphan,never_started,child"

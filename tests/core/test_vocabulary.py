@@ -53,7 +53,9 @@ def test_no_api_dict_travels_past_the_clients() -> None:
 
 
 def test_roles_and_states_are_enums_not_literals() -> None:
-    literal = re.compile(r'(?<![\w.])"(engine|child|runner|pid1|CANCELLING|CANCELLED|COMPLETED|CRASHED)"')
+    literal = re.compile(
+        r'(?<![\w.])"(engine|child|runner|pid1|CANCELLING|CANCELLED|COMPLETED|CRASHED|ONLINE|OFFLINE|serve)"'
+    )
     offenders = [
         f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
         for path in _modules()
@@ -61,7 +63,7 @@ def test_roles_and_states_are_enums_not_literals() -> None:
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if literal.search(line) and not line.lstrip().startswith(("#", '"""'))
     ]
-    assert offenders == [], "use model.Role / model.StateType:\n" + "\n".join(offenders)
+    assert offenders == [], "use model.Role / StateType / WorkerStatus / FoundBy:\n" + "\n".join(offenders)
 
 
 def test_every_infrastructure_kind_has_one_locator() -> None:

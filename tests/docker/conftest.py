@@ -6,6 +6,7 @@ session (about 20-40 s on a 2-core machine: a local Prefect server, an image
 `prefect worker start --type docker`), and removes everything at the end:
 containers, sidecars, image, worker, server.
 
+`docker_client` (tests/conftest.py) is the session's client of the engine.
 `stuck_containers` maps each scenario name to its `StuckContainerRun`: run id,
 container id, `infrastructure_pid`, host PIDs of PID 1 and of the engine, the
 expected cause / kind / state, the deployed file and its marked line.
@@ -17,7 +18,6 @@ they fail.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 import uuid
@@ -26,39 +26,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
+from tests.helpers import progress_to, unavailable
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.docker_api import DockerClient
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _progress(message: str) -> None:
-    # Straight to the terminal, past pytest's capture.
-    stream = sys.__stderr__ or sys.stderr
-    stream.write(f"[docker {time.strftime('%H:%M:%S')}] {message}\n")
-    stream.flush()
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[DockerClient]:
-    """A client of the real Docker engine (DOCKER_HOST or the default socket)."""
-    if not sys.platform.startswith("linux"):
-        _unavailable("the Docker tests need Linux")
-    try:
-        client = DockerClient(timeout=30.0)
-        client.ping()
-    except DockerError as exc:
-        _unavailable(f"no usable Docker engine: {exc} ({exc.hint})")
-    with client:
-        yield client
+_progress = progress_to("docker")
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +40,7 @@ def docker_environment(docker_client: DockerClient) -> Iterator[DockerDemoEnviro
     """Every Docker scenario staged for real (server, Docker worker, stuck containers)."""
     missing = [name for name in ("prefect", "prefect_docker") if importlib.util.find_spec(name) is None]
     if missing:
-        _unavailable(f"the Docker harness needs {' and '.join(missing)} (pip install prefect-docker)")
+        unavailable(f"the Docker harness needs {' and '.join(missing)} (pip install prefect-docker)")
     from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment
 
     with docker_demo_environment(log=_progress, client=docker_client) as environment:

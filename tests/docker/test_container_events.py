@@ -34,6 +34,8 @@ from prefect_cancel_doctor.model import (
     Verdict,
 )
 
+pytestmark = pytest.mark.docker
+
 #: How an engine writes SIGTERM and SIGKILL in a `kill` event (Engine 20.10: the number).
 SIGTERM = {"15", "SIGTERM"}
 SIGKILL = {"9", "SIGKILL"}

@@ -21,6 +21,8 @@ from tests.helpers import assert_calibrated, clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment, StuckContainerRun
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 
 def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, env=clean_environ(**env), timeout=600)

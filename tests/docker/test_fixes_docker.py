@@ -23,6 +23,8 @@ from tests.helpers import carry_out, clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.docker_harness import DockerDemoEnvironment
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 #: Scenario → the cause staged: the running containers' causes, and a container already gone.
 STAGED = {
     "docker_signal_pending": "signal_pending",

@@ -19,6 +19,8 @@ from prefect_cancel_doctor.kinds.docker.locate import can_ptrace_here, locate_co
 from prefect_cancel_doctor.proc.procfs import read_process
 from prefect_cancel_doctor.sample import sample_process
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 # -- the client on a plain container -----------------------------------------------------
 
 

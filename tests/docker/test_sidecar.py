@@ -18,6 +18,8 @@ from prefect_cancel_doctor.model import ThreadSample
 from prefect_cancel_doctor.sample import NativeUnavailable, NotPython
 from prefect_cancel_doctor.sample.pyspy import SamplerError, dump
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 
 def _main(threads: tuple[ThreadSample, ...]) -> ThreadSample:
     return next(t for t in threads if t.name == "MainThread")

@@ -51,10 +51,13 @@ from prefect_cancel_doctor.demo.catalog import SCENARIO_DIR, marker_line
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.harness import LocalPrefect
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or shutil.which("unshare") is None or os.geteuid() != 0,
-    reason="needs Linux, root and util-linux unshare/nsenter (namespaces stand in for hosts)",
-)
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or shutil.which("unshare") is None or os.geteuid() != 0,
+        reason="needs Linux, root and util-linux unshare/nsenter (namespaces stand in for hosts)",
+    ),
+]
 
 HOSTS = {"pcd-host-a": "stuck_sleep.py", "pcd-host-b": "stuck_ignored.py", "pcd-host-c": "stuck_sleep.py"}
 FLOWS = {

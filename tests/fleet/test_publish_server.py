@@ -38,7 +38,10 @@ from tests.helpers import clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc"),
+]
 
 HOST = "pcd-publish-test-host"
 GONE_MESSAGE = "marked Cancelled by an Automation: prefect-cancel-doctor says infrastructure_gone"

@@ -30,7 +30,10 @@ import pytest
 
 from tests.helpers import clean_environ, run_cli
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc"),
+]
 
 HOST = "vm-worker-7"
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -36,10 +36,13 @@ from tests.helpers import clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.geteuid() != 0,
-    reason="needs root: to make root-only files and run targets as nobody",
-)
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or os.geteuid() != 0,
+        reason="needs root: to make root-only files and run targets as nobody",
+    ),
+]
 
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]

@@ -26,7 +26,10 @@ import pytest
 
 from tests.helpers import clean_environ, run_cli
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc"),
+]
 
 #: Each character issue 21 found printed raw, and its kin.
 RAW = (

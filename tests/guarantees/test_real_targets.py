@@ -33,6 +33,8 @@ from tests.helpers import clean_environ
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
+pytestmark = pytest.mark.server
+
 NOBODY = 65534
 
 

@@ -24,9 +24,12 @@ from tests.helpers import clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.geteuid() != 0, reason="what root is told: needs root"
-)
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or os.geteuid() != 0, reason="what root is told: needs root"
+    ),
+]
 
 
 def _kernel_thread() -> int:

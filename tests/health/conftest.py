@@ -9,7 +9,6 @@ tears everything down at the end. Its timings are printed to stderr.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,8 +19,7 @@ from typing import Any
 import pytest
 
 from tests.health.history import SeededFleet, seeded_fleet
-
-CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
+from tests.helpers import clean_environ, progress_to, run_cli
 
 #: The rendering options every real-server test uses (slow = more than 1.5 s).
 REPORT_ARGS = ("report", "--since", "1h", "--slow", "1.5s", "--top", "20")
@@ -36,10 +34,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(line)
 
 
-def progress(message: str) -> None:
-    stream = sys.__stderr__ or sys.stderr
-    stream.write(f"[fleet {time.strftime('%H:%M:%S')}] {message}\n")
-    stream.flush()
+progress = progress_to("fleet")
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +61,8 @@ def fleet(fleet_environment: tuple[SeededFleet, Any]) -> SeededFleet:
 
 def doctor(*args: str, api_url: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a subprocess, with only PREFECT_API_URL (and `env`) from the environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
-    environ.update(PREFECT_API_URL=api_url, COLUMNS="140", NO_COLOR="1", **env)
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=environ, timeout=timeout)
+    environ = clean_environ(PREFECT_API_URL=api_url, COLUMNS="140", NO_COLOR="1", **env)
+    return run_cli(*args, env=environ, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.health.conftest import CLI, REPORT_ARGS, doctor, progress
+from tests.health.conftest import REPORT_ARGS, doctor, progress
 from tests.health.history import Api, SeededFleet, wait_until
+from tests.helpers import CLI
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from prefect_cancel_doctor.health.history import TIMEOUT_MESSAGE_PREFIX
 from prefect_cancel_doctor.health.statistics import HISTOGRAM_EDGES
 from tests.health.history import SeededFleet, Truth
 
+pytestmark = pytest.mark.server
+
 SLOW = 1.5  # REPORT_ARGS' --slow
 
 

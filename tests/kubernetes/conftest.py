@@ -16,27 +16,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError
+from tests.helpers import progress_to, unavailable
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.docker_api import DockerClient
+
 #: The images the fixture clusters know: a pod image and a debug image with py-spy.
 POD_IMAGE = "pcd/flow:3.9"
 DEBUG_IMAGE = "pcd/debug:1"
 
-
-def progress(message: str) -> None:
-    stream = sys.__stderr__ or sys.stderr
-    stream.write(f"[kubernetes {time.strftime('%H:%M:%S')}] {message}\n")
-    stream.flush()
-
-
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true: {reason}")
-    pytest.skip(reason)
+progress = progress_to("kubernetes")
 
 
 def kubectl_binary() -> str:
@@ -50,16 +43,9 @@ def kubectl_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def kube_docker() -> Iterator[DockerClient]:
-    if not sys.platform.startswith("linux"):
-        unavailable("the Kubernetes fixture needs Linux and Docker")
-    try:
-        client = DockerClient(timeout=30.0)
-        client.ping()
-    except DockerError as exc:
-        unavailable(f"no usable Docker engine: {exc} ({exc.hint})")
-    with client:
-        yield client
+def kube_docker(docker_client: DockerClient) -> DockerClient:
+    """The Docker engine the fixture clusters' pods run in: the session's `docker_client`."""
+    return docker_client
 
 
 @dataclass(frozen=True)

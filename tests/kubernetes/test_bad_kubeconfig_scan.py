@@ -25,7 +25,7 @@ from tests.kubernetes.test_kubeconfig_malformed import malformed
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
 
 class _RetryOn503(httpx.HTTPTransport):

@@ -32,6 +32,8 @@ from tests.kubernetes.conftest import progress
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.kube_harness import KubeDemoEnvironment, StuckPodRun
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 
 @pytest.fixture(scope="module")
 def staged(kube_docker: DockerClient) -> Iterator[KubeDemoEnvironment]:

@@ -36,6 +36,8 @@ from prefect_cancel_doctor.demo.kube_apiserver import PAUSE_SCRIPT
 from tests.helpers import CLI, clean_environ, run_cli
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, progress, unavailable
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 NAMESPACE = "pcd-flows"
 #: A flow container that ignores SIGTERM: its deleted pod stays Terminating while it runs on.
 IGNORES_SIGTERM = (

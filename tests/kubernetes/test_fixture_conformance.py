@@ -35,6 +35,8 @@ from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone
 from prefect_cancel_doctor.model import PodFacts
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, kubectl_binary
 
+pytestmark = pytest.mark.docker
+
 NAMESPACE = "etl"
 SLEEPER = "import time; print('flow says hello', flush=True); time.sleep(600)"
 

@@ -36,6 +36,8 @@ from prefect_cancel_doctor.clients.docker_api import DockerClient
 from tests.helpers import clean_environ, run_cli
 from tests.kubernetes.conftest import DEBUG_IMAGE, POD_IMAGE, KubeImages, progress, unavailable
 
+pytestmark = [pytest.mark.server, pytest.mark.docker]
+
 #: prefect-kubernetes and what it needs beyond this environment, pinned.
 OVERLAY = (
     "prefect-kubernetes==0.8.0",

@@ -16,6 +16,8 @@ import pytest
 from prefect_cancel_doctor.model import HandlerKind, SigtermHandler
 from prefect_cancel_doctor.sample.handler import sigterm_handler
 
+pytestmark = pytest.mark.real
+
 # Each program installs a handler, says "ready", and waits to be killed.
 PROGRAM = """\
 import functools, signal, sys, time

@@ -14,6 +14,8 @@ import pytest
 
 from prefect_cancel_doctor.proc.interpreter import sigterm_pending
 
+pytestmark = pytest.mark.real
+
 # A Python-level SIGTERM handler (as Prefect installs), then a C call that never returns.
 IN_C_CALL = """
 import hashlib, signal, sys

@@ -16,6 +16,8 @@ from prefect_cancel_doctor.model import KernelThread, ResourceKind
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.proc.resources import describe
 
+pytestmark = pytest.mark.real
+
 
 def _blocked_main_thread(pid: int, syscalls: set[str]) -> KernelThread:
     """The process's main thread once it sits in one of `syscalls` (polled, bounded)."""

@@ -21,6 +21,8 @@ from prefect_cancel_doctor.demo.catalog import SCENARIOS, Recipe
 from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.helpers import assert_calibrated, clean_environ, run_cli, staged_scenarios
 
+pytestmark = pytest.mark.server
+
 #: Scenarios whose flow swallows the cancel in an `except`, and how that clause begins.
 EXCEPT_CLAUSES = {"except_loop": "except BaseException as exc:", "bare_except": "except:"}
 

@@ -22,6 +22,8 @@ from tests.helpers import carry_out, clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
+pytestmark = pytest.mark.server
+
 #: Scenario → the cause staged (what the test carries out the fix of).
 STAGED = {
     "sleep": "cancel_not_observed",

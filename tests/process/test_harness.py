@@ -29,7 +29,7 @@ from prefect_cancel_doctor.demo.catalog import (
 from prefect_cancel_doctor.demo.environment import DemoEnvironment, StuckRun
 from prefect_cancel_doctor.model import Cause
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.server, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SIGTERM_MASK = 1 << (signal.SIGTERM - 1)
 ALL = sorted(SCENARIOS)

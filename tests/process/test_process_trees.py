@@ -47,7 +47,10 @@ POOL = "trees"
 HEARTBEAT_SECONDS = 30
 FINAL = {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc"),
+]
 
 
 @dataclass

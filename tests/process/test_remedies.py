@@ -29,6 +29,8 @@ from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.harness import LocalPrefect, WorkerProcess
 
+pytestmark = pytest.mark.server
+
 PROGRAMS = Path(__file__).parents[1] / "fixtures" / "programs" / "fixed"
 POOL = "fixed"
 #: How long the worker may take to act on the cancel and the run to end (a loaded machine).

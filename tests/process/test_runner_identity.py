@@ -42,6 +42,8 @@ from tests.helpers import clean_environ, run_cli
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
+pytestmark = pytest.mark.server
+
 ENGINE = "import time; print('ready', flush=True); time.sleep(600)"
 RUNNER = f"""
 import os, socket, subprocess, sys

@@ -20,7 +20,7 @@ from prefect_cancel_doctor.proc.procfs import read_source_text, read_state
 from prefect_cancel_doctor.sample import SampleRequest, sample_many
 from prefect_cancel_doctor.sample.excepts import find_swallowing
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.real, pytest.mark.timeout(120)]
 
 PROGRAM = """\
 import time

@@ -34,14 +34,15 @@ from prefect_cancel_doctor.sample import (
 )
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 from prefect_cancel_doctor.sample.sampler import EXITED
+from tests.helpers import IN_CI
 
 PROGRAMS = Path(__file__).parents[1] / "fixtures" / "programs"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+
 # time.sleep is clock_nanosleep from Python 3.11 on, select() before.
 SLEEP_SYSCALLS = ("clock_nanosleep", "select", "pselect6")
 SLEEP_WCHANS = ("hrtimer_nanosleep", "do_nanosleep", "poll_schedule_timeout", "do_select")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.real, pytest.mark.timeout(120)]
 
 
 def marker_line(program: str) -> int:

@@ -24,6 +24,8 @@ from prefect_cancel_doctor.scan.engine import Options, scan
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
 
+pytestmark = pytest.mark.server
+
 REMOTE_POOL = "pcd-remote-only-pool"
 
 

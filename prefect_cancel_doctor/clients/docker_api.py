@@ -34,23 +34,14 @@ from urllib.parse import quote, urlsplit
 from prefect_cancel_doctor.clients._http import httpx
 from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.prefect_names import CANCEL_SETTINGS, FLOW_RUN_ENV
+from prefect_cancel_doctor.core.prefect_names import DOCKER_FLOW_RUN_LABEL as FLOW_RUN_LABEL
 from prefect_cancel_doctor.core.redact import redact_argv
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
 
 #: Where the Docker engine listens when DOCKER_HOST is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"
-#: The label prefect-docker 0.7.4 puts on a run's container (from `prefect.io/flow-run-id`).
-FLOW_RUN_LABEL = "io.prefect.flow-run-id"
-#: The environment variable every process of a run carries.
-FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
-
-# Prefect settings in a container's environment that change what a cancel does.
-# Only these names are kept: a container's environment may hold secrets.
-_CANCEL_SETTINGS = (
-    "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR",
-    "PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE",
-)
 _NEVER = "0001-01-01T00:00:00Z"
 # Containers inspected one by one when no label names the run (an env-only match).
 _ENV_SCAN_LIMIT = 100
@@ -730,7 +721,7 @@ def container_info(raw: Mapping[str, Any]) -> ContainerInfo:
         finished_at=_time(state.get("FinishedAt")),
         labels=labels,
         flow_run_id=visible_or_none(env.get(FLOW_RUN_ENV) or labels.get(FLOW_RUN_LABEL)),
-        settings={k: visible(env[k]) for k in _CANCEL_SETTINGS if k in env},
+        settings={k: visible(env[k]) for k in CANCEL_SETTINGS if k in env},
     )
 
 

@@ -31,21 +31,15 @@ from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.clients.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
 from prefect_cancel_doctor.core import deadline
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.prefect_names import CANCEL_SETTINGS, FLOW_RUN_ENV
+from prefect_cancel_doctor.core.prefect_names import KUBE_FLOW_RUN_LABEL as FLOW_RUN_LABEL
 from prefect_cancel_doctor.core.redact import hold, hold_userinfo, redact_argv, redact_text, scrub
 from prefect_cancel_doctor.errors import DoctorError
 
 #: The label the Job controller puts on a Job's pods (and `batch.kubernetes.io/job-name` since 1.27).
 JOB_NAME_LABEL = "job-name"
-#: The environment variable every process of a run carries.
-FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
-#: Labels prefect-kubernetes puts on a run's Job (and pods, via the template).
-FLOW_RUN_LABEL = "prefect.io/flow-run-id"
 #: Pod Security admission's enforce label on a namespace.
 POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
-_CANCEL_SETTINGS = (
-    "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR",
-    "PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE",
-)
 _STRATEGIC = "application/strategic-merge-patch+json"
 _MERGE = "application/merge-patch+json"
 
@@ -785,7 +779,7 @@ def _container_spec(raw: Mapping[str, Any]) -> ContainerSpec:
         command=redact_argv(_argv(raw.get("command"))),
         args=redact_argv(_argv(raw.get("args"))),
         flow_run_id=visible_or_none(env.get(FLOW_RUN_ENV)),
-        settings={k: visible(env[k]) for k in _CANCEL_SETTINGS if k in env},
+        settings={k: visible(env[k]) for k in CANCEL_SETTINGS if k in env},
         target_container=_text(raw.get("targetContainerName")),
         capabilities_add=_argv(capabilities.get("add")),
     )

@@ -52,9 +52,10 @@ from prefect_cancel_doctor.clients.prefect_records import (
 from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.core import deadline
 from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.prefect_names import API_AUTH_STRING_SETTING, API_KEY_SETTING, API_URL_SETTING
 from prefect_cancel_doctor.core.redact import hold, hold_url, hold_userinfo, redact_text, scrub
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
-from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo
+from prefect_cancel_doctor.model import FlowRunRef, StateType, WorkerInfo, WorkerStatus
 
 #: Log lines read per run for its timeline (the newest ones).
 LOG_LINES = 200
@@ -296,23 +297,23 @@ class PrefectApi:
         sent = _sent_credential(request, connection.auth_string)
         if sent == "api key":
             return (
-                f"the API key ({origin('PREFECT_API_KEY')}) was refused: check it; "
+                f"the API key ({origin(API_KEY_SETTING)}) was refused: check it; "
                 "a Cloud key needs read access to the workspace"
             )
         if sent == "auth string":
             return (
-                f"the auth string ({origin('PREFECT_API_AUTH_STRING')}) was refused: it must match "
+                f"the auth string ({origin(API_AUTH_STRING_SETTING)}) was refused: it must match "
                 "the server's PREFECT_SERVER_API_AUTH_STRING"
             )
         if sent == "url userinfo":
             unsent = [
-                f"the API key ({origin('PREFECT_API_KEY')})" if connection.api_key else "",
-                f"the auth string ({origin('PREFECT_API_AUTH_STRING')})" if connection.auth_string else "",
+                f"the API key ({origin(API_KEY_SETTING)})" if connection.api_key else "",
+                f"the auth string ({origin(API_AUTH_STRING_SETTING)})" if connection.auth_string else "",
             ]
             unsent = [u for u in unsent if u]
             hint = (
                 "basic auth was sent with the user and password in the API URL "
-                f"({origin('PREFECT_API_URL')}), and refused"
+                f"({origin(API_URL_SETTING)}), and refused"
             )
             if unsent:
                 return (
@@ -701,7 +702,7 @@ def _worker_info(worker: Worker, now: datetime) -> WorkerInfo:
     beat = parse_time(worker.last_heartbeat_time)
     return WorkerInfo(
         name=worker.name,
-        status=worker.status,
+        status=WorkerStatus.parse(worker.status),
         last_heartbeat_time=worker.last_heartbeat_time,
         seconds_since_heartbeat=(now - beat).total_seconds() if beat else None,
         heartbeat_interval_seconds=worker.heartbeat_interval_seconds,

@@ -30,6 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.core.prefect_names import (
+    API_AUTH_STRING_SETTING,
+    API_KEY_SETTING,
+    API_SSL_CERT_FILE_SETTING,
+    API_TLS_INSECURE_SKIP_VERIFY_SETTING,
+    API_URL_SETTING,
+)
 from prefect_cancel_doctor.core.redact import redact_url_passwords
 from prefect_cancel_doctor.errors import ConfigurationError
 
@@ -40,11 +47,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 #: The settings the doctor reads, by name, with their field in Prefect's `[api]` table.
 API_FIELDS = {
-    "PREFECT_API_URL": "url",
-    "PREFECT_API_KEY": "key",
-    "PREFECT_API_AUTH_STRING": "auth_string",
-    "PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "tls_insecure_skip_verify",
-    "PREFECT_API_SSL_CERT_FILE": "ssl_cert_file",
+    API_URL_SETTING: "url",
+    API_KEY_SETTING: "key",
+    API_AUTH_STRING_SETTING: "auth_string",
+    API_TLS_INSECURE_SKIP_VERIFY_SETTING: "tls_insecure_skip_verify",
+    API_SSL_CERT_FILE_SETTING: "ssl_cert_file",
 }
 API_SETTINGS = tuple(API_FIELDS)
 #: Any of these set (to anything) makes Prefect ignore profiles (`prefect.settings.sources._is_test_mode`).
@@ -353,7 +360,7 @@ def _sources(
     profile_values: dict[str, Any] = {}
     if not any(env.get(name) for name in _TEST_MODE):
         profile_name, profile_values = read_profile(env, profile, cwd, files)
-    flags = {"PREFECT_API_URL": api_url, "PREFECT_API_KEY": api_key}
+    flags = {API_URL_SETTING: api_url, API_KEY_SETTING: api_key}
     return [
         ("flag", {k: v for k, v in flags.items() if v}),
         ("environment", _by_name(env)),
@@ -362,7 +369,7 @@ def _sources(
         ("pyproject.toml", api_table(_table(files.pyproject, "api"))),
         (f"profile {profile_name!r}", {k: v for k, v in profile_values.items() if k in API_FIELDS}),
         # APISettings.ssl_cert_file defaults to os.environ["SSL_CERT_FILE"].
-        ("environment (SSL_CERT_FILE)", {"PREFECT_API_SSL_CERT_FILE": env.get("SSL_CERT_FILE")}),
+        ("environment (SSL_CERT_FILE)", {API_SSL_CERT_FILE_SETTING: env.get("SSL_CERT_FILE")}),
     ]
 
 
@@ -403,12 +410,12 @@ def resolve_connection(
         value = chosen.get(name, (None, ""))[0]
         return str(value) if value not in (None, "") else None
 
-    url = text("PREFECT_API_URL")
-    source = chosen.get("PREFECT_API_URL", (None, ""))[1]
+    url = text(API_URL_SETTING)
+    source = chosen.get(API_URL_SETTING, (None, ""))[1]
     if not url:
         raise ConfigurationError(
             "no Prefect API configured"
-            + (f" (PREFECT_API_URL is empty in {source})" if "PREFECT_API_URL" in chosen else ""),
+            + (f" ({API_URL_SETTING} is empty in {source})" if API_URL_SETTING in chosen else ""),
             hint="pass --api-url, set PREFECT_API_URL, put `[api] url = ...` in prefect.toml, "
             "or select a profile with a PREFECT_API_URL (`prefect profile use NAME`)",
         )
@@ -419,15 +426,15 @@ def resolve_connection(
             "https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>",
         )
     verify: bool | str = True
-    insecure = chosen.get("PREFECT_API_TLS_INSECURE_SKIP_VERIFY")
-    if insecure is not None and _as_bool(insecure[0], "PREFECT_API_TLS_INSECURE_SKIP_VERIFY", insecure[1]):
+    insecure = chosen.get(API_TLS_INSECURE_SKIP_VERIFY_SETTING)
+    if insecure is not None and _as_bool(insecure[0], API_TLS_INSECURE_SKIP_VERIFY_SETTING, insecure[1]):
         verify = False
-    elif cert_file := text("PREFECT_API_SSL_CERT_FILE"):
+    elif cert_file := text(API_SSL_CERT_FILE_SETTING):
         verify = cert_file
     return Connection(
         url.rstrip("/"),
-        text("PREFECT_API_KEY"),
-        text("PREFECT_API_AUTH_STRING"),
+        text(API_KEY_SETTING),
+        text(API_AUTH_STRING_SETTING),
         verify,
         source,
         tuple((name, label) for name, (_, label) in chosen.items()),

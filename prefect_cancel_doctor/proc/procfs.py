@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
+from prefect_cancel_doctor.core.prefect_names import FLOW_RUN_ENV_ENTRY
 from prefect_cancel_doctor.core.redact import redact_argv, redact_code
 from prefect_cancel_doctor.model import KernelThread, ProcSnapshot, SocketPeer
 from prefect_cancel_doctor.proc.as_target import read_as_target
@@ -25,7 +26,7 @@ from prefect_cancel_doctor.proc.syscalls import syscall_name
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
-FLOW_RUN_KEY = b"PREFECT__FLOW_RUN_ID="
+FLOW_RUN_KEY = FLOW_RUN_ENV_ENTRY
 _CONTROL_PORT_KEY = b"PREFECT__CONTROL_PORT="
 _SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 _TCP_STATES = {

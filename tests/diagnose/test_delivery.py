@@ -278,7 +278,7 @@ def test_the_delivery_judgement_is_shown_with_its_signs_in_the_panel_and_in_mark
 
 
 def test_an_init_that_ran_the_worker_and_adopted_the_flow_is_named_as_an_init() -> None:
-    from prefect_cancel_doctor.diagnose.rules import _runner_gone_fact
+    from prefect_cancel_doctor.diagnose.unsent import _runner_gone_fact
     from prefect_cancel_doctor.model import ProcSnapshot
 
     sample = sleeping(PREFECT)

@@ -125,14 +125,48 @@ def rendered(report: HealthReport, fmt: HealthFormat) -> str:
 
 
 def test_every_format_renders() -> None:
-    # The enum is walked: a new format without a renderer fails here (render_health ends in assert_never).
+    # The enum is walked and each format is checked for its own shape: a new format fails here until it is
+    # (and render_health ends in assert_never).
     report = sample("orphans")
+    assert [(run.flow_run.name, run.verdict and run.verdict.cause.value) for run in report.stuck] == [
+        ("brave-otter [prod]", "cancel_not_observed"),
+        ("remote-run", None),
+    ]
+    checked = []
     for fmt in HealthFormat:
         text = rendered(report, fmt)
-        # Each format says what the report holds, not only something: the title and a stuck run.
-        assert "cancellation health" in text.lower().replace("_", " "), fmt
-        assert any(run.flow_run.id in text or "remote-run" in text for run in report.stuck), fmt
-    assert {f.value for f in HealthFormat} == {"terminal", "markdown", "html", "json"}
+        if fmt is HealthFormat.JSON:
+            document = json.loads(text)
+            assert document["kind"] == "cancellation_health_report"
+            stuck = [
+                (run["flow_run"]["name"], (run["verdict"] or {}).get("cause")) for run in document["stuck"]
+            ]
+            assert stuck == [("brave-otter [prod]", "cancel_not_observed"), ("remote-run", None)]
+            assert [breach["rule"] for breach in document["breaches"]] == ["orphans"]
+        elif fmt is HealthFormat.MARKDOWN:
+            assert text.startswith("# Cancellation health — last 24h\n")
+            assert "\n## Stuck in Cancelling now (2)\n" in text
+            row = "| brave-otter \\[prod\\] | etl/nightly | pool | 15m | local process 4242 |"
+            assert row + " `cancel_not_observed` |" in text
+            assert (
+                "| remote-run | etl/nightly | pool | 15m | process 99 on host gpu-7 | `not sampled` |" in text
+            )
+        elif fmt is HealthFormat.HTML:
+            assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+            assert "<title>Cancellation health — last 24h</title>" in text
+            assert '<section id="stuck"><h2>Stuck in Cancelling now (2)</h2>' in text
+            assert '<td class="nowrap">brave-otter [prod]</td>' in text
+            assert '<span class="cause">cancel_not_observed</span>' in text
+            assert '<td class="nowrap">remote-run</td>' in text
+        elif fmt is HealthFormat.TERMINAL:
+            assert text.startswith("Cancellation health — last 24h")
+            assert "✗ orphans  1 cancel(s) ended by the server's cancelling timeout: brave-otter" in text
+            assert "brave-otter [prod]" in text and "remote-run: not sampled" in text
+            assert "\x1b[" not in text
+        else:
+            raise AssertionError(f"no shape checked for the {fmt.value} format")
+        checked.append(fmt.value)
+    assert checked == ["terminal", "markdown", "html", "json"]
 
 
 # -- rules ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from pathlib import Path
 
 from prefect_cancel_doctor.diagnose.rules import diagnose
 from prefect_cancel_doctor.model import Diagnosis, Report
@@ -113,10 +114,34 @@ def test_json_is_one_line_for_scripts_and_indented_on_a_terminal() -> None:
 
 
 def test_every_format_renders() -> None:
+    # The enum is walked and each format is checked for its own shape: a new format fails here until it is.
+    report = report_of(sleeping())
+    checked = []
     for fmt in Format:
-        text = rendered(report_of(sleeping()), fmt)
-        # Each format names the run, its cause and the blocking line, not only "something".
-        assert "brave-otter" in text and "cancel_not_observed" in text and "sleep_main.py" in text, fmt
+        text = rendered(report, fmt)
+        if fmt is Format.JSON:
+            (run,) = json.loads(text)["runs"]
+            assert run["flow_run"]["name"] == "brave-otter"
+            assert run["verdict"]["cause"] == "cancel_not_observed"
+            call = run["verdict"]["blocking_call"]
+            assert (call["function"], Path(call["filename"]).name, call["line"]) == (
+                "time.sleep",
+                "sleep_main.py",
+                8,
+            )
+        elif fmt is Format.MARKDOWN:
+            assert text.startswith("# Flow runs stuck in Cancelling: 1 need attention\n")
+            row = "| brave-otter | etl/nightly | Cancelling 15m | `cancel_not_observed` | `time.sleep` at "
+            assert row + "`sleep_main.py:8` |" in text
+            assert "\n## brave-otter: `cancel_not_observed`\n" in text
+        elif fmt is Format.TERMINAL:
+            assert text.startswith("1 run(s) need attention")
+            assert "╭─ brave-otter  cancel_not_observed" in text and "sleep_main.py:8" in text
+            assert "\x1b[" not in text
+        else:
+            raise AssertionError(f"no shape checked for the {fmt.value} format")
+        checked.append(fmt)
+    assert checked == list(Format) and len(checked) == 3
 
 
 def test_a_secondary_finding_is_shown_after_the_fix_and_in_json() -> None:

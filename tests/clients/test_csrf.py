@@ -1,4 +1,4 @@
-"""Prefect's CSRF handshake, replayed with MockTransport (the real server: test_csrf_real.py).
+"""Prefect's CSRF handshake, replayed with MockTransport (the real server: test_csrf_server.py).
 
 A server started with PREFECT_SERVER_CSRF_PROTECTION_ENABLED answers 403 to a POST
 without a token; the client asks `GET /csrf-token?client=<id>` and sends the

@@ -1,7 +1,7 @@
 """The end-to-end scenarios on the oldest Prefect the package supports (pyproject: `prefect>=3.4`).
 
 A second environment with Prefect 3.4.0 is built (cached under
-~/.cache/prefect-cancel-doctor-tests/) and `tests/integration/test_doctor_e2e.py`
+~/.cache/prefect-cancel-doctor-tests/) and `tests/process/test_doctor_e2e.py`
 runs there, in a subprocess, on the scenarios that every supported version
 stages the same way. Left out: `observer_dead` (the "Cancellation observer
 failed" give-up is newer than 3.4.0), `hook` (3.4 runs hooks in the Runner,
@@ -75,7 +75,7 @@ def _run_scenarios(python: Path, env: dict[str, str]) -> subprocess.CompletedPro
         "-q",
         "-p",
         "no:cacheprovider",
-        "tests/integration/test_doctor_e2e.py",
+        "tests/process/test_doctor_e2e.py",
     ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
 

@@ -1,6 +1,6 @@
 """fleet.py without a server: a host's published events read back, and used where this host cannot see.
 
-The real thing, with hosts in their own namespaces: tests/integration/test_fleet_real.py.
+The real thing, with hosts in their own namespaces: tests/fleet/test_fleet_of_hosts.py.
 """
 
 from __future__ import annotations

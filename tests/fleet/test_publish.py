@@ -1,7 +1,7 @@
 """publish.py without a server: the events' shape and size, which runs a host answers for, the artifact.
 
-The real server reads these events back in tests/integration/test_publish_real.py; the
-API's refusals are in tests/api/test_publish_faults.py.
+The real server reads these events back in tests/fleet/test_publish_server.py; the
+API's refusals are in tests/fleet/test_publish_faults.py.
 """
 
 from __future__ import annotations

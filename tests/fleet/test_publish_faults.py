@@ -2,7 +2,7 @@
 failure is named, the exit code is the scan's.
 
 A real server does not refuse events on demand (a read-only key is Prefect Cloud's, a
-413 a proxy's); tests/integration/test_publish_real.py publishes to a real one.
+413 a proxy's); tests/fleet/test_publish_server.py publishes to a real one.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ runs as the child of a subreaper, on the session's shared server (`demo_environm
 a flow that sleeps reaches its sleep, the worker alone is SIGKILLed, the run is cancelled, and
 `prefect-cancel-doctor scan` says `cancel_not_observed`, with the subreaper named as what adopted
 the flow process, never as a live Runner. (A subreaper whose own command line names the worker,
-`tini -s -- prefect worker start ...`, is covered by tests/unit/test_inits_are_no_runners.py.)
+`tini -s -- prefect worker start ...`, is covered by tests/proc/test_inits_are_no_runners.py.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The sampler's schedule: rounds over all targets, the interval kept per process, errors in place.
 
 /proc and py-spy are replaced by fakes that record when each process was read
-and dumped; the real thing is covered by tests/integration/test_sampler_real.py.
+and dumped; the real thing is covered by tests/sample/test_sampler.py.
 """
 
 from __future__ import annotations

@@ -54,10 +54,12 @@ from prefect_cancel_doctor.model import (
     Cause,
     Diagnosis,
     FlowRunRef,
+    FoundBy,
     InfraKind,
     Role,
     StateType,
     Target,
+    WorkerStatus,
 )
 from prefect_cancel_doctor.proc import procfs
 
@@ -192,7 +194,7 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
                 matched = f"a process of container {container.id[:12]}, whose run label is the run's"
             elif sample.proc.flow_run_id == run.id:
                 matched = "PREFECT__FLOW_RUN_ID in its environment"
-            elif target is not None and target.found_by == "serve":
+            elif target is not None and target.found_by == FoundBy.SERVE:
                 matched = "a served run's process, found through its Runner"
             else:
                 notes.append(f"process {sample.pid} is not the run's by its environment: left alone")
@@ -206,7 +208,7 @@ def make_plan(diagnosis: Diagnosis, *, partial: str | None = None, force_state: 
             f"worker {w.name} is ONLINE but did not act: its cancellation observer has given up; restart it "
             "after this (or set PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE=true on workers)"
             for w in run.workers
-            if w.status == "ONLINE" and not w.heartbeat_is_stale
+            if w.status == WorkerStatus.ONLINE and not w.heartbeat_is_stale
         ]
     plan = Plan(
         run.id,

@@ -54,7 +54,7 @@ from prefect_cancel_doctor.demo.harness import (
     pid_alive,
     process_environ,
 )
-from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind
+from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind, WorkerStatus
 
 MAIN_POOL = "pcd-demo"
 OBSERVER_POOL = "pcd-demo-observer"
@@ -314,7 +314,7 @@ def stage_scenarios(
     if wait_worker_offline and main_worker is not None:
         worker = main_worker
         harness.wait_until(
-            lambda: harness.worker_status(worker) == "OFFLINE",
+            lambda: harness.worker_status(worker) == WorkerStatus.OFFLINE,
             120,
             f"the API to report {worker.name} OFFLINE",
         )
@@ -402,7 +402,7 @@ def _kill_observer(harness: LocalPrefect, worker: WorkerProcess, log: Callable[[
         for known in harness.workers_of_pool(worker.pool):
             status = getattr(known.status, "value", known.status)
             heartbeat = known.last_heartbeat_time
-            if known.name == worker.name and status == "ONLINE" and heartbeat and heartbeat > back:
+            if known.name == worker.name and status == WorkerStatus.ONLINE and heartbeat and heartbeat > back:
                 return True
         if not worker.alive():
             raise harness.error(f"worker {worker.name} died during the server outage")

@@ -53,6 +53,7 @@ from prefect_cancel_doctor.model.vocabulary import (
     AttachMode,
     CallKind,
     Delivered,
+    FoundBy,
     HandlerKind,
     InfraKind,
     LabelValue,
@@ -63,6 +64,7 @@ from prefect_cancel_doctor.model.vocabulary import (
     StateType,
     StrEnum,
     TimelineSource,
+    WorkerStatus,
 )
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "Delivery",
     "Diagnosis",
     "FlowRunRef",
+    "FoundBy",
     "Frame",
     "HandlerKind",
     "InfraKind",
@@ -113,5 +116,6 @@ __all__ = [
     "TimelineSource",
     "Verdict",
     "WorkerInfo",
+    "WorkerStatus",
     "to_plain",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.model.vocabulary import LabelValue, StateType
+from prefect_cancel_doctor.model.vocabulary import LabelValue, StateType, WorkerStatus
 
 #: A worker's heartbeat interval when the API does not give one (PREFECT_WORKER_HEARTBEAT_SECONDS).
 DEFAULT_HEARTBEAT_SECONDS = 30.0
@@ -15,7 +15,7 @@ class WorkerInfo:
     """A worker of the run's work pool, as the API reports it."""
 
     name: str
-    status: str | None
+    status: WorkerStatus | None
     last_heartbeat_time: str | None
     seconds_since_heartbeat: float | None
     #: How often it heartbeats (`heartbeat_interval_seconds`; Prefect's default is 30 s).

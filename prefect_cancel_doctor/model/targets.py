@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefect_cancel_doctor.model.samples import ProcessSample
-from prefect_cancel_doctor.model.vocabulary import AttachMode, InfraKind, PodAttach, Role
+from prefect_cancel_doctor.model.vocabulary import AttachMode, FoundBy, InfraKind, PodAttach, Role
 
 #: `ContainerInfo.status` of a container the Docker engine does not know (removed).
 CONTAINER_NOT_FOUND = "not_found"
@@ -194,7 +194,7 @@ class Target:
     pid: int | None = None
     host: str | None = None
     container_id: str | None = None
-    found_by: str = "infrastructure_pid"
+    found_by: FoundBy = FoundBy.INFRASTRUCTURE_PID
     processes: tuple[ProcessSample, ...] = ()
     #: The run's Docker container as the engine reports it (kind "docker" only).
     container: ContainerInfo | None = None

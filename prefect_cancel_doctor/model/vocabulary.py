@@ -94,6 +94,36 @@ class StateType(StrEnum):
 FINAL_STATES = frozenset({StateType.CANCELLED, StateType.COMPLETED, StateType.FAILED, StateType.CRASHED})
 
 
+class WorkerStatus(StrEnum):
+    """A worker's status as the API reports it (Prefect's `WorkerStatus`)."""
+
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    #: A status the API did not name (or one newer than this tool).
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, value: str | None) -> WorkerStatus | None:
+        """The status named by `value`; None where the API gave none, UNKNOWN for anything else."""
+        if value is None:
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class FoundBy(StrEnum):
+    """How the doctor found where a run lives (`Target.found_by`)."""
+
+    #: The run's `infrastructure_pid` names it.
+    INFRASTRUCTURE_PID = "infrastructure_pid"
+    #: A process whose environment holds the run's id.
+    FLOW_RUN_ID = "PREFECT__FLOW_RUN_ID"
+    #: Through the Runner of `flow.serve()`: its runs carry no id in their environment.
+    SERVE = "serve"
+
+
 class AttachMode(StrEnum):
     """How a container's processes are sampled."""
 

@@ -1,0 +1,96 @@
+"""The command line: flags → Options → the library → a renderer → an exit code.
+
+One module per group of commands (`scan`, `act`, `fleet`, `demo`); the flags they share in
+`options`, the Prefect connection in `connect`, the one way out (report, error, exit code) in
+`output`. Only typer, the standard library and the format enums (`render`, which imports
+nothing else) load at module level, so `--help` starts fast; the engine, httpx and rich load
+inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from prefect_cancel_doctor.cli import act, demo, fleet, scan
+from prefect_cancel_doctor.cli.connect import prefect_api as _api
+from prefect_cancel_doctor.cli.options import kube as _kube
+from prefect_cancel_doctor.cli.output import write_traceback
+
+EXIT_CODES = """\
+Exit codes: 0 nothing stuck; 1 stuck runs or orphans found; 2 usage or
+configuration error; 3 Prefect API unreachable or refused the request;
+4 internal error (a bug: the traceback is written to a file); 130 interrupted."""
+
+app = typer.Typer(
+    name="prefect-cancel-doctor",
+    help="Why won't this Prefect flow run cancel? Finds runs stuck in Cancelling, samples "
+    "their processes with py-spy and /proc, and names the call that blocks each one.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    # --install-completion / --show-completion: typer loads its completion code anyway; the
+    # shell is detected only when one of them is used.
+    add_completion=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from prefect_cancel_doctor import __version__
+
+        typer.echo(f"prefect-cancel-doctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Why won't this Prefect flow run cancel?"""
+
+
+# In the order `--help` lists them.
+app.command(epilog=scan.SCAN_EPILOG)(scan.scan)
+app.command(epilog=scan.DIAGNOSE_EPILOG)(scan.diagnose)
+app.command(epilog=act.RESOLVE_EPILOG)(act.resolve)
+app.command(epilog=act.WATCH_EPILOG)(act.watch)
+app.command(epilog=scan.INSPECT_EPILOG)(scan.inspect)
+app.command(epilog=demo.DEMO_EPILOG)(demo.demo)
+app.command(cls=fleet.RulesInHelp, epilog=fleet.REPORT_EPILOG)(fleet.report)
+app.command(cls=fleet.RulesInHelp, epilog=fleet.SCHEDULE_EPILOG)(fleet.schedule)
+app.command(epilog=fleet.AGENT_EPILOG)(fleet.agent)
+
+
+def main() -> None:
+    """Console-script entry point: every outcome is an exit code of its own, never a traceback.
+
+    typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`output.interruptible`).
+    """
+    from prefect_cancel_doctor.core.redact import ScrubbedStream
+    from prefect_cancel_doctor.errors import EXIT_INTERNAL
+
+    # Whatever is printed, a secret the doctor holds is not (redact.scrub): one place for all output.
+    sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)
+    try:
+        # One program name however it is started (`python -m` too): usage lines and the
+        # completion scripts' variable (_PREFECT_CANCEL_DOCTOR_COMPLETE) depend on it.
+        app(prog_name="prefect-cancel-doctor")
+    except Exception as exc:
+        where = write_traceback(exc)
+        typer.echo(
+            f"internal error: {type(exc).__name__} (a bug in prefect-cancel-doctor); "
+            f"traceback written to {where}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+# `_api`: the one place a command opens the Prefect API (`connect.open_api` reads it here, so a
+# test can put a fake Prefect in its place); `_kube` for the tests of the Kubernetes flags.
+__all__ = ["EXIT_CODES", "_api", "_kube", "app", "main"]

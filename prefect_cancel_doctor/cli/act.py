@@ -1,0 +1,205 @@
+"""`resolve` and `watch`: acting on a verdict, following runs until they leave Cancelling."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from prefect_cancel_doctor.cli.connect import open_api, with_ui
+from prefect_cancel_doctor.cli.options import (
+    ApiKey,
+    ApiUrl,
+    Color,
+    DryRun,
+    Grace,
+    Profile,
+    Samples,
+    Yes,
+    examples,
+    scan_options,
+)
+from prefect_cancel_doctor.cli.output import fail, interruptible, usage
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+    from prefect_cancel_doctor.model import Diagnosis
+
+RESOLVE_EPILOG = (
+    examples(
+        "prefect-cancel-doctor resolve crafty-lemur --dry-run",
+        "prefect-cancel-doctor resolve crafty-lemur",
+        "prefect-cancel-doctor resolve 06e664e5-5fa7-4eba-bb99-2dfc47082c1c --yes --grace 10",
+    )
+    + "\n\nA doctor that cannot read every process on the host (not root: a partial view) never sets "
+    "the state of a run of this host's processes, since a process it cannot read may be the run's: it "
+    "ends what it can tie to the run, names what it could not read, and exits 2; --force-state sets the "
+    "state anyway, once confirmed on its own."
+    + "\n\nExit codes: 0 resolved (or the dry-run plan printed); 1 something still runs, the state was "
+    "left as it was; 2 refused (no terminal without --yes, a PID reused since the plan, a verdict that "
+    "cannot be acted on, a partial view without --force-state); 3 Prefect API error; 130 interrupted."
+)
+
+
+def resolve(
+    run: Annotated[
+        str,
+        typer.Argument(help="The flow run's id or name.", metavar="RUN", show_default=False),
+    ],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+    yes: Yes = False,
+    dry_run: DryRun = False,
+    grace: Grace = 30.0,
+    samples: Samples = 3,
+    force_state: Annotated[
+        bool,
+        typer.Option(
+            "--force-state",
+            help="Set the run's state to Cancelled even on a partial view (this doctor cannot read every "
+            "process here, so the run may still run in one of them). Asked as a question of its own on a "
+            "terminal; with --yes, this flag is the confirmation.",
+        ),
+    ] = False,
+) -> None:
+    """Finish a stuck cancellation: diagnose, show the plan, confirm, end the run's processes
+    (SIGTERM, grace, SIGKILL; a container's engine, then docker stop, then docker kill), verify
+    they are gone, then mark the run Cancelled. Every action is logged as a JSON line."""
+    if not run.strip():
+        fail(usage("give a flow run id or name"))
+    options = scan_options(samples, 0.2, False, False, None, 10.0)
+
+    def one(api: PrefectApi) -> list[Diagnosis]:
+        from prefect_cancel_doctor.scan.engine import diagnose_run
+
+        return list(diagnose_run(api, run, with_ui(options, api, profile), lambda *_: None).runs)
+
+    resolve_found(api_url, api_key, profile, one, yes, dry_run, grace, force_state=force_state)
+
+
+def resolve_found(
+    api_url: str | None,
+    api_key: str | None,
+    profile: str | None,
+    find: Callable[[PrefectApi], list[Diagnosis]],
+    yes: bool,
+    dry_run: bool,
+    grace: float,
+    stuck: Callable[[], bool] = lambda: False,
+    force_state: bool = False,
+) -> None:
+    """Diagnose with `find`, then plan, confirm and act (`resolve.resolve_diagnosed`); exit 0/1/2.
+
+    `stuck()`: whether something else the command found keeps the exit code at 1. `force_state`:
+    set a state on a partial view too, once confirmed on its own (`--yes` with the flag: confirmed)."""
+    from prefect_cancel_doctor.act.resolve import Plan, resolve_diagnosed
+    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
+
+    def confirm() -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            fail(usage("refusing to act without confirmation: stdin is not a terminal; pass --yes"))
+        return typer.confirm("Carry out this plan?", default=False, err=True)
+
+    def confirm_force(plans: list[Plan]) -> bool:
+        if yes:
+            return True
+        names = ", ".join(plan.run_name for plan in plans)
+        question = (
+            f"This doctor cannot read every process on this host (see the note above): {names} may still "
+            "run in one of them. Set the state to Cancelled anyway?"
+        )
+        return typer.confirm(question, default=False, err=True)
+
+    try:
+        with interruptible(), open_api(api_url, api_key, profile) as api:
+            done = resolve_diagnosed(
+                find(api),
+                api,
+                confirm=confirm,
+                dry_run=dry_run,
+                grace=grace,
+                say=lambda line: typer.echo(line, err=True),
+                wait=countdown,
+                force_state=force_state,
+                confirm_force=confirm_force,
+            )
+    except DoctorError as exc:
+        fail(exc)
+    unresolved = [plan.run_name for plan, outcome in done if outcome is not None and not outcome.resolved]
+    raise typer.Exit(EXIT_STUCK if unresolved or stuck() else EXIT_OK)
+
+
+def countdown(what: str, seconds: float, done: Callable[[], bool]) -> bool:
+    """Wait until `done()` or `seconds` pass, with the seconds left shown on a terminal."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    shown = -1
+    while not done() and time.monotonic() < deadline:
+        left = int(deadline - time.monotonic()) + 1
+        if sys.stderr.isatty() and left != shown:
+            typer.echo(f"\r  {what}: {left:3d} s left ", err=True, nl=False)
+        elif shown == -1:
+            typer.echo(f"  {what} (up to {seconds:.0f} s)", err=True)
+        shown = left
+        time.sleep(0.2)
+    if sys.stderr.isatty() and shown != -1:
+        typer.echo("", err=True)
+    return done()
+
+
+WATCH_EPILOG = examples(
+    "prefect-cancel-doctor watch",
+    "prefect-cancel-doctor watch crafty-lemur --every 2",
+    "prefect-cancel-doctor watch > watch.log   # one line per change when not a terminal",
+)
+
+
+def watch(
+    runs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Runs to watch, by id or name (default: every run in Cancelling).", metavar="[RUN]..."
+        ),
+    ] = None,
+    every: Annotated[
+        float, typer.Option("--every", envvar="PCD_WATCH_EVERY", min=0.5, help="Seconds between refreshes.")
+    ] = 5.0,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+    color: Color = None,
+) -> None:
+    """Watch stuck runs live: cause, blocking call, whether it moved, SIGTERM state, and the moment
+    each run leaves Cancelling. Each refresh takes one plain py-spy dump per process. Ctrl-C quits."""
+    import time
+
+    from prefect_cancel_doctor.act.watch import Row, changes, refresher, states_reader
+    from prefect_cancel_doctor.act.watch import watch as run_watch
+    from prefect_cancel_doctor.errors import DoctorError
+
+    shown: dict[str, Row] = {}
+
+    def lines(view: dict[str, Row]) -> None:
+        for line in changes(shown, view):
+            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+        shown.clear()
+        shown.update(view)
+
+    try:
+        with interruptible(), open_api(api_url, api_key, profile) as api:
+            refresh = refresher(api, scan_options(1, 0.0, False, False, None, 10.0), runs or [])
+            if sys.stdout.isatty():
+                from prefect_cancel_doctor.render.watch_view import live
+
+                with live(color) as show:
+                    run_watch(refresh, states_reader(api), show, every)
+            else:
+                run_watch(refresh, states_reader(api), lines, every)
+    except DoctorError as exc:
+        fail(exc)

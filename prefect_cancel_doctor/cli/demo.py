@@ -1,0 +1,47 @@
+"""`demo`: real runs stuck in Cancelling on a local server, diagnosed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prefect_cancel_doctor.cli.options import Color, FormatOpt, examples
+from prefect_cancel_doctor.cli.output import fail, usage
+from prefect_cancel_doctor.render import Format
+
+DEMO_EPILOG = examples(
+    "prefect-cancel-doctor demo",
+    "prefect-cancel-doctor demo --keep        # leave the server and stuck runs up until Enter",
+    "prefect-cancel-doctor demo --docker      # the runs in containers of a prefect-docker worker",
+    "prefect-cancel-doctor demo --kubernetes  # the runs in pods behind a fixture Kubernetes API",
+)
+
+
+def demo(
+    fmt: FormatOpt = Format.TERMINAL,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the server and stuck runs up until Enter is pressed.")
+    ] = False,
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Stick the runs in containers of a real prefect-docker worker (needs a Docker engine).",
+        ),
+    ] = False,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="Stick the runs in pods: Docker containers behind a Kubernetes API fixture (needs Docker).",
+        ),
+    ] = False,
+    color: Color = None,
+) -> None:
+    """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
+    if docker and kubernetes:
+        fail(usage("--docker and --kubernetes stage the runs in different places: choose one"))
+    from prefect_cancel_doctor.demo.run import run_demo
+
+    raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, kubernetes=kubernetes, color=color))

@@ -66,5 +66,7 @@ def test_roles_and_states_are_enums_not_literals() -> None:
     assert offenders == [], "use model.Role / StateType / WorkerStatus / FoundBy:\n" + "\n".join(offenders)
 
 
-def test_every_infrastructure_kind_has_one_locator() -> None:
-    assert set(engine._LOCATORS) == set(InfraKind)
+def test_every_infrastructure_kind_has_one_kind_of_target() -> None:
+    from prefect_cancel_doctor.kinds.registry import KINDS
+
+    assert sorted(kind.infra for kind in KINDS) == sorted(InfraKind)  # each once, none missing

@@ -35,9 +35,10 @@ from prefect_cancel_doctor.clients.docker_api import (
 )
 from prefect_cancel_doctor.kinds import CONTAINER_NOT_FOUND, parse_infrastructure_pid
 from prefect_cancel_doctor.kinds.docker.locate import choose_attach_mode, locate_container
-from prefect_cancel_doctor.kinds.docker.sidecar import PYSPY_PATH, parse_script_output, sidecar_config
+from prefect_cancel_doctor.kinds.docker.sidecar import PYSPY_PATH, sidecar_config
 from prefect_cancel_doctor.model import ContainerEvent
 from prefect_cancel_doctor.proc.roles import argv_role, assign_roles
+from prefect_cancel_doctor.sample.namespace import parse_script_output
 
 CONTAINER = "3f1c" + "a" * 60
 RUN_ID = "6b2c43a4-7c61-4f5e-9d3a-0d8f6f4b1a11"

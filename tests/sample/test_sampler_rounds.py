@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from prefect_cancel_doctor.kinds import Location
+from prefect_cancel_doctor.kinds.base import Job
 from prefect_cancel_doctor.model import ProcessSample, ProcSnapshot, ThreadSample
 from prefect_cancel_doctor.proc.procfs import PathLike
 from prefect_cancel_doctor.sample import PermissionDenied, ProcessGone, SampleRequest, sample_many, sampler
@@ -140,8 +141,8 @@ def test_a_process_shared_by_two_runs_is_sampled_once(
     host: FakeHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jobs = [
-        engine._Job(None, Location("process", "a", pids=((301, "engine"), (303, "runner"))), []),
-        engine._Job(None, Location("process", "b", pids=((302, "engine"), (303, "runner"))), []),
+        Job(None, Location("process", "a", pids=((301, "engine"), (303, "runner"))), []),
+        Job(None, Location("process", "b", pids=((302, "engine"), (303, "runner"))), []),
     ]
     progress: list[tuple[str, int, int]] = []
 

@@ -59,23 +59,23 @@ from typing import Any
 from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
 from prefect_cancel_doctor.clients.kube_config import KubeConfigError
 from prefect_cancel_doctor.kinds import Location
-
-# The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
-from prefect_cancel_doctor.kinds.docker.sidecar import (
-    _SCRIPT,
-    PROBE_ENV,
-    ContainerSample,
-    ScriptOutput,
-    _build,
-    _fix_cmdline,
-    parse_script_output,
-    probe_source,
-)
 from prefect_cancel_doctor.kinds.kubernetes.locate import (
     KubeSession,
     terminating_why,
 )
 from prefect_cancel_doctor.proc.roles import argv_role
+
+# The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
+from prefect_cancel_doctor.sample.namespace import (
+    PROBE_ENV,
+    SCRIPT,
+    ContainerSample,
+    ScriptOutput,
+    build_sample,
+    fix_cmdline,
+    parse_script_output,
+    probe_source,
+)
 
 #: Name prefix of the doctor's ephemeral containers.
 DEBUG_PREFIX = "pcd-doctor"
@@ -150,7 +150,7 @@ def debug_container_spec(
             *flags,
         ],
         "env": [
-            {"name": "PCD_SCRIPT", "value": _SCRIPT},
+            {"name": "PCD_SCRIPT", "value": SCRIPT},
             {"name": PROBE_ENV, "value": probe_source()},
             {"name": "RUST_BACKTRACE", "value": "0"},
         ],
@@ -301,14 +301,14 @@ def sample_pod(
                     f"process in it can be told for container {target}'s main process; run the doctor on "
                     "the pod's node (node mode), where its cgroup tells its processes"
                 )
-            sample = _build(collected, Path(scratch), native, flow_run_id, root)
+            sample = build_sample(collected, Path(scratch), native, flow_run_id, root)
             shared = (
                 f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
                 f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
                 "gets signals as any process",
             )
         else:
-            sample = _build(collected, Path(scratch), native, flow_run_id)
+            sample = build_sample(collected, Path(scratch), native, flow_run_id)
     notes = (
         f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
         + (" (reused: it was still sampling)" if reused else "")
@@ -405,7 +405,7 @@ def _process_table(collected: ScriptOutput) -> dict[int, tuple[int, tuple[str, .
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) < 2 or not fields[1].isdigit():
             continue
-        cmdline = _fix_cmdline(
+        cmdline = fix_cmdline(
             f"{pid_text}/cmdline", collected.files.get(0, {}).get(f"{pid_text}/cmdline", b"")
         )
         argv = tuple(a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
@@ -90,67 +90,39 @@ def resolve_found(
     grace: float,
     stuck: Callable[[], bool] = lambda: False,
     force_state: bool = False,
-) -> None:
-    """Diagnose with `find`, then plan, confirm and act (`resolve.resolve_diagnosed`); exit 0/1/2.
+) -> NoReturn:
+    """Diagnose with `find`, then plan, confirm and act (`resolving.resolve_runs`); exit 0/1/2.
 
-    `stuck()`: whether something else the command found keeps the exit code at 1. `force_state`:
-    set a state on a partial view too, once confirmed on its own (`--yes` with the flag: confirmed)."""
-    from prefect_cancel_doctor.act.resolve import Plan, resolve_diagnosed
+    `stuck()`: whether something else the command found keeps the exit code at 1."""
+    from prefect_cancel_doctor.act.resolving import countdown, resolve_runs
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
 
-    def confirm() -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            fail(usage("refusing to act without confirmation: stdin is not a terminal; pass --yes"))
-        return typer.confirm("Carry out this plan?", default=False, err=True)
-
-    def confirm_force(plans: list[Plan]) -> bool:
-        if yes:
-            return True
-        names = ", ".join(plan.run_name for plan in plans)
-        question = (
-            f"This doctor cannot read every process on this host (see the note above): {names} may still "
-            "run in one of them. Set the state to Cancelled anyway?"
+    def wait(what: str, seconds: float, done: Callable[[], bool]) -> bool:
+        return countdown(
+            what,
+            seconds,
+            done,
+            write=lambda text: typer.echo(text, err=True, nl=False),
+            live=sys.stderr.isatty(),
         )
-        return typer.confirm(question, default=False, err=True)
 
     try:
         with interruptible(), open_api(api_url, api_key, profile) as api:
-            done = resolve_diagnosed(
+            unresolved = resolve_runs(
                 find(api),
                 api,
-                confirm=confirm,
+                yes=yes,
+                interactive=sys.stdin.isatty(),
+                ask=lambda question: typer.confirm(question, default=False, err=True),
                 dry_run=dry_run,
                 grace=grace,
                 say=lambda line: typer.echo(line, err=True),
-                wait=countdown,
+                wait=wait,
                 force_state=force_state,
-                confirm_force=confirm_force,
             )
     except DoctorError as exc:
         fail(exc)
-    unresolved = [plan.run_name for plan, outcome in done if outcome is not None and not outcome.resolved]
     raise typer.Exit(EXIT_STUCK if unresolved or stuck() else EXIT_OK)
-
-
-def countdown(what: str, seconds: float, done: Callable[[], bool]) -> bool:
-    """Wait until `done()` or `seconds` pass, with the seconds left shown on a terminal."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    shown = -1
-    while not done() and time.monotonic() < deadline:
-        left = int(deadline - time.monotonic()) + 1
-        if sys.stderr.isatty() and left != shown:
-            typer.echo(f"\r  {what}: {left:3d} s left ", err=True, nl=False)
-        elif shown == -1:
-            typer.echo(f"  {what} (up to {seconds:.0f} s)", err=True)
-        shown = left
-        time.sleep(0.2)
-    if sys.stderr.isatty() and shown != -1:
-        typer.echo("", err=True)
-    return done()
 
 
 WATCH_EPILOG = examples(

@@ -94,7 +94,7 @@ def scan(
         debug_image,
     )
     if resolve_orphans:
-        from prefect_cancel_doctor.model import FINAL_STATES
+        from prefect_cancel_doctor.act.resolving import split_orphans
         from prefect_cancel_doctor.scan.engine import scan as run_scan
 
         still_cancelling: list[Diagnosis] = []
@@ -102,15 +102,14 @@ def scan(
         def orphans(api: PrefectApi) -> list[Diagnosis]:
             report = run_scan(api, with_ui(options, api, profile), lambda *_: None)
             emit(report, fmt, color, output, samples_detail)
-            final = [d for d in report.runs if d.flow_run and d.flow_run.state_type in FINAL_STATES]
-            still_cancelling.extend(d for d in report.runs if d not in final)
+            final, cancelling = split_orphans(report)
+            still_cancelling.extend(cancelling)
             return final
 
         # Stuck runs still in Cancelling keep the scan's exit code 1: resolving orphans hides none.
         resolve_found(
             api_url, api_key, profile, orphans, yes, dry_run, grace, stuck=lambda: bool(still_cancelling)
         )
-        return
 
     def work(progress: ProgressFn) -> Report:
         from prefect_cancel_doctor.scan.engine import scan as run_scan

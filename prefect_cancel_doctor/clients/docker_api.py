@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from prefect_cancel_doctor.clients._fields import as_labels, as_mapping, as_text, as_texts, as_truncated_int
 from prefect_cancel_doctor.clients._http import httpx
 from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.core.inert import visible, visible_or_none
@@ -694,29 +695,29 @@ def container_info(raw: Mapping[str, Any]) -> ContainerInfo:
     Every value a run's configuration can set (names, labels, commands) is made inert
     and its secrets redacted; a value of the wrong type reads as absent.
     """
-    state = _obj(raw.get("State"))
-    config = _obj(raw.get("Config"))
-    host = _obj(raw.get("HostConfig"))
-    labels = _labels(config.get("Labels"))
+    state = as_mapping(raw.get("State"))
+    config = as_mapping(raw.get("Config"))
+    host = as_mapping(raw.get("HostConfig"))
+    labels = as_labels(config.get("Labels"))
     env = _env(raw)
     running = bool(state.get("Running"))
     return ContainerInfo(
-        id=_text(raw.get("Id")) or "",
-        name=(_text(raw.get("Name")) or "").lstrip("/") or None,
-        status=_text(state.get("Status")) or ("running" if running else "unknown"),
+        id=as_text(raw.get("Id")) or "",
+        name=(as_text(raw.get("Name")) or "").lstrip("/") or None,
+        status=as_text(state.get("Status")) or ("running" if running else "unknown"),
         running=running,
-        exit_code=None if running else _int_or_none(state.get("ExitCode")),
+        exit_code=None if running else as_truncated_int(state.get("ExitCode")),
         oom_killed=bool(state.get("OOMKilled")),
-        error=_text(state.get("Error")),
-        image=_text(config.get("Image")),
+        error=as_text(state.get("Error")),
+        image=as_text(config.get("Image")),
         command=redact_argv(_argv(config.get("Cmd"))),
         entrypoint=redact_argv(_argv(config.get("Entrypoint"))),
-        stop_signal=_text(config.get("StopSignal")),
-        stop_timeout=_int_or_none(config.get("StopTimeout")),
+        stop_signal=as_text(config.get("StopSignal")),
+        stop_timeout=as_truncated_int(config.get("StopTimeout")),
         init=bool(host.get("Init")),
-        host_pid=_int_or_none(state.get("Pid")) or None,
-        restart_count=_int_or_none(raw.get("RestartCount")) or 0,
-        restart_policy=_text(_obj(host.get("RestartPolicy")).get("Name")),
+        host_pid=as_truncated_int(state.get("Pid")) or None,
+        restart_count=as_truncated_int(raw.get("RestartCount")) or 0,
+        restart_policy=as_text(as_mapping(host.get("RestartPolicy")).get("Name")),
         started_at=_time(state.get("StartedAt")),
         finished_at=_time(state.get("FinishedAt")),
         labels=labels,
@@ -732,13 +733,15 @@ def container_details(raw: Mapping[str, Any]) -> ContainerDetails:
 
 def container_summary(raw: Mapping[str, Any]) -> ContainerSummary:
     """One entry of a `GET /containers/json` answer."""
-    return ContainerSummary(str(raw["Id"]), _labels(raw.get("Labels")), _int_or_none(raw.get("Created")) or 0)
+    return ContainerSummary(
+        str(raw["Id"]), as_labels(raw.get("Labels")), as_truncated_int(raw.get("Created")) or 0
+    )
 
 
 def image_summary(raw: Mapping[str, Any]) -> ImageSummary:
     """One entry of a `GET /images/json` answer."""
     tags = tuple(str(tag) for tag in raw.get("RepoTags") or ())
-    return ImageSummary(str(raw["Id"]), tags, _labels(raw.get("Labels")))
+    return ImageSummary(str(raw["Id"]), tags, as_labels(raw.get("Labels")))
 
 
 def parse_top(document: Mapping[str, Any]) -> list[TopProcess]:
@@ -800,8 +803,8 @@ def parse_event(document: Any, container_id: str | None = None) -> ContainerEven
     action = document.get("Action") or document.get("status")  # "status": API < 1.22
     if not isinstance(action, str) or action not in EVENT_ACTIONS:
         return None
-    actor = _obj(document.get("Actor"))
-    attributes = _obj(actor.get("Attributes"))
+    actor = as_mapping(document.get("Actor"))
+    attributes = as_mapping(actor.get("Attributes"))
     if container_id:
         actor_id = actor.get("ID") or document.get("id")
         name = attributes.get("name")
@@ -822,8 +825,8 @@ def parse_event(document: Any, container_id: str | None = None) -> ContainerEven
 
 def _event_time(document: Mapping[str, Any]) -> str | None:
     """The event's `timeNano` (else `time`, seconds) as ISO 8601 UTC, to the microsecond."""
-    nanos = _int_or_none(document.get("timeNano"))
-    seconds = _int_or_none(document.get("time"))
+    nanos = as_truncated_int(document.get("timeNano"))
+    seconds = as_truncated_int(document.get("time"))
     try:
         if nanos:
             moment = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(
@@ -881,37 +884,16 @@ def demux_logs(data: bytes) -> tuple[bytes, bytes]:
 
 def _env(raw: Mapping[str, Any]) -> dict[str, str]:
     """Config.Env ("KEY=value" entries) as a dict."""
-    entries = _obj(raw.get("Config")).get("Env")
+    entries = as_mapping(raw.get("Config")).get("Env")
     if not isinstance(entries, list):
         return {}
     pairs = (str(entry).partition("=") for entry in entries)
     return {key: value for key, _, value in pairs}
 
 
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return visible(value) if isinstance(value, str) and value else None
-
-
-def _labels(value: Any) -> dict[str, str]:
-    return {visible(str(k)): visible(str(v)) for k, v in _obj(value).items()}
-
-
 def _argv(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (visible(value),)
-    if isinstance(value, list):
-        return tuple(visible(str(a)) for a in value)
-    return ()
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return int(value)
+    """Cmd and Entrypoint: a list, or one string (the shell form)."""
+    return (visible(value),) if isinstance(value, str) else as_texts(value)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from prefect_cancel_doctor.clients._fields import as_int, as_labels, as_mapping, as_str, as_text, as_texts
 from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
 from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.clients.kube_config import KubeConfigError, KubeConnection, resolve_kube_connection
@@ -420,7 +421,11 @@ class KubeClient:
                 except KubeApiError as exc:
                     self._cluster_uid = exc  # the same answer for every run of the scan
                     raise
-                uid = _str(_obj(document.get("metadata")).get("uid")) if isinstance(document, dict) else None
+                uid = (
+                    as_str(as_mapping(document.get("metadata")).get("uid"))
+                    if isinstance(document, dict)
+                    else None
+                )
                 self._cluster_uid = (uid,)
             if isinstance(self._cluster_uid, KubeApiError):
                 raise self._cluster_uid
@@ -432,7 +437,7 @@ class KubeClient:
             document = self._json("GET", f"/api/v1/namespaces/{_seg(name)}")
         except KubeNotFound:
             return None
-        return NamespaceInfo(name, _labels(_obj(document.get("metadata")).get("labels")))
+        return NamespaceInfo(name, as_labels(as_mapping(document.get("metadata")).get("labels")))
 
     def events_for(self, namespace: str, kind: str, name: str) -> list[PodEvent]:
         """Events about one object, oldest first (``involvedObject.kind``/``name`` field selector)."""
@@ -501,7 +506,7 @@ class KubeClient:
                 "spec": {"resourceAttributes": attributes},
             },
         )
-        status = _obj(document.get("status"))
+        status = as_mapping(document.get("status"))
         return AccessReview(
             verb,
             resource,
@@ -509,7 +514,7 @@ class KubeClient:
             namespace,
             bool(status.get("allowed")),
             bool(status.get("denied")),
-            visible_or_none(_str(status.get("reason"))),
+            visible_or_none(as_str(status.get("reason"))),
         )
 
     # -- writes ---------------------------------------------------------------------------
@@ -538,7 +543,7 @@ class KubeClient:
         current = self._json("GET", f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(pod)}")
         existing = [
             c
-            for c in _obj(current.get("spec")).get("ephemeralContainers") or ()
+            for c in as_mapping(current.get("spec")).get("ephemeralContainers") or ()
             if isinstance(c, dict) and c.get("name") != container.get("name")
         ]
         body = {"spec": {"ephemeralContainers": [*existing, dict(container)]}}
@@ -676,51 +681,59 @@ def _auth(connection: KubeConnection) -> httpx.Auth | None:
 
 def job_info(raw: Mapping[str, Any]) -> JobInfo:
     """A Job document as its record."""
-    meta, spec, status = _obj(raw.get("metadata")), _obj(raw.get("spec")), _obj(raw.get("status"))
+    meta, spec, status = (
+        as_mapping(raw.get("metadata")),
+        as_mapping(raw.get("spec")),
+        as_mapping(raw.get("status")),
+    )
     return JobInfo(
-        namespace=_text(meta.get("namespace")) or "",
-        name=_text(meta.get("name")) or "",
-        uid=_str(meta.get("uid")) or "",
-        labels=_labels(meta.get("labels")),
-        active=_int(status.get("active")) or 0,
-        succeeded=_int(status.get("succeeded")) or 0,
-        failed=_int(status.get("failed")) or 0,
-        backoff_limit=_int(spec.get("backoffLimit")),
+        namespace=as_text(meta.get("namespace")) or "",
+        name=as_text(meta.get("name")) or "",
+        uid=as_str(meta.get("uid")) or "",
+        labels=as_labels(meta.get("labels")),
+        active=as_int(status.get("active")) or 0,
+        succeeded=as_int(status.get("succeeded")) or 0,
+        failed=as_int(status.get("failed")) or 0,
+        backoff_limit=as_int(spec.get("backoffLimit")),
         conditions=_conditions(status.get("conditions")),
-        deletion_timestamp=_text(meta.get("deletionTimestamp")),
-        finalizers=tuple(_text(f) or "" for f in meta.get("finalizers") or ()),
-        start_time=_text(status.get("startTime")),
+        deletion_timestamp=as_text(meta.get("deletionTimestamp")),
+        finalizers=tuple(as_text(f) or "" for f in meta.get("finalizers") or ()),
+        start_time=as_text(status.get("startTime")),
     )
 
 
 def pod_info(raw: Mapping[str, Any]) -> PodInfo:
     """A Pod document as its record; every value a run's configuration sets is made inert."""
-    meta, spec, status = _obj(raw.get("metadata")), _obj(raw.get("spec")), _obj(raw.get("status"))
+    meta, spec, status = (
+        as_mapping(raw.get("metadata")),
+        as_mapping(raw.get("spec")),
+        as_mapping(raw.get("status")),
+    )
     containers = tuple(_container_spec(c) for c in spec.get("containers") or () if isinstance(c, dict))
     ephemeral = tuple(
         _container_spec(c) for c in spec.get("ephemeralContainers") or () if isinstance(c, dict)
     )
-    labels = _labels(meta.get("labels"))
+    labels = as_labels(meta.get("labels"))
     run_id = next((c.flow_run_id for c in containers if c.flow_run_id), None) or labels.get(FLOW_RUN_LABEL)
     return PodInfo(
-        namespace=_text(meta.get("namespace")) or "",
-        name=_text(meta.get("name")) or "",
-        uid=_str(meta.get("uid")) or "",
+        namespace=as_text(meta.get("namespace")) or "",
+        name=as_text(meta.get("name")) or "",
+        uid=as_str(meta.get("uid")) or "",
         labels=labels,
         owners=tuple(
-            OwnerRef(_text(o.get("kind")) or "", _text(o.get("name")) or "")
+            OwnerRef(as_text(o.get("kind")) or "", as_text(o.get("name")) or "")
             for o in meta.get("ownerReferences") or ()
             if isinstance(o, dict)
         ),
-        node_name=_text(spec.get("nodeName")),
-        phase=_text(status.get("phase")) or "Unknown",
-        reason=_text(status.get("reason")),
-        message=_text(status.get("message")),
-        deletion_timestamp=_text(meta.get("deletionTimestamp")),
-        deletion_grace_period_seconds=_int(meta.get("deletionGracePeriodSeconds")),
-        termination_grace_period_seconds=_int(spec.get("terminationGracePeriodSeconds")),
-        finalizers=tuple(_text(f) or "" for f in meta.get("finalizers") or ()),
-        start_time=_text(status.get("startTime")),
+        node_name=as_text(spec.get("nodeName")),
+        phase=as_text(status.get("phase")) or "Unknown",
+        reason=as_text(status.get("reason")),
+        message=as_text(status.get("message")),
+        deletion_timestamp=as_text(meta.get("deletionTimestamp")),
+        deletion_grace_period_seconds=as_int(meta.get("deletionGracePeriodSeconds")),
+        termination_grace_period_seconds=as_int(spec.get("terminationGracePeriodSeconds")),
+        finalizers=tuple(as_text(f) or "" for f in meta.get("finalizers") or ()),
+        start_time=as_text(status.get("startTime")),
         containers=containers,
         statuses=tuple(
             _container_state(s) for s in status.get("containerStatuses") or () if isinstance(s, dict)
@@ -732,38 +745,38 @@ def pod_info(raw: Mapping[str, Any]) -> PodInfo:
         share_process_namespace=bool(spec.get("shareProcessNamespace")),
         conditions=_conditions(status.get("conditions")),
         flow_run_id=visible_or_none(run_id),
-        qos_class=_text(status.get("qosClass")),
+        qos_class=as_text(status.get("qosClass")),
     )
 
 
 def event_info(raw: Mapping[str, Any]) -> PodEvent:
     """An Event document as its record."""
-    source = _obj(raw.get("source"))
+    source = as_mapping(raw.get("source"))
     return PodEvent(
-        type=_text(raw.get("type")) or "Normal",
-        reason=_text(raw.get("reason")) or "",
-        message=visible(_str(raw.get("message")) or "", 500),
-        count=_int(raw.get("count")) or 1,
-        last_seen=_text(raw.get("lastTimestamp"))
-        or _text(raw.get("eventTime"))
-        or _text(raw.get("firstTimestamp")),
-        source=_text(source.get("component")) or _text(raw.get("reportingComponent")),
+        type=as_text(raw.get("type")) or "Normal",
+        reason=as_text(raw.get("reason")) or "",
+        message=visible(as_str(raw.get("message")) or "", 500),
+        count=as_int(raw.get("count")) or 1,
+        last_seen=as_text(raw.get("lastTimestamp"))
+        or as_text(raw.get("eventTime"))
+        or as_text(raw.get("firstTimestamp")),
+        source=as_text(source.get("component")) or as_text(raw.get("reportingComponent")),
     )
 
 
 def node_info(raw: Mapping[str, Any]) -> NodeInfo:
     """A Node document's Ready condition."""
-    meta, status = _obj(raw.get("metadata")), _obj(raw.get("status"))
+    meta, status = as_mapping(raw.get("metadata")), as_mapping(raw.get("status"))
     for condition in status.get("conditions") or ():
         if isinstance(condition, dict) and condition.get("type") == "Ready":
             return NodeInfo(
-                _text(meta.get("name")) or "",
-                _text(condition.get("status")),
-                _text(condition.get("reason")),
-                _text(condition.get("message")),
-                _text(condition.get("lastTransitionTime")),
+                as_text(meta.get("name")) or "",
+                as_text(condition.get("status")),
+                as_text(condition.get("reason")),
+                as_text(condition.get("message")),
+                as_text(condition.get("lastTransitionTime")),
             )
-    return NodeInfo(_text(meta.get("name")) or "", None)
+    return NodeInfo(as_text(meta.get("name")) or "", None)
 
 
 def _container_spec(raw: Mapping[str, Any]) -> ContainerSpec:
@@ -772,73 +785,49 @@ def _container_spec(raw: Mapping[str, Any]) -> ContainerSpec:
         for e in raw.get("env") or ()
         if isinstance(e, dict) and isinstance(e.get("value"), str)
     }
-    capabilities = _obj(_obj(raw.get("securityContext")).get("capabilities"))
+    capabilities = as_mapping(as_mapping(raw.get("securityContext")).get("capabilities"))
     return ContainerSpec(
-        name=_text(raw.get("name")) or "",
-        image=_text(raw.get("image")),
-        command=redact_argv(_argv(raw.get("command"))),
-        args=redact_argv(_argv(raw.get("args"))),
+        name=as_text(raw.get("name")) or "",
+        image=as_text(raw.get("image")),
+        command=redact_argv(as_texts(raw.get("command"))),
+        args=redact_argv(as_texts(raw.get("args"))),
         flow_run_id=visible_or_none(env.get(FLOW_RUN_ENV)),
         settings={k: visible(env[k]) for k in CANCEL_SETTINGS if k in env},
-        target_container=_text(raw.get("targetContainerName")),
-        capabilities_add=_argv(capabilities.get("add")),
+        target_container=as_text(raw.get("targetContainerName")),
+        capabilities_add=as_texts(capabilities.get("add")),
     )
 
 
 def _container_state(raw: Mapping[str, Any]) -> ContainerState:
-    state = _obj(raw.get("state"))
+    state = as_mapping(raw.get("state"))
     kind = next(
         (k for k in ("running", "terminated", "waiting") if isinstance(state.get(k), dict)), "unknown"
     )
-    detail = _obj(state.get(kind))
-    last = _obj(_obj(raw.get("lastState")).get("terminated"))
+    detail = as_mapping(state.get(kind))
+    last = as_mapping(as_mapping(raw.get("lastState")).get("terminated"))
     return ContainerState(
-        name=_text(raw.get("name")) or "",
+        name=as_text(raw.get("name")) or "",
         state=kind,
-        container_id=_text(raw.get("containerID")),
+        container_id=as_text(raw.get("containerID")),
         ready=bool(raw.get("ready")),
-        restart_count=_int(raw.get("restartCount")) or 0,
-        reason=_text(detail.get("reason")),
-        message=_text(detail.get("message")),
-        exit_code=_int(detail.get("exitCode")),
-        signal=_int(detail.get("signal")),
-        started_at=_text(detail.get("startedAt")),
-        finished_at=_text(detail.get("finishedAt")),
-        last_reason=_text(last.get("reason")),
-        last_exit_code=_int(last.get("exitCode")),
+        restart_count=as_int(raw.get("restartCount")) or 0,
+        reason=as_text(detail.get("reason")),
+        message=as_text(detail.get("message")),
+        exit_code=as_int(detail.get("exitCode")),
+        signal=as_int(detail.get("signal")),
+        started_at=as_text(detail.get("startedAt")),
+        finished_at=as_text(detail.get("finishedAt")),
+        last_reason=as_text(last.get("reason")),
+        last_exit_code=as_int(last.get("exitCode")),
     )
 
 
 def _conditions(value: Any) -> tuple[tuple[str, str | None], ...]:
     return tuple(
-        (_text(c.get("type")) or "", _text(c.get("reason")))
+        (as_text(c.get("type")) or "", as_text(c.get("reason")))
         for c in value or ()
         if isinstance(c, dict) and c.get("status") == "True"
     )
-
-
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _text(value: Any) -> str | None:
-    return visible(value) if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _labels(value: Any) -> dict[str, str]:
-    return {visible(str(k)): visible(str(v)) for k, v in _obj(value).items()}
-
-
-def _argv(value: Any) -> tuple[str, ...]:
-    return tuple(visible(str(a)) for a in value) if isinstance(value, list) else ()
 
 
 def selector(labels: Mapping[str, str]) -> str:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefect_cancel_doctor.clients._fields import as_str
 from prefect_cancel_doctor.core.redact import hold, redact_text
 from prefect_cancel_doctor.errors import ConfigurationError
 
@@ -451,7 +452,7 @@ def _exec_credential(
     try:
         done = _run_plugin([command, *args], child_env, timeout)
     except FileNotFoundError as exc:
-        hint = spec.get("installHint") if isinstance(spec.get("installHint"), str) else None
+        hint = as_str(spec.get("installHint"))
         raise KubeConfigError(
             f"user {user!r} in {origin}: the credential plugin {command!r} is not installed",
             hint=hint or f"install {command} or put it on PATH",
@@ -548,7 +549,7 @@ def _hold_token(stdout: bytes) -> None:
         token = json.loads(stdout)["status"]["token"]
     except (ValueError, LookupError, TypeError, RecursionError):
         return
-    hold(token if isinstance(token, str) else None)
+    hold(as_str(token))
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from urllib.request import getproxies
 
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.clients._fields import as_str
 from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
 from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.clients.prefect_records import (
@@ -282,7 +283,7 @@ class PrefectApi:
             )
         assert isinstance(answer, dict)
         expiration = answer.get("expiration")
-        self._csrf = (token, parse_time(expiration if isinstance(expiration, str) else None))
+        self._csrf = (token, parse_time(as_str(expiration)))
         return token
 
     def _credentials_hint(self, request: httpx.Request) -> str:

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from prefect_cancel_doctor.clients._fields import (
+    as_float,
+    as_mapping,
+    as_string_values,
+    as_text,
+    as_truncated_int,
+)
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import ApiRefused
 from prefect_cancel_doctor.model import LabelValue, StateType
@@ -181,44 +188,17 @@ class ServerSettings:
 # -- parsers ---------------------------------------------------------------------------------
 
 
-def _obj(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _list(value: object, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise UnexpectedShape(f"the Prefect API answered {what} with {type(value).__name__}, not a list")
     return value
 
 
-def _text(item: Mapping[str, Any], key: str) -> str | None:
-    value = item.get(key)
-    return visible(value) if isinstance(value, str) and value else None
-
-
-def _int(item: Mapping[str, Any], key: str) -> int | None:
-    value = item.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return int(value)
-
-
-def _float(item: Mapping[str, Any], key: str) -> float | None:
-    value = item.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def _id(item: object, what: str) -> str:
-    value = _obj(item).get("id")
+    value = as_mapping(item).get("id")
     if not isinstance(value, str) or not value:
         raise UnexpectedShape(f"the Prefect API answered {what} with an item without an id")
     return visible(value)
-
-
-def _strings(value: object) -> Mapping[str, str]:
-    return {visible(str(k)): visible(v) for k, v in _obj(value).items() if isinstance(v, str)}
 
 
 def _label_value(value: object) -> LabelValue:
@@ -234,28 +214,28 @@ def parse_state(raw: object) -> State | None:
     state_type = StateType.parse(raw.get("type"))
     return State(
         type=state_type,
-        name=_text(raw, "name") or "",
-        message=_text(raw, "message"),
-        timestamp=_text(raw, "timestamp"),
+        name=as_text(raw.get("name")) or "",
+        message=as_text(raw.get("message")),
+        timestamp=as_text(raw.get("timestamp")),
     )
 
 
 def parse_flow_run(raw: object, what: str = "a flow run") -> FlowRun:
     """A flow run record."""
     run_id = _id(raw, what)
-    item = _obj(raw)
+    item = as_mapping(raw)
     return FlowRun(
         id=run_id,
-        name=_text(item, "name") or run_id,
-        flow_id=_text(item, "flow_id"),
-        deployment_id=_text(item, "deployment_id"),
-        work_pool_name=_text(item, "work_pool_name"),
+        name=as_text(item.get("name")) or run_id,
+        flow_id=as_text(item.get("flow_id")),
+        deployment_id=as_text(item.get("deployment_id")),
+        work_pool_name=as_text(item.get("work_pool_name")),
         state=parse_state(item.get("state")),
-        start_time=_text(item, "start_time"),
-        end_time=_text(item, "end_time"),
+        start_time=as_text(item.get("start_time")),
+        end_time=as_text(item.get("end_time")),
         infrastructure_pid=_infrastructure_pid(item.get("infrastructure_pid")),
-        labels={visible(str(k)): _label_value(v) for k, v in _obj(item.get("labels")).items()},
-        parent_task_run_id=_text(item, "parent_task_run_id"),
+        labels={visible(str(k)): _label_value(v) for k, v in as_mapping(item.get("labels")).items()},
+        parent_task_run_id=as_text(item.get("parent_task_run_id")),
     )
 
 
@@ -281,20 +261,20 @@ def parse_states(raw: object) -> list[State]:
 
 def parse_names(raw: object, what: str) -> dict[str, str]:
     """Names by id, from a listing of flows or deployments."""
-    return {_id(item, what): _text(_obj(item), "name") or "?" for item in _list(raw, what)}
+    return {_id(item, what): as_text(as_mapping(item).get("name")) or "?" for item in _list(raw, what)}
 
 
 def parse_worker(raw: object) -> Worker | None:
     """A worker; None for an item without a name."""
-    item = _obj(raw)
-    name = _text(item, "name")
+    item = as_mapping(raw)
+    name = as_text(item.get("name"))
     if name is None:
         return None
     return Worker(
         name=name,
-        status=_text(item, "status"),
-        last_heartbeat_time=_text(item, "last_heartbeat_time"),
-        heartbeat_interval_seconds=_float(item, "heartbeat_interval_seconds"),
+        status=as_text(item.get("status")),
+        last_heartbeat_time=as_text(item.get("last_heartbeat_time")),
+        heartbeat_interval_seconds=as_float(item.get("heartbeat_interval_seconds")),
     )
 
 
@@ -305,29 +285,29 @@ def parse_workers(raw: object) -> list[Worker]:
 
 def parse_work_pool(raw: object) -> WorkPool | None:
     """A work pool; None for an item without a name."""
-    item = _obj(raw)
-    name = _text(item, "name")
-    return WorkPool(name, _int(item, "concurrency_limit")) if name else None
+    item = as_mapping(raw)
+    name = as_text(item.get("name"))
+    return WorkPool(name, as_truncated_int(item.get("concurrency_limit"))) if name else None
 
 
 def parse_deployment(raw: object) -> Deployment:
     """A deployment with its concurrency limits."""
     deployment_id = _id(raw, "a deployment listing")
-    item = _obj(raw)
-    gcl = _obj(item.get("global_concurrency_limit"))
+    item = as_mapping(raw)
+    gcl = as_mapping(item.get("global_concurrency_limit"))
     return Deployment(
         id=deployment_id,
-        name=_text(item, "name") or deployment_id,
-        concurrency_limit=_int(item, "concurrency_limit"),
-        limit_slots=_int(gcl, "limit"),
-        active_slots=_int(gcl, "active_slots"),
-        entrypoint=_text(item, "entrypoint"),
+        name=as_text(item.get("name")) or deployment_id,
+        concurrency_limit=as_truncated_int(item.get("concurrency_limit")),
+        limit_slots=as_truncated_int(gcl.get("limit")),
+        active_slots=as_truncated_int(gcl.get("active_slots")),
+        entrypoint=as_text(item.get("entrypoint")),
     )
 
 
 def parse_task_run(raw: object) -> TaskRun:
     """A task run's link to its flow run."""
-    return TaskRun(_id(raw, "a task run listing"), _text(_obj(raw), "flow_run_id"))
+    return TaskRun(_id(raw, "a task run listing"), as_text(as_mapping(raw).get("flow_run_id")))
 
 
 def parse_pool_concurrency(raw: object) -> PoolConcurrency | None:
@@ -336,59 +316,59 @@ def parse_pool_concurrency(raw: object) -> PoolConcurrency | None:
         return None
     queues = tuple(
         QueueConcurrency(
-            queue_name=_text(queue, "queue_name"),
-            concurrency_limit=_int(queue, "concurrency_limit"),
-            active_slots=_int(queue, "active_slots"),
+            queue_name=as_text(queue.get("queue_name")),
+            concurrency_limit=as_truncated_int(queue.get("concurrency_limit")),
+            active_slots=as_truncated_int(queue.get("active_slots")),
             flow_run_ids=tuple(
                 run["id"]
-                for run in (_obj(r) for r in queue.get("flow_runs") or () if isinstance(r, dict))
+                for run in (as_mapping(r) for r in queue.get("flow_runs") or () if isinstance(r, dict))
                 if isinstance(run.get("id"), str)
             ),
         )
-        for queue in (_obj(q) for q in raw.get("queues") or () if isinstance(q, dict))
+        for queue in (as_mapping(q) for q in raw.get("queues") or () if isinstance(q, dict))
     )
-    return PoolConcurrency(_int(raw, "active_slots"), queues)
+    return PoolConcurrency(as_truncated_int(raw.get("active_slots")), queues)
 
 
 def parse_logs(raw: object) -> list[LogLine]:
     """A page of log lines (items without a timestamp or a message are left out)."""
     lines = []
     for item in _list(raw, "a log listing"):
-        entry = _obj(item)
-        timestamp, message = _text(entry, "timestamp"), entry.get("message")
+        entry = as_mapping(item)
+        timestamp, message = as_text(entry.get("timestamp")), entry.get("message")
         if timestamp and isinstance(message, str):
-            level = _int(entry, "level") or 0
-            lines.append(LogLine(timestamp, level, visible(message, 500), _text(entry, "name")))
+            level = as_truncated_int(entry.get("level")) or 0
+            lines.append(LogLine(timestamp, level, visible(message, 500), as_text(entry.get("name"))))
     return lines
 
 
 def parse_event(raw: object) -> Event:
     """An event."""
     event_id = _id(raw, "an event page")
-    item = _obj(raw)
-    payload = _obj(item.get("payload"))
+    item = as_mapping(raw)
+    payload = as_mapping(item.get("payload"))
     related = item.get("related")
     return Event(
         id=event_id,
-        event=_text(item, "event") or "",
-        occurred=_text(item, "occurred"),
-        resource=_strings(item.get("resource")),
-        related=tuple(_strings(r) for r in related if isinstance(r, dict))
+        event=as_text(item.get("event")) or "",
+        occurred=as_text(item.get("occurred")),
+        resource=as_string_values(item.get("resource")),
+        related=tuple(as_string_values(r) for r in related if isinstance(r, dict))
         if isinstance(related, list)
         else (),
-        initial_state_type=_text(_obj(payload.get("initial_state")), "type"),
-        validated_message=_text(_obj(payload.get("validated_state")), "message"),
+        initial_state_type=as_text(as_mapping(payload.get("initial_state")).get("type")),
+        validated_message=as_text(as_mapping(payload.get("validated_state")).get("message")),
         payload=payload,
     )
 
 
 def parse_artifact(raw: object) -> ArtifactRef | None:
     """An artifact (or a key's latest artifact, whose id is `latest_id`); None without a key."""
-    item = _obj(raw)
-    artifact_id, key = _text(item, "latest_id") or _text(item, "id"), _text(item, "key")
+    item = as_mapping(raw)
+    artifact_id, key = as_text(item.get("latest_id")) or as_text(item.get("id")), as_text(item.get("key"))
     if not artifact_id or not key:
         return None
-    return ArtifactRef(artifact_id, key, _text(item, "flow_run_id"))
+    return ArtifactRef(artifact_id, key, as_text(item.get("flow_run_id")))
 
 
 def parse_event_page(raw: object) -> EventPage:
@@ -398,8 +378,8 @@ def parse_event_page(raw: object) -> EventPage:
     events = raw.get("events") or []
     return EventPage(
         tuple(parse_event(e) for e in _list(events, "an event page")),
-        _int(raw, "total") or 0,
-        _text(raw, "next_page"),
+        as_truncated_int(raw.get("total")) or 0,
+        as_text(raw.get("next_page")),
     )
 
 
@@ -407,11 +387,15 @@ def parse_server_settings(raw: object) -> ServerSettings | None:
     """The durations the health report reads from the server's settings."""
     if not isinstance(raw, dict):
         return None
-    server = _obj(raw.get("server"))
+    server = as_mapping(raw.get("server"))
     return ServerSettings(
-        events_retention_seconds=parse_setting_seconds(_obj(server.get("events")).get("retention_period")),
+        events_retention_seconds=parse_setting_seconds(
+            as_mapping(server.get("events")).get("retention_period")
+        ),
         cancelling_timeout_seconds=parse_setting_seconds(
-            _obj(_obj(server.get("services")).get("cancellation_cleanup")).get("cancelling_timeout_seconds")
+            as_mapping(as_mapping(server.get("services")).get("cancellation_cleanup")).get(
+                "cancelling_timeout_seconds"
+            )
         ),
     )
 

@@ -3,7 +3,6 @@ on every host."""
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -27,10 +26,11 @@ from prefect_cancel_doctor.cli.options import (
     parse_duration,
     scan_options,
 )
-from prefect_cancel_doctor.cli.output import fail, interruptible, progress, run_report, usage
+from prefect_cancel_doctor.cli.output import collect, fail, published, run_report, usage, write_out
 from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.health.model import HealthReport
     from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Report
     from prefect_cancel_doctor.scan.engine import Options, ProgressFn
@@ -158,26 +158,20 @@ def report(
         fail_on,
         scan_options(samples, interval, native, False, parallel, timeout, since),
     )
-    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
+    from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK
     from prefect_cancel_doctor.health.build import build_health_report
     from prefect_cancel_doctor.health.render import render_health, write_health
 
-    update, stop = progress()
-    try:
-        with interruptible(deadline), open_api(api_url, api_key, profile) as api:
-            health = build_health_report(api, options, update)
-    except DoctorError as exc:
-        stop()
-        fail(exc)
-    stop()
-    if output:
-        try:
-            write_health(health, fmt, output, color=color, samples_detail=samples_detail)
-        except OSError as exc:
-            fail(usage(f"cannot write {output}: {exc.strerror or exc}"))
-        typer.echo(f"report written to {output}", err=True)
-    else:
-        render_health(health, fmt, sys.stdout, color=color, samples_detail=samples_detail)
+    def work(progress: ProgressFn) -> HealthReport:
+        with open_api(api_url, api_key, profile) as api:
+            return build_health_report(api, options, progress)
+
+    health = collect(work, deadline)
+    write_out(
+        output,
+        lambda path: write_health(health, fmt, path, color=color, samples_detail=samples_detail),
+        lambda stream: render_health(health, fmt, stream, color=color, samples_detail=samples_detail),
+    )
     for breach in health.breaches:
         typer.echo(f"breached: {breach.rule}: {breach.message}", err=True)
     raise typer.Exit(EXIT_STUCK if health.breaches else EXIT_OK)
@@ -322,17 +316,12 @@ def agent(
         # The flow runs (subprocesses of the Runner) read it too.
         os.environ["PCD_HOST"] = host
     if once:
-        import dataclasses
-
         from prefect_cancel_doctor.fleet.publish import scan_and_publish
 
         def work(progress: ProgressFn) -> Report:
             with open_api(api_url, api_key, profile) as api:
                 report, outcome = scan_and_publish(api, samples=samples, since=since, artifacts=artifacts)
-            typer.echo(outcome.summary(), err=True)
-            for error in outcome.errors:
-                typer.echo(f"warning: {error}", err=True)
-            return dataclasses.replace(report, errors=(*report.errors, *outcome.errors))
+            return published(report, outcome)
 
         run_report(Format.TERMINAL, None, work)
     point_prefect_at(api_url, api_key, profile)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.fleet.publish import PublishOutcome
     from prefect_cancel_doctor.model import Report
     from prefect_cancel_doctor.render import Format
     from prefect_cancel_doctor.scan.engine import ProgressFn
@@ -92,6 +93,15 @@ def run_report(
     exit with the right code."""
     report = collect(work, deadline)
     raise typer.Exit(emit(report, fmt, color, output, samples_detail))
+
+
+def published(report: Report, outcome: PublishOutcome) -> Report:
+    """A publication's summary and what it could not publish on stderr; `report` with the latter
+    among its errors."""
+    typer.echo(outcome.summary(), err=True)
+    for error in outcome.errors:
+        typer.echo(f"warning: {error}", err=True)
+    return outcome.onto(report)
 
 
 @contextlib.contextmanager

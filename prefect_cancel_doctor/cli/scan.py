@@ -36,7 +36,7 @@ from prefect_cancel_doctor.cli.options import (
     kube,
     scan_options,
 )
-from prefect_cancel_doctor.cli.output import emit, fail, run_report, usage
+from prefect_cancel_doctor.cli.output import emit, fail, published, run_report, usage
 from prefect_cancel_doctor.render import Format
 
 if TYPE_CHECKING:
@@ -173,7 +173,6 @@ def diagnose(
     run_report(fmt, color, work, output, samples_detail, deadline)
 
 
-# ----
 INSPECT_EPILOG = examples(
     "prefect-cancel-doctor inspect --pid 12345",
     "prefect-cancel-doctor inspect --container etl-7",
@@ -249,19 +248,12 @@ def inspect(
     run_report(fmt, color, work, output, samples_detail, deadline)
 
 
-# ----
 def _published(api: PrefectApi, report: Report) -> Report:
     """`scan --publish`: publish the verdicts this host answers for (publish.py). What could not be
     published joins the report's errors and stderr; the verdicts are shown and the exit code kept."""
-    import dataclasses
-
     from prefect_cancel_doctor.fleet.publish import host_name, publish, seen_here
 
-    outcome = publish(api, report, seen=seen_here(host_name()))
-    typer.echo(outcome.summary(), err=True)
-    for error in outcome.errors:
-        typer.echo(f"warning: {error}", err=True)
-    return dataclasses.replace(report, errors=(*report.errors, *outcome.errors))
+    return published(report, publish(api, report, seen=seen_here(host_name())))
 
 
 def _with_fleet(api: PrefectApi, report: Report) -> Report:

@@ -37,7 +37,7 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -509,6 +509,10 @@ class PublishOutcome:
                 "them, is on this host (their hosts' doctors answer for them)"
             )
         return line
+
+    def onto(self, report: Report) -> Report:
+        """`report` with what could not be published among its errors (its verdicts and exit code kept)."""
+        return replace(report, errors=(*report.errors, *self.errors))
 
 
 def publish(

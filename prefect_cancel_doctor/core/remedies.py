@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
 #: How the first fix starts when it carries the commands that end the run (`Verdict.stop_now`).
-STOP_NOW = "stop it now: "
+#: The first fix of a verdict the doctor can act on: its own safe command (`resolve_line`).
+RESOLVE_NOW = "end it now, safely: "
+#: The next: the same by hand, for where the doctor cannot run (`stop_line`).
+STOP_NOW = "or by hand, in order: "
 
 #: What lets a worker's cancel reach a flow's children: it signals the flow's process group.
 GROUP_SIGNAL_FIX = (
     "start children in the flow's process group (no start_new_session/setsid) so the "
     "cancel's process-group SIGTERM reaches them"
 )
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
     Cause.CANCEL_NOT_OBSERVED: (
@@ -146,5 +153,12 @@ def short_fix(cause: Cause, call: BlockingCall | None) -> str:
 
 
 def stop_line(commands: tuple[str, ...]) -> str:
-    """The first fix of a verdict with `stop_now` commands: them, in order, as one line."""
+    """The by-hand fix of a verdict with `stop_now` commands: them, in order, as one line."""
     return STOP_NOW + ", then ".join(f"`{command}`" for command in commands)
+
+
+def resolve_line(run_id: str, run_name: str) -> str:
+    """The first fix of a verdict the doctor can act on: `resolve` for the run, by its name where
+    the name is one plain shell word (names need not be unique; `resolve` asks which), else its id."""
+    target = run_name if _PLAIN_WORD.fullmatch(run_name) else run_id
+    return f"{RESOLVE_NOW}`prefect-cancel-doctor resolve {target}`"

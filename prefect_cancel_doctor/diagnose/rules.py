@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from prefect_cancel_doctor.core.remedies import stop_line
+from prefect_cancel_doctor.core.remedies import resolve_line, stop_line
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.diagnose.stuck import (
     absorbed_unseen,
@@ -116,8 +116,8 @@ def refute(verdict: Verdict, delivery: Delivery | None) -> Verdict:
 def diagnose(ev: Evidence) -> Verdict:
     """Apply the rules in order; `unknown` always matches.
 
-    The verdict's first fix is what ends the run now (`stop_now`), then the change
-    that keeps it from happening again.
+    The verdict's first fix is the doctor's own safe command that ends the run now (`resolve`),
+    then the same by hand (`stop_now`), then the change that keeps it from happening again.
     """
     for rule in RULES:
         verdict = rule(ev)
@@ -130,7 +130,8 @@ def diagnose(ev: Evidence) -> Verdict:
             verdict = refute(verdict, ev.delivery)
             commands = stop_commands(ev, verdict.cause)
             if commands:
-                remediation = (stop_line(commands), *verdict.remediation)
+                first = (resolve_line(ev.run.id, ev.run.name),) if ev.run is not None else ()
+                remediation = (*first, stop_line(commands), *verdict.remediation)
                 verdict = dataclasses.replace(verdict, stop_now=commands, remediation=remediation)
             return verdict
     raise AssertionError("the last rule always matches")  # pragma: no cover

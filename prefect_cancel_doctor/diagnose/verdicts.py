@@ -3,6 +3,7 @@ stop a run now, the facts of sockets and workers."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 
@@ -80,17 +81,17 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 
 def mark_cancelled_command(run_id: str, what: str) -> str | None:
-    """A one-line command forcing the run to Cancelled with Prefect's own client (the same
-    settings as the `prefect` CLI: profile, PREFECT_API_URL, PREFECT_API_KEY). Prefect's CLI
-    has no such command; None for an id that is not a UUID (never put in a shell line)."""
+    """A one-line command forcing the run to Cancelled through Prefect's own CLI (`prefect api`, with
+    the same profile, PREFECT_API_URL and PREFECT_API_KEY as every `prefect` command); None for an id
+    that is not a UUID (never put in a shell line). `what` (what was stopped) is said in the state's
+    message unless it holds a quote that would end the shell word."""
     if not _UUID.fullmatch(run_id):
         return None
-    message = f"Cancelled by hand after prefect-cancel-doctor: {what}"
-    return (
-        'python -c "from prefect import get_client; from prefect.states import Cancelled; '
-        "c = get_client(sync_client=True).__enter__(); "
-        f"c.set_flow_run_state('{run_id}', Cancelled(message='{message}'), force=True)\""
+    message = "Cancelled by hand after prefect-cancel-doctor" + (f": {what}" if "'" not in what else "")
+    body = json.dumps(
+        {"state": {"type": "CANCELLED", "message": message}, "force": True}, separators=(",", ":")
     )
+    return f"prefect api POST /flow_runs/{run_id}/set_state --data '{body}'"
 
 
 def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import Any
 from prefect_cancel_doctor.clients.prefect_api import EVENTS_IDS_PER_QUERY, EventsUnavailable, PrefectApi
 from prefect_cancel_doctor.clients.prefect_records import Event, parse_time
 from prefect_cancel_doctor.core.inert import visible
-from prefect_cancel_doctor.core.remedies import STOP_NOW
+from prefect_cancel_doctor.core.remedies import RESOLVE_NOW, STOP_NOW
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.fleet.publish import HOST_EVENT, HOST_RESOURCE, VERDICT_EVENT, found_here
 from prefect_cancel_doctor.model import (
@@ -216,12 +216,7 @@ def parse_verdict_event(event: Event, now: datetime) -> FleetVerdict | None:
     host = visible(host, 200)
     # Its stop-now commands name that host's PIDs: never offered as commands to run here, where the
     # same PID is another process; the fix says where they belong.
-    remediation = tuple(
-        f"stop it now, on host {host} (not here): {fix.removeprefix(STOP_NOW)}"
-        if fix.startswith(STOP_NOW)
-        else fix
-        for fix in _strings(payload.get("remediation"))
-    )
+    remediation = tuple(_on_host(fix, host) for fix in _strings(payload.get("remediation")))
     verdict = Verdict(
         cause=cause,
         summary=_str(payload, "summary") or "",
@@ -378,6 +373,15 @@ def fleet_for_report(
     fleet = read_fleet(api, missing)
     merged = with_fleet(report, fleet, here)
     return merged, report_uncovered(merged, fleet) if fleet.agents else (), fleet.errors
+
+
+def _on_host(fix: str, host: str) -> str:
+    """A published fix that acts on the publishing host's processes, said to be run there: its PIDs
+    are that host's, and here the same PID is another process."""
+    for prefix, what in ((RESOLVE_NOW, "end it now"), (STOP_NOW, "or by hand")):
+        if fix.startswith(prefix):
+            return f"{what}, on host {host} (not here): {fix.removeprefix(prefix)}"
+    return fix
 
 
 __all__ = [

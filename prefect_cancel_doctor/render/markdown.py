@@ -23,6 +23,7 @@ from prefect_cancel_doctor.render.scan_view import (
     call_site,
     deployment_text,
     fixes,
+    resolve_command,
     run_name,
     state_text,
 )
@@ -171,8 +172,13 @@ def _section(d: Diagnosis) -> list[str]:
     lines += facts
     if call is not None and call.code:
         lines += ["", *block([call.code.strip()], "python")]
+    command = resolve_command(verdict)
+    if command is not None:
+        lines += ["", "**End it now**, safely (plan, confirm, verify, then the state):", ""]
+        lines += block([command], "sh")
     if verdict.stop_now:
-        lines += ["", "**Stop it now** (in order, where Prefect is installed and configured):", ""]
+        heading = "**Or by hand**" if command is not None else "**Stop it now**"
+        lines += ["", f"{heading} (in order, where Prefect is installed and configured):", ""]
         lines += block(list(verdict.stop_now), "sh")
     remaining = fixes(verdict)
     if remaining:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.core.remedies import STOP_NOW
+from prefect_cancel_doctor.core.remedies import RESOLVE_NOW, STOP_NOW
 from prefect_cancel_doctor.model import BlockingCall, Diagnosis, Frame, StateType, Verdict
 from prefect_cancel_doctor.render.text import duration_text
 from prefect_cancel_doctor.sample.classify import is_library, module_of
@@ -55,12 +55,16 @@ def call_location(call: BlockingCall | None) -> str | None:
     return f"{call.filename}:{call.line}" if call.line is not None else call.filename
 
 
+def resolve_command(verdict: Verdict) -> str | None:
+    """The doctor's own command that ends the run now (`prefect-cancel-doctor resolve …`), if any."""
+    first = verdict.remediation[0] if verdict.remediation else ""
+    return first.removeprefix(RESOLVE_NOW).strip("`") if first.startswith(RESOLVE_NOW) else None
+
+
 def fixes(verdict: Verdict) -> tuple[str, ...]:
-    """The verdict's fixes without the stop-now line, for views that show `stop_now` as commands."""
-    rest = verdict.remediation
-    if verdict.stop_now and rest and rest[0].startswith(STOP_NOW):
-        return rest[1:]
-    return rest
+    """The verdict's lasting fixes: without the resolve and the by-hand lines, for views that show
+    them apart (`resolve_command`, `stop_now` as commands)."""
+    return tuple(fix for fix in verdict.remediation if not fix.startswith((RESOLVE_NOW, STOP_NOW)))
 
 
 @dataclass(frozen=True)

@@ -311,8 +311,11 @@ def test_never_started_names_the_pool_and_its_workers() -> None:
     # "start a worker" advice; the first fix marks the run Cancelled, with its id filled in.
     assert not any("prefect worker start" in fix for fix in verdict.remediation)
     (mark,) = verdict.stop_now
-    assert f"set_flow_run_state('{run.id}', Cancelled(" in mark and "force=True" in mark
-    assert verdict.remediation[0] == f"stop it now: `{mark}`"
+    assert (
+        mark.startswith(f"prefect api POST /flow_runs/{run.id}/set_state --data '") and '"force":true' in mark
+    )
+    assert verdict.remediation[0] == f"end it now, safely: `prefect-cancel-doctor resolve {run.name}`"
+    assert verdict.remediation[1] == f"or by hand, in order: `{mark}`"
 
 
 def test_a_hostile_run_id_never_reaches_a_shell_command() -> None:

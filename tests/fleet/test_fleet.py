@@ -58,7 +58,10 @@ def test_a_published_verdict_reads_back_as_it_was_diagnosed() -> None:
     )
     # That host's commands name its PIDs: never offered here, but said where they belong.
     assert d.verdict.stop_now and verdict.stop_now == ()
-    assert verdict.remediation[0].startswith("stop it now, on host node-7 (not here): `kill -TERM")
+    assert verdict.remediation[0].startswith(
+        "end it now, on host node-7 (not here): `prefect-cancel-doctor resolve "
+    )
+    assert verdict.remediation[1].startswith("or by hand, on host node-7 (not here): `kill -TERM")
 
 
 def test_an_event_that_is_not_ours_or_is_broken_is_no_verdict() -> None:

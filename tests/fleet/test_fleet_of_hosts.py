@@ -384,6 +384,8 @@ def test_the_central_scan_shows_the_fleets_verdicts_too(
     assert a_run["target"]["host"] == "pcd-host-a"
     # Host a's commands name its PIDs (PID 8 there is another process here): not offered as this host's.
     assert a_run["verdict"]["stop_now"] == []
-    assert a_run["verdict"]["remediation"][0].startswith("stop it now, on host pcd-host-a (not here): `kill")
+    fixes = a_run["verdict"]["remediation"]
+    assert fixes[0].startswith("end it now, on host pcd-host-a (not here): `prefect-cancel-doctor resolve ")
+    assert fixes[1].startswith("or by hand, on host pcd-host-a (not here): `kill")
     assert "published" not in runs[fleet.runs["pcd-host-c"]]
     assert "note: work pool fleet-c: no agent covers it" in done.stderr

@@ -205,7 +205,7 @@ def test_the_artifact_is_the_runs_markdown_section_under_a_stable_key() -> None:
     assert text.startswith("# Why this run has not cancelled: `cancel_not_observed`")
     assert "on host `node-7` at 2026-11-27 12:00:00 UTC" in text
     assert "## brave-otter: `cancel_not_observed`" in text
-    assert "**Stop it now**" in text and "**Fix**" in text and "**Stack of the blocking thread**" in text
+    assert "**End it now**" in text and "**Fix**" in text and "**Stack of the blocking thread**" in text
     assert "| run |" not in text  # the run's section, not the scan's table
 
 

@@ -187,7 +187,7 @@ def test_verdicts_become_events_artifacts_and_automations_act_on_them(
     )
     assert artifact["key"] == f"cancel-doctor-{sleep.run_id[:13]}" and artifact["type"] == "markdown"
     assert "`cancel_not_observed`" in artifact["data"] and f"stuck_sleep.py:{sleep.line}" in artifact["data"]
-    assert "**Stop it now**" in artifact["data"] and "**Fix**" in artifact["data"]
+    assert "**End it now**" in artifact["data"] and "**Fix**" in artifact["data"]
 
     # Automation A: the infrastructure_gone run marked Cancelled, with its message.
     def cancelled() -> dict[str, Any] | None:

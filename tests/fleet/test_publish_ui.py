@@ -149,6 +149,6 @@ def test_the_artifact_page_renders_the_verdict_stack_and_fix(ui: UI, tmp_path: P
     assert "Why this run has not cancelled: cancel_not_observed" in text
     assert f"on host {HOST}" in text
     assert f"stuck_sleep.py:{ui.line}" in text
-    assert "Stop it now" in text and "Fix" in text and "Stack of the blocking thread" in text
+    assert "End it now" in text and "Fix" in text and "Stack of the blocking thread" in text
     assert 40_000 < len(shot.read_bytes()) < 600_000
     _keep(shot, name)

@@ -10,16 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from prefect_cancel_doctor.core.options import Options
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
-from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
-from prefect_cancel_doctor.scan.engine import Options, _kubernetes_job
+from prefect_cancel_doctor.kinds.base import Here
+from prefect_cancel_doctor.kinds.registry import kind_of
 
 
 def test_missing_kubeconfig_makes_the_run_not_attachable(tmp_path: Path) -> None:
-    here = SimpleNamespace(kube=lambda: KubeSession(str(tmp_path / "missing")), options=Options())
+    here = Here({}, Options(kubeconfig=str(tmp_path / "missing")))
     infra = parse_infrastructure_pid("prod:etl-x7k2p")
+    kind = kind_of(infra.kind)
+    kind.prepare([], here)
 
-    location = _kubernetes_job(SimpleNamespace(id="r1"), infra, here)  # type: ignore[arg-type]
+    location = kind.locate(SimpleNamespace(id="r1"), infra, here)  # type: ignore[arg-type]
 
     assert location.unreachable is not None
     assert "Kubernetes job prod/etl-x7k2p" in location.unreachable

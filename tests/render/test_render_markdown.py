@@ -40,13 +40,15 @@ def test_one_section_per_run_with_verdict_fix_stop_commands_call_site_and_link()
     section = sections[0]
     assert f"Prefect UI: <{UI}>" in section
     assert re.search(r"- blocking call: `time\.sleep` at `/\S+/sleep_main\.py:8` \(sleep", section)
-    stop = section[section.index("**Stop it now**") :]
+    end = section[section.index("**End it now**") : section.index("**Or by hand**")]
+    assert "```sh\nprefect-cancel-doctor resolve brave-otter\n```" in end  # the first fix: the doctor's own
+    stop = section[section.index("**Or by hand**") :]
     commands = stop[stop.index("```sh\n") + 6 : stop.index("\n```", stop.index("```sh"))].splitlines()
     assert commands == list(sleeping().verdict.stop_now)
     fix = section[section.index("**Fix**") :]
     assert "- set PREFECT\\_RUNNER\\_CRASH\\_ON\\_CANCELLATION\\_FAILURE=true" in fix
     assert "`prefect flow-run execute`" in fix  # the doctor's code spans stay code
-    assert "stop it now:" not in fix  # the commands are in their own block
+    assert "or by hand" not in fix and "end it now" not in fix  # the commands are in their own blocks
     assert "**Evidence**" in section and "**Stack of the blocking thread**" in section
     assert "➤  wait_forever (" in section
 

@@ -1,236 +1,59 @@
-"""The Docker Engine API over httpx: where the engine is, a small client, and its answers as records.
-
-Only the Engine API is used (no Docker SDK, no CLI): ``DOCKER_HOST`` is honoured
-(``unix://`` and ``tcp://``, TLS through ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``);
-``ssh://`` is refused with a way around it. prefect-docker records the engine's
-base URL in `infrastructure_pid`; with the Docker SDK's default socket it reads
-``http+docker://localhost`` (the socket path is not in it).
-
-Nothing outside this module reads the engine's JSON: `DockerClient` returns the
-model's records (`ContainerInfo`, `ContainerStats`, `ContainerEvent`) or the small frozen records
-defined here (`TopProcess`, `ContainerSummary`, `ContainerDetails`,
-`ImageSummary`, `EngineVersion`), and the parsers that build them
-(`container_info`, `parse_top`, `parse_stats`, `parse_event`, `demux_logs`, ...) live here too.
-Locating a run's container is `prefect_cancel_doctor.kinds.docker.locate`; sampling it
-from a sidecar is `prefect_cancel_doctor.kinds.docker.sidecar`.
-"""
+"""`DockerClient`: the handful of Engine API calls, answered with records."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import ssl
-import struct
 import tarfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from prefect_cancel_doctor.clients._fields import as_labels, as_mapping, as_text, as_texts, as_truncated_int
 from prefect_cancel_doctor.clients._http import httpx
-from prefect_cancel_doctor.clients._http import transport as bounded_transport
-from prefect_cancel_doctor.core.inert import visible, visible_or_none
-from prefect_cancel_doctor.core.prefect_names import CANCEL_SETTINGS, FLOW_RUN_ENV
+from prefect_cancel_doctor.clients.docker_api.endpoint import (
+    DockerEndpoint,
+    engine_transport,
+    resolve_endpoint,
+)
+from prefect_cancel_doctor.clients.docker_api.errors import (
+    ContainerNotFound,
+    DockerApiError,
+    DockerError,
+    DockerPermissionDenied,
+    DockerUnreachable,
+)
+from prefect_cancel_doctor.clients.docker_api.records import (
+    ContainerDetails,
+    ContainerSummary,
+    EngineVersion,
+    ImageSummary,
+    TopProcess,
+    container_details,
+    container_info,
+    container_summary,
+    image_summary,
+    parse_stats,
+    parse_top,
+)
+from prefect_cancel_doctor.clients.docker_api.streams import (
+    aware,
+    demux_logs,
+    parse_event,
+    stream_lines,
+    unix_time,
+)
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.prefect_names import DOCKER_FLOW_RUN_LABEL as FLOW_RUN_LABEL
-from prefect_cancel_doctor.core.redact import redact_argv
-from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.core.prefect_names import FLOW_RUN_ENV
 from prefect_cancel_doctor.model import ContainerEvent, ContainerInfo, ContainerStats
 
-#: Where the Docker engine listens when DOCKER_HOST is not set.
-DEFAULT_SOCKET = "/var/run/docker.sock"
-_NEVER = "0001-01-01T00:00:00Z"
 # Containers inspected one by one when no label names the run (an env-only match).
 _ENV_SCAN_LIMIT = 100
-#: The engine's event actions `DockerClient.events` keeps (others: create, start, exec_*, ... ).
-EVENT_ACTIONS = frozenset({"kill", "stop", "die", "oom", "restart", "destroy", "pause", "unpause"})
 # At most this much of an event stream is read, and this many events kept.
 _EVENTS_MAX_BYTES = 1 << 20
 _EVENTS_MAX = 500
-
-
-# -- errors ------------------------------------------------------------------------
-
-
-class DockerError(DoctorError):
-    """The Docker engine could not be used; the message says what failed, `hint` what to do."""
-
-
-class DockerConfigError(DockerError):
-    """DOCKER_HOST (or the run's recorded engine URL) names something this client cannot use."""
-
-
-class DockerUnreachable(DockerError):
-    """No Docker engine answers at the configured address."""
-
-
-class DockerPermissionDenied(DockerError):
-    """The engine's socket exists but this user may not open it."""
-
-
-class ContainerNotFound(DockerError):
-    """The engine answered 404 for a container: it does not exist (any more)."""
-
-
-class DockerApiError(DockerError):
-    """The engine answered with an error status."""
-
-    def __init__(self, message: str, status_code: int, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.status_code = status_code
-
-
-# -- where the engine is -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DockerEndpoint:
-    """How to reach a Docker engine."""
-
-    #: As configured (``unix:///var/run/docker.sock``, ``tcp://10.0.0.5:2375``).
-    url: str
-    #: The base URL httpx talks to (``http://docker`` over a unix socket).
-    base_url: str
-    #: The unix socket, or None for TCP.
-    socket_path: str | None = None
-    #: TLS settings for ``tcp://`` with DOCKER_TLS_VERIFY: (ca, cert, key) file paths.
-    tls_files: tuple[str, str, str] | None = None
-    tls_verify: bool = True
-
-
-def resolve_endpoint(
-    docker_host: str | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-) -> DockerEndpoint:
-    """The engine to talk to: `docker_host`, else $DOCKER_HOST, else the default socket.
-
-    Only the operator's configuration chooses it, never a run's data: an
-    `infrastructure_pid` is written by whoever runs a deployment.
-    """
-    env = os.environ if environ is None else environ
-    return _parse_host(docker_host or env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}", env)
-
-
-def recorded_remote_engine(infra_url: str | None, configured: DockerEndpoint) -> str | None:
-    """The engine a run's `infrastructure_pid` names, when it is another host's (else None).
-
-    prefect-docker records the Docker SDK's base URL: ``http+docker://localhost`` (the
-    default socket), a unix socket, or a TCP engine. A loopback or the configured
-    engine is this host's; anything else is where the run's container lives.
-    """
-    if not infra_url:
-        return None
-    try:
-        parts = urlsplit(infra_url)
-        host = parts.hostname
-    except ValueError:
-        return visible(infra_url, 200)
-    if parts.scheme in ("http+docker", "http+unix", "unix", "npipe") or host in _LOOPBACK:
-        return None
-    if configured.base_url.startswith(("http://", "https://")):
-        try:
-            if urlsplit(configured.base_url).hostname == host:
-                return None
-        except ValueError:
-            pass
-    return visible(infra_url, 200)
-
-
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", None}
-
-
-def _parse_host(url: str, env: Mapping[str, str]) -> DockerEndpoint:
-    if url.startswith("/"):
-        url = "unix://" + url
-    scheme, _, rest = url.partition("://")
-    if scheme == "unix":
-        path = "/" + rest.lstrip("/")
-        return DockerEndpoint(url=f"unix://{path}", base_url="http://docker", socket_path=path)
-    if scheme in ("tcp", "http", "https"):
-        hostport = rest.strip("/")
-        tls = scheme == "https" or bool(env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_TLS"))
-        if not tls:
-            return DockerEndpoint(url=url, base_url=f"http://{hostport}")
-        cert_dir = env.get("DOCKER_CERT_PATH") or str(Path.home() / ".docker")
-        files = (f"{cert_dir}/ca.pem", f"{cert_dir}/cert.pem", f"{cert_dir}/key.pem")
-        return DockerEndpoint(
-            url=url,
-            base_url=f"https://{hostport}",
-            tls_files=files if all(Path(f).is_file() for f in files) else None,
-            tls_verify=bool(env.get("DOCKER_TLS_VERIFY")),
-        )
-    if scheme == "ssh":
-        raise DockerConfigError(
-            f"DOCKER_HOST={url} uses ssh://, which this client does not speak",
-            hint=(
-                "open an SSH tunnel to the engine's socket and point DOCKER_HOST at it, e.g. "
-                "`ssh -NL 127.0.0.1:2375:/var/run/docker.sock user@host` then "
-                "DOCKER_HOST=tcp://127.0.0.1:2375; or run prefect-cancel-doctor on the Docker host"
-            ),
-        )
-    raise DockerConfigError(
-        f"unsupported Docker engine address {url!r}",
-        hint="use unix:///path/to/docker.sock or tcp://host:port in DOCKER_HOST",
-    )
-
-
-# -- records -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TopProcess:
-    """One row of `docker top <id> -eo pid,ppid,args` (PIDs in the engine's namespace)."""
-
-    pid: int
-    ppid: int
-    args: str
-
-
-@dataclass(frozen=True)
-class ContainerSummary:
-    """One container of `GET /containers/json` (`docker ps -a`)."""
-
-    id: str
-    labels: dict[str, str] = field(default_factory=dict)
-    #: When it was created (Unix time, seconds).
-    created: int = 0
-
-
-@dataclass(frozen=True)
-class ContainerDetails:
-    """One container as `GET /containers/{id}/json` describes it: the facts, and what a sidecar reuses."""
-
-    #: The facts the rules read (processes and stats not filled in).
-    info: ContainerInfo
-    #: The image it runs, by id (``sha256:...``): a container started from it pulls nothing.
-    image_id: str
-    #: Its whole environment. It may hold secrets: never put it in a report.
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """One image of `GET /images/json` (`docker images`)."""
-
-    id: str
-    repo_tags: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EngineVersion:
-    """`GET /version`: the engine's version and the newest API version it speaks."""
-
-    version: str
-    api_version: str
-
-
-# -- the client ------------------------------------------------------------------------
 
 
 class DockerClient:
@@ -253,7 +76,7 @@ class DockerClient:
         self.endpoint = endpoint
         self.timeout = timeout
         if transport is None:
-            transport = _transport(endpoint)
+            transport = engine_transport(endpoint)
         self._http = httpx.Client(transport=transport, base_url=endpoint.base_url, timeout=timeout)
 
     def close(self) -> None:
@@ -468,19 +291,19 @@ class DockerClient:
         an empty answer does not prove that nothing was done.
         """
         now = datetime.now(timezone.utc)
-        end = now if until is None else _aware(until)
+        end = now if until is None else aware(until)
         wait = self.timeout + max(0.0, (end - now).total_seconds())
         deadline = time.monotonic() + wait
         params: dict[str, str | int] = {
-            "since": _unix_time(since),
-            "until": _unix_time(end),
+            "since": unix_time(since),
+            "until": unix_time(end),
             "filters": _filters({"container": [container_id], "type": ["container"]}),
         }
         what = f"GET /events for container {container_id[:12]}"
         response = self._request("GET", "/events", params=params, timeout=wait, stream=True)
         found: list[ContainerEvent] = []
         try:
-            for line in _stream_lines(response.iter_bytes(), _EVENTS_MAX_BYTES):
+            for line in stream_lines(response.iter_bytes(), _EVENTS_MAX_BYTES):
                 try:
                     document = json.loads(line)
                 except ValueError as exc:
@@ -639,23 +462,6 @@ class DockerClient:
         return True
 
 
-def _transport(endpoint: DockerEndpoint) -> httpx.BaseTransport:
-    """The engine's transport; every socket operation ends by the command's deadline (`deadline`)."""
-    if endpoint.socket_path is not None:
-        return bounded_transport(uds=endpoint.socket_path)
-    if endpoint.base_url.startswith("https://"):
-        context = ssl.create_default_context()
-        if endpoint.tls_files is not None:
-            ca, cert, key = endpoint.tls_files
-            context = ssl.create_default_context(cafile=ca)
-            context.load_cert_chain(cert, key)
-        if not endpoint.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return bounded_transport(verify=context)
-    return bounded_transport()
-
-
 def _seg(value: str) -> str:
     return quote(value, safe=":@")
 
@@ -684,257 +490,3 @@ def _filters(filters: Mapping[str, Iterable[str]]) -> str:
 
 def _newest_first(summaries: list[ContainerSummary]) -> list[ContainerSummary]:
     return sorted(summaries, key=lambda c: c.created, reverse=True)
-
-
-# -- parsing -------------------------------------------------------------------------
-
-
-def container_info(raw: Mapping[str, Any]) -> ContainerInfo:
-    """A `GET /containers/{id}/json` document as the facts the rules read.
-
-    Every value a run's configuration can set (names, labels, commands) is made inert
-    and its secrets redacted; a value of the wrong type reads as absent.
-    """
-    state = as_mapping(raw.get("State"))
-    config = as_mapping(raw.get("Config"))
-    host = as_mapping(raw.get("HostConfig"))
-    labels = as_labels(config.get("Labels"))
-    env = _env(raw)
-    running = bool(state.get("Running"))
-    return ContainerInfo(
-        id=as_text(raw.get("Id")) or "",
-        name=(as_text(raw.get("Name")) or "").lstrip("/") or None,
-        status=as_text(state.get("Status")) or ("running" if running else "unknown"),
-        running=running,
-        exit_code=None if running else as_truncated_int(state.get("ExitCode")),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=as_text(state.get("Error")),
-        image=as_text(config.get("Image")),
-        command=redact_argv(_argv(config.get("Cmd"))),
-        entrypoint=redact_argv(_argv(config.get("Entrypoint"))),
-        stop_signal=as_text(config.get("StopSignal")),
-        stop_timeout=as_truncated_int(config.get("StopTimeout")),
-        init=bool(host.get("Init")),
-        host_pid=as_truncated_int(state.get("Pid")) or None,
-        restart_count=as_truncated_int(raw.get("RestartCount")) or 0,
-        restart_policy=as_text(as_mapping(host.get("RestartPolicy")).get("Name")),
-        started_at=_time(state.get("StartedAt")),
-        finished_at=_time(state.get("FinishedAt")),
-        labels=labels,
-        flow_run_id=visible_or_none(env.get(FLOW_RUN_ENV) or labels.get(FLOW_RUN_LABEL)),
-        settings={k: visible(env[k]) for k in CANCEL_SETTINGS if k in env},
-    )
-
-
-def container_details(raw: Mapping[str, Any]) -> ContainerDetails:
-    """A `GET /containers/{id}/json` document: its facts, its image id and its environment."""
-    return ContainerDetails(container_info(raw), str(raw.get("Image") or ""), _env(raw))
-
-
-def container_summary(raw: Mapping[str, Any]) -> ContainerSummary:
-    """One entry of a `GET /containers/json` answer."""
-    return ContainerSummary(
-        str(raw["Id"]), as_labels(raw.get("Labels")), as_truncated_int(raw.get("Created")) or 0
-    )
-
-
-def image_summary(raw: Mapping[str, Any]) -> ImageSummary:
-    """One entry of a `GET /images/json` answer."""
-    tags = tuple(str(tag) for tag in raw.get("RepoTags") or ())
-    return ImageSummary(str(raw["Id"]), tags, as_labels(raw.get("Labels")))
-
-
-def parse_top(document: Mapping[str, Any]) -> list[TopProcess]:
-    """Rows of a `/top` answer; needs the pid, ppid and args (or cmd/command) columns."""
-    titles = [str(t).upper() for t in document.get("Titles") or ()]
-    try:
-        pid_col = titles.index("PID")
-        ppid_col = titles.index("PPID")
-    except ValueError as exc:
-        raise DockerApiError(f"docker top returned no PID/PPID columns: {titles}", 500) from exc
-    args_col = next((i for i, t in enumerate(titles) if t in ("COMMAND", "CMD", "ARGS")), len(titles) - 1)
-    rows = []
-    for row in document.get("Processes") or ():
-        try:
-            pid, ppid = int(row[pid_col]), int(row[ppid_col])
-            args = " ".join(redact_argv(tuple(visible(str(row[args_col])).split(" "))))
-        except (ValueError, TypeError, IndexError, KeyError):
-            continue
-        rows.append(TopProcess(pid=pid, ppid=ppid, args=args))
-    return rows
-
-
-def parse_stats(document: Mapping[str, Any]) -> ContainerStats:
-    """CPU % and memory from a `stats?stream=false` answer, computed as `docker stats` does."""
-    cpu = document.get("cpu_stats") or {}
-    pre = document.get("precpu_stats") or {}
-    cpu_percent = None
-    try:
-        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
-        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
-        online = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or ()) or 1
-        if system_delta > 0 and cpu_delta >= 0:
-            cpu_percent = round(cpu_delta / system_delta * online * 100.0, 2)
-    except (KeyError, TypeError):
-        pass
-    memory = document.get("memory_stats") or {}
-    usage = memory.get("usage")
-    detail = memory.get("stats") or {}
-    cache = detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0
-    return ContainerStats(
-        cpu_percent=cpu_percent,
-        memory_bytes=int(usage - cache) if isinstance(usage, int) and usage >= cache else usage,
-        memory_limit_bytes=memory.get("limit"),
-        pids=(document.get("pids_stats") or {}).get("current"),
-    )
-
-
-def parse_event(document: Any, container_id: str | None = None) -> ContainerEvent | None:
-    """One event of a `GET /events` stream, if it is one of `EVENT_ACTIONS` on a container.
-
-    None for any other event, for an event of another container than `container_id`
-    (its full id, a prefix of it, or its name), and for one without a time.
-    """
-    if not isinstance(document, dict):
-        return None
-    kind = document.get("Type")
-    if kind is not None and kind != "container":
-        return None
-    action = document.get("Action") or document.get("status")  # "status": API < 1.22
-    if not isinstance(action, str) or action not in EVENT_ACTIONS:
-        return None
-    actor = as_mapping(document.get("Actor"))
-    attributes = as_mapping(actor.get("Attributes"))
-    if container_id:
-        actor_id = actor.get("ID") or document.get("id")
-        name = attributes.get("name")
-        if isinstance(actor_id, str) and not actor_id.startswith(container_id) and name != container_id:
-            return None
-    at = _event_time(document)
-    if at is None:
-        return None
-    signal = attributes.get("signal")
-    exit_code = attributes.get("exitCode")
-    return ContainerEvent(
-        at=at,
-        action=action,
-        signal=visible(signal, 32) if isinstance(signal, str) and signal else None,
-        exit_code=int(exit_code) if isinstance(exit_code, str) and exit_code.lstrip("-").isdigit() else None,
-    )
-
-
-def _event_time(document: Mapping[str, Any]) -> str | None:
-    """The event's `timeNano` (else `time`, seconds) as ISO 8601 UTC, to the microsecond."""
-    nanos = as_truncated_int(document.get("timeNano"))
-    seconds = as_truncated_int(document.get("time"))
-    try:
-        if nanos:
-            moment = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(
-                microsecond=nanos // 1000 % 1_000_000
-            )
-        elif seconds:
-            moment = datetime.fromtimestamp(seconds, timezone.utc)
-        else:
-            return None
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _stream_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
-    """The non-empty lines of a newline-delimited stream, up to `max_bytes` of it.
-
-    A line cut by the limit is dropped; a last line without its newline is kept.
-    """
-    pending = b""
-    read = 0
-    for chunk in chunks:
-        room = max_bytes - read
-        if len(chunk) > room:
-            chunk = chunk[:room]
-        read += len(chunk)
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        yield from (line for line in lines if line.strip())
-        if read >= max_bytes:
-            return
-    if pending.strip():
-        yield pending
-
-
-def demux_logs(data: bytes) -> tuple[bytes, bytes]:
-    """Split the engine's multiplexed log stream (8-byte frame headers) into stdout and stderr.
-
-    A container with a TTY sends raw bytes instead; they count as stdout.
-    """
-    out, err = bytearray(), bytearray()
-    view = memoryview(data)
-    position = 0
-    while position + 8 <= len(view):
-        stream, size = view[position], struct.unpack(">I", view[position + 4 : position + 8])[0]
-        if stream not in (0, 1, 2) or any(view[position + 1 : position + 4]):
-            return bytes(data), b""  # not multiplexed (TTY)
-        chunk = view[position + 8 : position + 8 + size]
-        (err if stream == 2 else out).extend(chunk)
-        position += 8 + size
-    if position != len(view):
-        return bytes(data), b""
-    return bytes(out), bytes(err)
-
-
-def _env(raw: Mapping[str, Any]) -> dict[str, str]:
-    """Config.Env ("KEY=value" entries) as a dict."""
-    entries = as_mapping(raw.get("Config")).get("Env")
-    if not isinstance(entries, list):
-        return {}
-    pairs = (str(entry).partition("=") for entry in entries)
-    return {key: value for key, _, value in pairs}
-
-
-def _argv(value: Any) -> tuple[str, ...]:
-    """Cmd and Entrypoint: a list, or one string (the shell form)."""
-    return (visible(value),) if isinstance(value, str) else as_texts(value)
-
-
-def _aware(moment: datetime) -> datetime:
-    """A datetime with a time zone (a naive one is taken as UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
-def _unix_time(moment: datetime) -> str:
-    """Seconds since the epoch with a fraction, as the engine's `since`/`until` take them."""
-    return f"{_aware(moment).timestamp():.6f}"
-
-
-def _time(value: Any) -> str | None:
-    return None if not isinstance(value, str) or not value or value == _NEVER else visible(value)
-
-
-__all__ = [
-    "DEFAULT_SOCKET",
-    "EVENT_ACTIONS",
-    "FLOW_RUN_ENV",
-    "FLOW_RUN_LABEL",
-    "ContainerDetails",
-    "ContainerNotFound",
-    "ContainerSummary",
-    "DockerApiError",
-    "DockerClient",
-    "DockerConfigError",
-    "DockerEndpoint",
-    "DockerError",
-    "DockerPermissionDenied",
-    "DockerUnreachable",
-    "EngineVersion",
-    "ImageSummary",
-    "TopProcess",
-    "container_details",
-    "container_info",
-    "container_summary",
-    "demux_logs",
-    "image_summary",
-    "parse_event",
-    "parse_stats",
-    "parse_top",
-    "resolve_endpoint",
-]

@@ -80,6 +80,19 @@ def changes(previous: dict[str, Row], now: dict[str, Row]) -> list[str]:
     return lines
 
 
+def change_lines(write: Callable[[str], None]) -> Callable[[dict[str, Row]], None]:
+    """A `show` for `watch` off a terminal: each refresh's `changes`, one timestamped line each."""
+    shown: dict[str, Row] = {}
+
+    def show(view: dict[str, Row]) -> None:
+        for line in changes(shown, view):
+            write(f"{time.strftime('%H:%M:%S')} {line}")
+        shown.clear()
+        shown.update(view)
+
+    return show
+
+
 def watch(
     refresh: Callable[[], Report],
     states_of: Callable[[Iterable[str]], dict[str, str]],
@@ -154,4 +167,4 @@ def _left_at(state: StateType, before: Row | None) -> str | None:
     return before.left_at or datetime.now(timezone.utc).strftime("%H:%M:%S")
 
 
-__all__ = ["Row", "changes", "gone_from_view", "refresher", "rows", "states_reader", "watch"]
+__all__ = ["Row", "change_lines", "changes", "gone_from_view", "refresher", "rows", "states_reader", "watch"]

@@ -149,19 +149,9 @@ def watch(
 ) -> None:
     """Watch stuck runs live: cause, blocking call, whether it moved, SIGTERM state, and the moment
     each run leaves Cancelling. Each refresh takes one plain py-spy dump per process. Ctrl-C quits."""
-    import time
-
-    from prefect_cancel_doctor.act.watch import Row, changes, refresher, states_reader
+    from prefect_cancel_doctor.act.watch import change_lines, refresher, states_reader
     from prefect_cancel_doctor.act.watch import watch as run_watch
     from prefect_cancel_doctor.errors import DoctorError
-
-    shown: dict[str, Row] = {}
-
-    def lines(view: dict[str, Row]) -> None:
-        for line in changes(shown, view):
-            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
-        shown.clear()
-        shown.update(view)
 
     try:
         with interruptible(), open_api(api_url, api_key, profile) as api:
@@ -172,6 +162,6 @@ def watch(
                 with live(color) as show:
                     run_watch(refresh, states_reader(api), show, every)
             else:
-                run_watch(refresh, states_reader(api), lines, every)
+                run_watch(refresh, states_reader(api), change_lines(typer.echo), every)
     except DoctorError as exc:
         fail(exc)

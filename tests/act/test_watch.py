@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from prefect_cancel_doctor.act.watch import changes, gone_from_view, rows
+from prefect_cancel_doctor.act.watch import change_lines, changes, gone_from_view, rows
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause, Diagnosis, Report, Verdict
 from tests.diagnose.test_rules import run_ref
 
@@ -50,3 +50,14 @@ def test_one_failed_sample_keeps_the_last_verdict() -> None:
     after = rows(dataclasses.replace(failed, runs=(dataclasses.replace(diagnosis, verdict=verdict),)), first)
     (row,) = after.values()
     assert row.stale and row.cause == "cancel_not_observed" and changes(first, after) == []
+
+
+def test_off_a_terminal_each_change_is_one_timestamped_line_and_nothing_else() -> None:
+    written: list[str] = []
+    show = change_lines(written.append)
+    first = rows(_report(10), {})
+    show(first)
+    show(rows(_report(10), first))
+    assert len(written) == 1
+    stamp, line = written[0].split(" ", 1)
+    assert len(stamp) == 8 and stamp.count(":") == 2 and line == next(iter(first.values())).line()

@@ -314,7 +314,7 @@ def test_pod_record_reads_status_and_hides_secrets() -> None:
 
 
 def test_client_key_files_are_private_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect_cancel_doctor.clients import kube_api
+    from prefect_cancel_doctor.clients.kube_api import transport as kube_api
 
     seen: list[tuple[str, int]] = []
     real = kube_api._pem_files

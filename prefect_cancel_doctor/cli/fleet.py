@@ -81,13 +81,13 @@ def _health_options(
     top: int,
     sample: bool,
     fail_on: list[str] | None,
-    scan_options: Options,
+    scan: Options,
 ) -> HealthOptions:
     from prefect_cancel_doctor.health.options import OptionError, parse_health_options
 
     try:
         return parse_health_options(
-            since=since, slow=slow, top=top, sample=sample, fail_on=fail_on or (), scan=scan_options
+            since=since, slow=slow, top=top, sample=sample, fail_on=fail_on or (), scan=scan
         )
     except OptionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--" + exc.parameter.replace("_", "-")) from None

@@ -249,7 +249,7 @@ def inspect(
 
 
 def _published(api: PrefectApi, report: Report) -> Report:
-    """`scan --publish`: publish the verdicts this host answers for (publish.py). What could not be
+    """`scan --publish`: publish the verdicts this host answers for (`fleet.publish`). What could not be
     published joins the report's errors and stderr; the verdicts are shown and the exit code kept."""
     from prefect_cancel_doctor.fleet.publish import host_name, publish, seen_here
 
@@ -257,7 +257,7 @@ def _published(api: PrefectApi, report: Report) -> Report:
 
 
 def _with_fleet(api: PrefectApi, report: Report) -> Report:
-    """The fleet's verdicts for the runs not found here (fleet.py); the runs no agent answers for, and
+    """The fleet's verdicts for the runs not found here (`fleet.protocol`); the runs no agent answers for, and
     why the fleet could not be read, as notes on stderr."""
     from prefect_cancel_doctor.fleet.protocol import fleet_for_report
     from prefect_cancel_doctor.fleet.publish import host_name

@@ -1,0 +1,324 @@
+"""`PrefectApi`: the endpoints the doctor reads (and the few it writes), answered with records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Generator, Iterable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from prefect_cancel_doctor.clients.prefect_api.session import PAGE_SIZE, PrefectSession
+from prefect_cancel_doctor.clients.prefect_records import (
+    ArtifactRef,
+    Deployment,
+    Event,
+    FlowRun,
+    LogLine,
+    PoolConcurrency,
+    ServerSettings,
+    State,
+    TaskRun,
+    UnexpectedShape,
+    Worker,
+    WorkPool,
+    parse_artifact,
+    parse_deployment,
+    parse_event_page,
+    parse_flow_run,
+    parse_logs,
+    parse_names,
+    parse_pool_concurrency,
+    parse_server_settings,
+    parse_state,
+    parse_states,
+    parse_task_run,
+    parse_work_pool,
+    parse_workers,
+)
+from prefect_cancel_doctor.core.inert import visible
+from prefect_cancel_doctor.errors import ApiRefused, TargetError
+from prefect_cancel_doctor.model import StateType
+
+#: Log lines read per run for its timeline (the newest ones).
+LOG_LINES = 200
+#: The server's maximum page of `POST /events/filter` (`INTERACTIVE_PAGE_SIZE`).
+EVENTS_PAGE_SIZE = 50
+#: Flow runs named in one events query by resource id. The server puts the whole
+#: filter into its page token, and the token into a URL: keep it well under the
+#: 16 KiB an HTTP request line may take.
+EVENTS_IDS_PER_QUERY = 50
+#: Statuses of an endpoint that older servers or Prefect Cloud do not have.
+_NO_ENDPOINT = (404, 405)
+_CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
+
+
+class EventsUnavailable(ApiRefused):
+    """The server has no events API (`POST /events/filter` answers 404)."""
+
+
+class PrefectApi(PrefectSession):
+    """A small synchronous client over the endpoints the doctor reads."""
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> PrefectApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads ---------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail fast with a clear error when the API is unreachable or refuses."""
+        self._request("POST", "/flow_runs/filter", {"limit": 1})
+
+    def cancelling_runs(self) -> list[FlowRun]:
+        """All flow runs whose state type is CANCELLING (server-side filter)."""
+        return self._runs({"flow_runs": _CANCELLING})
+
+    def cancelling_names(self, kind: str) -> dict[str, str]:
+        """Names of the flows or deployments (`kind`) that have runs in CANCELLING, by id.
+
+        Needs no run ids, so it can be asked at the same time as `cancelling_runs`.
+        """
+        return self._names(kind, {"flow_runs": _CANCELLING})
+
+    def runs_ended_since(self, since: datetime, state_types: Iterable[str]) -> list[FlowRun]:
+        """Flow runs in one of `state_types` whose end time is after `since`."""
+        body = {
+            "flow_runs": {
+                "state": {"type": {"any_": list(state_types)}},
+                "end_time": {"after_": since.astimezone(timezone.utc).isoformat()},
+            }
+        }
+        return self._runs(body)
+
+    def runs_by_id(self, ids: Iterable[str]) -> list[FlowRun]:
+        """The flow runs with these ids (missing ids are simply absent).
+
+        An id that is no UUID names no run (a process's PREFECT__FLOW_RUN_ID can say
+        anything): it is left out, where the server would refuse the whole request (422).
+        """
+        wanted = sorted(i for i in set(ids) if _is_uuid(i))
+        runs: list[FlowRun] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            runs.extend(self._runs({"flow_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
+        return runs
+
+    def flow_run(self, run_id: str) -> FlowRun:
+        """One flow run by id; `TargetError` (exit 2) when the server has none."""
+        # 422: the id is not a UUID.
+        raw = self._request("GET", f"/flow_runs/{quote(run_id, safe='')}", missing=(404, 422))
+        if raw is None:
+            raise TargetError(
+                f"no flow run {visible(run_id, 100)} on {self.url}",
+                hint="list the runs stuck in Cancelling with `prefect-cancel-doctor scan`",
+            )
+        return parse_flow_run(raw)
+
+    def state_history(self, run_id: str) -> list[State]:
+        """Every state the run has been in, oldest first."""
+        return parse_states(self._request("GET", f"/flow_run_states/?flow_run_id={quote(run_id, safe='')}"))
+
+    def names(self, kind: str, ids: Iterable[str | None]) -> dict[str, str]:
+        """Names of flows or deployments (`kind` = "flows" | "deployments") by id."""
+        wanted = sorted({i for i in ids if i})
+        names: dict[str, str] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            names.update(self._names(kind, {kind: {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
+        return names
+
+    def _names(self, kind: str, body: dict[str, Any]) -> dict[str, str]:
+        return parse_names(list(self._paged(f"/{kind}/filter", body, sort="NAME_ASC")), f"a {kind} listing")
+
+    def _runs(self, body: dict[str, Any]) -> list[FlowRun]:
+        return [parse_flow_run(r) for r in self._paged("/flow_runs/filter", body)]
+
+    def pool_workers(self, pool: str) -> list[Worker]:
+        """The workers registered in a work pool, with status and heartbeat."""
+        path = f"/work_pools/{quote(pool, safe='')}/workers/filter"
+        return parse_workers(self._request("POST", path, {"limit": PAGE_SIZE}))
+
+    def flow_run_logs(self, run_id: str, limit: int = LOG_LINES) -> list[LogLine]:
+        """The newest `limit` log lines of a run, oldest first."""
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_DESC", "limit": limit}
+        return parse_logs(self._request("POST", "/logs/filter", body))[::-1]
+
+    # -- reads for the health report ---------------------------------------------
+
+    def events(
+        self, event_filter: dict[str, Any], on_total: Callable[[int], None] | None = None
+    ) -> Generator[Event, None, None]:
+        """Every event matching `event_filter` (`POST /events/filter`, then its next pages).
+
+        The server's `next_page` is an absolute URL built from the URL it was
+        reached at, with a token that is not URL-encoded; only the token is
+        taken from it, and sent, encoded, to this client's own base URL.
+        `on_total` is told how many events match, before the first is yielded.
+        """
+        body = {"filter": event_filter, "limit": EVENTS_PAGE_SIZE}
+        raw = self._request("POST", "/events/filter", body, missing=_NO_ENDPOINT)
+        if raw is None:
+            raise EventsUnavailable(
+                f"{self.url} has no events API (404 on /events/filter)",
+                hint="Prefect 3 servers and Prefect Cloud have one; older servers are read run by run",
+            )
+        page = parse_event_page(raw)
+        if on_total is not None:
+            on_total(page.total)
+        seen: set[str] = set()
+        while True:
+            for event in page.events:
+                if event.id not in seen:
+                    seen.add(event.id)
+                    yield event
+            token = _page_token(page.next_page)
+            if token is None:
+                return
+            path = f"/events/filter/next?page-token={quote(token, safe='')}"
+            page = parse_event_page(self._request("GET", path))
+
+    def server_settings(self) -> ServerSettings | None:
+        """The server's settings (`GET /admin/settings`); None where it has none (Prefect Cloud)."""
+        try:
+            settings = self._request("GET", "/admin/settings", missing=_NO_ENDPOINT)
+        except ApiRefused:
+            return None
+        return parse_server_settings(settings)
+
+    def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[FlowRun]:
+        """Flow runs matching a `flow_runs` filter body (paged)."""
+        return self._runs({"flow_runs": flow_runs})
+
+    def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[FlowRun]:
+        """Deployment runs started by these flow runs (`run_deployment`), in one of `state_types`."""
+        wanted = sorted(set(parent_ids))
+        children: list[FlowRun] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {
+                "parent_flow_run_id": {"any_": wanted[start : start + PAGE_SIZE]},
+                "deployment_id": {"is_null_": False},
+                "state": {"type": {"any_": list(state_types)}},
+            }
+            children.extend(self.runs_by_filter(body))
+        return children
+
+    def count_runs(self, flow_runs: dict[str, Any]) -> int:
+        """How many flow runs match a `flow_runs` filter body."""
+        count = self._request("POST", "/flow_runs/count", {"flow_runs": flow_runs})
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise UnexpectedShape("the Prefect API answered a run count with something that is not a number")
+        return count
+
+    def task_runs_by_id(self, ids: Iterable[str]) -> list[TaskRun]:
+        """The task runs with these ids."""
+        wanted = sorted(set(ids))
+        runs: list[TaskRun] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"task_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            runs.extend(parse_task_run(t) for t in self._paged("/task_runs/filter", body))
+        return runs
+
+    def deployments_by_id(self, ids: Iterable[str | None]) -> list[Deployment]:
+        """The deployments with these ids (with their concurrency limits)."""
+        wanted = sorted({i for i in ids if i})
+        found: list[Deployment] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"deployments": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            found.extend(parse_deployment(d) for d in self._paged("/deployments/filter", body, "NAME_ASC"))
+        return found
+
+    def work_pools(self, names: Iterable[str]) -> dict[str, WorkPool]:
+        """The work pools with these names, by name (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        found: dict[str, WorkPool] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"):
+                pool = parse_work_pool(raw)
+                if pool is not None:
+                    found[pool.name] = pool
+        return found
+
+    def pool_concurrency_status(self, name: str) -> PoolConcurrency | None:
+        """Which runs the server counts against a pool's and its queues' limits.
+
+        `POST /work_pools/{name}/concurrency_status` (recent servers): per queue,
+        `concurrency_limit`, `active_slots` and up to 200 slot-holding `flow_runs`.
+        None where the server has no such endpoint.
+        """
+        status = self._request(
+            "POST",
+            f"/work_pools/{quote(name, safe='')}/concurrency_status",
+            {"limit": PAGE_SIZE, "flow_run_limit": PAGE_SIZE},
+            missing=_NO_ENDPOINT,
+        )
+        return parse_pool_concurrency(status)
+
+    def runs_named(self, name: str) -> list[FlowRun]:
+        """The flow runs with exactly this name (run names are not unique: there may be several)."""
+        return self._runs({"flow_runs": {"name": {"any_": [name]}}})
+
+    # -- publishing verdicts (`scan --publish`, `agent`: publish.py); the only writes ----------
+
+    def post_events(self, events: list[dict[str, Any]]) -> None:
+        """Send a batch of events in one request (`POST /events`: 204, self-hosted and Cloud)."""
+        self._request("POST", "/events", events)
+
+    def latest_artifacts(self, keys: Iterable[str]) -> dict[str, ArtifactRef]:
+        """The latest artifact of each of these keys, by key (`POST /artifacts/latest/filter`)."""
+        wanted = sorted(set(keys))
+        found: dict[str, ArtifactRef] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"artifacts": {"key": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            for raw in self._paged("/artifacts/latest/filter", body, "ID_DESC", id_key="key"):
+                artifact = parse_artifact(raw)
+                if artifact is not None:
+                    found[artifact.key] = artifact
+        return found
+
+    def create_artifact(self, body: dict[str, Any]) -> ArtifactRef | None:
+        """Create an artifact (`POST /artifacts/`); the record the server made."""
+        return parse_artifact(self._request("POST", "/artifacts/", body))
+
+    def update_artifact(self, artifact_id: str, body: dict[str, Any]) -> None:
+        """Replace an artifact's data and description (`PATCH /artifacts/{id}`)."""
+        self._request("PATCH", f"/artifacts/{quote(artifact_id, safe='')}", body)
+
+    def work_pool_ids(self, names: Iterable[str]) -> dict[str, str]:
+        """The ids of the work pools with these names, by name (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+            raw_pools = list(self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"))
+            names = parse_names(raw_pools, "a work pool listing")
+            found.update({name: pool_id for pool_id, name in names.items()})
+        return found
+
+    def force_cancelled(self, run_id: str, message: str) -> State | None:
+        """Set the run's state to Cancelled, forced past the orchestration rules (`resolve` only:
+        every other command is read-only). Returns the state the server holds afterwards."""
+        state = {"type": StateType.CANCELLED.value, "name": "Cancelled", "message": message}
+        answer = self._request("POST", f"/flow_runs/{run_id}/set_state", {"state": state, "force": True})
+        return parse_state(answer.get("state") if isinstance(answer, dict) else None)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _page_token(next_page: str | None) -> str | None:
+    """The raw `page-token` of a `next_page` link (taken as it is: the server does not encode it)."""
+    if not next_page or "page-token=" not in next_page:
+        return None
+    token = next_page.split("page-token=", 1)[1].split("&", 1)[0]
+    return token or None

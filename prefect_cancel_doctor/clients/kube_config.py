@@ -19,24 +19,36 @@ ExecCredential: EKS, GKE, AKS, OIDC login helpers). Legacy ``auth-provider``
 entries are refused with a hint (kubectl removed them too).
 
 Credentials never leave `KubeConnection` (fields with ``repr=False``); error
-messages name the file and the field, never a value.
+messages name the file and the field, never a value. Reading and merging the files, and the
+fields of their entries, is `kube_files`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor.clients._fields import as_str
+from prefect_cancel_doctor.clients.kube_files import (
+    Entry,
+    KubeConfigError,
+    MergedConfig,
+    entry_flag,
+    entry_pem,
+    entry_string,
+    load_kubeconfig_file,
+    merge_kubeconfigs,
+    pem_field,
+    read_text,
+    relative_to,
+)
 from prefect_cancel_doctor.core.redact import hold, redact_text
-from prefect_cancel_doctor.errors import ConfigurationError
 
 #: Where a pod's service account is mounted.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -45,10 +57,6 @@ KUBECONFIG_ENV = "PCD_KUBECONFIG"
 CONTEXT_ENV = "PCD_KUBE_CONTEXT"
 #: How long an exec credential plugin may take.
 EXEC_TIMEOUT = 60.0
-
-
-class KubeConfigError(ConfigurationError):
-    """No usable Kubernetes connection: the message names the file and field, the hint what to do."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ class KubeConnection:
     def bearer_token(self) -> str | None:
         """The token to send: the file's current content when it is a file, else the token."""
         if self.token_file:
-            return _read_text(self.token_file, "the token file").strip() or None
+            return read_text(self.token_file, "the token file").strip() or None
         return self.token
 
 
@@ -152,119 +160,17 @@ def in_cluster_connection(
     return KubeConnection(
         server=f"https://{_host_port(host, port)}",
         source="in-cluster service account",
-        namespace=_read_text(str(namespace), "the service account's namespace").strip()
+        namespace=read_text(str(namespace), "the service account's namespace").strip()
         if namespace.is_file()
         else "default",
-        ca_pem=_read_text(str(ca), "the service account's CA") if ca.is_file() else None,
+        ca_pem=read_text(str(ca), "the service account's CA") if ca.is_file() else None,
         token_file=str(base / "token"),
         origins=(("ca", str(ca)),),
     )
 
 
-def _read_text(path: str, what: str, hint: str | None = None) -> str:
-    """A file's text (UTF-8); unreadable or not UTF-8 text: a `KubeConfigError` naming it."""
-    try:
-        return Path(path).read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise KubeConfigError(
-            f"cannot read {what} {path} ({exc.strerror or exc})",
-            hint=hint or "check the file exists and is readable by this user",
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise KubeConfigError(
-            f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})",
-            hint=hint or "a kubeconfig and the files it names are UTF-8 text (PEM, YAML)",
-        ) from exc
-
-
 def _host_port(host: str, port: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# -- kubeconfig files ----------------------------------------------------------------
-
-
-@dataclass
-class _Named:
-    """A cluster, user or context entry and the file it came from (paths are relative to it)."""
-
-    body: dict[str, Any]
-    origin: str
-    #: "cluster 'prod'", "user 'admin'": how errors name the entry.
-    label: str = ""
-
-    def where(self, key: str) -> str:
-        """``/path/config: user 'admin', client-key-data``: the file and the field."""
-        return f"{self.origin}: {self.label + ', ' if self.label else ''}{key}"
-
-
-@dataclass
-class MergedConfig:
-    """Several kubeconfig files merged as kubectl merges them."""
-
-    files: list[str]
-    clusters: dict[str, _Named] = field(default_factory=dict)
-    users: dict[str, _Named] = field(default_factory=dict)
-    contexts: dict[str, _Named] = field(default_factory=dict)
-    current_context: str | None = None
-
-
-def load_kubeconfig_file(path: str) -> dict[str, Any]:
-    """One kubeconfig file as a dict (YAML, or JSON, which is YAML too)."""
-    text = _read_text(path, "the kubeconfig", hint="fix or replace the file (`kubectl config view` reads it)")
-    if not text.strip():
-        return {}
-    try:
-        document = _parse_yaml(text)
-    except (ValueError, RecursionError) as exc:
-        raise KubeConfigError(f"the kubeconfig {path} is not valid YAML: {str(exc)[:300]}") from exc
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise KubeConfigError(f"the kubeconfig {path} is not a mapping (kind: Config)")
-    return document
-
-
-def _parse_yaml(text: str) -> Any:
-    try:
-        import yaml  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise KubeConfigError(
-                "reading a YAML kubeconfig needs PyYAML",
-                hint="pip install 'prefect-cancel-doctor[kubernetes]' (or pip install pyyaml)",
-            ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from exc
-
-
-def merge_kubeconfigs(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> MergedConfig:
-    """client-go's merge: the first file that names a cluster, user or context wins it."""
-    merged = MergedConfig([path for path, _ in documents])
-    for path, document in documents:
-        for key, target in (
-            ("clusters", merged.clusters),
-            ("users", merged.users),
-            ("contexts", merged.contexts),
-        ):
-            entries = document.get(key) or []
-            if not isinstance(entries, list):
-                raise KubeConfigError(f"{path}: `{key}` is not a list")
-            inner = key[:-1]  # clusters -> cluster
-            for entry in entries:
-                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                    continue
-                body = entry.get(inner) or {}
-                if entry["name"] not in target and isinstance(body, dict):
-                    target[entry["name"]] = _Named(body, path, f"{inner} {entry['name']!r}")
-        current = document.get("current-context")
-        if merged.current_context is None and isinstance(current, str) and current:
-            merged.current_context = current
-    return merged
 
 
 def connection_from_config(
@@ -301,19 +207,19 @@ def connection_from_config(
         )
     user_name = context.body.get("user")
     user = merged.users.get(str(user_name)) if user_name else None
-    ca_pem = _pem(cluster, "certificate-authority")
+    ca_pem = entry_pem(cluster, "certificate-authority")
     credentials: dict[str, Any] = {}
     if user is not None:
         credentials = _credentials(user, str(user_name), server, env or os.environ)
-    origins = (("ca", cluster.where(_pem_key(cluster, "certificate-authority"))),)
+    origins = (("ca", cluster.where(pem_field(cluster, "certificate-authority"))),)
     return KubeConnection(
         server=server.rstrip("/"),
         source=f"{files} (context {name})",
         context=name,
-        namespace=_string(context, "namespace") or "default",
+        namespace=entry_string(context, "namespace") or "default",
         ca_pem=ca_pem,
-        insecure_skip_tls_verify=_flag(cluster, "insecure-skip-tls-verify"),
-        tls_server_name=_string(cluster, "tls-server-name"),
+        insecure_skip_tls_verify=entry_flag(cluster, "insecure-skip-tls-verify"),
+        tls_server_name=entry_string(cluster, "tls-server-name"),
         **{**credentials, "origins": origins + credentials.get("origins", ())},
     )
 
@@ -332,61 +238,7 @@ def _is_server_url(server: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _string(entry: _Named, key: str) -> str | None:
-    """A string field (absent or empty: None); any other type is an error naming it."""
-    value = entry.body.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise KubeConfigError(f"{entry.where(key)} is not a string", hint="fix it in the kubeconfig")
-    return value
-
-
-def _flag(entry: _Named, key: str) -> bool:
-    """A boolean field; a string such as "false" is an error (kubectl refuses it too), never True."""
-    value = entry.body.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise KubeConfigError(f"{entry.where(key)} is not true or false", hint="fix it in the kubeconfig")
-    return value
-
-
-def _pem_key(entry: _Named, key: str) -> str:
-    """The field a PEM comes from: `key-data` when set, else `key` (a path)."""
-    return f"{key}-data" if entry.body.get(f"{key}-data") else key
-
-
-def _pem(entry: _Named, key: str) -> str | None:
-    """A PEM from `key-data` (base64) or the file `key` (relative to the kubeconfig)."""
-    data = entry.body.get(f"{key}-data")
-    if data is not None and data != "":
-        if not isinstance(data, str):
-            raise KubeConfigError(f"{entry.where(key + '-data')} is not a base64 string")
-        try:
-            return base64.b64decode("".join(data.split()), validate=True).decode("utf-8")
-        except ValueError as exc:  # binascii.Error, UnicodeDecodeError
-            raise KubeConfigError(
-                f"{entry.where(key + '-data')} is not base64 of a PEM text",
-                hint="it holds the PEM file's content in base64 (`base64 -w0 FILE`)",
-            ) from exc
-    path = _string(entry, key)
-    if path:
-        resolved = _relative(path, entry.origin)
-        return _read_text(
-            resolved,
-            f"{entry.where(key)}:",
-            hint="fix the path in the kubeconfig (relative paths are relative to that file)",
-        )
-    return None
-
-
-def _relative(path: str, origin: str) -> str:
-    expanded = os.path.expanduser(path)
-    return expanded if os.path.isabs(expanded) else str(Path(origin).resolve().parent / expanded)
-
-
-def _credentials(user: _Named, name: str, server: str, env: Mapping[str, str]) -> dict[str, Any]:
+def _credentials(user: Entry, name: str, server: str, env: Mapping[str, str]) -> dict[str, Any]:
     body = user.body
     if body.get("auth-provider"):
         provider = (
@@ -398,22 +250,22 @@ def _credentials(user: _Named, name: str, server: str, env: Mapping[str, str]) -
             hint="switch the user to an exec credential plugin (e.g. gke-gcloud-auth-plugin, kubelogin)",
         )
     found: dict[str, Any] = {}
-    cert, key = _pem(user, "client-certificate"), _pem(user, "client-key")
+    cert, key = entry_pem(user, "client-certificate"), entry_pem(user, "client-key")
     if cert and key:
-        fields = f"{_pem_key(user, 'client-certificate')} and {_pem_key(user, 'client-key')}"
+        fields = f"{pem_field(user, 'client-certificate')} and {pem_field(user, 'client-key')}"
         found.update(client_cert_pem=cert, client_key_pem=key, origins=(("client", user.where(fields)),))
     elif cert or key:
         raise KubeConfigError(
             f"user {name!r} in {user.origin} has a client certificate without its key, "
             "or a key without its certificate"
         )
-    token = _string(user, "token")
+    token = entry_string(user, "token")
     if token:
         found["token"] = token
-    elif token_file := _string(user, "tokenFile"):
-        found["token_file"] = _relative(token_file, user.origin)
-    if username := _string(user, "username"):
-        found.update(username=username, password=_string(user, "password") or "")
+    elif token_file := entry_string(user, "tokenFile"):
+        found["token_file"] = relative_to(token_file, user.origin)
+    if username := entry_string(user, "username"):
+        found.update(username=username, password=entry_string(user, "password") or "")
     spec = body.get("exec")
     if spec is not None and not isinstance(spec, dict):
         raise KubeConfigError(f"{user.where('exec')} is not a mapping")
@@ -435,7 +287,7 @@ def _exec_credential(
     if not isinstance(command, str) or not command:
         raise KubeConfigError(f"user {user!r} in {origin}: `exec` has no command")
     if "/" in command and not os.path.isabs(command):
-        command = _relative(command, origin)
+        command = relative_to(command, origin)
     raw_args, raw_env = spec.get("args") or [], spec.get("env") or []
     if not isinstance(raw_args, list) or not isinstance(raw_env, list):
         raise KubeConfigError(f"user {user!r} in {origin}: `exec` has `args` or `env` that is not a list")

@@ -42,18 +42,21 @@ AGENT_TAG = "prefect-cancel-doctor"
     persist_result=False,
     validate_parameters=True,
 )
-def cancel_doctor_agent(samples: int = 3, since: str = "1h", artifacts: bool = True) -> dict[str, Any]:
+def cancel_doctor_agent(
+    samples: int = 3, since: str = "1h", artifacts: bool = True, host: str | None = None
+) -> dict[str, Any]:
     """Scan this host and publish its verdicts.
 
     Args:
         samples: py-spy dumps per process.
         since: the window for orphans among Cancelled runs, e.g. "1h".
         artifacts: also write a Markdown artifact on each run (else events only).
+        host: this host's name in the events (`agent --host`; None: PCD_HOST, else the hostname).
     """
     logger = get_run_logger()
-    host = host_name()
+    host = host or host_name()
     with PrefectApi(prefect_connection()) as api:
-        report, outcome = scan_and_publish(api, samples=samples, since=since, artifacts=artifacts)
+        report, outcome = scan_and_publish(api, host=host, samples=samples, since=since, artifacts=artifacts)
     logger.info("host %s: %d run(s) diagnosed; %s", host, len(report.runs), outcome.summary())
     for error in outcome.errors:
         logger.warning("%s", error)
@@ -81,6 +84,7 @@ def schedule_of(interval: str | None, cron: str | None, timezone: str | None = N
 
 def serve_agent(
     *,
+    host: str,
     interval: str | None = "5m",
     cron: str | None = None,
     timezone: str | None = None,
@@ -97,10 +101,10 @@ def serve_agent(
     while True:
         try:
             cancel_doctor_agent.serve(
-                name=host_name(),
-                parameters=parameters or {},
+                name=host,
+                parameters={**(parameters or {}), "host": host},
                 tags=[AGENT_TAG],
-                description=f"prefect-cancel-doctor agent of host {host_name()}",
+                description=f"prefect-cancel-doctor agent of host {host}",
                 entrypoint_type=EntrypointType.MODULE_PATH,
                 pause_on_shutdown=True,
                 # One scan at a time per host: a slow one is not overtaken by the next.

@@ -309,18 +309,19 @@ def agent(
     profile: Profile = None,
 ) -> None:
     """Serve this host's doctor as a Prefect deployment that scans what runs here and publishes it."""
-    import os
+    from prefect_cancel_doctor.fleet.publish import host_name
 
     parse_duration(since)
-    if host:
-        # The flow runs (subprocesses of the Runner) read it too.
-        os.environ["PCD_HOST"] = host
+    # Passed on, to the flow runs too (a parameter of the deployment), never through the environment.
+    host = host_name({"PCD_HOST": host}) if host else host_name()
     if once:
         from prefect_cancel_doctor.fleet.publish import scan_and_publish
 
         def work(progress: ProgressFn) -> Report:
             with open_api(api_url, api_key, profile) as api:
-                report, outcome = scan_and_publish(api, samples=samples, since=since, artifacts=artifacts)
+                report, outcome = scan_and_publish(
+                    api, host=host, samples=samples, since=since, artifacts=artifacts
+                )
             return published(report, outcome)
 
         run_report(Format.TERMINAL, None, work)
@@ -339,4 +340,4 @@ def agent(
     except ValueError as exc:
         fail(usage(str(exc)))
     parameters = {"samples": samples, "since": since, "artifacts": artifacts}
-    serve_agent(interval=interval, cron=cron, parameters=parameters)
+    serve_agent(host=host, interval=interval, cron=cron, parameters=parameters)

@@ -557,13 +557,14 @@ def publish(
 
 
 def scan_and_publish(
-    api: PrefectApi, *, samples: int = 3, since: str = "1h", artifacts: bool = True
+    api: PrefectApi, *, host: str, samples: int = 3, since: str = "1h", artifacts: bool = True
 ) -> tuple[Report, PublishOutcome]:
-    """One agent round (`agent`'s flow, `agent --once`): scan, then publish what this host answers for."""
+    """One agent round (`agent`'s flow, `agent --once`) as `host`: scan, then publish what this host
+    answers for."""
     from prefect_cancel_doctor.core.durations import parse_duration
     from prefect_cancel_doctor.scan.engine import Options, scan
 
-    seen = seen_here(host_name())
+    seen = seen_here(host)
     report = scan(api, Options(samples=samples, since=parse_duration(since)))
     return report, publish(api, report, seen=seen, artifacts=artifacts)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ssl
 import sys
 import types
+from typing import TypeVar
 
 from prefect_cancel_doctor.core import deadline
 
@@ -114,10 +115,30 @@ def _at_deadline(exc: httpx.TimeoutException) -> None:
         raise passed from exc
 
 
+_Pooled = TypeVar("_Pooled", bound="PooledClient")
+
+
+class PooledClient:
+    """A client over one `httpx.Client` (`_http`): `close()` closes its pool, and so does leaving `with`."""
+
+    _http: httpx.Client
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self: _Pooled) -> _Pooled:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 __all__ = [
     "DEFAULT_MAX_RESPONSE",
     "MAX_RESPONSE_ENV",
     "BodyTooLarge",
+    "PooledClient",
     "fetch",
     "httpx",
     "max_response_bytes",

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from prefect_cancel_doctor.clients._http import httpx
+from prefect_cancel_doctor.clients._http import PooledClient, httpx
 from prefect_cancel_doctor.clients.docker_api.endpoint import (
     DockerEndpoint,
     engine_transport,
@@ -56,7 +56,7 @@ _EVENTS_MAX_BYTES = 1 << 20
 _EVENTS_MAX = 500
 
 
-class DockerClient:
+class DockerClient(PooledClient):
     """The handful of Docker Engine API calls the doctor, the sidecar and the test harness need.
 
     Every method answers with records, never the engine's JSON. Pass
@@ -78,16 +78,6 @@ class DockerClient:
         if transport is None:
             transport = engine_transport(endpoint)
         self._http = httpx.Client(transport=transport, base_url=endpoint.base_url, timeout=timeout)
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> DockerClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- low level --------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from prefect_cancel_doctor.clients._fields import as_labels, as_mapping, as_str
-from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor.clients._http import BodyTooLarge, PooledClient, fetch, httpx, max_response_bytes
 from prefect_cancel_doctor.clients.kube_api.errors import (
     KubeApiError,
     KubeNotFound,
@@ -39,7 +39,7 @@ _STRATEGIC = "application/strategic-merge-patch+json"
 _MERGE = "application/merge-patch+json"
 
 
-class KubeClient:
+class KubeClient(PooledClient):
     """The handful of Kubernetes API calls the doctor, its tests and its harness need."""
 
     def __init__(
@@ -66,16 +66,6 @@ class KubeClient:
             auth=auth(self.connection),
             headers={"Accept": "application/json", "User-Agent": "prefect-cancel-doctor"},
         )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> KubeClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- low level ----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -60,16 +60,6 @@ class EventsUnavailable(ApiRefused):
 class PrefectApi(PrefectSession):
     """A small synchronous client over the endpoints the doctor reads."""
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
-    def __enter__(self) -> PrefectApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- reads ---------------------------------------------------------------
 
     def check(self) -> None:
@@ -103,10 +93,9 @@ class PrefectApi(PrefectSession):
         An id that is no UUID names no run (a process's PREFECT__FLOW_RUN_ID can say
         anything): it is left out, where the server would refuse the whole request (422).
         """
-        wanted = sorted(i for i in set(ids) if _is_uuid(i))
         runs: list[FlowRun] = []
-        for start in range(0, len(wanted), PAGE_SIZE):
-            runs.extend(self._runs({"flow_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
+        for batch in _batches(sorted(i for i in set(ids) if _is_uuid(i))):
+            runs.extend(self._runs({"flow_runs": {"id": {"any_": batch}}}))
         return runs
 
     def flow_run(self, run_id: str) -> FlowRun:
@@ -126,10 +115,9 @@ class PrefectApi(PrefectSession):
 
     def names(self, kind: str, ids: Iterable[str | None]) -> dict[str, str]:
         """Names of flows or deployments (`kind` = "flows" | "deployments") by id."""
-        wanted = sorted({i for i in ids if i})
         names: dict[str, str] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            names.update(self._names(kind, {kind: {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}))
+        for batch in _batches(sorted({i for i in ids if i})):
+            names.update(self._names(kind, {kind: {"id": {"any_": batch}}}))
         return names
 
     def _names(self, kind: str, body: dict[str, Any]) -> dict[str, str]:
@@ -196,11 +184,10 @@ class PrefectApi(PrefectSession):
 
     def child_runs(self, parent_ids: Iterable[str], state_types: Iterable[str]) -> list[FlowRun]:
         """Deployment runs started by these flow runs (`run_deployment`), in one of `state_types`."""
-        wanted = sorted(set(parent_ids))
         children: list[FlowRun] = []
-        for start in range(0, len(wanted), PAGE_SIZE):
+        for batch in _batches(sorted(set(parent_ids))):
             body = {
-                "parent_flow_run_id": {"any_": wanted[start : start + PAGE_SIZE]},
+                "parent_flow_run_id": {"any_": batch},
                 "deployment_id": {"is_null_": False},
                 "state": {"type": {"any_": list(state_types)}},
             }
@@ -216,28 +203,25 @@ class PrefectApi(PrefectSession):
 
     def task_runs_by_id(self, ids: Iterable[str]) -> list[TaskRun]:
         """The task runs with these ids."""
-        wanted = sorted(set(ids))
         runs: list[TaskRun] = []
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"task_runs": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+        for batch in _batches(sorted(set(ids))):
+            body = {"task_runs": {"id": {"any_": batch}}}
             runs.extend(parse_task_run(t) for t in self._paged("/task_runs/filter", body))
         return runs
 
     def deployments_by_id(self, ids: Iterable[str | None]) -> list[Deployment]:
         """The deployments with these ids (with their concurrency limits)."""
-        wanted = sorted({i for i in ids if i})
         found: list[Deployment] = []
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"deployments": {"id": {"any_": wanted[start : start + PAGE_SIZE]}}}
+        for batch in _batches(sorted({i for i in ids if i})):
+            body = {"deployments": {"id": {"any_": batch}}}
             found.extend(parse_deployment(d) for d in self._paged("/deployments/filter", body, "NAME_ASC"))
         return found
 
     def work_pools(self, names: Iterable[str]) -> dict[str, WorkPool]:
         """The work pools with these names, by name (missing names are simply absent)."""
-        wanted = sorted(set(names))
         found: dict[str, WorkPool] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+        for batch in _batches(sorted(set(names))):
+            body = {"work_pools": {"name": {"any_": batch}}}
             for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"):
                 pool = parse_work_pool(raw)
                 if pool is not None:
@@ -271,10 +255,9 @@ class PrefectApi(PrefectSession):
 
     def latest_artifacts(self, keys: Iterable[str]) -> dict[str, ArtifactRef]:
         """The latest artifact of each of these keys, by key (`POST /artifacts/latest/filter`)."""
-        wanted = sorted(set(keys))
         found: dict[str, ArtifactRef] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"artifacts": {"key": {"any_": wanted[start : start + PAGE_SIZE]}}}
+        for batch in _batches(sorted(set(keys))):
+            body = {"artifacts": {"key": {"any_": batch}}}
             for raw in self._paged("/artifacts/latest/filter", body, "ID_DESC", id_key="key"):
                 artifact = parse_artifact(raw)
                 if artifact is not None:
@@ -291,10 +274,9 @@ class PrefectApi(PrefectSession):
 
     def work_pool_ids(self, names: Iterable[str]) -> dict[str, str]:
         """The ids of the work pools with these names, by name (missing names are simply absent)."""
-        wanted = sorted(set(names))
         found: dict[str, str] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            body = {"work_pools": {"name": {"any_": wanted[start : start + PAGE_SIZE]}}}
+        for batch in _batches(sorted(set(names))):
+            body = {"work_pools": {"name": {"any_": batch}}}
             raw_pools = list(self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"))
             names = parse_names(raw_pools, "a work pool listing")
             found.update({name: pool_id for pool_id, name in names.items()})
@@ -306,6 +288,12 @@ class PrefectApi(PrefectSession):
         state = {"type": StateType.CANCELLED.value, "name": "Cancelled", "message": message}
         answer = self._request("POST", f"/flow_runs/{run_id}/set_state", {"state": state, "force": True})
         return parse_state(answer.get("state") if isinstance(answer, dict) else None)
+
+
+def _batches(wanted: list[str]) -> Iterator[list[str]]:
+    """`wanted` a page at a time: the ids or names one filter request names."""
+    for start in range(0, len(wanted), PAGE_SIZE):
+        yield wanted[start : start + PAGE_SIZE]
 
 
 def _is_uuid(value: str) -> bool:

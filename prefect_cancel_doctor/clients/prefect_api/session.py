@@ -14,7 +14,7 @@ from urllib.request import getproxies
 
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor.clients._fields import as_str
-from prefect_cancel_doctor.clients._http import BodyTooLarge, fetch, httpx, max_response_bytes
+from prefect_cancel_doctor.clients._http import BodyTooLarge, PooledClient, fetch, httpx, max_response_bytes
 from prefect_cancel_doctor.clients._http import transport as bounded_transport
 from prefect_cancel_doctor.clients.prefect_records import UnexpectedShape, parse_time
 from prefect_cancel_doctor.clients.settings import Connection
@@ -36,7 +36,7 @@ MAX_RETRY_WAIT = 10.0
 _CSRF_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
-class PrefectSession:
+class PrefectSession(PooledClient):
     """The transport of `PrefectApi`: one request at a time, errors as `ApiUnreachable`/`ApiRefused`."""
 
     def __init__(
@@ -67,7 +67,7 @@ class PrefectSession:
         # Loading the CA bundle costs 15-60 ms, a large part of a scan's start-up: skip it
         # when no connection can use TLS (a plain http:// URL and no proxy configured).
         verify = connection.verify if _may_use_tls(connection.api_url) else False
-        self._client = httpx.Client(
+        self._http = httpx.Client(
             base_url=connection.api_url + "/",
             headers=headers,
             timeout=timeout,
@@ -152,10 +152,10 @@ class PrefectSession:
                 with self._counting:
                     self.requests += 1
                 try:
-                    request = self._client.build_request(
+                    request = self._http.build_request(
                         method, path.lstrip("/"), json=body, headers=self._csrf_headers(method)
                     )
-                    response = fetch(self._client, request, self._limit)
+                    response = fetch(self._http, request, self._limit)
                 except deadline.DeadlinePassed as exc:
                     raise ApiUnreachable(
                         f"the Prefect API at {self.url} did not answer {method} {_short(path)} "

@@ -6,6 +6,7 @@ An API's answer (or a run's configuration inside it) may hold anything: these ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,10 +34,11 @@ def as_int(value: object) -> int | None:
 
 
 def as_truncated_int(value: object) -> int | None:
-    """A number (not a boolean), truncated to an integer."""
+    """A finite number (not a boolean), truncated to an integer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return int(value)
+    # json.loads reads Infinity and NaN, which no integer holds.
+    return int(value) if math.isfinite(value) else None
 
 
 def as_float(value: object) -> float | None:

@@ -12,7 +12,7 @@ from prefect_cancel_doctor.render import Format
 
 DEMO_EPILOG = examples(
     "prefect-cancel-doctor demo",
-    "prefect-cancel-doctor demo --keep        # leave the server and stuck runs up until Enter",
+    "prefect-cancel-doctor demo --keep        # keep the server, its UI and the stuck runs up until Enter",
     "prefect-cancel-doctor demo --docker      # the runs in containers of a prefect-docker worker",
     "prefect-cancel-doctor demo --kubernetes  # the runs in pods behind a fixture Kubernetes API",
 )
@@ -21,7 +21,13 @@ DEMO_EPILOG = examples(
 def demo(
     fmt: FormatOpt = Format.TERMINAL,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Leave the server and stuck runs up until Enter is pressed.")
+        bool,
+        typer.Option(
+            "--keep",
+            help="Leave the server and stuck runs up until Enter is pressed; the server serves Prefect's UI"
+            " (the report's UI links open) and the demo prints the export PREFECT_API_URL=… line to run"
+            " scan, resolve or watch against it from another terminal.",
+        ),
     ] = False,
     docker: Annotated[
         bool,

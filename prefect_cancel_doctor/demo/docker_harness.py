@@ -609,12 +609,15 @@ def docker_demo_environment(
     log: Callable[[str], None] = print,
     ready_timeout: float = 240.0,
     client: DockerClient | None = None,
+    ui: bool = False,
 ) -> Iterator[DockerDemoEnvironment]:
     """Real runs stuck in Cancelling in Docker containers; everything is removed on exit.
 
     `harness` reuses a running `LocalPrefect` (its server and work directory);
-    by default one is started and stopped here. Raises `DockerError` when no
-    Docker engine answers and `HarnessError` when a stage does not happen.
+    by default one is started and stopped here, serving Prefect's UI if `ui`
+    (the containers reach it as they reach its API: on the host network).
+    Raises `DockerError` when no Docker engine answers and `HarnessError` when
+    a stage does not happen.
     """
     chosen = select_docker_scenarios(scenarios)
     started = time.monotonic()
@@ -628,7 +631,7 @@ def docker_demo_environment(
         stack.callback(_remove_session, docker, owner, log)
         remove_leftovers(docker, log)
         if harness is None:
-            harness = stack.enter_context(LocalPrefect(log=log))
+            harness = stack.enter_context(LocalPrefect(log=log, ui=ui))
         environment = _stage(harness, docker, chosen, owner, log, ready_timeout, stack)
         log(f"{len(environment.runs)} stuck container run(s) ready in {time.monotonic() - started:.0f} s")
         yield environment

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -219,7 +220,8 @@ class LocalPrefect:
 
     `api_url` is the server's API; `env` holds the variables a child process
     (the doctor, a test) needs to talk to it; `child_env()` merges them into
-    the current environment.
+    the current environment. With `ui=True` the server also serves Prefect's UI
+    at `ui_url`, talking to `api_url` (the demo's `--keep`: someone browses it).
     """
 
     def __init__(
@@ -232,10 +234,13 @@ class LocalPrefect:
         cancelling_timeout_seconds: float = 86400.0,
         startup_timeout: float = 180.0,
         server_env: Mapping[str, str] | None = None,
+        ui: bool = False,
     ) -> None:
         self.port = port or free_port()
         self._server_env = dict(server_env or {})
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        #: Whether the server serves Prefect's UI (off by default: it is not needed to stage runs).
+        self.ui = ui
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._keep_workdir = keep_workdir
         self._log = log or (lambda _message: None)
@@ -338,6 +343,25 @@ class LocalPrefect:
     # -- server --------------------------------------------------------------
 
     @property
+    def ui_url(self) -> str | None:
+        """Where Prefect's UI is served (a run's page is `<ui_url>/runs/flow-run/<id>`); None
+        when the server runs without it."""
+        return f"http://127.0.0.1:{self.port}" if self.ui else None
+
+    def ui_served(self) -> bool:
+        """Whether the server answers the UI's root with its HTML page (Prefect serves no UI it
+        could not unpack, and says so only in its log)."""
+        if self.ui_url is None:
+            return False
+        try:
+            page = httpx.get(
+                f"{self.ui_url}/", headers={"Accept": "text/html"}, follow_redirects=True, timeout=5
+            )
+        except httpx.HTTPError:
+            return False
+        return page.status_code == 200 and page.headers.get("content-type", "").startswith("text/html")
+
+    @property
     def server_pid(self) -> int | None:
         """PID of the running server, if any."""
         return self._server.pid if self._server is not None and self._server.poll() is None else None
@@ -354,7 +378,11 @@ class LocalPrefect:
         self._server_starts += 1
         env = self.child_env(
             {
-                "PREFECT_SERVER_UI_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
+                # The browser's UI calls this API (server.ui.api_url; Prefect would derive it from
+                # PREFECT_API_URL, which child_env also sets: said here so that nothing else wins).
+                "PREFECT_SERVER_UI_API_URL": self.api_url,
+                **(_ui_static_directory() if self.ui else {}),
                 "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
                 "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS": str(
                     self._cancelling_timeout
@@ -372,7 +400,7 @@ class LocalPrefect:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--no-ui",
+            "--ui" if self.ui else "--no-ui",
             "--analytics-off",
         ]
         with self.server_log_path.open("ab") as log_file:
@@ -759,6 +787,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _ui_static_directory() -> dict[str, str]:
+    """Where the server unpacks its UI (once per Prefect version): Prefect's own place, beside its
+    package, where it can write there; else a cache directory of the user's."""
+    spec = importlib.util.find_spec("prefect")
+    if (
+        spec is not None
+        and spec.origin is not None
+        and os.access(Path(spec.origin).parent / "server", os.W_OK)
+    ):
+        return {}
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return {"PREFECT_SERVER_UI_STATIC_DIRECTORY": str(cache / "prefect-cancel-doctor" / "prefect-ui")}
 
 
 def prefect_command() -> list[str]:

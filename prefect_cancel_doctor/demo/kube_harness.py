@@ -413,11 +413,13 @@ def kube_demo_environment(
     log: Callable[[str], None] = print,
     ready_timeout: float = 240.0,
     client: DockerClient | None = None,
+    ui: bool = False,
     copies: int = 1,
 ) -> Iterator[KubeDemoEnvironment]:
     """Real runs stuck in Cancelling in pods of the fixture API; everything is removed on exit.
 
-    `copies` stages each scenario that many times (the benchmark's 20 pods)."""
+    `copies` stages each scenario that many times (the benchmark's 20 pods).
+    `ui`: the server started here serves Prefect's UI too (`LocalPrefect(ui=True)`)."""
     chosen = select_kube_scenarios(scenarios)
     started = time.monotonic()
     docker = client or DockerClient(timeout=30.0)
@@ -429,7 +431,7 @@ def kube_demo_environment(
         remove_leftovers(docker, log)
         stack.callback(remove_images, docker, owner)
         if harness is None:
-            harness = stack.enter_context(LocalPrefect(log=log))
+            harness = stack.enter_context(LocalPrefect(log=log, ui=ui))
         environment = _stage(harness, docker, chosen, owner, log, ready_timeout, stack, copies)
         log(f"{len(environment.runs)} stuck pod run(s) ready in {time.monotonic() - started:.0f} s")
         yield environment

@@ -7,22 +7,29 @@ with everything else real — a local Prefect server, `prefect flow-run execute`
 the engine in each pod, the cancel, py-spy and /proc. The Kubernetes scan runs on
 "the node" (this host), so the attach mode chosen is `node`; ``PCD_KUBE_ATTACH=
 ephemeral`` samples every pod from an ephemeral container instead.
+
+With `--keep` the server also serves Prefect's UI (its start-up costs the same:
+Prefect unpacks the UI once per version, then mounts it in milliseconds), so the
+report's UI links open, and the demo prints the lines that point the doctor in
+another terminal at this server until Enter is pressed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.text import Text
 
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.clients.settings import Connection
-from prefect_cancel_doctor.demo.harness import HarnessError
+from prefect_cancel_doctor.demo.harness import HarnessError, LocalPrefect
 from prefect_cancel_doctor.errors import EXIT_OK, EXIT_USAGE, DoctorError
 from prefect_cancel_doctor.model import Report
 from prefect_cancel_doctor.render import Format, render
@@ -46,7 +53,7 @@ def run_demo(
         err.print(Text(f"demo: {line}", style="dim"))
 
     try:
-        with _stage(docker, kubernetes, narrate) as environment:
+        with _stage(docker, kubernetes, narrate, ui=keep) as environment:
             options, where = Options(), environment.api_url
             kubeconfig = getattr(environment, "kubeconfig", None)
             if kubeconfig is not None:
@@ -62,8 +69,12 @@ def run_demo(
             render(report, Format(fmt), sys.stdout, color=color)
             _compare(report, {r.run_id: r.expected_cause.value for r in environment.runs}, err)
             if keep:
-                err.print(f"The server stays up at {where}; press Enter to clean up.")
+                for line in keep_lines(environment):
+                    err.print(Text(line), soft_wrap=True)  # never wrapped: lines to paste
+                err.print("Press Enter to clean up.")
                 input()
+            else:
+                narrate("the server stops with the demo, and the UI links with it: --keep keeps both up")
     except KeyboardInterrupt:
         err.print("demo: interrupted; everything it started has been stopped")
         return EXIT_INTERRUPTED
@@ -76,22 +87,54 @@ def run_demo(
     return EXIT_OK
 
 
+class Kept(Protocol):
+    """What `keep_lines` reads of a staged environment (every staging has it)."""
+
+    @property
+    def harness(self) -> LocalPrefect: ...
+
+    @property
+    def api_url(self) -> str: ...
+
+
+def keep_lines(environment: Kept) -> list[str]:
+    """What `--keep` prints while the runs stay up: the UI's address, and the lines to paste in
+    another terminal to run the doctor (`scan`, `resolve`, `watch`) against this server."""
+    harness = environment.harness
+    exports = {"PREFECT_API_URL": environment.api_url}
+    kubeconfig: Path | None = getattr(environment, "kubeconfig", None)
+    if kubeconfig is not None:
+        from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE
+
+        exports |= {"KUBECONFIG": str(kubeconfig), "PCD_KUBE_DEBUG_IMAGE": DEBUG_IMAGE}
+    lines = ["The server and the stuck runs stay up until you press Enter."]
+    if harness.ui_url is not None and harness.ui_served():
+        lines.append(f"  Prefect UI: {harness.ui_url}  (the report's UI links open there)")
+    elif harness.ui_url is not None:
+        lines.append(f"  Prefect UI: not served; the server's log says why: {harness.server_log_path}")
+    lines.append("  In another terminal, point the doctor at this server:")
+    lines += [f"    export {name}={shlex.quote(value)}" for name, value in exports.items()]
+    lines.append("    prefect-cancel-doctor scan    # then: resolve <run name>, watch")
+    return lines
+
+
 def _stage(
-    docker: bool, kubernetes: bool, narrate: Callable[[str], None]
+    docker: bool, kubernetes: bool, narrate: Callable[[str], None], *, ui: bool
 ) -> contextlib.AbstractContextManager[Any]:
-    """The staged environment: each offers .api_url and .runs with .run_id and .expected_cause
-    (the Kubernetes one .kubeconfig too). Imported only when chosen: each is heavy."""
+    """The staged environment: each offers .harness, .api_url and .runs with .run_id and
+    .expected_cause (the Kubernetes one .kubeconfig too); its server serves Prefect's UI if `ui`.
+    Imported only when chosen: each is heavy."""
     if kubernetes:
         from prefect_cancel_doctor.demo.kube_harness import kube_demo_environment
 
-        return kube_demo_environment(log=narrate)
+        return kube_demo_environment(log=narrate, ui=ui)
     if docker:
         from prefect_cancel_doctor.demo.docker_harness import docker_demo_environment
 
-        return docker_demo_environment(log=narrate)
+        return docker_demo_environment(log=narrate, ui=ui)
     from prefect_cancel_doctor.demo.environment import run_demo_environment
 
-    return run_demo_environment(console_log=narrate)
+    return run_demo_environment(console_log=narrate, ui=ui)
 
 
 def _compare(report: Report, expected: dict[str, str], err: Console) -> None:
@@ -106,4 +149,4 @@ def _compare(report: Report, expected: dict[str, str], err: Console) -> None:
             )
 
 
-__all__ = ["run_demo"]
+__all__ = ["Kept", "keep_lines", "run_demo"]

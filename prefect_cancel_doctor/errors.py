@@ -12,6 +12,9 @@ EXIT_USAGE = 2
 EXIT_API = 3
 #: A bug in the doctor: one line on stderr, the traceback in a file (never 1, which means "stuck").
 EXIT_INTERNAL = 4
+#: A confirmation answered no (`resolve`, `scan --resolve-orphans`): nothing was done. No error, and
+#: not 1 either: 1 says what the doctor found, this what the person at the terminal chose.
+EXIT_DECLINED = 5
 #: Interrupted (Ctrl-C), as shells report a SIGINT.
 EXIT_INTERRUPTED = 130
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.core.redact import scrub_tree
-from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.errors import EXIT_DECLINED, DoctorError
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
 from prefect_cancel_doctor.kinds.base import Stopper
 from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
@@ -91,6 +91,13 @@ class Refused(DoctorError):
     """The plan cannot be carried out safely (exit code 2)."""
 
     exit_code = 2
+
+
+class Declined(Exception):
+    """A confirmation was answered no: nothing was done. Not an error (no `DoctorError`): the
+    command says so and exits `EXIT_DECLINED`."""
+
+    exit_code = EXIT_DECLINED
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,22 @@ class Plan:
             )
         elif not self.processes and self.stopper is None:
             lines.append("nothing to do: the run is final and nothing of it runs here")
+        return lines
+
+    def lines(self, grace: float) -> list[str]:
+        """The plan as printed: the run, the numbered steps with the processes listed under the first
+        (the step that signals them), then the notes."""
+        lines = [f"plan for run {self.run_name} ({self.run_id}), {self.cause.value}:"]
+        for number, step in enumerate(self.steps(grace), 1):
+            lines.append(f"  {number}. {step}")
+            if number == 1 and not self.refusal:
+                lines += [
+                    f"     {p.pid} {p.role.value}: {p.command[:90]} (matched by {p.matched_by})"
+                    for p in self.processes
+                ]
+        lines += [f"  note: {note}" for note in self.notes]
+        if (self.forced or self.state_refused) and not self.refusal:
+            lines.append(f"  note: {self.forced or self.state_refused}")
         return lines
 
 
@@ -359,6 +382,8 @@ def execute(
     if outcome.still_running:
         say("still running: " + ", ".join(outcome.still_running) + "; the state is left as it is")
         return outcome
+    if plan.processes or plan.stopper is not None:
+        say(f"  verified: {_gone(plan)}")
     if plan.set_cancelled:
         done = "; ".join(outcome.actions) or "nothing was left to stop"
         how = " --force-state, on a partial view of the host's processes" if plan.forced else ""
@@ -374,6 +399,15 @@ def execute(
     return outcome
 
 
+def _gone(plan: Plan) -> str:
+    """What the verification found, in words: "process 14482 gone", "container 3f2a… stopped"."""
+    pids = [str(t.pid) for t in plan.processes]
+    found = [f"process{'es' if len(pids) > 1 else ''} {' '.join(pids)} gone"] if pids else []
+    if plan.stopper is not None:
+        found.append(f"{plan.stopper.what} stopped")
+    return "; ".join(found)
+
+
 def resolve_diagnosed(
     diagnoses: list[Diagnosis],
     api: PrefectApi,
@@ -382,33 +416,28 @@ def resolve_diagnosed(
     dry_run: bool = False,
     grace: float = DEFAULT_GRACE_SECONDS,
     say: Callable[[str], None] = print,
+    show: Callable[[str], None] | None = None,
     wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
     log: ActionLog | None = None,
     force_state: bool = False,
     confirm_force: Callable[[list[Plan]], bool] | None = None,
     partial: Callable[[], str | None] = partial_view,
 ) -> list[tuple[Plan, Outcome | None]]:
-    """Plan every run, print the plans, and (unless `dry_run`) act once `confirm()` says yes.
+    """Plan every run, print the plans with `show` (the command's output; default `say`), and
+    (unless `dry_run`) act once `confirm()` says yes, saying what it does with `say`.
 
-    A refused plan raises `Refused` before anything is done for any run; so does `confirm()`
-    answering no, and `confirm_force(plans)` answering no for plans that set a state on a
-    partial view (`force_state`; no `confirm_force`: no). A state left as it was on a partial
-    view raises `Refused` once the rest is done (exit 2). `partial()`: why this doctor's view
-    of the host's processes is partial (read once, and only if a run lives in them).
+    A refused plan raises `Refused` before anything is done for any run. `confirm()` answering
+    no raises `Declined`, nothing done; so does `confirm_force(plans)` answering no for plans that
+    set a state on a partial view (`force_state`; no `confirm_force`: no). A state left as it was
+    on a partial view raises `Refused` once the rest is done (exit 2). `partial()`: why this
+    doctor's view of the host's processes is partial (read once, and only if a run lives in them).
     """
+    show = show or say
     view = functools.cache(partial)
     plans = [make_plan(d, partial=view() if _here(d) else None, force_state=force_state) for d in diagnoses]
     for plan in plans:
-        say(f"plan for run {plan.run_name} ({plan.run_id}), {plan.cause.value}:")
-        for number, step in enumerate(plan.steps(grace), 1):
-            say(f"  {number}. {step}")
-        for target in plan.processes:
-            what = f"{target.pid} {target.role.value}: {target.command[:90]}"
-            say(f"     {what} (matched by {target.matched_by})")
-        for note in plan.notes:
-            say(f"  note: {note}")
-        if (plan.forced or plan.state_refused) and not plan.refusal:
-            say(f"  note: {plan.forced or plan.state_refused}")
+        for line in plan.lines(grace):
+            show(line)
     refused = [p for p in plans if p.refusal]
     if refused:
         raise Refused("; ".join(f"run {p.run_name}: {p.refusal}" for p in refused))
@@ -416,10 +445,10 @@ def resolve_diagnosed(
         say("dry run: nothing was done")
         return [(plan, None) for plan in plans]
     if not confirm():
-        raise Refused("not confirmed: nothing was done")
+        raise Declined("declined: nothing was done")
     forced = [p for p in plans if p.forced]
     if forced and not (confirm_force and confirm_force(forced)):
-        raise Refused("--force-state was not confirmed: nothing was done")
+        raise Declined("--force-state declined: nothing was done")
     log = log or ActionLog()
     results: list[tuple[Plan, Outcome | None]] = []
     for plan in plans:
@@ -447,6 +476,7 @@ def _wait_quietly(what: str, seconds: float, done: Callable[[], bool]) -> bool:
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "ActionLog",
+    "Declined",
     "Outcome",
     "Plan",
     "ProcessTarget",

@@ -3,6 +3,7 @@ needs, the runs it left unresolved, the orphans of a scan, and the grace period 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -29,10 +30,12 @@ def resolve_runs(
     say: Callable[[str], None],
     wait: Callable[[str, float, Callable[[], bool]], bool],
     force_state: bool = False,
+    show: Callable[[str], None] | None = None,
 ) -> list[str]:
     """`resolve_diagnosed`, confirmed: `yes` answers every question; else `ask(question)`, which
-    needs a terminal (`interactive`; else a `ConfigurationError`, nothing done). `force_state`: a
-    state set on a partial view too, once confirmed on its own (`yes` with it: confirmed).
+    needs a terminal (`interactive`; else a `ConfigurationError`, nothing done); a no raises
+    `Declined`, nothing done. `force_state`: a state set on a partial view too, once confirmed on
+    its own (`yes` with it: confirmed). `show`: where the plan goes (default `say`).
 
     The names of the runs it left unresolved (something still runs)."""
 
@@ -61,6 +64,7 @@ def resolve_runs(
         dry_run=dry_run,
         grace=grace,
         say=say,
+        show=show,
         wait=wait,
         force_state=force_state,
         confirm_force=confirm_force,
@@ -79,17 +83,29 @@ def countdown(
     what: str, seconds: float, done: Callable[[], bool], *, write: Callable[[str], None], live: bool
 ) -> bool:
     """Wait until `done()` or `seconds` pass; `live` (a terminal): the seconds left, redrawn in place
-    with `write`, else one line saying what is awaited."""
-    deadline = time.monotonic() + seconds
-    shown = -1
+    with `write`, else one line saying what is awaited. Then how it ended, on the countdown's line
+    ("exited after 3 s", "still running after 30 s"); nothing at all if it was done at once."""
+    start = time.monotonic()
+    deadline = start + seconds
+    shown, drawn = -1, ""
     while not done() and time.monotonic() < deadline:
-        left = int(deadline - time.monotonic()) + 1
+        left = math.ceil(deadline - time.monotonic())
         if live and left != shown:
-            write(f"\r  {what}: {left:3d} s left ")
+            drawn = f"\r  {what}: {left:3d} s left "
+            write(drawn)
         elif shown == -1:
             write(f"  {what} (up to {seconds:.0f} s)\n")
         shown = left
         time.sleep(0.2)
-    if live and shown != -1:
-        write("\n")
-    return done()
+    finished = done()
+    if shown == -1:
+        return finished
+    elapsed = time.monotonic() - start
+    took = "within 1 s" if elapsed < 1 else f"after {elapsed:.0f} s"
+    ended = f"exited {took}" if finished else f"still running after {elapsed:.0f} s"
+    if live:
+        line = f"\r  {what}: {ended}"
+        write(line.ljust(len(drawn)) + "\n")  # over the seconds left, to the last character
+    else:
+        write(f"  {ended}\n")
+    return finished

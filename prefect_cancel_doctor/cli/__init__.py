@@ -22,7 +22,8 @@ from prefect_cancel_doctor.cli.output import write_traceback
 EXIT_CODES = """\
 Exit codes: 0 nothing stuck; 1 stuck runs or orphans found; 2 usage or
 configuration error; 3 Prefect API unreachable or refused the request;
-4 internal error (a bug: the traceback is written to a file); 130 interrupted."""
+4 internal error (a bug: the traceback is written to a file); 5 declined at
+resolve's question (nothing was done); 130 interrupted."""
 
 app = typer.Typer(
     name="prefect-cancel-doctor",

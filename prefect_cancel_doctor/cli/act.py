@@ -37,9 +37,12 @@ RESOLVE_EPILOG = (
     "the state of a run of this host's processes, since a process it cannot read may be the run's: it "
     "ends what it can tie to the run, names what it could not read, and exits 2; --force-state sets the "
     "state anyway, once confirmed on its own."
+    + "\n\nThe plan is the command's output, on stdout (`--dry-run > plan.txt` keeps it); the question, "
+    "the countdown and what was done go to stderr."
     + "\n\nExit codes: 0 resolved (or the dry-run plan printed); 1 something still runs, the state was "
     "left as it was; 2 refused (no terminal without --yes, a PID reused since the plan, a verdict that "
-    "cannot be acted on, a partial view without --force-state); 3 Prefect API error; 130 interrupted."
+    "cannot be acted on, a partial view without --force-state); 3 Prefect API error; 5 declined at the "
+    "question: nothing was done; 130 interrupted."
 )
 
 
@@ -90,10 +93,13 @@ def resolve_found(
     grace: float,
     stuck: Callable[[], bool] = lambda: False,
     force_state: bool = False,
+    plan_on_stdout: bool = True,
 ) -> NoReturn:
-    """Diagnose with `find`, then plan, confirm and act (`resolving.resolve_runs`); exit 0/1/2.
+    """Diagnose with `find`, then plan, confirm and act (`resolving.resolve_runs`); exit 0/1/2/5.
 
-    `stuck()`: whether something else the command found keeps the exit code at 1."""
+    `stuck()`: whether something else the command found keeps the exit code at 1. The plan goes to
+    stdout (`plan_on_stdout`: it is the command's output), else to stderr with the rest."""
+    from prefect_cancel_doctor.act.resolve import Declined
     from prefect_cancel_doctor.act.resolving import countdown, resolve_runs
     from prefect_cancel_doctor.errors import EXIT_OK, EXIT_STUCK, DoctorError
 
@@ -117,9 +123,13 @@ def resolve_found(
                 dry_run=dry_run,
                 grace=grace,
                 say=lambda line: typer.echo(line, err=True),
+                show=lambda line: typer.echo(line, err=not plan_on_stdout),
                 wait=wait,
                 force_state=force_state,
             )
+    except Declined as declined:
+        typer.echo(str(declined), err=True)
+        raise typer.Exit(declined.exit_code) from None
     except DoctorError as exc:
         fail(exc)
     raise typer.Exit(EXIT_STUCK if unresolved or stuck() else EXIT_OK)

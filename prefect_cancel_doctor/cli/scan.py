@@ -107,8 +107,17 @@ def scan(
             return final
 
         # Stuck runs still in Cancelling keep the scan's exit code 1: resolving orphans hides none.
+        # The plan goes to stderr: stdout holds the scan's report.
         resolve_found(
-            api_url, api_key, profile, orphans, yes, dry_run, grace, stuck=lambda: bool(still_cancelling)
+            api_url,
+            api_key,
+            profile,
+            orphans,
+            yes,
+            dry_run,
+            grace,
+            stuck=lambda: bool(still_cancelling),
+            plan_on_stdout=False,
         )
 
     def work(progress: ProgressFn) -> Report:

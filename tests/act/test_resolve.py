@@ -168,10 +168,35 @@ def test_no_terminal_and_no_yes_refuses_and_dry_run_changes_nothing(
     assert "pass --yes" in refused.stderr
     dry = run_cli("resolve", run.run_id, "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert "SIGTERM" in dry.stderr and "matched by PREFECT__FLOW_RUN_ID" in dry.stderr
-    assert "dry run: nothing was done" in dry.stderr
+    # The plan is the command's output (`--dry-run > plan.txt` keeps it); what was done is on stderr.
+    plan = dry.stdout.splitlines()
+    assert plan[0] == f"plan for run {run.run_name} ({run.run_id}), cancel_not_observed:", dry.stdout
+    assert plan[1].startswith("  1. SIGTERM ")
+    # The run's processes are listed under the step that signals them, the first.
+    listed = [line for line in plan if "(matched by PREFECT__FLOW_RUN_ID in its environment)" in line]
+    assert listed and plan[2 : 2 + len(listed)] == listed, dry.stdout
+    assert plan[2 + len(listed)].startswith("  2. verify"), dry.stdout
+    assert "plan for run" not in dry.stderr and "SIGTERM" not in dry.stderr
+    assert "dry run: nothing was done" in dry.stderr and "dry run" not in dry.stdout
     assert (environment.harness.state_type(run.run_id), _pids(run, environment)) == before
     assert before[1], "the run's process should still be there"
+    assert not (tmp_path / "state" / "prefect-cancel-doctor" / "actions.jsonl").exists()
+
+
+def test_declining_the_plan_in_a_terminal_does_nothing_and_exits_5(
+    environment: DemoEnvironment, tmp_path: Path
+) -> None:
+    run = environment.run("sleep")
+    env = _env(environment, tmp_path)
+    before = (environment.harness.state_type(run.run_id), _pids(run, environment))
+    with _in_a_terminal("resolve", run.run_id, env=env) as screen:
+        screen.wait_for("Carry out this plan?")
+        os.write(screen.master, b"n\n")
+        screen.wait_for("declined: nothing was done")
+        assert screen.exit_code(30) == 5
+        text = screen._plain()
+    assert "error:" not in text.lower(), text
+    assert (environment.harness.state_type(run.run_id), _pids(run, environment)) == before
     assert not (tmp_path / "state" / "prefect-cancel-doctor" / "actions.jsonl").exists()
 
 
@@ -180,6 +205,14 @@ def test_ends_on_sigterm_then_marks_cancelled(environment: DemoEnvironment, tmp_
     pids = _pids(run, environment)
     done = run_cli("resolve", run.run_id, "--yes", env=_env(environment, tmp_path))
     assert done.returncode == 0, done.stderr
+    # Off a terminal: what it waits for once, then how it ended (never the seconds left); then what
+    # was verified.
+    lines = done.stderr.splitlines()
+    for number, line in enumerate(lines):
+        if "(up to " in line:
+            assert re.fullmatch(r"  exited (within 1 s|after \d+ s)", lines[number + 1]), done.stderr
+    assert "s left" not in done.stderr
+    assert re.search(r"^  verified: process(es)? [\d ]+ gone$", done.stderr, re.MULTILINE), done.stderr
     assert _pids(run, environment) == []
     state = environment.harness.read_run(run.run_id).state
     assert state is not None and state.type.value == "CANCELLED"

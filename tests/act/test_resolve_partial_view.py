@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor.act.resolve import Outcome, Refused, make_plan, resolve_diagnosed
+from prefect_cancel_doctor.act.resolve import Declined, Outcome, make_plan, resolve_diagnosed
 from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, Target, Verdict
 from tests.diagnose.test_rules import evidence, process, run_ref
 
@@ -94,9 +94,9 @@ def test_force_state_needs_its_own_confirmation(tmp_path: Any) -> None:
             log=ActionLog(tmp_path / "actions.jsonl"),
         )
 
-    with pytest.raises(Refused, match="--force-state was not confirmed"):
+    with pytest.raises(Declined, match="--force-state declined: nothing was done"):
         resolve(lambda plans: False)
-    with pytest.raises(Refused, match="--force-state was not confirmed"):
+    with pytest.raises(Declined, match="--force-state declined: nothing was done"):
         resolve(None)
     assert api.forced == []
     ((plan, outcome),) = resolve(lambda plans: [p.run_name for p in plans] == ["brave-otter"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prefect_cancel_doctor.act.resolve import Plan, make_plan
-from prefect_cancel_doctor.model import Cause, Diagnosis, Target, Verdict
+from prefect_cancel_doctor.model import Cause, Diagnosis, Role, Target, Verdict
 from tests.diagnose.test_rules import evidence, process, run_ref
 
 
@@ -38,3 +38,14 @@ def test_a_final_run_is_not_marked_again() -> None:
         _diagnosis(Cause.ORPHANED_INFRASTRUCTURE, process("sleep_main_native"), state="CANCELLED")
     )
     assert isinstance(plan, Plan) and not plan.set_cancelled
+
+
+def test_the_processes_are_listed_under_the_step_that_signals_them() -> None:
+    plan = make_plan(_diagnosis(Cause.CANCEL_NOT_OBSERVED, process("sleep_main_native", role=Role.ENGINE)))
+    assert plan.processes, "the run's process is in the plan"
+    lines = plan.lines(30)
+    assert lines[0] == f"plan for run {plan.run_name} ({plan.run_id}), cancel_not_observed:"
+    assert lines[1].startswith("  1. SIGTERM ") and str(plan.processes[0].pid) in lines[1]
+    assert lines[2].startswith(f"     {plan.processes[0].pid} ") and "(matched by " in lines[2]
+    assert lines[3].startswith("  2. verify") and lines[4].startswith("  3. set the run's state")
+    assert len(lines) == 5

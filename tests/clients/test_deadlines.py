@@ -179,21 +179,19 @@ def test_inspect_pod_against_a_dripping_kubernetes_api_stops_at_its_deadline(tmp
 def test_a_scans_kubernetes_run_is_not_attachable_when_the_api_drips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from prefect_cancel_doctor.core.options import Options
     from prefect_cancel_doctor.kinds import parse_infrastructure_pid
-    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
-    from prefect_cancel_doctor.scan.engine import Options, _kubernetes_job
+    from prefect_cancel_doctor.kinds.base import Here
+    from prefect_cancel_doctor.kinds.registry import kind_of
 
     monkeypatch.setenv("PCD_REQUEST_DEADLINE", "1")
     with DripServer("body") as server:
-        session = KubeSession(str(kubeconfig_for(server.url, tmp_path / "config")))
-        here = SimpleNamespace(kube=lambda: session, options=Options())
+        here = Here({}, Options(kubeconfig=str(kubeconfig_for(server.url, tmp_path / "config"))))
+        infra = parse_infrastructure_pid("prod:etl-x7k2p")
+        kind = kind_of(infra.kind)
+        kind.prepare([], here)  # the scan's one session, made before its runs are located
         started = time.monotonic()
-        location = _kubernetes_job(
-            SimpleNamespace(id="r1"),  # type: ignore[arg-type]
-            parse_infrastructure_pid("prod:etl-x7k2p"),
-            here,  # type: ignore[arg-type]
-        )
-        session.close()
+        location = kind.locate(SimpleNamespace(id="r1"), infra, here)  # type: ignore[arg-type]
     assert time.monotonic() - started < 2.5
     assert location.unreachable is not None and "request deadline (1 s" in location.unreachable
 

@@ -5,7 +5,7 @@ included, 4 % of the runs cancelled through Cancelling, 1–5 % stuck in
 Cancelling now) a quiet local server is started on a copy, moved to now, and
 these take turns, each a whole process, start-up included:
 
-- ours: `prefect-cancel-doctor report --since 24h --format json --output F`
+- ours: `prefect-cancel-doctor report --since 24h --format json --output-file F`
   (cancel events of the window, what became of each, the runs in Cancelling
   now located and, since none runs here, not sampled; statistics; the JSON);
 - (a) a script doing the same with Prefect's client, the way one would
@@ -104,7 +104,7 @@ print(len(events))
 
 
 def _report(env: dict[str, str], output: Path) -> tuple[Peak, dict[str, Any]]:
-    argv = [DOCTOR, "report", "--since", "24h", "--format", "json", "--output", str(output)]
+    argv = [DOCTOR, "report", "--since", "24h", "--format", "json", "--output-file", str(output)]
     peak = peak_memory(argv, env, ok=(0, 1))
     return peak, json.loads(output.read_text())
 

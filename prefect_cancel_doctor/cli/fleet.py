@@ -96,8 +96,8 @@ def _health_options(
 REPORT_EPILOG = (
     examples(
         "prefect-cancel-doctor report --since 24h",
-        "prefect-cancel-doctor report --since 7d --format html -o health.html",
-        "prefect-cancel-doctor report --format markdown -o health.md",
+        "prefect-cancel-doctor report --since 7d -o html --output-file health.html",
+        "prefect-cancel-doctor report -o markdown --output-file health.md",
         "prefect-cancel-doctor report --no-sample --fail-on stuck-older-than=15m,p95-above=2m,orphans",
     )
     + "\n\n"
@@ -113,20 +113,24 @@ def report(
     fmt: Annotated[
         HealthFormat,
         typer.Option(
+            "--output",
+            "-o",
             "--format",
             "-f",
             envvar="PCD_REPORT_FORMAT",
-            help="terminal (rich), markdown, html (one self-contained page with charts) or json.",
+            help="The report's format, as `-o json` in Prefect's and kubectl's CLIs: terminal (rich), "
+            "markdown, html (one self-contained page with charts) or json; -f/--format is the same option.",
         ),
     ] = HealthFormat.TERMINAL,
-    output: Annotated[
+    output_file: Annotated[
         Optional[str],
         typer.Option(
-            "--output",
-            "-o",
-            envvar="PCD_REPORT_OUTPUT",
+            "--output-file",
+            # PCD_REPORT_OUTPUT: the variable's name from when -o/--output named the file, still read.
+            envvar=["PCD_REPORT_OUTPUT_FILE", "PCD_REPORT_OUTPUT"],
             help="Write the report to this file (atomically, once it is complete) instead of stdout.",
             show_default=False,
+            metavar="FILE",
         ),
     ] = None,
     fail_on: FailOn = None,
@@ -168,7 +172,7 @@ def report(
 
     health = collect(work, deadline)
     write_out(
-        output,
+        output_file,
         lambda path: write_health(health, fmt, path, color=color, samples_detail=samples_detail),
         lambda stream: render_health(health, fmt, stream, color=color, samples_detail=samples_detail),
     )

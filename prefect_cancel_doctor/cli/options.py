@@ -48,19 +48,22 @@ Profile = Annotated[
 FormatOpt = Annotated[
     Format,
     typer.Option(
+        "--output",
+        "-o",
         "--format",
         "-f",
         envvar="PCD_FORMAT",
-        help="terminal (rich), markdown (one section per run, for a ticket) or json "
-        "(stdout then holds only JSON).",
+        help="The report's format, as `-o json` in Prefect's and kubectl's CLIs: terminal (rich), "
+        "markdown (one section per run, for a ticket) or json (stdout then holds only JSON); "
+        "-f/--format is the same option.",
     ),
 ]
-Output = Annotated[
+#: `PCD_OUTPUT` is the variable's name from when `-o/--output` named the file: still read.
+OutputFile = Annotated[
     Optional[str],
     typer.Option(
-        "--output",
-        "-o",
-        envvar="PCD_OUTPUT",
+        "--output-file",
+        envvar=["PCD_OUTPUT_FILE", "PCD_OUTPUT"],
         help="Write the report to this file (atomically, once it is complete) instead of stdout.",
         show_default=False,
         metavar="FILE",

@@ -23,7 +23,7 @@ from prefect_cancel_doctor.cli.options import (
     KubeContext,
     Locals,
     Native,
-    Output,
+    OutputFile,
     Parallel,
     Profile,
     Publish,
@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 SCAN_EPILOG = examples(
     "prefect-cancel-doctor scan",
     "prefect-cancel-doctor scan --since 24h --no-native",
-    "prefect-cancel-doctor scan --format markdown -o stuck.md",
+    "prefect-cancel-doctor scan -o markdown --output-file stuck.md",
     "prefect-cancel-doctor scan --publish    # verdicts as Prefect events, an artifact on each run",
-    "prefect-cancel-doctor scan --format json | jq '.runs[] | {name: .flow_run.name, ui: .ui_url}'",
+    "prefect-cancel-doctor scan -o json | jq '.runs[] | {name: .flow_run.name, ui: .ui_url}'",
 )
 
 
@@ -58,7 +58,7 @@ def scan(
     api_key: ApiKey = None,
     profile: Profile = None,
     fmt: FormatOpt = Format.TERMINAL,
-    output: Output = None,
+    output_file: OutputFile = None,
     samples_detail: SamplesDetail = False,
     publish: Publish = False,
     fleet: Fleet = True,
@@ -101,7 +101,7 @@ def scan(
 
         def orphans(api: PrefectApi) -> list[Diagnosis]:
             report = run_scan(api, with_ui(options, api, profile), lambda *_: None)
-            emit(report, fmt, color, output, samples_detail)
+            emit(report, fmt, color, output_file, samples_detail)
             final, cancelling = split_orphans(report)
             still_cancelling.extend(cancelling)
             return final
@@ -128,14 +128,14 @@ def scan(
             report = _published(api, report) if publish else report
             return _with_fleet(api, report) if fleet else report
 
-    run_report(fmt, color, work, output, samples_detail, deadline)
+    run_report(fmt, color, work, output_file, samples_detail, deadline)
 
 
 DIAGNOSE_EPILOG = examples(
     "prefect-cancel-doctor diagnose crafty-lemur",
     "prefect-cancel-doctor diagnose 06e664e5-5fa7-4eba-bb99-2dfc47082c1c --locals",
-    "prefect-cancel-doctor diagnose crafty-lemur --format markdown -o ticket.md",
-    "prefect-cancel-doctor diagnose crafty-lemur --format json --samples-detail > run.json",
+    "prefect-cancel-doctor diagnose crafty-lemur -o markdown --output-file ticket.md",
+    "prefect-cancel-doctor diagnose crafty-lemur -o json --samples-detail > run.json",
 )
 
 
@@ -152,7 +152,7 @@ def diagnose(
     api_key: ApiKey = None,
     profile: Profile = None,
     fmt: FormatOpt = Format.TERMINAL,
-    output: Output = None,
+    output_file: OutputFile = None,
     samples_detail: SamplesDetail = False,
     samples: Samples = 5,
     interval: Interval = 0.2,
@@ -179,13 +179,13 @@ def diagnose(
         with open_api(api_url, api_key, profile) as api:
             return diagnose_run(api, run, with_ui(options, api, profile), progress)
 
-    run_report(fmt, color, work, output, samples_detail, deadline)
+    run_report(fmt, color, work, output_file, samples_detail, deadline)
 
 
 INSPECT_EPILOG = examples(
     "prefect-cancel-doctor inspect --pid 12345",
     "prefect-cancel-doctor inspect --container etl-7",
-    "prefect-cancel-doctor inspect --pid 12345 --format markdown -o ticket.md",
+    "prefect-cancel-doctor inspect --pid 12345 -o markdown --output-file ticket.md",
     "prefect-cancel-doctor inspect --pod prod/etl-x7k2p-abcde   # a Kubernetes pod, by kubeconfig",
     "prefect-cancel-doctor inspect --pid 1        # in a debug container sharing a pod's PIDs",
 )
@@ -221,7 +221,7 @@ def inspect(
         ),
     ] = False,
     fmt: FormatOpt = Format.TERMINAL,
-    output: Output = None,
+    output_file: OutputFile = None,
     samples_detail: SamplesDetail = False,
     samples: Samples = 5,
     interval: Interval = 0.2,
@@ -254,7 +254,7 @@ def inspect(
         assert pid is not None
         return inspect_pid(pid, options, progress, any_process=any_process)
 
-    run_report(fmt, color, work, output, samples_detail, deadline)
+    run_report(fmt, color, work, output_file, samples_detail, deadline)
 
 
 def _published(api: PrefectApi, report: Report) -> Report:

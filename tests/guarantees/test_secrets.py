@@ -296,7 +296,7 @@ def test_the_cli_shows_no_echoed_credential(
     # WHEN the doctor scans, writes a report file and diagnoses a run against it
     for command in (
         ("scan",),
-        ("scan", "-o", str(tmp_path / "report.md"), "-f", "markdown"),
+        ("scan", "--output-file", str(tmp_path / "report.md"), "-o", "markdown"),
         ("diagnose", "x"),
     ):
         done = run_cli(*command, env=env)

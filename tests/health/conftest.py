@@ -67,12 +67,12 @@ def doctor(*args: str, api_url: str, timeout: float = 600, **env: str) -> subpro
 
 @pytest.fixture(scope="session")
 def report_document(fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`report --format json --output FILE`, sampling the stuck runs, against the seeded fleet."""
+    """`report --format json --output-file FILE`, sampling the stuck runs, against the seeded fleet."""
     path = tmp_path_factory.mktemp("report") / "report.json"
     started = time.monotonic()
-    result = doctor(*REPORT_ARGS, "--format", "json", "--output", str(path), api_url=fleet.api_url)
+    result = doctor(*REPORT_ARGS, "--format", "json", "--output-file", str(path), api_url=fleet.api_url)
     progress(f"report --format json took {time.monotonic() - started:.1f}s (exit {result.returncode})")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "", "with --output, stdout stays empty"
+    assert result.stdout == "", "with --output-file, stdout stays empty"
     document: dict[str, Any] = json.loads(Path(path).read_text())
     return document

@@ -545,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fmt, suffix in (("terminal", "txt"), ("markdown", "md"), ("html", "html"), ("json", "json")):
             command = [
                 *(sys.executable, "-m", "prefect_cancel_doctor", "report", "--since", "1h", "--slow", "5s"),
-                *("--format", fmt, "--output", str(args.out / f"report.{suffix}")),
+                *("--format", fmt, "--output-file", str(args.out / f"report.{suffix}")),
                 *("--fail-on", "stuck-older-than=15m,p95-above=30s,orphans"),
             ]
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

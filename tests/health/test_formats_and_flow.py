@@ -37,7 +37,7 @@ def rendered(fleet: SeededFleet, tmp_path_factory: pytest.TempPathFactory) -> di
     for fmt in ("markdown", "html", "terminal"):
         path = out / f"report.{fmt}"
         result = doctor(
-            *REPORT_ARGS, "--no-sample", "--format", fmt, "--output", str(path), api_url=fleet.api_url
+            *REPORT_ARGS, "--no-sample", "--format", fmt, "--output-file", str(path), api_url=fleet.api_url
         )
         assert result.returncode == 0, result.stderr
         texts[fmt] = path.read_text()
@@ -140,7 +140,7 @@ def test_html_renders_in_a_headless_browser(fleet: SeededFleet, tmp_path: Path) 
     browser = _chromium()
     page = tmp_path / "report.html"
     result = doctor(
-        *REPORT_ARGS, "--fail-on", "p95-above=1m,orphans", "--format", "html", "--output", str(page),
+        *REPORT_ARGS, "--fail-on", "p95-above=1m,orphans", "--format", "html", "--output-file", str(page),
         api_url=fleet.api_url,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr  # the rules are breached: the status box is red

@@ -10,7 +10,8 @@ from tests.helpers import closed_port, run_cli
 def test_report_help_lists_formats_rules_and_exit_codes(clean_env: dict[str, str]) -> None:
     result = run_cli("report", "--help", env={**clean_env, "COLUMNS": "200"})
     assert result.returncode == 0
-    for word in ("--since", "markdown", "html", "--output", "--fail-on", "stuck-older-than", "PCD_FAIL_ON"):
+    words = ("--since", "markdown", "html", "--output-file", "--fail-on", "stuck-older-than", "PCD_FAIL_ON")
+    for word in words:
         assert word in result.stdout, word
     assert "1 a rule is breached" in result.stdout
 
@@ -32,9 +33,9 @@ def test_no_api_exits_2_and_unreachable_api_exits_3(clean_env: dict[str, str], t
     assert result.returncode == 2 and result.stderr.startswith("error: no Prefect API configured")
     out = tmp_path / "report.md"
     env = {**clean_env, "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api"}
-    result = run_cli("report", "--no-sample", "--format", "markdown", "--output", str(out), env=env)
+    result = run_cli("report", "--no-sample", "-o", "markdown", "--output-file", str(out), env=env)
     assert result.returncode == 3 and result.stderr.startswith("error: cannot reach the Prefect API")
-    assert not out.exists(), "--output is opened only once the report succeeded"
+    assert not out.exists(), "--output-file is opened only once the report succeeded"
 
 
 def test_rules_come_from_the_environment(clean_env: dict[str, str]) -> None:

@@ -52,6 +52,11 @@ class Column:
     name: str
     numeric: bool = False
     style: Style = Style.TEXT
+    #: Where the page is too narrow (a terminal), columns go in decreasing `drop` order; 0: always shown.
+    drop: int = 0
+    #: Its words are never shortened (names, causes, dates); numbers and causes never are either,
+    #: and code is shortened only from its start, never into its file:line.
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,7 @@ def sections(report: HealthReport) -> list[Section]:
         ("by-worker", "worker", r.by_worker),
     ):
         if groups:
-            columns = (Column(what), *_numeric(*STATS_HEADERS))
+            columns = (Column(what), *_STATS_COLUMNS)
             parts.append(_listed(key, f"By {what}", columns, groups, stats_row, top))
     orphans, ignored, children = r.suspected_orphans, r.ignored_cancels, r.orphaned_children
     parts += [
@@ -254,7 +259,12 @@ _NOT_SAMPLED = ": located from the API, not sampled"
 
 def _coverage(r: HealthReport) -> Section:
     """The fleet's agents (hosts that published), and the stuck runs none of them answered for, per pool."""
-    columns = (Column("work pool"), Column("runs", True), Column("which"), Column("agents seeing the pool"))
+    columns = (
+        Column("work pool"),
+        Column("runs", True, drop=2),
+        Column("which", drop=1),
+        Column("agents seeing the pool", drop=3),
+    )
     agents = [
         f"agent on {a.host}: last scan {age_text(a.age_seconds)}, work pools "
         f"{', '.join(a.work_pools) or 'none'}"
@@ -305,47 +315,54 @@ def _numeric(*names: str) -> tuple[Column, ...]:
     return tuple(Column(name, numeric=True) for name in names)
 
 
-def _text(*names: str) -> tuple[Column, ...]:
-    return tuple(Column(name) for name in names)
-
-
-_FLEET_COLUMNS = _numeric(
-    "cancels requested",
-    "cancelled",
-    "timed out by the server",
-    "ignored",
-    "still cancelling",
-    "p50",
-    "p95",
-    "max",
+_FLEET_COLUMNS = (
+    *_numeric("cancels requested", "cancelled", "timed out by the server", "ignored", "still cancelling"),
+    Column("p50", numeric=True, drop=1),
+    *_numeric("p95", "max"),
 )
+_RUN = Column("run", whole=True)
 _CAUSE = Column("cause", style=Style.CAUSE)
 _CALL = Column("blocking call", style=Style.CODE)
 _STUCK_COLUMNS = (
-    *_text("run", "deployment", "work pool"),
-    Column("in Cancelling", True),
-    Column("where"),
+    _RUN,
+    Column("deployment", drop=3),
+    Column("work pool", drop=4),
+    Column("in Cancelling", True, drop=1),
+    Column("where", drop=2),
     _CAUSE,
     _CALL,
 )
-_ORPHAN_COLUMNS = (*_text("run", "state", "where"), _CAUSE, _CALL)
+_ORPHAN_COLUMNS = (_RUN, Column("state", drop=2), Column("where", drop=1), _CAUSE, _CALL)
 _CAUSE_COLUMNS = (_CAUSE, Column("runs", True))
 _SITE_COLUMNS = (
     Column("blocking call site", style=Style.CODE),
-    Column("kind"),
+    Column("kind", drop=2),
     Column("runs", True),
-    Column("which"),
+    Column("which", drop=1),
 )
 _CANCEL_COLUMNS = (
-    *_text("run", "deployment", "worker", "cancel requested", "ended as"),
+    _RUN,
+    Column("deployment", drop=5),
+    Column("worker", drop=6),
+    Column("cancel requested", whole=True, drop=3),
+    Column("ended as", drop=4),
     Column("after", True),
-    Column("infrastructure", style=Style.CODE),
+    Column("infrastructure", style=Style.CODE, drop=2),
 )
-_CHILD_COLUMNS = _text("run", "deployment", "state", "parent", "parent cancelled at")
+_CHILD_COLUMNS = (
+    _RUN,
+    Column("deployment", drop=2),
+    Column("state", drop=1),
+    Column("parent", whole=True),
+    Column("parent cancelled at", whole=True, drop=3),
+)
 _SLOT_COLUMNS = (
-    *_text("limit on", "name"),
-    *_numeric("limit", "in use", "held by stuck runs"),
-    Column("stuck runs"),
+    Column("limit on", drop=2),
+    Column("name"),
+    Column("limit", True, drop=3),
+    Column("in use", True, drop=4),
+    Column("held by stuck runs", True),
+    Column("stuck runs", drop=1),
 )
 
 
@@ -461,6 +478,10 @@ def offender_row(g: GroupStats) -> tuple[object, ...]:
 
 #: Columns of the by-deployment, by-work-pool and by-worker tables after the group's name.
 STATS_HEADERS = ("cancels", "cancelled", "timed out", "ignored", "cancelling", "p50", "p95", "max")
+#: Where a terminal is narrow, p50 goes first, then max.
+_STATS_COLUMNS = tuple(
+    Column(name, numeric=True, drop={"p50": 2, "max": 1}.get(name, 0)) for name in STATS_HEADERS
+)
 
 
 def stats_row(g: GroupStats) -> tuple[object, ...]:

@@ -1,19 +1,21 @@
 """The health report in a terminal (rich): title and status, then each section as a table.
 
-Every piece of data goes in as `rich.text.Text`, never as markup.
+Every piece of data goes in as `rich.text.Text`, never as markup. Each table fits the
+terminal's width (`render.fit`): no word is split; the columns that matter least go first
+(`Column.drop`), names, causes and dates are never cut, and a call site is shortened only
+from its start, keeping its file:line.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Literal, TextIO
 
-from rich import box
 from rich.console import Console
 from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.health.layout import (
+    Column,
     Section,
     Style,
     Tone,
@@ -24,6 +26,7 @@ from prefect_cancel_doctor.health.layout import (
     window_text,
 )
 from prefect_cancel_doctor.health.model import HealthReport
+from prefect_cancel_doctor.render import fit
 from prefect_cancel_doctor.render.terminal import console_for
 
 _STYLES = {Style.CAUSE: "yellow", Style.BAR: "cyan"}
@@ -33,7 +36,11 @@ _TONES = {Tone.BAD: "bold red", Tone.OK: "bold green", Tone.WARN: "bold yellow",
 
 def render_health_terminal(report: HealthReport, out: TextIO, *, color: bool | None = None) -> None:
     """Write the report for a terminal."""
-    console = console_for(out, color)
+    print_health(console_for(out, color), report)
+
+
+def print_health(console: Console, report: HealthReport) -> None:
+    """The report on `console`, each table fitted to its width."""
     title = Text(page_title(report), style="bold")
     title.append(f"   {window_text(report)}   {report.api_url or ''}", style="dim")
     console.print(title)
@@ -52,14 +59,19 @@ def _print(console: Console, section: Section) -> None:
     if section.is_empty:
         console.print(title.append(f": {section.empty}", style="dim"))
     elif section.rows:
-        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-        for column in section.columns:
-            table.add_column(column.name, justify="right" if column.numeric else "left", overflow="fold")
-        styles = [_STYLES.get(column.style, "") for column in section.columns]
-        for row in section.rows:
-            table.add_row(*(Text(value, style=style) for value, style in zip(row, styles, strict=True)))
-        console.print(table)
+        columns = [fitted(column) for column in section.columns]
+        console.print(fit.table(columns, section.rows, console.width, title=title))
     else:
         console.print(title)
     for note in section.notes:
         console.print(Padding(Text(note, style="dim"), (0, 0, 0, 2)))
+
+
+def fitted(column: Column) -> fit.Column:
+    """A column of the report in a terminal: numbers, causes and names whole, code cut from its start."""
+    if column.numeric or column.whole or column.style is Style.CAUSE:
+        cut = fit.Cut.NEVER
+    else:
+        cut = fit.Cut.START if column.style is Style.CODE else fit.Cut.END
+    justify: Literal["left", "right"] = "right" if column.numeric else "left"
+    return fit.Column(column.name, column.drop, cut, justify, _STYLES.get(column.style, ""))

@@ -67,6 +67,24 @@ def fixes(verdict: Verdict) -> tuple[str, ...]:
     return tuple(fix for fix in verdict.remediation if not fix.startswith((RESOLVE_NOW, STOP_NOW)))
 
 
+def fix_now(d: Diagnosis) -> str:
+    """What to do now, in a few words, for the summary (the panel keeps the lasting fix).
+
+    Where the doctor has commands that end the run here (`Verdict.stop_now`), `resolve` runs
+    them safely: "resolve: stop it, mark it Cancelled". Elsewhere the verdict's short fix.
+    """
+    commands = d.verdict.stop_now
+    if not commands:
+        return d.verdict.short_fix
+    # The last command marks the run Cancelled if it is still Cancelling (diagnose.verdicts.stop_commands).
+    run = d.flow_run
+    marks = run is not None and run.state_type == StateType.CANCELLING and "cancelled" in commands[-1].lower()
+    what = [
+        w for w, needed in (("stop it", len(commands) > int(marks)), ("mark it Cancelled", marks)) if needed
+    ]
+    return "resolve: " + ", ".join(what)
+
+
 @dataclass(frozen=True)
 class Stack:
     """The blocking thread's frames, innermost first, down to the outermost frame of user code."""
@@ -108,6 +126,7 @@ __all__ = [
     "call_location",
     "call_site",
     "deployment_text",
+    "fix_now",
     "fixes",
     "run_name",
     "state_text",

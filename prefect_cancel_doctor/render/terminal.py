@@ -22,6 +22,7 @@ from prefect_cancel_doctor.render.scan_view import (
     blocking_stack,
     call_site,
     deployment_text,
+    fix_now,
     run_name,
     state_text,
 )
@@ -91,6 +92,8 @@ def print_report(console: Console, report: Report) -> None:
 
 #: The Cause column holds the fix below the cause when the console is narrower than this.
 WIDE = 96
+#: The Cause column's header where the fix goes under the cause.
+_CAUSE_AND_FIX = "Cause, fix now"
 #: Smallest widths of the Run, Blocking call and Fix columns before they share out what is left.
 _RUN_MIN, _CALL_MIN, _FIX_MIN = 16, 14, 14
 #: A call site longer than this may be cut (with "…"); shorter ones are always shown whole.
@@ -105,8 +108,10 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
     Names, flow/deployment and call sites never wrap: a cell too narrow ends
     them with "…" (the panel below has them whole). The Run column is never
     narrower than its "Cancelling 3m05s" lines, nor the Blocking call column
-    than its file:line (up to `_SITE_MAX`). Below `WIDE` columns the Fix goes
-    under the cause, wrapped, so the names keep their room.
+    than its file:line (up to `_SITE_MAX`). The fix is what to do now
+    (`scan_view.fix_now`; the panel has the lasting one). Below `WIDE` columns it
+    goes under the cause, wrapped, so the names keep their room, and the header
+    says so.
     """
     title = f"{len(report.runs)} run(s) need attention"
     if len(shown) < len(report.runs):
@@ -114,8 +119,8 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
     rows = [_row(d) for d in shown]
     causes = max(len("Cause"), *(cell_len(r.cause) for r in rows))
     wide = width >= WIDE
-    if not wide:  # the fix wraps under the cause: room for a few words a line
-        causes = max(causes, min(_FIX_MIN + 8, max(cell_len(r.fix) for r in rows)))
+    if not wide:  # the fix wraps under the cause: room for a few words a line, and for the header
+        causes = max(causes, len(_CAUSE_AND_FIX), min(_FIX_MIN + 8, max(cell_len(r.fix) for r in rows)))
     columns = 4 if wide else 3
     room = width - (3 * columns + 1) - causes  # padding of 1 each side, box edges and dividers
     run_min = max(_RUN_MIN, *(cell_len(r.state) for r in rows))
@@ -131,10 +136,10 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
     sizes = _share(room, mins, wants)
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold")
     table.add_column("Run", width=sizes[0], no_wrap=True, overflow="ellipsis")
-    table.add_column("Cause", width=causes, no_wrap=True)
+    table.add_column("Cause" if wide else _CAUSE_AND_FIX, width=causes, no_wrap=True)
     table.add_column("Blocking call", width=sizes[1], no_wrap=True, overflow="ellipsis")
     if wide:
-        table.add_column("Fix", width=sizes[2], overflow="fold")
+        table.add_column("Fix now", width=sizes[2], overflow="fold")
     for index, (d, row) in enumerate(zip(shown, rows, strict=True)):
         if index:
             table.add_row()
@@ -173,7 +178,7 @@ def _row(d: Diagnosis) -> _Row:
         d.verdict.cause.value,
         call.function if call else "-",
         call_site(call) or "",
-        d.verdict.short_fix,
+        fix_now(d),
     )
 
 

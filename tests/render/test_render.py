@@ -36,7 +36,7 @@ def test_table_row_names_run_cause_call_line_and_fix() -> None:
     assert "brave-otter" in text and "etl/nightly" in text and "Cancelling 15m" in text
     assert "cancel_not_observed" in text
     assert "sleep_main.py:8" in text
-    assert "kill the flow, mark it Cancelled" in text
+    assert "resolve: stop it, mark it Cancelled" in text  # what to do now; the panel has the lasting fix
     assert "➤  wait_forever" in text  # the blocking frame is marked in the stack
     assert "\x1b[" not in text
 

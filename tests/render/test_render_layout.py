@@ -12,6 +12,7 @@ import re
 import pytest
 from rich.console import Console
 
+from prefect_cancel_doctor.diagnose.verdicts import mark_cancelled_command
 from prefect_cancel_doctor.model import (
     BlockingCall,
     CallKind,
@@ -26,6 +27,7 @@ from prefect_cancel_doctor.model import (
     TimelineSource,
     Verdict,
 )
+from prefect_cancel_doctor.render.scan_view import fix_now
 from prefect_cancel_doctor.render.terminal import print_report
 
 #: name, flow, deployment, cause, blocking function, file, line, short fix, seconds in Cancelling
@@ -81,7 +83,12 @@ def diagnosis(index: int) -> Diagnosis:
         evidence=(f"MainThread state S in {where} (stable across 5 samples)",),
         remediation=("stop it now: `kill -TERM 7252`", "set a timeout on the call"),
         short_fix=fix,
-        stop_now=("kill -TERM 7252",),
+        stop_now=(
+            "kill -TERM 7252",
+            *(mark for mark in [mark_cancelled_command(run_id, "7252 killed")] if mark),
+        )
+        if state == StateType.CANCELLING
+        else ("kill -TERM 7252",),
     )
     timeline = (TimelineEntry("2026-11-27T10:05:00Z", "entered Cancelling", TimelineSource.STATE),)
     return Diagnosis(
@@ -176,10 +183,25 @@ def test_timestamps_have_no_fraction_of_a_second(width: int) -> None:
 
 
 def test_the_fix_has_its_own_column_at_120_and_goes_under_the_cause_at_80() -> None:
-    assert "Fix" in shown(120).splitlines()[2]
+    assert "Fix now" in shown(120).splitlines()[2]
     narrow = shown(80)
-    assert "Fix" not in narrow.splitlines()[2]
-    assert "timeout on the DB call" in narrow[: narrow.index("╭")]
+    assert "Cause, fix now" in narrow.splitlines()[2]
+    assert "resolve:" in narrow[: narrow.index("╭")].split()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_summary_says_what_to_do_now_and_the_panel_the_lasting_fix(width: int) -> None:
+    runs = report().runs
+    now = [fix_now(d) for d in runs]
+    # the runs in Cancelling: stop them and mark them; the orphan, already Cancelled: only stop it
+    assert now == ["resolve: stop it, mark it Cancelled"] * 4 + ["resolve: stop it"] + now[5:]
+    text = shown(width)
+    table = set(text[: text.index("╭")].split())
+    for fix in now:
+        assert set(fix.split()) <= table, fix
+    # the lasting fixes (a timeout on the DB call, daemon threads) are the panel's, not the summary's
+    assert not {"timeout", "daemon=True", "ignoring"} & table
+    assert "set a timeout on the call" in text[text.index("╭") :]
 
 
 def test_the_ui_link_is_a_terminal_hyperlink_and_printed_in_the_panel() -> None:
@@ -202,7 +224,9 @@ def test_a_short_cause_leaves_the_fix_room_at_80_and_an_inspected_process_has_no
     inspected = dataclasses.replace(
         diagnosis(0),
         flow_run=None,
-        verdict=dataclasses.replace(diagnosis(0).verdict, cause=Cause.UNKNOWN, short_fix="read the stacks"),
+        verdict=dataclasses.replace(
+            diagnosis(0).verdict, cause=Cause.UNKNOWN, short_fix="read the stacks", stop_now=()
+        ),
     )
     console = Console(width=80, record=True, file=io.StringIO())
     print_report(console, Report(None, "2026-11-27T12:00:00+00:00", (inspected,)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import closed_port, run_cli
+from tests.helpers import CLI, closed_port, run_cli
 
 
 def test_cli_import_path_loads_no_prefect_and_no_heavy_modules() -> None:
@@ -90,10 +90,11 @@ def test_every_command_help_ends_with_examples(command: str) -> None:
     assert all(example.startswith(f"prefect-cancel-doctor {command}") for example in examples)
 
 
-@pytest.mark.parametrize("command", ["scan", "diagnose", "inspect"])
-def test_report_commands_take_output_format_markdown_and_samples_detail(command: str) -> None:
+@pytest.mark.parametrize("command", ["scan", "diagnose", "inspect", "report"])
+def test_report_commands_take_the_format_as_o_and_the_file_as_output_file(command: str) -> None:
     text = run_cli(command, "--help").stdout
-    assert "-o, --output FILE" in text
+    assert "-o, -f, --output, --format <terminal|markdown|" in text  # -o picks the format, as in Prefect
+    assert "--output-file FILE" in text
     assert "markdown" in text and "--samples-detail" in text
 
 
@@ -164,7 +165,34 @@ def test_inspect_of_a_process_that_is_no_flow_says_so_and_exits_2(
         child.wait()
 
 
-def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
+def test_o_json_picks_the_format_and_writes_no_file(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    child = _sleeper(tmp_path, **OF_A_RUN)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    try:
+        for flags in (("-o", "json"), ("--output", "json"), ("--output=json",)):
+            result = subprocess.run(
+                [*CLI, "inspect", "--pid", str(child.pid), "--samples", "1", *flags],
+                capture_output=True,
+                text=True,
+                env=clean_env,
+                cwd=here,
+                timeout=120,
+            )
+            assert result.returncode == 1, (flags, result.stderr)
+            assert json.loads(result.stdout)["runs"][0]["verdict"]["blocking_call"]["line"] == 3, flags
+            assert "report written" not in result.stderr
+            assert list(here.iterdir()) == [], f"{flags}: no file named json (or any other)"
+        # A file name given to -o, as before the change, is refused with the formats it takes.
+        old_style = run_cli("inspect", "--pid", str(child.pid), "-o", "ticket.md", env=clean_env)
+        assert old_style.returncode == 2
+        assert "'ticket.md' is not one of 'terminal', 'markdown', 'json'" in old_style.stderr
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_output_file_writes_the_report_to_a_file_and_nothing_to_stdout(
     tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
     child = _sleeper(tmp_path, **OF_A_RUN)
@@ -177,9 +205,9 @@ def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
             str(child.pid),
             "--samples",
             "1",
-            "--format",
-            "markdown",
             "-o",
+            "markdown",
+            "--output-file",
             str(target),
             env=clean_env,
         )
@@ -196,25 +224,37 @@ def test_output_writes_the_report_to_a_file_and_nothing_to_stdout(
             str(child.pid),
             "--samples",
             "1",
-            "-o",
+            "--output-file",
             str(tmp_path / "no" / "such" / "x.md"),
             env=clean_env,
         )
         assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
+        # The variable of the file's former flag (-o/--output FILE) still names the file.
+        json_file = tmp_path / "out" / "run.json"
+        by_env = run_cli(
+            "inspect", "--pid", str(child.pid), "--samples", "1", "-f", "json",
+            env={**clean_env, "PCD_OUTPUT": str(json_file)},
+        )  # fmt: skip
+        assert by_env.returncode == 1 and by_env.stdout == "", by_env.stderr
+        assert json.loads(json_file.read_text())["runs"][0]["verdict"]["blocking_call"]["line"] == 3
     finally:
         child.kill()
         child.wait()
 
 
 def test_debug_image_flag_reaches_the_pod_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect_cancel_doctor.cli import _kube
-    from prefect_cancel_doctor.kinds.kubernetes.locate import DEBUG_IMAGE_ENV
-    from prefect_cancel_doctor.scan.engine import Options
+    from prefect_cancel_doctor.cli.options import kube
+    from prefect_cancel_doctor.core.options import DEBUG_IMAGE_ENV, Options
 
     monkeypatch.delenv(DEBUG_IMAGE_ENV, raising=False)
-    options = _kube(Options(), "/k/config", "prod", "registry.local/pcd-debug:1")
+    options = kube(Options(), "/k/config", "prod", "registry.local/pcd-debug:1")
     assert (options.kubeconfig, options.kube_context) == ("/k/config", "prod")
-    assert os.environ[DEBUG_IMAGE_ENV] == "registry.local/pcd-debug:1"
+    assert options.kube_debug_image == "registry.local/pcd-debug:1"
+    assert DEBUG_IMAGE_ENV not in os.environ  # passed in the options, not through the environment
+    monkeypatch.setenv(
+        DEBUG_IMAGE_ENV, "registry.local/from-env:2"
+    )  # the variable alone, as a deployment sets it
+    assert kube(Options(), None, None).kube_debug_image == "registry.local/from-env:2"
     for command in ("scan", "diagnose", "inspect"):
         done = run_cli(command, "--help")
         assert "--debug-image" in done.stdout, command

@@ -11,9 +11,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
+
+from prefect_cancel_doctor.model import ProcSnapshot
 
 CLI = [sys.executable, "-m", "prefect_cancel_doctor"]
 
@@ -136,3 +138,25 @@ def assert_calibrated(verdicts: list[tuple[float, bool]], title: str) -> None:
         if tally[label]:
             assert sum(tally[label]) / len(tally[label]) >= floor, (label, tally[label])
     assert all(right for confidence, right in verdicts if confidence >= 0.8), verdicts
+
+
+def proc_snapshot(pid: int, cmdline: tuple[str, ...] = ("python", "flow.py"), **fields: Any) -> ProcSnapshot:
+    """A process as /proc shows it: asleep, no signal caught or pending, no threads, sockets or
+    children read; `fields` set the rest (`flow_run_id`, `ppid`, `comm`, ...)."""
+    values: dict[str, Any] = {
+        "ppid": 1,
+        "comm": cmdline[0].rpartition("/")[2] if cmdline else "?",
+        "state": "S",
+        "ns_pid": pid,
+        "sig_ignored": 0,
+        "sig_caught": 0,
+        "sig_blocked": 0,
+        "sig_pending": 0,
+        "shared_pending": 0,
+        "threads": (),
+        "sockets": (),
+        "children": (),
+        "flow_run_id": None,
+        "start_time_ticks": 1,
+    }
+    return ProcSnapshot(pid=pid, cmdline=cmdline, **(values | fields))

@@ -108,8 +108,8 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int) -
         scale = max(room, 0) / sum(sizes)
         sizes = [max(1, int(size * scale)) for size in sizes]
     spare = room - sum(sizes)
-    spare = _fill(sizes, [wants[i] for i in kept], spare)
-    _fill(sizes, [max(wants[i], cell_len(columns[i].header)) for i in kept], spare)
+    spare = fill(sizes, [wants[i] for i in kept], spare)
+    fill(sizes, [max(wants[i], cell_len(columns[i].header)) for i in kept], spare)
     widths: list[int | None] = [None] * len(columns)
     for i, size in zip(kept, sizes, strict=True):
         widths[i] = size
@@ -176,7 +176,7 @@ def _text(cell: Cell, width: int, cut: Cut) -> Text:
     return text
 
 
-def _fill(sizes: list[int], wants: list[int], spare: int) -> int:
+def fill(sizes: list[int], wants: list[int], spare: int) -> int:
     """Grow `sizes` towards `wants` evenly (water-filling) with `spare` cells; what is left over."""
     while spare > 0:
         hungry = [i for i, want in enumerate(wants) if sizes[i] < want]
@@ -190,4 +190,4 @@ def _fill(sizes: list[int], wants: list[int], spare: int) -> int:
     return spare
 
 
-__all__ = ["SHORTEST", "Cell", "Column", "Cut", "fit", "lines", "shorten", "table"]
+__all__ = ["SHORTEST", "Cell", "Column", "Cut", "fill", "fit", "lines", "shorten", "table"]

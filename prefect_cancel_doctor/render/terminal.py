@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.model import Diagnosis, Report, TimelineEntry
+from prefect_cancel_doctor.render.fit import fill
 from prefect_cancel_doctor.render.scan_view import (
     blocking_stack,
     call_site,
@@ -197,24 +198,10 @@ def _share(room: int, mins: list[int], wants: list[int]) -> list[int]:
     sizes = list(mins)
     spare = room - sum(mins)
     keys = [min(want, cap) for want, cap in zip(wants[:2], _KEY_CAP, strict=True)]
-    spare = _fill(sizes, keys, spare)
-    spare = _fill(sizes, [*keys, *wants[2:]], spare)
-    _fill(sizes, wants, spare)
+    spare = fill(sizes, keys, spare)
+    spare = fill(sizes, [*keys, *wants[2:]], spare)
+    fill(sizes, wants, spare)
     return sizes
-
-
-def _fill(sizes: list[int], wants: list[int], spare: int) -> int:
-    """Grow `sizes` towards `wants` evenly (water-filling) with `spare` cells; what is left over."""
-    while spare > 0:
-        hungry = [i for i, want in enumerate(wants) if sizes[i] < want]
-        if not hungry:
-            break
-        share = max(1, spare // len(hungry))
-        for i in hungry:
-            grow = min(share, wants[i] - sizes[i], spare)
-            sizes[i] += grow
-            spare -= grow
-    return spare
 
 
 def _tail(text: str, width: int) -> str:

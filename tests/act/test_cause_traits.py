@@ -16,36 +16,19 @@ from prefect_cancel_doctor.model import (
     FlowRunRef,
     InfraKind,
     ProcessSample,
-    ProcSnapshot,
     Role,
     StateType,
     Target,
     Verdict,
 )
+from tests.helpers import proc_snapshot
 
 RUN_ID = "0b6c9d6e-0000-4000-8000-000000000001"
 
 
 def _run_of_this_host(role: Role) -> Evidence:
     """A Cancelling run whose one process (by PREFECT__FLOW_RUN_ID) plays `role`."""
-    proc = ProcSnapshot(
-        pid=4242,
-        ppid=1,
-        cmdline=("python", "-m", "prefect.engine"),
-        comm="python",
-        state="S",
-        ns_pid=4242,
-        sig_ignored=0,
-        sig_caught=0,
-        sig_blocked=0,
-        sig_pending=0,
-        shared_pending=0,
-        threads=(),
-        sockets=(),
-        children=(),
-        flow_run_id=RUN_ID,
-        start_time_ticks=1,
-    )
+    proc = proc_snapshot(4242, ("python", "-m", "prefect.engine"), flow_run_id=RUN_ID)
     run = FlowRunRef(
         id=RUN_ID,
         name="brave-otter",

@@ -28,6 +28,7 @@ from prefect_cancel_doctor.model import (
     WorkerInfo,
 )
 from tests.diagnose.test_rules import evidence, process, program_line, run_ref, with_open_control_channel
+from tests.helpers import proc_snapshot
 
 PREFECT = SigtermHandler(
     HandlerKind.PREFECT, "_prefect_sigterm_handler", "/venv/prefect/utilities/engine.py", 97
@@ -203,24 +204,7 @@ def test_a_worker_whose_next_heartbeat_was_due_before_the_cancel_stopped_before_
 
 
 def test_an_adopting_subreaper_is_named_as_what_it_is_not_as_the_runner() -> None:
-    adopter = ProcSnapshot(
-        pid=900,
-        ppid=1,
-        cmdline=("/usr/bin/python3", "/usr/bin/supervisord", "-n"),
-        comm="supervisord",
-        state="S",
-        ns_pid=900,
-        sig_ignored=0,
-        sig_caught=0,
-        sig_blocked=0,
-        sig_pending=0,
-        shared_pending=0,
-        threads=(),
-        sockets=(),
-        children=(),
-        flow_run_id=None,
-        start_time_ticks=1,
-    )
+    adopter = proc_snapshot(900, ("/usr/bin/python3", "/usr/bin/supervisord", "-n"), comm="supervisord")
     sample = sleeping(PREFECT)
     assert sample.proc is not None
     sample = dataclasses.replace(sample, proc=dataclasses.replace(sample.proc, ppid=900))
@@ -279,7 +263,6 @@ def test_the_delivery_judgement_is_shown_with_its_signs_in_the_panel_and_in_mark
 
 def test_an_init_that_ran_the_worker_and_adopted_the_flow_is_named_as_an_init() -> None:
     from prefect_cancel_doctor.diagnose.unsent import _runner_gone_fact
-    from prefect_cancel_doctor.model import ProcSnapshot
 
     sample = sleeping(PREFECT)
     assert sample.proc is not None

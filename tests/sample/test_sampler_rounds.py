@@ -18,29 +18,13 @@ from prefect_cancel_doctor.model import ProcessSample, ProcSnapshot, ThreadSampl
 from prefect_cancel_doctor.proc.procfs import PathLike
 from prefect_cancel_doctor.sample import PermissionDenied, ProcessGone, SampleRequest, sample_many, sampler
 from prefect_cancel_doctor.scan import engine
+from tests.helpers import proc_snapshot
 
 GONE = 999_999
 
 
 def snapshot(pid: int) -> ProcSnapshot:
-    return ProcSnapshot(
-        pid=pid,
-        ppid=1,
-        cmdline=("python", "flow.py"),
-        comm="python",
-        state="S",
-        ns_pid=pid,
-        sig_ignored=0,
-        sig_caught=0,
-        sig_blocked=0,
-        sig_pending=0,
-        shared_pending=0,
-        threads=(),
-        sockets=(),
-        children=(),
-        flow_run_id=None,
-        start_time_ticks=100,
-    )
+    return proc_snapshot(pid, start_time_ticks=100)
 
 
 class FakeHost:

@@ -10,7 +10,7 @@ How to add a kind (say ECS tasks):
 1. a member of `model.InfraKind`;
 2. a package ``kinds/<name>/`` whose ``kind.py`` has one class satisfying `Kind`. Import its
    client or SDK inside the methods, never at the top: the registry imports every ``kind.py``,
-   and a scan with no run of this kind must load none of it (`tests/.../test_import_cost.py`);
+   and a scan with no run of this kind must load none of it (`tests/kubernetes/test_import_cost.py`);
 3. an instance of it in `kinds.registry.KINDS`, placed where its `parse` must be tried.
 
 The engine, the rules, the renderers and `resolve` then reach it through the registry; none of

@@ -35,6 +35,8 @@ app = typer.Typer(
     add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    # -h as well as --help, on every command (click's context setting reaches the subcommands).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -90,6 +90,19 @@ def test_every_command_help_ends_with_examples(command: str) -> None:
     assert all(example.startswith(f"prefect-cancel-doctor {command}") for example in examples)
 
 
+def test_h_is_help_on_every_command() -> None:
+    from prefect_cancel_doctor.cli import app
+
+    commands = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+    assert {"scan", "diagnose", "inspect", "resolve", "watch", "report", "schedule", "agent", "demo"} <= set(
+        commands
+    )
+    for command in ["", *commands]:
+        short = run_cli(*([command] if command else []), "-h")
+        assert short.returncode == 0, (command, short.stderr)
+        assert short.stdout == run_cli(*([command] if command else []), "--help").stdout, command
+
+
 @pytest.mark.parametrize("command", ["scan", "diagnose", "inspect", "report"])
 def test_report_commands_take_the_format_as_o_and_the_file_as_output_file(command: str) -> None:
     text = run_cli(command, "--help").stdout

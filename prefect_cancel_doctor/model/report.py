@@ -144,5 +144,6 @@ class Report:
         """The JSON document: the model as plain dicts, enums as their values."""
         from prefect_cancel_doctor.model.serialise import to_plain  # serialise reads this module's classes
 
-        document: dict[str, Any] = to_plain(self)
-        return document
+        plain: dict[str, Any] = to_plain(self)
+        # The version first: a reader checks it before anything else.
+        return {"schema_version": plain.pop("schema_version"), **plain}

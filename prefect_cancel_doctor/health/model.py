@@ -302,7 +302,8 @@ class HealthReport:
         document: dict[str, Any] = to_plain(dataclasses.replace(self, stuck=(), live_orphans=()))
         document["stuck"] = [_stuck_plain(s, samples) for s in self.stuck]
         document["live_orphans"] = [_stuck_plain(s, samples) for s in self.live_orphans]
-        return document
+        # What the document is first: a reader checks them before anything else.
+        return {"schema_version": document.pop("schema_version"), "kind": document.pop("kind"), **document}
 
 
 def _stuck_plain(run: StuckRun, samples: bool = False) -> dict[str, Any]:

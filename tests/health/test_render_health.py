@@ -214,6 +214,7 @@ def test_rules_on_a_quiet_fleet_are_not_breached() -> None:
 def test_json_is_the_model_with_scan_vocabulary_for_stuck_runs() -> None:
     document = json.loads(rendered(sample("orphans"), HealthFormat.JSON))
     assert document["kind"] == "cancellation_health_report" and document["schema_version"] == 1
+    assert list(document)[:2] == ["schema_version", "kind"]
     stuck = document["stuck"][0]
     assert {"flow_run", "target", "verdict", "errors", "location", "sampled", "note"} <= set(stuck)
     assert stuck["verdict"]["cause"] == "cancel_not_observed"

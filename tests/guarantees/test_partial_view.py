@@ -164,9 +164,10 @@ def test_a_partial_view_is_never_taken_for_a_gone_run(
         done = _as_nobody("resolve", hidden_run.run_id, *args, env=env)
         # THEN it refuses (exit 2), names the processes it could not read and how to get the right
         assert done.returncode == 2, (args, done.stderr[-2000:])
-        assert _names(hidden_run.engine_pid, done.stderr), (args, done.stderr[-2000:])
-        assert "sudo -E" in done.stderr and "--force-state" in done.stderr, (args, done.stderr[-2000:])
-        assert "state set to" not in done.stderr
+        said = done.stdout + done.stderr  # the plan on stdout, the refusal on stderr
+        assert _names(hidden_run.engine_pid, said), (args, said[-2000:])
+        assert "sudo -E" in said and "--force-state" in said, (args, said[-2000:])
+        assert "state set to" not in said
         # and the state and the engine are as they were
         assert harness.state_type(hidden_run.run_id) == "CANCELLING", args
         assert _alive(hidden_run.engine_pid), args
@@ -225,9 +226,9 @@ def test_force_state_is_confirmed_on_its_own_and_said(
     terminal = _Terminal([*command, "--force-state"], env)
     terminal.answer("Carry out this plan?", "y")
     terminal.answer("Set the state to Cancelled anyway?", "n")
-    # THEN nothing is done
-    assert terminal.exit_code() == 2, terminal.text[-3000:]
-    assert "--force-state was not confirmed" in terminal.text
+    # THEN nothing is done, and declining is said as such (exit 5), no error
+    assert terminal.exit_code() == 5, terminal.text[-3000:]
+    assert "--force-state declined: nothing was done" in terminal.text and "error:" not in terminal.text
     assert harness.state_type(hidden_run.run_id) == "CANCELLING"
     assert _actions(hidden_run.home) == []
 
@@ -235,8 +236,8 @@ def test_force_state_is_confirmed_on_its_own_and_said(
     done = _as_nobody("resolve", hidden_run.run_id, "--force-state", "--yes", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     # THEN the plan says what forcing means, the state is set and says how, and so does the log
-    assert "although this doctor cannot read every process here (--force-state)" in done.stderr
-    assert _names(hidden_run.engine_pid, done.stderr)
+    assert "although this doctor cannot read every process here (--force-state)" in done.stdout  # the plan
+    assert _names(hidden_run.engine_pid, done.stdout + done.stderr)
     run = harness.read_run(hidden_run.run_id)
     assert run.state is not None and run.state.type.value == "CANCELLED"
     assert "--force-state, on a partial view" in (run.state.message or "")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.model import (
     Cause,
     ContainerInfo,
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
     from prefect_cancel_doctor.core.options import Options
 
 _T = TypeVar("_T")
-
-#: Called as work advances: (what is being done, done so far, total).
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -243,7 +241,7 @@ class Kind(Protocol):
         namespace's, not this host's, and cannot be re-read from this host's /proc."""
         ...
 
-    def sample(self, jobs: list[Job], options: Options, progress: Progress) -> None:
+    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
         """Sample the jobs whose location `samples_apart`, filling `samples`, `runner` and `notes`
         (and `location`, where sampling finds it unreachable after all)."""
         ...
@@ -292,7 +290,7 @@ class ProcessesOnly:
     def samples_apart(self, location: Location) -> bool:
         return False
 
-    def sample(self, jobs: list[Job], options: Options, progress: Progress) -> None:
+    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
         return None
 
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds.base import (
     ContainerView,
     EngineProcess,
@@ -16,7 +17,6 @@ from prefect_cancel_doctor.kinds.base import (
     Job,
     Location,
     ProcessesOnly,
-    Progress,
     StopNow,
 )
 from prefect_cancel_doctor.kinds.docker.facts import container_facts, container_gone
@@ -73,7 +73,7 @@ class DockerKind(ProcessesOnly):
     def samples_apart(self, location: Location) -> bool:
         return location.container is not None and location.container.attach == AttachMode.SIDECAR
 
-    def sample(self, jobs: list[Job], options: Options, progress: Progress) -> None:
+    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
         """One sidecar a container, one container after another."""
         from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError, resolve_endpoint
         from prefect_cancel_doctor.kinds.docker.sidecar import sample_container

@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds.base import (
     ContainerView,
     Here,
@@ -13,7 +14,6 @@ from prefect_cancel_doctor.kinds.base import (
     Job,
     Location,
     ProcessesOnly,
-    Progress,
     StopNow,
 )
 from prefect_cancel_doctor.model import Cause, InfraKind, PodAttach, Target, Verdict
@@ -75,7 +75,7 @@ class KubernetesKind(ProcessesOnly):
     def samples_apart(self, location: Location) -> bool:
         return location.pod is not None and location.pod.attach == PodAttach.EPHEMERAL
 
-    def sample(self, jobs: list[Job], options: Options, progress: Progress) -> None:
+    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
         """Ephemeral containers, several pods at once."""
         from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
 

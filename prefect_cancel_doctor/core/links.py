@@ -30,6 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 CLOUD_API_URL = "https://api.prefect.cloud/api"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_uuid(value: str) -> bool:
+    """Whether `value` is a UUID, as run ids are: safe in a URL path and in a shell word."""
+    return _UUID.fullmatch(value) is not None
+
+
 #: A base URL safe to print inside Markdown, HTML attributes and terminal hyperlinks.
 _SAFE_BASE = re.compile(r"https?://[A-Za-z0-9._~:/%@!$&'*+,;=-]+", re.ASCII)
 
@@ -68,7 +75,7 @@ def ui_base_url(
 
 def flow_run_url(ui_base: str | None, run_id: str | None) -> str | None:
     """The UI page of a flow run; None without a base or for an id that is not a UUID."""
-    if not ui_base or not run_id or not _UUID.fullmatch(run_id):
+    if not ui_base or not run_id or not is_uuid(run_id):
         return None
     return f"{ui_base.rstrip('/')}/runs/flow-run/{run_id.lower()}"
 
@@ -104,4 +111,4 @@ def _safe(url: str) -> str | None:
     return _without_credentials(url)
 
 
-__all__ = ["CLOUD_API_URL", "flow_run_url", "ui_base_url"]
+__all__ = ["CLOUD_API_URL", "flow_run_url", "is_uuid", "ui_base_url"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+from prefect_cancel_doctor.core.links import is_uuid
 from prefect_cancel_doctor.model import BlockingCall, CallKind, Cause
 
-#: How the first fix starts when it carries the commands that end the run (`Verdict.stop_now`).
 #: The first fix of a verdict the doctor can act on: its own safe command (`resolve_line`).
 RESOLVE_NOW = "end it now, safely: "
 #: The next: the same by hand, for where the doctor cannot run (`stop_line`).
@@ -155,6 +156,29 @@ def short_fix(cause: Cause, call: BlockingCall | None) -> str:
 def stop_line(commands: tuple[str, ...]) -> str:
     """The by-hand fix of a verdict with `stop_now` commands: them, in order, as one line."""
     return STOP_NOW + ", then ".join(f"`{command}`" for command in commands)
+
+
+#: How the by-hand command that sets a run's state starts (`mark_cancelled_command`).
+_MARK_CANCELLED = "prefect api POST /flow_runs/"
+
+
+def mark_cancelled_command(run_id: str, what: str) -> str | None:
+    """A one-line command forcing the run to Cancelled through Prefect's own CLI (`prefect api`, with
+    the same profile, PREFECT_API_URL and PREFECT_API_KEY as every `prefect` command); None for an id
+    that is not a UUID (never put in a shell line). `what` (what was stopped) is said in the state's
+    message unless it holds a quote that would end the shell word."""
+    if not is_uuid(run_id):
+        return None
+    message = "Cancelled by hand after prefect-cancel-doctor" + (f": {what}" if "'" not in what else "")
+    body = json.dumps(
+        {"state": {"type": "CANCELLED", "message": message}, "force": True}, separators=(",", ":")
+    )
+    return f"{_MARK_CANCELLED}{run_id}/set_state --data '{body}'"
+
+
+def marks_cancelled(command: str) -> bool:
+    """Whether a by-hand command is `mark_cancelled_command`'s."""
+    return command.startswith(_MARK_CANCELLED)
 
 
 def resolve_line(run_id: str, run_name: str) -> str:

@@ -3,12 +3,10 @@ stop a run now, the facts of sockets and workers."""
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 
 from prefect_cancel_doctor.core.durations import seconds_text
-from prefect_cancel_doctor.core.remedies import remediation, short_fix
+from prefect_cancel_doctor.core.remedies import mark_cancelled_command, remediation, short_fix
 from prefect_cancel_doctor.diagnose.evidence import Evidence
 from prefect_cancel_doctor.kinds.base import ContainerView
 from prefect_cancel_doctor.kinds.registry import kind_of
@@ -75,23 +73,6 @@ def describe_thread(view: ThreadView) -> str:
     stable = "stable across" if view.stable else "moving between"
     facts.append(f"({stable} {len(view.calls)} samples)")
     return " ".join(facts)
-
-
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def mark_cancelled_command(run_id: str, what: str) -> str | None:
-    """A one-line command forcing the run to Cancelled through Prefect's own CLI (`prefect api`, with
-    the same profile, PREFECT_API_URL and PREFECT_API_KEY as every `prefect` command); None for an id
-    that is not a UUID (never put in a shell line). `what` (what was stopped) is said in the state's
-    message unless it holds a quote that would end the shell word."""
-    if not _UUID.fullmatch(run_id):
-        return None
-    message = "Cancelled by hand after prefect-cancel-doctor" + (f": {what}" if "'" not in what else "")
-    body = json.dumps(
-        {"state": {"type": "CANCELLED", "message": message}, "force": True}, separators=(",", ":")
-    )
-    return f"prefect api POST /flow_runs/{run_id}/set_state --data '{body}'"
 
 
 def stop_commands(ev: Evidence, cause: Cause) -> tuple[str, ...]:

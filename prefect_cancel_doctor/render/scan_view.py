@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.core.remedies import RESOLVE_NOW, STOP_NOW
+from prefect_cancel_doctor.core.remedies import RESOLVE_NOW, STOP_NOW, marks_cancelled
 from prefect_cancel_doctor.model import BlockingCall, Diagnosis, Frame, StateType, Verdict
 from prefect_cancel_doctor.render.text import duration_text
 from prefect_cancel_doctor.sample.classify import is_library, module_of
@@ -76,12 +76,13 @@ def fix_now(d: Diagnosis) -> str:
     commands = d.verdict.stop_now
     if not commands:
         return d.verdict.short_fix
-    # The last command marks the run Cancelled if it is still Cancelling (diagnose.verdicts.stop_commands).
-    run = d.flow_run
-    marks = run is not None and run.state_type == StateType.CANCELLING and "cancelled" in commands[-1].lower()
-    what = [
-        w for w, needed in (("stop it", len(commands) > int(marks)), ("mark it Cancelled", marks)) if needed
-    ]
+    # The last command marks the run Cancelled when it is still Cancelling (diagnose.verdicts.stop_commands).
+    marks = marks_cancelled(commands[-1])
+    what = []
+    if len(commands) > 1 or not marks:
+        what.append("stop it")
+    if marks:
+        what.append("mark it Cancelled")
     return "resolve: " + ", ".join(what)
 
 

@@ -12,7 +12,7 @@ import re
 import pytest
 from rich.console import Console
 
-from prefect_cancel_doctor.diagnose.verdicts import mark_cancelled_command
+from prefect_cancel_doctor.core.remedies import mark_cancelled_command
 from prefect_cancel_doctor.model import (
     BlockingCall,
     CallKind,

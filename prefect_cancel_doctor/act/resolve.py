@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from prefect_cancel_doctor.core.redact import scrub_tree
 from prefect_cancel_doctor.errors import EXIT_DECLINED, DoctorError
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
-from prefect_cancel_doctor.kinds.base import Stopper
+from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, Stopper
 from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
 from prefect_cancel_doctor.kinds.registry import kind_of
 from prefect_cancel_doctor.model import (
@@ -68,8 +68,6 @@ if TYPE_CHECKING:
 
 #: The Runner's own grace between SIGTERM and SIGKILL.
 DEFAULT_GRACE_SECONDS = 30.0
-#: How long a SIGKILLed process may take to disappear.
-_KILL_WAIT_SECONDS = 10.0
 
 #: Why each cause that allows no action (`Cause.allows_action`) is refused.
 _REFUSED = {
@@ -377,7 +375,7 @@ def execute(
             wait(f"waiting for {len(alive())} process(es) to exit", grace, lambda: not alive())
             for target in alive():
                 send(target, signal.SIGKILL)
-        wait("waiting for the killed processes to go", _KILL_WAIT_SECONDS, lambda: not alive())
+        wait("waiting for the killed processes to go", KILL_WAIT_SECONDS, lambda: not alive())
     outcome.still_running += [f"process {t.pid} ({t.command[:80]})" for t in alive()]
     if outcome.still_running:
         say("still running: " + ", ".join(outcome.still_running) + "; the state is left as it is")

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+#: How long a SIGKILLed process, or a killed container, may take to go (`resolve`).
+KILL_WAIT_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class InfraRef:
@@ -241,9 +244,10 @@ class Kind(Protocol):
         namespace's, not this host's, and cannot be re-read from this host's /proc."""
         ...
 
-    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
+    def sample(self, jobs: list[Job], here: Here, progress: ProgressFn) -> None:
         """Sample the jobs whose location `samples_apart`, filling `samples`, `runner` and `notes`
-        (and `location`, where sampling finds it unreachable after all)."""
+        (and `location`, where sampling finds it unreachable after all); `here` holds the options
+        and what `prepare` and `locate` made (a client) for the whole scan."""
         ...
 
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:
@@ -290,7 +294,7 @@ class ProcessesOnly:
     def samples_apart(self, location: Location) -> bool:
         return False
 
-    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
+    def sample(self, jobs: list[Job], here: Here, progress: ProgressFn) -> None:
         return None
 
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:

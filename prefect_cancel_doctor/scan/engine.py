@@ -106,7 +106,7 @@ def scan(
         or j.run.state_type == StateType.CANCELLING
         or kind_of(j.location.kind).still_there(j.location)
     ]
-    return _finish(api.url, jobs, options, progress, _partial(unreadable))
+    return _finish(api.url, jobs, here, progress, _partial(unreadable))
 
 
 def diagnose_run(
@@ -117,8 +117,9 @@ def diagnose_run(
     history = api.state_history(run.id)
     index = procfs.flow_run_processes(options.proc_root)
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
-        jobs = _jobs(api, requests, [run], Here(index, options), histories={run.id: history})
-    return _finish(api.url, jobs, options, progress)
+        here = Here(index, options)
+        jobs = _jobs(api, requests, [run], here, histories={run.id: history})
+    return _finish(api.url, jobs, here, progress)
 
 
 def inspect_pid(
@@ -149,7 +150,7 @@ def inspect_pid(
     location = Location(
         InfraKind.PROCESS, f"local process {pid}", tuple(pids), runner_pid, None, tuple(notes)
     )
-    report = _finish(None, [Job(None, location, [])], options, progress)
+    report = _finish(None, [Job(None, location, [])], Here({}, options), progress)
     if not any_process and snap.environ_readable and not snap.flow_run_id:
         from prefect_cancel_doctor.kinds.process.flow import ensure_flow
 
@@ -174,16 +175,18 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
             )
         ref = InfraRef(InfraKind.DOCKER, info.id, container_id=info.id)
         location = locate_container(info.flow_run_id, ref, client=client, proc_root=options.proc_root)
-    return _finish(None, [Job(None, location, [])], options, progress)
+    return _finish(None, [Job(None, location, [])], Here({}, options), progress)
 
 
 def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Kubernetes pod ("NAMESPACE/NAME", or NAME in the context's namespace) without the
     Prefect API: its flow container is located, sampled and diagnosed as a scan would."""
-    from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession, locate_pod
+    from prefect_cancel_doctor.kinds.kubernetes.kind import session
+    from prefect_cancel_doctor.kinds.kubernetes.locate import locate_pod
 
-    session = KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
-    client = session.client()
+    here = Here({}, options)
+    pod_session = session(here)  # the one the pod is sampled with, too
+    client = pod_session.client()
     namespace, _, name = target.rpartition("/")
     namespace = namespace or client.connection.namespace
     pod = client.get_pod(namespace, name)
@@ -206,10 +209,10 @@ def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progre
         job=job,
         job_name=job_name,
         proc_root=options.proc_root,
-        cgroups=session.cgroups,
+        cgroups=pod_session.cgroups,
         debug_image=options.kube_debug_image,
     )
-    return _finish(None, [Job(None, location, [])], options, progress)
+    return _finish(None, [Job(None, location, [])], here, progress)
 
 
 # -- steps -------------------------------------------------------------------------
@@ -320,15 +323,16 @@ def _partial(unreadable: list[int]) -> tuple[str, ...]:
 def _finish(
     api_url: str | None,
     jobs: list[Job],
-    options: Options,
+    here: Here,
     progress: ProgressFn,
     errors: tuple[str, ...] = (),
 ) -> Report:
+    options = here.options
     _sample_all(jobs, options, progress)
     for kind in KINDS:  # what the host's PIDs do not reach, each kind its own way
         apart = [job for job in jobs if job.location.kind == kind.infra and _apart(job)]
         if apart:
-            kind.sample(apart, options, progress)
+            kind.sample(apart, here, progress)
     api_peer = _peer(api_url)
     ui = options.ui_url or ui_base_url(api_url)
     runs = tuple(_diagnosis(job, options, api_peer, ui) for job in jobs)
@@ -434,12 +438,13 @@ def _apart(job: Job) -> bool:
 
 def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
     location = job.location
+    apart = _apart(job)
     notes = list(location.notes)
     live: list[ProcessSample] = []
     notes += job.notes
     for sample in job.samples:
         # A sidecar's PIDs are the container's; they cannot be re-read from our /proc.
-        if _apart(job) or _still_running(sample, options):
+        if apart or _still_running(sample, options):
             live.append(sample)
         else:
             notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
@@ -462,7 +467,7 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
         unreachable = f"cannot read the run's processes: {denied[0]}"
     engine = next((s.proc for s in live if s.role == Role.ENGINE and s.proc is not None), None)
     adopter = None
-    if runner is None and engine is not None and not _apart(job):
+    if runner is None and engine is not None and not apart:
         adopter = adopter_of(engine, options.proc_root)
     evidence = Evidence(
         job.run,
@@ -478,7 +483,7 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
     )
     errors = tuple(e for s in job.samples for e in s.errors)
     story = timeline.build(
-        job.run, job.history, job.logs, live if not _apart(job) else (), runner, options.proc_root
+        job.run, job.history, job.logs, live if not apart else (), runner, options.proc_root
     )
     ui_url = flow_run_url(ui, job.run.id) if job.run else None
     return Diagnosis(job.run, target, diagnose(evidence), errors, story, ui_url)

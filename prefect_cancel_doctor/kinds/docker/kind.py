@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds.base import (
+    KILL_WAIT_SECONDS,
     ContainerView,
     EngineProcess,
     Here,
@@ -34,11 +35,8 @@ from prefect_cancel_doctor.proc import procfs
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.prefect_records import FlowRun
-    from prefect_cancel_doctor.core.options import Options
 
 _HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
-#: How long a killed container may take to stop.
-KILL_WAIT_SECONDS = 10.0
 
 
 class DockerKind(ProcessesOnly):
@@ -73,17 +71,18 @@ class DockerKind(ProcessesOnly):
     def samples_apart(self, location: Location) -> bool:
         return location.container is not None and location.container.attach == AttachMode.SIDECAR
 
-    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
-        """One sidecar a container, one container after another."""
+    def sample(self, jobs: list[Job], here: Here, progress: ProgressFn) -> None:
+        """One sidecar a container, one container after another, through one engine connection."""
         from prefect_cancel_doctor.clients.docker_api import DockerClient, DockerError, resolve_endpoint
         from prefect_cancel_doctor.kinds.docker.sidecar import sample_container
 
-        for done, job in enumerate(jobs, 1):
-            progress("sampling containers from a sidecar", done - 1, len(jobs))
-            container = job.location.container
-            assert container is not None
-            try:
-                with DockerClient(resolve_endpoint()) as client:
+        options = here.options
+        with DockerClient(resolve_endpoint()) as client:
+            for done, job in enumerate(jobs, 1):
+                progress("sampling containers from a sidecar", done - 1, len(jobs))
+                container = job.location.container
+                assert container is not None
+                try:
                     sampled = sample_container(
                         container.id,
                         client=client,
@@ -93,12 +92,12 @@ class DockerKind(ProcessesOnly):
                         locals=options.locals,
                         timeout=max(options.timeout, 30.0),
                     )
-            except DockerError as exc:
-                job.notes.append(f"sidecar sampling of container {container.id[:12]} failed: {exc}")
-                continue
-            job.samples.extend(sampled.processes)
-            job.runner = sampled.runner
-            job.notes.extend(sampled.notes)
+                except DockerError as exc:
+                    job.notes.append(f"sidecar sampling of container {container.id[:12]} failed: {exc}")
+                    continue
+                job.samples.extend(sampled.processes)
+                job.runner = sampled.runner
+                job.notes.extend(sampled.notes)
 
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:
         return container_gone(target.container, notes) if target.container is not None else None

@@ -20,7 +20,6 @@ from prefect_cancel_doctor.model import Cause, InfraKind, PodAttach, Target, Ver
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.prefect_records import FlowRun
-    from prefect_cancel_doctor.core.options import Options
     from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
 
 
@@ -41,7 +40,7 @@ class KubernetesKind(ProcessesOnly):
         return f"Kubernetes job {ref.namespace}/{ref.job}"
 
     def prepare(self, runs: list[FlowRun], here: Here) -> set[str]:
-        _session(here.options, here)
+        session(here)  # made before the runs are located on several threads
         return set()
 
     def may_still_run(self, run: FlowRun, here: Here) -> bool:
@@ -52,9 +51,9 @@ class KubernetesKind(ProcessesOnly):
         from prefect_cancel_doctor.clients.kube_config import KubeConfigError
         from prefect_cancel_doctor.kinds.kubernetes.locate import locate_job
 
-        session = _session(here.options, here)
+        scan_session = session(here)
         try:
-            client = session.client()
+            client = scan_session.client()
         except (KubeError, KubeConfigError) as exc:  # this run is not diagnosable here; the others are
             why = f"the run is Kubernetes job {ref.namespace}/{ref.job}: {exc}" + (
                 f"; {exc.hint}" if exc.hint else ""
@@ -65,7 +64,7 @@ class KubernetesKind(ProcessesOnly):
             ref,
             client,
             proc_root=here.options.proc_root,
-            cgroups=session.cgroups,
+            cgroups=scan_session.cgroups,
             debug_image=here.options.kube_debug_image,
         )
 
@@ -75,17 +74,17 @@ class KubernetesKind(ProcessesOnly):
     def samples_apart(self, location: Location) -> bool:
         return location.pod is not None and location.pod.attach == PodAttach.EPHEMERAL
 
-    def sample(self, jobs: list[Job], options: Options, progress: ProgressFn) -> None:
-        """Ephemeral containers, several pods at once."""
+    def sample(self, jobs: list[Job], here: Here, progress: ProgressFn) -> None:
+        """Ephemeral containers, several pods at once, with the client that located them."""
         from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
 
-        session = _session(options)
+        options, scan_session = here.options, session(here)
         progress("sampling pods from ephemeral containers", 0, len(jobs))
         with ThreadPoolExecutor(min(len(jobs), PARALLEL_PODS)) as pool:
             outcomes = list(
                 pool.map(
                     lambda job: sample_pod_job(
-                        session,
+                        scan_session,
                         job.location,
                         job.run.id if job.run else None,
                         image=options.kube_debug_image or "",
@@ -135,15 +134,17 @@ class KubernetesKind(ProcessesOnly):
         if pod is None:
             return None
         commands = tuple(pod_stop_commands(pod))
-        done = f"its Job and pod {pod.namespace}/{pod.name or pod.job} deleted" if commands else ""
-        return StopNow(commands, done or "nothing was left to stop")
+        if not commands:
+            return StopNow((), "nothing was left to stop")
+        return StopNow(commands, f"its Job and pod {pod.namespace}/{pod.name or pod.job} deleted")
 
 
-def _session(options: Options, here: Here | None = None) -> KubeSession:
-    """The scan's Kubernetes client and cgroup index (one a scan: an exec credential plugin runs once)."""
+def session(here: Here) -> KubeSession:
+    """The scan's Kubernetes client and cgroup index, one a scan (an exec credential plugin runs once),
+    made on first use."""
     from prefect_cancel_doctor.kinds.kubernetes.locate import KubeSession
 
-    def make() -> KubeSession:
-        return KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
-
-    return here.shared("kubernetes.session", make) if here is not None else make()
+    options = here.options
+    return here.shared(
+        "kubernetes.session", lambda: KubeSession(options.kubeconfig, options.kube_context, options.proc_root)
+    )

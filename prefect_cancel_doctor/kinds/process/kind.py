@@ -38,13 +38,8 @@ class ProcessKind(ProcessesOnly):
 
     def prepare(self, runs: list[FlowRun], here: Here) -> set[str]:
         """The deployments of the runs that may be served here (read by the engine beforehand)."""
-        served = _served(here)
-        candidates = [r for r in runs if ServedRuns.candidate(r) and r.deployment_id]
-        return (
-            {r.deployment_id for r in candidates if r.deployment_id}
-            if candidates and served.present()
-            else set()
-        )
+        wanted = {r.deployment_id for r in runs if ServedRuns.candidate(r) and r.deployment_id}
+        return wanted if wanted and _served(here).present() else set()
 
     def may_still_run(self, run: FlowRun, here: Here) -> bool:
         """A final-state run no process here carries the id of: a served run's may still run."""

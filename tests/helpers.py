@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,16 @@ def unavailable(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI=true: {reason}")
     pytest.skip(reason)
+
+
+def chromium() -> str:
+    """The headless browser the HTML and UI tests open pages in (Debian's `chromium`, which
+    `.ci/run` installs)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    unavailable("no Chromium here (apt-get install chromium)")
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

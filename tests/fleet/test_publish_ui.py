@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import clean_environ, run_cli
+from tests.helpers import chromium, clean_environ, run_cli
 
 pytestmark = [
     pytest.mark.server,
@@ -50,14 +50,6 @@ class UI:
 
 def _progress(message: str) -> None:
     sys.__stderr__.write(f"[ui {time.strftime('%H:%M:%S')}] {message}\n")
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium here (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +105,7 @@ def _healthy(url: str) -> bool:
 
 def _browse(url: str, shot: Path | None = None, size: tuple[int, int] = (1400, 1000)) -> str:
     """The page's text once its scripts ran (and a screenshot of it): what someone opening it reads."""
-    common = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    common = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
               "--no-first-run", "--disable-background-networking", "--virtual-time-budget=30000"]  # fmt: skip
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]

@@ -142,7 +142,8 @@ def status_tone(report: HealthReport) -> Tone:
 def findings(report: HealthReport) -> list[str]:
     """What needs attention, counted: '2 run(s) stuck in Cancelling', '21 suspected orphan(s)', …"""
     r = report
-    orphans = len(r.suspected_orphans) + len(r.live_orphans)
+    # A run the server timed out whose process still runs here is one orphan, not two.
+    orphans = len({c.flow_run_id for c in r.suspected_orphans} | {s.flow_run.id for s in r.live_orphans})
     counts = (
         (len(r.stuck), "run(s) stuck in Cancelling"),
         (orphans, "suspected orphan(s)"),

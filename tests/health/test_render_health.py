@@ -32,6 +32,7 @@ from prefect_cancel_doctor.health.model import (
 from prefect_cancel_doctor.health.render import render_health, write_health
 from prefect_cancel_doctor.health.rules import evaluate, parse_rules
 from prefect_cancel_doctor.health.statistics import group_stats, histogram, top_call_sites, top_causes
+from prefect_cancel_doctor.model import StateType
 from prefect_cancel_doctor.render import HealthFormat
 from tests.diagnose.test_rules import evidence, process, run_ref
 
@@ -486,6 +487,21 @@ def test_orphans_alone_make_the_status_a_warning() -> None:
     orphaned = dataclasses.replace(quiet(), suspected_orphans=sample().suspected_orphans)
     assert status_tone(orphaned) is Tone.WARN and "1 suspected orphan(s)" in status_line(orphaned)
     assert GREEN not in status_of(orphaned, HealthFormat.TERMINAL)
+
+
+def test_an_orphan_timed_out_and_found_running_counts_once() -> None:
+    report = sample()
+    (timed_out,) = report.suspected_orphans
+    running = dataclasses.replace(
+        report.stuck[0], flow_run=dataclasses.replace(report.stuck[0].flow_run, id=timed_out.flow_run_id)
+    )
+    other = dataclasses.replace(
+        report.stuck[1],
+        flow_run=dataclasses.replace(report.stuck[1].flow_run, state_type=StateType.CANCELLED),
+    )
+    both = dataclasses.replace(report, live_orphans=(running, other))
+    # the timed-out run found running here is one orphan; the other live orphan a second
+    assert "2 suspected orphan(s)" in status_line(both)
 
 
 def test_green_only_when_rules_were_checked_and_hold() -> None:

@@ -3,12 +3,13 @@ on every host."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from prefect_cancel_doctor.cli.connect import open_api, point_prefect_at
+from prefect_cancel_doctor.cli.connect import open_api, point_prefect_at, with_ui
 from prefect_cancel_doctor.cli.options import (
     ApiKey,
     ApiUrl,
@@ -168,7 +169,8 @@ def report(
 
     def work(progress: ProgressFn) -> HealthReport:
         with open_api(api_url, api_key, profile) as api:
-            return build_health_report(api, options, progress)
+            linked = dataclasses.replace(options, scan=with_ui(options.scan, api, profile))
+            return build_health_report(api, linked, progress)
 
     health = collect(work, deadline)
     write_out(

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
 from prefect_cancel_doctor.clients.prefect_records import FlowRun, ServerSettings
 from prefect_cancel_doctor.core.durations import rough_text as _human
+from prefect_cancel_doctor.core.links import ui_base_url
 from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.fleet.protocol import Fleet, read_fleet, uncovered, where_text
 from prefect_cancel_doctor.fleet.publish import host_name
@@ -303,6 +304,7 @@ def build_health_report(
     )
     report_ = HealthReport(
         api_url=api.url,
+        ui_url=options.scan.ui_url or ui_base_url(api.url),
         generated_at=iso(until),
         window=Window(iso(since), iso(until), options.since.total_seconds(), options.window_label),
         slow_seconds=slow,

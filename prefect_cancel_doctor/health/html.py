@@ -154,9 +154,12 @@ def _table(section: Section) -> str:
     head = "".join(f"<th{n}>{escape(c.name)}</th>" for n, c in zip(num, columns, strict=True))
     body = "".join(
         "<tr>"
-        + "".join(f"<td{_classes(v, c)}>{_html(v, c)}</td>" for v, c in zip(row, columns, strict=True))
+        + "".join(
+            f"<td{_classes(v, c)}>{_linked(_html(v, c), section.link(i) if c.link else None)}</td>"
+            for v, c in zip(row, columns, strict=True)
+        )
         + "</tr>"
-        for row in section.rows
+        for i, row in enumerate(section.rows)
     )
     return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -166,6 +169,10 @@ def _classes(value: str, column: Column) -> str:
     if column.numeric or len(value) <= _SHORT.get(column.style, 0):
         names.append("nowrap")
     return f' class="{" ".join(names)}"' if names else ""
+
+
+def _linked(html: str, url: str | None) -> str:
+    return f'<a href="{escape(url)}">{html}</a>' if url else html
 
 
 def _html(value: str, column: Column) -> str:

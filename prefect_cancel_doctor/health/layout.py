@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from prefect_cancel_doctor.core.durations import seconds_text
+from prefect_cancel_doctor.core.links import flow_run_url
 from prefect_cancel_doctor.fleet.protocol import UncoveredPool, age_text
 from prefect_cancel_doctor.health.model import (
     CallSite,
     Cancellation,
     GroupStats,
     HealthReport,
+    OrphanedChild,
     StuckRun,
     named,
 )
@@ -57,6 +59,8 @@ class Column:
     #: Its words are never shortened (names, causes, dates); numbers and causes never are either,
     #: and code is shortened only from its start, never into its file:line.
     whole: bool = False
+    #: Its cell links to the row's run in the Prefect UI (`Section.links`), where the format can.
+    link: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ class Section:
     notes: tuple[str, ...] = ()
     #: Drawn instead of the table by the formats that can.
     charts: tuple[Chart, ...] = ()
+    #: One per row: the UI page of the row's run, for the column marked `link` (None: no link).
+    links: tuple[str | None, ...] = ()
+
+    def link(self, row: int) -> str | None:
+        """The UI page of row `row`'s run, if it has one."""
+        return self.links[row] if row < len(self.links) else None
 
     @property
     def is_empty(self) -> bool:
@@ -162,6 +172,16 @@ def sections(report: HealthReport) -> list[Section]:
     """The report's parts in the order every format shows them (after the title and the status)."""
     r, f, top = report, report.fleet, report.top
     slow = seconds_text(r.slow_seconds)
+
+    def page(run_id: str) -> str | None:
+        return flow_run_url(r.ui_url, run_id)
+
+    def stuck_page(s: StuckRun) -> str | None:
+        return page(s.flow_run.id)
+
+    def cancel_page(c: Cancellation | OrphanedChild) -> str | None:
+        return page(c.flow_run_id)
+
     stuck_title = _counted("Stuck in Cancelling now", len(r.stuck))
     parts = [
         Section(
@@ -184,13 +204,16 @@ def sections(report: HealthReport) -> list[Section]:
             _stuck_row,
             top,
             notes=_unsampled_notes(r.stuck),
+            link=stuck_page,
         ),
     ]
     if r.agents or any(s.published for s in r.stuck):
         parts.append(_coverage(r))
     if r.live_orphans:
         title = _counted("Finished runs whose processes still run here", len(r.live_orphans))
-        parts.append(_listed("live-orphans", title, _ORPHAN_COLUMNS, r.live_orphans, _orphan_row, top))
+        parts.append(
+            _listed("live-orphans", title, _ORPHAN_COLUMNS, r.live_orphans, _orphan_row, top, link=stuck_page)
+        )
     if r.top_causes:
         parts.append(
             _listed("causes", "Top causes", _CAUSE_COLUMNS, r.top_causes, lambda c: (c.value, c.count))
@@ -220,6 +243,7 @@ def sections(report: HealthReport) -> list[Section]:
             _cancel_row,
             top,
             notes=[_check_infrastructure(orphans)] if orphans else [],
+            link=cancel_page,
         ),
         _listed(
             "ignored",
@@ -228,6 +252,7 @@ def sections(report: HealthReport) -> list[Section]:
             ignored,
             _cancel_row,
             top,
+            link=cancel_page,
         ),
         _listed(
             "children",
@@ -242,6 +267,7 @@ def sections(report: HealthReport) -> list[Section]:
                 when(c.parent_cancelled_at),
             ),
             top,
+            link=cancel_page,
         ),
         _listed(
             "slots",
@@ -321,7 +347,7 @@ _FLEET_COLUMNS = (
     Column("p50", numeric=True, drop=1),
     *_numeric("p95", "max"),
 )
-_RUN = Column("run", whole=True)
+_RUN = Column("run", whole=True, link=True)
 _CAUSE = Column("cause", style=Style.CAUSE)
 _CALL = Column("blocking call", style=Style.CODE)
 _STUCK_COLUMNS = (
@@ -389,12 +415,16 @@ def _listed(
     row: Callable[[_T], Sequence[object]],
     top: int | None = None,
     notes: Sequence[str] = (),
+    link: Callable[[_T], str | None] | None = None,
 ) -> Section:
-    """A section of one row per item, the first `top` items only (the rest are counted in a note)."""
+    """A section of one row per item, the first `top` items only (the rest are counted in a note);
+    `link` gives each item's UI page, for the column marked `link`."""
     shown = items[:top] if top is not None else items
     more = len(items) - len(shown)
     left_out = [f"… and {more} more (all of them are in --format json)."] if more else []
-    return Section(key, title, columns, tuple(_cells(*row(i)) for i in shown), notes=(*left_out, *notes))
+    links = tuple(map(link, shown)) if link else ()
+    rows = tuple(_cells(*row(i)) for i in shown)
+    return Section(key, title, columns, rows, notes=(*left_out, *notes), links=links)
 
 
 def _time_to_cancel(r: HealthReport) -> Section:

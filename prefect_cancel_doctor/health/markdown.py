@@ -22,6 +22,7 @@ from prefect_cancel_doctor.health.layout import (
     window_text,
 )
 from prefect_cancel_doctor.health.model import HealthReport
+from prefect_cancel_doctor.render.markdown import link
 
 #: Markdown has no colour: the status line starts with a marker instead (none when neutral).
 _MARKERS = {Tone.BAD: "", Tone.OK: "✅ ", Tone.WARN: "⚠️ ", Tone.NEUTRAL: ""}
@@ -75,7 +76,12 @@ def markdown_lines(report: HealthReport) -> list[str]:
 def _table(section: Section) -> list[str]:
     lines = ["| " + " | ".join(c.name and cell(c.name) for c in section.columns) + " |"]
     lines.append("|" + "|".join("---:" if c.numeric else "---" for c in section.columns) + "|")
-    lines += ["| " + " | ".join(map(_cell, row, section.columns)) + " |" for row in section.rows]
+    for i, row in enumerate(section.rows):
+        cells = (
+            link(_cell(v, c), section.link(i) if c.link else None)
+            for v, c in zip(row, section.columns, strict=True)
+        )
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

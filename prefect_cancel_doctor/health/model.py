@@ -284,6 +284,8 @@ class HealthReport:
     agents: tuple[AgentSeen, ...] = ()
     #: Runs in Cancelling no host's doctor answered for, per work pool.
     uncovered: tuple[UncoveredPool, ...] = ()
+    #: The Prefect UI's base URL (`core.links.ui_base_url`): run names link to their pages.
+    ui_url: str | None = None
 
     @property
     def healthy(self) -> bool:

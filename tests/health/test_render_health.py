@@ -504,6 +504,21 @@ def test_an_orphan_timed_out_and_found_running_counts_once() -> None:
     assert "2 suspected orphan(s)" in status_line(both)
 
 
+def test_run_names_link_to_their_pages_in_html_and_markdown() -> None:
+    report = sample(ui_url="http://127.0.0.1:4200")
+    stuck_page = "http://127.0.0.1:4200/runs/flow-run/0b6c9d6e-0000-4000-8000-000000000001"
+    timed_out_page = "http://127.0.0.1:4200/runs/flow-run/c0ffee00-0000-0000-0000-000000000001"
+    html = rendered(report, HealthFormat.HTML)
+    markdown = rendered(report, HealthFormat.MARKDOWN)
+    assert f'<a href="{stuck_page}">brave-otter [prod]</a>' in html
+    assert f'<a href="{timed_out_page}">brave-otter</a>' in html
+    assert f"[brave-otter \\[prod\\]]({stuck_page})" in markdown
+    assert f"[brave-otter]({timed_out_page})" in markdown
+    # a run whose id is no UUID ("r2") and a report without a UI get no link
+    assert "remote-run</a>" not in html
+    assert "href" not in rendered(sample(), HealthFormat.HTML).split("<body")[1].split("<svg")[0]
+
+
 def test_green_only_when_rules_were_checked_and_hold() -> None:
     nothing = quiet()
     assert status_tone(nothing) is Tone.NEUTRAL and status_line(nothing) == "no --fail-on rules given"

@@ -348,10 +348,15 @@ def uncovered(stuck: Sequence[tuple[str, str | None, bool]], fleet: Fleet) -> tu
 
 
 def report_uncovered(report: Report, fleet: Fleet) -> tuple[UncoveredPool, ...]:
-    """`uncovered` for a scan's report: its runs in Cancelling found neither here nor by another host."""
+    """`uncovered` for a scan's report: its runs in Cancelling found neither here nor by another
+    host, and for which no host (this one included: `scan --publish`) published a verdict."""
     return uncovered(
         [
-            (d.flow_run.name, d.flow_run.work_pool_name, d.published is not None or found_here(d))
+            (
+                d.flow_run.name,
+                d.flow_run.work_pool_name,
+                d.published is not None or found_here(d) or d.flow_run.id in fleet.verdicts,
+            )
             for d in report.runs
             if d.flow_run is not None and d.flow_run.state_type == StateType.CANCELLING
         ],

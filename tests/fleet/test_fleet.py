@@ -17,12 +17,13 @@ from prefect_cancel_doctor.fleet.protocol import (
     UncoveredPool,
     parse_host_event,
     parse_verdict_event,
+    report_uncovered,
     should_use,
     uncovered,
     with_fleet,
 )
 from prefect_cancel_doctor.fleet.publish import Related, Seen, host_event, verdict_event
-from prefect_cancel_doctor.model import CallKind, Cause, Diagnosis, Verdict
+from prefect_cancel_doctor.model import CallKind, Cause, Diagnosis, StateType, Verdict
 from tests.render.test_render import report_of, sleeping
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -110,6 +111,20 @@ def test_a_run_found_here_or_a_verdict_of_our_own_is_never_replaced() -> None:
     assert not should_use(here, found, "central")
     assert not should_use(not_here, found, "node-7")
     assert should_use(not_here, found, "central")
+
+
+def test_a_run_this_host_just_published_a_verdict_for_is_answered_for() -> None:
+    # `scan --publish` on node-7: the run is not found here, but this host answers for it (a worker of
+    # its pool runs here), published its verdict, and reads it back; it is not "uncovered".
+    not_here, mine = _elsewhere()
+    assert mine is not None and not_here.flow_run is not None
+    agents = (AgentSeen("node-7", "t", 1.0, (not_here.flow_run.work_pool_name or "",), ()),)
+    cancelling = dataclasses.replace(
+        not_here, flow_run=dataclasses.replace(not_here.flow_run, state_type=StateType.CANCELLING)
+    )
+    report = with_fleet(report_of(cancelling), Fleet({not_here.flow_run.id: mine}, agents), "node-7")
+    assert report_uncovered(report, Fleet({not_here.flow_run.id: mine}, agents)) == ()
+    assert report_uncovered(report, Fleet({}, agents)) != ()
 
 
 def test_runs_no_host_answered_for_are_listed_per_pool_with_the_agents_seeing_it() -> None:

@@ -9,8 +9,9 @@ inside the commands.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -73,7 +74,7 @@ app.command(epilog=fleet.AGENT_EPILOG)(fleet.agent)
 def main() -> None:
     """Console-script entry point: every outcome is an exit code of its own, never a traceback.
 
-    typer turns usage errors into exit 2 itself; commands turn Ctrl-C into 130 (`output.interruptible`).
+    a usage error exits 2; commands turn Ctrl-C into 130 (`output.interruptible`).
     """
     from prefect_cancel_doctor.core.redact import ScrubbedStream
     from prefect_cancel_doctor.errors import EXIT_INTERNAL
@@ -83,7 +84,13 @@ def main() -> None:
     try:
         # One program name however it is started (`python -m` too): usage lines and the
         # completion scripts' variable (_PREFECT_CANCEL_DOCTOR_COMPLETE) depend on it.
-        app(prog_name="prefect-cancel-doctor")
+        code = app(prog_name="prefect-cancel-doctor", standalone_mode=False)
+    except _click.ClickException as exc:  # a usage error: said as every other error is, "error: …"
+        _show(exc)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except Exception as exc:
         where = write_traceback(exc)
         typer.echo(
@@ -92,6 +99,24 @@ def main() -> None:
             err=True,
         )
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+#: The exceptions of the click that typer runs on: click itself, or (typer 0.28) its own copy of it.
+_click = importlib.import_module(typer.BadParameter.__module__)
+
+
+def _show(exc: Any) -> None:
+    """Click's account of a usage error (usage line, where to find help), its message after
+    "error:" as the doctor's own errors are, not click's "Error:"."""
+    help_only: Any = getattr(_click, "NoArgsIsHelpError", ())  # click 8.2+
+    if isinstance(exc, help_only):  # no command given: the help, as click shows it
+        exc.show()
+        return
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        typer.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} -h' for help.\n", err=True)
+    typer.echo(f"error: {exc.format_message()}", err=True)
 
 
 # `_api`: the one place a command opens the Prefect API (`connect.open_api` reads it here, so a

@@ -57,6 +57,18 @@ def test_bad_arguments_exit_2(clean_env: dict[str, str]) -> None:
     assert both.returncode == 2 and "choose one" in both.stderr
 
 
+def test_usage_errors_say_error_as_the_doctors_own_errors_do(clean_env: dict[str, str]) -> None:
+    for args in (("scan", "--bogus"), ("diagnose",), ("scan", "-o", "yaml")):
+        result = run_cli(*args, env=clean_env)
+        assert result.returncode == 2, args
+        usage, hint, _, error = result.stderr.splitlines()[:4]
+        assert usage.startswith(f"Usage: prefect-cancel-doctor {args[0]} "), result.stderr
+        assert hint == f"Try 'prefect-cancel-doctor {args[0]} -h' for help."
+        assert error.startswith("error: ") and "Error:" not in result.stderr, result.stderr
+    bare = run_cli(env=clean_env)
+    assert bare.returncode == 2 and "Commands:" in bare.stdout + bare.stderr
+
+
 def test_version_prints_the_package_version() -> None:
     from prefect_cancel_doctor import __version__
 

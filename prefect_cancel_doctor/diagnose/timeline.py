@@ -25,11 +25,11 @@ from prefect_cancel_doctor.proc.procfs import PathLike, boot_time
 
 #: Log lines worth a place in the timeline: what the engine, the Runner or the worker said
 #: about a cancel, a signal or a crash (or anything at ERROR and above).
-_LOG_WORDS = (
-    *("cancel", "sigterm", "sigkill", "signal", "crash", "kill", "terminat", "observer", "abort"),
-    # The Runner's workspace preparation (3.9+): which pull step a run is still in.
-    "deployment step",
-)
+_LOG_WORDS = ("cancel", "sigterm", "sigkill", "signal", "crash", "kill", "terminat", "observer", "abort")
+#: The Runner's workspace preparation (prefect/deployments/steps/core.py, `run_steps`) logs
+#: "Executing deployment step: <name>" per pull step, then "All deployment steps completed
+#: successfully": only the step a run is still in is worth a line.
+_STEP = "deployment step"
 _MAX_LOG_ENTRIES = 8
 _ERROR = 40
 
@@ -98,10 +98,14 @@ def _heartbeat(worker: WorkerInfo) -> str:
 
 
 def _logs(logs: Sequence[LogLine]) -> list[TimelineEntry]:
+    steps = [line for line in logs if _STEP in line.message.lower()]
+    unfinished = steps[-1] if steps and "completed" not in steps[-1].message.lower() else None
     chosen = [
         line
         for line in logs
-        if line.level >= _ERROR or any(word in line.message.lower() for word in _LOG_WORDS)
+        if line.level >= _ERROR
+        or line is unfinished
+        or (line not in steps and any(word in line.message.lower() for word in _LOG_WORDS))
     ][-_MAX_LOG_ENTRIES:]
     entries = []
     for line in chosen:

@@ -45,6 +45,27 @@ def test_facts_from_every_source_in_order(tmp_path: Path) -> None:
     assert entries[2].at == "2026-11-30T00:00:10Z"  # to the second, in UTC
 
 
+def _step_logs(*messages: str) -> list[str]:
+    logs = [LogLine(f"2026-11-30T00:0{i}:00Z", 20, m) for i, m in enumerate(messages)]
+    return [e.what for e in build(None, (), logs, (), None, "/nonexistent")]
+
+
+def test_deployment_steps_show_only_the_one_a_run_is_still_in() -> None:
+    prepared = _step_logs(
+        "Executing deployment step: set_working_directory",
+        "Executing deployment step: pip_install_requirements",
+        "All deployment steps completed successfully",
+        "Received SIGTERM",
+    )
+    assert prepared == ["log: Received SIGTERM"]
+    preparing = _step_logs(
+        "Executing deployment step: set_working_directory",
+        "Executing deployment step: git_clone",
+        "Cancel requested",
+    )
+    assert preparing == ["log: Executing deployment step: git_clone", "log: Cancel requested"]
+
+
 def test_a_worker_that_stopped_before_the_cancel_is_said_so() -> None:
     # Cancelling for 900 s; last heartbeat 960 s ago: 60 s before the cancel.
     worker = WorkerInfo("w1", "ONLINE", "2026-11-27T10:04:00Z", 960.0, 30.0)

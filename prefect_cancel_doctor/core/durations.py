@@ -40,19 +40,21 @@ def age_text(seconds: float | None) -> str:
 
 
 def seconds_text(seconds: float | None) -> str:
-    """For the health report's cells and sentences: 0.42s, 7.5s, 45s, 5m00s, 12m, 3h05m, 2d4h; '–' if none."""
+    """For the health report's cells and sentences: 0.42s, 7.5s, 45s, 5m00s, 12m, 3h05m, 2d4h; '–' if none.
+
+    `age_text`, finer below 10 minutes and without a zero smaller unit (3h, 2d)."""
     if seconds is None:
         return "–"
     if seconds < 10:
         return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
     s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m" if s % 3600 else f"{s // 3600}h"
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 >= 3600 else f"{s // 86400}d"
+    if 120 <= s < 600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if 3600 <= s < 86400 and not s % 3600:
+        return f"{s // 3600}h"
+    if s >= 86400 and s % 86400 < 3600:
+        return f"{s // 86400}d"
+    return age_text(s)
 
 
 def rough_text(seconds: float) -> str:

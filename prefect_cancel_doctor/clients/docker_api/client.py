@@ -111,10 +111,7 @@ class DockerClient(PooledClient):
             )
             response = self._http.send(request, stream=stream)
         except httpx.TimeoutException as exc:
-            raise DockerUnreachable(
-                f"the Docker engine at {self.endpoint.url} did not answer {method} {path} in time ({exc})",
-                hint="check that the engine is healthy (`docker info`)",
-            ) from exc
+            raise self._timed_out(f"answer {method} {path}", exc) from exc
         except httpx.TransportError as exc:
             raise self._connection_error(exc) from exc
         if response.status_code < 400:
@@ -138,11 +135,15 @@ class DockerClient(PooledClient):
     def _read_error(self, exc: httpx.TransportError, what: str) -> DockerError:
         """A transport error while reading a streamed body, in this client's error family."""
         if isinstance(exc, httpx.TimeoutException):
-            return DockerUnreachable(
-                f"the Docker engine at {self.endpoint.url} did not finish {what} in time ({exc})",
-                hint="check that the engine is healthy (`docker info`)",
-            )
+            return self._timed_out(f"finish {what}", exc)
         return self._connection_error(exc)
+
+    def _timed_out(self, what: str, exc: httpx.TimeoutException) -> DockerError:
+        """The engine did not `what` ("answer GET /…", "finish …") in time."""
+        return DockerUnreachable(
+            f"the Docker engine at {self.endpoint.url} did not {what} in time ({exc})",
+            hint="check that the engine is healthy (`docker info`)",
+        )
 
     def _connection_error(self, exc: httpx.TransportError) -> DockerError:
         where = self.endpoint.url

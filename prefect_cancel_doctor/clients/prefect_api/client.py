@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from prefect_cancel_doctor.clients.prefect_api.session import PAGE_SIZE, PrefectSession
@@ -39,6 +39,8 @@ from prefect_cancel_doctor.clients.prefect_records import (
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.errors import ApiRefused, TargetError
 from prefect_cancel_doctor.model import StateType
+
+_Record = TypeVar("_Record")
 
 #: Log lines read per run for its timeline (the newest ones).
 LOG_LINES = 200
@@ -219,14 +221,7 @@ class PrefectApi(PrefectSession):
 
     def work_pools(self, names: Iterable[str]) -> dict[str, WorkPool]:
         """The work pools with these names, by name (missing names are simply absent)."""
-        found: dict[str, WorkPool] = {}
-        for batch in _batches(sorted(set(names))):
-            body = {"work_pools": {"name": {"any_": batch}}}
-            for raw in self._paged("/work_pools/filter", body, "NAME_ASC", id_key="name"):
-                pool = parse_work_pool(raw)
-                if pool is not None:
-                    found[pool.name] = pool
-        return found
+        return self._by_key("/work_pools/filter", "work_pools", "name", names, "NAME_ASC", parse_work_pool)
 
     def pool_concurrency_status(self, name: str) -> PoolConcurrency | None:
         """Which runs the server counts against a pool's and its queues' limits.
@@ -255,14 +250,7 @@ class PrefectApi(PrefectSession):
 
     def latest_artifacts(self, keys: Iterable[str]) -> dict[str, ArtifactRef]:
         """The latest artifact of each of these keys, by key (`POST /artifacts/latest/filter`)."""
-        found: dict[str, ArtifactRef] = {}
-        for batch in _batches(sorted(set(keys))):
-            body = {"artifacts": {"key": {"any_": batch}}}
-            for raw in self._paged("/artifacts/latest/filter", body, "ID_DESC", id_key="key"):
-                artifact = parse_artifact(raw)
-                if artifact is not None:
-                    found[artifact.key] = artifact
-        return found
+        return self._by_key("/artifacts/latest/filter", "artifacts", "key", keys, "ID_DESC", parse_artifact)
 
     def create_artifact(self, body: dict[str, Any]) -> ArtifactRef | None:
         """Create an artifact (`POST /artifacts/`); the record the server made."""
@@ -288,6 +276,26 @@ class PrefectApi(PrefectSession):
         state = {"type": StateType.CANCELLED.value, "name": "Cancelled", "message": message}
         answer = self._request("POST", f"/flow_runs/{run_id}/set_state", {"state": state, "force": True})
         return parse_state(answer.get("state") if isinstance(answer, dict) else None)
+
+    def _by_key(
+        self,
+        path: str,
+        resource: str,
+        key: str,
+        wanted: Iterable[str],
+        sort: str,
+        parse: Callable[[object], _Record | None],
+    ) -> dict[str, _Record]:
+        """The `resource` items whose `key` is one of `wanted`, parsed, by that key (the record's
+        attribute of the same name); what the server does not have is simply absent."""
+        found: dict[str, _Record] = {}
+        for batch in _batches(sorted(set(wanted))):
+            body = {resource: {key: {"any_": batch}}}
+            for raw in self._paged(path, body, sort, id_key=key):
+                record = parse(raw)
+                if record is not None:
+                    found[getattr(record, key)] = record
+        return found
 
 
 def _batches(wanted: list[str]) -> Iterator[list[str]]:

@@ -24,6 +24,7 @@ from prefect_cancel_doctor.cli.options import (
     Since,
     Timeout,
     examples,
+    output_file_option,
     parse_duration,
     scan_options,
 )
@@ -123,16 +124,9 @@ def report(
             "markdown, html (one self-contained page with charts) or json; -f/--format is the same option.",
         ),
     ] = HealthFormat.TERMINAL,
+    # PCD_REPORT_OUTPUT: the variable's name from when -o/--output named the file, still read.
     output_file: Annotated[
-        Optional[str],
-        typer.Option(
-            "--output-file",
-            # PCD_REPORT_OUTPUT: the variable's name from when -o/--output named the file, still read.
-            envvar=["PCD_REPORT_OUTPUT_FILE", "PCD_REPORT_OUTPUT"],
-            help="Write the report to this file (atomically, once it is complete) instead of stdout.",
-            show_default=False,
-            metavar="FILE",
-        ),
+        Optional[str], output_file_option("PCD_REPORT_OUTPUT_FILE", "PCD_REPORT_OUTPUT")
     ] = None,
     fail_on: FailOn = None,
     slow: Slow = "60s",

@@ -6,7 +6,7 @@ typer reads each command's annotations at run time: a command module imports the
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -58,17 +58,21 @@ FormatOpt = Annotated[
         "-f/--format is the same option.",
     ),
 ]
-#: `PCD_OUTPUT` is the variable's name from when `-o/--output` named the file: still read.
-OutputFile = Annotated[
-    Optional[str],
-    typer.Option(
+
+
+def output_file_option(*envvars: str) -> Any:
+    """`--output-file FILE`, read from `envvars` too (`scan`'s and `report`'s have their own)."""
+    return typer.Option(
         "--output-file",
-        envvar=["PCD_OUTPUT_FILE", "PCD_OUTPUT"],
+        envvar=list(envvars),
         help="Write the report to this file (atomically, once it is complete) instead of stdout.",
         show_default=False,
         metavar="FILE",
-    ),
-]
+    )
+
+
+#: `PCD_OUTPUT` is the variable's name from when `-o/--output` named the file: still read.
+OutputFile = Annotated[Optional[str], output_file_option("PCD_OUTPUT_FILE", "PCD_OUTPUT")]
 Publish = Annotated[
     bool,
     typer.Option(

@@ -61,9 +61,7 @@ def rough_text(seconds: float) -> str:
     """For the `--fail-on` breach messages and the retention note: 7.5s, 45s, 4.6m, 2.5h."""
     if seconds < 120:
         return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+    return _minutes_or_hours(seconds, ".1f", hours_from=7200)
 
 
 def edge_text(seconds: float | None) -> str:
@@ -72,15 +70,18 @@ def edge_text(seconds: float | None) -> str:
         return "∞"
     if seconds < 60:
         return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+    return _minutes_or_hours(seconds, "g")
 
 
 def tick_text(seconds: float) -> str:
     """For the values of the HTML report's log-scale chart, two significant digits: 0.78s, 53s, 1.9m, 2h."""
     if seconds < 60:
         return f"{seconds:.2g}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.2g}m"
-    return f"{seconds / 3600:.2g}h"
+    return _minutes_or_hours(seconds, ".2g")
+
+
+def _minutes_or_hours(seconds: float, spec: str, hours_from: float = 3600) -> str:
+    """`seconds` in minutes ('4.6m'), or in hours ('2.5h') from `hours_from` on, formatted by `spec`."""
+    if seconds < hours_from:
+        return f"{seconds / 60:{spec}}m"
+    return f"{seconds / 3600:{spec}}h"

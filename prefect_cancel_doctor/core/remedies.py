@@ -19,6 +19,13 @@ GROUP_SIGNAL_FIX = (
     "cancel's process-group SIGTERM reaches them"
 )
 
+#: The lasting fix where no Runner ran beside the flow (`cancel_not_observed`): nothing could act.
+RUN_A_RUNNER_FIX = (
+    "run the flow under a Prefect Runner, which is what acts on a cancel: a job's command "
+    "`prefect flow-run execute` (a worker's default), or `flow.serve()`; not `python -m prefect.engine` "
+    "or the flow script"
+)
+
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
@@ -29,8 +36,6 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
         "it for the runs to come",
         "set PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE=true on workers so lost cancellation "
         "observers crash runs instead of leaving them running",
-        "a custom job command must run a Prefect Runner (`prefect flow-run execute`), "
-        "not `python -m prefect.engine` or the flow script",
     ),
     Cause.SIGNAL_IGNORED: (
         "do not set SIGTERM to SIG_IGN or block it; a custom handler must end the run "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from prefect_cancel_doctor.core.durations import seconds_text
+from prefect_cancel_doctor.core.remedies import RUN_A_RUNNER_FIX
 from prefect_cancel_doctor.diagnose.delivery import (
     control_channel,
     heartbeat_against_cancel,
@@ -70,6 +71,7 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
         evidence.append(describe_thread(awaited))
     evidence.extend(socket_facts(ev, engine, focus))
     who, confidence = _who_should_act(ev, engine, evidence)
+    no_runner_ran = who in (_NO_RUNNER_IN_CONTAINER, _NO_RUNNER_WATCHES)
     still = (
         f"it still awaits {focus.where()} in thread {focus.name}"
         if awaited
@@ -81,6 +83,7 @@ def _not_observed(ev: Evidence, engine: ProcessSample, main: ThreadView, why_no_
         confidence,
         evidence,
         focus,
+        first_fixes=(RUN_A_RUNNER_FIX,) if no_runner_ran else (),
     )
 
 
@@ -160,6 +163,11 @@ def _preparing_not_observed(
     return dataclasses.replace(verdict, blocking_call=call)
 
 
+#: What `_who_should_act` says where no Runner ran beside the flow (not one that ran and died).
+_NO_RUNNER_IN_CONTAINER = "the container's command runs no Prefect Runner"
+_NO_RUNNER_WATCHES = "no Prefect Runner watches this process"
+
+
 def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) -> tuple[str, float]:
     """Name what failed to act on the cancel; append what shows it."""
     run = ev.run
@@ -187,7 +195,7 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
             f"the container's command is `{command[:160]}`: no Prefect Runner "
             "(`prefect flow-run execute`) runs in it to act on the cancel"
         )
-        return "the container's command runs no Prefect Runner", 0.9
+        return _NO_RUNNER_IN_CONTAINER, 0.9
     if ev.runner is None:
         evidence.append(_runner_gone_fact(ev, engine))
         confidence = 0.9
@@ -197,7 +205,7 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
             confidence = 0.6
         if "prefect.engine" in cmd or "prefect" in cmd:
             return "the worker or Runner that owns the run is gone", confidence
-        return "no Prefect Runner watches this process", min(confidence, 0.8)
+        return _NO_RUNNER_WATCHES, min(confidence, 0.8)
     runner_cmd = " ".join(ev.runner.cmdline)[:160]
     evidence.append(f"the Runner that launched it is alive: pid {ev.runner.pid} ({runner_cmd})")
     if run is not None and (run.cancelling_for_seconds or 0) < RUNNER_GRACE_SECONDS + 5:

@@ -39,6 +39,7 @@ def make_verdict(
     evidence: list[str],
     view: ThreadView | None = None,
     extra_fixes: tuple[str, ...] = (),
+    first_fixes: tuple[str, ...] = (),
 ) -> Verdict:
     call = view.blocking_call() if view else None
     if view is not None and not view.stable:
@@ -53,7 +54,7 @@ def make_verdict(
         confidence=round(confidence, 2),
         blocking_call=call,
         evidence=tuple(evidence),
-        remediation=remediation(cause, call) + extra_fixes,
+        remediation=first_fixes + remediation(cause, call) + extra_fixes,
         short_fix=short_fix(cause, call),
     )
 

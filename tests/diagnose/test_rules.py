@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from prefect_cancel_doctor.core.remedies import RUN_A_RUNNER_FIX
 from prefect_cancel_doctor.diagnose.rules import Evidence, diagnose
 from prefect_cancel_doctor.model import (
     CallKind,
     Cause,
+    ContainerInfo,
     FlowRunRef,
     HandlerKind,
     KernelThread,
@@ -121,6 +123,22 @@ def test_sleep_with_its_runner_gone_is_cancel_not_observed() -> None:
     assert verdict.blocking_call.filename.endswith("sleep_main.py")
     assert any("Runner that launched" in e and "gone" in e for e in verdict.evidence)
     assert any("worker w1: OFFLINE" in e for e in verdict.evidence)
+
+
+def test_only_a_run_without_a_runner_is_told_to_run_one() -> None:
+    # A Runner launched it and died: running a Runner is no fix, it ran one.
+    died = diagnose(evidence(process("sleep_main_native")))
+    assert died.cause is Cause.CANCEL_NOT_OBSERVED and RUN_A_RUNNER_FIX not in died.remediation
+    # The container's command runs the engine without a Runner: nothing could ever act on a cancel.
+    container = ContainerInfo(
+        id="c" * 64, name="etl", status="running", running=True, command=("python", "-m", "prefect.engine")
+    )
+    target = Target("docker", "container", processes=(process("sleep_main_native"),), container=container)
+    none_ran = diagnose(Evidence(run_ref(), target))
+    assert none_ran.cause is Cause.CANCEL_NOT_OBSERVED
+    assert "runs no Prefect Runner" in none_ran.summary
+    # first after the two ways to end it now
+    assert none_ran.remediation[2] == RUN_A_RUNNER_FIX, none_ran.remediation
 
 
 def test_live_runner_and_a_long_cancel_point_to_a_failed_observer() -> None:

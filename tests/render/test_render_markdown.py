@@ -27,7 +27,10 @@ def _unescaped_pipes(line: str) -> int:
 
 
 def test_one_section_per_run_with_verdict_fix_stop_commands_call_site_and_link() -> None:
-    text = markdown(linked(), linked("quiet-heron"))
+    first = linked()
+    coded = (*first.verdict.remediation, "run it under `prefect flow-run execute`")
+    first = dataclasses.replace(first, verdict=dataclasses.replace(first.verdict, remediation=coded))
+    text = markdown(first, linked("quiet-heron"))
     assert text.startswith("# Flow runs stuck in Cancelling: 2 need attention\n")
     assert "2026-11-27 12:00:00 UTC" in text
     assert f"| [brave-otter]({UI}) | etl/nightly | Cancelling 15m | `cancel_not_observed` |" in text

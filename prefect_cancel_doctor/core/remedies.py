@@ -84,8 +84,9 @@ _BY_CAUSE: dict[Cause, tuple[str, ...]] = {
         "find out why it died: OOM kill (dmesg), node restart, or a killed worker",
     ),
     Cause.ORPHANED_INFRASTRUCTURE: (
-        "the run looks finished but still holds CPU, memory and connections: stop the process "
-        "and find out why it ignored the cancel (run `diagnose` on it before killing)",
+        "the run looks finished but still holds CPU, memory and connections and may still be doing "
+        "its work: stop it as above; the blocking call and evidence here say what held it past its "
+        "cancel, so that the next cancel ends it",
     ),
     Cause.NOT_ATTACHABLE: (
         "run the doctor on the host that runs the process, with the right to read it (CAP_SYS_PTRACE: "

@@ -291,7 +291,8 @@ def exit_blocked_by_thread(ev: Evidence) -> Verdict | None:
         return make_verdict(
             Cause.EXIT_BLOCKED_BY_THREAD,
             f"The flow has unwound but thread {holder.name} still runs {holder.where()}, "
-            "so the process cannot exit.",
+            "and the process waits for it at exit: one more SIGTERM ends it (the main thread takes "
+            "it in that wait).",
             0.95,
             evidence,
             holder,

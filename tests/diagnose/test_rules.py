@@ -208,6 +208,9 @@ def test_main_thread_in_shutdown_waits_for_a_non_daemon_thread() -> None:
     assert verdict.blocking_call.thread_name == "uploader"
     assert verdict.blocking_call.kind is CallKind.SLEEP
     assert verdict.confidence >= 0.9
+    # The main thread waits in threading._shutdown, which a signal interrupts: it is not "stuck for good".
+    assert "one more SIGTERM ends it" in verdict.summary and "cannot exit" not in verdict.summary
+    assert verdict.stop_now[0].startswith("kill -TERM ")
     # A thread's sleep is not on an event loop: no advice for async code.
     assert any("wait on an Event" in fix for fix in verdict.remediation)
     assert not any("anyio" in fix or "async" in fix for fix in verdict.remediation)

@@ -288,22 +288,24 @@ def _timeline(entries: tuple[TimelineEntry, ...]) -> Table:
     return grid
 
 
-def _stack(d: Diagnosis) -> Text | None:
-    """The blocking thread's frames, innermost first, down to the outermost user frame."""
+def _stack(d: Diagnosis) -> Table | None:
+    """The blocking thread's frames, innermost first, down to the outermost user frame; a long
+    frame or source line wraps under its own start, never to the panel's first column."""
     stack = blocking_stack(d)
     if stack is None:
         return None
-    text = Text()
+    grid = Table.grid()
+    grid.add_column(width=5, no_wrap=True)
+    grid.add_column(overflow="fold")
     if stack.native:
-        text.append(f"     [native] {stack.native}\n", style="dim")
+        grid.add_row("", Text(f"[native] {stack.native}", style="dim"))
     for index, frame in enumerate(stack.frames):
         marked = index == stack.marked
-        text.append("  ➤  " if marked else "     ")
-        text.append(f"{frame.function} ({frame.filename}:{frame.line})\n", style="bold" if marked else "")
+        where = Text(f"{frame.function} ({frame.filename}:{frame.line})", style="bold" if marked else "")
+        grid.add_row("  ➤  " if marked else "", where)
         if frame.code:
-            text.append(f"         {frame.code.strip()}\n", style="cyan" if marked else "dim")
+            grid.add_row("", Text(f"    {frame.code.strip()}", style="cyan" if marked else "dim"))
     if stack.omitted:
         modules = ", ".join(stack.omitted_modules)
-        text.append(f"     … {stack.omitted} more frame(s) in {modules}\n", style="dim")
-    text.rstrip()
-    return text
+        grid.add_row("", Text(f"… {stack.omitted} more frame(s) in {modules}", style="dim"))
+    return grid

@@ -23,6 +23,7 @@ from prefect_cancel_doctor.model import (
     Report,
     StateType,
     Target,
+    ThreadSample,
     TimelineEntry,
     TimelineSource,
     Verdict,
@@ -233,3 +234,30 @@ def test_a_short_cause_leaves_the_fix_room_at_80_and_an_inspected_process_has_no
     table = console.export_text().split("╭")[0]
     assert "read the stacks" in table
     assert "  -  " not in table and not re.search(r"^\s+-\s*$", table, re.MULTILINE)
+
+
+def test_a_long_source_line_in_the_stack_wraps_under_its_frame_not_to_the_panel_edge() -> None:
+    from tests.render.test_render import sleeping
+
+    code = "result = connection.execute(" + ", ".join(f"argument_{n}" for n in range(12)) + ")"
+    d = sleeping()
+    assert d.target is not None
+    (engine,) = d.target.processes
+
+    def with_code(thread: ThreadSample) -> ThreadSample:
+        return dataclasses.replace(
+            thread, frames=tuple(dataclasses.replace(f, code=code) for f in thread.frames)
+        )
+
+    dumps = tuple(tuple(map(with_code, dump)) for dump in engine.dumps)
+    target = dataclasses.replace(d.target, processes=(dataclasses.replace(engine, dumps=dumps),))
+    console = Console(width=80, record=True, file=io.StringIO(), color_system=None)
+    print_report(
+        console, Report("http://x/api", "2026-11-27T12:00:00Z", (dataclasses.replace(d, target=target),))
+    )
+    text = console.export_text()
+    stack = text[text.index("Stack of the blocking thread") : text.index("│ Fix")].splitlines()[1:]
+    assert any("argument_11)" in line for line in stack), stack  # the source line is shown, wrapped
+    for line in stack:
+        # the marker column holds the marker or nothing: wrapped lines go under the frames' column
+        assert line[:2] == "│ " and line[2:7] in ("     ", "  ➤  "), line

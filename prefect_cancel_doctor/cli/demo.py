@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -48,6 +49,11 @@ def demo(
     """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
     if docker and kubernetes:
         fail(usage("--docker and --kubernetes stage the runs in different places: choose one"))
+    # The demo's staged server, worker and flows are no one's use of Prefect: Prefect's first-run
+    # telemetry notice (prefect/_internal/analytics, printed on `import prefect` in a terminal)
+    # would land in the middle of the demo, and its first-import event would count each demo's
+    # throwaway PREFECT_HOME as a new user. DO_NOT_TRACK is the standard switch Prefect reads.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect_cancel_doctor.demo.run import run_demo
 
     raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, kubernetes=kubernetes, color=color))

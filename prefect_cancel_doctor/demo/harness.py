@@ -331,6 +331,8 @@ class LocalPrefect:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # no first-run telemetry notice nor first-import event from the staged processes
+            "DO_NOT_TRACK": "1",
             "PREFECT_LOGGING_COLORS": "false",
         }
 

@@ -363,3 +363,42 @@ def test_fixture_data_is_complete(stuck_runs: dict[str, StuckRun]) -> None:
         assert run.worker_name
         if scenario.recipe is not Recipe.PENDING_THEN_CANCEL:
             assert run.worker_pid and run.flow_pid
+
+
+@pytest.mark.real
+def test_staged_processes_print_no_telemetry_notice(tmp_path: Path) -> None:
+    """Prefect prints a first-run telemetry notice on `import prefect` in a terminal for a new
+    PREFECT_HOME, which every demo's is: the staged processes' environment opts out."""
+    import pty
+    import subprocess
+    import sys
+
+    from prefect_cancel_doctor.demo.harness import LocalPrefect
+
+    ci_vars = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "CI_NAME")
+
+    def imported_in_a_terminal(env: dict[str, str]) -> str:
+        env = {k: v for k, v in env.items() if k not in ci_vars}
+        primary, secondary = pty.openpty()
+        with subprocess.Popen(
+            [sys.executable, "-c", "import prefect"], env=env, stdout=secondary, stderr=secondary
+        ) as child:
+            os.close(secondary)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # the terminal closed: the child is done
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            child.wait(timeout=60)
+        os.close(primary)
+        return out.decode(errors="replace")
+
+    staged = LocalPrefect(workdir=tmp_path / "staged").child_env()
+    bare = {**staged, "PREFECT_HOME": str(tmp_path / "bare")}
+    bare.pop("DO_NOT_TRACK")
+    assert "anonymous usage data" in imported_in_a_terminal(bare)  # what the opt-out prevents
+    assert "anonymous usage data" not in imported_in_a_terminal(staged)

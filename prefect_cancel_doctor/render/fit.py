@@ -120,10 +120,12 @@ def shorten(text: str, width: int, cut: Cut) -> str:
     """`text` with each word wider than `width` cut to it ("…" where cut); spaces as they were."""
     if cut is Cut.NEVER or width < 2:
         return text
-    return re.sub(r"\S+", lambda m: _word(m.group(), width, cut), text)
+    return re.sub(r"\S+", lambda m: cut_word(m.group(), width, cut), text)
 
 
-def _word(word: str, width: int, cut: Cut) -> str:
+def cut_word(word: str, width: int, cut: Cut) -> str:
+    """`word` (or any text, taken whole) within `width` cells: cut at its end ("sqlite3.Curs…")
+    or at its start ("…database.py:27")."""
     if cell_len(word) <= width:
         return word
     if cut is Cut.END:
@@ -190,4 +192,4 @@ def fill(sizes: list[int], wants: list[int], spare: int) -> int:
     return spare
 
 
-__all__ = ["SHORTEST", "Cell", "Column", "Cut", "fill", "fit", "lines", "shorten", "table"]
+__all__ = ["SHORTEST", "Cell", "Column", "Cut", "cut_word", "fill", "fit", "lines", "shorten", "table"]

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from prefect_cancel_doctor.model import Diagnosis, Report, TimelineEntry
-from prefect_cancel_doctor.render.fit import fill
+from prefect_cancel_doctor.render.fit import Cut, cut_word, fill
 from prefect_cancel_doctor.render.scan_view import (
     blocking_stack,
     call_site,
@@ -149,7 +149,7 @@ def _table(report: Report, shown: tuple[Diagnosis, ...], width: int) -> Table:
             run.append(f"\n{row.deployment}\n{row.state}", style="dim")
         where = Text(row.function)
         if row.site:
-            where.append(f"\n{_tail(row.site, sizes[1])}", style="bold")
+            where.append(f"\n{cut_word(row.site, sizes[1], Cut.START)}", style="bold")
         cause = Text(row.cause, style=_CAUSE_STYLE.get(row.cause, "bold red"))
         cells: list[RenderableType] = [run, cause, where]
         if wide:
@@ -202,18 +202,6 @@ def _share(room: int, mins: list[int], wants: list[int]) -> list[int]:
     spare = fill(sizes, [*keys, *wants[2:]], spare)
     fill(sizes, wants, spare)
     return sizes
-
-
-def _tail(text: str, width: int) -> str:
-    """`text` cut from the left to `width` cells ("…database.py:27"): a call site keeps its line."""
-    if cell_len(text) <= width:
-        return text
-    kept = ""
-    for char in reversed(text):
-        if cell_len(kept) + cell_len(char) > width - 1:
-            break
-        kept = char + kept
-    return "…" + kept
 
 
 def _details(d: Diagnosis) -> Panel:

@@ -78,6 +78,8 @@ class _Page(HTMLParser):
         self.tags: dict[str, int] = {}
         self.ids: set[str] = set()
         self.external: list[str] = []
+        #: Links a reader may follow (run pages): navigation, not something the page loads.
+        self.links: list[str] = []
         self.text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -85,7 +87,9 @@ class _Page(HTMLParser):
         for name, value in attrs:
             if name == "id" and value:
                 self.ids.add(value)
-            if name in ("src", "href") and value and not value.startswith("#"):
+            if tag == "a" and name == "href" and value:
+                self.links.append(value)
+            elif name in ("src", "href") and value and not value.startswith("#"):
                 self.external.append(value)
         if tag in ("link", "script", "iframe", "img"):
             self.external.append(tag)
@@ -98,6 +102,10 @@ def test_html_is_one_self_contained_page_with_charts(rendered: dict[str, str]) -
     page = _Page()
     page.feed(rendered["html"])
     assert page.external == [], "the page must load nothing"
+    # every run named links to its page in the Prefect UI of the server it was read from
+    assert page.links and all(
+        re.fullmatch(r"http://127\.0\.0\.1:\d+/runs/flow-run/[0-9a-f-]{36}", u) for u in page.links
+    )
     assert not re.search(r"url\(\s*['\"]?https?:|@import", rendered["html"])
     assert page.tags["svg"] >= 3
     for anchor in ("status", "summary", "chart-time-to-cancel", "chart-outcomes", "chart-latency", "stuck",

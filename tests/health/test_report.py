@@ -105,7 +105,7 @@ def test_the_seeded_history_is_realistic(fleet: SeededFleet) -> None:
     for t in fleet.truth.values():
         kinds[outcome(t)] += 1
     assert fleet.total_runs > 2500
-    assert kinds["cancelled"] > 400 and kinds["timed_out"] >= 20 and kinds["ignored"] == 15
+    assert kinds["cancelled"] > 400 and kinds["timed_out"] >= 10 and kinds["ignored"] == 15
     assert kinds["cancelling"] >= 10
     # The server's own timeout ended them, with its message.
     assert all(

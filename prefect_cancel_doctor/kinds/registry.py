@@ -12,9 +12,10 @@ import dataclasses
 
 from prefect_cancel_doctor.kinds.base import InfraRef, Kind
 from prefect_cancel_doctor.kinds.docker.kind import DockerKind
+from prefect_cancel_doctor.kinds.ecs.kind import EcsKind
 from prefect_cancel_doctor.kinds.kubernetes.kind import KubernetesKind
 from prefect_cancel_doctor.kinds.process.kind import NoInfrastructure, ProcessKind
-from prefect_cancel_doctor.kinds.unreachable import EcsKind, UnknownKind
+from prefect_cancel_doctor.kinds.unreachable import UnknownKind
 from prefect_cancel_doctor.model import InfraKind
 
 KINDS: tuple[Kind, ...] = (

@@ -1,0 +1,236 @@
+"""What only an ECS task can say: the findings the rules add (`diagnose.rules` asks the kind).
+
+- `stop_story`: why and when ECS stopped the task, in words (OOM, Spot interruption, an essential
+  container's exit, a failed start, a StopTask and by whom), as prefect-aws's ECS observer
+  diagnoses it (`observers/diagnostics.py`), and more;
+- `task_gone`: the verdict of a Cancelling run whose task stopped (`infrastructure_gone`);
+- `task_facts`: evidence lines on every verdict (status, stop asked and not done past the
+  container's stopTimeout, a command that runs no Runner, ECS Exec's readiness);
+- `next_step`: for a running task this host cannot sample, where the doctor can (`not_attachable`);
+- `stop_commands`: `aws ecs stop-task`, then wait for STOPPED.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timezone
+
+from prefect_cancel_doctor.core.durations import seconds_text
+from prefect_cancel_doctor.core.remedies import remediation, short_fix
+from prefect_cancel_doctor.kinds.ecs.view import TaskView
+from prefect_cancel_doctor.model import Cause, Verdict
+
+#: The reason `resolve` and the by-hand line give StopTask (ECS keeps it as stoppedReason).
+STOP_REASON = "prefect-cancel-doctor: flow run stuck in Cancelling"
+#: What prefect-aws's worker gives StopTask (`_stop_task`).
+WORKER_STOP_REASON = "Stopped by Prefect worker"
+#: The command that runs a Runner in the container (prefect-aws's default).
+RUNNER_COMMAND = ("flow-run", "execute")
+
+
+def _ago(iso: str | None, now: datetime) -> float | None:
+    if not iso:
+        return None
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (now - moment).total_seconds()
+
+
+def _oom(view: TaskView) -> bool:
+    task = view.task
+    return task is not None and any("OutOfMemory" in (c.reason or "") for c in task.containers)
+
+
+def stop_story(view: TaskView) -> str:
+    """Why and when the task stopped, in one clause ("stopped at … : …")."""
+    task = view.task
+    if task is None:
+        why = view.missing or "MISSING"
+        return (
+            f"is no longer known to ECS ({why}; ECS keeps a stopped task for about an hour): it stopped, "
+            "and why can no longer be read"
+        )
+    when = f" at {task.stopped_at or task.stopping_at}" if (task.stopped_at or task.stopping_at) else ""
+    code, reason = task.stop_code or "", task.stopped_reason or ""
+    parts: list[str] = []
+    if code == "TaskFailedToStart" or "CannotPullContainerError" in reason:
+        parts.append(f"failed to start ({code or 'CannotPullContainerError'}: {reason or 'no reason given'})")
+    elif code == "SpotInterruption" or "spot" in reason.lower():
+        parts.append(f"was stopped by a Spot interruption ({code}: {reason or 'capacity reclaimed'})")
+    elif code == "TerminationNotice":
+        parts.append(f"was stopped by a termination notice of its host ({reason or code})")
+    elif code == "EssentialContainerExited":
+        parts.append(f"stopped because an essential container exited ({reason or code})")
+    elif code == "UserInitiated":
+        who = (
+            "prefect-aws's worker (kill_infrastructure)"
+            if reason == WORKER_STOP_REASON
+            else "a StopTask call"
+        )
+        parts.append(f"was stopped by {who}" + (f" ({reason})" if reason else ""))
+    elif code == "ServiceSchedulerInitiated":
+        parts.append(f"was stopped by its ECS service's scheduler ({reason or code})")
+    else:
+        parts.append(f"stopped ({code or 'no stop code'}: {reason or 'no reason given'})")
+    for container in task.containers:
+        if container.exit_code is None and not container.reason:
+            continue
+        line = f"container {container.name}"
+        line += f" exited with code {container.exit_code}" if container.exit_code is not None else " stopped"
+        if container.reason:
+            line += f" ({container.reason})"
+        if "OutOfMemory" in (container.reason or ""):
+            line += ": the kernel's OOM killer ended it for using more memory than its limit"
+        elif container.exit_code == 137:
+            line += ": SIGKILLed (ECS's stop after its stopTimeout, or the OOM killer)"
+        parts.append(line)
+    return f"stopped{when}: " + "; ".join(parts)
+
+
+def task_gone(view: TaskView, notes: tuple[str, ...]) -> Verdict:
+    """`infrastructure_gone` for a Cancelling run whose task no longer runs."""
+    story = stop_story(view)
+    summary = f"The run's ECS task {view.name} {story}. Only the API state is stuck in Cancelling."
+    fixes = list(remediation(Cause.INFRASTRUCTURE_GONE, None))
+    if _oom(view):
+        fixes.append("raise the task's memory (the work pool's `memory`, or the task definition's)")
+    if view.task is not None and view.task.stop_code == "SpotInterruption":
+        fixes.append("run runs that must not be interrupted on FARGATE or on-demand capacity, not Spot")
+    if view.task is not None and view.task.stop_code == "TaskFailedToStart":
+        fixes.append("check the image, the execution role's permissions and the networking of the task")
+    fixes.append(
+        "enable prefect-aws's ECS observer (EventBridge → SQS) so a stopped task's run is marked Crashed "
+        "(it does not act on a task that exits 0)"
+    )
+    return Verdict(
+        cause=Cause.INFRASTRUCTURE_GONE,
+        summary=summary,
+        confidence=0.9,
+        blocking_call=None,
+        evidence=(*notes, f"ECS task {view.name} {story}"),
+        remediation=tuple(fixes),
+        short_fix=short_fix(Cause.INFRASTRUCTURE_GONE, None),
+    )
+
+
+def runs_no_runner(command: tuple[str, ...]) -> bool:
+    """A job command that starts the flow engine without a Runner (nothing in the task acts on a cancel)."""
+    text = " ".join(command)
+    return bool(command) and " ".join(RUNNER_COMMAND) not in text and "prefect.engine" in text
+
+
+def task_facts(view: TaskView, now: datetime | None = None) -> tuple[str, ...]:
+    """Evidence lines about the task, for every verdict of its run."""
+    task = view.task
+    if task is None:
+        return ()
+    now = now or datetime.now(timezone.utc)
+    where = "Fargate" if task.on_fargate else (task.launch_type or task.capacity_provider or "?")
+    facts = [
+        f"ECS task {view.name}: lastStatus {task.last_status}, desiredStatus {task.desired_status}, "
+        f"launch type {where}" + (f", started at {task.started_at}" if task.started_at else "")
+    ]
+    command = view.command
+    if command:
+        facts.append(f"container {view.container_name}: command `{' '.join(command)[:160]}`")
+    if runs_no_runner(command):
+        facts.append(
+            "the task's command runs the flow engine without a Prefect Runner (`prefect flow-run execute`): "
+            "nothing in the task acts on a cancel"
+        )
+    stopping = task.desired_status == "STOPPED" and not view.gone
+    if stopping:
+        since = task.stopping_at
+        ago = _ago(since, now)
+        timeout = view.stop_timeout
+        if ago is not None and ago > timeout:
+            instance = view.instance
+            agent = ""
+            if instance is not None and instance.agent_connected is False:
+                agent = (
+                    f"; the ECS agent of its container instance ({instance.ec2_instance_id}) is disconnected"
+                )
+            facts.append(
+                f"ECS was asked to stop the task at {since}, {seconds_text(ago)} ago, past its container's "
+                f"stopTimeout of {timeout} s: ECS's SIGKILL should have ended it and did not{agent}"
+            )
+        else:
+            facts.append(
+                "ECS is stopping the task (desiredStatus STOPPED"
+                + (f" since {since}" if since else "")
+                + f"): SIGTERM, then SIGKILL after its stopTimeout of {timeout} s"
+            )
+    definition = view.flow_definition
+    if definition is not None and definition.init_process_enabled is False and command and not view.gone:
+        facts.append(
+            f"container {view.container_name} has no init (linuxParameters.initProcessEnabled is false): "
+            "its command is PID 1"
+        )
+    return tuple(facts)
+
+
+def exec_line(view: TaskView) -> str:
+    """The `aws ecs execute-command` line that dumps the flow's stacks from inside the task."""
+    return (
+        f"aws ecs execute-command --cluster {shlex.quote(view.cluster_name)} "
+        f"--task {shlex.quote(view.task_id)} "
+        f"--container {shlex.quote(view.container_name)} --interactive "
+        '--command "py-spy dump --subprocesses --pid 1"'
+    )
+
+
+def exec_needs(view: TaskView) -> list[str]:
+    """What the task lacks for `exec_line` to work (empty: nothing known to be missing)."""
+    task, definition = view.task, view.flow_definition
+    needs = []
+    if task is not None and not task.enable_execute_command:
+        needs.append(
+            "the task was started without ECS Exec (enableExecuteCommand): start tasks with it (the ECS "
+            "work pool's task run request, `enableExecuteCommand: true`) and give the task role "
+            "ssmmessages:* permissions"
+        )
+    if definition is None or "SYS_PTRACE" not in definition.capabilities_add:
+        needs.append(
+            f"py-spy needs SYS_PTRACE: add it to container {view.container_name}'s "
+            "linuxParameters.capabilities.add in the task definition"
+        )
+    needs.append("py-spy must be installed in the image")
+    return needs
+
+
+def next_step(view: TaskView) -> str:
+    """Why a running task cannot be sampled from here, and exactly where and how it can be."""
+    task = view.task
+    assert task is not None
+    instance = view.instance
+    if not task.on_fargate and instance is not None and instance.ec2_instance_id:
+        return (
+            f"the run's ECS task {view.name} runs on EC2 container instance {instance.ec2_instance_id}, not "
+            "on this host: run the doctor there (its Docker engine runs the task's containers), or sample "
+            f"it with ECS Exec: `{exec_line(view)}`"
+        )
+    where = "on Fargate (no host to run the doctor on)" if task.on_fargate else "not on this host"
+    text = f"the run's ECS task {view.name} runs {where}: sample it with ECS Exec: `{exec_line(view)}`"
+    needs = exec_needs(view)
+    return text + "; it needs: " + "; ".join(needs)
+
+
+def stop_commands(view: TaskView) -> tuple[str, ...]:
+    """StopTask (SIGTERM, SIGKILL after the stopTimeout), then wait for ECS to say STOPPED."""
+    cluster, task = shlex.quote(view.cluster), shlex.quote(view.task_arn)
+    return (
+        f"aws ecs stop-task --cluster {cluster} --task {task} --reason {shlex.quote(STOP_REASON)} >/dev/null",
+        f"aws ecs wait tasks-stopped --cluster {cluster} --tasks {task}",
+    )
+
+
+def ecs_short_fix(cause: Cause, view: TaskView | None) -> str | None:
+    if cause is Cause.NOT_ATTACHABLE and view is not None and view.task is not None:
+        return "ECS Exec: py-spy in the task" if view.task.on_fargate else "run the doctor on its EC2 host"
+    if cause is Cause.ORPHANED_INFRASTRUCTURE:
+        return "aws ecs stop-task"
+    return None

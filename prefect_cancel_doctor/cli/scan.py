@@ -41,6 +41,7 @@ from prefect_cancel_doctor.render import Format
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+    from prefect_cancel_doctor.core.options import Options
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.scan.engine import ProgressFn
 
@@ -188,6 +189,7 @@ INSPECT_EPILOG = examples(
     "prefect-cancel-doctor inspect --pid 12345 -o markdown --output-file ticket.md",
     "prefect-cancel-doctor inspect --pod prod/etl-x7k2p-abcde   # a Kubernetes pod, by kubeconfig",
     "prefect-cancel-doctor inspect --pid 1        # in a debug container sharing a pod's PIDs",
+    "prefect-cancel-doctor inspect --ecs-task prod/0a1b2c3d4e5f   # an ECS task, by boto3's credentials",
 )
 
 
@@ -213,6 +215,17 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    ecs_task: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ecs-task",
+            help="Diagnose this ECS task (CLUSTER/TASK, TASK an id or ARN), without the Prefect API; AWS "
+            "credentials, region and endpoint as boto3 reads them (AWS_PROFILE, AWS_REGION, "
+            "AWS_ENDPOINT_URL_ECS).",
+            show_default=False,
+            metavar="CLUSTER/TASK",
+        ),
+    ] = None,
     any_process: Annotated[
         bool,
         typer.Option(
@@ -234,12 +247,17 @@ def inspect(
     context: KubeContext = None,
     debug_image: DebugImage = None,
 ) -> None:
-    """Diagnose a process, container or pod you already know (the flow process, a survivor, a pod).
+    """Diagnose a process, container, pod or ECS task you already know (the flow process, a survivor).
 
     A --pid that is no Prefect flow (no flow engine, Runner or PREFECT__FLOW_RUN_ID
     in it or its children, no flow engine in its stacks) is refused with exit 2."""
-    if [pid is not None, container is not None, pod is not None].count(True) != 1:
-        fail(usage("give exactly one of --pid PID, --container ID|NAME or --pod NAMESPACE/NAME"))
+    if [pid is not None, container is not None, pod is not None, ecs_task is not None].count(True) != 1:
+        fail(
+            usage(
+                "give exactly one of --pid PID, --container ID|NAME, --pod NAMESPACE/NAME or "
+                "--ecs-task CLUSTER/TASK"
+            )
+        )
     options = kube(
         scan_options(samples, interval, native, locals_, 4, timeout), kubeconfig, context, debug_image
     )
@@ -249,12 +267,25 @@ def inspect(
 
         if pod is not None:
             return inspect_pod(pod, options, progress)
+        if ecs_task is not None:
+            return _inspect_ecs_task(ecs_task, options, progress)
         if container is not None:
             return inspect_container(container, options, progress)
         assert pid is not None
         return inspect_pid(pid, options, progress, any_process=any_process)
 
     run_report(fmt, color, work, output_file, samples_detail, deadline)
+
+
+def _inspect_ecs_task(target: str, options: Options, progress: ProgressFn) -> Report:
+    """`inspect --ecs-task`: the task located as a scan would (on this host's Docker engine, or where it
+    can be sampled), then sampled and diagnosed by the engine's last steps."""
+    from prefect_cancel_doctor.kinds.base import Here, Job
+    from prefect_cancel_doctor.kinds.ecs.kind import locate_alone
+    from prefect_cancel_doctor.scan.engine import _finish
+
+    _, location = locate_alone(target, options)
+    return _finish(None, [Job(None, location, [])], Here({}, options), progress)
 
 
 def _published(api: PrefectApi, report: Report) -> Report:

@@ -7,6 +7,7 @@ which wins over the configured one (the task lives there).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -55,6 +56,9 @@ class EcsApi:
 
                 if self._session is None:
                     self._session = boto3.session.Session()
+                # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what ECS tasks, Lambda and the other
+                # SDKs set: read too, after the profile's.
+                region = region or self._session.region_name or os.environ.get("AWS_REGION") or None
                 config = Config(
                     connect_timeout=min(self.timeout, 5.0),
                     read_timeout=self.timeout,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 #: The IAM actions the doctor uses (resolve adds ecs:StopTask).
 READ_ACTIONS = "ecs:DescribeTasks, ecs:DescribeTaskDefinition and ecs:DescribeContainerInstances"
 
@@ -14,6 +16,12 @@ class EcsError(Exception):
         self.hint = hint
         #: The API's error code (AccessDeniedException, ...), or the botocore exception's name.
         self.code = code
+
+
+def _message(text: str) -> str:
+    """The message of an error body, also where an endpoint answered XML to a JSON API."""
+    match = re.search(r"<Message>(.*?)</Message>", text, re.S)
+    return (match.group(1) if match else text).strip()[:500]
 
 
 def classify(exc: BaseException, action: str) -> EcsError:
@@ -32,14 +40,17 @@ def classify(exc: BaseException, action: str) -> EcsError:
     if isinstance(exc, bx.NoRegionError):
         return EcsError(
             f"no AWS region for ecs:{action}",
-            "set AWS_REGION (the region of the task, as its ARN shows)",
+            "set AWS_REGION or AWS_DEFAULT_REGION (the task's region, as its ARN shows)",
             code="NoRegionError",
         )
     if isinstance(exc, bx.ClientError):
-        error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
+        response = exc.response if isinstance(exc.response, dict) else {}
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = str(error.get("Code") or "ClientError")
-        message = str(error.get("Message") or exc)
-        if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        message = _message(str(error.get("Message") or exc))
+        denied = code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
+        if denied or (status == 403 and code.isdigit()):  # a 403 whose body botocore could not read
             return EcsError(
                 f"access denied to ecs:{action}: {message}",
                 f"grant the doctor's identity {READ_ACTIONS} (and ecs:StopTask for resolve)",

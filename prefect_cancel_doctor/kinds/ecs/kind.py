@@ -248,6 +248,13 @@ def locate_alone(target: str, options: Options) -> tuple[str | None, Location]:
             hint=f"list them with `aws ecs list-tasks --cluster {cluster}`",
         )
     run_id = view.task.flow_run_id if view.task else None
+    if view.gone:
+        from prefect_cancel_doctor.kinds.ecs.facts import stop_story
+
+        raise TargetError(
+            f"ECS task {view.name} {stop_story(view)}: nothing of it runs to inspect",
+            hint=f"diagnose its run: `prefect-cancel-doctor diagnose {run_id}`" if run_id else None,
+        )
     return run_id, locate_task(run_id, view, options)
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prefect_cancel_doctor.clients.ecs_api.records import (
-    ContainerDefinition,
-    ContainerInstance,
-    EcsContainer,
-    EcsTask,
-    TaskDefinition,
-)
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.clients.ecs_api.records import (
+        ContainerDefinition,
+        ContainerInstance,
+        EcsContainer,
+        EcsTask,
+        TaskDefinition,
+    )
 
 #: ECS's default stopTimeout (seconds between StopTask's SIGTERM and its SIGKILL).
 DEFAULT_STOP_TIMEOUT = 30

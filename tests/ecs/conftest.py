@@ -1,6 +1,8 @@
 """ECS fixtures: the ECS API from moto in server mode (`ThreadedMotoServer` on a local port, reached
 through boto3's endpoint setting AWS_ENDPOINT_URL), a real local Prefect server, and staged runs whose
-`infrastructure_pid` is prefect-aws's "<cluster>::<task ARN>" of a moto task.
+`infrastructure_pid` is prefect-aws's "<cluster>::<task ARN>" of a moto task. Both are made once a
+session (a worker's, under pytest-xdist), not once a module: xdist may run another module's tests
+between this module's, which would tear a module fixture down and make it again.
 
 moto runs in this process: the harness reflects what ECS would record of a stop (stopCode,
 stoppedReason, stoppingAt, each container's exit code and reason) into moto's task, as ECS's agent
@@ -126,7 +128,7 @@ class MotoEcs:
         return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def moto_ecs() -> Iterator[MotoEcs]:
     try:
         from moto.core.common_models import BaseModel  # noqa: F401
@@ -206,7 +208,7 @@ class EcsPrefect:
         return run_id, arn
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ecs_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EcsPrefect]:
     from prefect.client.schemas.actions import WorkPoolCreate
 

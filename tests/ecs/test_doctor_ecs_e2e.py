@@ -173,8 +173,9 @@ def test_an_identity_iam_denies_is_a_clear_not_attachable(moto_ecs: MotoEcs, ecs
 
     run_id, _ = ecs_prefect.cancelling_run(moto_ecs)
     iam = moto_ecs.client("iam")
-    iam.create_user(UserName="doctor-without-ecs")
-    key = iam.create_access_key(UserName="doctor-without-ecs")["AccessKey"]
+    user = f"doctor-without-ecs-{run_id[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
     previous = settings.INITIAL_NO_AUTH_ACTION_COUNT
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # moto enforces IAM from now on
     try:
@@ -186,3 +187,112 @@ def test_an_identity_iam_denies_is_a_clear_not_attachable(moto_ecs: MotoEcs, ecs
     assert verdict["cause"] == "not_attachable", verdict
     assert "access denied to ecs:DescribeTasks" in verdict["summary"]
     assert "grant the doctor's identity ecs:DescribeTasks, ecs:DescribeTaskDefinition" in verdict["summary"]
+
+
+STUCK_FLOW = """import time
+
+from prefect import flow
+
+
+@flow
+def etl() -> None:
+    print("ready", flush=True)
+    time.sleep(600)  # BLOCKING
+"""
+
+
+@pytest.mark.docker
+def test_a_task_on_this_ec2_host_is_found_by_its_agent_labels_and_sampled(
+    moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """GIVEN an EC2 task whose flow container runs on this host's Docker engine with the ECS agent's
+    labels, its command `python -m prefect.engine` (no Runner) against the real server, WHEN its run is
+    cancelled and diagnosed, THEN the ECS kind finds the container, samples it through the Docker
+    paths: cancel_not_observed, a sleep at the flow's marked line, the verdict saying it is an ECS task
+    on this host and ending it with `aws ecs stop-task`; `resolve` ends it (the engine's SIGTERM by
+    its host PID) and marks the run Cancelled."""
+    import os
+    import sys
+    import uuid
+    from pathlib import Path
+
+    from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL, build_image, host_mounts
+    from tests.ecs.conftest import CLUSTER
+
+    flows = tmp_path_factory.mktemp("ecs-ec2-flows")
+    Path(flows, "stuck.py").write_text(STUCK_FLOW)
+    line = STUCK_FLOW.splitlines().index("    time.sleep(600)  # BLOCKING") + 1
+    deployment = ecs_prefect.prefect.deploy(
+        flow_name="etl-on-ec2", entrypoint="stuck.py:etl", directory=flows, pool="ecs", name="ec2"
+    )
+    run_id = ecs_prefect.prefect.create_run(deployment, {})
+    arn = moto_ecs.run_task(run_id, launch_type="EC2")
+    ecs_prefect.prefect.client.update_flow_run(uuid.UUID(run_id), infrastructure_pid=f"{CLUSTER}::{arn}")
+    ecs_prefect.prefect.propose_pending(run_id)
+    owner = f"ecs-{uuid.uuid4().hex[:8]}"
+    image = build_image(docker_client, owner, owner)
+    container = docker_client.create(
+        {
+            "Image": image,
+            "Cmd": [f"{sys.prefix}/bin/python", "-m", "prefect.engine"],
+            "Env": [
+                f"PREFECT_API_URL={ecs_prefect.api_url}",
+                f"PREFECT__FLOW_RUN_ID={run_id}",
+                "PREFECT_HOME=/tmp/prefect-home",
+                "PYTHONUNBUFFERED=1",
+            ],
+            "Labels": {
+                "com.amazonaws.ecs.task-arn": arn,
+                "com.amazonaws.ecs.container-name": "prefect",
+                "com.amazonaws.ecs.cluster": CLUSTER,
+                "com.amazonaws.ecs.task-definition-family": "prefect",
+                OWNER_LABEL: owner,
+            },
+            "HostConfig": {"NetworkMode": "host", "Binds": host_mounts([flows]), "AutoRemove": False},
+        },
+        name=f"ecs-agent-{owner}",
+    )
+    try:
+        docker_client.start(container)
+        deadline = time.monotonic() + 90
+        while b"ready" not in docker_client.logs(container)[0]:
+            out, err = docker_client.logs(container)
+            assert time.monotonic() < deadline, (out + err).decode(errors="replace")[-3000:]
+            assert docker_client.inspect(container).running, (out + err).decode(errors="replace")[-3000:]
+            time.sleep(0.3)
+        assert ecs_prefect.prefect.cancel_run(run_id) == "CANCELLING"
+        docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        verdict_entry = json.loads(
+            run_cli(
+                "diagnose", run_id, "-o", "json", "--no-native",
+                env=moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url, DOCKER_HOST=docker_host),
+            ).stdout
+        )["runs"][0]  # fmt: skip
+        resolved = run_cli(
+            "resolve", run_id, "--yes", "--grace", "5",
+            env=moto_ecs.env(
+                PREFECT_API_URL=ecs_prefect.api_url,
+                DOCKER_HOST=docker_host,
+                XDG_STATE_HOME=str(flows / "state"),
+            ),
+        )  # fmt: skip
+        assert resolved.returncode == 0, resolved.stdout[-2000:] + resolved.stderr[-2000:]
+        assert not docker_client.inspect(container).running
+        assert ecs_prefect.prefect.state_type(run_id) == "CANCELLED"
+        actions = (flows / "state" / "prefect-cancel-doctor" / "actions.jsonl").read_text()
+        assert "SIGTERM" in actions and run_id in actions
+    finally:
+        docker_client.remove(container)
+        from prefect_cancel_doctor.demo.docker_harness import IMAGE_REPOSITORY
+
+        docker_client.remove_image(f"{IMAGE_REPOSITORY}:{owner}")
+    verdict, target = verdict_entry["verdict"], verdict_entry["target"]
+    assert target["kind"] == "ecs"
+    assert f"on this host (Docker container {container[:12]})" in target["description"]
+    assert verdict["cause"] == "cancel_not_observed", verdict
+    call = verdict["blocking_call"]
+    assert (call["kind"], Path(call["filename"]).name, call["line"]) == ("sleep", "stuck.py", line)
+    assert any(
+        "runs on this host: its container prefect is Docker container" in e for e in verdict["evidence"]
+    )
+    assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {arn}")

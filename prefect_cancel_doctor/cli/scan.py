@@ -281,7 +281,7 @@ def _inspect_ecs_task(target: str, options: Options, progress: ProgressFn) -> Re
     """`inspect --ecs-task`: the task located as a scan would (on this host's Docker engine, or where it
     can be sampled), then sampled and diagnosed by the engine's last steps."""
     from prefect_cancel_doctor.kinds.base import Here, Job
-    from prefect_cancel_doctor.kinds.ecs.kind import locate_alone
+    from prefect_cancel_doctor.kinds.ecs.locate import locate_alone
     from prefect_cancel_doctor.scan.engine import _finish
 
     _, location = locate_alone(target, options)

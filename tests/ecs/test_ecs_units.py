@@ -25,7 +25,8 @@ from prefect_cancel_doctor.kinds.ecs.facts import (
     task_facts,
     task_gone,
 )
-from prefect_cancel_doctor.kinds.ecs.kind import EcsKind, split_target
+from prefect_cancel_doctor.kinds.ecs.kind import EcsKind
+from prefect_cancel_doctor.kinds.ecs.locate import split_target
 from prefect_cancel_doctor.kinds.ecs.read import read_tasks
 from prefect_cancel_doctor.kinds.ecs.view import TaskView
 from prefect_cancel_doctor.kinds.registry import parse_infrastructure_pid

@@ -1,7 +1,8 @@
 """ECS support costs nothing to runs that are not on ECS.
 
 GIVEN a Prefect API with no runs, WHEN a whole `scan` runs in a fresh interpreter (and `--help` is
-printed), THEN neither boto3 nor botocore, nor the ECS client, reader or rules, is imported.
+printed), THEN neither boto3 nor botocore, nor the ECS client, reader, locator, rules or stopper is
+imported: only the kind's class (`kinds/ecs/kind.py`), which the registry holds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ ECS_MODULES = {
     "prefect_cancel_doctor.clients.ecs_api.client",
     "prefect_cancel_doctor.kinds.ecs.read",
     "prefect_cancel_doctor.kinds.ecs.facts",
+    "prefect_cancel_doctor.kinds.ecs.locate",
+    "prefect_cancel_doctor.kinds.ecs.stop",
+    "prefect_cancel_doctor.kinds.ecs.view",
 }
 
 

@@ -7,7 +7,9 @@ stopTimeout after StopTask, and an EC2 task on another container instance, WHEN 
 runs, THEN each verdict says so (infrastructure_gone naming the stop; not_attachable with the
 execute-command line, or the EC2 instance to run the doctor on), and the scan made one
 DescribeTasks call for the cluster. Without credentials, or with an identity IAM denies, the
-verdict is a clear not_attachable, no traceback.
+verdict is a clear not_attachable, no traceback. A real prefect-aws ECS worker submits a run to moto
+and the doctor reads what it recorded; with Docker, a task on this host (the ECS agent's labels) is
+sampled and ended through the Docker paths.
 """
 
 from __future__ import annotations
@@ -296,3 +298,63 @@ def test_a_task_on_this_ec2_host_is_found_by_its_agent_labels_and_sampled(
         "runs on this host: its container prefect is Docker container" in e for e in verdict["evidence"]
     )
     assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {arn}")
+
+
+def test_a_run_submitted_by_a_real_prefect_aws_worker(
+    moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """GIVEN a real `prefect worker start --type ecs` (prefect-aws, its own default job template) on
+    moto, WHEN it submits a run (EC2 launch type, on moto's container instance) and the started run
+    is cancelled, THEN the doctor reads the task the worker recorded (`<cluster>::<task ARN>`) and its
+    run request (the run's id in the container override, `prefect flow-run execute`): not_attachable,
+    naming the EC2 instance to run the doctor on."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import unavailable
+
+    if importlib.util.find_spec("prefect_aws") is None:
+        unavailable(
+            "prefect-aws is not installed (pip install 'prefect-aws>=0.7.12'; it needs prefect>=3.8.4)"
+        )
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect_aws.workers.ecs_worker import ECSWorker
+
+    prefect = ecs_prefect.prefect
+    pool = "ecs-real-worker"
+    prefect.client.create_work_pool(
+        WorkPoolCreate(name=pool, type="ecs", base_job_template=ECSWorker.get_default_base_job_template())
+    )
+    flow_id = prefect.client.create_flow_from_name("etl-on-ecs")
+    deployment = prefect.client.create_deployment(
+        flow_id=flow_id,
+        name="ecs",
+        work_pool_name=pool,
+        entrypoint="flow.py:etl",
+        job_variables={"cluster": CLUSTER, "launch_type": "EC2", "image": "prefecthq/prefect:3-latest"},
+    )
+    run_id = prefect.create_run(str(deployment), {})
+    home = tmp_path_factory.mktemp("ecs-worker-home")
+    env = moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url, PREFECT_HOME=str(home))
+    env["AWS_DEFAULT_REGION"] = env["AWS_REGION"]
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "ecs", "--run-once"],
+        env={**env, "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    raw = prefect.read_run(run_id).infrastructure_pid
+    assert raw and "::" in raw, worker.stdout[-3000:] + worker.stderr[-3000:]
+    cluster, arn = raw.split("::", 1)
+    prefect.force_state(run_id, "RUNNING")  # its Runner started in the task
+    assert prefect.cancel_run(run_id) == "CANCELLING"
+
+    verdict = _diagnose(ecs_prefect, run_id, moto_ecs.env())
+
+    assert cluster == CLUSTER and arn.startswith("arn:aws:ecs:")
+    assert verdict["cause"] == "not_attachable", verdict
+    assert f"runs on EC2 container instance {moto_ecs.ec2_instance_id}" in verdict["summary"]
+    assert any("command `prefect flow-run execute`" in line for line in verdict["evidence"]), verdict

@@ -40,29 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("server") or item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.real)
-    _group_for_workers(items)
-
-
-#: The session fixtures that stage something slow, by the group of tests that share them: with
-#: pytest-xdist (`-n 2 --dist loadgroup`, pyproject's addopts) each is staged once, on one worker.
-SHARED_STAGING = {"demo_environment": "staged", "fleet_environment": "health", "docker_client": "docker"}
-
-
-def _group_for_workers(items: list[pytest.Item]) -> None:
-    """Each test module runs whole on one worker (its module fixtures are made once); a module that
-    uses a slow session fixture runs on the worker of every other module that uses it."""
-    shared: dict[str, set[str]] = {}
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        groups = shared.setdefault(item.nodeid.split("::", 1)[0], set())
-        groups.update(group for name, group in SHARED_STAGING.items() if name in fixtures)
-    by_module: dict[str, str] = {}
-    for module, groups in shared.items():
-        if len(groups) > 1:
-            raise pytest.UsageError(f"{module} uses the session stagings of {sorted(groups)}: split it")
-        by_module[module] = groups.pop() if groups else module
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(by_module[item.nodeid.split("::", 1)[0]]))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

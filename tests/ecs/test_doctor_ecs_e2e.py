@@ -34,7 +34,9 @@ def scanned(moto_ecs: MotoEcs, ecs_prefect: EcsPrefect) -> dict[str, Any]:
         "fargate": ecs_prefect.cancelling_run(moto_ecs),
         "stopping": ecs_prefect.cancelling_run(moto_ecs, execute=True),
         "ec2": ecs_prefect.cancelling_run(moto_ecs, launch_type="EC2"),
+        "orphan": ecs_prefect.cancelling_run(moto_ecs),
     }
+    ecs_prefect.prefect.force_state(runs["orphan"][0], "CANCELLED", "Flow run cancellation timed out")
     moto_ecs.stop_task(
         runs["oom"][1],
         code="EssentialContainerExited",
@@ -135,6 +137,17 @@ def test_an_ec2_task_elsewhere_names_the_instance_to_run_the_doctor_on(
     assert (
         f"runs on EC2 container instance {moto_ecs.ec2_instance_id}, not on this host" in verdict["summary"]
     )
+
+
+def test_a_cancelled_run_whose_task_still_runs_is_reported_as_an_orphan(scanned: dict[str, Any]) -> None:
+    verdict = scanned["by_name"]["orphan"]["verdict"]
+    arn = scanned["arns"]["orphan"]
+
+    assert scanned["by_name"]["orphan"]["flow_run"]["state_type"] == "CANCELLED"
+    assert verdict["cause"] == "not_attachable", verdict
+    assert "the run is Cancelled but its ECS task" in verdict["summary"]
+    assert "still runs (an orphan" in verdict["summary"]
+    assert f"aws ecs stop-task --cluster {CLUSTER} --task {arn}" in verdict["summary"]
 
 
 def test_inspect_an_ecs_task_by_cluster_and_id(scanned: dict[str, Any], moto_ecs: MotoEcs) -> None:

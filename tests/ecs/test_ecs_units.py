@@ -187,3 +187,12 @@ def test_a_scan_reads_tasks_one_call_per_cluster_per_100() -> None:
 
     assert len(views) == 270 and all(v.gone for v in views.values())
     assert api.calls == [("prod", 100), ("prod", 100), ("prod", 50), ("dev", 20)]
+
+
+def test_no_boto3_is_a_clear_error_with_the_extra_to_install() -> None:
+    from prefect_cancel_doctor.clients.ecs_api.errors import classify
+
+    error = classify(ModuleNotFoundError("No module named 'boto3'"), "DescribeTasks")
+
+    assert "boto3 is not installed" in str(error)
+    assert error.hint is not None and "prefect-cancel-doctor[ecs]" in error.hint

@@ -26,6 +26,12 @@ def _message(text: str) -> str:
 
 def classify(exc: BaseException, action: str) -> EcsError:
     """An `EcsError` for a botocore/boto3 exception raised by `action` ("DescribeTasks")."""
+    if isinstance(exc, ImportError):
+        return EcsError(
+            f"boto3 is not installed, so ecs:{action} cannot be called ({exc})",
+            "install the doctor's ecs extra (`uv tool install 'prefect-cancel-doctor[ecs]'`) or boto3",
+            code="ImportError",
+        )
     from botocore import exceptions as bx
 
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):

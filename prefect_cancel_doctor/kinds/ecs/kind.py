@@ -65,7 +65,8 @@ class EcsKind(ProcessesOnly):
             view = read_tasks([key], api(here))[key]
         cancelling = run.state is not None and run.state_type == StateType.CANCELLING
         since = parse_time(run.state.timestamp) if cancelling and run.state else None
-        return locate_task(run.id, view, here.options, since=since)
+        final = None if cancelling or run.state is None else run.state.name
+        return locate_task(run.id, view, here.options, since=since, final_state=final)
 
     def still_there(self, location: Location) -> bool:
         from prefect_cancel_doctor.kinds.ecs.view import recall

@@ -17,9 +17,16 @@ if TYPE_CHECKING:
 API_TIMEOUT = 10.0
 
 
-def locate_task(run_id: str | None, view: TaskView, options: Options, *, since: object = None) -> Location:
+def locate_task(
+    run_id: str | None,
+    view: TaskView,
+    options: Options,
+    *,
+    since: object = None,
+    final_state: str | None = None,
+) -> Location:
     """Where the run's task is, from what ECS and this host's Docker engine say; never samples."""
-    from prefect_cancel_doctor.kinds.ecs.facts import next_step
+    from prefect_cancel_doctor.kinds.ecs.facts import next_step, stop_commands
 
     description = f"ECS task {view.name}"
     if view.error is not None:
@@ -45,7 +52,13 @@ def locate_task(run_id: str | None, view: TaskView, options: Options, *, since: 
         location = Location(InfraKind.ECS, description + " (stopped)", notes=view.notes)
         description = location.description
     else:
-        location = Location(InfraKind.ECS, description, notes=view.notes, unreachable=next_step(view))
+        why = next_step(view)
+        if final_state is not None:  # the server's cancellation timeout, say: the task holds on
+            why = (
+                f"the run is {final_state} but its ECS task {view.name} still runs (an orphan, holding its "
+                f"capacity): stop it with `{stop_commands(view)[0]}`; {why}"
+            )
+        location = Location(InfraKind.ECS, description, notes=view.notes, unreachable=why)
     remember(description, view)
     return location
 

@@ -218,8 +218,9 @@ def test_no_output_of_any_command_carries_a_secret(demo_environment: DemoEnviron
             for fmt in ("terminal", "json")
         ]
         commands += [("scan", "--samples", "1", "--locals", "--format", fmt) for fmt in ("terminal", "json")]
+        # The report's secrets are the connection's (its sampling is scan's, checked above): not sampled.
         commands += [
-            ("report", "--since", "1h", "--top", "100", "--format", fmt)
+            ("report", "--since", "1h", "--top", "100", "--no-sample", "--format", fmt)
             for fmt in ("terminal", "markdown", "html", "json")
         ]
         commands.append(("scan", "--api-url", "http://admin:hunter2@127.0.0.1:9/api"))
@@ -272,13 +273,16 @@ def test_hostile_names_and_pids_print_inert_in_every_format(
             ("scan", "--samples", "1", "--format", "markdown"),
             ("diagnose", run_id, "--format", "terminal"),
         ]
+        # The hostile run has no process to sample: the report lists it from the API alone.
         commands += [
-            ("report", "--since", "1h", "--top", "100", "--format", fmt)
+            ("report", "--since", "1h", "--top", "100", "--no-sample", "--format", fmt)
             for fmt in ("terminal", "markdown", "html", "json")
         ]
         in_table = True
+        outputs = {}
         for command in commands:
             done = _doctor(*command, env={**env, "COLUMNS": "200"})
+            outputs[command] = done.stdout
             # scan and diagnose: stuck runs (1); report: no --fail-on rule, so 0.
             assert done.returncode == (0 if command[0] == "report" else 1), (command, done.stderr)
             assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout, command
@@ -292,9 +296,9 @@ def test_hostile_names_and_pids_print_inert_in_every_format(
                 assert f"the first {SHOWN}" in done.stdout, command
             elif command[-1] != "json":
                 assert "x1b" in done.stdout, command  # shown as text (Markdown escapes \\ and [)
-        markdown = _doctor("report", "--since", "1h", "--top", "100", "--format", "markdown", env=env).stdout
+        markdown = outputs[("report", "--since", "1h", "--top", "100", "--no-sample", "--format", "markdown")]
         assert "[click](http://evil)" not in markdown and "<b>" not in markdown
-        html = _doctor("report", "--since", "1h", "--top", "100", "--format", "html", env=env).stdout
+        html = outputs[("report", "--since", "1h", "--top", "100", "--no-sample", "--format", "html")]
         assert "<b>" not in html.replace("<b>Cancellation", "")
     finally:
         api.post(f"flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLED"}, "force": True})

@@ -167,8 +167,9 @@ def task_facts(view: TaskView, now: datetime | None = None) -> tuple[str, ...]:
     definition = view.flow_definition
     if definition is not None and definition.init_process_enabled is False and command and not view.gone:
         facts.append(
-            f"container {view.container_name} has no init (linuxParameters.initProcessEnabled is false): "
-            "its command is PID 1"
+            f"container {view.container_name} has no init (linuxParameters.initProcessEnabled is false): its "
+            "command is PID 1, and a PID 1 without a SIGTERM handler (a shell, a Runner as PID 1) drops "
+            f"StopTask's SIGTERM: ECS then SIGKILLs after {view.stop_timeout} s, before on_cancellation hooks"
         )
     return tuple(facts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -171,3 +172,26 @@ def proc_snapshot(pid: int, cmdline: tuple[str, ...] = ("python", "flow.py"), **
         "start_time_ticks": 1,
     }
     return ProcSnapshot(pid=pid, cmdline=cmdline, **(values | fields))
+
+
+def read_terminal(fd: int, child: subprocess.Popen[bytes], marker: str | None, timeout: float = 180) -> str:
+    """What `child` writes to the terminal whose primary side is `fd`, up to `marker` (None: until
+    the terminal closes, the child done)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker is not None and marker.encode() in out:
+            break
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            if child.poll() is not None and marker is not None:
+                break
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal closed: the child is done
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out.decode(errors="replace")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pty
 import re
-import select
 import shlex
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import CLI, clean_environ, run_cli
+from tests.helpers import CLI, clean_environ, read_terminal, run_cli
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.environment import DemoEnvironment
@@ -131,9 +130,9 @@ def test_resolve_as_written_shows_its_plan_and_a_no_does_nothing(
         [*CLI, *argv], stdin=secondary, stdout=secondary, stderr=secondary, env=env
     ) as child:
         os.close(secondary)
-        out = _read_until(primary, child, "[y/N]")
+        out = read_terminal(primary, child, "[y/N]")
         os.write(primary, b"n\n")
-        out += _read_until(primary, child, None)
+        out += read_terminal(primary, child, None)
         assert child.wait(timeout=30) == 5, out  # declined: nothing done
     os.close(primary)
     assert "Traceback" not in out and run.run_name in out and "SIGTERM" in out, out
@@ -172,25 +171,3 @@ def test_the_readme_wheel_command_builds_a_wheel(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.glob("prefect_cancel_doctor-*-py3-none-any.whl")], list(
         tmp_path.iterdir()
     )
-
-
-def _read_until(fd: int, child: subprocess.Popen[bytes], marker: str | None, timeout: float = 180) -> str:
-    """What the child writes to its terminal, up to `marker` (None: until it closes)."""
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if marker is not None and marker.encode() in out:
-            break
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if not ready:
-            if child.poll() is not None and marker is not None:
-                break
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the terminal closed: the child is done
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out.decode(errors="replace")

@@ -374,6 +374,7 @@ def test_staged_processes_print_no_telemetry_notice(tmp_path: Path) -> None:
     import sys
 
     from prefect_cancel_doctor.demo.harness import LocalPrefect
+    from tests.helpers import read_terminal
 
     ci_vars = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "CI_NAME")
 
@@ -384,18 +385,10 @@ def test_staged_processes_print_no_telemetry_notice(tmp_path: Path) -> None:
             [sys.executable, "-c", "import prefect"], env=env, stdout=secondary, stderr=secondary
         ) as child:
             os.close(secondary)
-            out = b""
-            while True:
-                try:
-                    chunk = os.read(primary, 4096)
-                except OSError:  # the terminal closed: the child is done
-                    break
-                if not chunk:
-                    break
-                out += chunk
+            out = read_terminal(primary, child, None, timeout=60)
             child.wait(timeout=60)
         os.close(primary)
-        return out.decode(errors="replace")
+        return out
 
     staged = LocalPrefect(workdir=tmp_path / "staged").child_env()
     bare = {**staged, "PREFECT_HOME": str(tmp_path / "bare")}

@@ -41,7 +41,6 @@ from prefect_cancel_doctor.render import Format
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.prefect_api import PrefectApi
-    from prefect_cancel_doctor.core.options import Options
     from prefect_cancel_doctor.model import Diagnosis, Report
     from prefect_cancel_doctor.scan.engine import ProgressFn
 
@@ -263,29 +262,23 @@ def inspect(
     )
 
     def work(progress: ProgressFn) -> Report:
-        from prefect_cancel_doctor.scan.engine import inspect_container, inspect_pid, inspect_pod
+        from prefect_cancel_doctor.scan.engine import (
+            inspect_container,
+            inspect_ecs_task,
+            inspect_pid,
+            inspect_pod,
+        )
 
         if pod is not None:
             return inspect_pod(pod, options, progress)
         if ecs_task is not None:
-            return _inspect_ecs_task(ecs_task, options, progress)
+            return inspect_ecs_task(ecs_task, options, progress)
         if container is not None:
             return inspect_container(container, options, progress)
         assert pid is not None
         return inspect_pid(pid, options, progress, any_process=any_process)
 
     run_report(fmt, color, work, output_file, samples_detail, deadline)
-
-
-def _inspect_ecs_task(target: str, options: Options, progress: ProgressFn) -> Report:
-    """`inspect --ecs-task`: the task located as a scan would (on this host's Docker engine, or where it
-    can be sampled), then sampled and diagnosed by the engine's last steps."""
-    from prefect_cancel_doctor.kinds.base import Here, Job
-    from prefect_cancel_doctor.kinds.ecs.locate import locate_alone
-    from prefect_cancel_doctor.scan.engine import _finish
-
-    _, location = locate_alone(target, options)
-    return _finish(None, [Job(None, location, [])], Here({}, options), progress)
 
 
 def _published(api: PrefectApi, report: Report) -> Report:

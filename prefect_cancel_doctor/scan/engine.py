@@ -178,6 +178,15 @@ def inspect_container(name: str, options: Options, progress: ProgressFn = _no_pr
     return _finish(None, [Job(None, location, [])], Here({}, options), progress)
 
 
+def inspect_ecs_task(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
+    """Diagnose an ECS task ("CLUSTER/TASK", TASK an id or ARN) without the Prefect API: located as a
+    scan would (on this host's Docker engine, or where it can be sampled), sampled and diagnosed."""
+    from prefect_cancel_doctor.kinds.ecs.locate import locate_alone
+
+    _, location = locate_alone(target, options)
+    return _finish(None, [Job(None, location, [])], Here({}, options), progress)
+
+
 def inspect_pod(target: str, options: Options, progress: ProgressFn = _no_progress) -> Report:
     """Diagnose a Kubernetes pod ("NAMESPACE/NAME", or NAME in the context's namespace) without the
     Prefect API: its flow container is located, sampled and diagnosed as a scan would."""
@@ -501,6 +510,7 @@ __all__ = [
     "default_parallel",
     "diagnose_run",
     "inspect_container",
+    "inspect_ecs_task",
     "inspect_pid",
     "inspect_pod",
     "scan",

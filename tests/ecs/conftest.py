@@ -1,8 +1,7 @@
 """ECS fixtures: the ECS API from moto in server mode (`ThreadedMotoServer` on a local port, reached
 through boto3's endpoint setting AWS_ENDPOINT_URL), a real local Prefect server, and staged runs whose
 `infrastructure_pid` is prefect-aws's "<cluster>::<task ARN>" of a moto task. Both are made once a
-session (a worker's, under pytest-xdist), not once a module: xdist may run another module's tests
-between this module's, which would tear a module fixture down and make it again.
+session (`bench/ecs_scan.py` reuses `MotoEcs` and the DescribeTasks counter).
 
 moto runs in this process: the harness reflects what ECS would record of a stop (stopCode,
 stoppedReason, stoppingAt, each container's exit code and reason) into moto's task, as ECS's agent
@@ -183,7 +182,7 @@ def _count_describe_tasks(calls: list[str]) -> None:
         calls.append(cluster_str)
         return original(cluster_str, tasks)
 
-    backend.describe_tasks = counting
+    backend.describe_tasks = counting  # type: ignore[method-assign]
 
 
 @dataclasses.dataclass

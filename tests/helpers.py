@@ -4,6 +4,7 @@ environment), progress lines past pytest's capture, and what CI=true makes of a 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -195,3 +196,26 @@ def read_terminal(fd: int, child: subprocess.Popen[bytes], marker: str | None, t
             break
         out += chunk
     return out.decode(errors="replace")
+
+
+def modules_loaded(*args: str, home: Path, exit_code: int | None = 0) -> set[str]:
+    """The modules a fresh interpreter has loaded after the CLI ran with `args` (PREFECT_HOME
+    `home`; it must exit with `exit_code`, None: any)."""
+    on_exit = "pass" if exit_code is None else f"assert exit.code == {exit_code}, exit.code"
+    script = "\n".join(
+        [
+            "import json, os, sys",
+            f"os.environ['PREFECT_HOME'] = {str(home)!r}",
+            f"sys.argv = ['prefect-cancel-doctor', *{list(args)!r}]",
+            "from prefect_cancel_doctor.cli import main",
+            "try:",
+            "    main()",
+            "except SystemExit as exit:",
+            f"    {on_exit}",
+            "print(json.dumps(sorted(sys.modules)))",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))

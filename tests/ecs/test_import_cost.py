@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.kubernetes.test_import_cost import loaded
+from tests.helpers import modules_loaded
 from tests.scan.test_import_path import empty_api  # noqa: F401  (the fixture)
 
 ECS_MODULES = {
@@ -26,18 +26,8 @@ ECS_MODULES = {
 
 
 def test_scan_and_help_load_no_ecs_module(empty_api: str, tmp_path: Path) -> None:  # noqa: F811
-    scan = (
-        "import os, sys\n"
-        f"os.environ['PREFECT_HOME'] = {str(tmp_path)!r}\n"
-        f"sys.argv = ['prefect-cancel-doctor', 'scan', '--api-url', {empty_api!r}, '--format', 'json']\n"
-        "from prefect_cancel_doctor.cli import main\n"
-        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
-    )
-    help_ = (
-        "import sys\nsys.argv = ['prefect-cancel-doctor', 'inspect', '--help']\n"
-        "from prefect_cancel_doctor.cli import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    )
-
-    assert loaded(scan) & ECS_MODULES == set()
-    assert loaded(help_) & ECS_MODULES == set()
+    scan = modules_loaded("scan", "--api-url", empty_api, "--format", "json", home=tmp_path)
+    assert "prefect_cancel_doctor.scan.engine" in scan  # the scan ran
+    help_ = modules_loaded("inspect", "--help", home=tmp_path, exit_code=None)
+    assert scan & ECS_MODULES == set()
+    assert help_ & ECS_MODULES == set()

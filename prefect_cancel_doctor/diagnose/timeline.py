@@ -98,14 +98,15 @@ def _heartbeat(worker: WorkerInfo) -> str:
 
 
 def _logs(logs: Sequence[LogLine]) -> list[TimelineEntry]:
-    steps = [line for line in logs if _STEP in line.message.lower()]
+    lowered = [(line, line.message.lower()) for line in logs]
+    steps = [line for line, text in lowered if _STEP in text]
     unfinished = steps[-1] if steps and "completed" not in steps[-1].message.lower() else None
     chosen = [
         line
-        for line in logs
+        for line, text in lowered
         if line.level >= _ERROR
         or line is unfinished
-        or (line not in steps and any(word in line.message.lower() for word in _LOG_WORDS))
+        or (_STEP not in text and any(word in text for word in _LOG_WORDS))
     ][-_MAX_LOG_ENTRIES:]
     entries = []
     for line in chosen:

@@ -355,7 +355,7 @@ def report_uncovered(report: Report, fleet: Fleet) -> tuple[UncoveredPool, ...]:
             (
                 d.flow_run.name,
                 d.flow_run.work_pool_name,
-                d.published is not None or found_here(d) or d.flow_run.id in fleet.verdicts,
+                found_here(d) or d.flow_run.id in fleet.verdicts,  # another host's, or ours
             )
             for d in report.runs
             if d.flow_run is not None and d.flow_run.state_type == StateType.CANCELLING

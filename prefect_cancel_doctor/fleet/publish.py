@@ -43,18 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.act.autopilot import found_here
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub_tree
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
-from prefect_cancel_doctor.model import (
-    CONTAINER_NOT_FOUND,
-    Cause,
-    Diagnosis,
-    Report,
-    Role,
-    Verdict,
-)
+from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Verdict
 from prefect_cancel_doctor.proc.roles import worker_options
 
 #: The event of one verdict.
@@ -151,16 +145,6 @@ def seen_here(
             workers.add(visible(options["name"], 200))
     launched = frozenset((traces or launch_traces)())
     return Seen(host, tuple(sorted(pools)), tuple(sorted(workers)), launched)
-
-
-def found_here(d: Diagnosis) -> bool:
-    """Whether something of the run was found on this host: its processes, or its container."""
-    target = d.target
-    if target is None:
-        return False
-    if any(p.role is not Role.RUNNER for p in target.processes):
-        return True
-    return target.container is not None and target.container.status != CONTAINER_NOT_FOUND
 
 
 def covers(d: Diagnosis, seen: Seen) -> bool:

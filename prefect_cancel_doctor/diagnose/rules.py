@@ -125,8 +125,14 @@ def diagnose(ev: Evidence) -> Verdict:
             if ev.target is not None:  # what only the run's kind of target can say
                 kind = kind_of(ev.target.kind)
                 facts = kind.facts(ev.target, verdict.cause, runner_runs=ev.runner is not None)
-                short = kind.short_fix(verdict.cause) or verdict.short_fix
-                verdict = dataclasses.replace(verdict, evidence=verdict.evidence + facts, short_fix=short)
+                short = kind.short_fix(ev.target, verdict.cause) or verdict.short_fix
+                fixes = kind.fixes(ev.target, verdict.cause)
+                verdict = dataclasses.replace(
+                    verdict,
+                    evidence=verdict.evidence + facts,
+                    short_fix=short,
+                    remediation=verdict.remediation if fixes is None else fixes,
+                )
             verdict = refute(verdict, ev.delivery)
             commands = stop_commands(ev, verdict.cause)
             if commands:

@@ -37,6 +37,7 @@ from prefect_cancel_doctor.model import (
     ProcSnapshot,
     Role,
     Target,
+    TaskFacts,
     Verdict,
 )
 
@@ -97,6 +98,8 @@ class Location:
     #: The run's Kubernetes Job and pod (None for other kinds); with attach "ephemeral", `pids`
     #: is empty and the engine samples the pod from an ephemeral container.
     pod: PodFacts | None = None
+    #: The run's ECS task (None for other kinds).
+    task: TaskFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -263,8 +266,13 @@ class Kind(Protocol):
         """The run's container, for the rules that read containers of any kind; None: not in one."""
         ...
 
-    def short_fix(self, cause: Cause) -> str | None:
+    def short_fix(self, target: Target, cause: Cause) -> str | None:
         """The few words of the summary's fix where this kind's differ from a process's."""
+        ...
+
+    def fixes(self, target: Target, cause: Cause) -> tuple[str, ...] | None:
+        """The verdict's fixes where this kind's replace the cause's own (say, where to run the
+        doctor for a target it cannot sample from here); None: the cause's."""
         ...
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
@@ -306,7 +314,10 @@ class ProcessesOnly:
     def in_container(self, target: Target) -> ContainerView | None:
         return None
 
-    def short_fix(self, cause: Cause) -> str | None:
+    def short_fix(self, target: Target, cause: Cause) -> str | None:
+        return None
+
+    def fixes(self, target: Target, cause: Cause) -> tuple[str, ...] | None:
         return None
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:

@@ -38,6 +38,7 @@ from prefect_cancel_doctor.model.samples import (
 from prefect_cancel_doctor.model.serialise import to_plain
 from prefect_cancel_doctor.model.targets import (
     CONTAINER_NOT_FOUND,
+    TASK_GONE_STATUSES,
     ContainerEvent,
     ContainerInfo,
     ContainerProcess,
@@ -45,6 +46,8 @@ from prefect_cancel_doctor.model.targets import (
     PodEventFact,
     PodFacts,
     Target,
+    TaskContainerFact,
+    TaskFacts,
 )
 from prefect_cancel_doctor.model.vocabulary import (
     FINAL_STATES,
@@ -73,6 +76,7 @@ __all__ = [
     "FINAL_STATES",
     "RUN_ROLES",
     "SCHEMA_VERSION",
+    "TASK_GONE_STATUSES",
     "TRAITS",
     "Absorber",
     "AttachMode",
@@ -111,6 +115,8 @@ __all__ = [
     "StrEnum",
     "SwallowingExcept",
     "Target",
+    "TaskContainerFact",
+    "TaskFacts",
     "ThreadSample",
     "TimelineEntry",
     "TimelineSource",

@@ -185,6 +185,89 @@ class PodFacts:
     ephemeral_containers: tuple[str, ...] = ()
 
 
+#: Last statuses of an ECS task whose containers no longer run.
+TASK_GONE_STATUSES = frozenset({"STOPPED", "DEPROVISIONING", "DELETED"})
+
+
+@dataclass(frozen=True)
+class TaskContainerFact:
+    """One container of the run's ECS task, as `DescribeTasks` reports it."""
+
+    name: str
+    last_status: str | None = None
+    exit_code: int | None = None
+    #: Why it stopped ("OutOfMemoryError: Container killed due to memory usage", ...).
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """The run's ECS task: what ECS says of it (its task, task definition and container instance)
+    and what this host has of it."""
+
+    #: As in `infrastructure_pid` ("<cluster>::<task ARN>"): a name or an ARN.
+    cluster: str
+    task_arn: str
+    cluster_name: str
+    #: Why ECS could not be read, and what to do (no credentials, access denied, ...).
+    error: str | None = None
+    #: ECS does not know the task (DescribeTasks' failure reason, "MISSING").
+    missing: str | None = None
+    #: PROVISIONING, PENDING, RUNNING, ..., STOPPED (None: not read).
+    last_status: str | None = None
+    desired_status: str | None = None
+    #: TaskFailedToStart, EssentialContainerExited, UserInitiated, SpotInterruption, ...
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    #: ISO 8601 times (UTC).
+    started_at: str | None = None
+    stopping_at: str | None = None
+    stopped_at: str | None = None
+    #: EC2, FARGATE, EXTERNAL, or the capacity provider's name.
+    launch_type: str | None = None
+    on_fargate: bool = False
+    enable_execute_command: bool = False
+    containers: tuple[TaskContainerFact, ...] = ()
+    #: The container that runs the flow (prefect-aws's "prefect", else the one the run overrides).
+    container_name: str = "prefect"
+    #: Its command: the run's override (prefect-aws sets it), else the task definition's.
+    command: tuple[str, ...] = ()
+    #: Seconds between StopTask's SIGTERM and its SIGKILL (the definition's stopTimeout, else 30).
+    stop_timeout: int = 30
+    #: The definition's linuxParameters, None where the definition could not be read.
+    init_process_enabled: bool | None = None
+    sys_ptrace: bool | None = None
+    #: The EC2 container instance it runs on, and whether its ECS agent is connected.
+    ec2_instance_id: str | None = None
+    agent_connected: bool | None = None
+    #: The Docker id of its flow container on this host's engine (this host is its EC2 instance).
+    local_container: str | None = None
+    flow_run_id: str | None = None
+
+    @property
+    def known(self) -> bool:
+        """ECS answered for the task (it was read and is not missing)."""
+        return self.error is None and self.missing is None and self.last_status is not None
+
+    @property
+    def task_id(self) -> str:
+        return self.task_arn.rsplit("/", 1)[-1]
+
+    @property
+    def name(self) -> str:
+        """ "prod/0123abcd…" """
+        return f"{self.cluster_name}/{self.task_id}"
+
+    @property
+    def gone(self) -> bool:
+        """ECS no longer runs it: stopped, or no longer known."""
+        return self.missing is not None or (self.last_status or "") in TASK_GONE_STATUSES
+
+    @property
+    def running(self) -> bool:
+        return self.known and not self.gone
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a run lives, and how it was found."""
@@ -200,3 +283,5 @@ class Target:
     container: ContainerInfo | None = None
     #: The run's Kubernetes Job and pod (kind "kubernetes" only).
     pod: PodFacts | None = None
+    #: The run's ECS task (kind "ecs" only).
+    task: TaskFacts | None = None

@@ -469,6 +469,7 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
         processes=tuple(live),
         container=location.container,
         pod=location.pod,
+        task=location.task,
     )
     denied = [s.errors[0] for s in live if s.failure is SampleFailure.PERMISSION_DENIED and s.errors]
     unreachable = location.unreachable

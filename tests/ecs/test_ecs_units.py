@@ -30,7 +30,7 @@ from prefect_cancel_doctor.kinds.ecs.locate import split_target
 from prefect_cancel_doctor.kinds.ecs.read import read_tasks
 from prefect_cancel_doctor.kinds.ecs.view import TaskView
 from prefect_cancel_doctor.kinds.registry import parse_infrastructure_pid
-from prefect_cancel_doctor.model import Cause, InfraKind
+from prefect_cancel_doctor.model import Cause, InfraKind, Target, to_plain
 
 RECORDED = json.loads((Path(__file__).parent / "recorded" / "describe_tasks.json").read_text())
 ARN = "arn:aws:ecs:eu-west-1:111122223333:task/prod/"
@@ -95,7 +95,7 @@ def test_describe_tasks_is_parsed_at_the_boundary() -> None:
 
 def test_an_oom_killed_essential_container_is_infrastructure_gone_naming_it() -> None:
     view = _view("0a1b")
-    verdict = task_gone(view, ("a note",))
+    verdict = task_gone(view.facts(), ("a note",))
 
     assert view.gone
     assert verdict.cause is Cause.INFRASTRUCTURE_GONE
@@ -116,14 +116,14 @@ def test_an_oom_killed_essential_container_is_infrastructure_gone_naming_it() ->
     ],
 )
 def test_why_ecs_stopped_the_task(suffix: str, words: str) -> None:
-    assert words in stop_story(_view(suffix))
+    assert words in stop_story(_view(suffix).facts())
 
 
 def test_a_task_ecs_no_longer_knows_is_gone() -> None:
     view = TaskView("prod", ARN + "gone", missing="MISSING")
 
     assert view.gone and not view.running
-    assert "no longer known to ECS (MISSING" in task_gone(view, ()).summary
+    assert "no longer known to ECS (MISSING" in task_gone(view.facts(), ()).summary
 
 
 def test_a_task_running_past_its_stop_timeout_says_ecs_did_not_kill_it() -> None:
@@ -132,7 +132,7 @@ def test_a_task_running_past_its_stop_timeout_says_ecs_did_not_kill_it() -> None
     view = _view("4444", definition=definition, instance=instance)
     now = datetime(2026, 12, 6, 9, 50, tzinfo=timezone.utc)  # 10 minutes after stoppingAt
 
-    facts = task_facts(view, now)
+    facts = task_facts(view.facts(), now)
 
     assert view.running and view.stop_timeout == 45
     assert any(
@@ -141,13 +141,13 @@ def test_a_task_running_past_its_stop_timeout_says_ecs_did_not_kill_it() -> None
         for f in facts
     ), facts
     assert any("runs the flow engine without a Prefect Runner" in f for f in facts), facts
-    step = next_step(view)
+    step = next_step(view.facts())
     assert "on EC2 container instance i-0abc123def4567890, not on this host: run the doctor there" in step
 
 
 def test_a_running_fargate_task_gets_the_execute_command_line_and_what_it_lacks() -> None:
     view = _view("5555", definition=parse_task_definition(RECORDED["taskDefinition"]))
-    step = next_step(view)
+    step = next_step(view.facts())
 
     assert "runs on Fargate (no host to run the doctor on)" in step
     assert (
@@ -155,7 +155,7 @@ def test_a_running_fargate_task_gets_the_execute_command_line_and_what_it_lacks(
         '--interactive --command "py-spy dump --subprocesses --pid 1"`'
     ) in step
     assert "enableExecuteCommand" in step and "SYS_PTRACE" in step
-    assert stop_commands(view)[0].startswith(f"aws ecs stop-task --cluster prod --task {ARN}5555")
+    assert stop_commands(view.facts())[0].startswith(f"aws ecs stop-task --cluster prod --task {ARN}5555")
 
 
 class _CountingApi:
@@ -196,3 +196,48 @@ def test_no_boto3_is_a_clear_error_with_the_extra_to_install() -> None:
 
     assert "boto3 is not installed" in str(error)
     assert error.hint is not None and "prefect-cancel-doctor[ecs]" in error.hint
+
+
+def _target(view: TaskView) -> Target:
+    return Target(kind=InfraKind.ECS, description=f"ECS task {view.name}", task=view.facts())
+
+
+def test_a_fargate_task_not_sampled_here_is_fixed_by_ecs_exec_not_by_another_host() -> None:
+    view = _view("5555", definition=parse_task_definition(RECORDED["taskDefinition"]))
+    kind = EcsKind()
+
+    fixes = kind.fixes(_target(view), Cause.NOT_ATTACHABLE)
+
+    assert fixes is not None
+    assert fixes[0].startswith("sample it from inside the task with ECS Exec: `aws ecs execute-command")
+    assert any("enableExecuteCommand" in f for f in fixes) and any("SYS_PTRACE" in f for f in fixes)
+    assert not any("run the doctor on the host" in f for f in fixes)
+    assert kind.short_fix(_target(view), Cause.NOT_ATTACHABLE) == "ECS Exec: py-spy in the task"
+    assert kind.fixes(_target(view), Cause.SIGNAL_IGNORED) is None  # the cause's own fixes
+
+
+def test_an_ec2_task_elsewhere_is_fixed_first_by_running_the_doctor_on_its_instance() -> None:
+    view = _view(
+        "4444",
+        definition=parse_task_definition(RECORDED["taskDefinition"]),
+        instance=parse_container_instance(RECORDED["containerInstance"]),
+    )
+
+    fixes = EcsKind().fixes(_target(view), Cause.NOT_ATTACHABLE)
+
+    assert fixes is not None and fixes[0].startswith(
+        "run the doctor on EC2 container instance i-0abc123def4567890"
+    )
+    assert "aws ecs execute-command" in fixes[1]
+    assert EcsKind().short_fix(_target(view), Cause.NOT_ATTACHABLE) == "run the doctor on its EC2 host"
+
+
+def test_the_task_is_in_the_json_of_the_target() -> None:
+    view = _view("0a1b")
+
+    plain = to_plain(_target(view))
+
+    assert plain["task"]["task_arn"] == view.task_arn
+    assert plain["task"]["stop_code"] == "EssentialContainerExited"
+    assert plain["task"]["containers"][0]["exit_code"] == 137
+    assert plain["task"]["on_fargate"] is True

@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.core.remedies import remediation, short_fix
-from prefect_cancel_doctor.kinds.ecs.view import TaskView
-from prefect_cancel_doctor.model import Cause, Verdict
+from prefect_cancel_doctor.model import Cause, TaskFacts, Verdict
 
 #: The reason `resolve` and the by-hand line give StopTask (ECS keeps it as stoppedReason).
 STOP_REASON = "prefect-cancel-doctor: flow run stuck in Cancelling"
@@ -40,16 +39,14 @@ def _ago(iso: str | None, now: datetime) -> float | None:
     return (now - moment).total_seconds()
 
 
-def _oom(view: TaskView) -> bool:
-    task = view.task
-    return task is not None and any("OutOfMemory" in (c.reason or "") for c in task.containers)
+def _oom(task: TaskFacts) -> bool:
+    return any("OutOfMemory" in (c.reason or "") for c in task.containers)
 
 
-def stop_story(view: TaskView) -> str:
+def stop_story(task: TaskFacts) -> str:
     """Why and when the task stopped, in one clause ("stopped at … : …")."""
-    task = view.task
-    if task is None:
-        why = view.missing or "MISSING"
+    if not task.known:
+        why = task.missing or "MISSING"
         return (
             f"is no longer known to ECS ({why}; ECS keeps a stopped task for about an hour): it stopped, "
             "and why can no longer be read"
@@ -91,16 +88,16 @@ def stop_story(view: TaskView) -> str:
     return f"stopped{when}: " + "; ".join(parts)
 
 
-def task_gone(view: TaskView, notes: tuple[str, ...]) -> Verdict:
+def task_gone(task: TaskFacts, notes: tuple[str, ...]) -> Verdict:
     """`infrastructure_gone` for a Cancelling run whose task no longer runs."""
-    story = stop_story(view)
-    summary = f"The run's ECS task {view.name} {story}. Only the API state is stuck in Cancelling."
+    story = stop_story(task)
+    summary = f"The run's ECS task {task.name} {story}. Only the API state is stuck in Cancelling."
     fixes = list(remediation(Cause.INFRASTRUCTURE_GONE, None))
-    if _oom(view):
+    if _oom(task):
         fixes.append("raise the task's memory (the work pool's `memory`, or the task definition's)")
-    if view.task is not None and view.task.stop_code == "SpotInterruption":
+    if task.stop_code == "SpotInterruption":
         fixes.append("run runs that must not be interrupted on FARGATE or on-demand capacity, not Spot")
-    if view.task is not None and view.task.stop_code == "TaskFailedToStart":
+    if task.stop_code == "TaskFailedToStart":
         fixes.append("check the image, the execution role's permissions and the networking of the task")
     fixes.append(
         "enable prefect-aws's ECS observer (EventBridge → SQS) so a stopped task's run is marked Crashed "
@@ -111,7 +108,7 @@ def task_gone(view: TaskView, notes: tuple[str, ...]) -> Verdict:
         summary=summary,
         confidence=0.9,
         blocking_call=None,
-        evidence=(*notes, f"ECS task {view.name} {story}"),
+        evidence=(*notes, f"ECS task {task.name} {story}"),
         remediation=tuple(fixes),
         short_fix=short_fix(Cause.INFRASTRUCTURE_GONE, None),
     )
@@ -123,37 +120,33 @@ def runs_no_runner(command: tuple[str, ...]) -> bool:
     return bool(command) and " ".join(RUNNER_COMMAND) not in text and "prefect.engine" in text
 
 
-def task_facts(view: TaskView, now: datetime | None = None) -> tuple[str, ...]:
+def task_facts(task: TaskFacts, now: datetime | None = None) -> tuple[str, ...]:
     """Evidence lines about the task, for every verdict of its run."""
-    task = view.task
-    if task is None:
+    if not task.known:
         return ()
     now = now or datetime.now(timezone.utc)
-    where = "Fargate" if task.on_fargate else (task.launch_type or task.capacity_provider or "?")
+    where = "Fargate" if task.on_fargate else (task.launch_type or "?")
     facts = [
-        f"ECS task {view.name}: lastStatus {task.last_status}, desiredStatus {task.desired_status}, "
+        f"ECS task {task.name}: lastStatus {task.last_status}, desiredStatus {task.desired_status}, "
         f"launch type {where}" + (f", started at {task.started_at}" if task.started_at else "")
     ]
-    command = view.command
+    command = task.command
     if command:
-        facts.append(f"container {view.container_name}: command `{' '.join(command)[:160]}`")
+        facts.append(f"container {task.container_name}: command `{' '.join(command)[:160]}`")
     if runs_no_runner(command):
         facts.append(
             "the task's command runs the flow engine without a Prefect Runner (`prefect flow-run execute`): "
             "nothing in the task acts on a cancel"
         )
-    stopping = task.desired_status == "STOPPED" and not view.gone
+    stopping = task.desired_status == "STOPPED" and not task.gone
     if stopping:
         since = task.stopping_at
         ago = _ago(since, now)
-        timeout = view.stop_timeout
+        timeout = task.stop_timeout
         if ago is not None and ago > timeout:
-            instance = view.instance
             agent = ""
-            if instance is not None and instance.agent_connected is False:
-                agent = (
-                    f"; the ECS agent of its container instance ({instance.ec2_instance_id}) is disconnected"
-                )
+            if task.agent_connected is False:
+                agent = f"; the ECS agent of its container instance ({task.ec2_instance_id}) is disconnected"
             facts.append(
                 f"ECS was asked to stop the task at {since}, {seconds_text(ago)} ago, past its container's "
                 f"stopTimeout of {timeout} s: ECS's SIGKILL should have ended it and did not{agent}"
@@ -164,74 +157,87 @@ def task_facts(view: TaskView, now: datetime | None = None) -> tuple[str, ...]:
                 + (f" since {since}" if since else "")
                 + f"): SIGTERM, then SIGKILL after its stopTimeout of {timeout} s"
             )
-    definition = view.flow_definition
-    if definition is not None and definition.init_process_enabled is False and command and not view.gone:
+    if task.init_process_enabled is False and command and not task.gone:
         facts.append(
-            f"container {view.container_name} has no init (linuxParameters.initProcessEnabled is false): its "
+            f"container {task.container_name} has no init (linuxParameters.initProcessEnabled is false): its "
             "command is PID 1, and a PID 1 without a SIGTERM handler (a shell, a Runner as PID 1) drops "
-            f"StopTask's SIGTERM: ECS then SIGKILLs after {view.stop_timeout} s, before on_cancellation hooks"
+            f"StopTask's SIGTERM: ECS then SIGKILLs after {task.stop_timeout} s, before on_cancellation hooks"
         )
     return tuple(facts)
 
 
-def exec_line(view: TaskView) -> str:
+def exec_line(task: TaskFacts) -> str:
     """The `aws ecs execute-command` line that dumps the flow's stacks from inside the task."""
     return (
-        f"aws ecs execute-command --cluster {shlex.quote(view.cluster_name)} "
-        f"--task {shlex.quote(view.task_id)} "
-        f"--container {shlex.quote(view.container_name)} --interactive "
+        f"aws ecs execute-command --cluster {shlex.quote(task.cluster_name)} "
+        f"--task {shlex.quote(task.task_id)} "
+        f"--container {shlex.quote(task.container_name)} --interactive "
         '--command "py-spy dump --subprocesses --pid 1"'
     )
 
 
-def exec_needs(view: TaskView) -> list[str]:
-    """What the task lacks for `exec_line` to work (empty: nothing known to be missing)."""
-    task, definition = view.task, view.flow_definition
+def exec_needs(task: TaskFacts) -> list[str]:
+    """What the task lacks for `exec_line` to work."""
     needs = []
-    if task is not None and not task.enable_execute_command:
+    if task.known and not task.enable_execute_command:
         needs.append(
             "the task was started without ECS Exec (enableExecuteCommand): start tasks with it (the ECS "
             "work pool's task run request, `enableExecuteCommand: true`) and give the task role "
             "ssmmessages:* permissions"
         )
-    if definition is None or "SYS_PTRACE" not in definition.capabilities_add:
+    if not task.sys_ptrace:
         needs.append(
-            f"py-spy needs SYS_PTRACE: add it to container {view.container_name}'s "
+            f"py-spy needs SYS_PTRACE: add it to container {task.container_name}'s "
             "linuxParameters.capabilities.add in the task definition"
         )
     needs.append("py-spy must be installed in the image")
     return needs
 
 
-def next_step(view: TaskView) -> str:
+def next_step(task: TaskFacts) -> str:
     """Why a running task cannot be sampled from here, and exactly where and how it can be."""
-    task = view.task
-    assert task is not None
-    instance = view.instance
-    if not task.on_fargate and instance is not None and instance.ec2_instance_id:
+    if not task.on_fargate and task.ec2_instance_id:
         return (
-            f"the run's ECS task {view.name} runs on EC2 container instance {instance.ec2_instance_id}, not "
+            f"the run's ECS task {task.name} runs on EC2 container instance {task.ec2_instance_id}, not "
             "on this host: run the doctor there (its Docker engine runs the task's containers), or sample "
-            f"it with ECS Exec: `{exec_line(view)}`"
+            f"it with ECS Exec: `{exec_line(task)}`"
         )
     where = "on Fargate (no host to run the doctor on)" if task.on_fargate else "not on this host"
-    text = f"the run's ECS task {view.name} runs {where}: sample it with ECS Exec: `{exec_line(view)}`"
-    needs = exec_needs(view)
-    return text + "; it needs: " + "; ".join(needs)
+    text = f"the run's ECS task {task.name} runs {where}: sample it with ECS Exec: `{exec_line(task)}`"
+    return text + "; it needs: " + "; ".join(exec_needs(task))
 
 
-def stop_commands(view: TaskView) -> tuple[str, ...]:
+def stop_commands(task: TaskFacts) -> tuple[str, ...]:
     """StopTask (SIGTERM, SIGKILL after the stopTimeout), then wait for ECS to say STOPPED."""
-    cluster, task = shlex.quote(view.cluster), shlex.quote(view.task_arn)
+    cluster, arn = shlex.quote(task.cluster), shlex.quote(task.task_arn)
     return (
-        f"aws ecs stop-task --cluster {cluster} --task {task} --reason {shlex.quote(STOP_REASON)} >/dev/null",
-        f"aws ecs wait tasks-stopped --cluster {cluster} --tasks {task}",
+        f"aws ecs stop-task --cluster {cluster} --task {arn} --reason {shlex.quote(STOP_REASON)} >/dev/null",
+        f"aws ecs wait tasks-stopped --cluster {cluster} --tasks {arn}",
     )
 
 
-def ecs_short_fix(cause: Cause, view: TaskView | None) -> str | None:
-    if cause is Cause.NOT_ATTACHABLE and view is not None and view.task is not None:
-        return "ECS Exec: py-spy in the task" if view.task.on_fargate else "run the doctor on its EC2 host"
+def short_fix_for(task: TaskFacts | None, cause: Cause) -> str | None:
+    if cause is Cause.NOT_ATTACHABLE and task is not None and task.running:
+        return (
+            "ECS Exec: py-spy in the task"
+            if task.on_fargate or not task.ec2_instance_id
+            else ("run the doctor on its EC2 host")
+        )
     if cause is Cause.ORPHANED_INFRASTRUCTURE:
         return "aws ecs stop-task"
     return None
+
+
+def fixes_for(task: TaskFacts | None, cause: Cause) -> tuple[str, ...] | None:
+    """`not_attachable`'s fixes for a running task this host cannot sample (None: the generic ones)."""
+    if cause is not Cause.NOT_ATTACHABLE or task is None or not task.running or task.local_container:
+        return None
+    exec_fix = f"sample it from inside the task with ECS Exec: `{exec_line(task)}`"
+    needs = tuple(f"for ECS Exec: {need}" for need in exec_needs(task))
+    if not task.on_fargate and task.ec2_instance_id:
+        host = (
+            f"run the doctor on EC2 container instance {task.ec2_instance_id} (as root): the task's "
+            "containers are Docker containers of its engine, and the doctor samples them there"
+        )
+        return (host, exec_fix, *needs)
+    return (exec_fix, *needs)

@@ -69,12 +69,9 @@ class EcsKind(ProcessesOnly):
         return locate_task(run.id, view, here.options, since=since, final_state=final)
 
     def still_there(self, location: Location) -> bool:
-        from prefect_cancel_doctor.kinds.ecs.view import recall
-
         if location.pids or (location.container is not None and location.container.running):
             return True
-        view = recall(location.description)
-        return view is not None and view.running
+        return location.task is not None and location.task.running
 
     def samples_apart(self, location: Location) -> bool:
         return location.container is not None and location.container.attach == AttachMode.SIDECAR
@@ -88,11 +85,9 @@ class EcsKind(ProcessesOnly):
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:
         from prefect_cancel_doctor.kinds.docker.facts import container_gone
         from prefect_cancel_doctor.kinds.ecs.facts import task_gone
-        from prefect_cancel_doctor.kinds.ecs.view import recall
 
-        view = recall(target.description)
-        if view is not None and view.gone:
-            return task_gone(view, notes)
+        if target.task is not None and target.task.gone:
+            return task_gone(target.task, notes)
         if target.container is not None:  # ECS has not seen it yet: this host's engine has
             return container_gone(target.container, notes)
         return None
@@ -100,59 +95,58 @@ class EcsKind(ProcessesOnly):
     def facts(self, target: Target, cause: Cause, runner_runs: bool) -> tuple[str, ...]:
         from prefect_cancel_doctor.kinds.docker.facts import container_facts
         from prefect_cancel_doctor.kinds.ecs.facts import task_facts
-        from prefect_cancel_doctor.kinds.ecs.view import recall
 
-        view = recall(target.description)
-        facts = list(task_facts(view)) if view is not None else []
-        if view is not None and view.local_container and target.container is not None:
+        task = target.task
+        if task is None:
+            return ()
+        facts = list(task_facts(task))
+        if task.local_container and target.container is not None:
             facts.append(
-                f"ECS task {view.name} runs on this host: its container {view.container_name} is Docker "
-                f"container {view.local_container[:12]} (the ECS agent's labels)"
+                f"ECS task {task.name} runs on this host: its container {task.container_name} is Docker "
+                f"container {task.local_container[:12]} (the ECS agent's labels)"
             )
             facts.extend(container_facts(target.container))
         return tuple(facts)
 
     def in_container(self, target: Target) -> ContainerView | None:
-        from prefect_cancel_doctor.kinds.ecs.view import recall
-
-        view = recall(target.description)
-        c = target.container
-        if view is None:
+        task, c = target.task, target.container
+        if task is None:
             return None
-        name = f"container {view.container_name} of ECS task {view.name}"
+        name = f"container {task.container_name} of ECS task {task.name}"
         stopped_by = "ECS's StopTask (its agent's `docker stop`)"
         if c is not None:
-            return ContainerView(name, c.command or view.command, c.pid1_command, bool(c.init), stopped_by)
-        definition = view.flow_definition
-        init = definition is not None and definition.init_process_enabled
-        return ContainerView(name, view.command, (), init, stopped_by)
+            return ContainerView(name, c.command or task.command, c.pid1_command, bool(c.init), stopped_by)
+        return ContainerView(name, task.command, (), bool(task.init_process_enabled), stopped_by)
 
-    def short_fix(self, cause: Cause) -> str | None:
-        from prefect_cancel_doctor.kinds.ecs.facts import ecs_short_fix
+    def short_fix(self, target: Target, cause: Cause) -> str | None:
+        from prefect_cancel_doctor.kinds.ecs.facts import short_fix_for
 
-        return ecs_short_fix(cause, None)
+        return short_fix_for(target.task, cause)
+
+    def fixes(self, target: Target, cause: Cause) -> tuple[str, ...] | None:
+        from prefect_cancel_doctor.kinds.ecs.facts import fixes_for
+
+        return fixes_for(target.task, cause)
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
         from prefect_cancel_doctor.kinds.ecs.facts import stop_commands
-        from prefect_cancel_doctor.kinds.ecs.view import recall
 
-        view = recall(target.description)
-        if view is None or not view.running:
+        task = target.task
+        if task is None or not task.running:
             return None
-        return StopNow(stop_commands(view), f"ECS task {view.name} stopped")
+        return StopNow(stop_commands(task), f"ECS task {task.name} stopped")
 
     def stopper(self, target: Target) -> TaskStopper | None:
         from prefect_cancel_doctor.kinds.ecs.stop import TaskStopper
-        from prefect_cancel_doctor.kinds.ecs.view import recall
 
-        view = recall(target.description)
-        if view is None or not view.running:
+        task = target.task
+        if task is None or not task.running:
             return None
         container = target.container
         listing = (
             container.processes if container is not None and container.attach is not AttachMode.HOST else None
         )
-        return TaskStopper(view, container, listing)
+        return TaskStopper(task, container, listing)
 
 
 def views_of(here: Here) -> dict[tuple[str, str], TaskView]:

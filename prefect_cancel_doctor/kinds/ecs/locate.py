@@ -7,11 +7,12 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.kinds.base import InfraRef, Location
-from prefect_cancel_doctor.kinds.ecs.view import TaskView, remember
 from prefect_cancel_doctor.model import InfraKind
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.core.options import Options
+    from prefect_cancel_doctor.kinds.ecs.view import TaskView
+    from prefect_cancel_doctor.model import TaskFacts
 
 #: Seconds an ECS API call may take.
 API_TIMEOUT = 10.0
@@ -28,48 +29,47 @@ def locate_task(
     """Where the run's task is, from what ECS and this host's Docker engine say; never samples."""
     from prefect_cancel_doctor.kinds.ecs.facts import next_step, stop_commands
 
-    description = f"ECS task {view.name}"
-    if view.error is not None:
-        location = Location(
+    task = view.facts()
+    description = f"ECS task {task.name}"
+    if task.error is not None:
+        return Location(
             InfraKind.ECS,
             description,
-            unreachable=f"the run is ECS task {view.name}, but the ECS API could not be read: {view.error}",
+            unreachable=f"the run is ECS task {task.name}, but the ECS API could not be read: {task.error}",
+            task=task,
         )
-    elif view.task is not None and view.task.flow_run_id and run_id and view.task.flow_run_id != run_id:
-        location = Location(
+    if task.flow_run_id and run_id and task.flow_run_id != run_id:
+        return Location(
             InfraKind.ECS,
             description,
             unreachable=(
-                f"ECS task {view.name} belongs to flow run {view.task.flow_run_id}, not to this run "
+                f"ECS task {task.name} belongs to flow run {task.flow_run_id}, not to this run "
                 "(its PREFECT__FLOW_RUN_ID / prefect.io/flow-run-id tag): not read"
             ),
+            task=task,
         )
-    elif view.local_container is not None:
-        owner = run_id or (view.task.flow_run_id if view.task else None)
-        location = _on_this_host(owner, view, options, since)
-        description = location.description
-    elif view.gone:
-        location = Location(InfraKind.ECS, description + " (stopped)", notes=view.notes)
-        description = location.description
-    else:
-        why = next_step(view)
-        if final_state is not None:  # the server's cancellation timeout, say: the task holds on
-            why = (
-                f"the run is {final_state} but its ECS task {view.name} still runs (an orphan, holding its "
-                f"capacity): stop it with `{stop_commands(view)[0]}`; {why}"
-            )
-        location = Location(InfraKind.ECS, description, notes=view.notes, unreachable=why)
-    remember(description, view)
-    return location
+    if task.local_container is not None:
+        return _on_this_host(run_id or task.flow_run_id, task, view.notes, options, since)
+    if task.gone:
+        return Location(InfraKind.ECS, description + " (stopped)", notes=view.notes, task=task)
+    why = next_step(task)
+    if final_state is not None:  # the server's cancellation timeout, say: the task holds on
+        why = (
+            f"the run is {final_state} but its ECS task {task.name} still runs (an orphan, holding its "
+            f"capacity): stop it with `{stop_commands(task)[0]}`; {why}"
+        )
+    return Location(InfraKind.ECS, description, notes=view.notes, unreachable=why, task=task)
 
 
-def _on_this_host(run_id: str | None, view: TaskView, options: Options, since: object) -> Location:
+def _on_this_host(
+    run_id: str | None, task: TaskFacts, notes: tuple[str, ...], options: Options, since: object
+) -> Location:
     from datetime import datetime
 
     from prefect_cancel_doctor.clients.docker_api import DockerClient, resolve_endpoint
     from prefect_cancel_doctor.kinds.docker.locate import locate_container
 
-    container_id = view.local_container or ""
+    container_id = task.local_container or ""
     ref = InfraRef(InfraKind.DOCKER, container_id, container_id=container_id)
     with DockerClient(resolve_endpoint()) as client:
         found = locate_container(
@@ -80,14 +80,15 @@ def _on_this_host(run_id: str | None, view: TaskView, options: Options, since: o
             since=since if isinstance(since, datetime) else None,
         )
     note = (
-        f"ECS task {view.name} runs on this host: its container {view.container_name} is Docker container "
+        f"ECS task {task.name} runs on this host: its container {task.container_name} is Docker container "
         f"{container_id[:12]}, found by the ECS agent's labels"
     )
     return dataclasses.replace(
         found,
         kind=InfraKind.ECS,
-        description=f"ECS task {view.name} on this host (Docker container {container_id[:12]})",
-        notes=(note, *view.notes, *found.notes),
+        description=f"ECS task {task.name} on this host (Docker container {container_id[:12]})",
+        notes=(note, *notes, *found.notes),
+        task=task,
     )
 
 
@@ -109,7 +110,7 @@ def locate_alone(target: str, options: Options) -> tuple[str | None, Location]:
         from prefect_cancel_doctor.kinds.ecs.facts import stop_story
 
         raise TargetError(
-            f"ECS task {view.name} {stop_story(view)}: nothing of it runs to inspect",
+            f"ECS task {view.name} {stop_story(view.facts())}: nothing of it runs to inspect",
             hint=f"diagnose its run: `prefect-cancel-doctor diagnose {run_id}`" if run_id else None,
         )
     return run_id, locate_task(run_id, view, options)

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, EngineProcess
 from prefect_cancel_doctor.kinds.ecs.locate import API_TIMEOUT
-from prefect_cancel_doctor.kinds.ecs.view import TaskView
-from prefect_cancel_doctor.model import ContainerInfo, ContainerProcess
+from prefect_cancel_doctor.model import ContainerInfo, ContainerProcess, TaskFacts
 
 
 @dataclass(frozen=True)
@@ -17,18 +16,18 @@ class TaskStopper:
     host runs it), StopTask (ECS sends SIGTERM, then SIGKILL after the container's stopTimeout), then,
     on this host, `docker kill` of its container if it still runs."""
 
-    view: TaskView
+    task: TaskFacts
     container: ContainerInfo | None = None
     #: The Docker engine's listing of the container's processes (host PIDs), where the samples lack them.
     listing: tuple[ContainerProcess, ...] | None = None
 
     @property
     def name(self) -> str:
-        return self.view.name
+        return self.task.name
 
     @property
     def what(self) -> str:
-        return f"ECS task {self.view.name}"
+        return f"ECS task {self.task.name}"
 
     def engines_by_host_pid(self) -> list[EngineProcess] | None:
         if self.listing is None:
@@ -43,10 +42,10 @@ class TaskStopper:
 
         lines = []
         if engine_pid is not None:
-            lines.append(f"SIGTERM the flow engine {engine_pid} (host PID) of ECS task {self.view.name}")
+            lines.append(f"SIGTERM the flow engine {engine_pid} (host PID) of ECS task {self.task.name}")
         lines.append(
-            f"`{stop_commands(self.view)[0]}` if it still runs after {grace:.0f} s "
-            f"(ECS: SIGTERM, then SIGKILL after {self.view.stop_timeout} s)"
+            f"`{stop_commands(self.task)[0]}` if it still runs after {grace:.0f} s "
+            f"(ECS: SIGTERM, then SIGKILL after {self.task.stop_timeout} s)"
         )
         if self.container is not None:
             lines.append(f"docker kill {self.container.id[:12]} if it still runs then")
@@ -63,8 +62,8 @@ class TaskStopper:
         from prefect_cancel_doctor.kinds.ecs.facts import STOP_REASON
         from prefect_cancel_doctor.kinds.ecs.read import read_tasks
 
-        view, ecs = self.view, EcsApi(timeout=API_TIMEOUT)
-        key = (view.cluster, view.task_arn)
+        task, ecs = self.task, EcsApi(timeout=API_TIMEOUT)
+        key = (task.cluster, task.task_arn)
 
         def running() -> bool:
             if self.container is not None:
@@ -78,17 +77,17 @@ class TaskStopper:
             return read_tasks([key], ecs, local=False)[key].running
 
         if engine_signalled and running():
-            wait(f"waiting for ECS task {view.name} to stop", grace, lambda: not running())
+            wait(f"waiting for ECS task {task.name} to stop", grace, lambda: not running())
         if running():
             try:
-                ecs.stop_task(view.cluster, view.task_arn, STOP_REASON)
+                ecs.stop_task(task.cluster, task.task_arn, STOP_REASON)
             except EcsError as exc:
                 record(f"aws ecs stop-task failed: {exc}")
             else:
                 record("aws ecs stop-task")
             wait(
-                f"waiting for ECS task {view.name} to stop",
-                view.stop_timeout + KILL_WAIT_SECONDS,
+                f"waiting for ECS task {task.name} to stop",
+                task.stop_timeout + KILL_WAIT_SECONDS,
                 lambda: not running(),
             )
         if self.container is not None and running():
@@ -97,5 +96,5 @@ class TaskStopper:
             with DockerClient() as client:
                 client.kill(self.container.id)
             record("docker kill")
-            wait(f"waiting for ECS task {view.name} to stop", KILL_WAIT_SECONDS, lambda: not running())
+            wait(f"waiting for ECS task {task.name} to stop", KILL_WAIT_SECONDS, lambda: not running())
         return running()

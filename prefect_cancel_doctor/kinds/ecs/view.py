@@ -1,17 +1,13 @@
-"""`TaskView`: everything the scan read about one run's ECS task, the ground the ECS rules stand on.
-
-The engine copies a `Location` into the report's `Target` field by field; the model has no field for
-an ECS task, so the views of the tasks located in this process are kept here by the location's
-description (unique to the task), for `gone`, `facts`, `stop_now` and `stopper` to read
-(`remember`, `recall`).
-"""
+"""`TaskView`: what a scan read about one run's ECS task (ECS's records, this host's container), and
+`TaskView.facts`, the report model's `TaskFacts` the rules, `resolve` and the JSON read."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from prefect_cancel_doctor.model import TASK_GONE_STATUSES, TaskContainerFact, TaskFacts
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.ecs_api.records import (
@@ -26,8 +22,6 @@ if TYPE_CHECKING:
 DEFAULT_STOP_TIMEOUT = 30
 #: prefect-aws's default container name.
 PREFECT_CONTAINER = "prefect"
-#: Last statuses of a task whose containers no longer run.
-GONE_STATUSES = frozenset({"STOPPED", "DEPROVISIONING", "DELETED"})
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,7 @@ class TaskView:
         """ECS no longer runs it: stopped, or no longer known."""
         if self.missing is not None:
             return True
-        return self.task is not None and (self.task.last_status or "") in GONE_STATUSES
+        return self.task is not None and (self.task.last_status or "") in TASK_GONE_STATUSES
 
     @property
     def running(self) -> bool:
@@ -118,21 +112,40 @@ class TaskView:
         definition = self.flow_definition
         return definition.command if definition is not None else ()
 
-
-_KEEP = 2000
-_views: OrderedDict[str, TaskView] = OrderedDict()
-_lock = threading.Lock()
-
-
-def remember(description: str, view: TaskView) -> None:
-    """Keep `view` for the location described so (the newest `_KEEP` locations)."""
-    with _lock:
-        _views[description] = view
-        _views.move_to_end(description)
-        while len(_views) > _KEEP:
-            _views.popitem(last=False)
-
-
-def recall(description: str) -> TaskView | None:
-    with _lock:
-        return _views.get(description)
+    def facts(self) -> TaskFacts:
+        """The task as the report model holds it."""
+        task, definition, instance = self.task, self.flow_definition, self.instance
+        facts = TaskFacts(
+            self.cluster,
+            self.task_arn,
+            self.cluster_name,
+            error=self.error,
+            missing=self.missing,
+            container_name=self.container_name,
+            command=self.command,
+            stop_timeout=self.stop_timeout,
+            init_process_enabled=definition.init_process_enabled if definition is not None else None,
+            sys_ptrace=("SYS_PTRACE" in definition.capabilities_add) if definition is not None else None,
+            ec2_instance_id=instance.ec2_instance_id if instance is not None else None,
+            agent_connected=instance.agent_connected if instance is not None else None,
+            local_container=self.local_container,
+        )
+        if task is None:
+            return facts
+        return dataclasses.replace(
+            facts,
+            last_status=task.last_status,
+            desired_status=task.desired_status,
+            stop_code=task.stop_code,
+            stopped_reason=task.stopped_reason,
+            started_at=task.started_at,
+            stopping_at=task.stopping_at,
+            stopped_at=task.stopped_at,
+            launch_type="FARGATE" if task.on_fargate else (task.launch_type or task.capacity_provider),
+            on_fargate=task.on_fargate,
+            enable_execute_command=task.enable_execute_command,
+            containers=tuple(
+                TaskContainerFact(c.name, c.last_status, c.exit_code, c.reason) for c in task.containers
+            ),
+            flow_run_id=task.flow_run_id,
+        )

@@ -122,7 +122,7 @@ class KubernetesKind(ProcessesOnly):
         name = f"container {pod.container} of pod {pod.name}"
         return ContainerView(name, pod.command, (), False, "the kubelet's SIGTERM (pod deletion)")
 
-    def short_fix(self, cause: Cause) -> str | None:
+    def short_fix(self, target: Target, cause: Cause) -> str | None:
         from prefect_cancel_doctor.kinds.kubernetes.facts import pod_short_fix
 
         return pod_short_fix(cause)

@@ -8,6 +8,7 @@ started at 09:58:12, the logs said nothing of a cancel.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -41,9 +42,15 @@ def build(
     processes: Iterable[ProcessSample] = (),
     runner: ProcSnapshot | None = None,
     proc_root: PathLike = "/proc",
+    infrastructure: Iterable[TimelineEntry] = (),
 ) -> tuple[TimelineEntry, ...]:
-    """Every dated fact known of the run, oldest first."""
+    """Every dated fact known of the run, oldest first (`infrastructure`: what its kind of target
+    dates, `Kind.timeline`)."""
     entries: list[TimelineEntry] = []
+    for entry in infrastructure:
+        moment = parse_time(entry.at)
+        if moment is not None:
+            entries.append(dataclasses.replace(entry, at=_iso(moment)))
     for state in history:
         moment = parse_time(state.timestamp)
         if moment is not None:

@@ -38,6 +38,7 @@ from prefect_cancel_doctor.model import (
     Role,
     Target,
     TaskFacts,
+    TimelineEntry,
     Verdict,
 )
 
@@ -275,6 +276,10 @@ class Kind(Protocol):
         doctor for a target it cannot sample from here); None: the cause's."""
         ...
 
+    def timeline(self, target: Target) -> tuple[TimelineEntry, ...]:
+        """Dated facts only this kind has (an ECS task's stop request), for the run's timeline."""
+        ...
+
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
         """The commands that end the target now, where the kind stops it as a whole; None: end the
         run's processes by PID."""
@@ -319,6 +324,9 @@ class ProcessesOnly:
 
     def fixes(self, target: Target, cause: Cause) -> tuple[str, ...] | None:
         return None
+
+    def timeline(self, target: Target) -> tuple[TimelineEntry, ...]:
+        return ()
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
         return None

@@ -217,3 +217,5 @@ class TimelineSource(StrEnum):
     WORKER = "worker"
     PROCESS = "process"
     LOG = "log"
+    #: What the run's infrastructure's own API dates (an ECS task's start, stop request, stop).
+    INFRASTRUCTURE = "infrastructure"

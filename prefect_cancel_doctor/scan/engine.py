@@ -493,7 +493,13 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
     )
     errors = tuple(e for s in job.samples for e in s.errors)
     story = timeline.build(
-        job.run, job.history, job.logs, live if not apart else (), runner, options.proc_root
+        job.run,
+        job.history,
+        job.logs,
+        live if not apart else (),
+        runner,
+        options.proc_root,
+        kind_of(location.kind).timeline(target),
     )
     ui_url = flow_run_url(ui, job.run.id) if job.run else None
     return Diagnosis(job.run, target, diagnose(evidence), errors, story, ui_url)

@@ -241,3 +241,18 @@ def test_the_task_is_in_the_json_of_the_target() -> None:
     assert plain["task"]["stop_code"] == "EssentialContainerExited"
     assert plain["task"]["containers"][0]["exit_code"] == 137
     assert plain["task"]["on_fargate"] is True
+
+
+def test_the_tasks_start_stop_request_and_stop_are_dated_in_the_runs_timeline() -> None:
+    from prefect_cancel_doctor.diagnose.timeline import build
+
+    stopping = build(None, infrastructure=EcsKind().timeline(_target(_view("4444"))))
+    stopped = build(None, infrastructure=EcsKind().timeline(_target(_view("1111"))))
+
+    assert [(e.at, e.what) for e in stopping] == [
+        ("2026-12-06T09:23:20Z", "ECS task prod/4444aaaa2222bbbb3333cccc4444dddd started"),
+        ("2026-12-06T09:40:00Z", "ECS was asked to stop task prod/4444aaaa2222bbbb3333cccc4444dddd"),
+    ]
+    assert [e.source for e in stopping] == ["infrastructure", "infrastructure"]
+    assert stopped[-1].what == "ECS task prod/1111aaaa2222bbbb3333cccc4444dddd stopped (SpotInterruption)"
+    assert EcsKind().timeline(Target(kind=InfraKind.ECS, description="x")) == ()

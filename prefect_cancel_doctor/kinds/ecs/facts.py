@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.core.remedies import remediation, short_fix
-from prefect_cancel_doctor.model import Cause, TaskFacts, Verdict
+from prefect_cancel_doctor.model import Cause, TaskFacts, TimelineEntry, TimelineSource, Verdict
 
 #: The reason `resolve` and the by-hand line give StopTask (ECS keeps it as stoppedReason).
 STOP_REASON = "prefect-cancel-doctor: flow run stuck in Cancelling"
@@ -241,3 +241,24 @@ def fixes_for(task: TaskFacts | None, cause: Cause) -> tuple[str, ...] | None:
         )
         return (host, exec_fix, *needs)
     return (exec_fix, *needs)
+
+
+def task_timeline(task: TaskFacts) -> tuple[TimelineEntry, ...]:
+    """The task's start, the stop ECS was asked for, and its stop, as ECS dates them."""
+    source = TimelineSource.INFRASTRUCTURE
+    entries = []
+    if task.started_at:
+        entries.append(TimelineEntry(task.started_at, f"ECS task {task.name} started", source))
+    if task.stopping_at:
+        entries.append(
+            TimelineEntry(
+                task.stopping_at,
+                f"ECS was asked to stop task {task.name}"
+                + (f" ({task.stopped_reason})" if task.stopped_reason else ""),
+                source,
+            )
+        )
+    if task.stopped_at:
+        code = f" ({task.stop_code})" if task.stop_code else ""
+        entries.append(TimelineEntry(task.stopped_at, f"ECS task {task.name} stopped{code}", source))
+    return tuple(entries)

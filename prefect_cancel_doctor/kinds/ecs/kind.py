@@ -15,7 +15,15 @@ from prefect_cancel_doctor.kinds.base import (
     ProcessesOnly,
     StopNow,
 )
-from prefect_cancel_doctor.model import AttachMode, Cause, InfraKind, StateType, Target, Verdict
+from prefect_cancel_doctor.model import (
+    AttachMode,
+    Cause,
+    InfraKind,
+    StateType,
+    Target,
+    TimelineEntry,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.clients.ecs_api import EcsApi
@@ -127,6 +135,11 @@ class EcsKind(ProcessesOnly):
         from prefect_cancel_doctor.kinds.ecs.facts import fixes_for
 
         return fixes_for(target.task, cause)
+
+    def timeline(self, target: Target) -> tuple[TimelineEntry, ...]:
+        from prefect_cancel_doctor.kinds.ecs.facts import task_timeline
+
+        return task_timeline(target.task) if target.task is not None else ()
 
     def stop_now(self, target: Target, cause: Cause) -> StopNow | None:
         from prefect_cancel_doctor.kinds.ecs.facts import stop_commands

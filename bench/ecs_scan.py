@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 
 from bench._common import DOCTOR, Row, compile_bytecode, log, median, print_table
+from prefect_cancel_doctor.demo.ecs_harness import ACCOUNT, FLOW, REGION, moto_ecs_server
 from prefect_cancel_doctor.demo.harness import LocalPrefect
-from tests.ecs.conftest import ACCOUNT, FLOW, REGION, MotoEcs, _count_describe_tasks
 
 CLUSTERS = ("prefect-prod", "prefect-batch")
 
@@ -54,58 +54,43 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     compile_bytecode()
-    from moto.moto_api import state_manager
-    from moto.server import ThreadedMotoServer
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
-    calls: list[str] = []
-    try:
-        host, port = server.get_host_and_port()
-        moto = MotoEcs(f"http://{host}:{port}", "", "", calls)  # its endpoint and env(); no EC2 here
-        ecs = moto.client()
+    # moto in this process, so that the DescribeTasks calls the doctor makes are counted; no EC2 here.
+    with (
+        moto_ecs_server(clusters=CLUSTERS, container_instance=False) as moto,
+        tempfile.TemporaryDirectory() as directory,
+        LocalPrefect(log=log) as prefect,
+    ):
+        ecs, calls = moto.client(), moto.describe_calls
         tasks: dict[str, list[str]] = {cluster: [] for cluster in CLUSTERS}
-        with tempfile.TemporaryDirectory() as directory, LocalPrefect(log=log) as prefect:
-            Path(directory, "flow.py").write_text(FLOW)
-            prefect.client.create_work_pool(WorkPoolCreate(name="ecs", type="ecs", base_job_template={}))
-            deployment = prefect.deploy(
-                flow_name="etl", entrypoint="flow.py:etl", directory=Path(directory), pool="ecs"
-            )
-            for cluster in CLUSTERS:
-                ecs.create_cluster(clusterName=cluster)
-            definition = ecs.register_task_definition(
-                family="prefect",
-                containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3-latest",
-                                       "memory": 512, "essential": True,
-                                       "command": ["prefect", "flow-run", "execute"]}],
-            )["taskDefinition"]["taskDefinitionArn"]  # fmt: skip
-            for index in range(args.runs):
-                cluster = CLUSTERS[index % len(CLUSTERS)]
-                run_id = prefect.create_run(deployment, {})
-                answer = ecs.run_task(cluster=cluster, taskDefinition=definition, launchType="FARGATE")
-                arn = str(answer["tasks"][0]["taskArn"])
-                tasks[cluster].append(arn)
-                prefect.force_state(run_id, "PENDING")
-                prefect.force_state(run_id, "RUNNING")
-                prefect.client.update_flow_run(uuid.UUID(run_id), infrastructure_pid=f"{cluster}::{arn}")
-                prefect.cancel_run(run_id)
-            _count_describe_tasks(calls)
-            env = moto.env(PREFECT_API_URL=prefect.api_url)
-            scan = [DOCTOR, "scan", "--format", "json"]
-            floor = [sys.executable, "-c", FLOOR, json.dumps(tasks)]
-            _timed(scan, env, 1)  # warm-up: the first start of the CLI, the server's caches
-            scans, floors, imports, per_scan = [], [], [], []
-            for _ in range(args.repeat):
-                before = len(calls)
-                scans.append(_timed(scan, env, 1))
-                per_scan.append(len(calls) - before)
-                floors.append(_timed(floor, env, 0))
-                imports.append(_timed([sys.executable, "-c", "import boto3"], env, 0))
-    finally:
-        state_manager.unset_transition("ecs::task")
-        server.stop()
+        Path(directory, "flow.py").write_text(FLOW)
+        prefect.client.create_work_pool(WorkPoolCreate(name="ecs", type="ecs", base_job_template={}))
+        deployment = prefect.deploy(
+            flow_name="etl", entrypoint="flow.py:etl", directory=Path(directory), pool="ecs"
+        )
+        for index in range(args.runs):
+            cluster = CLUSTERS[index % len(CLUSTERS)]
+            run_id = prefect.create_run(deployment, {})
+            answer = ecs.run_task(cluster=cluster, taskDefinition=moto.task_definition, launchType="FARGATE")
+            arn = str(answer["tasks"][0]["taskArn"])
+            tasks[cluster].append(arn)
+            prefect.force_state(run_id, "PENDING")
+            prefect.force_state(run_id, "RUNNING")
+            prefect.client.update_flow_run(uuid.UUID(run_id), infrastructure_pid=f"{cluster}::{arn}")
+            prefect.cancel_run(run_id)
+        calls.clear()
+        env = moto.env(PREFECT_API_URL=prefect.api_url)
+        scan = [DOCTOR, "scan", "--format", "json"]
+        floor = [sys.executable, "-c", FLOOR, json.dumps(tasks)]
+        _timed(scan, env, 1)  # warm-up: the first start of the CLI, the server's caches
+        scans, floors, imports, per_scan = [], [], [], []
+        for _ in range(args.repeat):
+            before = len(calls)
+            scans.append(_timed(scan, env, 1))
+            per_scan.append(len(calls) - before)
+            floors.append(_timed(floor, env, 0))
+            imports.append(_timed([sys.executable, "-c", "import boto3"], env, 0))
     scan_s, floor_s = median(scans), median(floors)
     what = f"scan of {args.runs} ECS runs in {len(CLUSTERS)} clusters, median of {args.repeat}"
     rows = [

@@ -628,7 +628,7 @@ def docker_demo_environment(
     with contextlib.ExitStack() as stack:
         if own_client:
             stack.callback(docker.close)
-        stack.callback(_remove_session, docker, owner, log)
+        stack.callback(remove_session, docker, owner, log)
         remove_leftovers(docker, log)
         if harness is None:
             harness = stack.enter_context(LocalPrefect(log=log, ui=ui))
@@ -638,7 +638,7 @@ def docker_demo_environment(
         log("cleaning up: the Docker worker, the containers, the image")
 
 
-def _remove_session(client: DockerClient, owner: str, log: Callable[[str], None]) -> None:
+def remove_session(client: DockerClient, owner: str, log: Callable[[str], None]) -> None:
     """Delete every container (sidecars first) and image of this session."""
     with contextlib.suppress(DockerError):
         for summary in client.containers(filters={"label": [f"{OWNER_LABEL}={owner}"]}):
@@ -965,6 +965,7 @@ __all__ = [
     "host_mounts",
     "image_path_env",
     "remove_leftovers",
+    "remove_session",
     "rootfs_tarball",
     "select_docker_scenarios",
     "start_docker_worker",

@@ -8,19 +8,26 @@ runs, THEN each verdict says so (infrastructure_gone naming the stop; not_attach
 execute-command line, or the EC2 instance to run the doctor on), and the scan made one
 DescribeTasks call for the cluster. Without credentials, or with an identity IAM denies, the
 verdict is a clear not_attachable, no traceback. A real prefect-aws ECS worker submits a run to moto
-and the doctor reads what it recorded; with Docker, a task on this host (the ECS agent's labels) is
-sampled and ended through the Docker paths.
+and the doctor reads what it recorded. With Docker, tasks on this host (real containers with the ECS
+agent's labels, running real flows with no Runner, staged by `demo/ecs_harness.py` as `demo --ecs`
+stages them) are sampled through the Docker paths: a flow blocked in a C call (its file:line), a task
+RUNNING past its stopTimeout after StopTask (its SIGTERM pending), one ended by the engine's SIGTERM
+and one `resolve` ends with StopTask, then `docker kill`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ecs.conftest import CLUSTER, EcsPrefect, MotoEcs
+from prefect_cancel_doctor.demo.ecs_harness import CLUSTER, WORKER_STOP_REASON, MotoEcs, StuckTaskRun
+from tests.ecs.conftest import EcsPrefect, progress
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.server
@@ -204,113 +211,197 @@ def test_an_identity_iam_denies_is_a_clear_not_attachable(moto_ecs: MotoEcs, ecs
     assert "grant the doctor's identity ecs:DescribeTasks, ecs:DescribeTaskDefinition" in verdict["summary"]
 
 
-STUCK_FLOW = """import time
+# -- tasks on this EC2 host: the ECS agent's labelled containers, running real flows -------------
 
-from prefect import flow
+#: The harness's scenarios staged here (`demo --ecs` stages some of the same).
+ON_HOST = ("ecs_c_call", "ecs_stop_timeout", "ecs_no_runner", "ecs_resolve")
 
 
-@flow
-def etl() -> None:
-    print("ready", flush=True)
-    time.sleep(600)  # BLOCKING
-"""
+@pytest.fixture(scope="module")
+def on_host(
+    moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any
+) -> Iterator[dict[str, StuckTaskRun]]:
+    """The on-host scenarios, staged together (their containers start at once) on the session's
+    server and moto."""
+    from prefect_cancel_doctor.demo.ecs_harness import ecs_demo_environment
+
+    with ecs_demo_environment(
+        ON_HOST, harness=ecs_prefect.prefect, moto=moto_ecs, client=docker_client, log=progress
+    ) as staged:
+        progress("ECS on-host timings (s): " + ", ".join(f"{k}={v}" for k, v in staged.timings.items()))
+        yield {run.scenario: run for run in staged.runs}
+
+
+def _host_env(moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, **extra: str) -> dict[str, str]:
+    docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url, DOCKER_HOST=docker_host, **extra)
+
+
+def _diagnosed(run: StuckTaskRun, env: dict[str, str]) -> dict[str, Any]:
+    done = run_cli("diagnose", run.run_id, "-o", "json", env=env)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    entry: dict[str, Any] = json.loads(done.stdout)["runs"][0]
+    return entry
+
+
+def _at_its_line(verdict: dict[str, Any], run: StuckTaskRun) -> None:
+    call = verdict["blocking_call"]
+    assert run.expected_location is not None and run.expected_kind is not None
+    file, line = run.expected_location
+    assert (call["kind"], call["filename"], call["line"]) == (run.expected_kind.value, file, line), call
+
+
+def _on_this_host(entry: dict[str, Any], run: StuckTaskRun) -> None:
+    assert run.container_id is not None
+    assert entry["target"]["kind"] == "ecs"
+    assert entry["target"]["description"] == (
+        f"ECS task {CLUSTER}/{run.task_id} on this host (Docker container {run.container_id[:12]})"
+    )
+    assert any(
+        f"runs on this host: its container prefect is Docker container {run.container_id[:12]}" in e
+        for e in entry["verdict"]["evidence"]
+    ), entry["verdict"]["evidence"]
+
+
+def _task_facts(entry: dict[str, Any], run: StuckTaskRun, desired: str) -> dict[str, Any]:
+    """The task as the JSON's target holds it (what ECS says, and its container on this host)."""
+    task: dict[str, Any] = entry["target"]["task"]
+    assert (task["cluster"], task["task_arn"], task["flow_run_id"]) == (CLUSTER, run.task_arn, run.run_id)
+    assert (task["last_status"], task["desired_status"], task["launch_type"]) == ("RUNNING", desired, "EC2")
+    assert (task["command"], task["stop_timeout"]) == (["python", "-m", "prefect.engine"], run.stop_timeout)
+    assert task["local_container"] == run.container_id
+    return task
+
+
+def _runs_no_runner(verdict: dict[str, Any], run: StuckTaskRun) -> None:
+    evidence = verdict["evidence"]
+    assert any(
+        f"ECS task {CLUSTER}/{run.task_id}: lastStatus RUNNING" in e and "launch type EC2" in e
+        for e in evidence
+    ), evidence
+    assert any("container prefect: command `python -m prefect.engine`" in e for e in evidence), evidence
+    assert any("runs the flow engine without a Prefect Runner" in e for e in evidence), evidence
 
 
 @pytest.mark.docker
-def test_a_task_on_this_ec2_host_is_found_by_its_agent_labels_and_sampled(
-    moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
+def test_a_task_on_this_host_blocked_in_a_c_call_names_the_call(
+    on_host: dict[str, StuckTaskRun], moto_ecs: MotoEcs, ecs_prefect: EcsPrefect
 ) -> None:
+    """GIVEN an EC2 task whose flow container runs on this host (the ECS agent's labels), its command
+    `python -m prefect.engine` (no Runner), its flow waiting in a C call (a SQLite busy wait), WHEN
+    its run is cancelled and diagnosed, THEN: cancel_not_observed (no SIGTERM came; one would stay
+    pending: signal_pending as the secondary finding), the call at the flow's line, the task's facts."""
+    run = on_host["ecs_c_call"]
+
+    entry = _diagnosed(run, _host_env(moto_ecs, ecs_prefect))
+
+    verdict = entry["verdict"]
+    assert verdict["cause"] == "cancel_not_observed", verdict
+    assert [also["cause"] for also in verdict["also"]] == ["signal_pending"], verdict["also"]
+    _at_its_line(verdict, run)
+    _on_this_host(entry, run)
+    _runs_no_runner(verdict, run)
+    assert _task_facts(entry, run, desired="RUNNING")["stopping_at"] is None
+    assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {run.task_arn}")
+
+
+@pytest.mark.docker
+def test_a_task_running_past_its_stop_timeout_on_this_host(
+    on_host: dict[str, StuckTaskRun], moto_ecs: MotoEcs, ecs_prefect: EcsPrefect
+) -> None:
+    """GIVEN a task on this host whose flow waits in a C call, its run cancelled, then StopTask
+    (desiredStatus STOPPED, stoppingAt) whose SIGTERM the engine (PID 1) got, and the task still
+    RUNNING past its definition's stopTimeout (5 s; no agent SIGKILLed it), WHEN diagnosed, THEN:
+    signal_pending at the flow's line, a SIGTERM came, and the evidence says ECS was asked to stop
+    it and it is past its stopTimeout."""
+    run = on_host["ecs_stop_timeout"]
+    task = moto_ecs.backend_task(run.task_arn)
+    assert (task.last_status, task.desired_status) == ("RUNNING", "STOPPED")
+
+    entry = _diagnosed(run, _host_env(moto_ecs, ecs_prefect))
+
+    verdict = entry["verdict"]
+    assert verdict["cause"] == "signal_pending", verdict
+    _at_its_line(verdict, run)
+    _on_this_host(entry, run)
+    assert (verdict["delivery"]["sigterm"], verdict["delivery"]["absorbed_by"]) == ("delivered", "c_call")
+    facts = _task_facts(entry, run, desired="STOPPED")
+    assert (facts["stop_code"], facts["stopped_reason"]) == ("UserInitiated", WORKER_STOP_REASON)
+    assert facts["stopping_at"] is not None
+    assert any(
+        e.startswith("ECS was asked to stop the task at ")
+        and f"past its container's stopTimeout of {run.stop_timeout} s: ECS's SIGKILL should have ended it "
+        "and did not"
+        in e
+        for e in verdict["evidence"]
+    ), verdict["evidence"]
+
+
+@pytest.mark.docker
+def test_a_task_on_this_host_is_found_by_its_agent_labels_sampled_and_resolved(
+    on_host: dict[str, StuckTaskRun], moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     """GIVEN an EC2 task whose flow container runs on this host's Docker engine with the ECS agent's
     labels, its command `python -m prefect.engine` (no Runner) against the real server, WHEN its run is
     cancelled and diagnosed, THEN the ECS kind finds the container, samples it through the Docker
     paths: cancel_not_observed, a sleep at the flow's marked line, the verdict saying it is an ECS task
     on this host and ending it with `aws ecs stop-task`; `resolve` ends it (the engine's SIGTERM by
-    its host PID) and marks the run Cancelled."""
-    import os
-    import sys
-    import uuid
-    from pathlib import Path
+    its host PID: no StopTask needed) and marks the run Cancelled."""
+    run = on_host["ecs_no_runner"]
+    env = _host_env(moto_ecs, ecs_prefect, XDG_STATE_HOME=str(tmp_path))
 
-    from prefect_cancel_doctor.demo.docker_harness import OWNER_LABEL, build_image, host_mounts
-    from tests.ecs.conftest import CLUSTER
+    entry = _diagnosed(run, env)
+    resolved = run_cli("resolve", run.run_id, "--yes", "--grace", "5", env=env)
 
-    flows = tmp_path_factory.mktemp("ecs-ec2-flows")
-    Path(flows, "stuck.py").write_text(STUCK_FLOW)
-    line = STUCK_FLOW.splitlines().index("    time.sleep(600)  # BLOCKING") + 1
-    deployment = ecs_prefect.prefect.deploy(
-        flow_name="etl-on-ec2", entrypoint="stuck.py:etl", directory=flows, pool="ecs", name="ec2"
-    )
-    run_id = ecs_prefect.prefect.create_run(deployment, {})
-    arn = moto_ecs.run_task(run_id, launch_type="EC2")
-    ecs_prefect.prefect.client.update_flow_run(uuid.UUID(run_id), infrastructure_pid=f"{CLUSTER}::{arn}")
-    ecs_prefect.prefect.propose_pending(run_id)
-    owner = f"ecs-{uuid.uuid4().hex[:8]}"
-    image = build_image(docker_client, owner, owner)
-    container = docker_client.create(
-        {
-            "Image": image,
-            "Cmd": [f"{sys.prefix}/bin/python", "-m", "prefect.engine"],
-            "Env": [
-                f"PREFECT_API_URL={ecs_prefect.api_url}",
-                f"PREFECT__FLOW_RUN_ID={run_id}",
-                "PREFECT_HOME=/tmp/prefect-home",
-                "PYTHONUNBUFFERED=1",
-            ],
-            "Labels": {
-                "com.amazonaws.ecs.task-arn": arn,
-                "com.amazonaws.ecs.container-name": "prefect",
-                "com.amazonaws.ecs.cluster": CLUSTER,
-                "com.amazonaws.ecs.task-definition-family": "prefect",
-                OWNER_LABEL: owner,
-            },
-            "HostConfig": {"NetworkMode": "host", "Binds": host_mounts([flows]), "AutoRemove": False},
-        },
-        name=f"ecs-agent-{owner}",
-    )
-    try:
-        docker_client.start(container)
-        deadline = time.monotonic() + 240  # a loaded 2-core machine: Prefect imports slowly
-        while b"ready" not in docker_client.logs(container)[0]:
-            out, err = docker_client.logs(container)
-            assert time.monotonic() < deadline, (out + err).decode(errors="replace")[-3000:]
-            assert docker_client.inspect(container).running, (out + err).decode(errors="replace")[-3000:]
-            time.sleep(0.3)
-        assert ecs_prefect.prefect.cancel_run(run_id) == "CANCELLING"
-        docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        verdict_entry = json.loads(
-            run_cli(
-                "diagnose", run_id, "-o", "json", "--no-native",
-                env=moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url, DOCKER_HOST=docker_host),
-            ).stdout
-        )["runs"][0]  # fmt: skip
-        resolved = run_cli(
-            "resolve", run_id, "--yes", "--grace", "5",
-            env=moto_ecs.env(
-                PREFECT_API_URL=ecs_prefect.api_url,
-                DOCKER_HOST=docker_host,
-                XDG_STATE_HOME=str(flows / "state"),
-            ),
-        )  # fmt: skip
-        assert resolved.returncode == 0, resolved.stdout[-2000:] + resolved.stderr[-2000:]
-        assert not docker_client.inspect(container).running
-        assert ecs_prefect.prefect.state_type(run_id) == "CANCELLED"
-        actions = (flows / "state" / "prefect-cancel-doctor" / "actions.jsonl").read_text()
-        assert "SIGTERM" in actions and run_id in actions
-    finally:
-        docker_client.remove(container)
-        from prefect_cancel_doctor.demo.docker_harness import IMAGE_REPOSITORY
-
-        docker_client.remove_image(f"{IMAGE_REPOSITORY}:{owner}")
-    verdict, target = verdict_entry["verdict"], verdict_entry["target"]
-    assert target["kind"] == "ecs"
-    assert f"on this host (Docker container {container[:12]})" in target["description"]
+    verdict = entry["verdict"]
     assert verdict["cause"] == "cancel_not_observed", verdict
-    call = verdict["blocking_call"]
-    assert (call["kind"], Path(call["filename"]).name, call["line"]) == ("sleep", "stuck.py", line)
-    assert any(
-        "runs on this host: its container prefect is Docker container" in e for e in verdict["evidence"]
-    )
-    assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {arn}")
+    _at_its_line(verdict, run)
+    _on_this_host(entry, run)
+    _runs_no_runner(verdict, run)
+    _task_facts(entry, run, desired="RUNNING")
+    assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {run.task_arn}")
+    assert resolved.returncode == 0, resolved.stdout[-2000:] + resolved.stderr[-2000:]
+    assert run.container_id is not None and not docker_client.inspect(run.container_id).running
+    assert ecs_prefect.prefect.state_type(run.run_id) == "CANCELLED"
+    actions = (tmp_path / "prefect-cancel-doctor" / "actions.jsonl").read_text()
+    assert "SIGTERM" in actions and run.run_id in actions
+    assert "aws ecs stop-task" not in actions  # the engine's SIGTERM ended it within the grace
+    assert moto_ecs.backend_task(run.task_arn).desired_status == "RUNNING"
+
+
+@pytest.mark.docker
+def test_resolve_calls_stop_task_then_docker_kills_a_task_that_holds_on(
+    on_host: dict[str, StuckTaskRun], moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """GIVEN a task on this host whose flow waits in a C call (so the engine's SIGTERM stays pending),
+    its definition's stopTimeout 2 s, WHEN `resolve RUN --yes` runs, THEN it SIGTERMs the engine, calls
+    StopTask on the ECS API (moto records desiredStatus STOPPED and the doctor's reason), and, as no ECS
+    agent stops the container here, `docker kill`s it after the stopTimeout; the container is gone and
+    the run Cancelled, each step in the action log."""
+    from prefect_cancel_doctor.kinds.ecs.facts import STOP_REASON
+
+    run = on_host["ecs_resolve"]
+    assert run.container_id is not None and run.ready_path is not None
+    env = _host_env(moto_ecs, ecs_prefect, XDG_STATE_HOME=str(tmp_path))
+
+    started = time.monotonic()
+    resolved = run_cli("resolve", run.run_id, "--yes", "--grace", "2", env=env)
+    seconds = time.monotonic() - started
+
+    assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-3000:]
+    assert "Traceback" not in resolved.stderr
+    task = moto_ecs.backend_task(run.task_arn)
+    assert (task.desired_status, task.stopped_reason) == ("STOPPED", STOP_REASON)
+    assert Path(str(run.ready_path) + ".sigterm").exists()  # the engine got the SIGTERM, pending in C
+    assert not docker_client.inspect(run.container_id).running
+    assert ecs_prefect.prefect.state_type(run.run_id) == "CANCELLED"
+    actions = [json.loads(line) for line in (tmp_path / "prefect-cancel-doctor" / "actions.jsonl").open()]
+    steps = [a["signal"] for a in actions if a["run"] == run.run_id]
+    assert steps == ["SIGTERM", "aws ecs stop-task", "docker kill", "set Cancelled"], actions
+    assert seconds < 60, seconds  # grace 2 s, stopTimeout 2 s + the kill's wait
 
 
 def test_a_run_submitted_by_a_real_prefect_aws_worker(

@@ -23,9 +23,11 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.types.entrypoint import EntrypointType
 
+from prefect_cancel_doctor.act.policy import PolicyError
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.core.redact import redact_url_passwords
+from prefect_cancel_doctor.fleet.autopilot import Autopilot, autopilot_from_env
 from prefect_cancel_doctor.fleet.publish import host_name, scan_and_publish, seen_here
 from prefect_cancel_doctor.health.flow import cron_schedule, prefect_connection
 
@@ -45,7 +47,7 @@ AGENT_TAG = "prefect-cancel-doctor"
 def cancel_doctor_agent(
     samples: int = 3, since: str = "1h", artifacts: bool = True, host: str | None = None
 ) -> dict[str, Any]:
-    """Scan this host and publish its verdicts.
+    """Scan this host and publish its verdicts; with `agent --autopilot`, act on what its policy allows.
 
     Args:
         samples: py-spy dumps per process.
@@ -55,13 +57,24 @@ def cancel_doctor_agent(
     """
     logger = get_run_logger()
     host = host or host_name()
+    autopilot, unreadable = _autopilot()
+    if unreadable:
+        logger.error("autopilot: %s; this cycle acts on nothing", unreadable)
     with PrefectApi(prefect_connection()) as api:
-        report, outcome = scan_and_publish(api, host=host, samples=samples, since=since, artifacts=artifacts)
+        report, outcome = scan_and_publish(
+            api,
+            host=host,
+            samples=samples,
+            since=since,
+            artifacts=artifacts,
+            autopilot=autopilot,
+            say=logger.info,
+        )
     logger.info("host %s: %d run(s) diagnosed; %s", host, len(report.runs), outcome.summary())
     for error in outcome.errors:
         logger.warning("%s", error)
     seen = seen_here(host)
-    return {
+    result: dict[str, Any] = {
         "host": host,
         "work_pools": list(seen.work_pools),
         "workers": list(seen.workers),
@@ -70,6 +83,25 @@ def cancel_doctor_agent(
         "artifacts": outcome.artifacts,
         "errors": outcome.errors,
     }
+    if outcome.autopilot is not None:
+        logger.info("%s", outcome.autopilot.summary())
+        result["autopilot"] = {
+            "policy": outcome.autopilot.policy.name,
+            "mode": outcome.autopilot.mode,
+            "kill_switch": outcome.autopilot.switch.off,
+            **outcome.autopilot.counts(),
+        }
+    elif unreadable:
+        result["autopilot"] = {"error": unreadable}
+    return result
+
+
+def _autopilot() -> tuple[Autopilot | None, str | None]:
+    """The agent's autopilot (None: off), or why its policy could not be read."""
+    try:
+        return autopilot_from_env(), None
+    except PolicyError as exc:
+        return None, f"the policy could not be read: {exc}"
 
 
 def schedule_of(interval: str | None, cron: str | None, timezone: str | None = None) -> dict[str, Any]:

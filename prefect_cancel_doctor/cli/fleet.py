@@ -4,6 +4,7 @@ on every host."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -32,6 +33,7 @@ from prefect_cancel_doctor.cli.output import collect, fail, published, run_repor
 from prefect_cancel_doctor.render import Format, HealthFormat
 
 if TYPE_CHECKING:
+    from prefect_cancel_doctor.fleet.autopilot import Autopilot
     from prefect_cancel_doctor.health.model import HealthReport
     from prefect_cancel_doctor.health.options import HealthOptions
     from prefect_cancel_doctor.model import Report
@@ -259,6 +261,14 @@ AGENT_EPILOG = examples(
     "prefect-cancel-doctor agent --interval 2m --host node-7",
     'prefect-cancel-doctor agent --cron "*/5 * * * *"',
     "prefect-cancel-doctor agent --once         # one scan and publication now, no serving",
+    "prefect-cancel-doctor agent --autopilot safe --autopilot-dry-run   # what it would end, published",
+    "prefect-cancel-doctor agent --autopilot /etc/prefect-cancel-doctor/autopilot.toml",
+)
+AGENT_EPILOG += (
+    "\n\nThe autopilot is off unless --autopilot names a policy (`safe`, or a TOML or JSON file read "
+    "again each cycle). It acts only on this host's processes and containers, never on a partial view "
+    "or another host's verdict; the Prefect variable prefect-cancel-doctor-autopilot = off stops every "
+    "agent's autopilot at its next cycle."
 )
 
 
@@ -302,26 +312,56 @@ def agent(
             "exit code as `scan`.",
         ),
     ] = False,
+    autopilot: Annotated[
+        Optional[str],
+        typer.Option(
+            "--autopilot",
+            envvar="PCD_AUTOPILOT",
+            metavar="POLICY",
+            help="End, each cycle, the stuck runs this policy allows: `safe` (orphaned_infrastructure, "
+            "child_process_survives, infrastructure_gone, never_started at confidence >= 0.9 after 10 "
+            "minutes) or a TOML/JSON policy file. Off by default.",
+            show_default=False,
+        ),
+    ] = None,
+    autopilot_dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--autopilot-dry-run",
+            envvar="PCD_AUTOPILOT_DRY_RUN",
+            help="With --autopilot: decide and publish what it would have done, and act on nothing.",
+        ),
+    ] = False,
     samples: Samples = 3,
     since: Since = "1h",
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     profile: Profile = None,
 ) -> None:
-    """Serve this host's doctor as a Prefect deployment that scans what runs here and publishes it."""
+    """Serve this host's doctor as a Prefect deployment that scans what runs here and publishes it;
+    with --autopilot, it also ends the stuck runs its policy allows."""
     from prefect_cancel_doctor.fleet.publish import host_name
 
     parse_duration(since)
     # Passed on, to the flow runs too (a parameter of the deployment), never through the environment.
     host = host_name({"PCD_HOST": host}) if host else host_name()
+    pilot = _autopilot(autopilot, autopilot_dry_run)
     if once:
         from prefect_cancel_doctor.fleet.publish import scan_and_publish
 
         def work(progress: ProgressFn) -> Report:
             with open_api(api_url, api_key, profile) as api:
                 report, outcome = scan_and_publish(
-                    api, host=host, samples=samples, since=since, artifacts=artifacts
+                    api,
+                    host=host,
+                    samples=samples,
+                    since=since,
+                    artifacts=artifacts,
+                    autopilot=pilot,
+                    say=lambda line: typer.echo(line, err=True),
                 )
+            if outcome.autopilot is not None:
+                typer.echo(outcome.autopilot.summary(), err=True)
             return published(report, outcome)
 
         run_report(Format.TERMINAL, None, work)
@@ -340,4 +380,36 @@ def agent(
     except ValueError as exc:
         fail(usage(str(exc)))
     parameters = {"samples": samples, "since": since, "artifacts": artifacts}
+    if pilot is not None:
+        import os
+
+        from prefect_cancel_doctor.fleet.autopilot import AUTOPILOT_DRY_RUN_ENV, AUTOPILOT_ENV
+
+        # The policy is the agent's, handed to its flow runs (its own children) through their
+        # environment: never a deployment parameter, which a run started from the UI could change.
+        spec = (
+            autopilot.strip()
+            if autopilot and autopilot.strip() == "safe"
+            else str(Path(autopilot or "").resolve())
+        )
+        os.environ[AUTOPILOT_ENV] = spec
+        os.environ[AUTOPILOT_DRY_RUN_ENV] = "true" if pilot.dry_run else "false"
+        typer.echo(
+            f"agent: autopilot on{' (dry run)' if pilot.dry_run else ''}, {pilot.policy.describe()}", err=True
+        )
     serve_agent(host=host, interval=interval, cron=cron, parameters=parameters)
+
+
+def _autopilot(spec: str | None, dry_run: bool) -> Autopilot | None:
+    """The autopilot `agent` was asked for, its policy read now (a bad one is a usage error)."""
+    if not spec:
+        if dry_run:
+            fail(usage("--autopilot-dry-run needs --autopilot POLICY (e.g. --autopilot safe)"))
+        return None
+    from prefect_cancel_doctor.act.policy import PolicyError, load_policy
+    from prefect_cancel_doctor.fleet.autopilot import Autopilot
+
+    try:
+        return Autopilot(load_policy(spec), dry_run)
+    except PolicyError as exc:
+        fail(usage(f"--autopilot: {exc}"))

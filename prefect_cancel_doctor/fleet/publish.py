@@ -36,11 +36,11 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor.act.autopilot import found_here
@@ -50,6 +50,9 @@ from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub_tree
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
 from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Verdict
 from prefect_cancel_doctor.proc.roles import worker_options
+
+if TYPE_CHECKING:
+    from prefect_cancel_doctor.fleet.autopilot import Autopilot, Round
 
 #: The event of one verdict.
 VERDICT_EVENT = "prefect-cancel-doctor.verdict"
@@ -413,8 +416,11 @@ def batches(events: list[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> list[
 # -- artifacts -------------------------------------------------------------------------------------
 
 
-def artifact_markdown(d: Diagnosis, host: str, api_url: str | None, generated_at: str) -> str:
-    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where."""
+def artifact_markdown(
+    d: Diagnosis, host: str, api_url: str | None, generated_at: str, notes: Sequence[str] = ()
+) -> str:
+    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where;
+    then `notes`, what the autopilot did about it (one line each)."""
     from prefect_cancel_doctor.render.markdown import code, markdown_lines, text
 
     lines = markdown_lines(Report(api_url, generated_at, (d,)))
@@ -426,7 +432,11 @@ def artifact_markdown(d: Diagnosis, host: str, api_url: str | None, generated_at
         f"{text(generated_at[:19].replace('T', ' '))} UTC; replaced by the next scan that publishes.",
         "",
     ]
-    return _cut("\n".join(head + lines[start:]), MAX_ARTIFACT_CHARS)
+    # What the autopilot did comes first: the stack, last, is what a long artifact loses.
+    autopilot = (
+        ["## Autopilot", "", *(f"- {text(_text(note, 2000))}" for note in notes[:20]), ""] if notes else []
+    )
+    return _cut("\n".join(head + autopilot + lines[start:]), MAX_ARTIFACT_CHARS)
 
 
 def _cut(markdown: str, limit: int) -> str:
@@ -454,14 +464,16 @@ def _cut(markdown: str, limit: int) -> str:
     return "\n".join(kept)
 
 
-def artifact_body(d: Diagnosis, host: str, api_url: str | None, generated_at: str) -> dict[str, Any]:
+def artifact_body(
+    d: Diagnosis, host: str, api_url: str | None, generated_at: str, notes: Sequence[str] = ()
+) -> dict[str, Any]:
     """The body of `POST /artifacts/` for the run's Markdown artifact."""
     run = d.flow_run
     assert run is not None
     return {
         "key": artifact_key(run.id),
         "type": "markdown",
-        "data": artifact_markdown(d, host, api_url, generated_at),
+        "data": artifact_markdown(d, host, api_url, generated_at, notes),
         "description": _text(f"{d.verdict.cause.value}: diagnosed by prefect-cancel-doctor on {host}", 200),
         "flow_run_id": run.id,
     }
@@ -483,6 +495,10 @@ class PublishOutcome:
     skipped: int = 0
     #: What was not published, and why (one sentence each).
     errors: list[str] = field(default_factory=list)
+    #: Other events accepted with them (the autopilot's).
+    other_events: int = 0
+    #: What the autopilot did this round (None: it is off).
+    autopilot: Round | None = None
 
     def summary(self) -> str:
         """One line for stderr."""
@@ -506,9 +522,13 @@ def publish(
     seen: Seen,
     artifacts: bool = True,
     now: datetime | None = None,
+    notes: Mapping[str, Sequence[str]] | None = None,
+    extra_events: Callable[[Mapping[str, Related]], list[dict[str, Any]]] | None = None,
 ) -> PublishOutcome:
     """Publish the verdicts of the runs this host covers: one batch of events, then the artifacts.
 
+    `notes`: lines for a run's artifact, by run id (what the autopilot did). `extra_events(ids)`:
+    more events for the same batch, given the runs' related ids (the autopilot's).
     Never raises for the API: a failure is named in the outcome's `errors` and the
     scan goes on (its verdicts are printed, its exit code is unchanged).
     """
@@ -525,32 +545,56 @@ def publish(
         pool_ids = {}
     events = [verdict_event(d, seen.host, seen, ids.get(_run_id(d), Related()), now) for d in mine]
     events.append(host_event(seen, len(events), pool_ids, now))
+    events += extra_events(ids) if extra_events is not None else []
     for batch in batches(events):
         verdicts = sum(1 for e in batch if e["event"] == VERDICT_EVENT)
+        others = sum(1 for e in batch if e["event"] not in (VERDICT_EVENT, HOST_EVENT))
         try:
             api.post_events(scrub_tree(batch))  # no secret the doctor holds is published
         except DoctorError as exc:
-            outcome.errors.append(
-                f"not published: {verdicts} verdict event(s) (POST /events failed: {exc})" + _write_hint(exc)
-            )
+            what = f"{verdicts} verdict event(s)" + (f" and {others} autopilot event(s)" if others else "")
+            outcome.errors.append(f"not published: {what} (POST /events failed: {exc})" + _write_hint(exc))
             continue
         outcome.events += verdicts
+        outcome.other_events += others
     if artifacts and mine:
-        _publish_artifacts(api, report, mine, seen.host, outcome)
+        _publish_artifacts(api, report, mine, seen.host, outcome, notes or {})
     return outcome
 
 
 def scan_and_publish(
-    api: PrefectApi, *, host: str, samples: int = 3, since: str = "1h", artifacts: bool = True
+    api: PrefectApi,
+    *,
+    host: str,
+    samples: int = 3,
+    since: str = "1h",
+    artifacts: bool = True,
+    autopilot: Autopilot | None = None,
+    say: Callable[[str], None] = print,
 ) -> tuple[Report, PublishOutcome]:
-    """One agent round (`agent`'s flow, `agent --once`) as `host`: scan, then publish what this host
-    answers for."""
+    """One agent round (`agent`'s flow, `agent --once`) as `host`: scan, then (with `autopilot`)
+    act on what the policy allows, then publish what this host answers for, with what the
+    autopilot did (its events, a line in each run's artifact)."""
     from prefect_cancel_doctor.core.durations import parse_duration
     from prefect_cancel_doctor.scan.engine import Options, scan
 
     seen = seen_here(host)
     report = scan(api, Options(samples=samples, since=parse_duration(since)))
-    return report, publish(api, report, seen=seen, artifacts=artifacts)
+    if autopilot is None:
+        return report, publish(api, report, seen=seen, artifacts=artifacts)
+    from prefect_cancel_doctor.fleet.autopilot import autopilot_cycle
+
+    round_ = autopilot_cycle(api, list(report.runs), seen, autopilot, say=say)
+    outcome = publish(
+        api,
+        report,
+        seen=seen,
+        artifacts=artifacts,
+        notes=round_.notes(),
+        extra_events=lambda ids: round_.events(host, ids),
+    )
+    outcome.autopilot = round_
+    return report, outcome
 
 
 def _run_id(d: Diagnosis) -> str:
@@ -559,7 +603,12 @@ def _run_id(d: Diagnosis) -> str:
 
 
 def _publish_artifacts(
-    api: PrefectApi, report: Report, runs: list[Diagnosis], host: str, outcome: PublishOutcome
+    api: PrefectApi,
+    report: Report,
+    runs: list[Diagnosis],
+    host: str,
+    outcome: PublishOutcome,
+    notes: Mapping[str, Sequence[str]],
 ) -> None:
     """Each run's artifact: the latest of its key replaced in place, else created. Stops at the
     first refusal: the next runs' would be refused the same way."""
@@ -570,7 +619,8 @@ def _publish_artifacts(
     try:
         latest = api.latest_artifacts(keys)
         for key, d in keys.items():
-            body = scrub_tree(artifact_body(d, host, report.api_url, report.generated_at))
+            run_notes = notes.get(_run_id(d), ())
+            body = scrub_tree(artifact_body(d, host, report.api_url, report.generated_at, run_notes))
             existing = latest.get(key)
             if existing is not None and existing.flow_run_id == _run_id(d):
                 api.update_artifact(existing.id, {"data": body["data"], "description": body["description"]})

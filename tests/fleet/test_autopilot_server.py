@@ -314,7 +314,8 @@ def test_a_pid_reused_between_plan_and_action_is_refused_and_nothing_is_signalle
     from prefect_cancel_doctor.clients.prefect_api import PrefectApi
     from prefect_cancel_doctor.clients.settings import Connection
     from prefect_cancel_doctor.fleet.autopilot import Autopilot, autopilot_cycle
-    from prefect_cancel_doctor.fleet.publish import seen_here
+    from prefect_cancel_doctor.fleet.publish import publish, seen_here
+    from prefect_cancel_doctor.model import Report
     from prefect_cancel_doctor.scan.engine import Options, diagnose_run
 
     policy = parse_policy(
@@ -333,11 +334,18 @@ def test_a_pid_reused_between_plan_and_action_is_refused_and_nothing_is_signalle
             for s in d.target.processes
         )
         d = dataclasses.replace(d, target=dataclasses.replace(d.target, processes=reused))
-        before = _before(staged)
+        before, since = _before(staged), datetime.now(timezone.utc)
         log = ActionLog(tmp_path / "actions.jsonl")
+        seen = seen_here(HOST)
         round_ = autopilot_cycle(
-            api, [d], seen_here(HOST), Autopilot(policy), log=log, ledger=Ledger(tmp_path / "autopilot.jsonl")
+            api, [d], seen, Autopilot(policy), log=log, ledger=Ledger(tmp_path / "autopilot.jsonl")
         )
+        # Published as a cycle publishes it, with the verdict.
+        report = Report(staged.prefect.api_url, since.isoformat(), (d,))
+        outcome = publish(
+            api, report, seen=seen, artifacts=False, extra_events=lambda ids: round_.events(HOST, ids)
+        )
+        assert outcome.errors == [] and outcome.other_events == 1
     ((action),) = round_.actions
     assert action.decision.reason is Refusal.PID_REUSED, action.decision
     assert "changed since the plan (PID reused): nothing was signalled" in action.decision.why

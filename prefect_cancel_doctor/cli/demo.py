@@ -16,6 +16,7 @@ DEMO_EPILOG = examples(
     "prefect-cancel-doctor demo --keep        # keep the server, its UI and the stuck runs up until Enter",
     "prefect-cancel-doctor demo --docker      # the runs in containers of a prefect-docker worker",
     "prefect-cancel-doctor demo --kubernetes  # the runs in pods behind a fixture Kubernetes API",
+    "prefect-cancel-doctor demo --ecs         # the runs in ECS tasks: moto's ECS API, containers here",
 )
 
 
@@ -44,11 +45,19 @@ def demo(
             help="Stick the runs in pods: Docker containers behind a Kubernetes API fixture (needs Docker).",
         ),
     ] = False,
+    ecs: Annotated[
+        bool,
+        typer.Option(
+            "--ecs",
+            help="Stick the runs in ECS tasks: moto's ECS API in server mode, the tasks on this host as"
+            " Docker containers with the ECS agent's labels (needs Docker and the demo-ecs extra).",
+        ),
+    ] = False,
     color: Color = None,
 ) -> None:
     """Start a local Prefect server, get real flows stuck in Cancelling, and diagnose them."""
-    if docker and kubernetes:
-        fail(usage("--docker and --kubernetes stage the runs in different places: choose one"))
+    if sum((docker, kubernetes, ecs)) > 1:
+        fail(usage("--docker, --kubernetes and --ecs stage the runs in different places: choose one"))
     # The demo's staged server, worker and flows are no one's use of Prefect: Prefect's first-run
     # telemetry notice (prefect/_internal/analytics, printed on `import prefect` in a terminal)
     # would land in the middle of the demo, and its first-import event would count each demo's
@@ -56,4 +65,6 @@ def demo(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect_cancel_doctor.demo.run import run_demo
 
-    raise typer.Exit(run_demo(fmt.value, keep=keep, docker=docker, kubernetes=kubernetes, color=color))
+    raise typer.Exit(
+        run_demo(fmt.value, keep=keep, docker=docker, kubernetes=kubernetes, ecs=ecs, color=color)
+    )

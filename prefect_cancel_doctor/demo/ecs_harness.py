@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import logging
 import os
 import shutil
 import sys
@@ -262,6 +263,10 @@ def moto_ecs_server(
     from moto.moto_api import state_manager
     from moto.server import ThreadedMotoServer
 
+    # Its web server logs every request at INFO (on stderr, in the middle of the demo's narration).
+    requests_log = logging.getLogger("werkzeug")
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
@@ -287,6 +292,7 @@ def moto_ecs_server(
         state_manager.unset_transition("ecs::task")
         _reset_backends()
         server.stop()
+        requests_log.setLevel(level)
 
 
 def count_describe_tasks(calls: list[str]) -> None:
@@ -498,8 +504,10 @@ class EcsDemoEnvironment(StagedEnvironment[StuckTaskRun]):
     timings: dict[str, float] = field(default_factory=dict)
 
     def doctor_env(self) -> dict[str, str]:
-        """What the doctor needs beside PREFECT_API_URL to read these tasks: boto3's settings."""
-        return self.moto.aws_env()
+        """What the doctor needs beside PREFECT_API_URL to read these tasks: boto3's settings for
+        moto (its endpoint, region and its keys, which moto takes as they are)."""
+        wanted = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        return {k: v for k, v in self.moto.aws_env().items() if k in wanted}
 
 
 @contextlib.contextmanager
@@ -646,7 +654,9 @@ def _submit(
     scenario = item.scenario
     harness.propose_pending(item.run_id)
     if not scenario.on_host:
-        item.task_arn = moto.run_task(item.run_id, launch_type="FARGATE")
+        item.task_arn = moto.run_task(
+            item.run_id, launch_type="FARGATE", started_at=datetime.now(timezone.utc)
+        )
         harness.force_state(item.run_id, "RUNNING")  # its Runner started it, somewhere
         _record_infrastructure(harness, item)
         return

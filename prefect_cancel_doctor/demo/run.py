@@ -1,12 +1,15 @@
 """`prefect-cancel-doctor demo`: stage real stuck runs, scan them, show the report, clean up.
 
-Three stagings, one scan: local processes of real process workers (the default);
-containers of a real prefect-docker worker (`--docker`); or pods (`--kubernetes`):
+Four stagings, one scan: local processes of real process workers (the default);
+containers of a real prefect-docker worker (`--docker`); pods (`--kubernetes`):
 Docker containers served by `demo.kube_apiserver` (no cluster can be started here)
 with everything else real — a local Prefect server, `prefect flow-run execute` or
 the engine in each pod, the cancel, py-spy and /proc. The Kubernetes scan runs on
 "the node" (this host), so the attach mode chosen is `node`; ``PCD_KUBE_ATTACH=
-ephemeral`` samples every pod from an ephemeral container instead.
+ephemeral`` samples every pod from an ephemeral container instead. Or ECS tasks
+(`--ecs`, `demo.ecs_harness`): moto's ECS API in server mode in this process, and
+the tasks that run on "this EC2 host" as Docker containers with the ECS agent's
+labels; the scan reads moto through boto3's settings, set for it alone.
 
 With `--keep` the server also serves Prefect's UI (its start-up costs the same:
 Prefect unpacks the UI once per version, then mounts it in milliseconds), so the
@@ -44,6 +47,7 @@ def run_demo(
     keep: bool = False,
     docker: bool = False,
     kubernetes: bool = False,
+    ecs: bool = False,
     color: bool | None = None,
 ) -> int:
     """Run the demo; the report goes to stdout, the narration to stderr."""
@@ -53,7 +57,7 @@ def run_demo(
         err.print(Text(f"demo: {line}", style="dim"))
 
     try:
-        with _stage(docker, kubernetes, narrate, ui=keep) as environment:
+        with _stage(docker, kubernetes, ecs, narrate, ui=keep) as environment:
             options, where = Options(), environment.api_url
             kubeconfig = getattr(environment, "kubeconfig", None)
             if kubeconfig is not None:
@@ -64,7 +68,7 @@ def run_demo(
                 options = dataclasses.replace(options, kubeconfig=str(kubeconfig), kube_debug_image=image)
                 where += f" with KUBECONFIG={kubeconfig}"
             narrate(f"scanning {where} (prefect-cancel-doctor scan)")
-            with PrefectApi(Connection(environment.api_url)) as api:
+            with _doctor_environ(environment), PrefectApi(Connection(environment.api_url)) as api:
                 report = scan(api, options, lambda what, done, total: None)
             render(report, Format(fmt), sys.stdout, color=color)
             _compare(report, {r.run_id: r.expected_cause.value for r in environment.runs}, err)
@@ -79,10 +83,10 @@ def run_demo(
         err.print("demo: interrupted; everything it started has been stopped")
         return EXIT_INTERRUPTED
     except DoctorError as exc:
-        err.print(Text(f"error: {exc}", style="red"))
+        err.print(Text(f"error: {exc}", style="red"), soft_wrap=True)  # one line, as every error
         return exc.exit_code
     except HarnessError as exc:
-        err.print(Text(f"error: the demo could not stage its runs: {exc}", style="red"))
+        err.print(Text(f"error: the demo could not stage its runs: {exc}", style="red"), soft_wrap=True)
         return EXIT_USAGE
     return EXIT_OK
 
@@ -107,6 +111,9 @@ def keep_lines(environment: Kept) -> list[str]:
         from prefect_cancel_doctor.demo.kube_harness import DEBUG_IMAGE
 
         exports |= {"KUBECONFIG": str(kubeconfig), "PCD_KUBE_DEBUG_IMAGE": DEBUG_IMAGE}
+    doctor_env: Callable[[], dict[str, str]] | None = getattr(environment, "doctor_env", None)
+    if doctor_env is not None:  # ECS: boto3's settings for moto
+        exports |= doctor_env()
     lines = ["The server and the stuck runs stay up until you press Enter."]
     if harness.ui_url is not None and harness.ui_served():
         lines.append(f"  Prefect UI: {harness.ui_url}  (the report's UI links open there)")
@@ -119,11 +126,15 @@ def keep_lines(environment: Kept) -> list[str]:
 
 
 def _stage(
-    docker: bool, kubernetes: bool, narrate: Callable[[str], None], *, ui: bool
+    docker: bool, kubernetes: bool, ecs: bool, narrate: Callable[[str], None], *, ui: bool
 ) -> contextlib.AbstractContextManager[Any]:
     """The staged environment: each offers .harness, .api_url and .runs with .run_id and
-    .expected_cause (the Kubernetes one .kubeconfig too); its server serves Prefect's UI if `ui`.
-    Imported only when chosen: each is heavy."""
+    .expected_cause (the Kubernetes one .kubeconfig too, the ECS one .doctor_env()); its server
+    serves Prefect's UI if `ui`. Imported only when chosen: each is heavy."""
+    if ecs:
+        from prefect_cancel_doctor.demo.ecs_harness import ecs_demo_environment
+
+        return ecs_demo_environment(log=narrate, ui=ui)
     if kubernetes:
         from prefect_cancel_doctor.demo.kube_harness import kube_demo_environment
 
@@ -135,6 +146,17 @@ def _stage(
     from prefect_cancel_doctor.demo.environment import run_demo_environment
 
     return run_demo_environment(console_log=narrate, ui=ui)
+
+
+def _doctor_environ(environment: object) -> contextlib.AbstractContextManager[None]:
+    """This process's environment as the doctor should see it for its scan (the ECS staging's AWS
+    settings, which point boto3 at moto: and no other AWS setting); unchanged for the others."""
+    doctor_env: Callable[[], dict[str, str]] | None = getattr(environment, "doctor_env", None)
+    if doctor_env is None:
+        return contextlib.nullcontext()
+    from prefect_cancel_doctor.demo.ecs_harness import doctor_environ
+
+    return doctor_environ(doctor_env())
 
 
 def _compare(report: Report, expected: dict[str, str], err: Console) -> None:

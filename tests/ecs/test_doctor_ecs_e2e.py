@@ -26,9 +26,15 @@ from typing import Any
 
 import pytest
 
-from prefect_cancel_doctor.demo.ecs_harness import CLUSTER, WORKER_STOP_REASON, MotoEcs, StuckTaskRun
+from prefect_cancel_doctor.demo.ecs_harness import (
+    CLUSTER,
+    WORKER_STOP_REASON,
+    EcsDemoEnvironment,
+    MotoEcs,
+    StuckTaskRun,
+)
 from tests.ecs.conftest import EcsPrefect, progress
-from tests.helpers import run_cli
+from tests.helpers import clean_environ, run_cli
 
 pytestmark = pytest.mark.server
 
@@ -218,9 +224,9 @@ ON_HOST = ("ecs_c_call", "ecs_stop_timeout", "ecs_no_runner", "ecs_resolve")
 
 
 @pytest.fixture(scope="module")
-def on_host(
+def on_host_environment(
     moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, docker_client: Any
-) -> Iterator[dict[str, StuckTaskRun]]:
+) -> Iterator[EcsDemoEnvironment]:
     """The on-host scenarios, staged together (their containers start at once) on the session's
     server and moto."""
     from prefect_cancel_doctor.demo.ecs_harness import ecs_demo_environment
@@ -229,7 +235,12 @@ def on_host(
         ON_HOST, harness=ecs_prefect.prefect, moto=moto_ecs, client=docker_client, log=progress
     ) as staged:
         progress("ECS on-host timings (s): " + ", ".join(f"{k}={v}" for k, v in staged.timings.items()))
-        yield {run.scenario: run for run in staged.runs}
+        yield staged
+
+
+@pytest.fixture(scope="module")
+def on_host(on_host_environment: EcsDemoEnvironment) -> dict[str, StuckTaskRun]:
+    return {run.scenario: run for run in on_host_environment.runs}
 
 
 def _host_env(moto_ecs: MotoEcs, ecs_prefect: EcsPrefect, **extra: str) -> dict[str, str]:
@@ -304,6 +315,35 @@ def test_a_task_on_this_host_blocked_in_a_c_call_names_the_call(
     _runs_no_runner(verdict, run)
     assert _task_facts(entry, run, desired="RUNNING")["stopping_at"] is None
     assert verdict["stop_now"][0].startswith(f"aws ecs stop-task --cluster {CLUSTER} --task {run.task_arn}")
+
+
+@pytest.mark.docker
+def test_demo_keep_lines_point_the_doctor_at_the_server_and_moto(
+    on_host_environment: EcsDemoEnvironment, on_host: dict[str, StuckTaskRun]
+) -> None:
+    """GIVEN the ECS staging `demo --ecs --keep` leaves up, WHEN the doctor runs with only the export
+    lines it prints (no other Prefect or AWS setting), THEN it reads the run's task from moto."""
+    import shlex
+
+    from prefect_cancel_doctor.demo.run import keep_lines
+
+    exports = dict(
+        shlex.split(line.strip())[1].split("=", 1)
+        for line in keep_lines(on_host_environment)
+        if line.strip().startswith("export ")
+    )
+    assert sorted(exports) == [
+        "AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"
+    ]  # fmt: skip
+    env = {k: v for k, v in clean_environ(**exports).items() if not k.startswith("AWS_") or k in exports}
+    run = on_host["ecs_c_call"]
+
+    done = run_cli("diagnose", run.run_id, "-o", "json", "--samples", "1", env=env)
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    entry = json.loads(done.stdout)["runs"][0]
+    assert entry["target"]["task"]["task_arn"] == run.task_arn
+    assert entry["verdict"]["cause"] == run.expected_cause.value, entry["verdict"]
 
 
 @pytest.mark.docker

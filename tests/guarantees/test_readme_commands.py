@@ -53,6 +53,14 @@ ELSEWHERE = {
     # server and runs: the same staging as this session's `demo_environment`.
     "python3 -m venv .venv && .venv/bin/pip install -e '.[prefect]' && .venv/bin/prefect-cancel-doctor demo",
     "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
+    # the demo's other stagings: tests/ecs/test_demo_ecs.py runs `demo --ecs` (with -o json, to read
+    # its verdicts; the test environment has the demo-ecs extra's packages); `--docker` and
+    # `--kubernetes` stage through the same code as tests/docker's `docker_environment` and
+    # tests/kubernetes's staging (`docker_demo_environment`, `kube_demo_environment`), but the
+    # commands themselves are not run here
+    ".venv/bin/prefect-cancel-doctor demo --docker",
+    ".venv/bin/prefect-cancel-doctor demo --kubernetes",
+    ".venv/bin/pip install -e '.[prefect,demo-ecs]' && .venv/bin/prefect-cancel-doctor demo --ecs",
     # they change the user's shell or tool directory: examples
     "uv tool install .",
     "source .venv/bin/activate",

@@ -4,6 +4,7 @@ past the stopTimeout, a Fargate task's ECS Exec line); one DescribeTasks per clu
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from prefect_cancel_doctor.kinds.ecs.facts import (
     stop_story,
     task_facts,
     task_gone,
+    task_timeline,
 )
 from prefect_cancel_doctor.kinds.ecs.kind import EcsKind
 from prefect_cancel_doctor.kinds.ecs.locate import split_target
@@ -251,8 +253,31 @@ def test_the_tasks_start_stop_request_and_stop_are_dated_in_the_runs_timeline() 
 
     assert [(e.at, e.what) for e in stopping] == [
         ("2026-12-06T09:23:20Z", "ECS task prod/4444aaaa2222bbbb3333cccc4444dddd started"),
-        ("2026-12-06T09:40:00Z", "ECS was asked to stop task prod/4444aaaa2222bbbb3333cccc4444dddd"),
+        ("2026-12-06T09:40:00Z", "ECS began stopping task prod/4444aaaa2222bbbb3333cccc4444dddd"),
     ]
     assert [e.source for e in stopping] == ["infrastructure", "infrastructure"]
     assert stopped[-1].what == "ECS task prod/1111aaaa2222bbbb3333cccc4444dddd stopped (SpotInterruption)"
     assert EcsKind().timeline(Target(kind=InfraKind.ECS, description="x")) == ()
+
+
+def test_a_stop_task_call_is_named_as_one_and_a_local_tasks_pid1_is_left_to_its_sample() -> None:
+    from prefect_cancel_doctor.model import TaskFacts
+
+    stopped = TaskFacts(
+        "prod",
+        ARN + "9",
+        "prod",
+        last_status="RUNNING",
+        desired_status="STOPPED",
+        stop_code="UserInitiated",
+        stopped_reason="Stopped by Prefect worker",
+        stopping_at="2026-12-06T09:40:00+00:00",
+        command=("python", "-m", "prefect.engine"),
+        init_process_enabled=False,
+    )
+    (entry,) = task_timeline(stopped)
+    assert entry.what == "StopTask was called for ECS task prod/9 (Stopped by Prefect worker)"
+    elsewhere = task_facts(stopped)
+    here = task_facts(dataclasses.replace(stopped, local_container="c" * 64))
+    assert any("runs without ECS's init" in f for f in elsewhere)
+    assert not any("runs without ECS's init" in f for f in here)

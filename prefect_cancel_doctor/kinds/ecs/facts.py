@@ -157,11 +157,13 @@ def task_facts(task: TaskFacts, now: datetime | None = None) -> tuple[str, ...]:
                 + (f" since {since}" if since else "")
                 + f"): SIGTERM, then SIGKILL after its stopTimeout of {timeout} s"
             )
-    if task.init_process_enabled is False and command and not task.gone:
+    # Where this host samples the task, its real PID 1 is read and the container rules say what it does.
+    if task.init_process_enabled is False and command and not task.gone and not task.local_container:
         facts.append(
-            f"container {task.container_name} has no init (linuxParameters.initProcessEnabled is false): its "
-            "command is PID 1, and a PID 1 without a SIGTERM handler (a shell, a Runner as PID 1) drops "
-            f"StopTask's SIGTERM: ECS then SIGKILLs after {task.stop_timeout} s, before on_cancellation hooks"
+            f"container {task.container_name} runs without ECS's init (its task definition does not set "
+            "linuxParameters.initProcessEnabled): its command is PID 1, and if that is a shell or a process "
+            f"without a SIGTERM handler, StopTask's SIGTERM is dropped and ECS SIGKILLs it after "
+            f"{task.stop_timeout} s, before on_cancellation hooks"
         )
     return tuple(facts)
 
@@ -250,14 +252,13 @@ def task_timeline(task: TaskFacts) -> tuple[TimelineEntry, ...]:
     if task.started_at:
         entries.append(TimelineEntry(task.started_at, f"ECS task {task.name} started", source))
     if task.stopping_at:
-        entries.append(
-            TimelineEntry(
-                task.stopping_at,
-                f"ECS was asked to stop task {task.name}"
-                + (f" ({task.stopped_reason})" if task.stopped_reason else ""),
-                source,
-            )
+        began = (
+            f"StopTask was called for ECS task {task.name}"
+            if task.stop_code == "UserInitiated"
+            else f"ECS began stopping task {task.name}"
         )
+        why = f" ({task.stopped_reason})" if task.stopped_reason else ""
+        entries.append(TimelineEntry(task.stopping_at, began + why, source))
     if task.stopped_at:
         code = f" ({task.stop_code})" if task.stop_code else ""
         entries.append(TimelineEntry(task.stopped_at, f"ECS task {task.name} stopped{code}", source))

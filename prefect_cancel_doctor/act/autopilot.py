@@ -203,14 +203,14 @@ def plan_here(d: Diagnosis) -> tuple[Plan | None, Decision | None]:
             Refusal.PLAN, "nothing to do: the run is final and nothing of it runs here"
         )
     target = d.target
-    if plan.stopper is not None and (
-        target is None or target.kind is not InfraKind.DOCKER or not _local_engine()
-    ):
-        where = target.description if target else "the target"
+    kind = target.kind if target is not None else InfraKind.NONE
+    local = kind in (InfraKind.PROCESS, InfraKind.NONE) or (kind is InfraKind.DOCKER and _local_engine())
+    if (plan.processes or plan.stopper is not None) and not local:
+        where = target.description if target is not None else "the target"
         return plan, Decision.refuse(
             Refusal.NOT_LOCAL,
-            f"stopping {where} goes through an API beyond this host's processes and local containers; "
-            "`resolve` it by hand",
+            f"{where} is a {kind.value} target: the autopilot stops only this host's processes and its "
+            "local Docker engine's containers; `resolve` it by hand",
         )
     return plan, None
 

@@ -157,6 +157,21 @@ def test_a_run_gone_from_this_host_is_its_when_its_worker_runs_here_or_this_host
     assert refused is None and plan is not None and plan.set_cancelled and not plan.processes
 
 
+def test_a_pod_or_a_task_is_not_stopped_by_the_autopilot() -> None:
+    d = _orphan()
+    assert d.target is not None
+    pod = dataclasses.replace(
+        d, target=dataclasses.replace(d.target, kind=InfraKind.KUBERNETES, description="pod etl-x")
+    )
+    plan, refused = plan_here(pod)
+    assert plan is not None and plan.processes  # resolve would signal the pod's processes here ...
+    assert (
+        refused is not None and refused.reason is Refusal.NOT_LOCAL
+    )  # ... the autopilot leaves it to people
+    assert "pod etl-x is a kubernetes target" in refused.why
+    assert plan_here(d)[1] is None  # the same run as this host's process is acted on
+
+
 def test_a_final_run_with_nothing_left_is_not_planned() -> None:
     _plan, refused = plan_here(_orphan(found=False))
     assert refused is not None and refused.reason is Refusal.PLAN and "nothing to do" in refused.why

@@ -356,7 +356,74 @@ def test_a_pid_reused_between_plan_and_action_is_refused_and_nothing_is_signalle
     ).exists()  # a refusal is not an action: the hour's count is unchanged
 
 
+class _Webhook:
+    """A local HTTP endpoint a notification block posts to: what the on-call would receive."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = list[dict[str, Any]]()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(json.loads(self.rfile.read(length) or b"null"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _readme_automation(block_id: str) -> dict[str, Any]:
+    """The README's Automation that notifies on the autopilot's events, as written, with a block's id."""
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Autopilot\n", 1)[1].split("\n## ", 1)[0]
+    recipe = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    document: dict[str, Any] = yaml.safe_load(recipe.replace("<your notification block's id>", block_id))
+    return document
+
+
+@contextlib.contextmanager
+def _notified(staged: Staged) -> Iterator[_Webhook]:
+    """The README's Automation, with a webhook notification block posting to a local endpoint."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    webhook = _Webhook()
+    try:
+        block = CustomWebhookNotificationBlock(
+            name="on-call", url=webhook.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+        )
+        with temporary_settings(updates={PREFECT_API_URL: staged.prefect.api_url}):
+            block_id = str(block.save("pcd-autopilot-on-call", overwrite=True))
+        automation = _call(staged, "POST", "automations/", _readme_automation(block_id))
+        try:
+            yield webhook
+        finally:
+            _call(staged, "DELETE", f"automations/{automation['id']}")
+    finally:
+        webhook.close()
+
+
 def test_one_served_cycle_ends_the_orphan_and_the_surviving_child(staged: Staged, tmp_path: Path) -> None:
+    with _notified(staged) as webhook:
+        _one_served_cycle(staged, tmp_path, webhook)
+
+
+def _one_served_cycle(staged: Staged, tmp_path: Path, webhook: _Webhook) -> None:
     env = staged.env(tmp_path)
     log = tmp_path / "agent.log"
     # Once a year: the only cycle is the run this test starts, as the UI's "Run" would.
@@ -472,3 +539,18 @@ def test_one_served_cycle_ends_the_orphan_and_the_surviving_child(staged: Staged
     )
     assert "## Autopilot" in artifact["data"] and "autopilot, policy pilot: run " in artifact["data"]
     assert "resolved: SIGTERM" in artifact["data"]
+
+    # The README's Automation told the on-call of each run the autopilot ended, and of nothing else.
+    deadline = time.monotonic() + 60
+    while len(webhook.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    names = {s: _call(staged, "GET", f"flow_runs/{run_id}")["name"] for s, run_id in staged.runs.items()}
+    subjects = sorted(message["subject"] for message in webhook.received)
+    assert subjects == sorted(
+        f"prefect-cancel-doctor ended {names[s]} on {HOST}" for s in ("orphan", "child")
+    )
+    (told,) = [m["body"] for m in webhook.received if names["orphan"] in m["subject"]]
+    _progress(f"notified: {told}")
+    assert told.startswith(f"{names['orphan']} (orphaned_infrastructure, policy pilot): SIGTERM → ")
+    ui = staged.prefect.api_url.removesuffix("/api")
+    assert told.endswith(f"the run is CANCELLED. {ui}/runs/flow-run/{staged.runs['orphan']}"), told

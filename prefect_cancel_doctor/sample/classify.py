@@ -218,6 +218,12 @@ def classify_thread(thread: ThreadSample) -> ThreadCall:
     )
 
 
+def unexplained(thread: ThreadSample) -> bool:
+    """The thread's call is not named by its Python frames, its syscall or its wait channel: C code
+    running (CPU) or a call of no known kind, where only native frames can say more."""
+    return bool(thread.frames) and classify_thread(thread).kind in (CallKind.CPU, CallKind.OTHER)
+
+
 def _interruptible(
     kind: CallKind, function: str | None, thread: ThreadSample, kernel: KernelThread | None
 ) -> bool:

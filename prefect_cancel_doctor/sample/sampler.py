@@ -18,6 +18,7 @@ from prefect_cancel_doctor.proc.procfs import (
     still_same,
     thread_ns_tids,
 )
+from prefect_cancel_doctor.sample.classify import unexplained
 from prefect_cancel_doctor.sample.pyspy import (
     NativeUnavailable,
     NotPython,
@@ -178,6 +179,8 @@ class _Target:
         self.dumps: list[tuple[ThreadSample, ...]] = []
         self.errors: list[str] = []
         self.use_native = request.native
+        #: A native dump was taken (`_wants_native`).
+        self.native_taken = False
         self.index = 0
         self.due = 0.0
         self.done = False
@@ -218,15 +221,14 @@ class _Target:
             self._stop(EXITED)
             return
         self.proc = snapshot if full else dataclasses.replace(snapshot, sockets=self.first.sockets)
-        # Native stacks cost ~10x a plain dump and pause the target as long: only the
-        # first dump is native; the rest show whether the Python line stays put.
-        want_native = self.use_native and not self.dumps
+        want_native = self._wants_native()
         try:
             threads, native_worked = _dump(
                 pid, want_native, request.locals, request.timeout, proc_root, self.errors
             )
             if want_native:
                 self.use_native = native_worked
+                self.native_taken = native_worked
         except NotPython:
             # py-spy says this also of a process that exits while it attaches.
             if self._exited():
@@ -261,6 +263,18 @@ class _Target:
             return
         self.dumps.append(merge(threads, snapshot, proc_root))
 
+    def _wants_native(self) -> bool:
+        """Whether this dump should be native. Native stacks cost ~10x a plain dump and pause the
+        target as long (py-spy's unwinding: 35-50 ms against 2-6 ms): one at most, and only where
+        the plain dump before it leaves a thread's call unexplained (C code running, or a call that
+        neither its Python frames, its syscall nor its wait channel name); a process sampled once
+        has no dump before, so its one dump is native."""
+        if not self.use_native or self.native_taken:
+            return False
+        if not self.dumps:
+            return self.index >= self.request.samples - 1
+        return any(unexplained(thread) for thread in self.dumps[-1])
+
     def _exited(self) -> bool:
         """True when the process is gone (or a zombie, or its PID reused) since the first sample."""
         assert self.first is not None  # read before any dump
@@ -284,7 +298,7 @@ class _Target:
             role=self.request.role,
             proc=self.proc,
             dumps=tuple(self.dumps),
-            native=self.use_native and self.python,
+            native=self.native_taken and self.python,
             errors=tuple(self.errors),
             python=self.python,
         )

@@ -110,16 +110,38 @@ def sample(pid: int, **options: Any) -> ProcessSample:
 
 
 def thread_by_tid(result: ProcessSample, tid: int, dump: int = 0) -> ThreadSample:
-    """The thread in one dump; the first is the native one (later dumps are plain)."""
+    """The thread in one dump."""
     return next(t for t in result.dumps[dump] if t.native_id == tid)
 
 
-def test_only_the_first_dump_is_native() -> None:
+def natives(result: ProcessSample, tid: int) -> list[bool]:
+    """Which of the thread's dumps have native frames."""
+    return [thread_by_tid(result, tid, i).native_frames != () for i in range(len(result.dumps))]
+
+
+def test_a_call_its_python_frames_and_syscall_explain_gets_no_native_dump() -> None:
+    # time.sleep, in clock_nanosleep: py-spy's native unwinding (~10x a plain dump's pause) adds nothing
     with running("sleep_main.py") as child:
         wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS)
         result = sample(child.pid, samples=3)
-        natives = [thread_by_tid(result, child.pid, i).native_frames != () for i in range(3)]
-        assert natives == [True, False, False]
+        assert natives(result, child.pid) == [False, False, False]
+        assert not result.native and result.errors == ()
+
+
+def test_c_code_running_gets_one_native_dump_after_a_plain_one() -> None:
+    # a C call computing (state R): only native frames say which C routine
+    with running("pbkdf2_busy.py") as child:
+        wait_until(lambda: read_state(child.pid) == "R", "the KDF is running")
+        result = sample(child.pid, samples=3)
+        assert natives(result, child.pid) == [False, True, False]
+        assert result.native
+
+
+def test_a_process_sampled_once_gets_a_native_dump() -> None:
+    with running("sleep_main.py") as child:
+        wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS)
+        result = sample(child.pid, samples=1)
+        assert natives(result, child.pid) == [True]
         assert result.native
 
 
@@ -131,10 +153,10 @@ def test_main_thread_in_time_sleep() -> None:
     with running("sleep_main.py") as child:
         wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS)
 
-        result = sample(child.pid, samples=3)
+        result = sample(child.pid, samples=1)
 
         assert (result.python, result.native, result.errors) == (True, True, ())
-        assert len(result.dumps) == 3
+        assert len(result.dumps) == 1
         main = thread_by_tid(result, child.pid)
         frame = main.frames[0]
         assert (frame.function, frame.filename, frame.line) == (
@@ -158,7 +180,7 @@ def test_blocked_socket_recv_shows_its_peer() -> None:
         with running("socket_recv.py", f"127.0.0.1:{port}") as child:
             wait_in_syscall(child.pid, child.pid, "recvfrom")
 
-            result = sample(child.pid)
+            result = sample(child.pid, samples=1)
 
             main = thread_by_tid(result, child.pid)
             assert (Path(main.frames[0].filename).name, main.frames[0].line) == (
@@ -179,7 +201,7 @@ def test_sqlite_busy_wait(tmp_path: Path) -> None:
     with running("sqlite_busy.py", str(tmp_path / "db.sqlite")) as child:
         wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS)
 
-        result = sample(child.pid)
+        result = sample(child.pid, samples=1)
 
         main = thread_by_tid(result, child.pid)
         assert (main.frames[0].function, main.frames[0].line) == ("write", marker_line("sqlite_busy.py"))
@@ -190,7 +212,7 @@ def test_cpu_bound_c_call() -> None:
     with running("pbkdf2_busy.py") as child:
         wait_until(lambda: read_state(child.pid) == "R", "the KDF is running")
 
-        result = sample(child.pid)
+        result = sample(child.pid, samples=1)
 
         main = thread_by_tid(result, child.pid)
         assert (main.frames[0].function, main.frames[0].line) == ("derive", marker_line("pbkdf2_busy.py"))
@@ -322,7 +344,7 @@ def test_process_in_a_pid_namespace_falls_back_from_native_and_maps_tids() -> No
         (pid,) = snapshot(unshare.pid).children
         wait_in_syscall(pid, pid, *SLEEP_SYSCALLS)
 
-        result = sample(pid)
+        result = sample(pid, samples=1)  # its one dump is native
 
         assert result.proc is not None
         assert result.proc.ns_pid == 1

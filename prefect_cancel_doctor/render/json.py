@@ -7,16 +7,44 @@ import json
 from typing import Any, TextIO
 
 from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.sample.classify import is_library
+
+#: Frames kept of a thread that runs no user code (an idle loop or pool thread of Prefect's).
+LIBRARY_FRAMES_KEPT = 5
 
 
 def render_json(report: Report, out: TextIO, *, samples_detail: bool = False) -> None:
     """Write the JSON document (see README, "The JSON document").
 
     Each process's `threads` holds its latest py-spy sample only (a one-item
-    list); `samples_detail` keeps the whole series, which is most of the
-    document's size (~50 KB a run at 5 samples).
+    list), and each thread's `frames` end at its outermost user frame (the
+    engine's machinery below it is counted in `frames_omitted`);
+    `samples_detail` keeps the whole series and every frame, which is most of
+    the document's size (~50 KB a run at 5 samples).
     """
-    write_json((report if samples_detail else latest_samples(report)).to_dict(), out)
+    if samples_detail:
+        write_json(report.to_dict(), out)
+        return
+    document = latest_samples(report).to_dict()
+    for run in document["runs"]:
+        for thread in run.get("threads") or ():
+            _trim(thread)
+        for process in (run.get("target") or {}).get("processes") or ():
+            for dump in process.get("threads") or ():
+                for thread in dump:
+                    _trim(thread)
+    write_json(document, out)
+
+
+def _trim(thread: dict[str, Any]) -> None:
+    """Cut a thread's frames (innermost first) after its outermost user frame, as the terminal
+    shows its stack (`scan_view.blocking_stack`); count what was cut."""
+    frames = thread.get("frames") or []
+    user = [i for i, frame in enumerate(frames) if not is_library(frame.get("filename") or "")]
+    keep = user[-1] + 1 if user else LIBRARY_FRAMES_KEPT
+    if len(frames) > keep:
+        thread["frames"] = frames[:keep]
+        thread["frames_omitted"] = len(frames) - keep
 
 
 def latest_samples(report: Report) -> Report:

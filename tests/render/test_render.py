@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from prefect_cancel_doctor.diagnose.rules import diagnose
-from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.model import Diagnosis, Frame, Report
 from prefect_cancel_doctor.render import Format, render
 from prefect_cancel_doctor.render.terminal import SHOWN
 from tests.diagnose.test_rules import evidence, process, run_ref
@@ -170,4 +170,38 @@ def test_the_timeline_is_shown_in_order_with_its_sources() -> None:
     assert "Timeline (UTC)" in text
     assert text.index("2026-11-27 10:01:00  worker") < text.index(
         "2026-11-27 10:05:00  state    entered Cancelling"
+    )
+
+
+def test_json_stacks_end_at_the_outermost_user_frame_unless_samples_detail() -> None:
+    # a flow engine's stack: a library call, the user's frames, then ~30 frames of Prefect's machinery
+    lib = "/venv/lib/python3.11/site-packages/prefect/flow_engine.py"
+    user = "/app/flows/etl.py"
+    engine = (
+        Frame("wait", "/usr/lib/python3.11/threading.py", 320),
+        Frame("load", user, 12),
+        Frame("etl", user, 30),
+        *(Frame(f"run_{i}", lib, i) for i in range(30)),
+    )
+    idle = tuple(Frame(f"loop_{i}", "/usr/lib/python3.11/asyncio/base_events.py", i) for i in range(20))
+    d = sleeping()
+    (proc,) = d.target.processes  # type: ignore[union-attr]
+    main, *_ = proc.dumps[-1]
+    threads = (dataclasses.replace(main, frames=engine), dataclasses.replace(main, thread_id=2, frames=idle))
+    proc = dataclasses.replace(proc, dumps=(*proc.dumps[:-1], threads))
+    d = dataclasses.replace(d, target=dataclasses.replace(d.target, processes=(proc,)))  # type: ignore[arg-type]
+
+    lean = json.loads(rendered(report_of(d), Format.JSON))
+    out = io.StringIO()
+    render(report_of(d), Format.JSON, out, samples_detail=True)
+    full = json.loads(out.getvalue())
+
+    flat = lean["runs"][0]["threads"]
+    assert [f["function"] for f in flat[0]["frames"]] == ["wait", "load", "etl"]
+    assert flat[0]["frames_omitted"] == 30
+    assert len(flat[1]["frames"]) == 5 and flat[1]["frames_omitted"] == 15
+    assert lean["runs"][0]["target"]["processes"][0]["threads"][0][0]["frames_omitted"] == 30
+    assert (
+        len(full["runs"][0]["threads"][0]["frames"]) == 33
+        and "frames_omitted" not in full["runs"][0]["threads"][0]
     )

@@ -363,7 +363,8 @@ def _one(
         if now != d.flow_run.state_type:
             why = f"the run went from {d.flow_run.state_type} to {now} since it was diagnosed"
             return Action(d, Decision.refuse(Refusal.STATE_CHANGED, why), plan)
-        outcome = execute(plan, api, grace=policy.grace_seconds, say=said.append, log=log)
+        by = f"autopilot (host {view.host}, policy {policy.name})"
+        outcome = execute(plan, api, grace=policy.grace_seconds, say=said.append, log=log, by=by)
     except Refused as exc:  # a PID reused since the plan: nothing was signalled
         return Action(d, Decision.refuse(Refusal.PID_REUSED, str(exc)), plan, said=said)
     except DoctorError as exc:

@@ -319,9 +319,11 @@ def execute(
     say: Callable[[str], None] = print,
     wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
     log: ActionLog | None = None,
+    by: str = "resolve",
 ) -> Outcome:
     """Carry the plan out. `wait(what, seconds, done)` waits until `done()` or the time is up
-    (a countdown on a terminal); returns `done()`."""
+    (a countdown on a terminal); returns `done()`. `by`: who acts, in the state's message
+    ("Cancelled by prefect-cancel-doctor resolve: ...")."""
     if plan.refusal:
         raise Refused(plan.refusal)
     log = log or ActionLog()
@@ -385,7 +387,7 @@ def execute(
     if plan.set_cancelled:
         done = "; ".join(outcome.actions) or "nothing was left to stop"
         how = " --force-state, on a partial view of the host's processes" if plan.forced else ""
-        message = f"Cancelled by prefect-cancel-doctor resolve{how}: {done}"[:500]
+        message = f"Cancelled by prefect-cancel-doctor {by}{how}: {done}"[:500]
         state = api.force_cancelled(plan.run_id, message)
         outcome.final_state = state.type.value if state else None
         action = "set Cancelled" + (" (--force-state on a partial view)" if plan.forced else "")

@@ -554,3 +554,31 @@ def _one_served_cycle(staged: Staged, tmp_path: Path, webhook: _Webhook) -> None
     assert told.startswith(f"{names['orphan']} (orphaned_infrastructure, policy pilot): SIGTERM → ")
     ui = staged.prefect.api_url.removesuffix("/api")
     assert told.endswith(f"the run is CANCELLED. {ui}/runs/flow-run/{staged.runs['orphan']}"), told
+
+
+def test_the_hourly_limit_holds_when_the_hosts_ledger_is_lost(staged: Staged, tmp_path: Path) -> None:
+    """An agent restarted in a fresh container (no ledger) still counts the hour's actions: its
+    events on the server say what it did."""
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+    from prefect_cancel_doctor.clients.settings import Connection
+    from prefect_cancel_doctor.fleet.autopilot import hourly_from_events
+
+    with PrefectApi(Connection(staged.prefect.api_url)) as api:
+        # The served cycle ended two runs; the dry run planned for the same two.
+        assert hourly_from_events(api, HOST, dry_run=False) == 2
+        assert hourly_from_events(api, HOST, dry_run=True) == 2
+        assert hourly_from_events(api, "another-host", dry_run=False) == 0
+    policy = tmp_path / "hour.toml"
+    policy.write_text(
+        'name = "hour"\ncauses = ["orphaned_infrastructure", "cancel_not_observed"]\nstuck_for = "0s"\n'
+        "max_actions_per_hour = 2\n"
+    )
+    before, since = _before(staged), datetime.now(timezone.utc)
+    done = run_cli("agent", "--once", "--autopilot", str(policy), "--samples", "1", env=staged.env(tmp_path))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert not (tmp_path / "state" / "prefect-cancel-doctor" / "autopilot.jsonl").exists()  # a fresh host
+    assert _before(staged) == before  # the baseline orphan and the stuck run: nothing signalled
+    events = _autopilot_events(staged, since, 2)
+    assert set(events) == {"baseline", "stuck"}
+    assert {e["resource"]["prefect-cancel-doctor.refusal"] for e in events.values()} == {"hourly_limit"}
+    assert "acted on 2 run(s) in the last hour" in events["stuck"]["payload"]["why"]

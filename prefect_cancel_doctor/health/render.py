@@ -26,8 +26,14 @@ def render_health(
     *,
     color: bool | None = None,
     samples_detail: bool = False,
+    all_runs: bool = False,
 ) -> None:
-    """Write `report` to `out` in `fmt` (JSON: every sample's stacks with `samples_detail`)."""
+    """Write `report` to `out` in `fmt`.
+
+    JSON: every sample's stacks with `samples_detail`; every stuck run with
+    `all_runs` (else the first `model.LISTED_RUNS`, the rest counted in `omitted`).
+    The other formats show `report.top` rows per table either way.
+    """
     if fmt is HealthFormat.TERMINAL:
         from prefect_cancel_doctor.health.terminal import render_health_terminal
 
@@ -43,7 +49,7 @@ def render_health(
     elif fmt is HealthFormat.JSON:
         from prefect_cancel_doctor.health.as_json import render_health_json
 
-        render_health_json(report, out, samples=samples_detail)
+        render_health_json(report, out, samples=samples_detail, all_runs=all_runs)
     else:
         assert_never(fmt)
 
@@ -55,6 +61,7 @@ def write_health(
     *,
     color: bool | None = None,
     samples_detail: bool = False,
+    all_runs: bool = False,
 ) -> None:
     """Render `report` into the file `path` atomically: a temporary file beside it, then a rename.
 
@@ -62,7 +69,14 @@ def write_health(
     a failed run leaves the previous report in place.
     """
     buffer = io.StringIO()
-    render_health(report, fmt, buffer, color=False if color is None else color, samples_detail=samples_detail)
+    render_health(
+        report,
+        fmt,
+        buffer,
+        color=False if color is None else color,
+        samples_detail=samples_detail,
+        all_runs=all_runs,
+    )
     write_atomically(path, buffer.getvalue())
 
 

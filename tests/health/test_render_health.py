@@ -273,6 +273,34 @@ def test_json_keeps_summaries_of_sampled_runs_unless_samples_are_asked_for() -> 
     assert json.loads(detailed.getvalue()) == full
 
 
+def test_json_lists_fifty_stuck_runs_and_counts_the_rest_unless_all_are_asked_for() -> None:
+    template = sample().stuck[1]  # located from the API, not sampled
+    fleet = tuple(
+        dataclasses.replace(
+            template,
+            flow_run=dataclasses.replace(
+                template.flow_run, id=f"r{i}", name=f"r{i:03d}", cancelling_for_seconds=1000.0 - i
+            ),
+        )
+        for i in range(60)
+    )
+    report = dataclasses.replace(sample(), stuck=fleet, live_orphans=fleet[:2])
+    document = json.loads(rendered(report, HealthFormat.JSON))
+    assert [s["flow_run"]["name"] for s in document["stuck"]] == [f"r{i:03d}" for i in range(50)]
+    assert document["omitted"] == {"stuck": 10, "live_orphans": 0} and document["listed"] == 50
+    assert len(document["live_orphans"]) == 2
+    out = io.StringIO()
+    render_health(report, HealthFormat.JSON, out, all_runs=True)
+    everything = json.loads(out.getvalue())
+    assert len(everything["stuck"]) == 60 and everything["omitted"]["stuck"] == 0
+    assert everything["listed"] is None
+    # What is counted does not depend on what is listed.
+    assert {k: v for k, v in everything.items() if k not in ("stuck", "omitted", "listed")} == {
+        k: v for k, v in document.items() if k not in ("stuck", "omitted", "listed")
+    }
+    assert json.loads(json.dumps(report.to_dict(listed=0)))["omitted"]["stuck"] == 60
+
+
 def test_markdown_escapes_data_and_keeps_tables_intact() -> None:
     md = rendered(sample("orphans"), HealthFormat.MARKDOWN)
     assert "<script>" not in md and "\\<script\\>" in md

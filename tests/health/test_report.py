@@ -319,3 +319,36 @@ def test_a_bad_rule_is_a_usage_error(fleet: SeededFleet) -> None:
     )
     assert result.exit_code == 2
     assert "unknown rule" in result.stderr
+
+
+def test_json_lists_the_longest_stuck_runs_and_counts_the_rest(fleet: SeededFleet) -> None:
+    """The real fleet's report, bounded to 3 stuck runs: the 3 longest in Cancelling, the rest counted.
+
+    Every statistic still counts every stuck run; `all_runs` lists them all (the CLI's default
+    listing, 50, holds all of this fleet's).
+    """
+    from prefect_cancel_doctor.clients.prefect_api import PrefectApi
+    from prefect_cancel_doctor.clients.settings import Connection
+    from prefect_cancel_doctor.health.build import build_health_report
+    from prefect_cancel_doctor.health.options import parse_health_options
+
+    expected = {t.run_id: t for t in fleet.truth.values() if outcome(t) == "cancelling"}
+    assert len(expected) > 3
+    api = PrefectApi(Connection(fleet.api_url))
+    try:
+        report = build_health_report(api, parse_health_options(since="1h", slow="1.5s", sample=False))
+    finally:
+        api.close()
+    bounded = json.loads(json.dumps(report.to_dict(listed=3)))
+    whole = json.loads(json.dumps(report.to_dict(all_runs=True)))
+    default = report.to_dict()
+    assert {s["flow_run"]["id"] for s in whole["stuck"]} == set(expected)
+    assert whole["omitted"] == {"stuck": 0, "live_orphans": 0} and whole["listed"] is None
+    assert len(default["stuck"]) == len(expected) and default["omitted"]["stuck"] == 0
+    assert default["listed"] == 50
+    listed = [s["flow_run"]["id"] for s in bounded["stuck"]]
+    assert bounded["omitted"]["stuck"] == len(expected) - 3 and bounded["listed"] == 3
+    # The longest in Cancelling, by when each entered it (the server's state table).
+    longest = sorted(expected.values(), key=lambda t: t.requested_at)[:3]
+    assert set(listed) == {t.run_id for t in longest}
+    assert bounded["fleet"] == whole["fleet"] and bounded["top_causes"] == whole["top_causes"]

@@ -219,9 +219,16 @@ def classify_thread(thread: ThreadSample) -> ThreadCall:
 
 
 def unexplained(thread: ThreadSample) -> bool:
-    """The thread's call is not named by its Python frames, its syscall or its wait channel: C code
-    running (CPU) or a call of no known kind, where only native frames can say more."""
-    return bool(thread.frames) and classify_thread(thread).kind in (CallKind.CPU, CallKind.OTHER)
+    """The call of a thread running user code is not named by its Python frames or the kernel: C code
+    running (CPU), or a call of no known kind that is not asleep in a syscall the kernel names (an
+    idle event loop in epoll_wait is explained), where only native frames can say more. A thread
+    with no user frame (Prefect's own workers and loops) holds no call of the flow's."""
+    if innermost_user_frame(thread.frames)[0] is None:
+        return False
+    kind, kernel = classify_thread(thread).kind, thread.kernel
+    if kind is CallKind.CPU:
+        return True
+    return kind is CallKind.OTHER and (kernel is None or kernel.state == "R" or kernel.syscall_name is None)
 
 
 def _interruptible(

@@ -70,9 +70,10 @@ def test_demo_ecs_diagnoses_every_staged_run_and_leaves_nothing_behind(
     fargate = by_task["ecs_fargate"]["verdict"]
     task_id = by_task["ecs_fargate"]["target"]["task"]["task_arn"].rsplit("/", 1)[-1]
     assert fargate["cause"] == "not_attachable", fargate
+    assert "runs on Fargate" in fargate["summary"]
     assert (
         f"aws ecs execute-command --cluster {CLUSTER} --task {task_id} --container prefect"
-        in fargate["summary"]
+        in (fargate["remediation"][0])
     )
 
     oom = by_task["ecs_oom"]["verdict"]
@@ -90,7 +91,8 @@ def test_demo_ecs_diagnoses_every_staged_run_and_leaves_nothing_behind(
             marker_line(scenario.path),
         ), call
         assert "on this host (Docker container" in entry["target"]["description"]
-        assert any("runs the flow engine without a Prefect Runner" in e for e in verdict["evidence"])
+        assert "prefect.engine" in entry["target"]["container"]["command"], entry["target"]["container"]
+    assert any("no Prefect Runner" in e for e in by_task["ecs_no_runner"]["verdict"]["evidence"])
     assert any(
         "past its container's stopTimeout of 5 s: ECS's SIGKILL should have ended it" in e
         for e in by_task["ecs_stop_timeout"]["verdict"]["evidence"]

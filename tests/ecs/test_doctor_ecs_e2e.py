@@ -120,11 +120,13 @@ def test_a_running_fargate_task_is_not_attachable_with_the_execute_command_line(
 
     assert verdict["cause"] == "not_attachable", verdict
     assert "runs on Fargate (no host to run the doctor on)" in verdict["summary"]
+    first, *needs = verdict["remediation"]
     assert (
         f"aws ecs execute-command --cluster {CLUSTER} --task {task_id} --container prefect --interactive "
         '--command "py-spy dump --subprocesses --pid 1"'
-    ) in verdict["summary"]
-    assert "enableExecuteCommand" in verdict["summary"] and "SYS_PTRACE" in verdict["summary"]
+    ) in first
+    assert any("enableExecuteCommand" in n for n in needs) and any("SYS_PTRACE" in n for n in needs)
+    assert verdict["short_fix"] == "ECS Exec: py-spy in the task"
     assert any(
         "lastStatus RUNNING, desiredStatus RUNNING, launch type Fargate" in e for e in verdict["evidence"]
     )
@@ -134,7 +136,7 @@ def test_a_task_running_past_its_stop_timeout_says_so(scanned: dict[str, Any]) -
     verdict = scanned["by_name"]["stopping"]["verdict"]
 
     assert verdict["cause"] == "not_attachable", verdict
-    assert "enableExecuteCommand" not in verdict["summary"]  # started with ECS Exec
+    assert not any("enableExecuteCommand" in fix for fix in verdict["remediation"])  # started with ECS Exec
     assert any(
         "past its container's stopTimeout of 45 s: ECS's SIGKILL should have ended it and did not" in line
         for line in verdict["evidence"]
@@ -150,6 +152,10 @@ def test_an_ec2_task_elsewhere_names_the_instance_to_run_the_doctor_on(
     assert (
         f"runs on EC2 container instance {moto_ecs.ec2_instance_id}, not on this host" in verdict["summary"]
     )
+    assert verdict["remediation"][0].startswith(
+        f"run the doctor on EC2 container instance {moto_ecs.ec2_instance_id}"
+    )
+    assert "aws ecs execute-command" in verdict["remediation"][1]
 
 
 def test_a_cancelled_run_whose_task_still_runs_is_reported_as_an_orphan(scanned: dict[str, Any]) -> None:
@@ -170,7 +176,8 @@ def test_inspect_an_ecs_task_by_cluster_and_id(scanned: dict[str, Any], moto_ecs
     assert "Traceback" not in done.stderr
     verdict = json.loads(done.stdout)["runs"][0]["verdict"]
     assert verdict["cause"] == "not_attachable"
-    assert "aws ecs execute-command" in verdict["summary"]
+    assert "runs on Fargate" in verdict["summary"]
+    assert "aws ecs execute-command" in verdict["remediation"][0]
 
     stopped = scanned["arns"]["oom"].rsplit("/", 1)[-1]
     gone = run_cli("inspect", "--ecs-task", f"{CLUSTER}/{stopped}", env=moto_ecs.env())
@@ -291,8 +298,13 @@ def _runs_no_runner(verdict: dict[str, Any], run: StuckTaskRun) -> None:
         f"ECS task {CLUSTER}/{run.task_id}: lastStatus RUNNING" in e and "launch type EC2" in e
         for e in evidence
     ), evidence
-    assert any("container prefect: command `python -m prefect.engine`" in e for e in evidence), evidence
-    assert any("runs the flow engine without a Prefect Runner" in e for e in evidence), evidence
+    # sampled here, the container itself says it (once): its command, and that no Runner runs in it
+    runner = [e for e in evidence if "no Prefect Runner" in e or "without a Prefect Runner" in e]
+    assert len(runner) == 1 and "python -m prefect.engine" in runner[0], evidence
+    assert not any("container prefect: command" in e for e in evidence), evidence
+    assert (
+        sum("found by the ECS agent's labels" in e or "(the ECS agent's labels)" in e for e in evidence) == 1
+    )
 
 
 @pytest.mark.docker

@@ -20,6 +20,7 @@ from prefect_cancel_doctor.clients.ecs_api import (
     parse_task_definition,
 )
 from prefect_cancel_doctor.kinds.ecs.facts import (
+    fixes_for,
     next_step,
     stop_commands,
     stop_story,
@@ -144,19 +145,22 @@ def test_a_task_running_past_its_stop_timeout_says_ecs_did_not_kill_it() -> None
     ), facts
     assert any("runs the flow engine without a Prefect Runner" in f for f in facts), facts
     step = next_step(view.facts())
-    assert "on EC2 container instance i-0abc123def4567890, not on this host: run the doctor there" in step
+    assert (
+        "on EC2 container instance i-0abc123def4567890, not on this host: the doctor samples it there" in step
+    )
 
 
 def test_a_running_fargate_task_gets_the_execute_command_line_and_what_it_lacks() -> None:
     view = _view("5555", definition=parse_task_definition(RECORDED["taskDefinition"]))
     step = next_step(view.facts())
+    fixes = " ".join(fixes_for(view.facts(), Cause.NOT_ATTACHABLE) or ())
 
     assert "runs on Fargate (no host to run the doctor on)" in step
     assert (
         "`aws ecs execute-command --cluster prod --task 5555aaaa2222bbbb3333cccc4444dddd --container prefect "
         '--interactive --command "py-spy dump --subprocesses --pid 1"`'
-    ) in step
-    assert "enableExecuteCommand" in step and "SYS_PTRACE" in step
+    ) in fixes
+    assert "enableExecuteCommand" in fixes and "SYS_PTRACE" in fixes
     assert stop_commands(view.facts())[0].startswith(f"aws ecs stop-task --cluster prod --task {ARN}5555")
 
 

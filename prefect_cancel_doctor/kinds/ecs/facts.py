@@ -121,7 +121,9 @@ def runs_no_runner(command: tuple[str, ...]) -> bool:
 
 
 def task_facts(task: TaskFacts, now: datetime | None = None) -> tuple[str, ...]:
-    """Evidence lines about the task, for every verdict of its run."""
+    """Evidence lines about the task, for every verdict of its run. Where this host samples it
+    (`local_container`), its container's own facts and rules say its command, its Runner and its
+    PID 1, from the container itself."""
     if not task.known:
         return ()
     now = now or datetime.now(timezone.utc)
@@ -130,7 +132,7 @@ def task_facts(task: TaskFacts, now: datetime | None = None) -> tuple[str, ...]:
         f"ECS task {task.name}: lastStatus {task.last_status}, desiredStatus {task.desired_status}, "
         f"launch type {where}" + (f", started at {task.started_at}" if task.started_at else "")
     ]
-    command = task.command
+    command = () if task.local_container else task.command
     if command:
         facts.append(f"container {task.container_name}: command `{' '.join(command)[:160]}`")
     if runs_no_runner(command):
@@ -197,16 +199,15 @@ def exec_needs(task: TaskFacts) -> list[str]:
 
 
 def next_step(task: TaskFacts) -> str:
-    """Why a running task cannot be sampled from here, and exactly where and how it can be."""
+    """Why a running task cannot be sampled from here, and where it can be (the verdict's fixes,
+    `fixes_for`, give the host or the `aws ecs execute-command` line and what it needs)."""
     if not task.on_fargate and task.ec2_instance_id:
         return (
-            f"the run's ECS task {task.name} runs on EC2 container instance {task.ec2_instance_id}, not "
-            "on this host: run the doctor there (its Docker engine runs the task's containers), or sample "
-            f"it with ECS Exec: `{exec_line(task)}`"
+            f"the run's ECS task {task.name} runs on EC2 container instance {task.ec2_instance_id}, not on "
+            "this host: the doctor samples it there, or from inside the task with ECS Exec"
         )
-    where = "on Fargate (no host to run the doctor on)" if task.on_fargate else "not on this host"
-    text = f"the run's ECS task {task.name} runs {where}: sample it with ECS Exec: `{exec_line(task)}`"
-    return text + "; it needs: " + "; ".join(exec_needs(task))
+    where = "on Fargate (no host to run the doctor on)" if task.on_fargate else "elsewhere than this host"
+    return f"the run's ECS task {task.name} runs {where}: ECS Exec can sample it from inside the task"
 
 
 def stop_commands(task: TaskFacts) -> tuple[str, ...]:

@@ -107,14 +107,10 @@ class EcsKind(ProcessesOnly):
         task = target.task
         if task is None:
             return ()
-        facts = list(task_facts(task))
-        if task.local_container and target.container is not None:
-            facts.append(
-                f"ECS task {task.name} runs on this host: its container {task.container_name} is Docker "
-                f"container {task.local_container[:12]} (the ECS agent's labels)"
-            )
-            facts.extend(container_facts(target.container))
-        return tuple(facts)
+        facts = task_facts(task)
+        if task.local_container and target.container is not None:  # the location's note says how found
+            facts += container_facts(target.container)
+        return facts
 
     def in_container(self, target: Target) -> ContainerView | None:
         task, c = target.task, target.container

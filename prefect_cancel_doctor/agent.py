@@ -21,13 +21,17 @@ from typing import Any
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 from prefect.types.entrypoint import EntrypointType
 
 from prefect_cancel_doctor.act.policy import PolicyError
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.durations import parse_duration
+from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.redact import redact_url_passwords
-from prefect_cancel_doctor.fleet.autopilot import Autopilot, autopilot_from_env
+from prefect_cancel_doctor.errors import DoctorError
+from prefect_cancel_doctor.fleet.autopilot import Autopilot, autopilot_from_env, resolve_and_publish
 from prefect_cancel_doctor.fleet.publish import host_name, scan_and_publish, seen_here
 from prefect_cancel_doctor.health.flow import cron_schedule, prefect_connection
 
@@ -45,8 +49,12 @@ AGENT_TAG = "prefect-cancel-doctor"
     validate_parameters=True,
 )
 def cancel_doctor_agent(
-    samples: int = 3, since: str = "1h", artifacts: bool = True, host: str | None = None
-) -> dict[str, Any]:
+    samples: int = 3,
+    since: str = "1h",
+    artifacts: bool = True,
+    host: str | None = None,
+    resolve: str | None = None,
+) -> dict[str, Any] | State:
     """Scan this host and publish its verdicts; with `agent --autopilot`, act on what its policy allows.
 
     Args:
@@ -54,9 +62,14 @@ def cancel_doctor_agent(
         since: the window for orphans among Cancelled runs, e.g. "1h".
         artifacts: also write a Markdown artifact on each run (else events only).
         host: this host's name in the events (`agent --host`; None: PCD_HOST, else the hostname).
+        resolve: a flow run's id (or name): instead of a scan, end that run if it is stuck and this
+            host answers for it, as `resolve` does, with the autopilot's checks; the run of this
+            deployment ends Failed, saying why, when it is refused.
     """
     logger = get_run_logger()
     host = host or host_name()
+    if resolve:
+        return _resolve(resolve, host, samples, artifacts)
     autopilot, unreadable = _autopilot()
     if unreadable:
         logger.error("autopilot: %s; this cycle acts on nothing", unreadable)
@@ -69,6 +82,7 @@ def cancel_doctor_agent(
             artifacts=artifacts,
             autopilot=autopilot,
             say=logger.info,
+            agent_deployment=f"{AGENT_FLOW}/{host}",
         )
     logger.info("host %s: %d run(s) diagnosed; %s", host, len(report.runs), outcome.summary())
     for error in outcome.errors:
@@ -94,6 +108,37 @@ def cancel_doctor_agent(
     elif unreadable:
         result["autopilot"] = {"error": unreadable}
     return result
+
+
+def _resolve(run: str, host: str, samples: int, artifacts: bool) -> dict[str, Any] | State:
+    """The `resolve` parameter: that one run, resolved (or refused) and published."""
+    logger = get_run_logger()
+    with PrefectApi(prefect_connection()) as api:
+        try:
+            round_, outcome = resolve_and_publish(
+                api,
+                run.strip(),
+                seen_here(host),
+                samples=samples,
+                artifacts=artifacts,
+                agent_deployment=f"{AGENT_FLOW}/{host}",
+                say=logger.info,
+            )
+        except DoctorError as exc:  # no such run, the API refused
+            return Failed(message=f"resolve {visible(run, 100)}: {exc}"[:1000])
+    for error in outcome.errors:
+        logger.warning("%s", error)
+    (action,) = round_.actions
+    logger.info("%s", round_.summary())
+    if not action.decision.act or (action.outcome is not None and not action.outcome.resolved):
+        return Failed(message=round_.summary()[:1000])
+    return {
+        "host": host,
+        "resolve": action.run_id,
+        "decision": action.kind,
+        "signalled": action.outcome.actions if action.outcome else [],
+        "state": action.state_after,
+    }
 
 
 def _autopilot() -> tuple[Autopilot | None, str | None]:

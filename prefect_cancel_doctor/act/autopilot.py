@@ -35,9 +35,12 @@ from prefect_cancel_doctor.core.durations import seconds_text
 from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.model import (
     CONTAINER_NOT_FOUND,
+    FINAL_STATES,
+    Cause,
     Diagnosis,
     InfraKind,
     Role,
+    StateType,
     StrEnum,
 )
 
@@ -66,6 +69,9 @@ class Refusal(StrEnum):
     STATE_CHANGED = "state_changed"
     PID_REUSED = "pid_reused"
     ERROR = "error"
+    #: A resolve asked for (the agent's `resolve` parameter) of a run that is not stuck: Running,
+    #: say, or final with nothing left running here.
+    NOT_STUCK = "not_stuck"
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,7 @@ def decide(d: Diagnosis, policy: Policy, view: View) -> Decision:
             f"confidence {d.verdict.confidence:g} is below the policy's {policy.min_confidence:g}",
         )
     stuck = run.cancelling_for_seconds
-    if stuck is None or stuck < policy.stuck_for_seconds:
+    if policy.stuck_for_seconds > 0 and (stuck is None or stuck < policy.stuck_for_seconds):
         since = (
             "for an unknown time (it never entered Cancelling)" if stuck is None else f"{seconds_text(stuck)}"
         )
@@ -345,6 +351,7 @@ def _one(
     dry_run: bool,
     say: Callable[[str], None],
     log: ActionLog,
+    by: str | None = None,
 ) -> Action:
     decision = decide(d, policy, view)
     if not decision.act:
@@ -363,7 +370,7 @@ def _one(
         if now != d.flow_run.state_type:
             why = f"the run went from {d.flow_run.state_type} to {now} since it was diagnosed"
             return Action(d, Decision.refuse(Refusal.STATE_CHANGED, why), plan)
-        by = f"autopilot (host {view.host}, policy {policy.name})"
+        by = by or f"autopilot (host {view.host}, policy {policy.name})"
         outcome = execute(plan, api, grace=policy.grace_seconds, say=said.append, log=log, by=by)
     except Refused as exc:  # a PID reused since the plan: nothing was signalled
         return Action(d, Decision.refuse(Refusal.PID_REUSED, str(exc)), plan, said=said)
@@ -378,6 +385,53 @@ def _one(
     return Action(d, decision, plan, outcome, state_after=after, said=said)
 
 
+def requested_policy(grace_seconds: float = 30.0) -> Policy:
+    """What a resolve asked for by a person (the agent's `resolve` parameter) is held to: no policy
+    of causes, confidence, time or limits — the person decided that — only `decide`'s view checks
+    (the kill switch, this host's, a whole view) and `resolve`'s own plan, which refuses what it
+    always refuses."""
+    return Policy(
+        "requested",
+        frozenset(Cause),
+        min_confidence=0.0,
+        stuck_for_seconds=0.0,
+        max_runs_per_cycle=1,
+        max_actions_per_hour=1_000_000,
+        grace_seconds=grace_seconds,
+    )
+
+
+def resolve_requested(
+    d: Diagnosis,
+    api: PrefectApi,
+    view: View,
+    *,
+    grace: float = 30.0,
+    say: Callable[[str], None] = print,
+    log: ActionLog | None = None,
+) -> Action:
+    """A resolve a person asked for through the agent's deployment (the Prefect UI, an Automation):
+    `decide` and act as the autopilot does under `requested_policy`, on a run that is stuck (in
+    Cancelling, or final with something of it still running here). Not counted in the autopilot's
+    hour."""
+    run = d.flow_run
+    if run is not None and not (
+        run.state_type == StateType.CANCELLING or (run.state_type in FINAL_STATES and found_here(d))
+    ):
+        why = (
+            f"the run is {run.state_name or run.state_type}: only a run stuck in Cancelling, or a final run "
+            "whose processes still run here, is resolved this way"
+        )
+        action = Action(d, Decision.refuse(Refusal.NOT_STUCK, why))
+    else:
+        by = f"resolve requested through the agent of host {view.host}"
+        action = _one(
+            d, api, requested_policy(grace), view, dry_run=False, say=say, log=log or ActionLog(), by=by
+        )
+    say(f"resolve: {action.line()}")
+    return action
+
+
 __all__ = [
     "Action",
     "Decision",
@@ -387,6 +441,8 @@ __all__ = [
     "decide",
     "found_here",
     "plan_here",
+    "requested_policy",
+    "resolve_requested",
     "run_autopilot",
     "tied_here",
 ]

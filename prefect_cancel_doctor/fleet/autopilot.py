@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from prefect_cancel_doctor import __version__
-from prefect_cancel_doctor.act.autopilot import Action, Ledger, View, run_autopilot
+from prefect_cancel_doctor.act.autopilot import (
+    Action,
+    Ledger,
+    View,
+    requested_policy,
+    resolve_requested,
+    run_autopilot,
+)
 from prefect_cancel_doctor.act.policy import Policy
 from prefect_cancel_doctor.act.resolve import ActionLog
 from prefect_cancel_doctor.core.inert import visible
@@ -39,10 +46,12 @@ from prefect_cancel_doctor.errors import DoctorError
 from prefect_cancel_doctor.fleet.publish import (
     CAUSE_LABEL,
     HOST_RESOURCE,
+    PublishOutcome,
     Related,
     Seen,
     covers,
     host_resource,
+    publish,
     related_resources,
 )
 from prefect_cancel_doctor.model import Diagnosis
@@ -67,9 +76,11 @@ MODE_LABEL = "prefect-cancel-doctor.mode"
 POLICY_LABEL = "prefect-cancel-doctor.policy"
 REFUSAL_LABEL = "prefect-cancel-doctor.refusal"
 OUTCOME_LABEL = "prefect-cancel-doctor.outcome"
-#: `mode`: the autopilot acting, the autopilot in a dry run.
+#: `mode`: the autopilot acting, the autopilot in a dry run, a resolve a person asked for through
+#: the agent's deployment (its `resolve` parameter: the Prefect UI, an Automation).
 AUTOPILOT = "autopilot"
 AUTOPILOT_DRY_RUN = "autopilot-dry-run"
+REQUESTED = "requested"
 #: Plan lines an event carries at most (a plan names each process it signals).
 PLAN_LINES = 30
 #: How `agent --autopilot` hands its policy to its flow runs (children of the serving process):
@@ -175,9 +186,13 @@ class Round:
     switch: Switch
     actions: list[Action] = field(default_factory=list)
     at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    #: A resolve a person asked for (the agent's `resolve` parameter), not the autopilot's cycle.
+    requested: bool = False
 
     @property
     def mode(self) -> str:
+        if self.requested:
+            return REQUESTED
         return AUTOPILOT_DRY_RUN if self.dry_run else AUTOPILOT
 
     def counts(self) -> dict[str, int]:
@@ -190,6 +205,9 @@ class Round:
     def summary(self) -> str:
         """One line for the agent's log."""
         counted = self.counts()
+        if self.requested:
+            (action,) = self.actions
+            return f"resolve requested: {action.line()}"
         head = f"autopilot ({self.mode}, policy {self.policy.name})"
         if self.switch.off:
             head += f", switched off: {self.switch.off}"
@@ -201,10 +219,8 @@ class Round:
     def notes(self) -> dict[str, list[str]]:
         """Each run's line for its artifact."""
         when = f"{self.at[:19].replace('T', ' ')} UTC"
-        return {
-            action.run_id: [f"{when}, {self.mode}, policy {self.policy.name}: {action.line()}"]
-            for action in self.actions
-        }
+        who = "resolve requested" if self.requested else f"{self.mode}, policy {self.policy.name}"
+        return {action.run_id: [f"{when}, {who}: {action.line()}"] for action in self.actions}
 
     def events(self, host: str, ids: Mapping[str, Related]) -> list[dict[str, Any]]:
         """One event per run looked at."""
@@ -219,11 +235,9 @@ def action_event(
     run = d.flow_run
     assert run is not None
     policy = round_.policy
-    resource = host_resource(host) | {
-        CAUSE_LABEL: d.verdict.cause.value,
-        MODE_LABEL: round_.mode,
-        POLICY_LABEL: _text(policy.name, 100),
-    }
+    resource = host_resource(host) | {CAUSE_LABEL: d.verdict.cause.value, MODE_LABEL: round_.mode}
+    if not round_.requested:
+        resource[POLICY_LABEL] = _text(policy.name, 100)
     if action.decision.reason is not None:
         resource[REFUSAL_LABEL] = action.decision.reason.value
     outcome = action.outcome
@@ -253,7 +267,7 @@ def action_event(
             if outcome is not None
             else None
         ),
-        "policy": policy.to_dict(),
+        "policy": None if round_.requested else policy.to_dict(),
         "kill_switch": round_.switch.value,
         "dry_run": round_.dry_run,
         "mode": round_.mode,
@@ -318,6 +332,51 @@ def autopilot_cycle(
     return round_
 
 
+def resolve_and_publish(
+    api: PrefectApi,
+    run: str,
+    seen: Seen,
+    *,
+    samples: int = 3,
+    artifacts: bool = True,
+    agent_deployment: str | None = None,
+    say: Callable[[str], None] = print,
+    log: ActionLog | None = None,
+    partial: Callable[[], str | None] | None = None,
+) -> tuple[Round, PublishOutcome]:
+    """The agent's `resolve` parameter: diagnose that one run (by id or name) now, resolve it as a
+    person asked for it (`act.autopilot.resolve_requested`: the kill switch, this host's, a whole
+    view, `resolve`'s plan, the re-checks), then publish its verdict and what was done."""
+    from prefect_cancel_doctor.scan.engine import Options, diagnose_run
+
+    switch = read_kill_switch(api)
+    report = diagnose_run(api, run, Options(samples=samples))
+    (d,) = report.runs
+    if partial is None:
+        from prefect_cancel_doctor.kinds.process.locate import partial_view
+
+        partial = partial_view
+    view = View(
+        host=seen.host,
+        partial=partial(),
+        workers=frozenset(seen.workers),
+        launched=seen.launched,
+        kill_switch=switch.off,
+    )
+    action = resolve_requested(d, api, view, say=say, log=log)
+    round_ = Round(requested_policy(), False, switch, [action], requested=True)
+    outcome = publish(
+        api,
+        report,
+        seen=seen,
+        artifacts=artifacts,
+        notes=round_.notes(),
+        extra_events=lambda ids: round_.events(seen.host, ids),
+        agent_deployment=agent_deployment,
+    )
+    return round_, outcome
+
+
 __all__ = [
     "AUTOPILOT",
     "AUTOPILOT_DRY_RUN",
@@ -331,6 +390,7 @@ __all__ = [
     "POLICY_LABEL",
     "REFUSAL_LABEL",
     "REFUSED_EVENT",
+    "REQUESTED",
     "RESOLVED_EVENT",
     "Autopilot",
     "Round",
@@ -340,4 +400,5 @@ __all__ = [
     "autopilot_from_env",
     "hourly_from_events",
     "read_kill_switch",
+    "resolve_and_publish",
 ]

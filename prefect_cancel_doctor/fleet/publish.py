@@ -417,10 +417,16 @@ def batches(events: list[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> list[
 
 
 def artifact_markdown(
-    d: Diagnosis, host: str, api_url: str | None, generated_at: str, notes: Sequence[str] = ()
+    d: Diagnosis,
+    host: str,
+    api_url: str | None,
+    generated_at: str,
+    notes: Sequence[str] = (),
+    agent_deployment: str | None = None,
 ) -> str:
-    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where;
-    then `notes`, what the autopilot did about it (one line each)."""
+    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where
+    (and, with `agent_deployment`, how to resolve it from the UI); then `notes`, what the autopilot
+    did about it (one line each)."""
     from prefect_cancel_doctor.render.markdown import code, markdown_lines, text
 
     lines = markdown_lines(Report(api_url, generated_at, (d,)))
@@ -432,6 +438,14 @@ def artifact_markdown(
         f"{text(generated_at[:19].replace('T', ' '))} UTC; replaced by the next scan that publishes.",
         "",
     ]
+    run = d.flow_run
+    if agent_deployment and run is not None and d.verdict.cause.allows_action:
+        head += [
+            f"**Resolve it from the Prefect UI**: run the deployment {code(agent_deployment)} (*Run*, "
+            f"*Custom run*) with the parameter {code('resolve')} = {code(run.id)}: the agent on host "
+            f"{code(host)} re-diagnoses the run and ends it as `resolve` does, with the autopilot's checks.",
+            "",
+        ]
     # What the autopilot did comes first: the stack, last, is what a long artifact loses.
     autopilot = (
         ["## Autopilot", "", *(f"- {text(_text(note, 2000))}" for note in notes[:20]), ""] if notes else []
@@ -465,7 +479,12 @@ def _cut(markdown: str, limit: int) -> str:
 
 
 def artifact_body(
-    d: Diagnosis, host: str, api_url: str | None, generated_at: str, notes: Sequence[str] = ()
+    d: Diagnosis,
+    host: str,
+    api_url: str | None,
+    generated_at: str,
+    notes: Sequence[str] = (),
+    agent_deployment: str | None = None,
 ) -> dict[str, Any]:
     """The body of `POST /artifacts/` for the run's Markdown artifact."""
     run = d.flow_run
@@ -473,7 +492,7 @@ def artifact_body(
     return {
         "key": artifact_key(run.id),
         "type": "markdown",
-        "data": artifact_markdown(d, host, api_url, generated_at, notes),
+        "data": artifact_markdown(d, host, api_url, generated_at, notes, agent_deployment),
         "description": _text(f"{d.verdict.cause.value}: diagnosed by prefect-cancel-doctor on {host}", 200),
         "flow_run_id": run.id,
     }
@@ -524,11 +543,15 @@ def publish(
     now: datetime | None = None,
     notes: Mapping[str, Sequence[str]] | None = None,
     extra_events: Callable[[Mapping[str, Related]], list[dict[str, Any]]] | None = None,
+    agent_deployment: str | None = None,
 ) -> PublishOutcome:
     """Publish the verdicts of the runs this host covers: one batch of events, then the artifacts.
 
     `notes`: lines for a run's artifact, by run id (what the autopilot did). `extra_events(ids)`:
-    more events for the same batch, given the runs' related ids (the autopilot's).
+    more events for the same batch, given every run's related ids (the autopilot's, which may be
+    about a run this host does not cover: a resolve asked of the wrong host, refused).
+    `agent_deployment`: the agent's deployment serving here, which each artifact names as the
+    way to resolve the run from the Prefect UI.
     Never raises for the API: a failure is named in the outcome's `errors` and the
     scan goes on (its verdicts are printed, its exit code is unchanged).
     """
@@ -536,7 +559,7 @@ def publish(
     mine = [d for d in report.runs if covers(d, seen)]
     outcome = PublishOutcome(seen.host, skipped=sum(1 for d in report.runs if d.flow_run) - len(mine))
     try:
-        ids = related_ids(api, mine)
+        ids = related_ids(api, mine if extra_events is None else [d for d in report.runs if d.flow_run])
         pool_ids = api.work_pool_ids(seen.work_pools) if seen.work_pools else {}
     except DoctorError as exc:
         # Without ids the event still names the run (ids come from its labels where it has them).
@@ -558,7 +581,7 @@ def publish(
         outcome.events += verdicts
         outcome.other_events += others
     if artifacts and mine:
-        _publish_artifacts(api, report, mine, seen.host, outcome, notes or {})
+        _publish_artifacts(api, report, mine, seen.host, outcome, notes or {}, agent_deployment)
     return outcome
 
 
@@ -571,17 +594,19 @@ def scan_and_publish(
     artifacts: bool = True,
     autopilot: Autopilot | None = None,
     say: Callable[[str], None] = print,
+    agent_deployment: str | None = None,
 ) -> tuple[Report, PublishOutcome]:
     """One agent round (`agent`'s flow, `agent --once`) as `host`: scan, then (with `autopilot`)
     act on what the policy allows, then publish what this host answers for, with what the
-    autopilot did (its events, a line in each run's artifact)."""
+    autopilot did (its events, a line in each run's artifact). `agent_deployment`: the served
+    deployment, named in each artifact as the way to resolve the run from the UI."""
     from prefect_cancel_doctor.core.durations import parse_duration
     from prefect_cancel_doctor.scan.engine import Options, scan
 
     seen = seen_here(host)
     report = scan(api, Options(samples=samples, since=parse_duration(since)))
     if autopilot is None:
-        return report, publish(api, report, seen=seen, artifacts=artifacts)
+        return report, publish(api, report, seen=seen, artifacts=artifacts, agent_deployment=agent_deployment)
     from prefect_cancel_doctor.fleet.autopilot import autopilot_cycle
 
     round_ = autopilot_cycle(api, list(report.runs), seen, autopilot, say=say)
@@ -592,6 +617,7 @@ def scan_and_publish(
         artifacts=artifacts,
         notes=round_.notes(),
         extra_events=lambda ids: round_.events(host, ids),
+        agent_deployment=agent_deployment,
     )
     outcome.autopilot = round_
     return report, outcome
@@ -609,6 +635,7 @@ def _publish_artifacts(
     host: str,
     outcome: PublishOutcome,
     notes: Mapping[str, Sequence[str]],
+    agent_deployment: str | None = None,
 ) -> None:
     """Each run's artifact: the latest of its key replaced in place, else created. Stops at the
     first refusal: the next runs' would be refused the same way."""
@@ -620,7 +647,9 @@ def _publish_artifacts(
         latest = api.latest_artifacts(keys)
         for key, d in keys.items():
             run_notes = notes.get(_run_id(d), ())
-            body = scrub_tree(artifact_body(d, host, report.api_url, report.generated_at, run_notes))
+            body = scrub_tree(
+                artifact_body(d, host, report.api_url, report.generated_at, run_notes, agent_deployment)
+            )
             existing = latest.get(key)
             if existing is not None and existing.flow_run_id == _run_id(d):
                 api.update_artifact(existing.id, {"data": body["data"], "description": body["description"]})

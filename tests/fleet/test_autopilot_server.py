@@ -184,7 +184,12 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staged]:
 
 
 def _call(staged: Staged, method: str, path: str, body: object = None) -> Any:
-    response = httpx.request(method, f"{staged.prefect.api_url}/{path}", json=body, timeout=30)
+    """One API request; again, a few times, on 503 (a loaded SQLite server: "database is locked")."""
+    for attempt in range(6):
+        response = httpx.request(method, f"{staged.prefect.api_url}/{path}", json=body, timeout=30)
+        if response.status_code != 503 or attempt == 5:
+            break
+        time.sleep(0.5 * (attempt + 1))
     response.raise_for_status()
     return response.json() if response.content else None
 
@@ -418,45 +423,67 @@ def _notified(staged: Staged) -> Iterator[_Webhook]:
         webhook.close()
 
 
-def test_one_served_cycle_ends_the_orphan_and_the_surviving_child(staged: Staged, tmp_path: Path) -> None:
-    with _notified(staged) as webhook:
-        _one_served_cycle(staged, tmp_path, webhook)
+@dataclass
+class Agent:
+    """`agent --autopilot` served on this host: its deployment, its log, its state directory."""
+
+    deployment_id: str
+    log: Path
+    state: Path
+
+    def cycle(self, staged: Staged, parameters: dict[str, Any] | None = None) -> tuple[str, str]:
+        """Run its deployment now, through the API as the UI's Run does: (the run's id, its final state)."""
+        run_id = staged.prefect.create_run(self.deployment_id, parameters or {})
+        state = staged.prefect.wait_for_state(run_id, ["COMPLETED", "FAILED", "CRASHED"], 180)
+        return run_id, state
 
 
-def _one_served_cycle(staged: Staged, tmp_path: Path, webhook: _Webhook) -> None:
-    env = staged.env(tmp_path)
-    log = tmp_path / "agent.log"
-    # Once a year: the only cycle is the run this test starts, as the UI's "Run" would.
+@pytest.fixture(scope="module")
+def agent(staged: Staged, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    home = tmp_path_factory.mktemp("agent")
+    log = home / "agent.log"
+    # Once a year: the only cycles are the runs the tests start.
     argv = [*CLI, "agent", "--cron", "0 0 1 1 *", "--autopilot", str(staged.policy), "--samples", "1"]
     with log.open("wb") as out:
-        agent = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Its Runner looks for runs to start every second (10 s by default): the tests start them.
+        env = staged.env(home, PREFECT_RUNNER_POLL_FREQUENCY="1")
+        process = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     prefect = staged.prefect
     try:
 
         def deployment() -> str | None:
-            assert agent.poll() is None, log.read_text()
+            assert process.poll() is None, log.read_text()
             answer = httpx.get(
                 f"{prefect.api_url}/deployments/name/prefect-cancel-doctor-agent/{HOST}", timeout=10
             )
-            return answer.json()["id"] if answer.status_code == 200 else None
+            return str(answer.json()["id"]) if answer.status_code == 200 else None
 
         prefect.wait_until(deployment, 120, "the agent's deployment")
         deployment_id = deployment()
         assert deployment_id is not None
-        since = datetime.now(timezone.utc)
-        triggered, triggered_at = time.monotonic(), time.time()
-        cycle = prefect.create_run(deployment_id, {})
-        assert prefect.wait_for_state(cycle, ["COMPLETED", "FAILED", "CRASHED"], 180) == "COMPLETED", (
-            log.read_text()[-4000:]
-        )
-        took = time.monotonic() - triggered
+        assert "autopilot on, policy pilot:" in log.read_text()
+        yield Agent(deployment_id, log, home / "state")
     finally:
-        os.killpg(agent.pid, signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         try:
-            agent.wait(30)
+            process.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
-    assert "autopilot on, policy pilot:" in log.read_text()
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_one_served_cycle_ends_the_orphan_and_the_surviving_child(staged: Staged, agent: Agent) -> None:
+    with _notified(staged) as webhook:
+        _one_served_cycle(staged, agent, webhook)
+
+
+def _one_served_cycle(staged: Staged, agent: Agent, webhook: _Webhook) -> None:
+    since = datetime.now(timezone.utc)
+    triggered, triggered_at = time.monotonic(), time.time()
+    cycle, state = agent.cycle(staged)
+    assert state == "COMPLETED", agent.log.read_text()[-4000:]
+    took = time.monotonic() - triggered
 
     # The orphan and the child are gone; the baseline (outside the policy's pools) and the run whose
     # cause the policy leaves to people still run; no state was changed (both were already final).
@@ -539,6 +566,16 @@ def _one_served_cycle(staged: Staged, tmp_path: Path, webhook: _Webhook) -> None
     )
     assert "## Autopilot" in artifact["data"] and "autopilot, policy pilot: run " in artifact["data"]
     assert "resolved: SIGTERM" in artifact["data"]
+    # A run left to people says how to resolve it from the UI, with this host's agent.
+    (stuck,) = _call(
+        staged, "POST", "artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [staged.runs["stuck"]]}}}
+    )
+    assert (
+        f"run the deployment `prefect-cancel-doctor-agent/{HOST}` (*Run*, *Custom run*) with the parameter "
+        f"`resolve` = `{staged.runs['stuck']}`"
+    ) in stuck["data"]
+    actions = (agent.state / "prefect-cancel-doctor" / "actions.jsonl").read_text()
+    assert actions.count('"signal": "SIGTERM"') >= 2 and '"refused' not in actions
 
     # The README's Automation told the on-call of each run the autopilot ended, and of nothing else.
     deadline = time.monotonic() + 60
@@ -582,3 +619,87 @@ def test_the_hourly_limit_holds_when_the_hosts_ledger_is_lost(staged: Staged, tm
     assert set(events) == {"baseline", "stuck"}
     assert {e["resource"]["prefect-cancel-doctor.refusal"] for e in events.values()} == {"hourly_limit"}
     assert "acted on 2 run(s) in the last hour" in events["stuck"]["payload"]["why"]
+
+
+def test_resolve_through_the_agents_deployment_with_the_same_checks_and_events(
+    staged: Staged, agent: Agent
+) -> None:
+    """The agent's deployment run with `resolve` = a run id, as the UI's Custom run starts it or, here
+    first, an Automation's run-deployment action on the doctor's verdict event: that run, stuck in
+    Cancelling with its worker dead (`cancel_not_observed`, which the autopilot's policy leaves to
+    people), is ended and marked Cancelled; a run that is not stuck, and any run while the kill switch
+    is set, is refused and the deployment's run ends Failed, saying why."""
+    automation = _call(
+        staged,
+        "POST",
+        "automations/",
+        {
+            "name": "cancel-doctor: resolve what is not observed",
+            "trigger": {
+                "type": "event",
+                "expect": ["prefect-cancel-doctor.verdict"],
+                "match": {"prefect-cancel-doctor.cause": "cancel_not_observed"},
+                "posture": "Reactive",
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": [
+                {
+                    "type": "run-deployment",
+                    "source": "selected",
+                    "deployment_id": agent.deployment_id,
+                    "parameters": {"resolve": "{{ event.payload.flow_run.id }}"},
+                }
+            ],
+        },
+    )
+    try:
+        since = datetime.now(timezone.utc)
+        _, state = agent.cycle(staged)  # publishes the stuck run's verdict (its autopilot refuses it)
+        assert state == "COMPLETED", agent.log.read_text()[-4000:]
+        staged.prefect.wait_until(
+            lambda: not staged.alive("stuck"), 120, "the Automation's resolve to end the run"
+        )
+        staged.prefect.wait_for_state(staged.runs["stuck"], ["CANCELLED"], 30)
+    finally:
+        _call(staged, "DELETE", f"automations/{automation['id']}")
+    message = staged.prefect.read_run(staged.runs["stuck"]).state.message or ""
+    assert message.startswith(
+        f"Cancelled by prefect-cancel-doctor resolve requested through the agent of host {HOST}: SIGTERM → "
+    ), message
+    runs = _call(staged, "POST", "flow_runs/filter", {"deployments": {"id": {"any_": [agent.deployment_id]}}})
+    (requested,) = [r for r in runs if r["parameters"].get("resolve") == staged.runs["stuck"]]
+    staged.prefect.wait_for_state(requested["id"], ["COMPLETED"], 60)
+    resolved = [
+        e
+        for e in _autopilot_events(staged, since, 3).values()  # the cycle's two refusals, then the resolve
+        if e["event"] == "prefect-cancel-doctor.resolved"
+    ]
+    (event,) = resolved
+    assert event["resource"]["prefect-cancel-doctor.mode"] == "requested"
+    assert "prefect-cancel-doctor.policy" not in event["resource"] and event["payload"]["policy"] is None
+    assert event["payload"]["cause"] == "cancel_not_observed"
+    assert event["payload"]["ended"] == {
+        "resolved": True,
+        "state_type": "CANCELLED",
+        "state_set": "CANCELLED",
+    }
+
+    # Refused: a run that is not stuck (the orphan the autopilot ended: Cancelled, nothing left) ...
+    since = datetime.now(timezone.utc)
+    run, state = agent.cycle(staged, {"resolve": staged.runs["orphan"]})
+    assert state == "FAILED"
+    failed = staged.prefect.read_run(run).state
+    assert failed is not None and "left to people (not_stuck)" in (failed.message or ""), failed
+    (event,) = _autopilot_events(staged, since, 1).values()
+    assert event["resource"]["prefect-cancel-doctor.refusal"] == "not_stuck"
+    # ... and anything while the kill switch is set: the baseline orphan runs on.
+    _call(staged, "POST", "variables/", {"name": "prefect-cancel-doctor-autopilot", "value": "off"})
+    try:
+        since = datetime.now(timezone.utc)
+        run, state = agent.cycle(staged, {"resolve": staged.runs["baseline"]})
+    finally:
+        _call(staged, "DELETE", "variables/name/prefect-cancel-doctor-autopilot")
+    assert state == "FAILED" and staged.alive("baseline")
+    (event,) = _autopilot_events(staged, since, 1).values()
+    assert event["resource"]["prefect-cancel-doctor.refusal"] == "kill_switch"

@@ -514,3 +514,22 @@ def test_a_run_submitted_by_a_real_prefect_aws_worker(
     assert verdict["cause"] == "not_attachable", verdict
     assert f"runs on EC2 container instance {moto_ecs.ec2_instance_id}" in verdict["summary"]
     assert any("command `prefect flow-run execute`" in line for line in verdict["evidence"]), verdict
+
+
+def test_the_health_report_says_where_each_ecs_run_lives(
+    scanned: dict[str, Any], moto_ecs: MotoEcs, ecs_prefect: EcsPrefect
+) -> None:
+    done = run_cli(
+        "report", "--since", "1h", "-o", "json", env=moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url)
+    )
+
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    stuck = {entry["flow_run"]["id"]: entry for entry in json.loads(done.stdout)["stuck"]}
+    oom = stuck[scanned["by_name"]["oom"]["flow_run"]["id"]]
+    fargate = stuck[scanned["by_name"]["fargate"]["flow_run"]["id"]]
+    oom_id, fargate_id = (scanned["arns"][name].rsplit("/", 1)[-1] for name in ("oom", "fargate"))
+    assert oom["location"] == f"ECS task {CLUSTER}/{oom_id} (stopped)"
+    assert oom["verdict"]["cause"] == "infrastructure_gone"
+    assert oom["target"]["task"]["stop_code"] == "EssentialContainerExited"
+    assert fargate["location"] == f"ECS task {CLUSTER}/{fargate_id}"
+    assert fargate["verdict"]["cause"] == "not_attachable"

@@ -285,3 +285,17 @@ def test_a_stop_task_call_is_named_as_one_and_a_local_tasks_pid1_is_left_to_its_
     here = task_facts(dataclasses.replace(stopped, local_container="c" * 64))
     assert any("runs without ECS's init" in f for f in elsewhere)
     assert not any("runs without ECS's init" in f for f in here)
+
+
+def test_the_published_verdict_names_the_ecs_task() -> None:
+    from prefect_cancel_doctor.fleet.publish import Related, Seen, verdict_event
+    from tests.render.test_render import sleeping
+
+    view = _view("0a1b")
+    d = sleeping()
+    d = dataclasses.replace(d, target=_target(view), verdict=task_gone(view.facts(), ()))
+
+    payload = verdict_event(d, "node-7", Seen("node-7", (), ()), Related())["payload"]
+
+    assert payload["target"] == f"ECS task {view.name}"
+    assert payload["cause"] == "infrastructure_gone" and "OutOfMemoryError" in payload["summary"]

@@ -5,14 +5,22 @@
 Cancelling), with what ended it. The cost follows the number of cancelled
 runs, not the size of the history:
 
-1. `prefect.flow-run.Cancelling` events in the window (`POST /events/filter`,
-   50 a page): exactly the runs that entered CANCELLING, each event naming the
-   run's flow, deployment, work pool and queue.
-2. The events that ended those cancels (`Cancelled`, `Completed`, `Failed`,
+1. How many `prefect.flow-run.Cancelling` events each run has in the window,
+   and when (`POST /events/count-by/resource`: one request, a row per run).
+   A run in Cancelling now (the runs `scan` lists anyway), counted once, whose
+   state has the time of that event, has been in Cancelling since its one
+   request: the run says what its event would (the server stamps the event
+   with the state's timestamp), and nothing ended that cancel. On a fleet
+   with thousands stuck, that is nearly every cancel of the window.
+2. The Cancelling events of the other runs (`POST /events/filter`, by resource
+   id, 50 runs a query), each naming the run's flow, deployment, work pool and
+   queue; where the server cannot count events, every Cancelling event of the
+   window (50 a page, a busy window in slices).
+3. The events that ended those cancels (`Cancelled`, `Completed`, `Failed`,
    `Crashed`, `TimedOut`), asked for by resource id, 50 runs a query.
-3. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
-   worker label, infrastructure.
-4. Only for a run whose end is not among those events (a custom state name, a
+4. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
+   worker label, infrastructure; the runs in Cancelling now are not read again.
+5. Only for a run whose end is not among those events (a custom state name, a
    reschedule, an event not stored yet): its state history
    (`GET /flow_run_states/`).
 
@@ -179,6 +187,8 @@ class _Reader:
     _infos: dict[str, _RunInfo] = dataclasses.field(default_factory=dict)
     _flow_names: dict[str, str] = dataclasses.field(default_factory=dict)
     _deployment_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Runs with a Cancelling event in the window (event counts).
+    _counted: set[str] = dataclasses.field(default_factory=set)
 
     def _window(self) -> dict[str, str]:
         return {"since": iso(self.since), "until": iso(self.until)}
@@ -186,7 +196,7 @@ class _Reader:
     def read(self, cancelling_now: list[FlowRun]) -> tuple[list[Cancellation], dict[str, FlowRun], str]:
         """Every cancel requested in the window: (cancels, runs by id, method)."""
         try:
-            requests, ends, method = self._from_events()
+            requests, ends, method = self._from_events(cancelling_now)
         except EventsUnavailable:
             requests, ends, method = self._from_runs()
             self.notes.append(
@@ -206,7 +216,7 @@ class _Reader:
             self.notes.append(
                 f"{unstored} run(s) entered Cancelling too recently for their event to be stored"
             )
-        runs = self._runs(set(requests))
+        runs = self._runs(set(requests), cancelling_now)
         cancels: list[Cancellation] = []
         needs_history: list[tuple[str, StateEvent, StateEvent | None]] = []
         for run_id, attempts in requests.items():
@@ -225,18 +235,28 @@ class _Reader:
 
     # -- the events path
 
-    def _from_events(self) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
+    def _from_events(
+        self, cancelling_now: Sequence[FlowRun] = ()
+    ) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
         self.progress("reading Cancelling events", 0, 0)
-        unique = {e.id: e for e in self._cancelling_events(self.since, self.until)}
+        settled = self._settled(cancelling_now)
+        if settled is None:
+            # No event counts: every Cancelling event of the window, read whole.
+            unique = {e.id: e for e in self._cancelling_events(self.since, self.until)}
+            settled = {}
+        else:
+            unique = {e.id: e for e in self._cancelling_events_of(sorted(self._counted - set(settled)))}
         events = [
             e
             for e in (state_event(raw) for raw in unique.values())
             if e and e.state_type == StateType.CANCELLING
         ]
-        self.cancelling_events = len(events)
+        self.cancelling_events = len(events) + len(settled)
         self._related = {e.run_id: (e.related, e.run_name) for e in events}
         requests = cancel_requests(events)
-        ids = sorted(requests)
+        requests.update((run_id, [request]) for run_id, request in settled.items())
+        # A run in Cancelling since its only request of the window has no end to look for.
+        ids = sorted(set(requests) - set(settled) - _unended(requests, cancelling_now))
         ends: dict[str, list[StateEvent]] = defaultdict(list)
         for start in range(0, len(ids), EVENTS_IDS_PER_QUERY):
             self.progress("reading the events that ended them", start, len(ids))
@@ -252,6 +272,57 @@ class _Reader:
                     ends[event.run_id].append(event)
                     self.end_events += 1
         return requests, dict(ends), "events"
+
+    def _settled(self, cancelling_now: Sequence[FlowRun]) -> dict[str, StateEvent] | None:
+        """Runs in Cancelling since their only Cancelling event of the window: that request, from the run.
+
+        One request counts the window's Cancelling events per run (`POST
+        /events/count-by/resource`: the count and when the oldest and newest
+        occurred). The server stamps a state change's event with the state's
+        timestamp, so a run in Cancelling now, counted once, whose state has
+        the time of that event entered Cancelling then and has not left it:
+        the run itself says all its event would (its flow, deployment and
+        pool), and no event can have ended that cancel. Only the other runs'
+        events are read. None where the server cannot count events.
+        """
+        query = {"occurred": self._window(), "event": {"prefix": [_CANCELLING_EVENT]}}
+        try:
+            counts = self.api.event_counts("resource", query)
+        except EventsUnavailable:
+            return None
+        self._counted = {c.value[len(_RUN_RESOURCE) :] for c in counts if c.value.startswith(_RUN_RESOURCE)}
+        stuck = {r.id: r for r in cancelling_now if r.state_type == StateType.CANCELLING and r.state}
+        settled: dict[str, StateEvent] = {}
+        for count in counts:
+            run = stuck.get(count.value[len(_RUN_RESOURCE) :])
+            if run is None or run.state is None or count.count != 1:
+                continue
+            entered, occurred = parse_time(run.state.timestamp), parse_time(count.start_time)
+            if entered is None or occurred is None or abs((entered - occurred).total_seconds()) >= 0.001:
+                continue
+            settled[run.id] = StateEvent(
+                run.id,
+                occurred,
+                StateType.CANCELLING,
+                run.state.name or "Cancelling",
+                None,
+                run_name=run.name,
+            )
+        return settled
+
+    def _cancelling_events_of(self, run_ids: Sequence[str]) -> list[Event]:
+        """The Cancelling events of the window of these runs, asked for by resource id."""
+        events: list[Event] = []
+        for start in range(0, len(run_ids), EVENTS_IDS_PER_QUERY):
+            self.progress("reading Cancelling events", start, len(run_ids))
+            chunk = run_ids[start : start + EVENTS_IDS_PER_QUERY]
+            query = {
+                **self._filter(),
+                "event": {"prefix": [_CANCELLING_EVENT]},
+                "resource": {"id": [_RUN_RESOURCE + run_id for run_id in chunk]},
+            }
+            events.extend(self.api.events(query))
+        return events
 
     def _cancelling_events(self, since: datetime, until: datetime, depth: int = 0) -> list[Event]:
         """The Cancelling events of [since, until], in slices of at most `SLICE_EVENTS` each.
@@ -304,9 +375,10 @@ class _Reader:
 
     # -- runs, and the ends the events did not show
 
-    def _runs(self, ids: set[str]) -> dict[str, FlowRun]:
-        wanted = sorted(ids)
-        runs: dict[str, FlowRun] = {}
+    def _runs(self, ids: set[str], cancelling_now: Sequence[FlowRun] = ()) -> dict[str, FlowRun]:
+        # The runs in Cancelling now were just read whole: only the others are asked for.
+        runs: dict[str, FlowRun] = {r.id: r for r in cancelling_now if r.id in ids}
+        wanted = sorted(ids - set(runs))
         for start in range(0, len(wanted), 200):
             self.progress("reading the cancelled runs", start, len(wanted))
             for run in self.api.runs_by_filter({"id": {"any_": wanted[start : start + 200]}}):
@@ -403,6 +475,31 @@ class _Reader:
             until = following.occurred if following else None
             end = end_of(request, histories[run_id], until)
             cancels.append(self._cancellation(run_id, request, end, run, requests[run_id]))
+
+
+def _unended(requests: dict[str, list[StateEvent]], cancelling_now: Iterable[FlowRun]) -> set[str]:
+    """Runs in Cancelling now that entered it at their only request of the window.
+
+    The server stamps a state change's event with the new state's timestamp, so
+    a run whose current Cancelling state has the time of its one request has not
+    left Cancelling since: no event can have ended that cancel. (A run that
+    left and came back, its new Cancelling event not stored yet, has a later
+    timestamp: its ends are read.)
+    """
+    unended = set()
+    for run in cancelling_now:
+        attempts = requests.get(run.id)
+        entered = parse_time(run.state.timestamp if run.state else None)
+        if (
+            attempts is None
+            or len(attempts) != 1
+            or entered is None
+            or run.state_type != StateType.CANCELLING
+        ):
+            continue
+        if abs((entered - attempts[0].occurred).total_seconds()) < 0.001:
+            unended.add(run.id)
+    return unended
 
 
 def iso(moment: datetime) -> str:

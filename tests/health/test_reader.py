@@ -33,12 +33,16 @@ def iso(seconds_ago: float) -> str:
 class FakeServer:
     """Just enough of the Prefect REST API: runs, their state histories, and the events they emit."""
 
-    def __init__(self, events_api: bool = True) -> None:
+    def __init__(self, events_api: bool = True, event_counts: bool = True) -> None:
         self.events_api = events_api
+        #: `POST /events/count-by/resource` (else 404: every Cancelling event is read).
+        self.event_counts = event_counts
         self.runs: dict[str, dict[str, Any]] = {}
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str]] = []
         self.tokens: list[str] = []
+        #: The filters of `POST /events/filter`.
+        self.event_filters: list[dict[str, Any]] = []
 
     def add(
         self, run_id: str, states: Iterable[tuple[str, float, str | None, str | None]], worker: str = "w1"
@@ -93,12 +97,14 @@ class FakeServer:
     def _filter_events(self, f: dict[str, Any]) -> list[dict[str, Any]]:
         since, until = f["occurred"]["since"], f["occurred"]["until"]
         prefixes = (f.get("event") or {}).get("prefix") or [""]
+        names = (f.get("event") or {}).get("name")
         ids = set((f.get("resource") or {}).get("id") or [])
         return [
             e
             for e in self.events()
             if since <= e["occurred"] <= until
             and any(e["event"].startswith(p) for p in prefixes)
+            and (names is None or e["event"] in names)
             and (not ids or e["resource"]["prefect.resource.id"] in ids)
         ]
 
@@ -124,7 +130,22 @@ class FakeServer:
         if path == "events/filter":
             if not self.events_api:
                 return httpx.Response(404, json={"detail": "Not Found"})
+            self.event_filters.append(body["filter"])
             return httpx.Response(200, json=self._page(body["filter"], 0))
+        if path == "events/count-by/resource":
+            if not self.events_api or not self.event_counts:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            rows: dict[str, dict[str, Any]] = {}
+            for e in self._filter_events(body["filter"]):
+                resource = e["resource"]
+                row = rows.setdefault(
+                    resource["prefect.resource.id"],
+                    {"value": resource["prefect.resource.id"], "label": resource["prefect.resource.name"],
+                     "count": 0, "start_time": e["occurred"], "end_time": e["occurred"]},
+                )  # fmt: skip
+                row["count"] += 1
+                row["end_time"] = e["occurred"]
+            return httpx.Response(200, json=sorted(rows.values(), key=lambda r: (-r["count"], r["label"])))
         if path == "events/filter/next":
             raw = parse_qs(urlsplit(str(request.url)).query)["page-token"][0]
             self.tokens.append(raw)
@@ -165,7 +186,7 @@ def report_from(server: FakeServer, since: timedelta = timedelta(hours=1)) -> An
 def test_page_token_is_taken_raw_and_sent_encoded() -> None:
     assert _page_token("http://x/api/events/filter/next?page-token=a+b/c==") == "a+b/c=="
     assert _page_token(None) is None and _page_token("http://x/") is None
-    server = FakeServer()
+    server = FakeServer(event_counts=False)  # every Cancelling event of the window, paged
     for i in range(120):
         server.add(
             f"r{i:03d}",
@@ -274,7 +295,7 @@ def test_a_busy_window_is_read_in_slices(monkeypatch: pytest.MonkeyPatch) -> Non
     import prefect_cancel_doctor.health.history as history
 
     monkeypatch.setattr(history, "SLICE_EVENTS", 60)
-    server = FakeServer()
+    server = FakeServer(event_counts=False)  # with them, these runs' events are asked for by id
     for i in range(300):
         # Ten runs per second of the window, some exactly on a slice boundary.
         server.add(f"r{i:04d}", [("RUNNING", 3000, None, None), ("CANCELLING", 1000 - i / 10, None, None),
@@ -284,3 +305,50 @@ def test_a_busy_window_is_read_in_slices(monkeypatch: pytest.MonkeyPatch) -> Non
     assert report.source.cancelling_events == 300  # none read twice
     first_pages = [p for m, p in server.requests if p == "events/filter"]
     assert len(first_pages) > 300 // 50  # the window was cut: more first pages than one query needs
+
+
+def stuck_and_ended() -> FakeServer:
+    server = FakeServer()
+    for i in range(120):  # in Cancelling since their one request of the window
+        server.add(f"s{i:03d}", [("RUNNING", 3000, None, None), ("CANCELLING", 2000 - i, None, None)])
+    for i in range(30):
+        server.add(f"e{i:03d}", [("RUNNING", 3000, None, None), ("CANCELLING", 2000 - i, None, None),
+                                ("CANCELLED", 1900 - i, None, None)])  # fmt: skip
+    # Cancelled, restarted and cancelled again: two requests, the first ended.
+    server.add("again", [("RUNNING", 3000, None, None), ("CANCELLING", 2500, None, None),
+                         ("CANCELLED", 2400, None, None), ("RUNNING", 2300, None, None),
+                         ("CANCELLING", 2200, None, None)])  # fmt: skip
+    # Cancelling → Cancelling: one request, at the first.
+    server.add("repeated", [("RUNNING", 3000, None, None), ("CANCELLING", 2500, None, None),
+                            ("CANCELLING", 2100, None, None)])  # fmt: skip
+    # Entered Cancelling before the window, then Cancelling → Cancelling in it.
+    server.add("before", [("RUNNING", 9000, None, None), ("CANCELLING", 8000, None, None),
+                          ("CANCELLING", 1000, None, None)])  # fmt: skip
+    return server
+
+
+def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_their_events() -> None:
+    """Event counts (one request) say which runs have one Cancelling event in the window; a run in
+    Cancelling whose state has that event's time is the whole story: its events are not read. The
+    report is the one every event gives."""
+    counted, server = stuck_and_ended(), stuck_and_ended()
+    server.event_counts = False
+    with_counts, everything = (
+        report_from(counted, since=timedelta(hours=2)),
+        report_from(server, since=timedelta(hours=2)),
+    )
+    assert counted.requests.count(("POST", "events/count-by/resource")) == 1
+    asked = {i for f in counted.event_filters for i in (f.get("resource") or {}).get("id") or []}
+    assert not {i for i in asked if i.startswith("prefect.flow-run.s")}, "a settled run's events were read"
+    assert {"prefect.flow-run.again", "prefect.flow-run.repeated"} <= asked
+    assert len(counted.requests) < len(server.requests)
+    a, b = with_counts.to_dict(all_runs=True), everything.to_dict(all_runs=True)
+    assert a.pop("source")["cancelling_events"] == b.pop("source")["cancelling_events"] == 155
+    assert a == b
+    f = with_counts.fleet
+    assert (f.requested, f.cancelled, f.cancelling) == (154, 31, 123)
+    assert {s.flow_run.id for s in with_counts.stuck} == {f"s{i:03d}" for i in range(120)} | {
+        "again",
+        "repeated",
+        "before",
+    }

@@ -17,6 +17,7 @@ from prefect_cancel_doctor.clients.prefect_api.client import (
     EVENTS_IDS_PER_QUERY,
     EVENTS_PAGE_SIZE,
     LOG_LINES,
+    EventCount,
     EventsUnavailable,
     PrefectApi,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_RETRY_WAIT",
     "PAGE_SIZE",
     "RETRIES",
+    "EventCount",
     "EventsUnavailable",
     "PrefectApi",
     "PrefectSession",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from prefect_cancel_doctor.clients._fields import as_mapping, as_str, as_text, as_truncated_int
 from prefect_cancel_doctor.clients.prefect_api.session import PAGE_SIZE, PrefectSession
 from prefect_cancel_doctor.clients.prefect_records import (
     ArtifactRef,
@@ -57,6 +59,19 @@ _CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
 
 class EventsUnavailable(ApiRefused):
     """The server has no events API (`POST /events/filter` answers 404)."""
+
+
+@dataclass(frozen=True)
+class EventCount:
+    """A row of `POST /events/count-by/{countable}`: a value (a resource id, an event name), its events."""
+
+    value: str
+    #: The resource's name (by resource), the event's name (by event).
+    label: str
+    count: int
+    #: When the oldest and the newest of those events occurred (ISO 8601).
+    start_time: str | None
+    end_time: str | None
 
 
 class PrefectApi(PrefectSession):
@@ -171,6 +186,39 @@ class PrefectApi(PrefectSession):
                 return
             path = f"/events/filter/next?page-token={quote(token, safe='')}"
             page = parse_event_page(self._request("GET", path))
+
+    def event_counts(self, countable: str, event_filter: dict[str, Any]) -> list[EventCount]:
+        """How many events match `event_filter`, per `countable` ("resource", "event"): one request.
+
+        `POST /events/count-by/{countable}` answers one row per resource id (or event name)
+        with the count and the times of the oldest and newest; `EventsUnavailable` where the
+        server has no such endpoint.
+        """
+        body = {"filter": event_filter, "time_unit": "week", "time_interval": 1.0}
+        raw = self._request("POST", f"/events/count-by/{countable}", body, missing=_NO_ENDPOINT)
+        if raw is None:
+            raise EventsUnavailable(
+                f"{self.url} has no event counts (404 on /events/count-by/{countable})",
+                hint="Prefect 3 servers and Prefect Cloud have them",
+            )
+        if not isinstance(raw, list):
+            raise UnexpectedShape("the Prefect API answered an event count with something that is not a list")
+        counts = []
+        for item in raw:
+            row = as_mapping(item)
+            value = as_str(row.get("value"))
+            if value is None:
+                continue
+            counts.append(
+                EventCount(
+                    value=value,
+                    label=as_text(row.get("label")) or "",
+                    count=as_truncated_int(row.get("count")) or 0,
+                    start_time=as_str(row.get("start_time")),
+                    end_time=as_str(row.get("end_time")),
+                )
+            )
+        return counts
 
     def server_settings(self) -> ServerSettings | None:
         """The server's settings (`GET /admin/settings`); None where it has none (Prefect Cloud)."""

@@ -51,6 +51,8 @@ MAX_SOURCE_FILES = 20
 # else straight; the dump goes in on stdin.
 SCRIPT = r"""
 Y=$1; ROUNDS=$2; INTERVAL=$3; shift 3
+NATIVE=; FLAGS=
+for a in "$@"; do if [ "$a" = --native ]; then NATIVE=1; else FLAGS="$FLAGS $a"; fi; done
 ME=$$
 CAT=; command -v cat >/dev/null 2>&1 && CAT=1
 SLEEP=; command -v sleep >/dev/null 2>&1 && SLEEP=1
@@ -81,9 +83,14 @@ while [ "$r" -le "$ROUNDS" ]; do
       tid=${t##*/}
       for f in stat status comm wchan syscall; do mark "file $r $n/task/$tid/$f"; show "$t/$f"; done
     done
-    out=$("$Y" dump --pid "$n" --json "$@" 2>&1); rc=$?
-    mark "dump $r $n full $rc"; printf '%s\n' "$out"
-    if [ "$rc" != 0 ] && [ "$#" -gt 0 ]; then
+    # --native (its unwinding pauses the target ~10x a plain dump) in the first round only
+    if [ "$r" = 1 ] && [ -n "$NATIVE" ]; then
+      mode=native; out=$("$Y" dump --pid "$n" --json --native $FLAGS 2>&1); rc=$?
+    else
+      mode=full; out=$("$Y" dump --pid "$n" --json $FLAGS 2>&1); rc=$?
+    fi
+    mark "dump $r $n $mode $rc"; printf '%s\n' "$out"
+    if [ "$rc" != 0 ] && { [ "$mode" = native ] || [ -n "$FLAGS" ]; }; then
       out=$("$Y" dump --pid "$n" --json 2>&1); rc=$?
       mark "dump $r $n plain $rc"; printf '%s\n' "$out"
     fi
@@ -158,7 +165,7 @@ def parse_script_output(data: bytes) -> ScriptOutput:
 
 
 def build_sample(
-    collected: ScriptOutput, scratch: Path, native: bool, flow_run_id: str | None, root: int = 1
+    collected: ScriptOutput, scratch: Path, flow_run_id: str | None, root: int = 1
 ) -> ContainerSample:
     """The container's processes below `root` (its PID 1; in a pod sharing one PID namespace, the
     container's main process, PID 1 being /pause), as ProcessSamples built from the script's rounds."""
@@ -189,10 +196,12 @@ def build_sample(
     for pid, role in _engine_by_stack(roles, collected):
         dumps: list[tuple[ThreadSample, ...]] = []
         errors: list[str] = []
-        used_native = native
+        used_native = native_failed = False
         python = True
         for number in rounds:
-            threads, error, was_native = _round_dump(collected.dumps.get((number, pid), []), native)
+            attempts = collected.dumps.get((number, pid), [])
+            threads, error, was_native = _round_dump(attempts)
+            native_failed = native_failed or any(m == "native" and code != 0 for m, code, _ in attempts)
             if error is not None:
                 if isinstance(error, NotPython):
                     python = False
@@ -200,10 +209,10 @@ def build_sample(
                 if str(error) not in errors:
                     errors.append(str(error))
                 continue
-            used_native = used_native and was_native
+            used_native = used_native or was_native
             snap = snapshots[number].get(pid)
             dumps.append(_merge(threads, snap) if snap is not None else threads)
-        if native and not used_native:
+        if native_failed and not used_native:
             errors.append("py-spy --native failed in the sidecar; fell back to plain dumps")
         probe = handler.parse_probe(collected.probes[pid]) if pid in collected.probes else None
         if probe is not None:
@@ -233,18 +242,18 @@ def fix_cmdline(relative: str, content: bytes) -> bytes:
 
 
 def _round_dump(
-    attempts: list[tuple[str, int, str]], native: bool
+    attempts: list[tuple[str, int, str]],
 ) -> tuple[tuple[ThreadSample, ...], SamplerError | None, bool]:
     """The threads of one round's dump (full, else plain), or the error py-spy gave."""
     error: SamplerError | None = None
     for mode, code, output in attempts:
         if code == 0:
             try:
-                return parse_dump(output), None, mode == "full" and native
+                return parse_dump(output), None, mode == "native"
             except (ValueError, KeyError, TypeError) as exc:
                 error = SamplerError(f"could not parse py-spy output from the sidecar: {exc}")
                 continue
-        classified = classify_error(output, native=mode == "full" and native)
+        classified = classify_error(output, native=mode == "native")
         if isinstance(classified, NativeUnavailable) and error is None:
             error = classified
             continue

@@ -46,7 +46,9 @@ def test_sidecar_samples_a_stuck_flow(
     top = main.frames[0]
     assert (top.filename, top.line) == (str(run.file), run.line)
     assert top.code == 'waiter.execute("BEGIN EXCLUSIVE")  # demo: blocks here'
-    assert "sqlite3_step" in main.native_frames
+    # native frames from the first round's dump only: py-spy's unwinding pauses the target ~10x
+    assert "sqlite3_step" in _main(engine.dumps[0]).native_frames
+    assert [_main(d).native_frames for d in engine.dumps[1:]] == [(), ()]
     # the kernel's view, read inside the namespace, is merged per thread
     assert main.kernel is not None and main.kernel.tid == run.engine_ns_pid
     assert main.kernel.syscall_name == "clock_nanosleep"

@@ -324,7 +324,7 @@ def _sample_with_script(
         detail = (run.stderr or run.stdout[-500:]).decode("utf-8", "replace").strip()
         raise SidecarError(f"the sidecar script stopped early (exit code {run.exit_code}): {detail}")
     with tempfile.TemporaryDirectory(prefix="pcd-sidecar-") as scratch:
-        return build_sample(collected, Path(scratch), native, flow_run_id)
+        return build_sample(collected, Path(scratch), flow_run_id)
 
 
 def _sample_pyspy_only(

@@ -301,14 +301,14 @@ def sample_pod(
                     f"process in it can be told for container {target}'s main process; run the doctor on "
                     "the pod's node (node mode), where its cgroup tells its processes"
                 )
-            sample = build_sample(collected, Path(scratch), native, flow_run_id, root)
+            sample = build_sample(collected, Path(scratch), flow_run_id, root)
             shared = (
                 f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
                 f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
                 "gets signals as any process",
             )
         else:
-            sample = build_sample(collected, Path(scratch), native, flow_run_id)
+            sample = build_sample(collected, Path(scratch), flow_run_id)
     notes = (
         f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
         + (" (reused: it was still sampling)" if reused else "")

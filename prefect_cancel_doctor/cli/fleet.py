@@ -148,6 +148,15 @@ def report(
     timeout: Timeout = 10.0,
     deadline: Deadline = 300.0,
     samples_detail: SamplesDetail = False,
+    all_runs: Annotated[
+        bool,
+        typer.Option(
+            "--all-runs",
+            envvar="PCD_REPORT_ALL_RUNS",
+            help="JSON: list every stuck run and live orphan (by default the first 50 of each, the longest "
+            "in Cancelling first, the rest counted under `omitted`; the statistics count them all).",
+        ),
+    ] = False,
     color: Color = None,
 ) -> None:
     """Cancellation across the fleet over a window: time to cancel, stuck runs, orphans, alerts."""
@@ -171,8 +180,12 @@ def report(
     health = collect(work, deadline)
     write_out(
         output_file,
-        lambda path: write_health(health, fmt, path, color=color, samples_detail=samples_detail),
-        lambda stream: render_health(health, fmt, stream, color=color, samples_detail=samples_detail),
+        lambda path: write_health(
+            health, fmt, path, color=color, samples_detail=samples_detail, all_runs=all_runs
+        ),
+        lambda stream: render_health(
+            health, fmt, stream, color=color, samples_detail=samples_detail, all_runs=all_runs
+        ),
     )
     for breach in health.breaches:
         typer.echo(f"breached: {breach.rule}: {breach.message}", err=True)

@@ -533,3 +533,9 @@ def test_the_health_report_says_where_each_ecs_run_lives(
     assert oom["target"]["task"]["stop_code"] == "EssentialContainerExited"
     assert fargate["location"] == f"ECS task {CLUSTER}/{fargate_id}"
     assert fargate["verdict"]["cause"] == "not_attachable"
+    # the JSON lists the first 50 stuck runs unless --all-runs (the CLI's flag reaches the document)
+    every = run_cli(
+        "report", "--since", "1h", "-o", "json", "--no-sample", "--all-runs",
+        env=moto_ecs.env(PREFECT_API_URL=ecs_prefect.api_url),
+    )  # fmt: skip
+    assert (json.loads(done.stdout)["listed"], json.loads(every.stdout)["listed"]) == (50, None)

@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor.act.autopilot import (
@@ -129,15 +128,13 @@ def autopilot_from_env(env: Mapping[str, str] | None = None) -> Autopilot | None
 def read_kill_switch(api: PrefectApi) -> Switch:
     """The kill switch, read now; a variable that cannot be read stops the autopilot."""
     try:
-        # The variables API is not among PrefectApi's reads yet: the session's one request path.
-        raw = api._request("GET", f"/variables/name/{quote(KILL_SWITCH_VARIABLE, safe='')}", missing=(404,))
+        value = api.variable(KILL_SWITCH_VARIABLE)
     except DoctorError as exc:
         return Switch(
             off=f"the kill switch (Prefect variable {KILL_SWITCH_VARIABLE}) could not be read: {exc}"
         )
-    if not isinstance(raw, dict):
+    if value is None:
         return Switch()
-    value = raw.get("value")
     shown = visible(str(value), 100)
     said = str(value).strip().lower() if isinstance(value, (str, bool, int)) else ""
     if value is False or said in _OFF:

@@ -228,6 +228,11 @@ class PrefectApi(PrefectSession):
             return None
         return parse_server_settings(settings)
 
+    def variable(self, name: str) -> object:
+        """A Prefect variable's value (`GET /variables/name/{name}`); None where it is not set."""
+        raw = self._request("GET", f"/variables/name/{quote(name, safe='')}", missing=(404,))
+        return raw.get("value") if isinstance(raw, dict) else None
+
     def runs_by_filter(self, flow_runs: dict[str, Any]) -> list[FlowRun]:
         """Flow runs matching a `flow_runs` filter body (paged)."""
         return self._runs({"flow_runs": flow_runs})

@@ -46,8 +46,9 @@ from prefect_cancel_doctor import __version__
 from prefect_cancel_doctor.act.autopilot import found_here
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.core.inert import visible
-from prefect_cancel_doctor.core.redact import redact_url_passwords, scrub_tree
+from prefect_cancel_doctor.core.redact import scrub_tree
 from prefect_cancel_doctor.errors import ApiRefused, DoctorError
+from prefect_cancel_doctor.fleet.artifact import ARTIFACT_KEY, artifact_body, artifact_key, text_of
 from prefect_cancel_doctor.model import Cause, Diagnosis, Report, Verdict
 from prefect_cancel_doctor.proc.roles import worker_options
 
@@ -67,15 +68,10 @@ VERSION_LABEL = "prefect-cancel-doctor.version"
 MAX_EVENT_BYTES = 16_000
 #: One `POST /events` body at most this long; a larger scan is sent in several.
 MAX_BATCH_BYTES = 512_000
-#: A run's artifact at most this many characters (the stack is cut first: it comes last).
-MAX_ARTIFACT_CHARS = 60_000
 #: Frames of the blocking thread an event carries (innermost first).
 STACK_FRAMES = 20
-#: Evidence sentences an event carries, and the length of each.
+#: Evidence sentences an event carries (each at most `artifact.SENTENCE` characters).
 EVIDENCE_ITEMS = 8
-_SENTENCE = 400
-#: Prefect's artifact keys: lowercase letters, digits and dashes (prefect/types/names.py).
-_ARTIFACT_KEY = re.compile(r"^[a-z0-9-]+$")
 #: What a host's name may hold in a resource id and a deployment name.
 _HOST_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -90,16 +86,6 @@ def host_name(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     name = (env.get("PCD_HOST") or "").strip() or socket.gethostname() or "unknown-host"
     return _HOST_CHARS.sub("-", name).strip("-")[:200] or "unknown-host"
-
-
-def artifact_key(run_id: str) -> str:
-    """The key of a run's artifact, the same from every scan and host: `cancel-doctor-` and the
-    run id's first 12 hex digits (`cancel-doctor-d4cd0485-bf3d`), short enough for the UI's cards.
-
-    48 bits: two runs of a fleet share a key about once in 2^24 runs squared; even then each
-    artifact stays on its own run (`flow_run_id`), and a run's update never touches the other's.
-    """
-    return "cancel-doctor-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower()[:13]).strip("-")
 
 
 # -- what this host sees -------------------------------------------------------------------------
@@ -228,10 +214,6 @@ def _slug(name: str) -> str:
     return slug
 
 
-def _text(value: object, limit: int = _SENTENCE) -> str:
-    return redact_url_passwords(visible(str(value), limit))
-
-
 def host_resource(host: str) -> dict[str, str]:
     """The resource of this host's doctor."""
     return {
@@ -247,7 +229,7 @@ def related_resources(d: Diagnosis, ids: Related) -> list[dict[str, str]]:
     assert run is not None
     related = [
         {"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.role": "flow-run"}
-        | {"prefect.resource.name": _text(run.name, 200)}
+        | {"prefect.resource.name": text_of(run.name, 200)}
     ]
     if ids.flow_id:
         related.append(_named(f"prefect.flow.{ids.flow_id}", "flow", run.flow_name))
@@ -264,7 +246,7 @@ def related_resources(d: Diagnosis, ids: Related) -> list[dict[str, str]]:
 def _named(resource_id: str, role: str, name: str | None) -> dict[str, str]:
     labels = {"prefect.resource.id": resource_id, "prefect.resource.role": role}
     if name:
-        labels["prefect.resource.name"] = _text(name, 200)
+        labels["prefect.resource.name"] = text_of(name, 200)
     return labels
 
 
@@ -277,25 +259,25 @@ def verdict_payload(d: Diagnosis, host: str, seen: Seen, stack_frames: int = STA
     verdict = d.verdict
     payload: dict[str, Any] = {
         "cause": verdict.cause.value,
-        "summary": _text(verdict.summary, 1000),
+        "summary": text_of(verdict.summary, 1000),
         "confidence": verdict.confidence,
-        "short_fix": _text(verdict.short_fix, 200),
+        "short_fix": text_of(verdict.short_fix, 200),
         "blocking_call": _call(verdict),
-        "also": [{"cause": a.cause.value, "summary": _text(a.summary, 500)} for a in verdict.also[:5]],
-        "remediation": [_text(fix) for fix in verdict.remediation[:5]],
-        "stop_now": [_text(command, 500) for command in verdict.stop_now[:5]],
-        "evidence": [_text(fact) for fact in verdict.evidence[:EVIDENCE_ITEMS]],
+        "also": [{"cause": a.cause.value, "summary": text_of(a.summary, 500)} for a in verdict.also[:5]],
+        "remediation": [text_of(fix) for fix in verdict.remediation[:5]],
+        "stop_now": [text_of(command, 500) for command in verdict.stop_now[:5]],
+        "evidence": [text_of(fact) for fact in verdict.evidence[:EVIDENCE_ITEMS]],
         "stack": [],
         "flow_run": {
             "id": run.id,
-            "name": _text(run.name, 200),
+            "name": text_of(run.name, 200),
             "state_type": str(run.state_type),
-            "state_name": _text(run.state_name, 200),
+            "state_name": text_of(run.state_name, 200),
             "cancelling_for_seconds": run.cancelling_for_seconds,
-            "infrastructure_pid": _text(run.infrastructure_pid, 300) if run.infrastructure_pid else None,
+            "infrastructure_pid": text_of(run.infrastructure_pid, 300) if run.infrastructure_pid else None,
             "work_pool_name": run.work_pool_name,
         },
-        "target": _text(d.target.description, 300) if d.target else None,
+        "target": text_of(d.target.description, 300) if d.target else None,
         "found_here": found_here(d),
         "host": host,
         "doctor_version": __version__,
@@ -311,7 +293,7 @@ def verdict_payload(d: Diagnosis, host: str, seen: Seen, stack_frames: int = STA
         ]
         if stack.omitted:
             frames.append(f"… {stack.omitted} more frame(s) in {', '.join(stack.omitted_modules)}")
-        payload["stack"] = [_text(frame, 300) for frame in frames[:stack_frames]]
+        payload["stack"] = [text_of(frame, 300) for frame in frames[:stack_frames]]
         if len(frames) > stack_frames:
             payload["stack"].append(f"… {len(frames) - stack_frames} more frame(s)")
     return payload
@@ -323,14 +305,14 @@ def _call(verdict: Verdict) -> dict[str, Any] | None:
         return None
     return {
         "kind": call.kind.value,
-        "function": _text(call.function, 300),
-        "filename": _text(call.filename, 500) if call.filename else None,
+        "function": text_of(call.function, 300),
+        "filename": text_of(call.filename, 500) if call.filename else None,
         "line": call.line,
-        "code": _text(call.code, 300) if call.code else None,
-        "thread_name": _text(call.thread_name, 200) if call.thread_name else None,
-        "native": _text(call.native, 200) if call.native else None,
+        "code": text_of(call.code, 300) if call.code else None,
+        "thread_name": text_of(call.thread_name, 200) if call.thread_name else None,
+        "native": text_of(call.native, 200) if call.native else None,
         "stable": call.stable,
-        "waits_on": _text(call.resource.description) if call.resource else None,
+        "waits_on": text_of(call.resource.description) if call.resource else None,
     }
 
 
@@ -414,88 +396,6 @@ def batches(events: list[dict[str, Any]], limit: int = MAX_BATCH_BYTES) -> list[
 
 
 # -- artifacts -------------------------------------------------------------------------------------
-
-
-def artifact_markdown(
-    d: Diagnosis,
-    host: str,
-    api_url: str | None,
-    generated_at: str,
-    notes: Sequence[str] = (),
-    agent_deployment: str | None = None,
-) -> str:
-    """The run's section of the Markdown report (render/markdown.py), under who diagnosed it where
-    (and, with `agent_deployment`, how to resolve it from the UI); then `notes`, what the autopilot
-    did about it (one line each)."""
-    from prefect_cancel_doctor.render.markdown import code, markdown_lines, text
-
-    lines = markdown_lines(Report(api_url, generated_at, (d,)))
-    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), 0)
-    head = [
-        f"# Why this run has not cancelled: {code(d.verdict.cause.value)}",
-        "",
-        f"Diagnosed by prefect-cancel-doctor {text(__version__)} on host {code(host)} at "
-        f"{text(generated_at[:19].replace('T', ' '))} UTC; replaced by the next scan that publishes.",
-        "",
-    ]
-    run = d.flow_run
-    if agent_deployment and run is not None and d.verdict.cause.allows_action:
-        head += [
-            f"**Resolve it from the Prefect UI**: run the deployment {code(agent_deployment)} (*Run*, "
-            f"*Custom run*) with the parameter {code('resolve')} = {code(run.id)}: the agent on host "
-            f"{code(host)} re-diagnoses the run and ends it as `resolve` does, with the autopilot's checks.",
-            "",
-        ]
-    # What the autopilot did comes first: the stack, last, is what a long artifact loses.
-    autopilot = (
-        ["## Autopilot", "", *(f"- {text(_text(note, 2000))}" for note in notes[:20]), ""] if notes else []
-    )
-    return _cut("\n".join(head + autopilot + lines[start:]), MAX_ARTIFACT_CHARS)
-
-
-def _cut(markdown: str, limit: int) -> str:
-    """`markdown` cut at a line to `limit` characters, an open code block closed."""
-    if len(markdown) <= limit:
-        return markdown
-    kept: list[str] = []
-    size = 0
-    fence: str | None = None
-    for line in markdown.splitlines():
-        if size + len(line) + 1 > limit - 200:
-            break
-        kept.append(line)
-        size += len(line) + 1
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            ticks = stripped[: len(stripped) - len(stripped.lstrip("`"))]
-            if fence is None:
-                fence = ticks
-            elif stripped == fence:
-                fence = None
-    if fence is not None:
-        kept.append(fence)
-    kept += ["", "… cut to stay small; `prefect-cancel-doctor diagnose` shows the rest."]
-    return "\n".join(kept)
-
-
-def artifact_body(
-    d: Diagnosis,
-    host: str,
-    api_url: str | None,
-    generated_at: str,
-    notes: Sequence[str] = (),
-    agent_deployment: str | None = None,
-) -> dict[str, Any]:
-    """The body of `POST /artifacts/` for the run's Markdown artifact."""
-    run = d.flow_run
-    assert run is not None
-    return {
-        "key": artifact_key(run.id),
-        "type": "markdown",
-        "data": artifact_markdown(d, host, api_url, generated_at, notes, agent_deployment),
-        "description": _text(f"{d.verdict.cause.value}: diagnosed by prefect-cancel-doctor on {host}", 200),
-        "flow_run_id": run.id,
-    }
 
 
 # -- publishing ------------------------------------------------------------------------------------
@@ -640,8 +540,8 @@ def _publish_artifacts(
     """Each run's artifact: the latest of its key replaced in place, else created. Stops at the
     first refusal: the next runs' would be refused the same way."""
     keys = {artifact_key(_run_id(d)): d for d in runs}
-    if not all(_ARTIFACT_KEY.match(key) for key in keys):  # run ids that are no UUIDs
-        keys = {key: d for key, d in keys.items() if _ARTIFACT_KEY.match(key)}
+    if not all(ARTIFACT_KEY.match(key) for key in keys):  # run ids that are no UUIDs
+        keys = {key: d for key, d in keys.items() if ARTIFACT_KEY.match(key)}
     done = 0
     try:
         latest = api.latest_artifacts(keys)
@@ -687,9 +587,6 @@ __all__ = [
     "PublishOutcome",
     "Related",
     "Seen",
-    "artifact_body",
-    "artifact_key",
-    "artifact_markdown",
     "batches",
     "covers",
     "found_here",

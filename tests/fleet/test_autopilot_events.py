@@ -20,6 +20,7 @@ from prefect_cancel_doctor.act.resolve import Outcome, make_plan
 from prefect_cancel_doctor.clients import prefect_api
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi
 from prefect_cancel_doctor.clients.settings import Connection
+from prefect_cancel_doctor.fleet.artifact import artifact_markdown
 from prefect_cancel_doctor.fleet.autopilot import (
     KILL_SWITCH_VARIABLE,
     PLANNED_EVENT,
@@ -31,7 +32,7 @@ from prefect_cancel_doctor.fleet.autopilot import (
     autopilot_from_env,
     read_kill_switch,
 )
-from prefect_cancel_doctor.fleet.publish import Related, artifact_markdown
+from prefect_cancel_doctor.fleet.publish import Related
 from prefect_cancel_doctor.model import Cause, Diagnosis, InfraKind, Role, Target, Verdict
 from tests.diagnose.test_rules import process, run_ref
 

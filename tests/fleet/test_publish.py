@@ -11,15 +11,13 @@ import json
 from pathlib import Path
 
 from prefect_cancel_doctor import __version__
+from prefect_cancel_doctor.fleet.artifact import MAX_ARTIFACT_CHARS, artifact_body, artifact_key
 from prefect_cancel_doctor.fleet.publish import (
     CAUSE_LABEL,
-    MAX_ARTIFACT_CHARS,
     MAX_EVENT_BYTES,
     VERDICT_EVENT,
     Related,
     Seen,
-    artifact_body,
-    artifact_key,
     batches,
     covers,
     found_here,

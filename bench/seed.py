@@ -62,6 +62,10 @@ from prefect_cancel_doctor.demo.harness import LocalPrefect
 SEED_VERSION = 2
 #: (total runs, of which in CANCELLING), cumulative.
 SIZES: tuple[tuple[int, int], ...] = ((1_000, 50), (10_000, 500), (50_000, 500))
+#: The cancel-heavy series (`--cancels`): (total runs, of which cancelled within the last 7 days),
+#: cumulative; 94 % of each phase's cancels are left in CANCELLING, the rest end Cancelled.
+CANCEL_SIZES: tuple[tuple[int, int], ...] = ((1_250, 1_000), (6_250, 5_000), (25_000, 20_000))
+CANCEL_STUCK_SHARE = 0.94
 POOLS = 20
 WORKERS_PER_POOL = 2
 FLOWS = 50
@@ -100,16 +104,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PCD_BENCH_CACHE") or Path.home() / ".cache" / "prefect-cancel-doctor-bench")
 
 
-def database_path(size: int) -> Path:
+def database_path(size: int, series: str = "") -> Path:
+    """The cached snapshot of `size` runs (`series` "cancels": the cancel-heavy series)."""
     import importlib.metadata
 
     prefect = importlib.metadata.version("prefect")
-    return cache_dir() / f"v{SEED_VERSION}-prefect-{prefect}-{size}-runs.db"
+    kind = f"-{series}" if series else ""
+    return cache_dir() / f"v{SEED_VERSION}-prefect-{prefect}-{size}-runs{kind}.db"
 
 
-def seeding_record() -> dict[str, Any]:
+def seeding_record(series: str = "") -> dict[str, Any]:
     """What the last seeding measured (sizes, seconds), if it was recorded."""
-    path = cache_dir() / f"v{SEED_VERSION}-seeding.json"
+    kind = f"-{series}" if series else ""
+    path = cache_dir() / f"v{SEED_VERSION}-seeding{kind}.json"
     try:
         record: dict[str, Any] = json.loads(path.read_text())
         return record
@@ -117,11 +124,12 @@ def seeding_record() -> dict[str, Any]:
         return {}
 
 
-def ensure_databases(force: bool = False) -> dict[int, Path]:
+def ensure_databases(force: bool = False, series: str = "") -> dict[int, Path]:
     """The seeded databases by size, seeding them first if any is missing."""
-    paths = {size: database_path(size) for size, _ in SIZES}
+    sizes = CANCEL_SIZES if series == "cancels" else SIZES
+    paths = {size: database_path(size, series) for size, _ in sizes}
     if force or not all(_cached(path) for path in paths.values()):
-        seed(paths)
+        seed(paths, series)
     return paths
 
 
@@ -133,7 +141,9 @@ class _Fleet:
     deployments: list[tuple[str, str, str]]
 
 
-def seed(paths: dict[int, Path]) -> None:
+def seed(paths: dict[int, Path], series: str = "") -> None:
+    cancels = series == "cancels"
+    sizes = CANCEL_SIZES if cancels else SIZES
     cache_dir().mkdir(parents=True, exist_ok=True)
     rng = random.Random(20240601)
     timings: dict[str, float] = {}
@@ -151,10 +161,13 @@ def seed(paths: dict[int, Path]) -> None:
                 days=400
             )
             done, done_cancelling = 0, 0
-            for size, cancelling in SIZES:
+            for size, cancelling in sizes:
                 step = time.perf_counter()
                 count = size - done
-                _create_runs(api, fleet, window, count, cancelling - done_cancelling, rng)
+                if cancels:
+                    _create_cancels(api, fleet, window, count, cancelling - done_cancelling, rng)
+                else:
+                    _create_runs(api, fleet, window, count, cancelling - done_cancelling, rng)
                 window += timedelta(hours=count // len(fleet.deployments))
                 done, done_cancelling = size, cancelling
                 seconds = time.perf_counter() - step
@@ -162,20 +175,21 @@ def seed(paths: dict[int, Path]) -> None:
                 log(f"seeded {size:,} runs ({count / seconds:.0f} runs/s in this phase)")
                 step = time.perf_counter()
                 _wait_for_events(api)
-                _snapshot(database, paths[size], rng)
+                _snapshot(database, paths[size], rng, max_age_days=6 if cancels else 30)
                 timings[f"snapshot + aging at {size:,}"] = time.perf_counter() - step
         finally:
             api.close()
     timings["total"] = time.perf_counter() - started
     runs_seconds = sum(v for k, v in timings.items() if k.startswith("runs "))
     record = {
-        "sizes": [list(size) for size in SIZES],
+        "sizes": [list(size) for size in sizes],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "runs_per_second": round(SIZES[-1][0] / runs_seconds, 1),
         "seeded_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    (cache_dir() / f"v{SEED_VERSION}-seeding.json").write_text(json.dumps(record, indent=2))
+    kind = f"-{series}" if series else ""
+    (cache_dir() / f"v{SEED_VERSION}-seeding{kind}.json").write_text(json.dumps(record, indent=2))
 
 
 class _Api:
@@ -298,6 +312,72 @@ def _create_runs(
             raise RuntimeError(f"CANCELLING not accepted for {run}: {result}")
 
 
+def _backfill(api: _Api, fleet: _Fleet, start: datetime, count: int) -> list[str]:
+    """Backfill `count` hourly runs from `start`, spread over the deployments: their ids."""
+    per_deployment = count // len(fleet.deployments)
+    end = start + timedelta(hours=per_deployment)
+    ids: list[str] = []
+    for deployment, _, _ in fleet.deployments:
+        body = {
+            "start_time": start.isoformat(),
+            "end_time": end.isoformat(),
+            "min_runs": per_deployment,
+            "max_runs": per_deployment,
+        }
+        api.call("POST", f"deployments/{deployment}/schedule", body)
+        window = {
+            "deployments": {"id": {"any_": [deployment]}},
+            "flow_runs": {
+                "state": {"type": {"any_": ["SCHEDULED"]}},
+                "expected_start_time": {"after_": start.isoformat(), "before_": end.isoformat()},
+            },
+        }
+        for offset in range(0, per_deployment, 200):
+            page = api.call(
+                "POST", "flow_runs/filter", {**window, "limit": 200, "offset": offset, "sort": "ID_DESC"}
+            )
+            ids.extend(run["id"] for run in page)
+    if len(ids) != per_deployment * len(fleet.deployments):
+        raise RuntimeError(
+            f"backfill made {len(ids)} runs, expected {per_deployment * len(fleet.deployments)}"
+        )
+    return ids
+
+
+def _bulk_state(api: _Api, runs: list[str], state_type: str, name: str) -> None:
+    for chunk in range(0, len(runs), 50):
+        body = {
+            "flow_runs": {"id": {"any_": runs[chunk : chunk + 50]}},
+            "state": {"type": state_type, "name": name},
+            "force": True,
+            "limit": 50,
+        }
+        results = api.call("POST", "flow_runs/bulk_set_state", body)["results"]
+        refused = [r for r in results if r["status"] != "ACCEPT"]
+        if len(results) != len(runs[chunk : chunk + 50]) or refused:
+            raise RuntimeError(f"bulk_set_state {state_type}: {len(results)} results, refused: {refused[:2]}")
+
+
+def _create_cancels(
+    api: _Api, fleet: _Fleet, start: datetime, count: int, cancels: int, rng: random.Random
+) -> None:
+    """The cancel-heavy series: `cancels` of `count` new runs go Running → Cancelling, 94 % stay there.
+
+    The rest of the cancels end Cancelled; the other runs Completed. Everything
+    is set 50 runs a request (`bulk_set_state`, forced); the runs left in
+    Cancelling get an `infrastructure_pid` on another host in SQL, at the
+    snapshot (`_snapshot`), as one request per run would take too long.
+    """
+    ids = _backfill(api, fleet, start, count)
+    rng.shuffle(ids)
+    cancelled, others = ids[:cancels], ids[cancels:]
+    ended = cancelled[int(len(cancelled) * CANCEL_STUCK_SHARE) :]
+    _bulk_state(api, others, "COMPLETED", "Completed")
+    _bulk_state(api, cancelled, "RUNNING", "Running")
+    _bulk_state(api, cancelled, "CANCELLING", "Cancelling")
+    _bulk_state(api, ended, "CANCELLED", "Cancelled")
+
+
 def _wait_for_events(api: _Api, timeout: float = 300.0) -> None:
     """Until the server has stored every event sent so far (the persister writes in batches)."""
     deadline = time.monotonic() + timeout
@@ -311,14 +391,26 @@ def _wait_for_events(api: _Api, timeout: float = 300.0) -> None:
     raise RuntimeError(f"the server was still storing events after {timeout:.0f} s")
 
 
-def _snapshot(database: Path, target: Path, rng: random.Random) -> None:
+def _snapshot(database: Path, target: Path, rng: random.Random, max_age_days: int = 30) -> None:
     """Copy the live database consistently (SQLite backup), age its history, publish it atomically."""
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
         source.backup(copy)
     with sqlite3.connect(partial) as db:
-        _age(db, rng)
+        _age(db, rng, max_age_days)
+        # Runs left in Cancelling without a process (the cancel-heavy series): one on another host.
+        stuck = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM flow_run WHERE state_type = 'CANCELLING' AND infrastructure_pid IS NULL"
+            )
+        ]
+        db.executemany(
+            "UPDATE flow_run SET infrastructure_pid = ? WHERE id = ?",
+            [(f"worker-host-{rng.randrange(40):02d}:{rng.randrange(1000, 4_000_000)}", run) for run in stuck],
+        )
+        db.commit()
         db.execute("PRAGMA journal_mode=DELETE")
     with sqlite3.connect(partial) as db:
         db.execute("VACUUM")
@@ -350,36 +442,40 @@ def rebase(copy: Path, snapshot: Path) -> None:
         db.commit()
 
 
-def size_arguments(description: str, repeat: int) -> tuple[int, list[tuple[int, int]]]:
+def size_arguments(description: str, repeat: int, series: str = "") -> tuple[int, list[tuple[int, int]]]:
     """`--repeat` and `--sizes` of a benchmark over the seeded databases, seeded if missing.
 
-    Returns the repeat count and the (runs, runs in Cancelling) sizes asked for.
+    Returns the repeat count and the (runs, runs in Cancelling) sizes asked for
+    (`series` "cancels": (runs, cancels) of the cancel-heavy series).
     """
+    sizes = CANCEL_SIZES if series == "cancels" else SIZES
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=repeat)
-    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in SIZES))
+    parser.add_argument("--sizes", default=",".join(str(size) for size, _ in sizes))
     args = parser.parse_args()
     wanted = {int(size) for size in args.sizes.split(",")}
-    ensure_databases()
-    return args.repeat, [(size, cancelling) for size, cancelling in SIZES if size in wanted]
+    paths = {size: database_path(size, series) for size, _ in sizes if size in wanted}
+    if not all(_cached(path) for path in paths.values()):
+        ensure_databases(series=series)
+    return args.repeat, [(size, cancelling) for size, cancelling in sizes if size in wanted]
 
 
 @contextlib.contextmanager
-def serve(size: int) -> Iterator[LocalPrefect]:
+def serve(size: int, series: str = "") -> Iterator[LocalPrefect]:
     """A quiet local server on the seeded database of `size` runs, rebased to now."""
-    snapshot = database_path(size)
+    snapshot = database_path(size, series)
     if not _cached(snapshot):
-        snapshot = ensure_databases()[size]
+        snapshot = ensure_databases(series=series)[size]
     with local_server(snapshot, prepare=lambda copy: rebase(copy, snapshot)) as prefect:
         yield prefect
 
 
-def _age(db: sqlite3.Connection, rng: random.Random) -> None:
-    """Move every run not in CANCELLING, its states and its events, back by 1 hour to 30 days."""
+def _age(db: sqlite3.Connection, rng: random.Random, max_age_days: int = 30) -> None:
+    """Move every run not in CANCELLING, its states and its events, back by 1 hour to `max_age_days`."""
     runs = [row[0] for row in db.execute("SELECT id FROM flow_run WHERE state_type != 'CANCELLING'")]
-    offsets = [(f"-{rng.randrange(3600, 30 * 86400)} seconds", run) for run in runs]
+    offsets = [(f"-{rng.randrange(3600, max_age_days * 86400)} seconds", run) for run in runs]
     db.execute("CREATE TEMP TABLE age (shift TEXT, run TEXT PRIMARY KEY, resource TEXT UNIQUE)")
     db.executemany(
         "INSERT INTO age (shift, run, resource) VALUES (?, ?, ?)",
@@ -424,11 +520,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--force", action="store_true", help="seed again even if the cache has the databases")
+    parser.add_argument(
+        "--cancels", action="store_true", help="the cancel-heavy series (1k, 5k, 20k cancels in 7 days)"
+    )
     args = parser.parse_args()
-    paths = ensure_databases(force=args.force)
+    series = "cancels" if args.cancels else ""
+    paths = ensure_databases(force=args.force, series=series)
     for size, path in paths.items():
         print(f"{size:>6,} runs: {path} ({path.stat().st_size / 1e6:.0f} MB)")
-    record = seeding_record()
+    record = seeding_record(series)
     if record:
         print(
             "seeding (s):",

@@ -34,7 +34,7 @@ class Evidence:
     notes: tuple[str, ...] = ()
     #: "host:port" of the Prefect API: every flow process talks to it, so it is no finding.
     api_peer: str | None = None
-    #: A file on this host that shows this host launched the run (`Location.launched_here`).
+    #: What shows this host launched the run (`Location.launched_here`).
     launched_here: str | None = None
     #: The run's newest log lines, as the API gave them (`logs_read`: whether it was asked).
     logs: tuple[LogLine, ...] = ()

@@ -64,14 +64,32 @@ def never_started(ev: Evidence) -> Verdict | None:
         evidence.append("the run has no work pool: no worker submitted it")
     elif not run.workers:
         evidence.append(f"no worker is registered in pool {pool}")
-    claimed = str(run.labels.get("prefect.worker.name", "")) or "the worker that claimed it"
+    claimed_name = str(run.labels.get("prefect.worker.name", ""))
+    claimed = claimed_name or "the worker that claimed it"
     who = f"{claimed} is gone or stalled, and no other worker finishes a cancel it did not submit" + (
         " (its pool's other workers are online, and will not act)" if online else ""
     )
+    # What refutes it: the claiming worker alive and still submitting the run (it cancels the runs
+    # it is submitting itself). A claimer known to be down, or no live worker at all, leaves none.
+    claimer = next((w for w in run.workers if w.name == claimed_name), None)
+    claimer_alive = (
+        claimer is not None and claimer.status == WorkerStatus.ONLINE and not claimer.heartbeat_is_stale
+    )
+    if claimer is not None and not claimer_alive:
+        confidence = 0.95
+    elif claimer is None and not any(not w.heartbeat_is_stale for w in online):
+        confidence = 0.9
+    else:
+        confidence = 0.75
+        if claimer_alive:
+            evidence.append(
+                f"its worker {claimed} is online with a fresh heartbeat: it may still be submitting the run, "
+                "and it cancels the runs it is submitting itself"
+            )
     return make_verdict(
         Cause.NEVER_STARTED,
         f"A worker claimed the run but its infrastructure never started; {who}.",
-        0.85,
+        confidence,
         evidence,
     )
 
@@ -164,7 +182,9 @@ def infrastructure_gone(ev: Evidence) -> Verdict | None:
         Cause.INFRASTRUCTURE_GONE,
         "The run's process is gone; only its API state is stuck in Cancelling "
         "(nothing is left to report Cancelled).",
-        0.9 if ev.runners or (worker is not None and not alive) else 0.85 if ev.launched_here else 0.7,
+        # launched here (a trace of it, or its infrastructure_pid naming this host), with every
+        # process of this host read: nothing of it can run anywhere else
+        0.95 if ev.launched_here else 0.9 if ev.runners or (worker is not None and not alive) else 0.7,
         evidence,
     )
 

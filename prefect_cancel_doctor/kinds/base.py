@@ -90,8 +90,9 @@ class Location:
     #: when the container has exited or is gone, so that the rules can say so; in "sidecar"
     #: attach mode `pids` is empty and `container.processes` lists namespace PIDs instead.
     container: ContainerInfo | None = None
-    #: The file on this host that shows this host launched the run (Prefect 3.9's workspace
-    #: supervisor config, left behind when its worker died), when no process of it is left.
+    #: What shows this host launched the run, when no process of it is left: Prefect 3.9's
+    #: workspace supervisor config (left behind when its worker died), or an infrastructure_pid
+    #: "<host>:<pid>" naming this host.
     launched_here: str | None = None
     #: How the engine was found: by the run's infrastructure_pid, its id in a process's environment,
     #: or its Runner (`serve`).

@@ -520,3 +520,26 @@ def test_an_open_control_channel_says_no_cancel_was_sent() -> None:
     assert [finding.cause for finding in verdict.also] == [Cause.SIGNAL_PENDING]
     closed = dataclasses.replace(open_channel, dumps=sample.dumps)
     assert diagnose(evidence(closed)).cause is Cause.SIGNAL_PENDING
+
+
+@pytest.mark.parametrize(
+    ("workers", "confidence"),
+    [
+        ((WorkerInfo("w1", "OFFLINE", "2026-11-27T09:00:00Z", 4000.0),), 0.95),  # its claimer is down
+        ((), 0.9),  # no worker of its pool is alive
+        ((WorkerInfo("w1", "ONLINE", "2026-11-27T10:20:00Z", 3.0),), 0.75),  # its claimer may still submit it
+    ],
+)
+def test_never_started_is_as_sure_as_its_claiming_worker_is_gone(
+    workers: tuple[WorkerInfo, ...], confidence: float
+) -> None:
+    verdict = diagnose(evidence(run=run_ref(start_time=None, infrastructure_pid=None, workers=workers)))
+    assert verdict.cause is Cause.NEVER_STARTED and verdict.confidence == confidence
+    alive = any("it may still be submitting the run" in e for e in verdict.evidence)
+    assert alive is (confidence == 0.75)
+
+
+def test_a_run_launched_here_and_gone_from_every_process_here_is_gone_at_0_95() -> None:
+    trace = "infrastructure_pid node-7:4242"
+    assert diagnose(evidence(launched_here=trace)).confidence == 0.95
+    assert diagnose(evidence()).confidence == 0.9  # its worker is known down, not known to be here

@@ -250,6 +250,7 @@ def locate_processes(
             ),
         )
     notes: list[str] = []
+    launched_here: str | None = None
     engine_pid = None
     found_by = FoundBy.INFRASTRUCTURE_PID
     if ref.pid is not None:
@@ -323,18 +324,22 @@ def locate_processes(
                 "it, and the worker that launched it removes that file when the run ends: it did not end "
                 "cleanly here"
             )
-            return Location(
-                InfraKind.PROCESS,
-                description,
-                tuple(roles),
-                runner_pid,
-                None,
-                tuple(notes),
-                found_by=found_by,
-                launched_here=trace,
+            launched_here = trace
+        elif ref.host and ref.pid is not None:  # a process worker's "<host>:<pid>"
+            notes.append(
+                f"its infrastructure_pid {ref.raw} names this host ({here}): the run was launched here, "
+                "and no process of this host, every one of them read, carries its id"
             )
+            launched_here = f"infrastructure_pid {ref.raw}"
     return Location(
-        InfraKind.PROCESS, description, tuple(roles), runner_pid, None, tuple(notes), found_by=found_by
+        InfraKind.PROCESS,
+        description,
+        tuple(roles),
+        runner_pid,
+        None,
+        tuple(notes),
+        found_by=found_by,
+        launched_here=launched_here,
     )
 
 

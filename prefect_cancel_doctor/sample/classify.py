@@ -219,16 +219,19 @@ def classify_thread(thread: ThreadSample) -> ThreadCall:
 
 
 def unexplained(thread: ThreadSample) -> bool:
-    """The call of a thread running user code is not named by its Python frames or the kernel: C code
-    running (CPU), or a call of no known kind that is not asleep in a syscall the kernel names (an
-    idle event loop in epoll_wait is explained), where only native frames can say more. A thread
-    with no user frame (Prefect's own workers and loops) holds no call of the flow's."""
+    """Whether only native frames can say what a thread running user code is in: C code running
+    (CPU), a call that stays in C through a signal (a C database driver: native frames name the
+    library), or a call of no known kind not asleep in a syscall the kernel names (an idle event
+    loop in epoll_wait is explained). A thread with no user frame (Prefect's own workers and
+    loops) holds no call of the flow's."""
     if innermost_user_frame(thread.frames)[0] is None:
         return False
-    kind, kernel = classify_thread(thread).kind, thread.kernel
-    if kind is CallKind.CPU:
+    call, kernel = classify_thread(thread), thread.kernel
+    if call.kind is CallKind.CPU or not call.interruptible:
         return True
-    return kind is CallKind.OTHER and (kernel is None or kernel.state == "R" or kernel.syscall_name is None)
+    return call.kind is CallKind.OTHER and (
+        kernel is None or kernel.state == "R" or kernel.syscall_name is None
+    )
 
 
 def _interruptible(

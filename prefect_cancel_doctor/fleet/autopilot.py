@@ -213,6 +213,15 @@ class Round:
             f"{counted['refused']} left to people"
         )
 
+    def settled(self) -> frozenset[str]:
+        """The runs this round ended: the verdict taken before is no longer what they are, so none is
+        published for them (an Automation on verdicts would act on a run already ended)."""
+        return frozenset(
+            a.run_id
+            for a in self.actions
+            if a.kind == "resolved" and a.outcome is not None and a.outcome.resolved
+        )
+
     def notes(self) -> dict[str, list[str]]:
         """Each run's line for its artifact."""
         when = f"{self.at[:19].replace('T', ' ')} UTC"
@@ -308,25 +317,33 @@ def autopilot_cycle(
         return round_
     log = log or ActionLog()
     ledger = ledger or Ledger(log.path.with_name("autopilot.jsonl"))
+    counted = ledger.count(seen.host, dry_run=dry_run)
+    if not switch.off:
+        counted = max(counted, hourly_from_events(api, seen.host, dry_run=dry_run) or 0)
+    view = view_of(seen, switch, partial, acted_last_hour=counted)
+    round_.actions = run_autopilot(
+        mine, api, autopilot.policy, view, dry_run=dry_run, say=say, log=log, ledger=ledger
+    )
+    return round_
+
+
+def view_of(
+    seen: Seen, switch: Switch, partial: Callable[[], str | None] | None = None, acted_last_hour: int = 0
+) -> View:
+    """What the autopilot sees on this host now (`partial`: how to tell a partial view, by default
+    `partial_view` of this host's /proc)."""
     if partial is None:
         from prefect_cancel_doctor.kinds.process.locate import partial_view
 
         partial = partial_view
-    counted = ledger.count(seen.host, dry_run=dry_run)
-    if not switch.off:
-        counted = max(counted, hourly_from_events(api, seen.host, dry_run=dry_run) or 0)
-    view = View(
+    return View(
         host=seen.host,
         partial=partial(),
         workers=frozenset(seen.workers),
         launched=seen.launched,
         kill_switch=switch.off,
-        acted_last_hour=counted,
+        acted_last_hour=acted_last_hour,
     )
-    round_.actions = run_autopilot(
-        mine, api, autopilot.policy, view, dry_run=dry_run, say=say, log=log, ledger=ledger
-    )
-    return round_
 
 
 def resolve_and_publish(
@@ -349,18 +366,7 @@ def resolve_and_publish(
     switch = read_kill_switch(api)
     report = diagnose_run(api, run, Options(samples=samples))
     (d,) = report.runs
-    if partial is None:
-        from prefect_cancel_doctor.kinds.process.locate import partial_view
-
-        partial = partial_view
-    view = View(
-        host=seen.host,
-        partial=partial(),
-        workers=frozenset(seen.workers),
-        launched=seen.launched,
-        kill_switch=switch.off,
-    )
-    action = resolve_requested(d, api, view, say=say, log=log)
+    action = resolve_requested(d, api, view_of(seen, switch, partial), say=say, log=log)
     round_ = Round(requested_policy(), False, switch, [action], requested=True)
     outcome = publish(
         api,
@@ -370,6 +376,7 @@ def resolve_and_publish(
         notes=round_.notes(),
         extra_events=lambda ids: round_.events(seen.host, ids),
         agent_deployment=agent_deployment,
+        settled=round_.settled(),
     )
     return round_, outcome
 

@@ -36,7 +36,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -444,6 +444,7 @@ def publish(
     notes: Mapping[str, Sequence[str]] | None = None,
     extra_events: Callable[[Mapping[str, Related]], list[dict[str, Any]]] | None = None,
     agent_deployment: str | None = None,
+    settled: Collection[str] = (),
 ) -> PublishOutcome:
     """Publish the verdicts of the runs this host covers: one batch of events, then the artifacts.
 
@@ -451,7 +452,8 @@ def publish(
     more events for the same batch, given every run's related ids (the autopilot's, which may be
     about a run this host does not cover: a resolve asked of the wrong host, refused).
     `agent_deployment`: the agent's deployment serving here, which each artifact names as the
-    way to resolve the run from the Prefect UI.
+    way to resolve the run from the Prefect UI. `settled`: runs ended since they were diagnosed (by
+    the autopilot): no verdict event for them, only their artifact's note and the action's event.
     Never raises for the API: a failure is named in the outcome's `errors` and the
     scan goes on (its verdicts are printed, its exit code is unchanged).
     """
@@ -466,7 +468,11 @@ def publish(
         outcome.errors.append(f"could not read the runs' flow, deployment and pool ids: {exc}")
         ids = {d.flow_run.id: Related() for d in mine if d.flow_run}
         pool_ids = {}
-    events = [verdict_event(d, seen.host, seen, ids.get(_run_id(d), Related()), now) for d in mine]
+    events = [
+        verdict_event(d, seen.host, seen, ids.get(_run_id(d), Related()), now)
+        for d in mine
+        if _run_id(d) not in settled
+    ]
     events.append(host_event(seen, len(events), pool_ids, now))
     events += extra_events(ids) if extra_events is not None else []
     for batch in batches(events):
@@ -518,6 +524,7 @@ def scan_and_publish(
         notes=round_.notes(),
         extra_events=lambda ids: round_.events(host, ids),
         agent_deployment=agent_deployment,
+        settled=round_.settled(),
     )
     outcome.autopilot = round_
     return report, outcome

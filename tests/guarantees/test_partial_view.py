@@ -31,9 +31,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from tests.helpers import clean_environ, run_cli
@@ -245,3 +247,55 @@ def test_force_state_is_confirmed_on_its_own_and_said(
     assert action["signal"] == "set Cancelled (--force-state on a partial view)", action
     # The engine the doctor could not see was not touched: forcing the state is all it did.
     assert _alive(hidden_run.engine_pid)
+
+
+def test_the_autopilot_on_a_partial_view_acts_on_nothing_and_says_why(
+    demo_environment: DemoEnvironment, hidden_run: HiddenRun
+) -> None:
+    """GIVEN a run marked Cancelled whose child, nobody's own process, still runs (a cause the `safe`
+    policy acts on, on a process the doctor can read), WHEN nobody's agent runs one autopilot cycle,
+    THEN nothing is signalled or changed, and the refusal, a partial view, is published as an event."""
+    harness = demo_environment.harness
+    env = _env(demo_environment, hidden_run.home)
+    run_id = harness.create_run(demo_environment.run("sleep").deployment_id, {"ready_path": "/nonexistent"})
+    harness.force_state(run_id, "CANCELLED", "cancelled; its child runs on")
+    child = subprocess.Popen(
+        [*AS_NOBODY, sys.executable, "-c", "import time; time.sleep(600)"],
+        env={**os.environ, "PREFECT__FLOW_RUN_ID": run_id},
+        start_new_session=True,
+    )
+    since = datetime.now(timezone.utc)
+    try:
+        done = _as_nobody("agent", "--once", "--autopilot", "safe", "--host", "partial-host", env=env)
+
+        # exit 1: runs need attention (as `scan`); the agent's log says why it left the run to people
+        assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "(child_process_survives): left to people (partial_view)" in done.stderr, done.stderr[-2000:]
+        assert _alive(child.pid) and harness.state_type(run_id) == "CANCELLED"
+        refusal = _refusal_of(demo_environment.api_url, run_id, since)
+        assert refusal["resource"]["prefect-cancel-doctor.refusal"] == "partial_view", refusal
+        assert refusal["payload"]["cause"] == "child_process_survives"
+        assert [a for a in _actions(hidden_run.home) if a.get("run") == run_id] == []  # nothing done to it
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+
+
+def _refusal_of(api_url: str, run_id: str, since: datetime) -> dict[str, Any]:
+    """The autopilot's refusal event for the run, read back from the server."""
+    body = {
+        "filter": {
+            "occurred": {"since": since.isoformat(), "until": "2100-01-01T00:00:00+00:00"},
+            "event": {"name": ["prefect-cancel-doctor.resolve-refused"]},
+            "related": {"id": [f"prefect.flow-run.{run_id}"]},
+        },
+        "limit": 5,
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        events = httpx.post(f"{api_url}/events/filter", json=body, timeout=30).json()["events"]
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    (event,) = events
+    return dict(event)

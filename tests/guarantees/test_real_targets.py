@@ -154,16 +154,23 @@ def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
 ) -> None:
     tag = uuid.uuid4().hex
     env = clean_environ(PREFECT_API_URL=demo_environment.api_url, PREFECT_HOME=str(tmp_path), **{_TAG: tag})
+    said = (tmp_path / "doctor.err").open("w")
     doctor = subprocess.Popen(
         [sys.executable, "-m", "prefect_cancel_doctor", "scan", "--samples", "100", "--interval", "0.05"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=said,
         env=env,
     )
-    deadline = time.monotonic() + 60
-    while doctor.pid not in _py_spies(tag).values() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert doctor.pid in _py_spies(tag).values(), "the doctor never started sampling"
+    # A plain py-spy dump lives a few milliseconds (a scan takes a native one only where a call is
+    # unexplained): look without pause, for as long as the doctor runs.
+    deadline = time.monotonic() + 120
+    while doctor.pid not in _py_spies(tag).values() and doctor.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    said.close()
+    assert doctor.pid in _py_spies(tag).values(), (
+        f"the doctor never started sampling (exit {doctor.poll()}): "
+        + (tmp_path / "doctor.err").read_text()[-2000:]
+    )
     doctor.send_signal(sig)
     sent = time.monotonic()
     doctor.wait(timeout=60)

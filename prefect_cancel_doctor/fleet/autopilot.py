@@ -50,7 +50,7 @@ from prefect_cancel_doctor.fleet.publish import (
     Seen,
     covers,
     host_resource,
-    publish,
+    publish_round,
     related_resources,
 )
 from prefect_cancel_doctor.model import Diagnosis
@@ -368,16 +368,7 @@ def resolve_and_publish(
     (d,) = report.runs
     action = resolve_requested(d, api, view_of(seen, switch, partial), say=say, log=log)
     round_ = Round(requested_policy(), False, switch, [action], requested=True)
-    outcome = publish(
-        api,
-        report,
-        seen=seen,
-        artifacts=artifacts,
-        notes=round_.notes(),
-        extra_events=lambda ids: round_.events(seen.host, ids),
-        agent_deployment=agent_deployment,
-        settled=round_.settled(),
-    )
+    outcome = publish_round(api, report, seen, round_, artifacts=artifacts, agent_deployment=agent_deployment)
     return round_, outcome
 
 

@@ -516,18 +516,32 @@ def scan_and_publish(
     from prefect_cancel_doctor.fleet.autopilot import autopilot_cycle
 
     round_ = autopilot_cycle(api, list(report.runs), seen, autopilot, say=say)
-    outcome = publish(
+    outcome = publish_round(api, report, seen, round_, artifacts=artifacts, agent_deployment=agent_deployment)
+    outcome.autopilot = round_
+    return report, outcome
+
+
+def publish_round(
+    api: PrefectApi,
+    report: Report,
+    seen: Seen,
+    round_: Round,
+    *,
+    artifacts: bool = True,
+    agent_deployment: str | None = None,
+) -> PublishOutcome:
+    """`publish` with what an autopilot round did: its lines in each run's artifact, its events, and
+    the runs it settled."""
+    return publish(
         api,
         report,
         seen=seen,
         artifacts=artifacts,
         notes=round_.notes(),
-        extra_events=lambda ids: round_.events(host, ids),
+        extra_events=lambda ids: round_.events(seen.host, ids),
         agent_deployment=agent_deployment,
         settled=round_.settled(),
     )
-    outcome.autopilot = round_
-    return report, outcome
 
 
 def _run_id(d: Diagnosis) -> str:
@@ -600,6 +614,7 @@ __all__ = [
     "host_event",
     "host_name",
     "publish",
+    "publish_round",
     "related_ids",
     "related_resources",
     "scan_and_publish",

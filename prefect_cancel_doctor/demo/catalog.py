@@ -237,8 +237,9 @@ _ALL = (
         Recipe.WORKER_KILLED_AFTER_SIGTERM,
         "the flow set SIGTERM to SIG_IGN, then sleeps; the worker's SIGTERM did nothing",
     ),
-    # Its worker died just before the cancel: with a heartbeat every 30 s the doctor cannot tell
-    # whether it saw the cancel, so it leads with what would absorb a SIGTERM (the handler).
+    # Its worker died just before the cancel: within one heartbeat the doctor cannot tell whether
+    # it saw the cancel, so it leads with what would absorb a SIGTERM (the handler). Staging that
+    # took longer than a heartbeat proves no SIGTERM came (environment._stuck_run says so).
     _scenario(
         "swallowed",
         Cause.SIGNAL_IGNORED,

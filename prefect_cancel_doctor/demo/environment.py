@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_cancel_doctor.demo.catalog import (
     DEFAULT_DEMO_SCENARIOS,
@@ -46,6 +46,7 @@ from prefect_cancel_doctor.demo.catalog import (
 from prefect_cancel_doctor.demo.harness import (
     CANCELLING_TIMEOUT_MESSAGE,
     OBSERVER_FAILED_LINE,
+    WORKER_HEARTBEAT_SECONDS,
     HarnessError,
     LocalPrefect,
     StageClock,
@@ -54,7 +55,10 @@ from prefect_cancel_doctor.demo.harness import (
     pid_alive,
     process_environ,
 )
-from prefect_cancel_doctor.model import CallKind, Cause, ResourceKind, WorkerStatus
+from prefect_cancel_doctor.model import CallKind, Cause, Delivered, ResourceKind, WorkerStatus
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 MAIN_POOL = "pcd-demo"
 OBSERVER_POOL = "pcd-demo-observer"
@@ -106,6 +110,8 @@ class StuckRun:
     expected_also: Cause | None = None
     #: What the blocking call should be found waiting on (`BlockingCall.resource.kind`), if said.
     expected_resource: ResourceKind | None = None
+    #: Whether the doctor should find that a SIGTERM came (`Delivery.sigterm`), if said.
+    expected_delivery: Delivered | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (enums as strings, paths as str), e.g. for JSON."""
@@ -130,6 +136,7 @@ class StuckRun:
             "flow_pid": self.flow_pid,
             "process_alive": self.process_alive,
             "survivor_pids": list(self.survivor_pids),
+            "expected_delivery": self.expected_delivery.value if self.expected_delivery else None,
         }
 
 
@@ -424,6 +431,19 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
     else:
         location = None
     run = harness.read_run(item.run_id)
+    expected_cause, expected_also, expected_delivery = (
+        scenario.expected_cause,
+        scenario.expected_also,
+        scenario.expected_delivery,
+    )
+    if expected_delivery is Delivered.UNKNOWN and _heartbeats_show_dead_before_cancel(harness, item, run):
+        # The kill and the cancel were further apart than usual (a loaded machine): the records
+        # now prove that no SIGTERM was sent, so that comes first and the absorber second.
+        expected_cause, expected_also, expected_delivery = (
+            Cause.CANCEL_NOT_OBSERVED,
+            scenario.expected_cause,
+            Delivered.NO,
+        )
     return StuckRun(
         scenario=scenario.name,
         run_id=item.run_id,
@@ -433,7 +453,7 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
         worker_name=item.worker.name if item.worker else item.worker_name,
         worker_pid=item.worker.pid if item.worker else None,
         api_url=harness.api_url,
-        expected_cause=scenario.expected_cause,
+        expected_cause=expected_cause,
         expected_kind=scenario.expected_kind,
         expected_state=scenario.expected_state,
         file=deployed,
@@ -444,9 +464,26 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
         process_alive=scenario.process_alive,
         survivor_pids=item.survivors,
         ready_path=item.ready_path,
-        expected_also=scenario.expected_also,
+        expected_also=expected_also,
         expected_resource=scenario.expected_resource,
+        expected_delivery=expected_delivery,
     )
+
+
+def _heartbeats_show_dead_before_cancel(harness: LocalPrefect, item: _Staged, run: FlowRun) -> bool:
+    """Whether the API's records prove the run's worker stopped before its cancel: the worker's last
+    heartbeat came more than one heartbeat interval before the run entered Cancelling.
+
+    A `WORKER_DEAD_BEFORE_CANCEL` run is cancelled right after its worker is killed, usually within
+    the heartbeat that follows, and then no record can tell whether the worker saw the cancel. On a
+    loaded machine the gap can exceed the interval; then the records do tell."""
+    if item.worker is None or run.state is None or run.state.timestamp is None:
+        return False
+    known = next((w for w in harness.workers_of_pool(item.worker.pool) if w.name == item.worker.name), None)
+    if known is None or known.last_heartbeat_time is None:
+        return False
+    gap: float = (run.state.timestamp - known.last_heartbeat_time).total_seconds()
+    return gap > WORKER_HEARTBEAT_SECONDS
 
 
 def _verify(harness: LocalPrefect, runs: list[StuckRun]) -> None:

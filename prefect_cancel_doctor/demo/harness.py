@@ -52,6 +52,9 @@ CANCELLING_TIMEOUT_MESSAGE = "Flow run cancellation timed out; marked this flow 
 #: What the Runner logs when its cancellation observer gives up for good.
 OBSERVER_FAILED_LINE = "Cancellation observer failed"
 
+#: How often the demo's workers heartbeat (Prefect's default is 30 s).
+WORKER_HEARTBEAT_SECONDS = 5
+
 _FLOW_RUN_ENV = b"PREFECT__FLOW_RUN_ID="
 _AUDIT_LOG_ENV = "PCD_DEMO_KILL_AUDIT_LOG"
 _PR_SET_PDEATHSIG = 1
@@ -648,7 +651,7 @@ class LocalPrefect:
         env = self.child_env(
             {
                 "PREFECT_WORKER_QUERY_SECONDS": "2",
-                "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
+                "PREFECT_WORKER_HEARTBEAT_SECONDS": str(WORKER_HEARTBEAT_SECONDS),
                 # Never switch to `uv run` because some pyproject.toml declares prefect.
                 "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false",
                 "PYTHONUNBUFFERED": "1",

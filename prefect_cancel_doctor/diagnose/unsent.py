@@ -183,7 +183,8 @@ def _who_should_act(ev: Evidence, engine: ProcessSample, evidence: list[str]) ->
             evidence.append(worker_fact(worker, f"worker {worker.name}: {worker.status}"))
             order = heartbeat_against_cancel(worker, run)
             if order:
-                evidence.append(order[0])
+                if order[0] not in evidence:  # already there when it is why no SIGTERM came
+                    evidence.append(order[0])
                 maybe_alive_at_cancel = maybe_alive_at_cancel or not order[1]
     if ev.runner is not None and ev.runner.state in ("T", "t"):
         evidence.append(f"the Runner {ev.runner.pid} is stopped (state {ev.runner.state}): it cannot act")

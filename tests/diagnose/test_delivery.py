@@ -203,6 +203,18 @@ def test_a_worker_whose_next_heartbeat_was_due_before_the_cancel_stopped_before_
     assert any("stopped before the cancel" in line for line in verdict.evidence)
 
 
+def test_a_handler_that_returns_behind_a_worker_that_died_before_the_cancel_comes_second() -> None:
+    """The flow's own handler would absorb a SIGTERM, but the heartbeats prove none was sent (the
+    demo's `swallowed` run when its kill and its cancel are a heartbeat apart, on a loaded host)."""
+    worker = WorkerInfo("w1", "OFFLINE", "2026-11-27T10:04:00Z", 960.0, 30.0)
+    verdict = diagnose(evidence(sleeping(OWN), run=run_ref(workers=(worker,)), logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED and verdict.confidence >= 0.8
+    assert verdict.delivery is not None and verdict.delivery.sigterm is Delivered.NO
+    assert [later.cause for later in verdict.also] == [Cause.SIGNAL_IGNORED]
+    stopped = [line for line in verdict.evidence if "stopped before the cancel" in line]
+    assert len(stopped) == 1, verdict.evidence
+
+
 def test_an_adopting_subreaper_is_named_as_what_it_is_not_as_the_runner() -> None:
     adopter = proc_snapshot(900, ("/usr/bin/python3", "/usr/bin/supervisord", "-n"), comm="supervisord")
     sample = sleeping(PREFECT)

@@ -78,8 +78,8 @@ def test_scan_names_cause_kind_and_line(
         assert call["resource"]["kind"] == run.expected_resource.value, verdict["summary"]
         assert call["resource"]["description"] in verdict["summary"]
     staged = SCENARIOS[scenario]
-    if staged.expected_delivery is not None:
-        assert verdict["delivery"]["sigterm"] == staged.expected_delivery.value, verdict["delivery"]
+    if run.expected_delivery is not None:
+        assert verdict["delivery"]["sigterm"] == run.expected_delivery.value, verdict["delivery"]
     if staged.expected_absorbed is not None:
         assert verdict["delivery"]["absorbed_by"] == staged.expected_absorbed.value, verdict["delivery"]
         # A SIGTERM shown to have come and been absorbed is a confident verdict, with its signs listed.

@@ -1,9 +1,11 @@
 """Scenario `swallowed`: the flow's own SIGTERM handler does nothing, then it sleeps.
 
 The handler replaces Prefect's and returns, so a SIGTERM would be swallowed.
-Its worker died before the cancel, so no SIGTERM came yet: the first cause is
-`cancel_not_observed` (kind `sleep`). It is here for `resolve`, which sends
-SIGTERM, waits its grace period, and must then SIGKILL.
+Its worker died just before the cancel: while its heartbeats cannot tell whether
+it saw the cancel, the first cause is `signal_ignored` (kind `sleep`); where they
+prove it died first, `cancel_not_observed` leads and `signal_ignored` follows.
+It is also here for `resolve`, which sends SIGTERM, waits its grace period, and
+must then SIGKILL.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from prefect_cancel_doctor.core.redact import scrub_tree
 from prefect_cancel_doctor.errors import EXIT_DECLINED, DoctorError
 from prefect_cancel_doctor.kinds import parse_infrastructure_pid
-from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, Stopper
+from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, Stopper, Wait
 from prefect_cancel_doctor.kinds.process.locate import is_this_host, partial_view
 from prefect_cancel_doctor.kinds.registry import kind_of
 from prefect_cancel_doctor.model import (
@@ -317,7 +317,7 @@ def execute(
     *,
     grace: float = DEFAULT_GRACE_SECONDS,
     say: Callable[[str], None] = print,
-    wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
+    wait: Wait | None = None,
     log: ActionLog | None = None,
     by: str = "resolve",
 ) -> Outcome:
@@ -417,7 +417,7 @@ def resolve_diagnosed(
     grace: float = DEFAULT_GRACE_SECONDS,
     say: Callable[[str], None] = print,
     show: Callable[[str], None] | None = None,
-    wait: Callable[[str, float, Callable[[], bool]], bool] | None = None,
+    wait: Wait | None = None,
     log: ActionLog | None = None,
     force_state: bool = False,
     confirm_force: Callable[[list[Plan]], bool] | None = None,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.act.resolve import Plan, resolve_diagnosed
 from prefect_cancel_doctor.errors import ConfigurationError
+from prefect_cancel_doctor.kinds.base import Wait
 from prefect_cancel_doctor.model import FINAL_STATES, Diagnosis, Report
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def resolve_runs(
     dry_run: bool,
     grace: float,
     say: Callable[[str], None],
-    wait: Callable[[str, float, Callable[[], bool]], bool],
+    wait: Wait,
     force_state: bool = False,
     show: Callable[[str], None] | None = None,
 ) -> list[str]:

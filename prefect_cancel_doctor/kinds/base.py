@@ -175,6 +175,13 @@ class EngineProcess:
     command: str
 
 
+#: How `resolve` waits between a stopper's steps: `wait(what, seconds, done)` until `done()` or the
+#: time is up; returns `done()`.
+Wait = Callable[[str, float, Callable[[], bool]], bool]
+#: How a stopper records a step it took, for the action log ("docker stop").
+Record = Callable[[str], None]
+
+
 class Stopper(Protocol):
     """How `resolve` stops a target that the kind stops as a whole (a container), after the flow
     engine got its SIGTERM by its host PID."""
@@ -198,13 +205,7 @@ class Stopper(Protocol):
         """The stop in words, one line a step, for the plan."""
         ...
 
-    def stop(
-        self,
-        grace: float,
-        wait: Callable[[str, float, Callable[[], bool]], bool],
-        record: Callable[[str], None],
-        engine_signalled: bool,
-    ) -> bool:
+    def stop(self, grace: float, wait: Wait, record: Record, engine_signalled: bool) -> bool:
         """Stop it step by step (`record(step)` after each, `wait(what, seconds, done)` between);
         whether it still runs at the end."""
         ...

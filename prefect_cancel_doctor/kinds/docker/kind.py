@@ -18,7 +18,9 @@ from prefect_cancel_doctor.kinds.base import (
     Job,
     Location,
     ProcessesOnly,
+    Record,
     StopNow,
+    Wait,
 )
 from prefect_cancel_doctor.kinds.docker.facts import container_facts, container_gone
 from prefect_cancel_doctor.model import (
@@ -175,13 +177,7 @@ class ContainerStopper:
         lines.append(f"docker kill {short} if it still runs then")
         return lines
 
-    def stop(
-        self,
-        grace: float,
-        wait: Callable[[str, float, Callable[[], bool]], bool],
-        record: Callable[[str], None],
-        engine_signalled: bool,
-    ) -> bool:
+    def stop(self, grace: float, wait: Wait, record: Record, engine_signalled: bool) -> bool:
         from prefect_cancel_doctor.clients.docker_api import DockerClient
 
         container_id, short = self.container_id, self.container_id[:12]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, EngineProcess
+from prefect_cancel_doctor.kinds.base import KILL_WAIT_SECONDS, EngineProcess, Record, Wait
 from prefect_cancel_doctor.kinds.ecs.locate import API_TIMEOUT
 from prefect_cancel_doctor.model import ContainerInfo, ContainerProcess, TaskFacts
 
@@ -51,13 +50,7 @@ class TaskStopper:
             lines.append(f"docker kill {self.container.id[:12]} if it still runs then")
         return lines
 
-    def stop(
-        self,
-        grace: float,
-        wait: Callable[[str, float, Callable[[], bool]], bool],
-        record: Callable[[str], None],
-        engine_signalled: bool,
-    ) -> bool:
+    def stop(self, grace: float, wait: Wait, record: Record, engine_signalled: bool) -> bool:
         from prefect_cancel_doctor.clients.ecs_api import EcsApi, EcsError
         from prefect_cancel_doctor.kinds.ecs.facts import STOP_REASON
         from prefect_cancel_doctor.kinds.ecs.read import read_tasks

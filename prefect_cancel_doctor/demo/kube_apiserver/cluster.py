@@ -82,6 +82,8 @@ class FakeCluster:
         self.job_controller = True
         self._version = 1000
         self._timers: list[threading.Timer] = []
+        #: The kubelet's starts of ephemeral containers, under way or done.
+        self._starting: list[threading.Thread] = []
         self.ensure_namespace("default")
         # Its uid is the cluster's (what prefect-kubernetes before 3.4.1 recorded as the cluster uid).
         self.ensure_namespace("kube-system")
@@ -168,31 +170,32 @@ class FakeCluster:
     ) -> None:
         """An Event about an object, as a controller or the kubelet records it."""
         stamp = now_iso()
-        self.events.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": self._meta(namespace, f"{name}.{secrets.token_hex(8)}"),
-                "involvedObject": {
-                    "kind": kind,
-                    "namespace": namespace,
-                    "name": name,
-                    "uid": uid,
-                    "apiVersion": "v1" if kind == "Pod" else "batch/v1",
-                },
-                "reason": reason,
-                "message": message,
-                "type": type_,
-                "count": 1,
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "source": {"component": component, "host": NODE_NAME}
-                if component == "kubelet"
-                else {"component": component},
-                "reportingComponent": component,
-                "reportingInstance": NODE_NAME if component == "kubelet" else "",
-            }
-        )
+        with self.lock:  # the kubelet's workers record too
+            self.events.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": self._meta(namespace, f"{name}.{secrets.token_hex(8)}"),
+                    "involvedObject": {
+                        "kind": kind,
+                        "namespace": namespace,
+                        "name": name,
+                        "uid": uid,
+                        "apiVersion": "v1" if kind == "Pod" else "batch/v1",
+                    },
+                    "reason": reason,
+                    "message": message,
+                    "type": type_,
+                    "count": 1,
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "source": {"component": component, "host": NODE_NAME}
+                    if component == "kubelet"
+                    else {"component": component},
+                    "reportingComponent": component,
+                    "reportingInstance": NODE_NAME if component == "kubelet" else "",
+                }
+            )
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -473,11 +476,24 @@ class FakeCluster:
                 if never:
                     pod.waiting[str(container.get("name"))] = ("ContainerCreating", "")
                     continue
+                # As a kubelet: the API answers at once, the container starts after (its status is
+                # waiting, ContainerCreating, until then), each pod's on its own worker.
                 target = container.get("targetContainerName")
-                self.kubelet.start_container(
-                    pod, container, target=pod.docker_ids.get(target) if target else None
+                starting = threading.Thread(
+                    target=self._start_ephemeral,
+                    args=(pod, container, pod.docker_ids.get(target) if target else None),
+                    name=f"pcd-kubelet-{name}",
+                    daemon=True,
                 )
+                self._starting.append(starting)
+                starting.start()
             return self.pod_view(pod)
+
+    def _start_ephemeral(self, pod: Pod, container: Mapping[str, Any], target: str | None) -> None:
+        if pod.deleted_at is not None:  # Terminating meanwhile: the kubelet never starts it
+            pod.waiting[str(container.get("name"))] = ("ContainerCreating", "")
+            return
+        self.kubelet.start_container(pod, container, target=target)
 
     def delete_pod(self, namespace: str, name: str, grace: int | None) -> dict[str, Any]:
         """DELETE a pod gracefully: Terminating now, SIGTERM, SIGKILL after the grace; gone once its
@@ -658,6 +674,8 @@ class FakeCluster:
         """Delete every container this cluster started (pods, ephemeral containers) and forget them."""
         for timer in self._timers:
             timer.cancel()
+        for starting in self._starting:
+            starting.join(timeout=60)
         with self.lock:
             for pod in self.pods.values():
                 for docker_id in [*pod.docker_ids.values(), *([pod.sandbox_id] if pod.sandbox_id else [])]:

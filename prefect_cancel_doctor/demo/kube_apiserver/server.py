@@ -384,12 +384,26 @@ class FakeApiServer:
             and method == "POST"
         ):
             return 201, self._access_review(user, body or {})
+        if (
+            method == "GET"
+            and len(segments) == 7
+            and (segments[0], segments[1], segments[2], segments[4], segments[6])
+            == ("api", "v1", "namespaces", "pods", "log")
+        ):
+            return self._log(segments[3], segments[5], params, user)
         with cluster.lock:
             if segments[:2] == ["api", "v1"]:
                 return self._core(method, segments[2:], params, body, content_type, user)
             if segments[:3] == ["apis", "batch", "v1"]:
                 return self._batch(method, segments[3:], params, body, user)
         raise ApiStatus(404, "NotFound", "the server could not find the requested resource", {})
+
+    def _log(self, namespace: str, name: str, params: Mapping[str, str], user: str) -> tuple[int, bytes]:
+        # The kubelet serves a log: the objects are held only to find the pod, not while it is read.
+        self._authorize(user, "get", "pods/log", namespace, name)
+        with self.cluster.lock:
+            pod = self.cluster.get_pod(namespace, name)
+        return 200, self.cluster.kubelet.logs(pod, params)
 
     def _access_review(self, user: str, body: Mapping[str, Any]) -> dict[str, Any]:
         attributes = ((body.get("spec") or {}).get("resourceAttributes")) or {}
@@ -492,9 +506,6 @@ class FakeApiServer:
                 if params.get("gracePeriodSeconds"):
                     grace = int(params["gracePeriodSeconds"])
                 return 200, cluster.delete_pod(namespace, name, grace)
-        if sub == "log" and method == "GET":
-            self._authorize(user, "get", "pods/log", namespace, name)
-            return 200, cluster.logs(namespace, name, params)
         if sub == "ephemeralcontainers":
             if not cluster.ephemeral_containers:
                 raise ApiStatus(404, "NotFound", "the server could not find the requested resource", {})

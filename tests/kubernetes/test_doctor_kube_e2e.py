@@ -58,6 +58,10 @@ def scan(environment: KubeDemoEnvironment, **env: Any) -> dict[str, Any]:
     return {e["flow_run"]["id"]: e for e in json.loads(result.stdout)["runs"]}
 
 
+#: The fixture's requests (method, path, query, content type) during the module's ephemeral scan.
+EPHEMERAL_REQUESTS: list[tuple[str, str, dict[str, str], str | None]] = []
+
+
 @pytest.fixture(scope="module")
 def scans(staged: KubeDemoEnvironment) -> dict[str, dict[str, Any]]:
     """Every scan of the module, in this order: node, no ephemeral containers, ephemeral, RBAC denied,
@@ -68,7 +72,9 @@ def scans(staged: KubeDemoEnvironment) -> dict[str, dict[str, Any]]:
         done["unsupported"] = scan(staged, attach="ephemeral")
     finally:
         staged.api.cluster.ephemeral_containers = True
+    first = len(staged.api.requests)
     done["ephemeral"] = scan(staged, attach="ephemeral")
+    EPHEMERAL_REQUESTS[:] = staged.api.requests[first:]
     done["rbac"] = scan(staged, attach="ephemeral", restricted=True)
     staged.api.cluster.set_node_ready("Unknown")
     try:
@@ -225,6 +231,38 @@ def test_a_second_scan_reuses_the_ephemeral_container(
     assert again["ephemeral_containers"] == ["pcd-doctor-prefect-job-1"]
     assert entry["verdict"]["cause"] == "cancel_not_observed"
     assert any("stays in the pod's spec until the pod is deleted" in e for e in entry["verdict"]["evidence"])
+
+
+def test_every_ephemeral_container_is_added_before_any_is_waited_on(
+    staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]
+) -> None:
+    """All patches first (as fast as the API answers), then one wait for all: the pods are read by a
+    list of the namespace (their Jobs' label), not one GET a pod a poll."""
+    requests = EPHEMERAL_REQUESTS
+    patches = [
+        i
+        for i, (method, path, query, _) in enumerate(requests)
+        if method == "PATCH" and path.endswith("/ephemeralcontainers") and query.get("dryRun") != "All"
+    ]
+    added = [
+        e["target"]["pod"]
+        for e in scans["ephemeral"].values()
+        if (e["target"].get("pod") or {}).get("attach") == "ephemeral"
+    ]
+    assert len(patches) == len(added) >= 5, (len(patches), len(added))
+    waits = [
+        i
+        for i, (method, path, query, _) in enumerate(requests)
+        if i > patches[0]
+        and method == "GET"
+        and (path.endswith("/log") or path.endswith("/pods") or "/pods/" in path)
+    ]
+    assert waits and max(patches) < min(waits), (max(patches), min(waits))
+    polls = [requests[i] for i in waits if requests[i][1].endswith("/pods")]
+    assert polls and all(q.get("labelSelector", "").startswith("job-name in (") for _, _, q, _ in polls)
+    single = [requests[i][1] for i in waits if not requests[i][1].endswith(("/pods", "/log"))]
+    assert not single, single  # no pod read on its own while they are waited on
+    assert all(e["debug_container"] for e in added)
 
 
 def test_evicted_pod(staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]) -> None:

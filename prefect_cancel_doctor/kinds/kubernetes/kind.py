@@ -3,7 +3,6 @@ PID when this host is the pod's node, else from an ephemeral container in the po
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from prefect_cancel_doctor.core.progress import ProgressFn
@@ -75,35 +74,27 @@ class KubernetesKind(ProcessesOnly):
         return location.pod is not None and location.pod.attach == PodAttach.EPHEMERAL
 
     def sample(self, jobs: list[Job], here: Here, progress: ProgressFn) -> None:
-        """Ephemeral containers, several pods at once, with the client that located them."""
-        from prefect_cancel_doctor.kinds.kubernetes.pod import PARALLEL_PODS, sample_pod_job
+        """Ephemeral containers, every pod's at once, with the client that located them."""
+        from prefect_cancel_doctor.kinds.kubernetes.pod import sample_pod_jobs
 
-        options, scan_session = here.options, session(here)
-        progress("sampling pods from ephemeral containers", 0, len(jobs))
-        with ThreadPoolExecutor(min(len(jobs), PARALLEL_PODS)) as pool:
-            outcomes = list(
-                pool.map(
-                    lambda job: sample_pod_job(
-                        scan_session,
-                        job.location,
-                        job.run.id if job.run else None,
-                        image=options.kube_debug_image or "",
-                        samples=options.samples,
-                        interval=options.interval,
-                        native=options.native,
-                        locals=options.locals,
-                        timeout=max(options.timeout, 60.0),
-                    ),
-                    jobs,
-                )
-            )
+        options = here.options
+        outcomes = sample_pod_jobs(
+            session(here),
+            [(job.location, job.run.id if job.run else None) for job in jobs],
+            image=options.kube_debug_image or "",
+            samples=options.samples,
+            interval=options.interval,
+            native=options.native,
+            locals=options.locals,
+            timeout=max(options.timeout, 60.0),
+            progress=progress,
+        )
         for job, (location, sampled) in zip(jobs, outcomes, strict=True):
             job.location = location
             if sampled is not None:
                 job.samples.extend(sampled.processes)
                 job.runner = sampled.runner
                 job.notes.extend(sampled.notes)
-        progress("sampling pods from ephemeral containers", len(jobs), len(jobs))
 
     def gone(self, target: Target, notes: tuple[str, ...]) -> Verdict | None:
         from prefect_cancel_doctor.kinds.kubernetes.facts import pod_gone

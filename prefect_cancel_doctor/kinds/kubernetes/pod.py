@@ -51,13 +51,22 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeClient, KubeError, KubeNotFound, PodInfo
+from prefect_cancel_doctor.clients.kube_api import (
+    JOB_NAME_LABEL,
+    KubeApiError,
+    KubeClient,
+    KubeError,
+    KubeNotFound,
+    PodInfo,
+)
 from prefect_cancel_doctor.clients.kube_config import KubeConfigError
+from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.kinds.kubernetes.locate import (
     KubeSession,
@@ -90,8 +99,16 @@ START_TIMEOUT = 90.0
 #: A reused container's latest round is used when it began within DEBUG_PERIOD + this (s) of
 #: its log's last line (the node's clock, not ours).
 FRESH_SLACK = 5
-#: Pods sampled at once (each mostly waits for its container and its round).
+#: Requests in flight at once (patches, then the logs of containers that run).
 PARALLEL_PODS = 16
+#: Seconds between two reads of the pods waited on.
+POLL = 0.5
+#: Jobs named in one list's label selector (`job-name in (…)`), to keep its URL short.
+_JOBS_A_LIST = 50
+#: An ephemeral container's states in which it has a log to read.
+_STARTED = ("running", "terminated")
+
+_T = TypeVar("_T")
 #: Plain py-spy dumps per process in the rounds after the first (what a reusing scan reads).
 REUSE_SAMPLES = 2
 
@@ -183,6 +200,308 @@ def reusable(pod: PodInfo, target: str, image: str) -> tuple[str | None, int]:
     return running, highest + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class PodRequest:
+    """A located pod to sample: its `target` container, the Job it belongs to (None: none, or not
+    known), the run it holds."""
+
+    namespace: str
+    name: str
+    target: str
+    job: str | None = None
+    flow_run_id: str | None = None
+
+
+@dataclasses.dataclass
+class _Waiting:
+    """One pod's ephemeral container, added (or reused), until its round is read."""
+
+    request: PodRequest
+    pod: PodInfo  # as it was before the container was added
+    name: str
+    reused: bool
+    started: float
+    deadline: float
+    newer_than: datetime | None = None  # the round awaited on began after this (the node's clock)
+    cycle: str | None = None  # the round read
+    state: str | None = None  # the container's state when last seen
+
+
+def sample_pods(
+    client: KubeClient,
+    requests: list[PodRequest],
+    *,
+    image: str,
+    samples: int = 5,
+    interval: float = 0.2,
+    native: bool = True,
+    locals: bool = False,
+    timeout: float = 120.0,
+    environ: Mapping[str, str] | None = None,
+    progress: ProgressFn | None = None,
+) -> list[tuple[ContainerSample, str, bool] | KubeError]:
+    """Sample each requested pod's `target` container from an ephemeral container, all at once.
+
+    Every container is added first (a dry run, then the patch; a running one of the doctor's is
+    reused), then all are waited on together: one read of the pods a poll (a list a namespace, by
+    their Jobs' label), and each one's log read once its container runs, until its round is
+    complete. Returns for each request the sample, the ephemeral container's name and whether it
+    was reused, or the error that stopped it (`PodSampleError` with the API's own answer when the
+    patch is refused); one pod's error is that pod's alone.
+    """
+    env = os.environ if environ is None else environ
+    report = progress or (lambda what, done, total: None)
+    total = len(requests)
+    outcomes: list[tuple[ContainerSample, str, bool] | KubeError | None] = [None] * total
+    waiting: dict[int, _Waiting] = {}
+    with ThreadPoolExecutor(max(1, min(total, PARALLEL_PODS))) as pool:
+        report(f"adding ephemeral containers to {total} pod(s)", 0, total)
+        try:
+            before = _pods_now(client, requests, alone=total == 1)
+        except KubeError as exc:
+            return [exc for _ in requests]
+
+        def begin(index: int) -> _Waiting:
+            request = requests[index]
+            return _begin(
+                client,
+                request,
+                before.get((request.namespace, request.name)),
+                image=image,
+                pyspy=env.get(PYSPY_ENV) or "py-spy",
+                ttl=int(env.get(TTL_ENV) or DEBUG_TTL),
+                samples=samples,
+                interval=interval,
+                native=native,
+                locals=locals,
+                timeout=timeout,
+            )
+
+        for index, outcome in enumerate(pool.map(_catching(begin), range(total))):
+            if isinstance(outcome, KubeError):
+                outcomes[index] = outcome
+            else:
+                waiting[index] = outcome
+        for index, wait in waiting.items():
+            if wait.cycle is not None:  # a reused container's fresh round
+                outcomes[index] = _catching(_finish)(wait)
+        pending = [i for i in waiting if outcomes[i] is None]
+        while pending:
+            report(_waiting_for(pending, waiting, total), total - len(pending), total)
+            polled = time.monotonic()
+            try:
+                now = _pods_now(client, [requests[i] for i in pending], alone=total == 1)
+            except KubeError as exc:  # the same answer for every pod still waited on
+                for index in pending:
+                    outcomes[index] = exc
+                break
+            looks = [(waiting[i], now.get((requests[i].namespace, requests[i].name))) for i in pending]
+            advance = _catching(lambda look: _advance(client, *look))
+            for index, seen in zip(pending, pool.map(advance, looks), strict=True):
+                if isinstance(seen, KubeError):
+                    outcomes[index] = seen
+                elif seen:
+                    outcomes[index] = _catching(_finish)(waiting[index])
+            pending = [i for i in pending if outcomes[i] is None]
+            if pending:
+                time.sleep(max(0.0, POLL - (time.monotonic() - polled)))
+    report(f"sampled {total} pod(s) from ephemeral containers", total, total)
+    return [o for o in outcomes if o is not None]
+
+
+def _waiting_for(pending: list[int], waiting: dict[int, _Waiting], total: int) -> str:
+    """What the sampler waits for, as the progress line says it."""
+    starting = sum(1 for i in pending if waiting[i].state not in _STARTED)
+    parts = []
+    if starting:
+        parts.append(f"{starting} of {total} ephemeral containers to start")
+    if len(pending) - starting:
+        parts.append(f"{len(pending) - starting} of {total} to complete a round")
+    return "waiting for " + " and ".join(parts)
+
+
+def _catching(work: Callable[[Any], _T]) -> Callable[[Any], _T | KubeError]:
+    def run(argument: Any) -> _T | KubeError:
+        try:
+            return work(argument)
+        except KubeError as exc:
+            return exc
+
+    return run
+
+
+def _pods_now(
+    client: KubeClient, requests: list[PodRequest], *, alone: bool = False
+) -> dict[tuple[str, str], PodInfo]:
+    """The requested pods as they are now (absent: deleted): one GET for a pod sampled `alone`, else
+    one list a namespace, by their Jobs' label where each has one."""
+    if alone and len(requests) == 1:
+        only = requests[0]
+        pod = client.get_pod(only.namespace, only.name)
+        return {(only.namespace, only.name): pod} if pod is not None else {}
+    found: dict[tuple[str, str], PodInfo] = {}
+    by_namespace: dict[str, list[PodRequest]] = {}
+    for request in requests:
+        by_namespace.setdefault(request.namespace, []).append(request)
+    for namespace, wanted in by_namespace.items():
+        jobs = sorted({r.job for r in wanted if r.job})
+        if any(r.job is None for r in wanted):
+            selectors: list[str | None] = [None]  # a pod of no Job: the whole namespace
+        else:
+            selectors = [
+                f"{JOB_NAME_LABEL} in ({','.join(jobs[i : i + _JOBS_A_LIST])})"
+                for i in range(0, len(jobs), _JOBS_A_LIST)
+            ]
+        names = {r.name for r in wanted}
+        for selector in selectors:
+            for pod in client.list_pods(namespace, selector):
+                if pod.name in names:
+                    found[(namespace, pod.name)] = pod
+    return found
+
+
+def _begin(
+    client: KubeClient,
+    request: PodRequest,
+    pod: PodInfo | None,
+    *,
+    image: str,
+    pyspy: str,
+    ttl: int,
+    samples: int,
+    interval: float,
+    native: bool,
+    locals: bool,
+    timeout: float,
+) -> _Waiting:
+    """Add the pod's ephemeral container (or find the doctor's running one) and, for a reused one,
+    whether its latest round is fresh enough."""
+    started = time.monotonic()
+    namespace, pod_name, target = request.namespace, request.name, request.target
+    if pod is None:
+        raise PodSampleError(f"pod {namespace}/{pod_name} no longer exists")
+    name, ordinal = reusable(pod, target, image)
+    reused = name is not None
+    if name is None:
+        if pod.deletion_timestamp:
+            raise PodSampleError(terminating_why(pod))
+        name = f"{DEBUG_PREFIX}-{target}-{ordinal}"
+        spec = debug_container_spec(
+            name,
+            target,
+            image,
+            pyspy=pyspy,
+            samples=samples,
+            interval=interval,
+            native=native,
+            locals=locals,
+            ttl=ttl,
+        )
+        try:
+            # First a dry run: validation and admission answer without leaving anything in the pod.
+            client.add_ephemeral_container(namespace, pod_name, spec, dry_run=True)
+            client.add_ephemeral_container(namespace, pod_name, spec)
+        except KubeApiError as exc:
+            raise PodSampleError(refusal(exc, namespace, pod_name)) from exc
+    wait = _Waiting(request, pod, name, reused, started, started + max(timeout, START_TIMEOUT))
+    if reused:
+        rounds, last_line = _rounds(_read(client, wait))
+        complete = [r for r in rounds if r[2] is not None]
+        if (
+            complete
+            and last_line
+            and complete[-1][0] >= last_line - timedelta(seconds=DEBUG_PERIOD + FRESH_SLACK)
+        ):
+            wait.cycle = complete[-1][2]  # it began within the last period: as fresh as the next one
+        elif rounds:
+            wait.newer_than = rounds[-1][0]
+    return wait
+
+
+def _read(client: KubeClient, wait: _Waiting) -> str:
+    """The container's log with timestamps: only the last few periods of it (a round is shorter than
+    a period), or from the round awaited on, or all of a new one's."""
+    namespace, pod = wait.request.namespace, wait.request.name
+    if wait.newer_than is not None:  # the round awaited on began then (the node's clock)
+        return client.pod_log(namespace, pod, wait.name, timestamps=True, since_time=wait.newer_than)
+    if wait.reused:
+        return client.pod_log(namespace, pod, wait.name, timestamps=True, since_seconds=DEBUG_PERIOD * 3)
+    return client.pod_log(namespace, pod, wait.name, timestamps=True)  # ours, new: all of it
+
+
+def _advance(client: KubeClient, wait: _Waiting, current: PodInfo | None) -> bool:
+    """One look at a waited-on container, its pod as read now (None: gone): True once its round is
+    read; raises `PodSampleError` when it never will be."""
+    namespace, pod_name, name = wait.request.namespace, wait.request.name, wait.name
+    if current is None:
+        raise PodSampleError(f"pod {namespace}/{pod_name} was deleted while it was being sampled")
+    found = current.status_of(name)
+    status = (found.state, found.reason, found.message) if found else None
+    wait.state = status[0] if status else None
+    if status is not None and status[0] == "waiting" and status[1] in ("ErrImagePull", "ImagePullBackOff"):
+        raise PodSampleError(
+            f"the ephemeral container {name} cannot start: {status[1]} ({status[2]}); "
+            f"set {'PCD_KUBE_DEBUG_IMAGE'} to an image the node can pull"
+        )
+    if current.deletion_timestamp and (status is None or status[0] == "waiting"):
+        raise PodSampleError(f"the ephemeral container {name} will never start: {terminating_why(current)}")
+    if status is not None and status[0] in _STARTED:
+        stamped = _read(client, wait)
+        rounds, _ = _rounds(stamped)
+        done = [r for r in rounds if r[2] is not None and (wait.newer_than is None or r[0] > wait.newer_than)]
+        if done:
+            wait.cycle = done[-1][2]
+            return True
+        if status[0] == "terminated":
+            raise PodSampleError(
+                f"the ephemeral container {name} exited ({status[1]}) without a complete round: "
+                f"{stamped[-500:].strip()}"
+            )
+    if time.monotonic() > wait.deadline:
+        raise PodSampleError(
+            f"the ephemeral container {name} gave no complete round within "
+            f"{wait.deadline - wait.started:.0f} s"
+        )
+    return False
+
+
+def _finish(wait: _Waiting) -> tuple[ContainerSample, str, bool]:
+    """The sample its round gives, as the other modes give it."""
+    assert wait.cycle is not None
+    namespace, pod_name, target = wait.request.namespace, wait.request.name, wait.request.target
+    pod, name, reused = wait.pod, wait.name, wait.reused
+    collected = parse_script_output(wait.cycle.encode())
+    shared: tuple[str, ...] = ()
+    with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
+        if pod.share_process_namespace:
+            flow_spec = pod.spec_of(target)
+            root = flow_root(collected, flow_spec.argv if flow_spec else ())
+            if root is None:
+                raise PodSampleError(
+                    f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace) and no "
+                    f"process in it can be told for container {target}'s main process; run the doctor on "
+                    "the pod's node (node mode), where its cgroup tells its processes"
+                )
+            sample = build_sample(collected, Path(scratch), wait.request.flow_run_id, root)
+            shared = (
+                f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
+                f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
+                "gets signals as any process",
+            )
+        else:
+            sample = build_sample(collected, Path(scratch), wait.request.flow_run_id)
+    notes = (
+        f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
+        + (" (reused: it was still sampling)" if reused else "")
+        + "; an ephemeral container stays in the pod's spec until the pod is deleted",
+        *shared,
+    )
+    sample = dataclasses.replace(
+        sample, method="ephemeral", notes=notes, seconds=round(time.monotonic() - wait.started, 3)
+    )
+    return sample, name, reused
+
+
 def sample_pod(
     client: KubeClient,
     namespace: str,
@@ -198,133 +517,30 @@ def sample_pod(
     timeout: float = 120.0,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[ContainerSample, str, bool]:
-    """Sample the pod's `target` container from an ephemeral container.
+    """Sample one pod's `target` container from an ephemeral container (`sample_pods`).
 
     Returns the sample, the ephemeral container's name, and whether it was reused.
     Raises `PodSampleError` with the API's own answer when the patch is refused.
     """
-    env = os.environ if environ is None else environ
-    started = time.monotonic()
-    pod = client.get_pod(namespace, pod_name)
-    if pod is None:
-        raise PodSampleError(f"pod {namespace}/{pod_name} no longer exists")
-    name, ordinal = reusable(pod, target, image)
-    reused = name is not None
-    if name is None:
-        if pod.deletion_timestamp:
-            raise PodSampleError(terminating_why(pod))
-        name = f"{DEBUG_PREFIX}-{target}-{ordinal}"
-        spec = debug_container_spec(
-            name,
-            target,
-            image,
-            pyspy=env.get(PYSPY_ENV) or "py-spy",
-            samples=samples,
-            interval=interval,
-            native=native,
-            locals=locals,
-            ttl=int(env.get(TTL_ENV) or DEBUG_TTL),
-        )
-        try:
-            # First a dry run: validation and admission answer without leaving anything in the pod.
-            client.add_ephemeral_container(namespace, pod_name, spec, dry_run=True)
-            client.add_ephemeral_container(namespace, pod_name, spec)
-        except KubeApiError as exc:
-            raise PodSampleError(refusal(exc, namespace, pod_name)) from exc
-    # Logs are read with their timestamps, and only the last few periods of them (a round is
-    # shorter than a period): a round newer than `newer_than` will do.
-    window = DEBUG_PERIOD * 3
-    newer_than: datetime | None = None
-    cycle: str | None = None
-
-    def read() -> str:
-        if newer_than is not None:  # the round awaited on began then (the node's clock)
-            return client.pod_log(namespace, pod_name, name, timestamps=True, since_time=newer_than)
-        if reused:
-            return client.pod_log(namespace, pod_name, name, timestamps=True, since_seconds=window)
-        return client.pod_log(namespace, pod_name, name, timestamps=True)  # ours, new: all of it
-
-    if reused:
-        rounds, last_line = _rounds(read())
-        complete = [r for r in rounds if r[2] is not None]
-        if (
-            complete
-            and last_line
-            and complete[-1][0] >= last_line - timedelta(seconds=DEBUG_PERIOD + FRESH_SLACK)
-        ):
-            cycle = complete[-1][2]  # it began within the last period: as fresh as the next one
-        elif rounds:
-            newer_than = rounds[-1][0]
-    deadline = started + max(timeout, START_TIMEOUT)
-    while cycle is None:
-        current, status = _status(client, namespace, pod_name, name)
-        if (
-            status is not None
-            and status[0] == "waiting"
-            and status[1] in ("ErrImagePull", "ImagePullBackOff")
-        ):
-            raise PodSampleError(
-                f"the ephemeral container {name} cannot start: {status[1]} ({status[2]}); "
-                f"set {'PCD_KUBE_DEBUG_IMAGE'} to an image the node can pull"
-            )
-        if current.deletion_timestamp and (status is None or status[0] == "waiting"):
-            raise PodSampleError(
-                f"the ephemeral container {name} will never start: {terminating_why(current)}"
-            )
-        if status is not None and status[0] in ("running", "terminated"):
-            stamped = read()
-            rounds, _ = _rounds(stamped)
-            done = [r for r in rounds if r[2] is not None and (newer_than is None or r[0] > newer_than)]
-            if done:
-                cycle = done[-1][2]
-                break
-            if status[0] == "terminated":
-                raise PodSampleError(
-                    f"the ephemeral container {name} exited ({status[1]}) without a complete round: "
-                    f"{stamped[-500:].strip()}"
-                )
-        if time.monotonic() > deadline:
-            raise PodSampleError(
-                f"the ephemeral container {name} gave no complete round within {deadline - started:.0f} s"
-            )
-        time.sleep(0.5)
-    assert cycle is not None
-    collected = parse_script_output(cycle.encode())
-    shared: tuple[str, ...] = ()
-    with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
-        if pod.share_process_namespace:
-            flow_spec = pod.spec_of(target)
-            root = flow_root(collected, flow_spec.argv if flow_spec else ())
-            if root is None:
-                raise PodSampleError(
-                    f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace) and no "
-                    f"process in it can be told for container {target}'s main process; run the doctor on "
-                    "the pod's node (node mode), where its cgroup tells its processes"
-                )
-            sample = build_sample(collected, Path(scratch), flow_run_id, root)
-            shared = (
-                f"pod {namespace}/{pod_name} shares one PID namespace (shareProcessNamespace): PID 1 is the "
-                f"pod's /pause; container {target}'s main process is PID {root}, and not being PID 1 it "
-                "gets signals as any process",
-            )
-        else:
-            sample = build_sample(collected, Path(scratch), flow_run_id)
-    notes = (
-        f"sampled from ephemeral container {name} of pod {namespace}/{pod_name}"
-        + (" (reused: it was still sampling)" if reused else "")
-        + "; an ephemeral container stays in the pod's spec until the pod is deleted",
-        *shared,
+    (outcome,) = sample_pods(
+        client,
+        [PodRequest(namespace, pod_name, target, flow_run_id=flow_run_id)],
+        image=image,
+        samples=samples,
+        interval=interval,
+        native=native,
+        locals=locals,
+        timeout=timeout,
+        environ=environ,
     )
-    sample = dataclasses.replace(
-        sample, method="ephemeral", notes=notes, seconds=round(time.monotonic() - started, 3)
-    )
-    return sample, name, reused
+    if isinstance(outcome, KubeError):
+        raise outcome
+    return outcome
 
 
-def sample_pod_job(
+def sample_pod_jobs(
     session: KubeSession,
-    location: Location,
-    run_id: str | None,
+    located: list[tuple[Location, str | None]],
     *,
     image: str,
     samples: int,
@@ -332,31 +548,43 @@ def sample_pod_job(
     native: bool,
     locals: bool,
     timeout: float,
-) -> tuple[Location, ContainerSample | None]:
-    """Sample a located pod (attach "ephemeral") with the debug `image` (`--debug-image`, "": none
-    chosen); a refusal becomes the location's `unreachable`."""
-    pod = location.pod
-    assert pod is not None and pod.name is not None and pod.container is not None
+    progress: ProgressFn | None = None,
+) -> list[tuple[Location, ContainerSample | None]]:
+    """Sample located pods (attach "ephemeral", each with its run's id) together with the debug
+    `image` (`--debug-image`, "": none chosen); a pod's refusal becomes its location's `unreachable`."""
+    requests = []
+    for location, run_id in located:
+        pod = location.pod
+        assert pod is not None and pod.name is not None and pod.container is not None
+        requests.append(PodRequest(pod.namespace, pod.name, pod.container, pod.job, run_id))
+    outcomes: Sequence[tuple[ContainerSample, str, bool] | KubeError | KubeConfigError]
     try:
-        sampled, name, _ = sample_pod(
+        outcomes = sample_pods(
             session.client(),
-            pod.namespace,
-            pod.name,
-            pod.container,
+            requests,
             image=image,
-            flow_run_id=run_id,
             samples=samples,
             interval=interval,
             native=native,
             locals=locals,
             timeout=timeout,
+            progress=progress,
         )
-    except (KubeError, KubeConfigError) as exc:
-        why = str(exc) + (f"; {exc.hint}" if exc.hint else "")
-        return dataclasses.replace(location, unreachable=why), None
-    containers = pod.ephemeral_containers + ((name,) if name not in pod.ephemeral_containers else ())
-    facts = dataclasses.replace(pod, debug_container=name, ephemeral_containers=containers)
-    return dataclasses.replace(location, pod=facts), sampled
+    except KubeConfigError as exc:
+        outcomes = [exc] * len(requests)
+    results: list[tuple[Location, ContainerSample | None]] = []
+    for (location, _), outcome in zip(located, outcomes, strict=True):
+        if isinstance(outcome, (KubeError, KubeConfigError)):
+            why = str(outcome) + (f"; {outcome.hint}" if outcome.hint else "")
+            results.append((dataclasses.replace(location, unreachable=why), None))
+            continue
+        sampled, name, _ = outcome
+        pod = location.pod
+        assert pod is not None
+        containers = pod.ephemeral_containers + ((name,) if name not in pod.ephemeral_containers else ())
+        facts = dataclasses.replace(pod, debug_container=name, ephemeral_containers=containers)
+        results.append((dataclasses.replace(location, pod=facts), sampled))
+    return results
 
 
 def flow_root(collected: ScriptOutput, argv: tuple[str, ...]) -> int | None:
@@ -437,17 +665,6 @@ def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
     return f"the API refused the ephemeral container ({said})"
 
 
-def _status(
-    client: KubeClient, namespace: str, pod: str, name: str
-) -> tuple[PodInfo, tuple[str, str | None, str | None] | None]:
-    """The pod now, and the state, reason and message of its container `name` (None: not reported)."""
-    current = client.get_pod(namespace, pod)
-    if current is None:
-        raise PodSampleError(f"pod {namespace}/{pod} was deleted while it was being sampled")
-    status = current.status_of(name)
-    return current, ((status.state, status.reason, status.message) if status else None)
-
-
 def _rounds(stamped: str) -> tuple[list[tuple[datetime, int, str | None]], datetime | None]:
     """A log read with timestamps=true: each round's start, ordinal and text (None while it is not
     complete), oldest first; and the time of its last line."""
@@ -488,11 +705,13 @@ __all__ = [
     "PARALLEL_PODS",
     "PYSPY_ENV",
     "TTL_ENV",
+    "PodRequest",
     "PodSampleError",
     "debug_container_spec",
     "flow_root",
     "refusal",
     "reusable",
     "sample_pod",
-    "sample_pod_job",
+    "sample_pod_jobs",
+    "sample_pods",
 ]

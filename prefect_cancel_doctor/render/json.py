@@ -14,25 +14,25 @@ LIBRARY_FRAMES_KEPT = 5
 
 
 def render_json(report: Report, out: TextIO, *, samples_detail: bool = False) -> None:
-    """Write the JSON document (see README, "The JSON document").
+    """Write the JSON document (see docs/json.md).
 
-    Each process's `threads` holds its latest py-spy sample only (a one-item
-    list), and each thread's `frames` end at its outermost user frame (the
-    engine's machinery below it is counted in `frames_omitted`);
-    `samples_detail` keeps the whole series and every frame, which is most of
-    the document's size (~50 KB a run at 5 samples).
+    By default the latest py-spy sample is written once, as the run's flat `threads`, and
+    each process says how many samples were taken (`samples`) instead of repeating them;
+    each thread's `frames` end at its outermost user frame (the engine's machinery below it
+    is counted in `frames_omitted`). `samples_detail` keeps each process's whole series
+    (`threads`, one list per sample) and every frame: ~50 KB a run at 5 samples.
     """
     if samples_detail:
         write_json(report.to_dict(), out)
         return
     document = latest_samples(report).to_dict()
-    for run in document["runs"]:
+    for run, diagnosis in zip(document["runs"], report.runs, strict=True):
         for thread in run.get("threads") or ():
             _trim(thread)
-        for process in (run.get("target") or {}).get("processes") or ():
-            for dump in process.get("threads") or ():
-                for thread in dump:
-                    _trim(thread)
+        processes = diagnosis.target.processes if diagnosis.target else ()
+        for entry, process in zip((run.get("target") or {}).get("processes") or (), processes, strict=True):
+            del entry["threads"]  # the latest sample is the run's `threads`
+            entry["samples"] = len(process.dumps)
     write_json(document, out)
 
 

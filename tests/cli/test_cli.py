@@ -151,7 +151,8 @@ def test_inspect_json_stdout_is_only_json(tmp_path: Path, clean_env: dict[str, s
         assert verdict["blocking_call"]["line"] == 3
         assert document["schema_version"] == 1
         (process,) = document["runs"][0]["target"]["processes"]
-        assert len(process["threads"]) == 1, "only the latest sample by default"
+        assert process["samples"] == 2 and "threads" not in process, "the latest sample only, once"
+        assert {t["pid"] for t in document["runs"][0]["threads"]} == {child.pid}
         detailed = run_cli(
             "inspect",
             "--pid",

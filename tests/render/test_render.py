@@ -77,8 +77,7 @@ def test_json_is_the_model_serialized() -> None:
     assert entry["verdict"]["blocking_call"]["kind"] == "sleep"
     process_entry = entry["target"]["processes"][0]
     assert process_entry["role"] == "engine"
-    assert isinstance(process_entry["threads"], list)  # one list of threads per sample
-    assert process_entry["threads"][0][0]["frames"][0]["function"] == "wait_forever"
+    assert process_entry["samples"] == 3 and "threads" not in process_entry  # the latest is the run's
 
 
 def test_json_keeps_the_latest_sample_of_each_process_unless_asked_for_every_sample() -> None:
@@ -91,11 +90,14 @@ def test_json_keeps_the_latest_sample_of_each_process_unless_asked_for_every_sam
     detailed = json.loads(out.getvalue())
     (latest_process,) = latest["runs"][0]["target"]["processes"]
     (detailed_process,) = detailed["runs"][0]["target"]["processes"]
-    assert len(latest_process["threads"]) == 1 and len(detailed_process["threads"]) == 3
-    assert latest_process["threads"][0] == detailed_process["threads"][-1]
+    assert "threads" not in latest_process and latest_process["samples"] == 3
+    assert len(detailed_process["threads"]) == 3
+    flat = [{k: v for k, v in t.items() if k not in ("pid", "role")} for t in latest["runs"][0]["threads"]]
+    assert flat == detailed_process["threads"][-1], "the run's flat threads are the latest sample"
     assert len(process.dumps) == 3, "the report itself is not changed"
     # everything but the series is the same document
-    detailed_process["threads"] = detailed_process["threads"][-1:]
+    del detailed_process["threads"]
+    latest_process.pop("samples")
     assert latest == detailed
 
 
@@ -200,7 +202,7 @@ def test_json_stacks_end_at_the_outermost_user_frame_unless_samples_detail() -> 
     assert [f["function"] for f in flat[0]["frames"]] == ["wait", "load", "etl"]
     assert flat[0]["frames_omitted"] == 30
     assert len(flat[1]["frames"]) == 5 and flat[1]["frames_omitted"] == 15
-    assert lean["runs"][0]["target"]["processes"][0]["threads"][0][0]["frames_omitted"] == 30
+    assert "threads" not in lean["runs"][0]["target"]["processes"][0]
     assert (
         len(full["runs"][0]["threads"][0]["frames"]) == 33
         and "frames_omitted" not in full["runs"][0]["threads"][0]

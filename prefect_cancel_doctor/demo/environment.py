@@ -55,7 +55,7 @@ from prefect_cancel_doctor.demo.harness import (
     pid_alive,
     process_environ,
 )
-from prefect_cancel_doctor.model import CallKind, Cause, Delivered, ResourceKind, WorkerStatus
+from prefect_cancel_doctor.model import CallKind, Cause, Delivered, ResourceKind, WorkerInfo, WorkerStatus
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -472,7 +472,8 @@ def _stuck_run(harness: LocalPrefect, item: _Staged, flows_dir: Path) -> StuckRu
 
 def _heartbeats_show_dead_before_cancel(harness: LocalPrefect, item: _Staged, run: FlowRun) -> bool:
     """Whether the API's records prove the run's worker stopped before its cancel: the worker's last
-    heartbeat came more than one heartbeat interval before the run entered Cancelling.
+    heartbeat came longer before the run entered Cancelling than a live worker goes between two
+    (Prefect jitters the interval up to 1.3 times, and the call itself takes time).
 
     A `WORKER_DEAD_BEFORE_CANCEL` run is cancelled right after its worker is killed, usually within
     the heartbeat that follows, and then no record can tell whether the worker saw the cancel. On a
@@ -483,7 +484,7 @@ def _heartbeats_show_dead_before_cancel(harness: LocalPrefect, item: _Staged, ru
     if known is None or known.last_heartbeat_time is None:
         return False
     gap: float = (run.state.timestamp - known.last_heartbeat_time).total_seconds()
-    return gap > WORKER_HEARTBEAT_SECONDS
+    return gap > WorkerInfo("", None, None, None, WORKER_HEARTBEAT_SECONDS).heartbeat_due_seconds
 
 
 def _verify(harness: LocalPrefect, runs: list[StuckRun]) -> None:

@@ -289,25 +289,27 @@ def heartbeat_against_cancel(worker: WorkerInfo, run: FlowRunRef | None) -> tupl
     stopped before the cancel for sure).
 
     A heartbeat every N s says only that the worker stopped somewhere between its last heartbeat and
-    the next one due; "before the cancel" only when that whole span ends before the cancel."""
+    the next one due (Prefect jitters the interval: `WorkerInfo.heartbeat_due_seconds`); "before the
+    cancel" only when that whole span ends before the cancel."""
     if run is None or run.cancelling_for_seconds is None or worker.seconds_since_heartbeat is None:
         return None
     if not worker.heartbeat_is_stale:
         return None
     interval = worker.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
+    due = worker.heartbeat_due_seconds
     before = worker.seconds_since_heartbeat - run.cancelling_for_seconds
-    if before > interval:
+    if before > due:
         return (
             f"worker {worker.name} sent its last heartbeat {seconds_text(before)} before the run entered "
-            f"Cancelling and missed the next, due {seconds_text(interval)} later: "
-            "it stopped before the cancel",
+            f"Cancelling and missed the next, due at most {seconds_text(due)} later "
+            f"(every {seconds_text(interval)}, jittered): it stopped before the cancel",
             True,
         )
     if before > 0:
         return (
             f"worker {worker.name} sent its last heartbeat {seconds_text(before)} before the run entered "
-            f"Cancelling and none since; with a heartbeat every {seconds_text(interval)} it stopped between "
-            f"{seconds_text(before)} before and {seconds_text(interval - before)} after the cancel: "
+            f"Cancelling and none since; with the next due at most {seconds_text(due)} after it, it stopped "
+            f"between {seconds_text(before)} before and {seconds_text(due - before)} after the cancel: "
             "it may have "
             "seen the cancel and signalled the flow before it died",
             False,

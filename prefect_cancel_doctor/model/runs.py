@@ -8,6 +8,11 @@ from prefect_cancel_doctor.model.vocabulary import LabelValue, StateType, Worker
 
 #: A worker's heartbeat interval when the API does not give one (PREFECT_WORKER_HEARTBEAT_SECONDS).
 DEFAULT_HEARTBEAT_SECONDS = 30.0
+#: Prefect's worker sleeps a random 0.7-1.3 intervals between heartbeats (`critical_service_loop`'s
+#: `jitter_range=0.3` in prefect/workers/base.py), after the heartbeat call itself returns.
+HEARTBEAT_JITTER = 0.3
+#: What the heartbeat call itself may take before the server records it (a busy API).
+HEARTBEAT_CALL_SLACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,17 @@ class WorkerInfo:
     heartbeat_interval_seconds: float | None = None
 
     @property
-    def heartbeat_is_stale(self) -> bool:
-        """More than 1.5 intervals without a heartbeat: the API may still say ONLINE for up to
-        three missed ones, but a live worker would have sent one by now."""
+    def heartbeat_due_seconds(self) -> float:
+        """The longest a live worker goes between two heartbeats the server records."""
         interval = self.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
-        return self.seconds_since_heartbeat is not None and self.seconds_since_heartbeat > 1.5 * interval
+        return interval * (1 + HEARTBEAT_JITTER) + HEARTBEAT_CALL_SLACK_SECONDS
+
+    @property
+    def heartbeat_is_stale(self) -> bool:
+        """No heartbeat for longer than a live worker goes without one: the API may still say
+        ONLINE for up to three missed intervals, but a live worker would have sent one by now."""
+        since = self.seconds_since_heartbeat
+        return since is not None and since > self.heartbeat_due_seconds
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from prefect_cancel_doctor.kinds.process.locate import adopter_of, runner_of
-from prefect_cancel_doctor.model import Cause
+from prefect_cancel_doctor.model import Cause, WorkerInfo
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.scan.engine import Options, inspect_pid
 from tests.helpers import clean_environ, run_cli
@@ -267,17 +267,18 @@ def adopted(demo_environment: DemoEnvironment, tmp_path: Path) -> Iterator[Adopt
 
 
 def _wait_past_last_heartbeat(environment: DemoEnvironment, worker: str) -> None:
-    """Until two heartbeat intervals have passed since the dead worker's last heartbeat: the
-    worker died before the cancel, and its heartbeat reads stale (over 1.5 intervals) at the scan."""
+    """Until the dead worker's next heartbeat is overdue (Prefect jitters it: `heartbeat_due_seconds`):
+    the worker died before the cancel, and its heartbeat reads stale at the scan."""
     harness = environment.harness
+    overdue = WorkerInfo("", None, None, None, HEARTBEAT_SECONDS).heartbeat_due_seconds + 1
 
     def past() -> bool:
         known = [w for w in harness.workers_of_pool(POOL) if w.name == worker]
         last = known[0].last_heartbeat_time if known else None
         assert last is not None, f"worker {worker} never heartbeated"
-        return time.time() > last.timestamp() + 2 * HEARTBEAT_SECONDS
+        return time.time() > last.timestamp() + overdue
 
-    harness.wait_until(past, 2 * HEARTBEAT_SECONDS + 15, "two heartbeat intervals of the dead worker")
+    harness.wait_until(past, overdue + 15, "the dead worker's next heartbeat to be overdue")
 
 
 def test_a_flow_adopted_by_a_subreaper_after_its_worker_was_killed(adopted: Adopted, tmp_path: Path) -> None:

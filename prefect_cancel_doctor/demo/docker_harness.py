@@ -401,6 +401,40 @@ def build_image(client: DockerClient, tag: str, owner: str) -> str:
     return f"{IMAGE_REPOSITORY}:{tag}"
 
 
+def staging_dirs(workdir: Path, prefix: str, files: Iterable[Path]) -> tuple[Path, Path, list[str]]:
+    """`<prefix>-flows` with a copy of each of `files`, and `<prefix>-ready` for the flows' ready files
+    (writable by any user: a container's user writes there); and the mounts that show this interpreter
+    and both directories in a container, at the same paths."""
+    flows_dir = workdir / f"{prefix}-flows"
+    ready_dir = workdir / f"{prefix}-ready"
+    flows_dir.mkdir(exist_ok=True)
+    ready_dir.mkdir(exist_ok=True)
+    ready_dir.chmod(0o777)
+    for path in files:
+        shutil.copy2(path, flows_dir / path.name)
+    return flows_dir, ready_dir, [*host_mounts([flows_dir]), f"{ready_dir}:{ready_dir}"]
+
+
+def create_host_container(
+    client: DockerClient,
+    image: str,
+    command: Sequence[str],
+    mounts: Sequence[str],
+    labels: Mapping[str, str],
+    *,
+    env: Sequence[str] = (),
+    name: str | None = None,
+) -> str:
+    """A container of `image` that runs `command` on the host's network with `mounts` bound, created
+    and not started; its id."""
+    config: dict[str, Any] = {"Image": image, "Cmd": list(command)}
+    if env:
+        config["Env"] = list(env)
+    config["Labels"] = dict(labels)
+    config["HostConfig"] = {"NetworkMode": "host", "Binds": list(mounts), "AutoRemove": False}
+    return client.create(config, name=name)
+
+
 def check_image(
     client: DockerClient,
     image: str,
@@ -410,13 +444,12 @@ def check_image(
 ) -> float:
     """`docker run --rm --network host IMAGE python -c 'import prefect'`; returns the seconds it took."""
     started = time.monotonic()
-    container = client.create(
-        {
-            "Image": image,
-            "Cmd": [f"{sys.prefix}/bin/python", "-c", "import prefect; print(prefect.__version__)"],
-            "Labels": dict(labels or {}),
-            "HostConfig": {"NetworkMode": "host", "Binds": list(mounts), "AutoRemove": False},
-        }
+    container = create_host_container(
+        client,
+        image,
+        [f"{sys.prefix}/bin/python", "-c", "import prefect; print(prefect.__version__)"],
+        mounts,
+        labels or {},
     )
     try:
         client.start(container)
@@ -663,14 +696,7 @@ def _stage(
     stages = StageClock()
     timings, lap = stages.timings, stages.lap
 
-    flows_dir = harness.workdir / "docker-flows"
-    ready_dir = harness.workdir / "docker-ready"
-    flows_dir.mkdir(exist_ok=True)
-    ready_dir.mkdir(exist_ok=True)
-    ready_dir.chmod(0o777)
-    for scenario in scenarios:
-        shutil.copy2(scenario.path, flows_dir / scenario.file)
-    mounts = [*host_mounts([flows_dir]), f"{ready_dir}:{ready_dir}"]
+    flows_dir, ready_dir, mounts = staging_dirs(harness.workdir, "docker", (s.path for s in scenarios))
 
     image = build_image(client, owner, owner)
     lap("image_import")
@@ -961,6 +987,7 @@ __all__ = [
     "StuckContainerRun",
     "build_image",
     "check_image",
+    "create_host_container",
     "docker_demo_environment",
     "host_mounts",
     "image_path_env",
@@ -968,5 +995,6 @@ __all__ = [
     "remove_session",
     "rootfs_tarball",
     "select_docker_scenarios",
+    "staging_dirs",
     "start_docker_worker",
 ]

@@ -26,7 +26,6 @@ import enum
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -43,9 +42,10 @@ from prefect_cancel_doctor.demo.docker_harness import (
     OWNER_LABEL,
     SCENARIO_LABEL,
     build_image,
-    host_mounts,
+    create_host_container,
     remove_leftovers,
     remove_session,
+    staging_dirs,
 )
 from prefect_cancel_doctor.demo.harness import HarnessError, LocalPrefect, StageClock, StagedEnvironment
 from prefect_cancel_doctor.errors import ConfigurationError
@@ -573,15 +573,10 @@ def _stage(
     from prefect.exceptions import ObjectAlreadyExists
 
     clock = StageClock()
-    flows_dir = harness.workdir / "ecs-flows"
-    ready_dir = harness.workdir / "ecs-ready"
-    flows_dir.mkdir(exist_ok=True)
-    ready_dir.mkdir(exist_ok=True)
-    ready_dir.chmod(0o777)
+    flows_dir, ready_dir, mounts = staging_dirs(
+        harness.workdir, "ecs", (s.path for s in scenarios if s.path is not None)
+    )
     (flows_dir / "ecs_flow.py").write_text(FLOW)
-    for scenario in scenarios:
-        if scenario.path is not None:
-            shutil.copy2(scenario.path, flows_dir / scenario.file)
     with contextlib.suppress(ObjectAlreadyExists):
         harness.client.create_work_pool(WorkPoolCreate(name=ECS_POOL, type="ecs", base_job_template={}))
     deployments: dict[str, str] = {}
@@ -602,7 +597,7 @@ def _stage(
     clock.lap("deploy")
 
     on_host = [item for item in staged if item.scenario.on_host]
-    image, mounts = "", [*host_mounts([flows_dir]), f"{ready_dir}:{ready_dir}"]
+    image = ""
     if on_host:
         assert docker is not None
         image = build_image(docker, owner, owner)
@@ -671,28 +666,27 @@ def _submit(
     )
     _record_infrastructure(harness, item)
     revision = definition.rsplit(":", 1)[-1]
-    item.container_id = docker.create(
+    item.container_id = create_host_container(
+        docker,
+        image,
+        [f"{sys.prefix}/bin/python", "-m", "prefect.engine"],
+        mounts,
         {
-            "Image": image,
-            "Cmd": [f"{sys.prefix}/bin/python", "-m", "prefect.engine"],
-            "Env": [
-                f"PREFECT_API_URL={harness.api_url}",
-                f"PREFECT__FLOW_RUN_ID={item.run_id}",
-                "PREFECT_HOME=/tmp/prefect-home",
-                "PREFECT_LOGGING_COLORS=false",
-                "PYTHONUNBUFFERED=1",
-            ],
-            "Labels": {
-                TASK_ARN_LABEL: item.task_arn,
-                CONTAINER_NAME_LABEL: CONTAINER,
-                CLUSTER_LABEL: CLUSTER,
-                FAMILY_LABEL: FAMILY,
-                VERSION_LABEL: revision,
-                OWNER_LABEL: owner,
-                SCENARIO_LABEL: scenario.name,
-            },
-            "HostConfig": {"NetworkMode": "host", "Binds": mounts, "AutoRemove": False},
+            TASK_ARN_LABEL: item.task_arn,
+            CONTAINER_NAME_LABEL: CONTAINER,
+            CLUSTER_LABEL: CLUSTER,
+            FAMILY_LABEL: FAMILY,
+            VERSION_LABEL: revision,
+            OWNER_LABEL: owner,
+            SCENARIO_LABEL: scenario.name,
         },
+        env=[
+            f"PREFECT_API_URL={harness.api_url}",
+            f"PREFECT__FLOW_RUN_ID={item.run_id}",
+            "PREFECT_HOME=/tmp/prefect-home",
+            "PREFECT_LOGGING_COLORS=false",
+            "PYTHONUNBUFFERED=1",
+        ],
         # The ECS agent's names: ecs-<family>-<revision>-<container>-<random>.
         name=f"ecs-{FAMILY}-{revision}-{CONTAINER}-{scenario.name.replace('_', '-')}-{owner}",
     )

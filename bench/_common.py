@@ -286,6 +286,29 @@ def client_env(prefect: LocalPrefect) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def autopilot_home(
+    prefix: str, api_url: str, host: str, policy: str
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A temporary home for an `agent --autopilot` of a benchmark: the policy file, written in it, and
+    the agent's environment (`api_url`, its own PREFECT_HOME and state, `host`), without this shell's
+    PREFECT_ and PCD_ settings. Removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        home = Path(tmp)
+        path = home / "policy.toml"
+        path.write_text(policy)
+        yield (
+            path,
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))},
+                "PREFECT_API_URL": api_url,
+                "PREFECT_HOME": str(home / "prefect"),
+                "XDG_STATE_HOME": str(home / "state"),
+                "PCD_HOST": host,
+            },
+        )
+
+
 # -- stuck targets -------------------------------------------------------------
 
 

@@ -25,14 +25,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 
-from bench._common import REPO, Row, log, print_table
+from bench._common import REPO, Row, autopilot_home, log, print_table
 from prefect_cancel_doctor.core.durations import parse_duration
 from prefect_cancel_doctor.demo.harness import CANCELLING_TIMEOUT_MESSAGE, LocalPrefect
 
@@ -94,16 +93,7 @@ def main() -> None:
             assert state is not None and state.timestamp is not None
             cancelled[pool] = state.timestamp.timestamp()
         log("two orphans: both runs Cancelled, both writers writing on")
-        with tempfile.TemporaryDirectory(prefix="pcd-bench-autopilot-") as home:
-            policy = Path(home) / "bench.toml"
-            policy.write_text(POLICY)
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))},
-                "PREFECT_API_URL": prefect.api_url,
-                "PREFECT_HOME": str(Path(home) / "prefect"),
-                "XDG_STATE_HOME": str(Path(home) / "state"),
-                "PCD_HOST": HOST,
-            }
+        with autopilot_home("pcd-bench-autopilot-", prefect.api_url, HOST, POLICY) as (policy, env):
             argv = [sys.executable, "-m", "prefect_cancel_doctor", "agent", "--autopilot", str(policy)]
             argv += ["--interval", args.interval, "--samples", "1"]
             with (prefect.logs_dir / "agent.log").open("wb") as out:

@@ -18,17 +18,14 @@ Cancelled, which releases the slot; the next run starts.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 
-from bench._common import Row, log, print_table
+from bench._common import Row, autopilot_home, log, print_table
 from prefect_cancel_doctor.demo.catalog import SCENARIO_DIR
 from prefect_cancel_doctor.demo.harness import LocalPrefect
 
@@ -87,16 +84,7 @@ def main() -> None:
         waiting_state = f"{waiting.type.value} ({waiting.name})"
         assert waiting.type.value == "SCHEDULED", f"the next run did not wait: {waiting_state}"
         log(f"after {args.wait:g} s the next run is still {waiting_state}; one autopilot cycle now")
-        with tempfile.TemporaryDirectory(prefix="pcd-bench-slots-") as home:
-            policy = Path(home) / "slots.toml"
-            policy.write_text(POLICY)
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))},
-                "PREFECT_API_URL": prefect.api_url,
-                "PREFECT_HOME": str(Path(home) / "prefect"),
-                "XDG_STATE_HOME": str(Path(home) / "state"),
-                "PCD_HOST": HOST,
-            }
+        with autopilot_home("pcd-bench-slots-", prefect.api_url, HOST, POLICY) as (policy, env):
             argv = [
                 sys.executable,
                 "-m",

@@ -2,8 +2,9 @@
 
 Each refresh is a cheap scan: one plain (not native) py-spy dump per process and /proc,
 so watching costs a target about what one `scan --no-native --samples 1` does (see
-bench/watch.py). A run that leaves Cancelling stays in view with its final state, and every
-time shown of it is the API's (its state's timestamp), never this host's clock.
+bench/watch.py); what located a run is kept until it changes (`scan.memo`). A run that
+leaves Cancelling stays in view with its final state, and every time shown of it is the
+API's (its state's timestamp), never this host's clock.
 On a terminal the view is redrawn (rich `Live`); otherwise one line is printed per change.
 """
 
@@ -165,12 +166,17 @@ def watch(
 
 
 def refresher(api: PrefectApi, options: Options, runs: list[str]) -> Callable[[], Report]:
-    """One refresh: a scan of every run in Cancelling, or a diagnosis of each run named."""
+    """One refresh: a scan of every run in Cancelling, or a diagnosis of each run named.
+
+    The scan keeps what the previous refresh located where nothing of it changed (`scan.memo`)."""
     from prefect_cancel_doctor.scan.engine import diagnose_run, scan
+    from prefect_cancel_doctor.scan.memo import Memo
+
+    memo = Memo()
 
     def refresh() -> Report:
         if not runs:
-            return scan(api, options)
+            return scan(api, options, memo=memo)
         found = tuple(d for run in runs for d in diagnose_run(api, run, options).runs)
         return Report(api.url, datetime.now(timezone.utc).isoformat(), found)
 

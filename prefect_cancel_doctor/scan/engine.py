@@ -56,6 +56,7 @@ from prefect_cancel_doctor.sample import (
     handler,
     sample_many,
 )
+from prefect_cancel_doctor.scan.memo import Memo
 from prefect_cancel_doctor.scan.run_names import find_run
 
 _T = TypeVar("_T")
@@ -73,10 +74,12 @@ def scan(
     options: Options,
     progress: ProgressFn = _no_progress,
     cancelling: list[FlowRun] | None = None,
+    memo: Memo | None = None,
 ) -> Report:
     """Every run in CANCELLING, plus orphans: final-state runs whose processes still run.
 
-    `cancelling`: the runs in Cancelling, where the caller has just read them.
+    `cancelling`: the runs in Cancelling, where the caller has just read them. `memo`: what the
+    previous scan of the same caller kept (`watch`), re-read only where it changed.
     """
     progress("querying the Prefect API for runs in Cancelling", 0, 0)
     since = datetime.now(timezone.utc) - options.since
@@ -85,12 +88,18 @@ def scan(
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         cancelling_page = requests.submit(api.cancelling_runs) if cancelling is None else None
         cancelled_page = requests.submit(api.runs_ended_since, since, [StateType.CANCELLED])
-        names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
+        if memo is not None and memo.names:
+            names = {kind: _done(dict(known)) for kind, known in memo.names.items()}
+        else:
+            names = {kind: requests.submit(api.cancelling_names, kind) for kind in ("flows", "deployments")}
         unreadable: list[int] = []
-        index = procfs.flow_run_processes(options.proc_root, unreadable)
+        if memo is None:
+            index = procfs.flow_run_processes(options.proc_root, unreadable)
         if cancelling_page is not None:
             cancelling = cancelling_page.result()
         assert cancelling is not None
+        if memo is not None:
+            index, unreadable = memo.index(cancelling, cancelled_page.result(), options.proc_root)
         seen = {r.id for r in cancelling}
         candidates = [r for r in cancelled_page.result() if r.id not in seen]
         local_ids = set(index) - seen - {r.id for r in candidates}
@@ -98,7 +107,7 @@ def scan(
         # A final-state run is reported only when something of it still runs here.
         here = Here(index, options)
         orphans = [r for r in candidates if index.get(r.id) or _kind(r).may_still_run(r, here)]
-        jobs = _jobs(api, requests, cancelling + orphans, here, names)
+        jobs = _jobs(api, requests, cancelling + orphans, here, names, memo=memo)
     jobs = [
         j
         for j in jobs
@@ -238,6 +247,7 @@ def _jobs(
     here: Here,
     known_names: dict[str, Future[dict[str, str]]] | None = None,
     histories: dict[str, list[State]] | None = None,
+    memo: Memo | None = None,
 ) -> list[Job]:
     """Locate each run, and read (together) the names and the workers its verdict uses.
 
@@ -253,9 +263,10 @@ def _jobs(
         _names, api, "deployments", [r.deployment_id for r in runs], known.get("deployments")
     )
     refs = [parse_infrastructure_pid(r.infrastructure_pid) for r in runs]
+    kept = {r.id: found for r in runs if memo is not None and (found := memo.kept(r)) is not None}
     wanted: set[str] = set()
     for kind in KINDS:
-        mine = [r for r, ref in zip(runs, refs, strict=True) if ref.kind == kind.infra]
+        mine = [r for r, ref in zip(runs, refs, strict=True) if ref.kind == kind.infra and r.id not in kept]
         if mine:
             wanted |= kind.prepare(mine, here)
     if wanted:
@@ -264,17 +275,21 @@ def _jobs(
     together = {
         i: requests.submit(kind_of(ref.kind).locate, runs[i], ref, here)
         for i, ref in enumerate(refs)
-        if kind_of(ref.kind).concurrent
+        if kind_of(ref.kind).concurrent and runs[i].id not in kept
     }
     locations = [
-        together[i].result() if i in together else kind_of(ref.kind).locate(runs[i], ref, here)
+        kept[runs[i].id][0]
+        if runs[i].id in kept
+        else together[i].result()
+        if i in together
+        else kind_of(ref.kind).locate(runs[i], ref, here)
         for i, ref in enumerate(refs)
     ]
     diagnosed_here = [r for r, location in zip(runs, locations, strict=True) if location.unreachable is None]
     pools = {r.work_pool_name for r in diagnosed_here if r.work_pool_name}
     workers = {pool: requests.submit(api.pool_workers, pool) for pool in sorted(pools)}
     # The timeline of a run diagnosed here: its state history and logs (one request each).
-    known_histories = histories or {}
+    known_histories = (histories or {}) | {run_id: found[1] for run_id, found in kept.items() if found[1]}
     history = {
         r.id: requests.submit(_story, api.state_history, r.id)
         for r in diagnosed_here
@@ -295,7 +310,17 @@ def _jobs(
         )
         lines = logs[r.id].result() if r.id in logs else None
         jobs.append(Job(ref, location, [], history=states, logs=lines or [], logs_read=lines is not None))
+    if memo is not None:
+        memo.names = {"flows": flows.result(), "deployments": deployments.result()}
+        memo.remember(runs, locations, {j.run.id: j.history for j in jobs if j.run}, here.options.proc_root)
     return jobs
+
+
+def _done(value: _T) -> Future[_T]:
+    """A future already holding `value`."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
 
 
 def _story(read: Callable[[str], list[_T]], run_id: str) -> list[_T] | None:
@@ -397,7 +422,8 @@ def _sample_all(jobs: list[Job], options: Options, progress: ProgressFn) -> None
                 flag, installed = handler.sigterm_state(pid, options.proc_root)
                 result = dataclasses.replace(result, sigterm_pending=flag, sigterm_handler=installed)
                 read_source = functools.partial(procfs.read_source_text, pid, proc_root=options.proc_root)
-                result = dataclasses.replace(result, swallowing=excepts.find_swallowing(result, read_source))
+                swallowing, cleanup = excepts.find_clauses(result, read_source)
+                result = dataclasses.replace(result, swallowing=swallowing, cleanup=cleanup)
             samples[pid] = resources.with_resources(result, options.proc_root)
         elif isinstance(result, PySpyNotFound):
             raise ConfigurationError(

@@ -244,33 +244,7 @@ def _create_runs(
     api: _Api, fleet: _Fleet, start: datetime, count: int, cancelling: int, rng: random.Random
 ) -> None:
     """Backfill `count` hourly runs from `start` (spread over the deployments), then set their states."""
-    per_deployment = count // len(fleet.deployments)
-    end = start + timedelta(hours=per_deployment)
-    ids: list[str] = []
-    for deployment, _, _ in fleet.deployments:
-        body = {
-            "start_time": start.isoformat(),
-            "end_time": end.isoformat(),
-            "min_runs": per_deployment,
-            "max_runs": per_deployment,
-        }
-        api.call("POST", f"deployments/{deployment}/schedule", body)
-        window = {
-            "deployments": {"id": {"any_": [deployment]}},
-            "flow_runs": {
-                "state": {"type": {"any_": ["SCHEDULED"]}},
-                "expected_start_time": {"after_": start.isoformat(), "before_": end.isoformat()},
-            },
-        }
-        for offset in range(0, per_deployment, 200):
-            page = api.call(
-                "POST", "flow_runs/filter", {**window, "limit": 200, "offset": offset, "sort": "ID_DESC"}
-            )
-            ids.extend(run["id"] for run in page)
-    if len(ids) != per_deployment * len(fleet.deployments):
-        raise RuntimeError(
-            f"backfill made {len(ids)} runs, expected {per_deployment * len(fleet.deployments)}"
-        )
+    ids = _backfill(api, fleet, start, count)
     rng.shuffle(ids)
     stuck, history = ids[:cancelling], ids[cancelling:]
     names = [name for name, _, _ in HISTORY_STATES]
@@ -287,19 +261,7 @@ def _create_runs(
         # from Running: the server ends a Scheduled run's cancel at once.
         steps = [("RUNNING", "Running"), ("CANCELLING", "Cancelling")] if state == "CANCELLED" else []
         for step_type, step_name in [*steps, (state, labels[state])]:
-            for chunk in range(0, len(runs), 50):
-                body = {
-                    "flow_runs": {"id": {"any_": runs[chunk : chunk + 50]}},
-                    "state": {"type": step_type, "name": step_name},
-                    "force": True,
-                    "limit": 50,
-                }
-                results = api.call("POST", "flow_runs/bulk_set_state", body)["results"]
-                refused = [r for r in results if r["status"] != "ACCEPT"]
-                if len(results) != len(runs[chunk : chunk + 50]) or refused:
-                    raise RuntimeError(
-                        f"bulk_set_state {step_type}: {len(results)} results, refused: {refused[:2]}"
-                    )
+            _bulk_state(api, runs, step_type, step_name)
     for run in stuck:
         host = f"worker-host-{rng.randrange(40):02d}"
         api.call(

@@ -125,7 +125,10 @@ def absorber(ev: Evidence) -> Absorber | None:
         return Absorber.GIL_HELD
     if main is not None and not main.call.interruptible:
         return Absorber.C_CALL
-    if engine.swallowing and (handler is None or handler.kind is HandlerKind.PREFECT):
+    prefects = handler is None or handler.kind is HandlerKind.PREFECT
+    if engine.cleanup and prefects and main is not None and not main.in_shutdown:
+        return Absorber.CLEANUP_BLOCKS
+    if engine.swallowing and prefects:
         return Absorber.EXCEPTION_SWALLOWED
     return None
 
@@ -192,6 +195,7 @@ def _interpreter(
         and not main.in_shutdown  # the flow has unwound already: nothing left for a SIGTERM to end
         and not engine.swallowing
         and engine.sigterm_pending is not True
+        and not engine.cleanup  # it may be unwinding from a SIGTERM that came: no sign either way
     ):
         against.append(
             f"the interpreter's SIGTERM handler is Prefect's ({handler.where()}), the main thread waits in "

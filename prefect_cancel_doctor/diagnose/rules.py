@@ -27,6 +27,7 @@ from prefect_cancel_doctor.diagnose.stuck import (
     signal_ignored,
     signal_pending,
     uninterruptible,
+    unwinding_held,
 )
 from prefect_cancel_doctor.diagnose.unsent import (
     cancel_not_observed,
@@ -66,6 +67,7 @@ RULES: tuple[Rule, ...] = (
     signal_ignored,
     handler_starved,
     exception_swallowed,
+    unwinding_held,
     absorbed_unseen,
     exit_blocked_by_thread,
     event_loop_blocked,

@@ -183,6 +183,78 @@ def exception_swallowed(ev: Evidence) -> Verdict | None:
     return none_came_first(ev, engine, main, delivery.signs_against[0], later, main)
 
 
+def unwinding_held(ev: Evidence) -> Verdict | None:
+    """The main thread runs the flow's cleanup (a `finally`, an `except` that catches the signal, a
+    `with`'s exit) in a call a signal interrupts, under Prefect's handler (or one not read).
+
+    A SIGTERM that came raised TerminationSignal, and the flow is unwinding through that cleanup,
+    which holds it; or none came, and the cleanup runs for another reason. The stack cannot tell
+    (CPython keeps the exception in flight in the thread's state): only a sign decides. With none,
+    both stay at 0.5, `cancel_not_observed` first (a SIGTERM now would end the process either way).
+    """
+    engine, delivery = ev.engine, ev.delivery
+    main = main_thread(engine) if engine else None
+    handler = engine.sigterm_handler if engine else None
+    if (
+        engine is None
+        or main is None
+        or not engine.cleanup
+        or main.in_shutdown
+        or not main.call.interruptible
+        or (handler is not None and handler.kind is not HandlerKind.PREFECT)
+        or delivery is None
+        or delivery.sigterm is Delivered.NO
+        or ev.state_type not in (None, StateType.CANCELLING)
+    ):
+        return None
+    clause = engine.cleanup[0]
+    runs = (
+        f"the main thread's line {clause.frame_line} in {clause.function} runs {clause.where()} "
+        f"(`{clause.code or clause.kind}`): code that a SIGTERM's TerminationSignal runs on its way out "
+        "of the flow"
+    )
+    evidence = [*ev.notes, describe_thread(main), runs]
+    if handler is not None:
+        evidence.append(
+            f"the interpreter's SIGTERM handler (read from its memory) is Prefect's: {handler.where()}"
+        )
+    came = delivery.sigterm is Delivered.YES
+    evidence.extend(f"a sign that a SIGTERM came: {sign}" for sign in delivery.signs_for)
+    held = make_verdict(
+        Cause.SIGNAL_IGNORED,
+        f"A SIGTERM came and the flow is unwinding through {clause.where()}, held by {main.where()}."
+        if came
+        else f"If a SIGTERM came, the flow is unwinding through {clause.where()}, held by {main.where()}.",
+        0.9 if came else 0.5,
+        evidence,
+        main,
+    )
+    held = dataclasses.replace(
+        held,
+        remediation=(
+            f"bound the cleanup in {clause.where()}: give {main.call.function} a timeout, since a "
+            "cancel's unwinding runs it and only another signal interrupts it; or move it to an "
+            "on_cancellation hook",
+        ),
+        short_fix="bound the cleanup with a timeout",
+    )
+    if came:
+        return held
+    why = (
+        f"{main.call.function} returns to the interpreter when a signal arrives, so a SIGTERM now would "
+        f"stop this process; but it runs {clause.where()}, which a SIGTERM that came earlier would be "
+        "unwinding through, and no sign says whether one came"
+    )
+    first = none_came_first(ev, engine, main, why, held, main)
+    return dataclasses.replace(
+        first,
+        summary=f"No sign says whether a SIGTERM reached the flow process {engine.pid}: it runs "
+        f"{clause.where()} in {main.where()}, which a SIGTERM's unwinding runs too. If none came, "
+        "nothing acted on the cancel; if one came, this call holds the unwinding.",
+        confidence=min(first.confidence, 0.5),
+    )
+
+
 def absorbed_unseen(ev: Evidence) -> Verdict | None:
     """A SIGTERM came (a sign says so) to a flow process whose main thread waits in a call a signal
     interrupts, and it lives on: its own code absorbed it, but the handler could not be read here

@@ -25,6 +25,7 @@ from prefect_cancel_doctor.model.report import (
 )
 from prefect_cancel_doctor.model.runs import DEFAULT_HEARTBEAT_SECONDS, FlowRunRef, WorkerInfo
 from prefect_cancel_doctor.model.samples import (
+    CleanupClause,
     Frame,
     KernelThread,
     ProcessSample,
@@ -84,6 +85,7 @@ __all__ = [
     "CallKind",
     "Cause",
     "CauseTraits",
+    "CleanupClause",
     "ContainerEvent",
     "ContainerInfo",
     "ContainerProcess",

@@ -46,6 +46,27 @@ class SwallowingExcept:
 
 
 @dataclass(frozen=True)
+class CleanupClause:
+    """Code of the flow's that its main thread runs now and that a termination signal on its way
+    out would run too: a `finally` body, the body of an `except` that catches the signal, or a
+    `with`'s exit. From the stack alone, whether a SIGTERM came and the flow is unwinding through
+    it cannot be told: CPython keeps the exception in flight in the thread's state, not the stack."""
+
+    filename: str
+    #: The clause's line (`finally:`, the `except`, the `with`), and its text.
+    line: int
+    code: str | None
+    #: "finally", "except" or "with".
+    kind: str
+    #: The function whose frame runs it, and that frame's line.
+    function: str
+    frame_line: int
+
+    def where(self) -> str:
+        return f"the `{self.kind}` at {self.filename}:{self.line}"
+
+
+@dataclass(frozen=True)
 class Frame:
     """One stack frame as py-spy reports it."""
 
@@ -176,3 +197,6 @@ class ProcessSample:
     #: `except` clauses in the flow's code that would catch Prefect's `TerminationSignal` around
     #: the main thread's current line and not re-raise it (sample/excepts.py).
     swallowing: tuple[SwallowingExcept, ...] = ()
+    #: The cleanup code (`finally`, an `except` catching the signal, a `with`'s exit) the main
+    #: thread runs now, innermost first (sample/excepts.py).
+    cleanup: tuple[CleanupClause, ...] = ()

@@ -181,6 +181,9 @@ class Absorber(StrEnum):
     GIL_HELD = "gil_held"
     #: The main thread is inside a C call that does not return to the interpreter.
     C_CALL = "c_call"
+    #: Prefect's handler raised `TerminationSignal`, and the flow's cleanup on its way out (a
+    #: `finally`, an `except` that catches it, a `with`'s exit) blocks.
+    CLEANUP_BLOCKS = "cleanup_blocks"
     #: PID 1 of the container has no handler: the kernel dropped it.
     PID1_DROPPED = "pid1_dropped"
 

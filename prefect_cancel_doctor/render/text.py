@@ -38,6 +38,7 @@ _ABSORBED = {
     Absorber.EXCEPTION_SWALLOWED: "an `except` of the flow caught TerminationSignal",
     Absorber.GIL_HELD: "another thread holds the GIL, so Prefect's handler cannot run",
     Absorber.C_CALL: "the main thread is in a C call, so Prefect's handler waits",
+    Absorber.CLEANUP_BLOCKS: "the flow's cleanup on the way out blocks",
     Absorber.PID1_DROPPED: "PID 1 has no handler and dropped it",
 }
 _ANSWER = {Delivered.YES: "yes", Delivered.NO: "no", Delivered.UNKNOWN: "cannot tell"}

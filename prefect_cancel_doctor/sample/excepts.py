@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.redact import redact_code
-from prefect_cancel_doctor.model import Frame, ProcessSample, SwallowingExcept
+from prefect_cancel_doctor.model import CleanupClause, Frame, ProcessSample, SwallowingExcept
 from prefect_cancel_doctor.sample.classify import is_library
 from prefect_cancel_doctor.sample.threads import thread_views
 
@@ -56,6 +56,7 @@ _EXPRESSION_FRAMES = frozenset({"<lambda>", "<genexpr>", "<listcomp>", "<setcomp
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 _Loop = (ast.For, ast.AsyncFor, ast.While)
+_Try = (ast.Try, *((ast.TryStar,) if hasattr(ast, "TryStar") else ()))
 _Scope = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _ScopeNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
@@ -114,19 +115,72 @@ def _swallowing(
     return None
 
 
-def find_swallowing(
+def cleanup_clause(
+    source: str, filename: str, line: int, function: str, *, callee: str | None = None
+) -> CleanupClause | None:
+    """The innermost cleanup code of `source` that runs `line` of `function`: a `finally` body, the
+    body of an `except` that catches a termination signal, or (where the frame it called, `callee`,
+    is an `__exit__`/`__aexit__`) the exit of the `with` at `line`. None when there is none."""
+    if line < 1 or function in _EXPRESSION_FRAMES:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, filename)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    names = _SIGNAL_CLASSES | _aliases(tree)
+    lines = _NEWLINE.split(source)
+    path = _path(tree.body, line, function)
+    found: tuple[str, int] | None = None
+    exiting = callee is not None and callee.rsplit(".", 1)[-1] in ("__exit__", "__aexit__")
+    if exiting and path and isinstance(path[-1][0], (ast.With, ast.AsyncWith)) and path[-1][1] == "header":
+        found = "with", path[-1][0].lineno
+    for node, part in reversed(path):
+        if found is not None:
+            break
+        if isinstance(node, _Try) and part == "finalbody":
+            first = node.finalbody[0].lineno
+            keyword = (
+                n
+                for n in range(first - 1, node.lineno - 1, -1)
+                if lines[n - 1].lstrip().startswith("finally")
+            )
+            found = "finally", next(keyword, first)
+        elif isinstance(node, _Try) and part == "handlers":
+            handler = next(h for h in node.handlers if h.lineno <= line <= _last_line(h))
+            if _catches(handler, names) is not None:
+                found = "except", handler.lineno
+    if found is None:
+        return None
+    kind, where = found
+    code = lines[where - 1].strip() if 0 < where <= len(lines) else None
+    return CleanupClause(
+        filename=filename,
+        line=where,
+        code=visible(redact_code(code)) if code else None,
+        kind=kind,
+        function=function,
+        frame_line=line,
+    )
+
+
+def find_clauses(
     sample: ProcessSample, read_source: Callable[[str], str | None]
-) -> tuple[SwallowingExcept, ...]:
-    """The clauses that would swallow a termination signal raised in the main thread now, innermost
-    first: one at most for each user-code frame of its latest sample, each file read once."""
-    frames = _main_thread_frames(sample)
+) -> tuple[tuple[SwallowingExcept, ...], tuple[CleanupClause, ...]]:
+    """Around the main thread's current line, innermost first, each file read once: the clauses
+    that would swallow a termination signal raised now (one at most a user-code frame), and the
+    cleanup code it runs now (`cleanup_clause`)."""
+    frames = list(_main_thread_frames(sample))
     user = [
-        f for f in frames if not f.native and not is_library(f.filename) and not f.filename.startswith("<")
+        (i, f)
+        for i, f in enumerate(frames)
+        if not f.native and not is_library(f.filename) and not f.filename.startswith("<")
     ]
     sources: dict[str, str | None] = {}
-    found: list[SwallowingExcept] = []
-    seen: set[tuple[str, int]] = set()
-    for index, frame in enumerate(user):
+    swallowing: list[SwallowingExcept] = []
+    cleanup: list[CleanupClause] = []
+    for order, (index, frame) in enumerate(user):
         if frame.function in _EXPRESSION_FRAMES:
             continue
         if frame.filename not in sources:
@@ -135,12 +189,27 @@ def find_swallowing(
         if source is None:
             continue
         clause = swallowing_except(
-            source, frame.filename, frame.line, frame.function, caller_goes_on=index < len(user) - 1
+            source, frame.filename, frame.line, frame.function, caller_goes_on=order < len(user) - 1
         )
-        if clause is not None and (clause.filename, clause.line) not in seen:
-            seen.add((clause.filename, clause.line))
-            found.append(clause)
-    return tuple(found)
+        if clause is not None and all(
+            (c.filename, c.line) != (clause.filename, clause.line) for c in swallowing
+        ):
+            swallowing.append(clause)
+        callee = next((f.function for f in reversed(frames[:index]) if not f.native), None)
+        running = cleanup_clause(source, frame.filename, frame.line, frame.function, callee=callee)
+        if running is not None and all(
+            (c.filename, c.line) != (running.filename, running.line) for c in cleanup
+        ):
+            cleanup.append(running)
+    return tuple(swallowing), tuple(cleanup)
+
+
+def find_swallowing(
+    sample: ProcessSample, read_source: Callable[[str], str | None]
+) -> tuple[SwallowingExcept, ...]:
+    """The clauses that would swallow a termination signal raised in the main thread now, innermost
+    first: one at most for each user-code frame of its latest sample, each file read once."""
+    return find_clauses(sample, read_source)[0]
 
 
 def _read(read_source: Callable[[str], str | None], filename: str) -> str | None:

@@ -311,6 +311,7 @@ def with_sources(
             ),
         )
         if process.role is Role.ENGINE and process.dumps and not process.swallowing:
-            process = dataclasses.replace(process, swallowing=excepts.find_swallowing(process, sources.get))
+            swallowing, cleanup = excepts.find_clauses(process, sources.get)
+            process = dataclasses.replace(process, swallowing=swallowing, cleanup=cleanup)
         filled.append(process)
     return tuple(filled)

@@ -14,6 +14,7 @@ from prefect_cancel_doctor.model import (
     Absorber,
     CallKind,
     Cause,
+    CleanupClause,
     ContainerEvent,
     ContainerInfo,
     Delivered,
@@ -166,6 +167,39 @@ def test_no_sigterm_came_drops_below_half_when_a_docker_kill_to_the_flow_says_ot
         line.startswith("conflicts with 'no SIGTERM came'") and "kill" in line for line in verdict.evidence
     )
     assert "uncertain" in verdict.summary
+
+
+#: The main thread runs a `finally` of the flow's own, as it would while unwinding from a SIGTERM.
+CLEANUP = CleanupClause("/flows/etl.py", 44, "finally:", "finally", "etl", 45)
+
+
+def test_a_sigterm_that_came_to_a_flow_in_its_finally_is_held_by_the_cleanup_not_none_came() -> None:
+    verdict = diagnose(killed_container(in_pid1(sleeping(PREFECT, cleanup=(CLEANUP,)))))
+    assert verdict.cause is Cause.SIGNAL_IGNORED and verdict.confidence >= 0.9, verdict.summary
+    assert verdict.summary.startswith("A SIGTERM came and the flow is unwinding through the `finally` at ")
+    assert verdict.delivery is not None and verdict.delivery.absorbed_by is Absorber.CLEANUP_BLOCKS
+    assert verdict.short_fix == "bound the cleanup with a timeout"
+
+
+def test_a_flow_in_its_finally_with_no_sign_either_way_is_no_confident_none_came() -> None:
+    """Prefect's handler and a call a signal interrupts say "a SIGTERM would have unwound the flow",
+    unless the flow is in cleanup a SIGTERM's unwinding runs: then it may have come already."""
+    verdict = diagnose(evidence(sleeping(PREFECT, cleanup=(CLEANUP,)), logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED and verdict.confidence <= 0.5, verdict.summary
+    assert verdict.summary.startswith("No sign says whether a SIGTERM reached the flow process")
+    assert verdict.delivery is not None and verdict.delivery.sigterm is Delivered.UNKNOWN
+    assert [(later.cause, later.confidence) for later in verdict.also] == [(Cause.SIGNAL_IGNORED, 0.5)]
+    # The same flow outside its cleanup: Prefect's handler would have ended it, so none came.
+    plain = diagnose(evidence(sleeping(PREFECT), logs_read=True))
+    assert plain.cause is Cause.CANCEL_NOT_OBSERVED and plain.confidence >= 0.8
+
+
+def test_a_flow_in_its_finally_behind_a_worker_that_died_before_the_cancel_got_none() -> None:
+    worker = WorkerInfo("w1", "OFFLINE", "2026-11-27T10:04:00Z", 960.0, 30.0)
+    sample = sleeping(PREFECT, cleanup=(CLEANUP,))
+    verdict = diagnose(evidence(sample, run=run_ref(workers=(worker,)), logs_read=True))
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED and verdict.confidence >= 0.8
+    assert verdict.delivery is not None and verdict.delivery.sigterm is Delivered.NO
 
 
 def test_a_sigterm_that_came_to_a_flow_whose_handler_cannot_be_read_is_absorbed_not_none_came() -> None:

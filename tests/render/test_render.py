@@ -207,3 +207,10 @@ def test_json_stacks_end_at_the_outermost_user_frame_unless_samples_detail() -> 
         len(full["runs"][0]["threads"][0]["frames"]) == 33
         and "frames_omitted" not in full["runs"][0]["threads"][0]
     )
+
+
+def test_every_absorber_has_words_in_the_terminal_view() -> None:
+    from prefect_cancel_doctor.model import Absorber
+    from prefect_cancel_doctor.render.text import _ABSORBED
+
+    assert set(_ABSORBED) == set(Absorber)

@@ -6,8 +6,9 @@ monitor of `bench.pause` (bench/targets/stuck_flow.py --monitor --prefect, carry
 PREFECT__FLOW_RUN_ID), watched as `watch` does (`act.watch.refresher`, `watch`'s options).
 Taking turns in the same run:
 
-- `watch`'s refresh; and a full `engine.scan` with the same options (what each refresh
-  was before it kept what had not changed);
+- `watch`'s refresh; the same with one py-spy dump at a time (`--parallel 1`); and a full
+  `engine.scan` with `watch`'s options (what each refresh was before it kept what had not
+  changed);
 - the floor: py-spy alone dumping the same processes once each (`py-spy dump --pid`, one
   after another) and the bare API listing (one httpx request for the runs in Cancelling).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import resource
 import statistics
 import subprocess
@@ -49,6 +51,7 @@ TICK = 0.0002
 #: issue 26's row for `watch`
 CPU_TARGET = 1.0
 PAUSE_TARGET = 5.0
+WITH_API = ("watch", "watch, one dump at a time", "scan")
 
 
 def _cpu() -> float:
@@ -139,7 +142,9 @@ def main() -> None:
             _set_pid(api_url, run_id, monitor.pid)
             time.sleep(0.5)
             refresh = refresher(api, options, [])
+            serial = refresher(api, dataclasses.replace(options, parallel=1), [])
             report = refresh()  # warm-up: imports, connections
+            serial()
             processes = _processes(report)
             runs = len(report.runs)
             if monitor.pid not in processes:
@@ -150,6 +155,7 @@ def main() -> None:
             turns = _Turns(monitor)
             contestants: dict[str, Callable[[], object]] = {
                 "watch": refresh,
+                "watch, one dump at a time": serial,
                 "scan": lambda: scan(api, options),
                 "py-spy": _dumps(find_py_spy(), processes),
                 "listing": _listing(api_url),
@@ -162,7 +168,7 @@ def main() -> None:
                 for name, call in contestants.items():
                     if name == "watch" and profile is not None:
                         profile.enable()
-                    turns.time(name, call, api if name in ("watch", "scan") else None)
+                    turns.time(name, call, api if name in WITH_API else None)
                     if name == "watch" and profile is not None:
                         profile.disable()
                     time.sleep(0.2)
@@ -194,8 +200,12 @@ def _rows(turns: _Turns, runs: int) -> list[Row]:
     floor = [a + b for a, b in zip(turns.cpu["py-spy"], turns.cpu["listing"], strict=True)]
     floor_share = _share(statistics.median(floor), runs)
     rows = []
-    for name in ("watch", "scan"):
-        label = "`watch` refresh" if name == "watch" else "a full `scan` (the refresh before)"
+    labels = {
+        "watch": "`watch` refresh",
+        "watch, one dump at a time": "`watch` refresh, `--parallel 1`",
+        "scan": "a full `scan` (the refresh before)",
+    }
+    for name, label in labels.items():
         share = _share(statistics.median(turns.cpu[name]), runs)
         worst = _share(max(turns.cpu[name]), runs)
         rows += [
@@ -263,7 +273,8 @@ def _notes(
 ) -> list[str]:
     return [
         f"{runs} runs, {len(processes)} processes; `watch`'s options as cli/act.py sets them; medians of "
-        f"{len(turns.cpu['watch'])} turns (watch, scan, py-spy, listing, idle, taking turns).",
+        f"{len(turns.cpu['watch'])} turns (watch, watch one dump at a time, scan, py-spy, listing, idle, "
+        "taking turns).",
         f"Floor parts, CPU median: py-spy dumps {statistics.median(turns.cpu['py-spy']) * 1000:.1f} ms, "
         f"listing {statistics.median(turns.cpu['listing']) * 1000:.1f} ms. The monitor's longest stall "
         f"with nothing sampling it, as long as a refresh: "
@@ -272,7 +283,7 @@ def _notes(
         "API requests per refresh, median (worst): "
         + ", ".join(
             f"{name} {statistics.median(turns.requests[name]):g} ({max(turns.requests[name])})"
-            for name in ("watch", "scan")
+            for name in ("watch", "watch, one dump at a time", "scan")
         ),
         f"Verdicts of the last refresh {'equal' if verdicts == full else 'DIFFER from'} a full scan's: "
         f"{verdicts}" + ("" if verdicts == full else f" vs {full}"),

@@ -3,8 +3,9 @@ a full scan's.
 
 GIVEN two runs stuck for real on a local server (an environment of this module's own: a test kills a
 run's processes), WHEN `watch` refreshes (`act.watch.refresher`, `watch`'s options), THEN a later
-refresh locates no unchanged run again (no locator call, no walk of /proc, no state history read), and
-a run whose processes exited is located again on the next refresh and seen gone, as a full scan sees it.
+refresh locates no unchanged run again (no locator call, no walk of /proc, no state history read), a run
+given a new state is located again, and a run whose processes exited is located again on the next refresh
+and seen gone, as a full scan sees it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def test_a_later_refresh_locates_no_unchanged_run_and_gives_a_full_scans_verdict
         assert counted.requests < first_requests, (counted.requests, first_requests)
         assert verdicts(later) == verdicts(scan(api, OPTIONS))
     assert ids <= set(verdicts(later)) and verdicts(later) == verdicts(first)
+    changed = environment.run("sleep")
+    environment.harness.force_state(changed.run_id, "CANCELLING", "cancelled again")  # a new state
+    again = counted.refresh(refresh)
+    assert counted.located == [changed.run_id] and counted.walks == 1  # only the run whose record changed
+    assert verdicts(again) == verdicts(scan(api, OPTIONS))
 
 
 def test_a_run_whose_processes_exit_is_located_again_and_seen_gone_on_the_next_refresh(

@@ -26,7 +26,8 @@ class KubernetesKind(ProcessesOnly):
     """``"<namespace>:<job name>"`` (before prefect-kubernetes 3.4.1 ``"<cluster uid>:<ns>:<job>"``)."""
 
     infra = InfraKind.KUBERNETES
-    #: Each run costs four API reads: located together, with one client made beforehand.
+    #: Each run costs two API reads (its Job, its pod's events; the pods of all the runs' Jobs and the
+    #: nodes are read once a scan): located together, with one client made beforehand.
     concurrent = True
 
     def parse(self, value: str) -> InfraRef | None:
@@ -39,7 +40,14 @@ class KubernetesKind(ProcessesOnly):
         return f"Kubernetes job {ref.namespace}/{ref.job}"
 
     def prepare(self, runs: list[FlowRun], here: Here) -> set[str]:
-        session(here)  # made before the runs are located on several threads
+        scan_session = session(here)  # made before the runs are located on several threads
+        jobs = set()
+        for run in runs:
+            ref = self.parse(run.infrastructure_pid or "")
+            if ref is not None and ref.namespace and ref.job:
+                jobs.add((ref.namespace, ref.job))
+        if len(jobs) > 1:
+            scan_session.read_pods(jobs)
         return set()
 
     def may_still_run(self, run: FlowRun, here: Here) -> bool:
@@ -65,6 +73,7 @@ class KubernetesKind(ProcessesOnly):
             proc_root=here.options.proc_root,
             cgroups=scan_session.cgroups,
             debug_image=here.options.kube_debug_image,
+            session=scan_session,
         )
 
     def still_there(self, location: Location) -> bool:

@@ -53,6 +53,7 @@ from prefect_cancel_doctor.clients.kube_api import (
     KubeApiError,
     KubeClient,
     KubeError,
+    NodeInfo,
     PodInfo,
     ordered_pods,
 )
@@ -66,6 +67,8 @@ from prefect_cancel_doctor.proc.roles import assign_roles
 
 ATTACH_ENV = "PCD_KUBE_ATTACH"
 ATTACH_REQUESTS = ("auto", PodAttach.NODE.value, PodAttach.EPHEMERAL.value)
+#: Jobs named in one list's label selector (`job-name in (…)`), to keep its URL short.
+JOBS_A_LIST = 50
 #: Events shown per pod.
 MAX_EVENTS = 8
 #: A cgroup path component naming a container: its runtime id, bare (cgroupfs driver) or as
@@ -127,6 +130,9 @@ class KubeSession:
         self._cgroups: dict[str, list[int]] | None = None
         self._failed: KubeConfigError | None = None
         self._lock = threading.Lock()
+        #: (namespace, Job) → its pods, read together for the scan's runs (`read_pods`).
+        self._pods: dict[tuple[str, str], list[PodInfo]] = {}
+        self._nodes: dict[str, NodeInfo | KubeApiError | None] = {}
 
     def client(self) -> KubeClient:
         """The client (the connection resolved as kubectl does, once: an exec credential plugin runs
@@ -148,6 +154,49 @@ class KubeSession:
             if self._cgroups is None:
                 self._cgroups = cgroup_index(self._proc_root)
             return self._cgroups
+
+    def read_pods(self, jobs: set[tuple[str, str]]) -> None:
+        """Read the pods of these (namespace, Job) pairs together: one list a namespace (by the label
+        ``job-name in (…)``) instead of one a run. A failure leaves them to be read one by one (each
+        run then says why)."""
+        by_namespace: dict[str, list[str]] = {}
+        for namespace, job in sorted(jobs):
+            by_namespace.setdefault(namespace, []).append(job)
+        try:
+            client = self.client()
+            for namespace, names in by_namespace.items():
+                found: dict[tuple[str, str], list[PodInfo]] = {(namespace, n): [] for n in names}
+                for i in range(0, len(names), JOBS_A_LIST):
+                    chunk = names[i : i + JOBS_A_LIST]
+                    for pod in client.list_pods(namespace, f"{JOB_NAME_LABEL} in ({','.join(chunk)})"):
+                        owner = pod.labels.get(JOB_NAME_LABEL)
+                        if owner is not None and (namespace, owner) in found:
+                            found[(namespace, owner)].append(pod)
+                with self._lock:
+                    self._pods.update(found)
+        except (KubeError, KubeConfigError):
+            return
+
+    def pods_of(self, namespace: str, job: str) -> list[PodInfo] | None:
+        """The Job's pods as `read_pods` read them (None: not read; ask the API)."""
+        with self._lock:
+            return self._pods.get((namespace, job))
+
+    def node(self, client: KubeClient, name: str) -> NodeInfo | None:
+        """The node (its Ready condition), read once a scan; raises the API's refusal each time."""
+        with self._lock:
+            read = name in self._nodes
+            known = self._nodes.get(name)
+        if not read:
+            try:
+                known = client.get_node(name)
+            except KubeApiError as exc:
+                known = exc
+            with self._lock:
+                self._nodes[name] = known
+        if isinstance(known, KubeApiError):
+            raise known
+        return known
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -181,16 +230,20 @@ def locate_job(
     environ: Mapping[str, str] | None = None,
     cgroups: Callable[[], dict[str, list[int]]] | None = None,
     debug_image: str | None = None,
+    session: KubeSession | None = None,
 ) -> Location:
     """Find a run's Job and pod; say how to sample it (never samples anything). `debug_image`: the
-    image of an ephemeral container (`Options.kube_debug_image`; None: none chosen)."""
+    image of an ephemeral container (`Options.kube_debug_image`; None: none chosen); `session`: the
+    scan's, with the pods and nodes it read for every run."""
     namespace, job_name = ref.namespace or "default", ref.job or ""
     description = f"Kubernetes job {namespace}/{job_name}"
     notes: list[str] = []
     try:
         elsewhere = _other_cluster(ref, client, notes)
         job = client.get_job(namespace, job_name)
-        pods = client.list_pods(namespace, f"{JOB_NAME_LABEL}={job_name}")
+        pods = session.pods_of(namespace, job_name) if session else None
+        if pods is None:
+            pods = client.list_pods(namespace, f"{JOB_NAME_LABEL}={job_name}")
     except KubeError as exc:
         return Location(InfraKind.KUBERNETES, description, unreachable=_why(exc))
     if elsewhere is not None:
@@ -236,6 +289,7 @@ def locate_job(
         notes=notes,
         siblings=len(mine),
         debug_image=debug_image,
+        session=session,
     )
 
 
@@ -293,6 +347,7 @@ def locate_pod(
     notes: list[str] | None = None,
     siblings: int = 1,
     debug_image: str | None = None,
+    session: KubeSession | None = None,
 ) -> Location:
     """A pod's facts, and its processes by host PID (node mode) or the plan to sample it (ephemeral)."""
     env = os.environ if environ is None else environ
@@ -302,7 +357,7 @@ def locate_pod(
         notes.append(f"the Job has {siblings} pods of this run; the newest, {pod.name}, is diagnosed")
     container = flow_container(pod, run_id)
     status = pod.status_of(container.name) if container else None
-    events, node_ready, node_reason = _events_and_node(client, pod, notes)
+    events, node_ready, node_reason = _events_and_node(client, pod, notes, session)
     facts = PodFacts(
         namespace=pod.namespace,
         job=job_name or next((o.name for o in pod.owners if o.kind == "Job"), None),
@@ -462,7 +517,7 @@ def ephemeral_preconditions(
 
 
 def _events_and_node(
-    client: KubeClient, pod: PodInfo, notes: list[str]
+    client: KubeClient, pod: PodInfo, notes: list[str], session: KubeSession | None = None
 ) -> tuple[tuple[PodEventFact, ...], str | None, str | None]:
     events: tuple[PodEventFact, ...] = ()
     try:
@@ -473,7 +528,7 @@ def _events_and_node(
     ready = reason = None
     if pod.node_name:
         try:
-            node = client.get_node(pod.node_name)
+            node = session.node(client, pod.node_name) if session else client.get_node(pod.node_name)
         except KubeApiError:
             node = None  # nodes are cluster-scoped; a namespaced Role cannot read them
         if node is not None:

@@ -69,6 +69,7 @@ from prefect_cancel_doctor.clients.kube_config import KubeConfigError
 from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.kinds.kubernetes.locate import (
+    JOBS_A_LIST,
     KubeSession,
     terminating_why,
 )
@@ -103,8 +104,6 @@ FRESH_SLACK = 5
 PARALLEL_PODS = 16
 #: Seconds between two reads of the pods waited on.
 POLL = 0.5
-#: Jobs named in one list's label selector (`job-name in (…)`), to keep its URL short.
-_JOBS_A_LIST = 50
 #: An ephemeral container's states in which it has a log to read.
 _STARTED = ("running", "terminated")
 
@@ -349,8 +348,8 @@ def _pods_now(
             selectors: list[str | None] = [None]  # a pod of no Job: the whole namespace
         else:
             selectors = [
-                f"{JOB_NAME_LABEL} in ({','.join(jobs[i : i + _JOBS_A_LIST])})"
-                for i in range(0, len(jobs), _JOBS_A_LIST)
+                f"{JOB_NAME_LABEL} in ({','.join(jobs[i : i + JOBS_A_LIST])})"
+                for i in range(0, len(jobs), JOBS_A_LIST)
             ]
         names = {r.name for r in wanted}
         for selector in selectors:

@@ -8,7 +8,8 @@ local Prefect server. Each figure is the wall time of `prefect-cancel-doctor sca
 - node mode (`PCD_KUBE_ATTACH=node`): Job, pods, events and node read from the API,
   host PIDs found through /proc/*/cgroup, sampled with py-spy from here;
 - ephemeral mode, first scan: one ephemeral container added to each pod (a dry run,
-  then the patch), waited for, and read through pods/log;
+  then the patch; all of them first), then all waited on together (one list of the
+  pods a poll) and each read through pods/log once it runs;
 - ephemeral mode, later scans: the running ephemeral containers are reused
   (each waits for its container's next round, every 10 s).
 
@@ -22,6 +23,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from bench._common import DOCTOR, Row, compile_bytecode, log, median, print_table
 from prefect_cancel_doctor.demo.kube_harness import kube_demo_environment
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     compile_bytecode()
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     with kube_demo_environment(["kube_no_runner"], log=log, copies=args.pods) as staged:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PCD_"))}
         node_env = {**base, **staged.env(attach="node")}
@@ -78,6 +81,7 @@ def main() -> None:
         ),
     ]
     notes = [
+        f"load average (1/5/15 min) before staging: {' / '.join(load_before)}",
         f"node scans: {', '.join(f'{s:.2f}' for s in node)} s; verdicts {node_causes}",
         f"ephemeral scans: first {first:.2f} s ({first_causes}); "
         f"reused {', '.join(f'{s:.2f}' for s in reused)} s ({reused_causes})",

@@ -78,6 +78,12 @@ def test_scan_names_cause_kind_and_line_in_the_container(
             if text.strip().startswith("except BaseException")
         )
         assert f"{run.file.name}:{line}" in verdict["summary"], verdict["summary"]
+    if scenario == "docker_cleanup_blocks":
+        line = next(
+            n for n, text in enumerate(run.file.read_text().splitlines(), 1) if text.strip() == "finally:"
+        )
+        assert "the `finally` at " in verdict["summary"], verdict["summary"]
+        assert f"{run.file.name}:{line}," in verdict["summary"], verdict["summary"]
 
 
 def test_shell_pid1_is_named_with_its_command(

@@ -120,8 +120,10 @@ def parse_policy(document: Mapping[str, Any], default_name: str = "custom") -> P
         raise PolicyError("a policy names the causes it may act on: causes = [...]")
     causes = _causes(document["causes"])
     name = document.get("name", default_name)
-    if not isinstance(name, str) or not name.strip() or len(name) > 100:
-        raise PolicyError("name: a short text")
+    if not isinstance(name, str) or not name.strip() or len(name) > 100 or not name.isprintable():
+        raise PolicyError(
+            "name: a short text, no control characters (it is shown in logs, events and the UI)"
+        )
     return Policy(
         name=name.strip(),
         causes=causes,

@@ -76,6 +76,7 @@ def test_the_same_in_json_and_the_defaults_of_what_it_leaves_out(tmp_path: Path)
         ({"causes": ["infrastructure_gone"], "max_actions_per_hour": -1}, "a whole number"),
         ({"causes": ["infrastructure_gone"], "max_runs_per_cycle": 2.5}, "a whole number"),
         ({"causes": ["infrastructure_gone"], "work_pools": "etl"}, "a list of work pool names"),
+        ({"causes": ["infrastructure_gone"], "name": "\x1b[2Jteam"}, "no control characters"),
     ],
 )
 def test_what_a_policy_may_not_say(document: dict[str, object], message: str) -> None:

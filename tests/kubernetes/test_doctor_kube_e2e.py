@@ -58,15 +58,19 @@ def scan(environment: KubeDemoEnvironment, **env: Any) -> dict[str, Any]:
     return {e["flow_run"]["id"]: e for e in json.loads(result.stdout)["runs"]}
 
 
-#: The fixture's requests (method, path, query, content type) during the module's ephemeral scan.
+#: The fixture's requests (method, path, query, content type) during the module's ephemeral scan,
+#: and its first node-mode scan.
 EPHEMERAL_REQUESTS: list[tuple[str, str, dict[str, str], str | None]] = []
+NODE_REQUESTS: list[tuple[str, str, dict[str, str], str | None]] = []
 
 
 @pytest.fixture(scope="module")
 def scans(staged: KubeDemoEnvironment) -> dict[str, dict[str, Any]]:
     """Every scan of the module, in this order: node, no ephemeral containers, ephemeral, RBAC denied,
     the node NotReady."""
+    first = len(staged.api.requests)
     done = {"node": scan(staged, attach="node")}
+    NODE_REQUESTS[:] = staged.api.requests[first:]
     staged.api.cluster.ephemeral_containers = False
     try:
         done["unsupported"] = scan(staged, attach="ephemeral")
@@ -245,11 +249,11 @@ def test_every_ephemeral_container_is_added_before_any_is_waited_on(
         if method == "PATCH" and path.endswith("/ephemeralcontainers") and query.get("dryRun") != "All"
     ]
     added = [
-        e["target"]["pod"]
+        e["target"]["pod"]["debug_container"]
         for e in scans["ephemeral"].values()
-        if (e["target"].get("pod") or {}).get("attach") == "ephemeral"
+        if (e["target"].get("pod") or {}).get("debug_container")
     ]
-    assert len(patches) == len(added) >= 5, (len(patches), len(added))
+    assert len(patches) == len(added) >= 5, (len(patches), added)
     waits = [
         i
         for i, (method, path, query, _) in enumerate(requests)
@@ -262,7 +266,18 @@ def test_every_ephemeral_container_is_added_before_any_is_waited_on(
     assert polls and all(q.get("labelSelector", "").startswith("job-name in (") for _, _, q, _ in polls)
     single = [requests[i][1] for i in waits if not requests[i][1].endswith(("/pods", "/log"))]
     assert not single, single  # no pod read on its own while they are waited on
-    assert all(e["debug_container"] for e in added)
+
+
+def test_node_mode_reads_the_pods_of_all_jobs_together(
+    staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]
+) -> None:
+    """One list of pods a namespace for every run's Job (not one a run), and each node once."""
+    lists = [q.get("labelSelector", "") for m, p, q, _ in NODE_REQUESTS if m == "GET" and p.endswith("/pods")]
+    namespaces = {run.namespace for run in staged.runs}
+    assert len(lists) == len(namespaces) and all(s.startswith("job-name in (") for s in lists), lists
+    nodes = [p for m, p, _, _ in NODE_REQUESTS if m == "GET" and p.startswith("/api/v1/nodes/")]
+    assert len(nodes) == 1, nodes
+    assert all(e["verdict"]["cause"] for e in scans["node"].values())
 
 
 def test_evicted_pod(staged: KubeDemoEnvironment, scans: dict[str, dict[str, Any]]) -> None:

@@ -133,6 +133,7 @@ class KubeSession:
         #: (namespace, Job) → its pods, read together for the scan's runs (`read_pods`).
         self._pods: dict[tuple[str, str], list[PodInfo]] = {}
         self._nodes: dict[str, NodeInfo | KubeApiError | None] = {}
+        self._node_lock = threading.Lock()
 
     def client(self) -> KubeClient:
         """The client (the connection resolved as kubectl does, once: an exec credential plugin runs
@@ -184,16 +185,13 @@ class KubeSession:
 
     def node(self, client: KubeClient, name: str) -> NodeInfo | None:
         """The node (its Ready condition), read once a scan; raises the API's refusal each time."""
-        with self._lock:
-            read = name in self._nodes
-            known = self._nodes.get(name)
-        if not read:
-            try:
-                known = client.get_node(name)
-            except KubeApiError as exc:
-                known = exc
-            with self._lock:
-                self._nodes[name] = known
+        with self._node_lock:  # the runs located together wait for the first one's read
+            if name not in self._nodes:
+                try:
+                    self._nodes[name] = client.get_node(name)
+                except KubeApiError as exc:
+                    self._nodes[name] = exc
+            known = self._nodes[name]
         if isinstance(known, KubeApiError):
             raise known
         return known

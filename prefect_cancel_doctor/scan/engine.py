@@ -38,6 +38,7 @@ from prefect_cancel_doctor.model import (
     Diagnosis,
     InfraKind,
     ProcessSample,
+    ProcSnapshot,
     Report,
     Role,
     SampleFailure,
@@ -369,7 +370,9 @@ def _finish(
             kind.sample(apart, here, progress)
     api_peer = _peer(api_url)
     ui = options.ui_url or ui_base_url(api_url)
-    runs = tuple(_diagnosis(job, options, api_peer, ui) for job in jobs)
+    # A Runner, or the parent that adopted engines, is read once a scan however many runs it holds.
+    parents: dict[tuple[str, int], ProcSnapshot | None] = {}
+    runs = tuple(_diagnosis(job, options, api_peer, ui, parents) for job in jobs)
     order = {StateType.CANCELLING: 0}
     runs = tuple(
         sorted(
@@ -471,7 +474,13 @@ def _apart(job: Job) -> bool:
     return kind_of(job.location.kind).samples_apart(job.location)
 
 
-def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None = None) -> Diagnosis:
+def _diagnosis(
+    job: Job,
+    options: Options,
+    api_peer: str | None,
+    ui: str | None = None,
+    parents: dict[tuple[str, int], ProcSnapshot | None] | None = None,
+) -> Diagnosis:
     location = job.location
     apart = _apart(job)
     notes = list(location.notes)
@@ -483,9 +492,13 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
             live.append(sample)
         else:
             notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
+    read = {} if parents is None else parents
     runner = job.runner
     if runner is None and location.runner_pid:
-        runner = procfs.read_process(location.runner_pid, options.proc_root)
+        key = ("runner", location.runner_pid)
+        if key not in read:
+            read[key] = procfs.read_process(location.runner_pid, options.proc_root)
+        runner = read[key]
     target = Target(
         kind=location.kind,
         description=location.description,
@@ -504,7 +517,10 @@ def _diagnosis(job: Job, options: Options, api_peer: str | None, ui: str | None 
     engine = next((s.proc for s in live if s.role == Role.ENGINE and s.proc is not None), None)
     adopter = None
     if runner is None and engine is not None and not apart:
-        adopter = adopter_of(engine, options.proc_root)
+        key = ("adopter", engine.ppid)
+        if key not in read:
+            read[key] = adopter_of(engine, options.proc_root)
+        adopter = read[key]
     evidence = Evidence(
         job.run,
         target,

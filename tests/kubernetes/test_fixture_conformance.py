@@ -193,6 +193,34 @@ def test_debug_refusals_read_as_kubectl_reports_them(cluster: dict[str, Any]) ->
     )
 
 
+def test_an_ephemeral_container_starts_after_the_patch_is_answered(cluster: dict[str, Any]) -> None:
+    """As a kubelet: the API answers the PATCH with the container in the spec and waiting
+    (ContainerCreating); it runs after."""
+    api: FakeApiServer = cluster["api"]
+    pod = create_job(api, "etl-async")
+    container = {
+        "name": "late",
+        "image": DEBUG_IMAGE,
+        "command": ["sh", "-c", "echo started; sleep 30"],
+        "targetContainerName": "prefect-job",
+    }
+    with KubeClient(resolve_kube_connection(str(cluster["admin"]))) as client:
+        answered = client.add_ephemeral_container(NAMESPACE, pod, container)
+        at_once = answered.status_of("late")
+        current = at_once
+        deadline = time.monotonic() + 30
+        while current is None or current.state != "running":
+            assert time.monotonic() < deadline, current
+            time.sleep(0.1)
+            now = client.get_pod(NAMESPACE, pod)
+            current = now.status_of("late") if now else None
+        while "started" not in client.pod_log(NAMESPACE, pod, "late"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    assert at_once is not None and (at_once.state, at_once.reason) == ("waiting", "ContainerCreating")
+
+
 def test_ephemeral_containers_patch_semantics(cluster: dict[str, Any]) -> None:
     api: FakeApiServer = cluster["api"]
     pod = create_job(api, "etl-patch")

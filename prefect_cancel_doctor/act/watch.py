@@ -168,16 +168,17 @@ def watch(
 def refresher(api: PrefectApi, options: Options, runs: list[str]) -> Callable[[], Report]:
     """One refresh: a scan of every run in Cancelling, or a diagnosis of each run named.
 
-    The scan keeps what the previous refresh located where nothing of it changed (`scan.memo`)."""
+    Each keeps what the previous refresh located where nothing of it changed (`scan.memo`)."""
     from prefect_cancel_doctor.scan.engine import diagnose_run, scan
     from prefect_cancel_doctor.scan.memo import Memo
 
     memo = Memo()
+    memos = {run: Memo() for run in runs}
 
     def refresh() -> Report:
         if not runs:
             return scan(api, options, memo=memo)
-        found = tuple(d for run in runs for d in diagnose_run(api, run, options).runs)
+        found = tuple(d for run in runs for d in diagnose_run(api, run, options, memo=memos[run]).runs)
         return Report(api.url, datetime.now(timezone.utc).isoformat(), found)
 
     return refresh

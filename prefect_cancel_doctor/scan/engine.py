@@ -120,15 +120,27 @@ def scan(
 
 
 def diagnose_run(
-    api: PrefectApi, run_id: str, options: Options, progress: ProgressFn = _no_progress
+    api: PrefectApi,
+    run_id: str,
+    options: Options,
+    progress: ProgressFn = _no_progress,
+    memo: Memo | None = None,
 ) -> Report:
-    """One run, in any state, by id or by name; its cancelling time read from the state history."""
+    """One run, in any state, by id or by name; its cancelling time read from the state history.
+
+    `memo`: what the previous diagnosis of the same run kept (`watch`), re-read only where it changed.
+    """
     run = find_run(api, run_id)
-    history = api.state_history(run.id)
-    index = procfs.flow_run_processes(options.proc_root)
+    if memo is None:
+        index = procfs.flow_run_processes(options.proc_root)
+    else:
+        index, _ = memo.index([run], [], options.proc_root)
+    kept = memo.kept(run) if memo is not None else None
+    history = kept[1] if kept is not None and kept[1] else api.state_history(run.id)
+    names = {kind: _done(dict(known)) for kind, known in memo.names.items()} if memo is not None else None
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as requests:
         here = Here(index, options)
-        jobs = _jobs(api, requests, [run], here, histories={run.id: history})
+        jobs = _jobs(api, requests, [run], here, names, histories={run.id: history}, memo=memo)
     return _finish(api.url, jobs, here, progress)
 
 

@@ -2,10 +2,10 @@
 a full scan's.
 
 GIVEN two runs stuck for real on a local server (an environment of this module's own: a test kills a
-run's processes), WHEN `watch` refreshes (`act.watch.refresher`, `watch`'s options), THEN a later
-refresh locates no unchanged run again (no locator call, no walk of /proc, no state history read), a run
-given a new state is located again, and a run whose processes exited is located again on the next refresh
-and seen gone, as a full scan sees it.
+run's processes), WHEN `watch` refreshes (`act.watch.refresher`, `watch`'s options; every run in
+Cancelling, or one named), THEN a later refresh locates no unchanged run again (no locator call, no walk
+of /proc, no state history read), a run given a new state is located again, and a run whose processes
+exited is located again on the next refresh and seen gone, as a full scan sees it.
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def test_a_later_refresh_locates_no_unchanged_run_and_gives_a_full_scans_verdict
         assert counted.requests < first_requests, (counted.requests, first_requests)
         assert verdicts(later) == verdicts(scan(api, OPTIONS))
     assert ids <= set(verdicts(later)) and verdicts(later) == verdicts(first)
+    named = environment.run("swallowed").run_id
+    refresh_named = refresher(api, OPTIONS, [named])  # `watch RUN`
+    counted.refresh(refresh_named)
+    assert counted.located == [named] and counted.walks == 1
+    for _ in range(2):
+        seen = counted.refresh(refresh_named)
+        assert counted.located == [] and counted.walks == 0
+        assert verdicts(seen) == {named: verdicts(scan(api, OPTIONS))[named]}
     changed = environment.run("sleep")
     environment.harness.force_state(changed.run_id, "CANCELLING", "cancelled again")  # a new state
     again = counted.refresh(refresh)

@@ -56,8 +56,6 @@ class Memo:
     """The previous refresh's locations, state histories and names (see the module's docstring)."""
 
     names: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: Run ids located by the last refresh (the others' locations were kept).
-    located_last: list[str] = field(default_factory=list)
     _located: dict[str, _Located] = field(default_factory=dict)
     _index: dict[str, list[int]] | None = None
     _unreadable: list[int] = field(default_factory=list)
@@ -106,12 +104,10 @@ class Memo:
     ) -> None:
         """This refresh's runs: what was kept stays, what was located is fingerprinted."""
         located: dict[str, _Located] = {}
-        self.located_last = []
         for run, location in zip(runs, locations, strict=True):
             if run.id in self._kept:
                 located[run.id] = self._located[run.id]
                 continue
-            self.located_last.append(run.id)
             processes = _fingerprint(location, proc_root) if location.kind in _HOST_KINDS else None
             if processes is not None:
                 located[run.id] = _Located(run, location, tuple(histories.get(run.id, ())), processes)

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeAlias
@@ -354,21 +355,26 @@ def _read_sockets(base: Path) -> tuple[SocketPeer, ...]:
     peers = []
     for table in ("tcp", "tcp6"):
         text = read_optional_text(base / "net" / table) or ""
-        for local, remote, state, inode in parse_tcp_table(text):
-            if inode in inodes:
-                peers.append(SocketPeer(fd=inodes[inode], local=local, remote=remote, state=state))
+        for local, remote, state, inode in parse_tcp_table(text, inodes.keys()):
+            peers.append(SocketPeer(fd=inodes[inode], local=local, remote=remote, state=state))
     return tuple(sorted(peers, key=lambda p: p.fd))
 
 
-def parse_tcp_table(text: str) -> list[tuple[str, str, str, int]]:
+def parse_tcp_table(text: str, inodes: Collection[int] | None = None) -> list[tuple[str, str, str, int]]:
+    """The rows of /proc/PID/net/tcp{,6}: (local, remote, state, socket inode); only those of
+    `inodes` where given (the table is the whole network namespace's: hundreds of rows a host,
+    and decoding each address costs more than reading the row)."""
     rows = []
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) < 10:
             continue
         try:
+            inode = int(fields[9])
+            if inodes is not None and inode not in inodes:
+                continue
             local, remote = _decode_address(fields[1]), _decode_address(fields[2])
-            rows.append((local, remote, _TCP_STATES.get(int(fields[3], 16), fields[3]), int(fields[9])))
+            rows.append((local, remote, _TCP_STATES.get(int(fields[3], 16), fields[3]), inode))
         except ValueError:
             continue
     return rows

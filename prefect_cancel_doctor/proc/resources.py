@@ -173,14 +173,13 @@ def _fifo(path: str, writers: list[int], proc_root: PathLike, *, reading: bool, 
 def _socket(pid: int, fd: int, inode: int, proc_root: PathLike) -> Resource:
     for table in ("tcp", "tcp6"):
         text = read_optional_text(Path(_path(proc_root, pid, "net", table))) or ""
-        for local, remote, state, row_inode in parse_tcp_table(text):
-            if row_inode == inode:
-                port = int(remote.rsplit(":", 1)[1])
-                service = _SERVICE_PORTS.get(port)
-                what = f"{remote}" + (f" ({service})" if service else "")
-                verb = "listening on" if state == "LISTEN" else f"a TCP connection to {what}, {state}"
-                described = f"{verb} {local}" if state == "LISTEN" else verb
-                return Resource(ResourceKind.SOCKET, described, fd=fd, peer=remote, service=service)
+        for local, remote, state, _ in parse_tcp_table(text, (inode,)):
+            port = int(remote.rsplit(":", 1)[1])
+            service = _SERVICE_PORTS.get(port)
+            what = f"{remote}" + (f" ({service})" if service else "")
+            verb = "listening on" if state == "LISTEN" else f"a TCP connection to {what}, {state}"
+            described = f"{verb} {local}" if state == "LISTEN" else verb
+            return Resource(ResourceKind.SOCKET, described, fd=fd, peer=remote, service=service)
     unix = read_optional_text(Path(_path(proc_root, pid, "net", "unix"))) or ""
     for line in unix.splitlines()[1:]:
         fields = line.split()

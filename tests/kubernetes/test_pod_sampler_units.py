@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prefect_cancel_doctor.clients.kube_api import KubeApiError, KubeNotFound, PodInfo, pod_info
-from prefect_cancel_doctor.kinds.kubernetes.pod import _rounds, debug_container_spec, refusal, reusable
+from prefect_cancel_doctor.kinds.kubernetes.pod import debug_container_spec, refusal, reusable
+from prefect_cancel_doctor.kinds.kubernetes.pod_log import rounds as read_rounds
 
 
 def test_debug_container_targets_the_flow_container_with_sys_ptrace() -> None:
@@ -69,7 +70,7 @@ def test_rounds_by_the_nodes_timestamps() -> None:
             "2026-11-30T09:00:11Z @@PCD file 1 1/stat\x1c still one line",
         ]
     )
-    rounds, last = _rounds(log + "\n")
+    rounds, last = read_rounds(log + "\n")
 
     assert [(r[0].second, r[1], r[2] is not None) for r in rounds] == [(0, 1, True), (11, 2, False)]
     assert rounds[0][2] is not None and "@@PCD file 1 1/stat\n1 (python) S 0\n" in rounds[0][2]

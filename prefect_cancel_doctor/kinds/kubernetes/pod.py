@@ -53,7 +53,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,16 +73,15 @@ from prefect_cancel_doctor.kinds.kubernetes.locate import (
     KubeSession,
     terminating_why,
 )
-from prefect_cancel_doctor.proc.roles import argv_role
+from prefect_cancel_doctor.kinds.kubernetes.pod_log import flow_root
+from prefect_cancel_doctor.kinds.kubernetes.pod_log import rounds as read_rounds
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
 from prefect_cancel_doctor.sample.namespace import (
     PROBE_ENV,
     SCRIPT,
     ContainerSample,
-    ScriptOutput,
     build_sample,
-    fix_cmdline,
     parse_script_output,
     probe_source,
 )
@@ -111,7 +110,6 @@ _T = TypeVar("_T")
 #: Plain py-spy dumps per process in the rounds after the first (what a reusing scan reads).
 REUSE_SAMPLES = 2
 
-_END = "\n@@PCD end"
 # Runs the sidecar script (from PCD_SCRIPT) once a period until the TTL is spent.
 # Arguments: py-spy, rounds, interval, cycles, period, then py-spy's extra flags.
 # The first round is the scan's (its samples, its py-spy flags); later ones, kept for reuse, are
@@ -404,7 +402,7 @@ def _begin(
             raise PodSampleError(refusal(exc, namespace, pod_name)) from exc
     wait = _Waiting(request, pod, name, reused, started, started + max(timeout, START_TIMEOUT))
     if reused:
-        rounds, last_line = _rounds(_read(client, wait))
+        rounds, last_line = read_rounds(_read(client, wait))
         complete = [r for r in rounds if r[2] is not None]
         if (
             complete
@@ -446,7 +444,7 @@ def _advance(client: KubeClient, wait: _Waiting, current: PodInfo | None) -> boo
         raise PodSampleError(f"the ephemeral container {name} will never start: {terminating_why(current)}")
     if status is not None and status[0] in _STARTED:
         stamped = _read(client, wait)
-        rounds, _ = _rounds(stamped)
+        rounds, _ = read_rounds(stamped)
         done = [r for r in rounds if r[2] is not None and (wait.newer_than is None or r[0] > wait.newer_than)]
         if done:
             wait.cycle = done[-1][2]
@@ -586,60 +584,6 @@ def sample_pod_jobs(
     return results
 
 
-def flow_root(collected: ScriptOutput, argv: tuple[str, ...]) -> int | None:
-    """In a pod's shared PID namespace, the flow container's main process: among the processes whose
-    parent is outside the namespace (ppid 0; PID 1, /pause, and the doctor's own containers left out),
-    the one below which the engine or a Runner runs, else the one running the container's command
-    (`argv`), else the only one; None when none of these tells."""
-    table = _process_table(collected)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    roots = [
-        pid
-        for pid, (ppid, cmdline) in table.items()
-        if ppid == 0 and pid != 1 and not any("@@PCD" in word for word in cmdline)
-    ]
-
-    def runs_prefect(pid: int) -> bool:
-        queue = [pid]
-        while queue:
-            current = queue.pop()
-            if argv_role(table[current][1]) is not None:
-                return True
-            queue.extend(children.get(current, ()))
-        return False
-
-    for chosen in (
-        [r for r in roots if runs_prefect(r)],
-        [r for r in roots if argv and tuple(table[r][1]) == argv],
-        roots,
-    ):
-        if len(chosen) == 1:
-            return chosen[0]
-    return None
-
-
-def _process_table(collected: ScriptOutput) -> dict[int, tuple[int, tuple[str, ...]]]:
-    """pid → (ppid, command line) from the script's first round (stat) and round 0 (cmdline)."""
-    table: dict[int, tuple[int, tuple[str, ...]]] = {}
-    first = collected.files.get(min((r for r in collected.files if r > 0), default=1), {})
-    for relative, content in first.items():
-        pid_text, _, name = relative.partition("/")
-        if name != "stat" or not pid_text.isdigit():
-            continue
-        stat = content.decode("utf-8", "replace")
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) < 2 or not fields[1].isdigit():
-            continue
-        cmdline = fix_cmdline(
-            f"{pid_text}/cmdline", collected.files.get(0, {}).get(f"{pid_text}/cmdline", b"")
-        )
-        argv = tuple(a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a)
-        table[int(pid_text)] = (int(fields[1]), argv)
-    return table
-
-
 def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
     """Why the API refused the ephemeral container, with its own words and what to change."""
     said = f"{exc.code} {exc.reason}: {exc.api_message}"
@@ -664,39 +608,6 @@ def refusal(exc: KubeApiError, namespace: str, pod: str) -> str:
     return f"the API refused the ephemeral container ({said})"
 
 
-def _rounds(stamped: str) -> tuple[list[tuple[datetime, int, str | None]], datetime | None]:
-    """A log read with timestamps=true: each round's start, ordinal and text (None while it is not
-    complete), oldest first; and the time of its last line."""
-    rounds: list[tuple[datetime, int, list[str]]] = []
-    last: datetime | None = None
-    for line in stamped.split("\n"):  # not splitlines(): /proc text may hold \x1c, \x85 ...
-        stamp, _, rest = line.partition(" ")
-        rest += "\n"
-        moment = _rfc3339(stamp)
-        if moment is None:
-            continue
-        last = moment
-        if rest.startswith("@@PCD cycle "):
-            rounds.append((moment, int(rest.split()[2]) if rest.split()[2:] else 0, []))
-        elif rounds:
-            rounds[-1][2].append(rest)
-    found: list[tuple[datetime, int, str | None]] = []
-    for began, ordinal, lines in rounds:
-        text = "\n" + "".join(lines)
-        found.append((began, ordinal, text if _END in text else None))
-    return found, last
-
-
-def _rfc3339(stamp: str) -> datetime | None:
-    """An RFC 3339 time with up to nanoseconds (the kubelet's log timestamps)."""
-    head, _, fraction = stamp.rstrip("Z").partition(".")
-    try:
-        moment = datetime.fromisoformat(head + (f".{fraction[:6]}" if fraction else ""))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
 __all__ = [
     "DEBUG_PERIOD",
     "DEBUG_PREFIX",
@@ -707,7 +618,6 @@ __all__ = [
     "PodRequest",
     "PodSampleError",
     "debug_container_spec",
-    "flow_root",
     "refusal",
     "reusable",
     "sample_pod",

@@ -306,6 +306,13 @@ _ALL = (
         "an async flow awaits asyncio.to_thread(fetch), which sleeps; its worker died before the cancel",
         also=Cause.EXIT_BLOCKED_BY_THREAD,
     ),
+    _scenario(
+        "to_thread_signalled",
+        Cause.EXIT_BLOCKED_BY_THREAD,
+        CallKind.SLEEP,
+        Recipe.WORKER_KILLED_AFTER_SIGTERM,
+        "the same async flow got SIGTERM: it unwound, and asyncio.run waits for the sleeping thread",
+    ),
     # A real SIGTERM does end this flow in Prefect 3.9: the event loop runs in
     # the main thread, and `time.sleep` there is interrupted and raises. So it
     # is staged with its worker dead before the cancel; the expected cause is

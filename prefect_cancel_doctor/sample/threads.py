@@ -29,6 +29,9 @@ _KIND_OF_RESOURCE = {
 
 #: Functions in which a main thread sits after the flow returned or unwound.
 _SHUTDOWN_FUNCTIONS = ("_shutdown", "Thread._shutdown", "ThreadPoolExecutor.shutdown")
+#: The same in asyncio (3.11+): `asyncio.run` closing its loop, which waits for the default
+#: executor's threads (`asyncio.to_thread`) after the flow's coroutine returned or unwound.
+_ASYNCIO_SHUTDOWN = ("Runner.close", "asyncio/runners.py")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,11 @@ class ThreadView:
         frames = self.latest.frames
         return (
             self.is_main
-            and any(f.function.endswith(_SHUTDOWN_FUNCTIONS) for f in frames)
+            and any(
+                f.function.endswith(_SHUTDOWN_FUNCTIONS)
+                or (f.function == _ASYNCIO_SHUTDOWN[0] and f.filename.endswith(_ASYNCIO_SHUTDOWN[1]))
+                for f in frames
+            )
             and (self.call.user_frame is None)
         )
 

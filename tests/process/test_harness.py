@@ -81,6 +81,7 @@ def test_catalog_covers_the_requested_causes() -> None:
         "thread": Cause.EXIT_BLOCKED_BY_THREAD,
         "thread_worker_dead": Cause.CANCEL_NOT_OBSERVED,
         "to_thread": Cause.CANCEL_NOT_OBSERVED,
+        "to_thread_signalled": Cause.EXIT_BLOCKED_BY_THREAD,
         "async_loop": Cause.EVENT_LOOP_BLOCKED,
         "child": Cause.CHILD_PROCESS_SURVIVES,
         "gone": Cause.INFRASTRUCTURE_GONE,

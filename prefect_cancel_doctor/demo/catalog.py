@@ -312,6 +312,7 @@ _ALL = (
         CallKind.SLEEP,
         Recipe.WORKER_KILLED_AFTER_SIGTERM,
         "the same async flow got SIGTERM: it unwound, and asyncio.run waits for the sleeping thread",
+        delivery=Delivered.YES,  # Prefect 3.9's engine logged "Flow run was cancelled."
     ),
     # A real SIGTERM does end this flow in Prefect 3.9: the event loop runs in
     # the main thread, and `time.sleep` there is interrupted and raises. So it

@@ -48,8 +48,12 @@ SIGTERM = 15
 CONTROL_LISTENER_THREAD = "prefect-control-listener"
 #: How a Docker `kill` event names SIGTERM (the engine gives the number; older ones the name).
 _SIGTERM_NAMES = frozenset({"15", "SIGTERM", "TERM"})
-#: A log line that speaks of a termination signal reaching the flow.
-_TERMINATION_WORDS = re.compile(r"TerminationSignal|termination signal|SIGTERM|signal[ =]15\b", re.IGNORECASE)
+#: A log line that speaks of a termination signal reaching the flow; or Prefect 3.9's engine's own,
+#: logged in the flow process when the Runner's SIGTERM raised TerminationSignal after its cancel
+#: intent (`handle_cancellation` in prefect/flow_engine.py).
+_TERMINATION_WORDS = re.compile(
+    r"TerminationSignal|termination signal|SIGTERM|signal[ =]15\b|^Flow run was cancelled\.$", re.IGNORECASE
+)
 
 
 def main_thread(process: ProcessSample) -> ThreadView | None:

@@ -120,6 +120,19 @@ def test_an_except_that_swallows_termination_named_with_the_flows_own_log_line()
     assert verdict.blocking_call is not None and verdict.blocking_call.kind is CallKind.SLEEP
 
 
+def test_prefects_own_cancelled_line_from_the_flow_process_is_a_sign_a_sigterm_came() -> None:
+    """Prefect 3.9's engine logs it in the flow process once the Runner's SIGTERM raised there."""
+    logs = (LogLine("2026-11-27T10:05:02Z", 20, "Flow run was cancelled."),)
+    ev = dataclasses.replace(evidence(sleeping(PREFECT)), logs=logs, logs_read=True)
+    verdict = diagnose(ev)
+    assert verdict.delivery is not None and verdict.delivery.sigterm is Delivered.YES
+    assert verdict.cause is Cause.CANCEL_NOT_OBSERVED and verdict.confidence < 0.5, verdict.summary
+    # The Runner's own words for the run's state are no sign of what reached the process.
+    runner = (LogLine("2026-11-27T10:05:02Z", 20, "Flow run was cancelled successfully."),)
+    quiet = diagnose(dataclasses.replace(evidence(sleeping(PREFECT)), logs=runner, logs_read=True))
+    assert quiet.delivery is not None and quiet.delivery.sigterm is not Delivered.YES
+
+
 def test_a_log_line_before_the_cancel_is_no_sign() -> None:
     logs = (LogLine("2026-11-27T10:00:01Z", 40, "TerminationSignal while warming up"),)
     ev = dataclasses.replace(evidence(sleeping(PREFECT, swallowing=(LOOP,))), logs=logs, logs_read=True)

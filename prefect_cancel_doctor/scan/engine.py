@@ -10,6 +10,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -383,7 +384,7 @@ def _finish(
     api_peer = _peer(api_url)
     ui = options.ui_url or ui_base_url(api_url)
     # A Runner, or the parent that adopted engines, is read once a scan however many runs it holds.
-    parents: dict[tuple[str, int], ProcSnapshot | None] = {}
+    parents = _Parents()
     runs = tuple(_diagnosis(job, options, api_peer, ui, parents) for job in jobs)
     order = {StateType.CANCELLING: 0}
     runs = tuple(
@@ -486,12 +487,21 @@ def _apart(job: Job) -> bool:
     return kind_of(job.location.kind).samples_apart(job.location)
 
 
+@dataclass
+class _Parents:
+    """What a scan read of the processes its runs' engines hang from, by PID: each Runner, and
+    each engine's parent as `adopter_of` reads it (one of them holds many runs)."""
+
+    runners: dict[int, ProcSnapshot | None] = field(default_factory=dict)
+    adopters: dict[int, ProcSnapshot | None] = field(default_factory=dict)
+
+
 def _diagnosis(
     job: Job,
     options: Options,
     api_peer: str | None,
     ui: str | None = None,
-    parents: dict[tuple[str, int], ProcSnapshot | None] | None = None,
+    parents: _Parents | None = None,
 ) -> Diagnosis:
     location = job.location
     apart = _apart(job)
@@ -504,13 +514,12 @@ def _diagnosis(
             live.append(sample)
         else:
             notes.append(f"process {sample.pid} ({sample.role}) exited while it was being sampled")
-    read = {} if parents is None else parents
+    read = _Parents() if parents is None else parents
     runner = job.runner
     if runner is None and location.runner_pid:
-        key = ("runner", location.runner_pid)
-        if key not in read:
-            read[key] = procfs.read_process(location.runner_pid, options.proc_root)
-        runner = read[key]
+        if location.runner_pid not in read.runners:
+            read.runners[location.runner_pid] = procfs.read_process(location.runner_pid, options.proc_root)
+        runner = read.runners[location.runner_pid]
     target = Target(
         kind=location.kind,
         description=location.description,
@@ -529,10 +538,9 @@ def _diagnosis(
     engine = next((s.proc for s in live if s.role == Role.ENGINE and s.proc is not None), None)
     adopter = None
     if runner is None and engine is not None and not apart:
-        key = ("adopter", engine.ppid)
-        if key not in read:
-            read[key] = adopter_of(engine, options.proc_root)
-        adopter = read[key]
+        if engine.ppid not in read.adopters:
+            read.adopters[engine.ppid] = adopter_of(engine, options.proc_root)
+        adopter = read.adopters[engine.ppid]
     evidence = Evidence(
         job.run,
         target,

@@ -23,6 +23,7 @@ from prefect_cancel_doctor.model import (
     Published,
     Target,
     Verdict,
+    samples_in_place_of_stacks,
     to_plain,
 )
 
@@ -331,7 +332,6 @@ def _stuck_plain(run: StuckRun, samples: bool = False) -> dict[str, Any]:
     each process's series of samples), only `samples`, their number, per process.
     """
     target = run.target
-    taken = [len(p.dumps) for p in target.processes] if target else []
     if target is not None and not samples:
         processes = tuple(dataclasses.replace(p, dumps=()) for p in target.processes)
         target = dataclasses.replace(target, processes=processes)
@@ -339,9 +339,8 @@ def _stuck_plain(run: StuckRun, samples: bool = False) -> dict[str, Any]:
     entry: dict[str, Any] = to_plain(diagnosis)
     if not samples:
         entry.pop("threads", None)
-        for process, count in zip(entry["target"]["processes"] if target else [], taken, strict=True):
-            del process["threads"]
-            process["samples"] = count
+        if run.target is not None:
+            samples_in_place_of_stacks(entry["target"]["processes"], run.target.processes)
     if run.verdict is None:
         entry["verdict"] = None
     entry.update(location=run.location, sampled=run.sampled, note=run.note, published=to_plain(run.published))

@@ -23,7 +23,12 @@ from prefect_cancel_doctor.model.report import (
     TimelineEntry,
     Verdict,
 )
-from prefect_cancel_doctor.model.runs import DEFAULT_HEARTBEAT_SECONDS, FlowRunRef, WorkerInfo
+from prefect_cancel_doctor.model.runs import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    FlowRunRef,
+    WorkerInfo,
+    heartbeat_due_seconds,
+)
 from prefect_cancel_doctor.model.samples import (
     CleanupClause,
     Frame,
@@ -36,7 +41,7 @@ from prefect_cancel_doctor.model.samples import (
     SwallowingExcept,
     ThreadSample,
 )
-from prefect_cancel_doctor.model.serialise import to_plain
+from prefect_cancel_doctor.model.serialise import samples_in_place_of_stacks, to_plain
 from prefect_cancel_doctor.model.targets import (
     CONTAINER_NOT_FOUND,
     TASK_GONE_STATUSES,
@@ -125,5 +130,7 @@ __all__ = [
     "Verdict",
     "WorkerInfo",
     "WorkerStatus",
+    "heartbeat_due_seconds",
+    "samples_in_place_of_stacks",
     "to_plain",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from prefect_cancel_doctor.model.report import Diagnosis
@@ -23,6 +24,14 @@ def _latest_threads(diagnosis: Diagnosis) -> list[dict[str, Any]]:
         if process.dumps
         for thread in process.dumps[-1]
     ]
+
+
+def samples_in_place_of_stacks(plain: list[dict[str, Any]], processes: Sequence[ProcessSample]) -> None:
+    """Each plain process (`to_plain` of `processes`) says how many py-spy samples were taken
+    (`samples`) in place of their stacks (`threads`): the lean JSON of `scan` and of the report."""
+    for entry, process in zip(plain, processes, strict=True):
+        entry.pop("threads", None)
+        entry["samples"] = len(process.dumps)
 
 
 #: Types copied as they are. Exact types: a `str` enum (Cause) must become its value.

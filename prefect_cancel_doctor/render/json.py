@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any, TextIO
 
-from prefect_cancel_doctor.model import Diagnosis, Report
+from prefect_cancel_doctor.model import Diagnosis, Report, samples_in_place_of_stacks
 from prefect_cancel_doctor.sample.classify import is_library
 
 #: Frames kept of a thread that runs no user code (an idle loop or pool thread of Prefect's).
@@ -29,10 +29,8 @@ def render_json(report: Report, out: TextIO, *, samples_detail: bool = False) ->
     for run, diagnosis in zip(document["runs"], report.runs, strict=True):
         for thread in run.get("threads") or ():
             _trim(thread)
-        processes = diagnosis.target.processes if diagnosis.target else ()
-        for entry, process in zip((run.get("target") or {}).get("processes") or (), processes, strict=True):
-            del entry["threads"]  # the latest sample is the run's `threads`
-            entry["samples"] = len(process.dumps)
+        if diagnosis.target is not None:  # the latest sample is the run's `threads`
+            samples_in_place_of_stacks(run["target"]["processes"], diagnosis.target.processes)
     write_json(document, out)
 
 

@@ -39,6 +39,7 @@ import ast
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from prefect_cancel_doctor.core.inert import visible
 from prefect_cancel_doctor.core.redact import redact_code
@@ -61,6 +62,26 @@ _Scope = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _ScopeNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
+class _Parsed(NamedTuple):
+    """A source file parsed once for every frame in it: its tree, its lines, and the names that
+    stand for the signal classes in it."""
+
+    tree: ast.Module
+    lines: list[str]
+    signal_names: frozenset[str]
+
+
+def _parse(source: str, filename: str) -> _Parsed | None:
+    """None when the source does not parse (or is nested too deep for the parser)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning of 3.12+ for "\d" in the flow's code
+            tree = ast.parse(source, filename)
+        return _Parsed(tree, _NEWLINE.split(source), _SIGNAL_CLASSES | _aliases(tree))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def swallowing_except(
     source: str, filename: str, line: int, function: str, *, caller_goes_on: bool = False
 ) -> SwallowingExcept | None:
@@ -70,48 +91,43 @@ def swallowing_except(
     `caller_goes_on`: user code further out on the stack called this function, so a `return`
     from the handler lets it go on (see the module's docstring).
     """
-    if line < 1 or function in _EXPRESSION_FRAMES:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarning of 3.12+ for "\d" in the flow's code
-            tree = ast.parse(source, filename)
-        return _swallowing(tree, source, filename, line, function, caller_goes_on)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # nested too deep for the parser
-        return None
+    parsed = _parse(source, filename)
+    return None if parsed is None else _swallowing(parsed, filename, line, function, caller_goes_on)
 
 
 def _swallowing(
-    tree: ast.Module, source: str, filename: str, line: int, function: str, caller_goes_on: bool
+    parsed: _Parsed, filename: str, line: int, function: str, caller_goes_on: bool
 ) -> SwallowingExcept | None:
-    signal_names = _SIGNAL_CLASSES | _aliases(tree)
-    path = _path(tree.body, line, function)
-    lines = _NEWLINE.split(source)
-    for depth in range(len(path) - 1, -1, -1):
-        node, part = path[depth]
-        found: tuple[ast.AST, str, bool] | None = None
-        if isinstance(node, ast.Try) and part == "body":
-            found = _catching_handler(node, signal_names, caller_goes_on)
-        elif isinstance(node, (ast.With, ast.AsyncWith)) and part == "body":
-            found = _suppressing_item(node, signal_names)
-        if found is None:
-            continue
-        clause, catches, leaves_loop = found
-        loop = None
-        if not leaves_loop:
-            loops = (n for n, p in reversed(path[:depth]) if isinstance(n, _Loop) and p == "body")
-            loop = next(loops, None)
-        where = getattr(clause, "lineno", 0)
-        code = lines[where - 1].strip() if 0 < where <= len(lines) else None
-        return SwallowingExcept(
-            filename=filename,
-            line=where,
-            code=visible(redact_code(code)) if code else None,
-            catches=catches,
-            function=function,
-            frame_line=line,
-            loop_line=loop.lineno if loop is not None else None,
-        )
+    if line < 1 or function in _EXPRESSION_FRAMES:
+        return None
+    try:
+        path = _path(parsed.tree.body, line, function)
+        for depth in range(len(path) - 1, -1, -1):
+            node, part = path[depth]
+            found: tuple[ast.AST, str, bool] | None = None
+            if isinstance(node, ast.Try) and part == "body":
+                found = _catching_handler(node, parsed.signal_names, caller_goes_on)
+            elif isinstance(node, (ast.With, ast.AsyncWith)) and part == "body":
+                found = _suppressing_item(node, parsed.signal_names)
+            if found is None:
+                continue
+            clause, catches, leaves_loop = found
+            loop = None
+            if not leaves_loop:
+                loops = (n for n, p in reversed(path[:depth]) if isinstance(n, _Loop) and p == "body")
+                loop = next(loops, None)
+            where = getattr(clause, "lineno", 0)
+            return SwallowingExcept(
+                filename=filename,
+                line=where,
+                code=_code(parsed.lines, where),
+                catches=catches,
+                function=function,
+                frame_line=line,
+                loop_line=loop.lineno if loop is not None else None,
+            )
+    except (ValueError, RecursionError, MemoryError):  # ast.unparse of a type nested too deep
+        return None
     return None
 
 
@@ -121,85 +137,96 @@ def cleanup_clause(
     """The innermost cleanup code of `source` that runs `line` of `function`: a `finally` body, the
     body of an `except` that catches a termination signal, or (where the frame it called, `callee`,
     is an `__exit__`/`__aexit__`) the exit of the `with` at `line`. None when there is none."""
+    parsed = _parse(source, filename)
+    return None if parsed is None else _cleanup(parsed, filename, line, function, callee)
+
+
+def _cleanup(
+    parsed: _Parsed, filename: str, line: int, function: str, callee: str | None
+) -> CleanupClause | None:
     if line < 1 or function in _EXPRESSION_FRAMES:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source, filename)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        path = _path(parsed.tree.body, line, function)
+        found: tuple[str, int] | None = None
+        exiting = callee is not None and callee.rsplit(".", 1)[-1] in ("__exit__", "__aexit__")
+        if (
+            exiting
+            and path
+            and isinstance(path[-1][0], (ast.With, ast.AsyncWith))
+            and path[-1][1] == "header"
+        ):
+            found = "with", path[-1][0].lineno
+        for node, part in reversed(path):
+            if found is not None:
+                break
+            if isinstance(node, _Try) and part == "finalbody":
+                first = node.finalbody[0].lineno
+                above = range(first - 1, node.lineno - 1, -1)
+                found = (
+                    "finally",
+                    next((n for n in above if parsed.lines[n - 1].lstrip().startswith("finally")), first),
+                )
+            elif isinstance(node, _Try) and part == "handlers":
+                handler = next(h for h in node.handlers if h.lineno <= line <= _last_line(h))
+                if _catches(handler, parsed.signal_names) is not None:
+                    found = "except", handler.lineno
+    except (ValueError, RecursionError, MemoryError):  # ast.unparse of a type nested too deep
         return None
-    names = _SIGNAL_CLASSES | _aliases(tree)
-    lines = _NEWLINE.split(source)
-    path = _path(tree.body, line, function)
-    found: tuple[str, int] | None = None
-    exiting = callee is not None and callee.rsplit(".", 1)[-1] in ("__exit__", "__aexit__")
-    if exiting and path and isinstance(path[-1][0], (ast.With, ast.AsyncWith)) and path[-1][1] == "header":
-        found = "with", path[-1][0].lineno
-    for node, part in reversed(path):
-        if found is not None:
-            break
-        if isinstance(node, _Try) and part == "finalbody":
-            first = node.finalbody[0].lineno
-            keyword = (
-                n
-                for n in range(first - 1, node.lineno - 1, -1)
-                if lines[n - 1].lstrip().startswith("finally")
-            )
-            found = "finally", next(keyword, first)
-        elif isinstance(node, _Try) and part == "handlers":
-            handler = next(h for h in node.handlers if h.lineno <= line <= _last_line(h))
-            if _catches(handler, names) is not None:
-                found = "except", handler.lineno
     if found is None:
         return None
     kind, where = found
-    code = lines[where - 1].strip() if 0 < where <= len(lines) else None
     return CleanupClause(
         filename=filename,
         line=where,
-        code=visible(redact_code(code)) if code else None,
+        code=_code(parsed.lines, where),
         kind=kind,
         function=function,
         frame_line=line,
     )
 
 
+def _code(lines: list[str], line: int) -> str | None:
+    """The text of a clause's line, as it may be shown: stripped, secrets redacted, made inert."""
+    code = lines[line - 1].strip() if 0 < line <= len(lines) else None
+    return visible(redact_code(code)) if code else None
+
+
 def find_clauses(
     sample: ProcessSample, read_source: Callable[[str], str | None]
 ) -> tuple[tuple[SwallowingExcept, ...], tuple[CleanupClause, ...]]:
-    """Around the main thread's current line, innermost first, each file read once: the clauses
-    that would swallow a termination signal raised now (one at most a user-code frame), and the
-    cleanup code it runs now (`cleanup_clause`)."""
+    """Around the main thread's current line, innermost first, each file read and parsed once: the
+    clauses that would swallow a termination signal raised now (one at most a user-code frame), and
+    the cleanup code it runs now (`cleanup_clause`)."""
     frames = list(_main_thread_frames(sample))
     user = [
         (i, f)
         for i, f in enumerate(frames)
         if not f.native and not is_library(f.filename) and not f.filename.startswith("<")
     ]
-    sources: dict[str, str | None] = {}
+    parsed: dict[str, _Parsed | None] = {}
     swallowing: list[SwallowingExcept] = []
     cleanup: list[CleanupClause] = []
+    seen: set[tuple[str, int]] = set()
+    running_seen: set[tuple[str, int]] = set()
     for order, (index, frame) in enumerate(user):
         if frame.function in _EXPRESSION_FRAMES:
             continue
-        if frame.filename not in sources:
-            sources[frame.filename] = _read(read_source, frame.filename)
-        source = sources[frame.filename]
-        if source is None:
+        if frame.filename not in parsed:
+            source = _read(read_source, frame.filename)
+            parsed[frame.filename] = None if source is None else _parse(source, frame.filename)
+        tree = parsed[frame.filename]
+        if tree is None:
             continue
-        clause = swallowing_except(
-            source, frame.filename, frame.line, frame.function, caller_goes_on=order < len(user) - 1
-        )
-        if clause is not None and all(
-            (c.filename, c.line) != (clause.filename, clause.line) for c in swallowing
-        ):
+        caller_goes_on = order < len(user) - 1
+        clause = _swallowing(tree, frame.filename, frame.line, frame.function, caller_goes_on)
+        if clause is not None and (clause.filename, clause.line) not in seen:
+            seen.add((clause.filename, clause.line))
             swallowing.append(clause)
         callee = next((f.function for f in reversed(frames[:index]) if not f.native), None)
-        running = cleanup_clause(source, frame.filename, frame.line, frame.function, callee=callee)
-        if running is not None and all(
-            (c.filename, c.line) != (running.filename, running.line) for c in cleanup
-        ):
+        running = _cleanup(tree, frame.filename, frame.line, frame.function, callee)
+        if running is not None and (running.filename, running.line) not in running_seen:
+            running_seen.add((running.filename, running.line))
             cleanup.append(running)
     return tuple(swallowing), tuple(cleanup)
 

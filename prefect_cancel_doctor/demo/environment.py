@@ -55,7 +55,14 @@ from prefect_cancel_doctor.demo.harness import (
     pid_alive,
     process_environ,
 )
-from prefect_cancel_doctor.model import CallKind, Cause, Delivered, ResourceKind, WorkerInfo, WorkerStatus
+from prefect_cancel_doctor.model import (
+    CallKind,
+    Cause,
+    Delivered,
+    ResourceKind,
+    WorkerStatus,
+    heartbeat_due_seconds,
+)
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -484,7 +491,7 @@ def _heartbeats_show_dead_before_cancel(harness: LocalPrefect, item: _Staged, ru
     if known is None or known.last_heartbeat_time is None:
         return False
     gap: float = (run.state.timestamp - known.last_heartbeat_time).total_seconds()
-    return gap > WorkerInfo("", None, None, None, WORKER_HEARTBEAT_SECONDS).heartbeat_due_seconds
+    return gap > heartbeat_due_seconds(WORKER_HEARTBEAT_SECONDS)
 
 
 def _verify(harness: LocalPrefect, runs: list[StuckRun]) -> None:

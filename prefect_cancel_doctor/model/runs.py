@@ -15,6 +15,12 @@ HEARTBEAT_JITTER = 0.3
 HEARTBEAT_CALL_SLACK_SECONDS = 5.0
 
 
+def heartbeat_due_seconds(interval: float | None) -> float:
+    """The longest a live worker heartbeating every `interval` s (None: Prefect's default) goes
+    between two heartbeats the server records."""
+    return (interval or DEFAULT_HEARTBEAT_SECONDS) * (1 + HEARTBEAT_JITTER) + HEARTBEAT_CALL_SLACK_SECONDS
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """A worker of the run's work pool, as the API reports it."""
@@ -28,9 +34,8 @@ class WorkerInfo:
 
     @property
     def heartbeat_due_seconds(self) -> float:
-        """The longest a live worker goes between two heartbeats the server records."""
-        interval = self.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
-        return interval * (1 + HEARTBEAT_JITTER) + HEARTBEAT_CALL_SLACK_SECONDS
+        """The longest this worker, if alive, goes between two heartbeats the server records."""
+        return heartbeat_due_seconds(self.heartbeat_interval_seconds)
 
     @property
     def heartbeat_is_stale(self) -> bool:

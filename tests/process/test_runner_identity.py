@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from prefect_cancel_doctor.kinds.process.locate import adopter_of, runner_of
-from prefect_cancel_doctor.model import Cause, WorkerInfo
+from prefect_cancel_doctor.model import Cause, heartbeat_due_seconds
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.scan.engine import Options, inspect_pid
 from tests.helpers import clean_environ, run_cli
@@ -270,7 +270,7 @@ def _wait_past_last_heartbeat(environment: DemoEnvironment, worker: str) -> None
     """Until the dead worker's next heartbeat is overdue (Prefect jitters it: `heartbeat_due_seconds`):
     the worker died before the cancel, and its heartbeat reads stale at the scan."""
     harness = environment.harness
-    overdue = WorkerInfo("", None, None, None, HEARTBEAT_SECONDS).heartbeat_due_seconds + 1
+    overdue = heartbeat_due_seconds(HEARTBEAT_SECONDS) + 1
 
     def past() -> bool:
         known = [w for w in harness.workers_of_pool(POOL) if w.name == worker]

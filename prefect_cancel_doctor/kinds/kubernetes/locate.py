@@ -42,7 +42,7 @@ import dataclasses
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -167,12 +167,10 @@ class KubeSession:
             client = self.client()
             for namespace, names in by_namespace.items():
                 found: dict[tuple[str, str], list[PodInfo]] = {(namespace, n): [] for n in names}
-                for i in range(0, len(names), JOBS_A_LIST):
-                    chunk = names[i : i + JOBS_A_LIST]
-                    for pod in client.list_pods(namespace, f"{JOB_NAME_LABEL} in ({','.join(chunk)})"):
-                        owner = pod.labels.get(JOB_NAME_LABEL)
-                        if owner is not None and (namespace, owner) in found:
-                            found[(namespace, owner)].append(pod)
+                for pod in pods_of_jobs(client, namespace, names):
+                    owner = pod.labels.get(JOB_NAME_LABEL)
+                    if owner is not None and (namespace, owner) in found:
+                        found[(namespace, owner)].append(pod)
                 with self._lock:
                     self._pods.update(found)
         except (KubeError, KubeConfigError):
@@ -216,6 +214,16 @@ def choose_attach(requested: str | None, *, node_visible: bool) -> PodAttach:
     if mode != "auto":
         return PodAttach(mode)
     return PodAttach.NODE if node_visible else PodAttach.EPHEMERAL
+
+
+def pods_of_jobs(client: KubeClient, namespace: str, jobs: Sequence[str]) -> list[PodInfo]:
+    """The pods of these Jobs of a namespace: one list a `JOBS_A_LIST` of them, by the label
+    selector ``job-name in (…)``."""
+    return [
+        pod
+        for i in range(0, len(jobs), JOBS_A_LIST)
+        for pod in client.list_pods(namespace, f"{JOB_NAME_LABEL} in ({','.join(jobs[i : i + JOBS_A_LIST])})")
+    ]
 
 
 def locate_job(
@@ -593,6 +601,7 @@ __all__ = [
     "flow_container",
     "locate_job",
     "locate_pod",
+    "pods_of_jobs",
     "recorded_cluster_uid",
     "terminating_why",
 ]

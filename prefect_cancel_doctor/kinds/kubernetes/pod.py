@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect_cancel_doctor.clients.kube_api import (
-    JOB_NAME_LABEL,
     KubeApiError,
     KubeClient,
     KubeError,
@@ -69,8 +68,8 @@ from prefect_cancel_doctor.clients.kube_config import KubeConfigError
 from prefect_cancel_doctor.core.progress import ProgressFn
 from prefect_cancel_doctor.kinds import Location
 from prefect_cancel_doctor.kinds.kubernetes.locate import (
-    JOBS_A_LIST,
     KubeSession,
+    pods_of_jobs,
     terminating_why,
 )
 from prefect_cancel_doctor.kinds.kubernetes.pod_log import flow_root
@@ -343,17 +342,11 @@ def _pods_now(
     for namespace, wanted in by_namespace.items():
         jobs = sorted({r.job for r in wanted if r.job})
         if any(r.job is None for r in wanted):
-            selectors: list[str | None] = [None]  # a pod of no Job: the whole namespace
+            pods = client.list_pods(namespace)  # a pod of no Job: the whole namespace
         else:
-            selectors = [
-                f"{JOB_NAME_LABEL} in ({','.join(jobs[i : i + JOBS_A_LIST])})"
-                for i in range(0, len(jobs), JOBS_A_LIST)
-            ]
+            pods = pods_of_jobs(client, namespace, jobs)
         names = {r.name for r in wanted}
-        for selector in selectors:
-            for pod in client.list_pods(namespace, selector):
-                if pod.name in names:
-                    found[(namespace, pod.name)] = pod
+        found.update({(namespace, pod.name): pod for pod in pods if pod.name in names})
     return found
 
 

@@ -115,15 +115,11 @@ class Memo:
 
     def _same(self, run: FlowRun, proc_root: str) -> bool:
         located = self._located.get(run.id)
-        if located is None or located.run != run:
-            return False
-        for process in located.processes:
-            now = procfs.read_process(process.pid, proc_root, read_sockets=False)
-            if now is None or now.state == "Z" or now.start_time_ticks != process.start_ticks:
-                return False
-            if process.children is not None and now.children != process.children:
-                return False
-        return True
+        return (
+            located is not None
+            and located.run == run
+            and _fingerprint(located.location, proc_root) == located.processes
+        )
 
     def _own(self, run_id: str) -> set[int]:
         """The PIDs a walk of /proc finds for the run: its located processes but its Runners."""

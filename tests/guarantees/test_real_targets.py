@@ -28,6 +28,7 @@ import pytest
 
 from prefect_cancel_doctor.proc import procfs
 from prefect_cancel_doctor.render.terminal import SHOWN
+from prefect_cancel_doctor.sample.pyspy import find_py_spy
 from tests.helpers import clean_environ
 
 if TYPE_CHECKING:
@@ -167,10 +168,12 @@ def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
     while doctor.pid not in _py_spies(tag).values() and doctor.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
     said.close()
-    assert doctor.pid in _py_spies(tag).values(), (
-        f"the doctor never started sampling (exit {doctor.poll()}): "
-        + (tmp_path / "doctor.err").read_text()[-2000:]
-    )
+    if doctor.pid not in _py_spies(tag).values():
+        pytest.fail(
+            f"the doctor never started sampling (exit {doctor.poll()}): "
+            + (tmp_path / "doctor.err").read_text()[-2000:]
+            + _where_it_is(doctor)
+        )
     doctor.send_signal(sig)
     sent = time.monotonic()
     doctor.wait(timeout=60)
@@ -182,6 +185,21 @@ def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
     assert outlived <= PY_SPY_OUTLIVES_AT_MOST, f"its py-spy ended {outlived:.1f} s after {sig.name}"
     for pid, (_, state, _, _) in _processes(demo_environment).items():
         assert state not in ("T", "t"), f"process {pid} left stopped after {sig.name}"
+
+
+def _where_it_is(doctor: subprocess.Popen[bytes]) -> str:
+    """The stack of a doctor that has not sampled when it should have (then it is killed): what it
+    was waiting for is the cause to look for."""
+    if doctor.poll() is not None:
+        return ""
+    try:
+        dumped = subprocess.run(
+            [find_py_spy(), "dump", "--pid", str(doctor.pid)], capture_output=True, text=True, timeout=30
+        )
+        return "\nits stack:\n" + dumped.stdout + dumped.stderr
+    finally:
+        doctor.kill()
+        doctor.wait()
 
 
 SECRET_PROGRAM = """

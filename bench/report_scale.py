@@ -113,7 +113,7 @@ with httpx.Client(base_url=os.environ["PREFECT_API_URL"] + "/") as http:
     if sys.argv[2:] == ["runs"]:
         state = {"state": {"type": {"any_": ["CANCELLING"]}}}
         while True:
-            body = {"flow_runs": state, "limit": 200, "offset": len(runs), "sort": "ID_DESC"}
+            body = {"flow_runs": state, "limit": 200, "offset": len(runs), "sort": "START_TIME_ASC"}
             page = http.post("flow_runs/filter", json=body).json()
             runs.extend(page)
             if len(page) < 200:

@@ -69,7 +69,7 @@ print(len(runs))
 
 FLOOR_SCRIPT = """
 import os, httpx
-body = {"flow_runs": {"state": {"type": {"any_": ["CANCELLING"]}}}, "sort": "ID_DESC", "limit": 200}
+body = {"flow_runs": {"state": {"type": {"any_": ["CANCELLING"]}}}, "sort": "START_TIME_ASC", "limit": 200}
 runs, offset = [], 0
 with httpx.Client(base_url=os.environ["PREFECT_API_URL"] + "/", verify=False) as http:
     while True:
@@ -93,7 +93,7 @@ def floor(api_url: str) -> Callable[[], None]:
         with httpx.Client(base_url=api_url + "/", verify=False) as http:
             offset = 0
             while True:
-                body = {**CANCELLING, "sort": "ID_DESC", "limit": 200, "offset": offset}
+                body = {**CANCELLING, "sort": "START_TIME_ASC", "limit": 200, "offset": offset}
                 page = http.post("flow_runs/filter", json=body).json()
                 if len(page) < 200:
                     return

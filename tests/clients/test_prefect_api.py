@@ -19,11 +19,12 @@ def api(handler: Callable[[httpx.Request], httpx.Response], **conn: str) -> Pref
     return PrefectApi(Connection("http://prefect.test/api", **conn), transport=httpx.MockTransport(handler))
 
 
-def run(i: int, state: str = "CANCELLING") -> dict[str, object]:
+def run(i: int, state: str = "CANCELLING", started: str | None = None) -> dict[str, object]:
     return {
         "id": f"run-{i:05d}",
         "name": f"r{i}",
         "state": {"type": state, "timestamp": "2026-01-01T00:00:00Z"},
+        "start_time": started or f"2026-01-01T00:00:00.{i:06d}Z",
     }
 
 
@@ -49,6 +50,46 @@ def test_a_run_shifting_between_pages_is_reported_once() -> None:
         return httpx.Response(200, json=pages[json.loads(request.content)["offset"] // PAGE_SIZE])
 
     assert len(api(handler).cancelling_runs()) == PAGE_SIZE + 1
+
+
+def test_runs_starting_at_one_moment_across_two_pages_are_asked_for_by_that_moment() -> None:
+    # Prefect sorts START_TIME without a tie-breaker: a database may order runs that tie anew for each
+    # page, so the page after could repeat one of them and skip another (run 200, never listed).
+    moment = "2026-01-01T00:00:01Z"
+    tied = [run(i, started=moment) for i in (199, 200)]
+    pages = [[run(i) for i in range(PAGE_SIZE - 1)] + [tied[0]], [tied[0], run(201)]]
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asked.append(body)
+        start = body["flow_runs"].get("start_time")
+        if start == {"after_": moment, "before_": moment}:
+            return httpx.Response(200, json=tied)
+        if start is not None:
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json=pages[body["offset"] // PAGE_SIZE])
+
+    found = [r.id for r in api(handler).cancelling_runs()]
+    assert sorted(found) == [f"run-{i:05d}" for i in range(202)]
+    assert asked[0]["sort"] == "START_TIME_ASC"
+    never_started = asked[-1]["flow_runs"]
+    assert never_started["start_time"] == {"is_null_": True}
+    assert never_started["expected_start_time"] == {"after_": moment, "before_": moment}
+
+
+def test_runs_with_no_time_to_sort_by_across_two_pages_are_listed_again_by_id() -> None:
+    timeless = {k: v for k, v in run(PAGE_SIZE).items() if k != "start_time"}
+    pages = [[run(i) for i in range(PAGE_SIZE - 1)] + [timeless], [timeless]]
+    sorts = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sorts.append(body["sort"])
+        return httpx.Response(200, json=pages[body["offset"] // PAGE_SIZE])
+
+    assert len(api(handler).cancelling_runs()) == PAGE_SIZE
+    assert sorts == ["START_TIME_ASC", "START_TIME_ASC", "ID_DESC", "ID_DESC"]
 
 
 @pytest.mark.parametrize("status", [401, 403])

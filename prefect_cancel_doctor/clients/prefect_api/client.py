@@ -57,6 +57,16 @@ _NO_ENDPOINT = (404, 405)
 _CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
 
 
+#: No page read yet (no run's start key is this).
+_NO_KEY = object()
+
+
+def _start_key(item: object) -> str | None:
+    """What the server's START_TIME sorts a flow run by: its start time, else its expected one."""
+    run = as_mapping(item)
+    return as_str(run.get("start_time")) or as_str(run.get("expected_start_time"))
+
+
 class EventsUnavailable(ApiRefused):
     """The server has no events API (`POST /events/filter` answers 404)."""
 
@@ -84,8 +94,38 @@ class PrefectApi(PrefectSession):
         self._request("POST", "/flow_runs/filter", {"limit": 1})
 
     def cancelling_runs(self) -> list[FlowRun]:
-        """All flow runs whose state type is CANCELLING (server-side filter)."""
-        return self._runs({"flow_runs": _CANCELLING})
+        """All flow runs whose state type is CANCELLING (server-side filter).
+
+        Listed by start time, oldest first: Prefect ≥ 3.9 indexes a run's state type with its
+        start time (`ix_flow_run__state_type_coalesce_start_time`), so a page costs the same however
+        deep it lies (0.06 s a page of 200 with 18,800 runs in Cancelling, where by id the first
+        page took 0.1 s and the last 0.34 s: bench/README.md). That order has no tie-breaker, and a
+        database may give runs that start at the same moment in another order from one page to the
+        next: where such runs straddle two pages, they are asked for by that moment, whole.
+        """
+        found: dict[str, FlowRun] = {}
+        straddling: set[str | None] = set()
+        last: object = _NO_KEY
+        for page in self._pages("/flow_runs/filter", {"flow_runs": _CANCELLING}, "START_TIME_ASC"):
+            if page and _start_key(page[0]) == last:
+                straddling.add(_start_key(page[0]))
+            last = _start_key(page[-1]) if page else _NO_KEY
+            found.update((run.id, run) for run in map(parse_flow_run, page))
+        if None in straddling:
+            # Runs with neither time cannot be asked for by it: the whole listing again, by id.
+            return self._runs({"flow_runs": _CANCELLING})
+        for moment in sorted(m for m in straddling if m is not None):
+            found.update((run.id, run) for run in map(parse_flow_run, self._cancelling_at(moment)))
+        return list(found.values())
+
+    def _cancelling_at(self, moment: str) -> Iterator[object]:
+        """The runs in Cancelling that START_TIME sorts at `moment`: started then, or never
+        started and expected then (Prefect 3.9's start-time filter reads both, as its sort does;
+        the second query is for a server whose filter reads the start time alone)."""
+        at = {"after_": moment, "before_": moment}
+        yield from self._paged("/flow_runs/filter", {"flow_runs": {**_CANCELLING, "start_time": at}})
+        never_started = {**_CANCELLING, "start_time": {"is_null_": True}, "expected_start_time": at}
+        yield from self._paged("/flow_runs/filter", {"flow_runs": never_started})
 
     def cancelling_names(self, kind: str) -> dict[str, str]:
         """Names of the flows or deployments (`kind`) that have runs in CANCELLING, by id.

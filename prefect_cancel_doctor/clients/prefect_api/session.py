@@ -278,19 +278,25 @@ class PrefectSession(PooledClient):
         self, path: str, body: dict[str, Any], sort: str = "ID_DESC", *, id_key: str = "id"
     ) -> Iterator[object]:
         """Every item of a `/filter` endpoint, page by page, in a stable order (parsed by the caller)."""
-        offset, seen = 0, set()
-        while True:
-            page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
-            if not isinstance(page, list):
-                raise UnexpectedShape(
-                    f"the Prefect API answered {path} with {type(page).__name__}, not a list"
-                )
+        seen = set()
+        for page in self._pages(path, body, sort):
             for item in page:
                 # Runs that change state while we page can shift between pages.
                 key = item.get(id_key) if isinstance(item, dict) else None
                 if key is None or key not in seen:
                     seen.add(key)
                     yield item
+
+    def _pages(self, path: str, body: dict[str, Any], sort: str) -> Iterator[list[object]]:
+        """The pages of a `/filter` endpoint, as the server answers them."""
+        offset = 0
+        while True:
+            page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
+            if not isinstance(page, list):
+                raise UnexpectedShape(
+                    f"the Prefect API answered {path} with {type(page).__name__}, not a list"
+                )
+            yield page
             if len(page) < PAGE_SIZE:
                 return
             offset += PAGE_SIZE

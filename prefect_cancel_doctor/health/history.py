@@ -12,10 +12,12 @@ runs, not the size of the history:
    request: the run says what its event would (the server stamps the event
    with the state's timestamp), and nothing ended that cancel. On a fleet
    with thousands stuck, that is nearly every cancel of the window.
-2. The Cancelling events of the other runs (`POST /events/filter`, by resource
-   id, 50 runs a query), each naming the run's flow, deployment, work pool and
-   queue; where the server cannot count events, every Cancelling event of the
-   window (50 a page, a busy window in slices).
+   Any other run counted once was asked once, at the time its count says.
+2. The Cancelling events of the runs counted more than once (`POST
+   /events/filter`, by resource id, 50 runs a query), to tell a second request
+   from a Cancelling state forced again (the server refuses Cancelling →
+   Cancelling unless forced); where the server cannot count events, every
+   Cancelling event of the window (50 a page, a busy window in slices).
 3. The events that ended those cancels (`Cancelled`, `Completed`, `Failed`,
    `Crashed`, `TimedOut`), asked for by resource id, 50 runs a query.
 4. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
@@ -189,6 +191,8 @@ class _Reader:
     _deployment_names: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Runs with a Cancelling event in the window (event counts).
     _counted: set[str] = dataclasses.field(default_factory=set)
+    #: Runs with exactly one Cancelling event in the window: that request, from its count.
+    _once: dict[str, StateEvent] = dataclasses.field(default_factory=dict)
 
     def _window(self) -> dict[str, str]:
         return {"since": iso(self.since), "until": iso(self.until)}
@@ -243,18 +247,20 @@ class _Reader:
         if settled is None:
             # No event counts: every Cancelling event of the window, read whole.
             unique = {e.id: e for e in self._cancelling_events(self.since, self.until)}
-            settled = {}
+            settled, once = {}, {}
         else:
-            unique = {e.id: e for e in self._cancelling_events_of(sorted(self._counted - set(settled)))}
+            once = {run_id: e for run_id, e in self._once.items() if run_id not in settled}
+            unread = sorted(self._counted - set(settled) - set(once))
+            unique = {e.id: e for e in self._cancelling_events_of(unread)}
         events = [
             e
             for e in (state_event(raw) for raw in unique.values())
             if e and e.state_type == StateType.CANCELLING
         ]
-        self.cancelling_events = len(events) + len(settled)
+        self.cancelling_events = len(events) + len(settled) + len(once)
         self._related = {e.run_id: (e.related, e.run_name) for e in events}
         requests = cancel_requests(events)
-        requests.update((run_id, [request]) for run_id, request in settled.items())
+        requests.update((run_id, [request]) for run_id, request in {**once, **settled}.items())
         # A run in Cancelling since its only request of the window has no end to look for.
         ids = sorted(set(requests) - set(settled) - _unended(requests, cancelling_now))
         ends: dict[str, list[StateEvent]] = defaultdict(list)
@@ -282,8 +288,14 @@ class _Reader:
         timestamp, so a run in Cancelling now, counted once, whose state has
         the time of that event entered Cancelling then and has not left it:
         the run itself says all its event would (its flow, deployment and
-        pool), and no event can have ended that cancel. Only the other runs'
-        events are read. None where the server cannot count events.
+        pool), and no event can have ended that cancel. None where the server
+        cannot count events.
+
+        Any other run counted once was asked to cancel once, at the time its
+        count says (`_once`): its record (read for its end anyway) names its
+        flow, deployment and pool. Only the Cancelling events of runs counted
+        more than once are read, to tell a second request from a state
+        proposed again while in Cancelling.
         """
         query = {"occurred": self._window(), "event": {"prefix": [_CANCELLING_EVENT]}}
         try:
@@ -291,6 +303,13 @@ class _Reader:
         except EventsUnavailable:
             return None
         self._counted = {c.value[len(_RUN_RESOURCE) :] for c in counts if c.value.startswith(_RUN_RESOURCE)}
+        for count in counts:
+            occurred = parse_time(count.start_time)
+            if count.count == 1 and occurred is not None and count.value.startswith(_RUN_RESOURCE):
+                run_id = count.value[len(_RUN_RESOURCE) :]
+                self._once[run_id] = StateEvent(
+                    run_id, occurred, StateType.CANCELLING, "Cancelling", None, run_name=count.label or None
+                )
         stuck = {r.id: r for r in cancelling_now if r.state_type == StateType.CANCELLING and r.state}
         settled: dict[str, StateEvent] = {}
         for count in counts:

@@ -329,8 +329,9 @@ def stuck_and_ended() -> FakeServer:
 
 def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_their_events() -> None:
     """Event counts (one request) say which runs have one Cancelling event in the window; a run in
-    Cancelling whose state has that event's time is the whole story: its events are not read. The
-    report is the one every event gives."""
+    Cancelling whose state has that event's time is the whole story: its events are not read. Of
+    the other runs counted once, only the events that ended their cancel are read. The report is
+    the one every event gives."""
     counted, server = stuck_and_ended(), stuck_and_ended()
     server.event_counts = False
     with_counts, everything = (
@@ -341,6 +342,17 @@ def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_t
     asked = {i for f in counted.event_filters for i in (f.get("resource") or {}).get("id") or []}
     assert not {i for i in asked if i.startswith("prefect.flow-run.s")}, "a settled run's events were read"
     assert {"prefect.flow-run.again", "prefect.flow-run.repeated"} <= asked
+    # A run counted once that ended ("e…") has its end read, not its Cancelling event: its count
+    # says when it was asked.
+    cancelling = "prefect.flow-run.Cancelling"
+    asked_cancelling = {
+        i
+        for f in counted.event_filters
+        if cancelling in ((f.get("event") or {}).get("prefix") or [])
+        for i in (f.get("resource") or {}).get("id") or []
+    }
+    assert asked_cancelling == {"prefect.flow-run.again", "prefect.flow-run.repeated"}
+    assert {f"prefect.flow-run.e{i:03d}" for i in range(30)} <= asked
     assert len(counted.requests) < len(server.requests)
     a, b = with_counts.to_dict(all_runs=True), everything.to_dict(all_runs=True)
     assert a.pop("source")["cancelling_events"] == b.pop("source")["cancelling_events"] == 155

@@ -63,9 +63,11 @@ def build(
         if moment is not None:
             entries.append(TimelineEntry(_iso(moment), "entered Cancelling", TimelineSource.STATE))
     entries += _workers(run)
-    boot = boot_time(proc_root)
+    seen = [process for process in processes if process.proc is not None]
+    # /proc/stat only where a process is dated: a fleet's runs on other hosts have none.
+    boot = boot_time(proc_root) if seen or runner is not None else None
     if boot is not None:
-        for process in processes:
+        for process in seen:
             if process.proc is not None:
                 started = _started(process.proc, boot)
                 entries.append(

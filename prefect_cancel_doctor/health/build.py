@@ -19,10 +19,11 @@ default): a longer window is reported as such.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi, to_flow_run_ref
@@ -65,6 +66,10 @@ _LIVE_STATES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, Stat
 
 def _no_progress(what: str, done: int, total: int) -> None:
     pass
+
+
+class _Abandoned(Exception):
+    """The report failed or was interrupted while its history was read: that reading stops."""
 
 
 # -- runs stuck now ------------------------------------------------------------------------
@@ -263,25 +268,45 @@ def build_health_report(
             f"{iso(until - timedelta(seconds=retention))} are not counted"
         )
 
-    progress("querying the Prefect API for runs in Cancelling", 0, 0)
-    cancelling_now = api.cancelling_runs()
-    history = read_cancellations(api, since, until, cancelling_now, progress)
+    abandoned = threading.Event()
+    listed: Future[list[FlowRun]] = Future()
+
+    def history_progress(what: str, done: int, total: int) -> None:
+        if abandoned.is_set():
+            raise _Abandoned
+        progress(what, done, total)
+
+    # The history waits on the server: its event count goes out while the runs in Cancelling are
+    # listed, and the rest of it is read while their verdicts (on a fleet of thousands stuck,
+    # seconds of our own work) are worked out. The listing and the scan stay on this thread, where
+    # Ctrl-C and the deadline reach them.
+    with ThreadPoolExecutor(1) as aside:
+        reading = aside.submit(read_cancellations, api, since, until, listed.result, history_progress)
+        try:
+            progress("querying the Prefect API for runs in Cancelling", 0, 0)
+            cancelling_now = api.cancelling_runs()
+            listed.set_result(cancelling_now)
+            if options.sample:
+                scan_options = dataclasses.replace(options.scan, since=options.since)
+                report = scan(api, scan_options, progress, cancelling_now)
+                found = [s for s in (_stuck_from_diagnosis(d) for d in report.runs) if s is not None]
+                stuck = [s for s in found if s.flow_run.state_type == StateType.CANCELLING]
+                live_orphans = [s for s in found if s.flow_run.state_type != StateType.CANCELLING]
+                errors = report.errors
+            else:
+                stuck, live_orphans, errors = _stuck_from_api(api, cancelling_now, until), [], ()
+            history = reading.result()
+        except BaseException:
+            abandoned.set()
+            if not listed.done():
+                listed.set_exception(_Abandoned())
+            raise
     cancels, runs = history.cancels, history.runs
     notes.extend(history.notes)
     slow = options.slow.total_seconds()
 
     progress("looking for sub-deployment runs of cancelled runs", 0, 0)
     children = orphaned_children(api, cancels, runs)
-
-    if options.sample:
-        scan_options = dataclasses.replace(options.scan, since=options.since)
-        report = scan(api, scan_options, progress, cancelling_now)
-        found = [s for s in (_stuck_from_diagnosis(d) for d in report.runs) if s is not None]
-        stuck = [s for s in found if s.flow_run.state_type == StateType.CANCELLING]
-        live_orphans = [s for s in found if s.flow_run.state_type != StateType.CANCELLING]
-        errors = report.errors
-    else:
-        stuck, live_orphans, errors = _stuck_from_api(api, cancelling_now, until), [], ()
     stuck, fleet = _with_fleet(api, stuck, options.since, until)
     notes.extend(fleet.errors)
     progress("reading concurrency limits", 0, 0)

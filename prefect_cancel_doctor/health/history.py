@@ -63,6 +63,8 @@ _CANCELLING_EVENT = "prefect.flow-run.Cancelling"
 #: Cancelling events read in one paged query at most; a busier window is cut in halves.
 SLICE_EVENTS = 2000
 _RUN_RESOURCE = "prefect.flow-run."
+#: The runs in Cancelling now, when they are needed (the same list at each call).
+Listing = Callable[[], Sequence[FlowRun]]
 
 
 @dataclass(frozen=True)
@@ -197,10 +199,10 @@ class _Reader:
     def _window(self) -> dict[str, str]:
         return {"since": iso(self.since), "until": iso(self.until)}
 
-    def read(self, cancelling_now: list[FlowRun]) -> tuple[list[Cancellation], dict[str, FlowRun], str]:
+    def read(self, listing: Listing) -> tuple[list[Cancellation], dict[str, FlowRun], str]:
         """Every cancel requested in the window: (cancels, runs by id, method)."""
         try:
-            requests, ends, method = self._from_events(cancelling_now)
+            requests, ends, method = self._from_events(listing)
         except EventsUnavailable:
             requests, ends, method = self._from_runs()
             self.notes.append(
@@ -210,6 +212,7 @@ class _Reader:
         # A run that entered Cancelling moments ago may not have its event stored yet
         # (the server persists events in batches, every few seconds).
         unstored = 0
+        cancelling_now = listing()
         for run in cancelling_now:
             entered = parse_time(run.state.timestamp if run.state else None)
             if run.id in requests or entered is None or entered < self.since:
@@ -240,10 +243,10 @@ class _Reader:
     # -- the events path
 
     def _from_events(
-        self, cancelling_now: Sequence[FlowRun] = ()
+        self, listing: Listing
     ) -> tuple[dict[str, list[StateEvent]], dict[str, list[StateEvent]], str]:
         self.progress("reading Cancelling events", 0, 0)
-        settled = self._settled(cancelling_now)
+        settled = self._settled(listing)
         if settled is None:
             # No event counts: every Cancelling event of the window, read whole.
             unique = {e.id: e for e in self._cancelling_events(self.since, self.until)}
@@ -262,7 +265,7 @@ class _Reader:
         requests = cancel_requests(events)
         requests.update((run_id, [request]) for run_id, request in {**once, **settled}.items())
         # A run in Cancelling since its only request of the window has no end to look for.
-        ids = sorted(set(requests) - set(settled) - _unended(requests, cancelling_now))
+        ids = sorted(set(requests) - set(settled) - _unended(requests, listing()))
         ends: dict[str, list[StateEvent]] = defaultdict(list)
         for start in range(0, len(ids), EVENTS_IDS_PER_QUERY):
             self.progress("reading the events that ended them", start, len(ids))
@@ -279,7 +282,7 @@ class _Reader:
                     self.end_events += 1
         return requests, dict(ends), "events"
 
-    def _settled(self, cancelling_now: Sequence[FlowRun]) -> dict[str, StateEvent] | None:
+    def _settled(self, listing: Listing) -> dict[str, StateEvent] | None:
         """Runs in Cancelling since their only Cancelling event of the window: that request, from the run.
 
         One request counts the window's Cancelling events per run (`POST
@@ -310,7 +313,8 @@ class _Reader:
                 self._once[run_id] = StateEvent(
                     run_id, occurred, StateType.CANCELLING, "Cancelling", None, run_name=count.label or None
                 )
-        stuck = {r.id: r for r in cancelling_now if r.state_type == StateType.CANCELLING and r.state}
+        # Asked for only now: the count goes out while the runs in Cancelling are still being listed.
+        stuck = {r.id: r for r in listing() if r.state_type == StateType.CANCELLING and r.state}
         settled: dict[str, StateEvent] = {}
         for count in counts:
             run = stuck.get(count.value[len(_RUN_RESOURCE) :])
@@ -546,12 +550,13 @@ def read_cancellations(
     api: PrefectApi,
     since: datetime,
     until: datetime,
-    cancelling_now: list[FlowRun],
+    cancelling_now: Listing,
     progress: Callable[[str, int, int], None] = lambda what, done, total: None,
 ) -> History:
     """Every cancel requested between `since` and `until`, and what became of it.
 
-    `cancelling_now` (the runs in Cancelling now) covers cancels too recent for
+    `cancelling_now` (the runs in Cancelling now, asked for once the window's events are counted:
+    a `Future`'s `result` lets them be listed meanwhile) covers cancels too recent for
     their event to be stored yet.
     """
     reader = _Reader(api, since, until, progress)

@@ -19,6 +19,7 @@ import pytest
 
 from prefect_cancel_doctor.clients.prefect_api import PrefectApi, _page_token
 from prefect_cancel_doctor.clients.settings import Connection
+from prefect_cancel_doctor.errors import ApiRefused
 from prefect_cancel_doctor.health.build import build_health_report
 from prefect_cancel_doctor.health.options import HealthOptions
 
@@ -364,3 +365,25 @@ def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_t
         "repeated",
         "before",
     }
+
+
+def test_a_listing_refused_ends_the_report_with_its_error_and_stops_the_history() -> None:
+    """The window's events are counted while the runs in Cancelling are listed (`build`): when the
+    listing fails, the report fails with the listing's error, and the history read beside it stops
+    at once instead of going on alone."""
+    server = stuck_and_ended()
+    handle = server.handle
+
+    def refuse_listing(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        if request.url.path.endswith("/flow_runs/filter") and "state" in (body.get("flow_runs") or {}):
+            return httpx.Response(500, text="database is down")
+        return handle(request)
+
+    server.handle = refuse_listing  # type: ignore[method-assign]
+    with pytest.raises(ApiRefused, match="500"):
+        report_from(server, since=timedelta(hours=2))
+    # The history asked for the count at most (it may not have begun when the listing failed), then
+    # nothing: it waited for the listing, which failed.
+    events = [p for _, p in server.requests if p.startswith("events/")]
+    assert events in ([], ["events/count-by/resource"])

@@ -63,18 +63,18 @@ def build(
         if moment is not None:
             entries.append(TimelineEntry(_iso(moment), "entered Cancelling", TimelineSource.STATE))
     entries += _workers(run)
-    seen = [process for process in processes if process.proc is not None]
+    dated = [(process, process.proc) for process in processes if process.proc is not None]
     # /proc/stat only where a process is dated: a fleet's runs on other hosts have none.
-    boot = boot_time(proc_root) if seen or runner is not None else None
+    boot = boot_time(proc_root) if dated or runner is not None else None
     if boot is not None:
-        for process in seen:
-            if process.proc is not None:
-                started = _started(process.proc, boot)
-                entries.append(
-                    TimelineEntry(
-                        _iso(started), f"{process.role} process {process.pid} started", TimelineSource.PROCESS
-                    )
+        for process, proc in dated:
+            entries.append(
+                TimelineEntry(
+                    _iso(_started(proc, boot)),
+                    f"{process.role} process {process.pid} started",
+                    TimelineSource.PROCESS,
                 )
+            )
         if runner is not None:
             entries.append(
                 TimelineEntry(

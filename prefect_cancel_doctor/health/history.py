@@ -18,10 +18,13 @@ runs, not the size of the history:
    from a Cancelling state forced again (the server refuses Cancelling →
    Cancelling unless forced); where the server cannot count events, every
    Cancelling event of the window (50 a page, a busy window in slices).
-3. The events that ended those cancels (`Cancelled`, `Completed`, `Failed`,
-   `Crashed`, `TimedOut`), asked for by resource id, 50 runs a query.
-4. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
+3. Those runs (`POST /flow_runs/filter` by id, 200 a page): current state,
    worker label, infrastructure; the runs in Cancelling now are not read again.
+4. How many end events (`Cancelled`, `Completed`, `Failed`, `Crashed`,
+   `TimedOut`) each of them has in the window (`count-by/resource`, 200 runs a
+   request): a run asked once whose only end event has its current state's
+   time ended that cancel in the state it is in, which its record tells. The
+   others' end events are read, by resource id, 50 runs a query.
 5. Only for a run whose end is not among those events (a custom state name, a
    reschedule, an event not stored yet): its state history
    (`GET /flow_run_states/`).
@@ -41,6 +44,7 @@ from datetime import datetime, timedelta, timezone
 
 from prefect_cancel_doctor.clients.prefect_api import (
     EVENTS_IDS_PER_QUERY,
+    EventCount,
     EventsUnavailable,
     PrefectApi,
 )
@@ -62,6 +66,9 @@ END_EVENT_PREFIXES = (
 _CANCELLING_EVENT = "prefect.flow-run.Cancelling"
 #: Cancelling events read in one paged query at most; a busier window is cut in halves.
 SLICE_EVENTS = 2000
+#: Runs whose end events one count asks for (`POST /events/count-by/resource`: one answer, no page
+#: token to carry the filter, so more ids than an events query takes).
+RUNS_PER_COUNT = 200
 _RUN_RESOURCE = "prefect.flow-run."
 #: The runs in Cancelling now, when they are needed (the same list at each call).
 Listing = Callable[[], Sequence[FlowRun]]
@@ -195,6 +202,9 @@ class _Reader:
     _counted: set[str] = dataclasses.field(default_factory=set)
     #: Runs with exactly one Cancelling event in the window: that request, from its count.
     _once: dict[str, StateEvent] = dataclasses.field(default_factory=dict)
+    #: Runs read by id (`_runs`), and every id asked for (a deleted run is asked once).
+    _records: dict[str, FlowRun] = dataclasses.field(default_factory=dict)
+    _asked: set[str] = dataclasses.field(default_factory=set)
 
     def _window(self) -> dict[str, str]:
         return {"since": iso(self.since), "until": iso(self.until)}
@@ -224,6 +234,8 @@ class _Reader:
                 f"{unstored} run(s) entered Cancelling too recently for their event to be stored"
             )
         runs = self._runs(set(requests), cancelling_now)
+        self.runs_read = len(runs)
+        self._names(runs.values())
         cancels: list[Cancellation] = []
         needs_history: list[tuple[str, StateEvent, StateEvent | None]] = []
         for run_id, attempts in requests.items():
@@ -267,6 +279,9 @@ class _Reader:
         # A run in Cancelling since its only request of the window has no end to look for.
         ids = sorted(set(requests) - set(settled) - _unended(requests, listing()))
         ends: dict[str, list[StateEvent]] = defaultdict(list)
+        for run_id, end in self._ended_as_they_are(ids, requests, listing()).items():
+            ends[run_id].append(end)
+        ids = [run_id for run_id in ids if run_id not in ends]
         for start in range(0, len(ids), EVENTS_IDS_PER_QUERY):
             self.progress("reading the events that ended them", start, len(ids))
             chunk = ids[start : start + EVENTS_IDS_PER_QUERY]
@@ -281,6 +296,50 @@ class _Reader:
                     ends[event.run_id].append(event)
                     self.end_events += 1
         return requests, dict(ends), "events"
+
+    def _ended_as_they_are(
+        self, ids: Sequence[str], requests: dict[str, list[StateEvent]], cancelling_now: Sequence[FlowRun]
+    ) -> dict[str, StateEvent]:
+        """Runs whose cancel ended in the state they are in now: that end, from the run.
+
+        One request per 200 runs counts their end events of the window (`Cancelled`,
+        `Completed`, `Failed`, `Crashed`, `TimedOut`). A run asked to cancel once whose only
+        end event has the time of its current state, after the request, ended that cancel in
+        that state: its record (read for its worker anyway) gives the state's type, name and
+        message, as its event would. The others' end events are read.
+        """
+        counts: dict[str, EventCount] = {}
+        for start in range(0, len(ids), RUNS_PER_COUNT):
+            self.progress("counting the events that ended them", start, len(ids))
+            chunk = ids[start : start + RUNS_PER_COUNT]
+            query = {
+                "occurred": self._window(),
+                "event": {"prefix": list(END_EVENT_PREFIXES)},
+                "resource": {"id": [_RUN_RESOURCE + run_id for run_id in chunk]},
+            }
+            try:
+                rows = self.api.event_counts("resource", query)
+            except EventsUnavailable:
+                return {}
+            counts.update((c.value[len(_RUN_RESOURCE) :], c) for c in rows)
+        records = self._runs(set(ids), cancelling_now)
+        known: dict[str, StateEvent] = {}
+        for run_id in ids:
+            run, count, attempts = records.get(run_id), counts.get(run_id), requests[run_id]
+            state = run.state if run else None
+            if state is None or count is None or count.count != 1 or len(attempts) != 1:
+                continue
+            ended, counted = parse_time(state.timestamp), parse_time(count.start_time)
+            if (
+                state.type in FINAL_STATES
+                and ended is not None
+                and counted is not None
+                and abs((ended - counted).total_seconds()) < 0.001
+                and ended > attempts[0].occurred
+            ):
+                name = state.name or state.type.title()
+                known[run_id] = StateEvent(run_id, ended, state.type, name, state.message)
+        return known
 
     def _settled(self, listing: Listing) -> dict[str, StateEvent] | None:
         """Runs in Cancelling since their only Cancelling event of the window: that request, from the run.
@@ -399,15 +458,15 @@ class _Reader:
     # -- runs, and the ends the events did not show
 
     def _runs(self, ids: set[str], cancelling_now: Sequence[FlowRun] = ()) -> dict[str, FlowRun]:
-        # The runs in Cancelling now were just read whole: only the others are asked for.
+        """These runs, each asked for once: the runs in Cancelling now were just read whole."""
         runs: dict[str, FlowRun] = {r.id: r for r in cancelling_now if r.id in ids}
-        wanted = sorted(ids - set(runs))
+        runs.update((run_id, run) for run_id, run in self._records.items() if run_id in ids)
+        wanted = sorted(ids - set(runs) - self._asked)
+        self._asked.update(wanted)
         for start in range(0, len(wanted), 200):
             self.progress("reading the cancelled runs", start, len(wanted))
             for run in self.api.runs_by_filter({"id": {"any_": wanted[start : start + 200]}}):
-                runs[run.id] = run
-        self.runs_read = len(runs)
-        self._names(runs.values())
+                runs[run.id] = self._records[run.id] = run
         return runs
 
     def _names(self, runs: Iterable[FlowRun]) -> None:

@@ -21,6 +21,7 @@ from prefect_cancel_doctor.clients.prefect_api import PrefectApi, _page_token
 from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiRefused
 from prefect_cancel_doctor.health.build import build_health_report
+from prefect_cancel_doctor.health.model import Outcome
 from prefect_cancel_doctor.health.options import HealthOptions
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -330,21 +331,22 @@ def stuck_and_ended() -> FakeServer:
 
 def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_their_events() -> None:
     """Event counts (one request) say which runs have one Cancelling event in the window; a run in
-    Cancelling whose state has that event's time is the whole story: its events are not read. Of
-    the other runs counted once, only the events that ended their cancel are read. The report is
-    the one every event gives."""
+    Cancelling whose state has that event's time is the whole story: its events are not read. A
+    run counted once whose only end event has its current state's time ended in that state: its
+    events are not read either. The report is the one every event gives."""
     counted, server = stuck_and_ended(), stuck_and_ended()
     server.event_counts = False
     with_counts, everything = (
         report_from(counted, since=timedelta(hours=2)),
         report_from(server, since=timedelta(hours=2)),
     )
-    assert counted.requests.count(("POST", "events/count-by/resource")) == 1
+    # One count of the window's Cancelling events, one of the end events of the runs not settled.
+    assert counted.requests.count(("POST", "events/count-by/resource")) == 2
     asked = {i for f in counted.event_filters for i in (f.get("resource") or {}).get("id") or []}
     assert not {i for i in asked if i.startswith("prefect.flow-run.s")}, "a settled run's events were read"
     assert {"prefect.flow-run.again", "prefect.flow-run.repeated"} <= asked
-    # A run counted once that ended ("e…") has its end read, not its Cancelling event: its count
-    # says when it was asked.
+    # A run counted once that ended ("e…") has no event read: its count says when it was asked, and
+    # the count of its end events with its record says how that ended (in the state it is in).
     cancelling = "prefect.flow-run.Cancelling"
     asked_cancelling = {
         i
@@ -353,7 +355,7 @@ def test_runs_in_cancelling_since_their_one_request_are_read_from_the_runs_not_t
         for i in (f.get("resource") or {}).get("id") or []
     }
     assert asked_cancelling == {"prefect.flow-run.again", "prefect.flow-run.repeated"}
-    assert {f"prefect.flow-run.e{i:03d}" for i in range(30)} <= asked
+    assert not {i for i in asked if i.startswith("prefect.flow-run.e")}, "an ended run's events were read"
     assert len(counted.requests) < len(server.requests)
     a, b = with_counts.to_dict(all_runs=True), everything.to_dict(all_runs=True)
     assert a.pop("source")["cancelling_events"] == b.pop("source")["cancelling_events"] == 155
@@ -387,3 +389,40 @@ def test_a_listing_refused_ends_the_report_with_its_error_and_stops_the_history(
     # nothing: it waited for the listing, which failed.
     events = [p for _, p in server.requests if p.startswith("events/")]
     assert events in ([], ["events/count-by/resource"])
+
+
+def test_ends_told_by_the_runs_as_they_are_match_the_events() -> None:
+    """Runs asked once whose cancel ended in the state they are in now are read from their records and
+    one count of their end events: timed out (the server's message), cancelled, ignored (completed,
+    also after going back to Running), a final state of another name (its event is not an end event:
+    its history is read), a restart ended twice. The report is the one every event gives."""
+
+    def fleet() -> FakeServer:
+        server = FakeServer()
+        server.add("timed-out", [("RUNNING", 3000, None, None), ("CANCELLING", 2000, None, None),
+                                 ("CANCELLED", 1000, TIMEOUT, None)])  # fmt: skip
+        server.add("cancelled", [("RUNNING", 3000, None, None), ("CANCELLING", 2010, None, None),
+                                 ("CANCELLED", 1990, None, None)])  # fmt: skip
+        server.add("completed", [("RUNNING", 3000, None, None), ("CANCELLING", 2020, None, None),
+                                 ("COMPLETED", 1500, None, None)])  # fmt: skip
+        server.add("back", [("RUNNING", 3000, None, None), ("CANCELLING", 2030, None, None),
+                            ("RUNNING", 1900, None, None), ("COMPLETED", 1500, None, None)])  # fmt: skip
+        server.add("renamed", [("RUNNING", 3000, None, None), ("CANCELLING", 2040, None, None),
+                               ("FAILED", 1500, "boom", "Exploded")])  # fmt: skip
+        server.add("twice", [("RUNNING", 3000, None, None), ("CANCELLING", 2500, None, None),
+                             ("CANCELLED", 2400, None, None), ("RUNNING", 2300, None, None),
+                             ("COMPLETED", 1000, None, None)])  # fmt: skip
+        return server
+
+    counted, everything = fleet(), fleet()
+    everything.event_counts = False
+    a = report_from(counted, since=timedelta(hours=2)).to_dict(all_runs=True)
+    b = report_from(everything, since=timedelta(hours=2)).to_dict(all_runs=True)
+    a.pop("source"), b.pop("source")
+    assert a == b
+    report = report_from(fleet(), since=timedelta(hours=2))
+    assert {c.flow_run_id: c.outcome for c in report.suspected_orphans} == {"timed-out": Outcome.TIMED_OUT}
+    assert {c.flow_run_id for c in report.ignored_cancels} == {"completed", "back", "renamed"}
+    asked = {i for f in counted.event_filters for i in (f.get("resource") or {}).get("id") or []}
+    # Only the renamed end (no end event to count) and the run ended twice had events read.
+    assert asked == {"prefect.flow-run.renamed", "prefect.flow-run.twice"}

@@ -92,16 +92,29 @@ def swallowing_except(
     from the handler lets it go on (see the module's docstring).
     """
     parsed = _parse(source, filename)
-    return None if parsed is None else _swallowing(parsed, filename, line, function, caller_goes_on)
+    path = None if parsed is None else _frame_path(parsed, line, function)
+    if parsed is None or path is None:
+        return None
+    return _swallowing(parsed, path, filename, line, function, caller_goes_on)
+
+
+def _frame_path(parsed: _Parsed, line: int, function: str) -> list[tuple[ast.AST, str]] | None:
+    """The statements around a frame's `line` (`_path`); None for a frame no clause of the file can
+    hold: no line, or a comprehension's or lambda's own frame."""
+    if line < 1 or function in _EXPRESSION_FRAMES:
+        return None
+    return _path(parsed.tree.body, line, function)
 
 
 def _swallowing(
-    parsed: _Parsed, filename: str, line: int, function: str, caller_goes_on: bool
+    parsed: _Parsed,
+    path: list[tuple[ast.AST, str]],
+    filename: str,
+    line: int,
+    function: str,
+    caller_goes_on: bool,
 ) -> SwallowingExcept | None:
-    if line < 1 or function in _EXPRESSION_FRAMES:
-        return None
     try:
-        path = _path(parsed.tree.body, line, function)
         for depth in range(len(path) - 1, -1, -1):
             node, part = path[depth]
             found: tuple[ast.AST, str, bool] | None = None
@@ -138,16 +151,21 @@ def cleanup_clause(
     body of an `except` that catches a termination signal, or (where the frame it called, `callee`,
     is an `__exit__`/`__aexit__`) the exit of the `with` at `line`. None when there is none."""
     parsed = _parse(source, filename)
-    return None if parsed is None else _cleanup(parsed, filename, line, function, callee)
+    path = None if parsed is None else _frame_path(parsed, line, function)
+    if parsed is None or path is None:
+        return None
+    return _cleanup(parsed, path, filename, line, function, callee)
 
 
 def _cleanup(
-    parsed: _Parsed, filename: str, line: int, function: str, callee: str | None
+    parsed: _Parsed,
+    path: list[tuple[ast.AST, str]],
+    filename: str,
+    line: int,
+    function: str,
+    callee: str | None,
 ) -> CleanupClause | None:
-    if line < 1 or function in _EXPRESSION_FRAMES:
-        return None
     try:
-        path = _path(parsed.tree.body, line, function)
         found: tuple[str, int] | None = None
         exiting = callee is not None and callee.rsplit(".", 1)[-1] in ("__exit__", "__aexit__")
         if (
@@ -211,20 +229,21 @@ def find_clauses(
     running_seen: set[tuple[str, int]] = set()
     for order, (index, frame) in enumerate(user):
         if frame.function in _EXPRESSION_FRAMES:
-            continue
+            continue  # before its file is read: no clause of it can hold such a frame
         if frame.filename not in parsed:
             source = _read(read_source, frame.filename)
             parsed[frame.filename] = None if source is None else _parse(source, frame.filename)
         tree = parsed[frame.filename]
-        if tree is None:
+        path = None if tree is None else _frame_path(tree, frame.line, frame.function)
+        if tree is None or path is None:
             continue
         caller_goes_on = order < len(user) - 1
-        clause = _swallowing(tree, frame.filename, frame.line, frame.function, caller_goes_on)
+        clause = _swallowing(tree, path, frame.filename, frame.line, frame.function, caller_goes_on)
         if clause is not None and (clause.filename, clause.line) not in seen:
             seen.add((clause.filename, clause.line))
             swallowing.append(clause)
         callee = next((f.function for f in reversed(frames[:index]) if not f.native), None)
-        running = _cleanup(tree, frame.filename, frame.line, frame.function, callee)
+        running = _cleanup(tree, path, frame.filename, frame.line, frame.function, callee)
         if running is not None and (running.filename, running.line) not in running_seen:
             running_seen.add((running.filename, running.line))
             cleanup.append(running)

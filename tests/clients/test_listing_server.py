@@ -9,7 +9,6 @@ by that moment. The server is started once for this module (SQLite, a temporary 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from prefect_cancel_doctor.clients.prefect_api import PAGE_SIZE, PrefectApi
 from prefect_cancel_doctor.clients.settings import Connection
+from tests.health.history import Api
 
 if TYPE_CHECKING:
     from prefect_cancel_doctor.demo.harness import LocalPrefect
@@ -39,16 +39,6 @@ class _Recording(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> Any:
-    """A write, tried again while SQLite's one writer is busy (the server answers 503)."""
-    for _ in range(20):
-        response = http.post(path, json=body)
-        if response.status_code != 503:
-            return response.raise_for_status().json()
-        time.sleep(0.2)
-    return response.raise_for_status().json()
-
-
 @pytest.fixture(scope="module")
 def tied_server() -> Iterator[tuple[LocalPrefect, set[str]]]:
     """A server with TIED runs in Cancelling scheduled for MOMENT and never started, and two that ran.
@@ -58,18 +48,23 @@ def tied_server() -> Iterator[tuple[LocalPrefect, set[str]]]:
     pytest.importorskip("prefect", reason="the server is Prefect's own (pip install -e '.[test]')")
     from prefect_cancel_doctor.demo.harness import LocalPrefect
 
-    with LocalPrefect() as server, httpx.Client(base_url=server.api_url + "/", timeout=60) as http:
-        flow_id = _post(http, "flows/", {"name": "ties"})["id"]
+    with LocalPrefect() as server:
+        # Writes tried again while SQLite's one writer is busy (the server answers 503).
+        api = Api(server.api_url)
+        flow_id = api.call("POST", "flows/", {"name": "ties"})["id"]
         ids = set()
         for i in range(TIED + 2):
             scheduled = {"type": "SCHEDULED", "state_details": {"scheduled_time": MOMENT}}
             body = {"flow_id": flow_id, "name": f"tie-{i}", "state": scheduled}
-            run_id = _post(http, "flow_runs/", body)["id"]
+            run_id = api.call("POST", "flow_runs/", body)["id"]
             # Submitted (Pending: not started), or for the last two, running: their start time sorts them.
             started = {"type": "RUNNING" if i >= TIED else "PENDING"}
-            _post(http, f"flow_runs/{run_id}/set_state", {"state": started, "force": True})
-            _post(http, f"flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+            api.call("POST", f"flow_runs/{run_id}/set_state", {"state": started, "force": True})
+            api.call(
+                "POST", f"flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True}
+            )
             ids.add(run_id)
+        api.close()
         yield server, ids
 
 

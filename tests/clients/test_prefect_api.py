@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from prefect_cancel_doctor.clients.prefect_api import PAGE_SIZE, PrefectApi, cancelling_since
+from prefect_cancel_doctor.clients.prefect_api.client import CANCELLING_PAGES_IN_FLIGHT
 from prefect_cancel_doctor.clients.prefect_records import FlowRun, State, parse_states
 from prefect_cancel_doctor.clients.settings import Connection
 from prefect_cancel_doctor.errors import ApiRefused, ApiUnreachable, TargetError
@@ -28,6 +29,12 @@ def run(i: int, state: str = "CANCELLING", started: str | None = None) -> dict[s
     }
 
 
+def page(pages: list[list[dict[str, object]]], request: httpx.Request) -> httpx.Response:
+    """The page a request's offset asks for; past the last one, none."""
+    index = json.loads(request.content)["offset"] // PAGE_SIZE
+    return httpx.Response(200, json=pages[index] if index < len(pages) else [])
+
+
 def test_paging_reads_every_cancelling_run_and_filters_server_side() -> None:
     runs = [run(i) for i in range(PAGE_SIZE * 2 + 7)]
     bodies = []
@@ -39,17 +46,45 @@ def test_paging_reads_every_cancelling_run_and_filters_server_side() -> None:
 
     found = api(handler).cancelling_runs()
     assert [r.id for r in found] == [r["id"] for r in runs]
-    assert len(bodies) == 3
+    # The first page alone, then three at a time: at most two asked for past the last one.
+    offsets = sorted(b["offset"] for b in bodies)
+    assert offsets[:3] == [0, 200, 400]
+    assert offsets[3:] in ([600], [600, 800])
+    assert CANCELLING_PAGES_IN_FLIGHT == 3
     assert all(b["flow_runs"]["state"]["type"]["any_"] == ["CANCELLING"] for b in bodies)
+
+
+def test_a_short_first_page_is_the_whole_listing() -> None:
+    offsets = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offsets.append(json.loads(request.content)["offset"])
+        return httpx.Response(200, json=[run(i) for i in range(PAGE_SIZE - 1)])
+
+    assert len(api(handler).cancelling_runs()) == PAGE_SIZE - 1
+    assert offsets == [0]
+
+
+def test_a_page_refused_while_others_are_read_ahead_ends_the_listing_with_the_refusal() -> None:
+    offsets = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offset = json.loads(request.content)["offset"]
+        offsets.append(offset)
+        if offset == 3 * PAGE_SIZE:
+            return httpx.Response(500, text="boom")
+        return httpx.Response(200, json=[run(offset + i) for i in range(PAGE_SIZE)])
+
+    with pytest.raises(ApiRefused, match="500"):
+        api(handler).cancelling_runs()
+    # Pages are taken in order: nothing is asked for beyond what was in flight when 600 failed.
+    assert max(offsets) <= (3 + CANCELLING_PAGES_IN_FLIGHT) * PAGE_SIZE
 
 
 def test_a_run_shifting_between_pages_is_reported_once() -> None:
     pages = [[run(i) for i in range(PAGE_SIZE)], [run(PAGE_SIZE - 1), run(PAGE_SIZE)]]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=pages[json.loads(request.content)["offset"] // PAGE_SIZE])
-
-    assert len(api(handler).cancelling_runs()) == PAGE_SIZE + 1
+    assert len(api(lambda request: page(pages, request)).cancelling_runs()) == PAGE_SIZE + 1
 
 
 def test_runs_starting_at_one_moment_across_two_pages_are_asked_for_by_that_moment() -> None:
@@ -68,7 +103,7 @@ def test_runs_starting_at_one_moment_across_two_pages_are_asked_for_by_that_mome
             return httpx.Response(200, json=tied)
         if start is not None:
             return httpx.Response(200, json=[])
-        return httpx.Response(200, json=pages[body["offset"] // PAGE_SIZE])
+        return page(pages, request)
 
     found = [r.id for r in api(handler).cancelling_runs()]
     assert sorted(found) == [f"run-{i:05d}" for i in range(202)]
@@ -85,11 +120,13 @@ def test_runs_with_no_time_to_sort_by_across_two_pages_are_listed_again_by_id() 
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        sorts.append(body["sort"])
-        return httpx.Response(200, json=pages[body["offset"] // PAGE_SIZE])
+        sorts.append((body["sort"], body["offset"]))
+        return page(pages, request)
 
     assert len(api(handler).cancelling_runs()) == PAGE_SIZE
-    assert sorts == ["START_TIME_ASC", "START_TIME_ASC", "ID_DESC", "ID_DESC"]
+    listed, again = sorts[:4], sorts[4:]
+    assert sorted(listed) == [("START_TIME_ASC", offset) for offset in (0, 200, 400, 600)]
+    assert again == [("ID_DESC", 0), ("ID_DESC", 200)]
 
 
 @pytest.mark.parametrize("status", [401, 403])

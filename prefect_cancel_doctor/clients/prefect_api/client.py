@@ -54,6 +54,8 @@ EVENTS_PAGE_SIZE = 50
 EVENTS_IDS_PER_QUERY = 50
 #: Statuses of an endpoint that older servers or Prefect Cloud do not have.
 _NO_ENDPOINT = (404, 405)
+#: Pages of the runs in Cancelling asked for at a time once the first is full (`_pages`).
+CANCELLING_PAGES_IN_FLIGHT = 3
 _CANCELLING = {"state": {"type": {"any_": [StateType.CANCELLING]}}}
 
 
@@ -106,7 +108,12 @@ class PrefectApi(PrefectSession):
         found: dict[str, FlowRun] = {}
         straddling: set[str | None] = set()
         last: object = _NO_KEY
-        for page in self._pages("/flow_runs/filter", {"flow_runs": _CANCELLING}, "START_TIME_ASC"):
+        for page in self._pages(
+            "/flow_runs/filter",
+            {"flow_runs": _CANCELLING},
+            "START_TIME_ASC",
+            in_flight=CANCELLING_PAGES_IN_FLIGHT,
+        ):
             if page and _start_key(page[0]) == last:
                 straddling.add(_start_key(page[0]))
             last = _start_key(page[-1]) if page else _NO_KEY

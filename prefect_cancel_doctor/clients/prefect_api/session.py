@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import collections
+import itertools
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 from urllib.request import getproxies
@@ -287,19 +290,57 @@ class PrefectSession(PooledClient):
                     seen.add(key)
                     yield item
 
-    def _pages(self, path: str, body: dict[str, Any], sort: str) -> Iterator[list[object]]:
-        """The pages of a `/filter` endpoint, as the server answers them."""
-        offset = 0
-        while True:
+    def _pages(
+        self, path: str, body: dict[str, Any], sort: str, *, in_flight: int = 1
+    ) -> Iterator[list[object]]:
+        """The pages of a `/filter` endpoint, as the server answers them, in order.
+
+        `in_flight` > 1: once the first page comes back full, the next pages are asked for that
+        many at a time (at most `in_flight - 1` asked for past the last one, and dropped). A long
+        listing then waits on the server's serialising and the round trips side by side instead
+        of one after the other.
+        """
+
+        def read(offset: int) -> list[object]:
             page = self._request("POST", path, {**body, "limit": PAGE_SIZE, "offset": offset, "sort": sort})
             if not isinstance(page, list):
                 raise UnexpectedShape(
                     f"the Prefect API answered {path} with {type(page).__name__}, not a list"
                 )
+            return page
+
+        page = read(0)
+        yield page
+        if len(page) < PAGE_SIZE:
+            return
+        if in_flight <= 1:
+            offset = PAGE_SIZE
+            while len(page) == PAGE_SIZE:
+                page = read(offset)
+                yield page
+                offset += PAGE_SIZE
+            return
+        yield from _read_ahead(read, in_flight)
+
+
+def _read_ahead(read: Callable[[int], list[object]], in_flight: int) -> Iterator[list[object]]:
+    """The pages after the first, `in_flight` asked for at a time, in order, up to the first short one."""
+    pool = ThreadPoolExecutor(in_flight, thread_name_prefix="pcd-page")
+    asked = itertools.count(PAGE_SIZE, PAGE_SIZE)
+    waiting = collections.deque(pool.submit(read, next(asked)) for _ in range(in_flight))
+    finished = False
+    try:
+        while True:
+            page = waiting.popleft().result()
             yield page
             if len(page) < PAGE_SIZE:
+                finished = True
                 return
-            offset += PAGE_SIZE
+            waiting.append(pool.submit(read, next(asked)))
+    finally:
+        # Done: the pages asked for past the last one are short, let them land. Stopped (an error,
+        # Ctrl-C, the caller gone): nothing more is sent, what is under way ends within its deadline.
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _sent_credential(request: httpx.Request, auth_string: str | None) -> str:

@@ -98,13 +98,13 @@ cached afterwards by (device, inode, mtime).
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import os
 import re
 import signal
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple
@@ -186,12 +186,27 @@ def _stat_key(pid: int, proc_root: PathLike, path: str) -> tuple[int, int, int]:
     return info.st_dev, info.st_ino, info.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=16)
+#: `_symbol`'s answers by file (device, inode, mtime), the oldest dropped past `_SYMBOLS_KEPT`.
+_symbols: dict[tuple[int, int, int], tuple[int, int] | None] = {}
+_SYMBOLS_KEPT = 16
+_symbols_lock = threading.Lock()
+
+
 def _symbol(path: str, key: tuple[int, int, int]) -> tuple[int, int] | None:
     """(value of `Handlers`, virtual address of the first PT_LOAD) in an ELF64 file, or None.
 
-    `key` (device, inode, mtime) makes the cache follow the file, not its name.
+    Read once per file (`key`: device, inode, mtime), not per name: every target's `path` is its
+    own (/proc/PID/root/...), while targets sampled together mostly run the same interpreter.
     """
+    with _symbols_lock:
+        if key not in _symbols:
+            if len(_symbols) >= _SYMBOLS_KEPT:
+                del _symbols[next(iter(_symbols))]
+            _symbols[key] = _read_symbol(path)
+        return _symbols[key]
+
+
+def _read_symbol(path: str) -> tuple[int, int] | None:
     with open(path, "rb") as elf:
         data = elf.read()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:  # ELF64, little-endian only

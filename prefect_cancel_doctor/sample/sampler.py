@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from prefect_cancel_doctor.model import Frame, ProcessSample, ProcSnapshot, Role, ThreadSample
 from prefect_cancel_doctor.proc.procfs import (
@@ -189,6 +190,7 @@ class _Target:
         #: Dumps refused with EPERM although we are root: another debugger (a second doctor,
         #: `watch` beside `resolve`) had the process attached at that moment.
         self.busy = 0
+        self.lines: SourceLines = {}
 
     def step(self) -> None:
         """Wait until this process is due, then take its next sample (/proc, then one py-spy dump)."""
@@ -261,7 +263,7 @@ class _Target:
             # A dump can fail while the target changes its threads; the next one may work.
             _note(self.errors, str(exc))
             return
-        self.dumps.append(merge(threads, snapshot, proc_root))
+        self.dumps.append(merge(threads, snapshot, proc_root, self.lines))
 
     def _wants_native(self) -> bool:
         """Whether this dump should be native. Native stacks cost ~10x a plain dump and pause the
@@ -304,10 +306,21 @@ class _Target:
         )
 
 
+#: The source lines one process's frames stand at, read once per sampling: (file, line) → the code.
+SourceLines: TypeAlias = "dict[tuple[str, int], str | None]"
+
+
 def merge(
-    threads: tuple[ThreadSample, ...], proc: ProcSnapshot, proc_root: PathLike
+    threads: tuple[ThreadSample, ...],
+    proc: ProcSnapshot,
+    proc_root: PathLike,
+    lines: SourceLines | None = None,
 ) -> tuple[ThreadSample, ...]:
-    """Attach to each py-spy thread its kernel view from `proc` and each Python frame's source line."""
+    """Attach to each py-spy thread its kernel view from `proc` and each Python frame's source line.
+
+    `lines`: the lines already read for this process (its earlier dumps); those read now are added.
+    A Prefect engine has dozens of threads waiting at the same few lines, dump after dump."""
+    lines = {} if lines is None else lines
     by_tid = {thread.tid: thread for thread in proc.threads}
     if proc.ns_pid != proc.pid:
         # In a container py-spy reports namespace-local tids; /proc here shows ours.
@@ -322,7 +335,7 @@ def merge(
         dataclasses.replace(
             thread,
             kernel=kernel,
-            frames=tuple(_with_code(frame, proc.pid, proc_root) for frame in thread.frames),
+            frames=tuple(_with_code(frame, proc, proc_root, lines) for frame in thread.frames),
         )
         for thread, kernel in zip(threads, kernels, strict=True)
     )
@@ -345,8 +358,13 @@ def _dump(
     return dump(pid, native=False, locals=locals, timeout=timeout, proc_root=proc_root), False
 
 
-def _with_code(frame: Frame, pid: int, proc_root: PathLike) -> Frame:
-    return dataclasses.replace(frame, code=read_source_line(pid, frame.filename, frame.line, proc_root))
+def _with_code(frame: Frame, proc: ProcSnapshot, proc_root: PathLike, lines: SourceLines) -> Frame:
+    where = (frame.filename, frame.line)
+    if where not in lines:
+        lines[where] = read_source_line(
+            proc.pid, frame.filename, frame.line, proc_root, start=proc.start_time_ticks
+        )
+    return dataclasses.replace(frame, code=lines[where])
 
 
 def _note(errors: list[str], message: str) -> None:

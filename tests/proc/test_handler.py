@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from prefect_cancel_doctor.model import HandlerKind, SigtermHandler
+from prefect_cancel_doctor.proc import interpreter
 from prefect_cancel_doctor.sample.handler import sigterm_handler
 
 pytestmark = pytest.mark.real
@@ -253,3 +254,19 @@ def test_a_hostile_handler_name_is_made_inert(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_processes_of_one_interpreter_have_its_symbols_read_once(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each target names the interpreter by its own /proc/PID/root/...: the file is read once all the same.
+    reads: list[str] = []
+    read_symbol = interpreter._read_symbol
+    monkeypatch.setattr(interpreter, "_symbols", {})
+    monkeypatch.setattr(interpreter, "_read_symbol", lambda path: reads.append(path) or read_symbol(path))
+    pids = [start("function"), start("method")]
+    handlers = [sigterm_handler(pid) for pid in pids]
+    assert [h.qualname if h else None for h in handlers] == ["on_term", "Cls.method"]
+    files = {os.path.realpath(p.split("/root", 1)[1]) for p in reads}
+    assert len(reads) == len(files), reads  # each interpreter file read once for both processes
+    assert all(str(pids[0]) in p for p in reads)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 from prefect_cancel_doctor.model import SocketPeer
 from prefect_cancel_doctor.proc.procfs import (
+    _parse_status,
+    _status_field,
     flow_run_processes,
     has_signal,
     read_process,
@@ -171,3 +174,21 @@ def test_source_lines_never_show_literal_secrets() -> None:
         == 'url = "postgresql://etl:<redacted>@db:5432/x"'
     )
     assert redact_code("time.sleep(3600)  # demo: blocks here") == "time.sleep(3600)  # demo: blocks here"
+
+
+def test_a_threads_masks_read_alone_are_those_of_the_parsed_status() -> None:
+    # Every thread's status is read before every dump: only its two masks are looked up in it.
+    blocked = {signal.SIGUSR1, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        me = read_process(os.getpid(), read_sockets=False)
+        text = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+    assert me is not None
+    mine = next(t for t in me.threads if t.tid == threading.get_native_id())
+    assert has_signal(mine.sig_blocked, signal.SIGTERM) and has_signal(mine.sig_blocked, signal.SIGUSR1)
+    parsed = _parse_status(text)
+    for key in list(parsed)[1:]:
+        assert _status_field(text, key) == parsed[key], key
+    assert _status_field(text, "NoSuchField") is None

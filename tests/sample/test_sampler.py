@@ -403,3 +403,28 @@ def _py_spy_running() -> bool:
                     if Path(f"/proc/{pid}/comm").read_text().strip() == "py-spy":
                         return True
     return False
+
+
+def test_a_source_line_is_read_once_however_many_dumps_and_threads_stand_at_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Prefect engine has dozens of threads waiting at the same few lines, dump after dump.
+    from prefect_cancel_doctor.sample import sampler
+
+    reads: list[tuple[str, int]] = []
+    read = sampler.read_source_line
+
+    def counted(pid: int, filename: str, line: int, *args: Any, **kwargs: Any) -> str | None:
+        reads.append((filename, line))
+        return read(pid, filename, line, *args, **kwargs)
+
+    monkeypatch.setattr(sampler, "read_source_line", counted)
+    with running("thread_sleep.py") as child:
+        wait_in_syscall(child.pid, child.pid, *SLEEP_SYSCALLS, "futex")
+        result = sample(child.pid, samples=3)
+    frames = [f for dump in result.dumps for thread in dump for f in thread.frames]
+    assert len(result.dumps) == 3 and len(frames) > len(set(reads))
+    assert len(reads) == len(set(reads))
+    block = str(PROGRAMS / "thread_sleep.py"), marker_line("thread_sleep.py")
+    assert block in reads
+    assert all(f.code == "time.sleep(3600)  # BLOCK" for f in frames if (f.filename, f.line) == block)

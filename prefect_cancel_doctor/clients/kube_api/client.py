@@ -233,6 +233,7 @@ class KubeClient(PooledClient):
         since_seconds: int | None = None,
         since_time: datetime | None = None,
         limit_bytes: int | None = None,
+        tail_lines: int | None = None,
         timestamps: bool = False,
         previous: bool = False,
     ) -> str:
@@ -253,6 +254,8 @@ class KubeClient(PooledClient):
             params["previous"] = "true"
         if limit_bytes is not None:
             params["limitBytes"] = limit_bytes
+        if tail_lines is not None:
+            params["tailLines"] = tail_lines
         response = self.request(
             "GET", f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(pod)}/log", params=params, timeout=30.0
         )

@@ -66,6 +66,7 @@ from prefect_cancel_doctor.sample.namespace import (
     build_sample,
     parse_script_output,
     probe_source,
+    scratch_root,
     with_sources,
 )
 from prefect_cancel_doctor.sample.pyspy import (
@@ -323,7 +324,7 @@ def _sample_with_script(
     if not collected.finished:
         detail = (run.stderr or run.stdout[-500:]).decode("utf-8", "replace").strip()
         raise SidecarError(f"the sidecar script stopped early (exit code {run.exit_code}): {detail}")
-    with tempfile.TemporaryDirectory(prefix="pcd-sidecar-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="pcd-sidecar-", dir=scratch_root()) as scratch:
         return build_sample(collected, Path(scratch), flow_run_id)
 
 

@@ -72,7 +72,7 @@ from prefect_cancel_doctor.kinds.kubernetes.locate import (
     pods_of_jobs,
     terminating_why,
 )
-from prefect_cancel_doctor.kinds.kubernetes.pod_log import flow_root
+from prefect_cancel_doctor.kinds.kubernetes.pod_log import ROUND_END, flow_root
 from prefect_cancel_doctor.kinds.kubernetes.pod_log import rounds as read_rounds
 
 # The Docker sidecar's script and reader, shared so both give the same records from the same /proc view.
@@ -83,6 +83,7 @@ from prefect_cancel_doctor.sample.namespace import (
     build_sample,
     parse_script_output,
     probe_source,
+    scratch_root,
 )
 
 #: Name prefix of the doctor's ephemeral containers.
@@ -435,7 +436,7 @@ def _advance(client: KubeClient, wait: _Waiting, current: PodInfo | None) -> boo
         )
     if current.deletion_timestamp and (status is None or status[0] == "waiting"):
         raise PodSampleError(f"the ephemeral container {name} will never start: {terminating_why(current)}")
-    if status is not None and status[0] in _STARTED:
+    if status is not None and status[0] in _STARTED and _may_have_ended(client, wait, status[0]):
         stamped = _read(client, wait)
         rounds, _ = read_rounds(stamped)
         done = [r for r in rounds if r[2] is not None and (wait.newer_than is None or r[0] > wait.newer_than)]
@@ -455,6 +456,17 @@ def _advance(client: KubeClient, wait: _Waiting, current: PodInfo | None) -> boo
     return False
 
 
+def _may_have_ended(client: KubeClient, wait: _Waiting, state: str) -> bool:
+    """Whether a round may have ended since the last look: the log's last line is a round's end
+    (a round runs seconds, then the container waits a period). A running container's whole log
+    is read only then: its rounds are thousands of lines, and it is looked at every `POLL`."""
+    if state != "running":
+        return True
+    namespace, pod = wait.request.namespace, wait.request.name
+    tail = client.pod_log(namespace, pod, wait.name, tail_lines=1)
+    return tail.rstrip("\n").endswith(ROUND_END.strip())
+
+
 def _finish(wait: _Waiting) -> tuple[ContainerSample, str, bool]:
     """The sample its round gives, as the other modes give it."""
     assert wait.cycle is not None
@@ -462,7 +474,7 @@ def _finish(wait: _Waiting) -> tuple[ContainerSample, str, bool]:
     pod, name, reused = wait.pod, wait.name, wait.reused
     collected = parse_script_output(wait.cycle.encode())
     shared: tuple[str, ...] = ()
-    with tempfile.TemporaryDirectory(prefix="pcd-pod-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="pcd-pod-", dir=scratch_root()) as scratch:
         if pod.share_process_namespace:
             flow_spec = pod.spec_of(target)
             root = flow_root(collected, flow_spec.argv if flow_spec else ())

@@ -70,23 +70,31 @@ def rounds(stamped: str) -> tuple[list[tuple[datetime, int, str | None]], dateti
     """A log read with timestamps=true: each round's start, ordinal and text (None while it is not
     complete), oldest first; and the time of its last line."""
     rounds: list[tuple[datetime, int, list[str]]] = []
-    last: datetime | None = None
+    last: str | None = None
     for line in stamped.split("\n"):  # not splitlines(): /proc text may hold \x1c, \x85 ...
         stamp, _, rest = line.partition(" ")
-        rest += "\n"
-        moment = rfc3339(stamp)
-        if moment is None:
+        # A round is thousands of lines: only a cycle's first line and the last one are dated.
+        if not _looks_stamped(stamp):
             continue
-        last = moment
+        rest += "\n"
         if rest.startswith("@@PCD cycle "):
+            moment = rfc3339(stamp)
+            if moment is None:
+                continue
             rounds.append((moment, int(rest.split()[2]) if rest.split()[2:] else 0, []))
         elif rounds:
             rounds[-1][2].append(rest)
+        last = stamp
     found: list[tuple[datetime, int, str | None]] = []
     for began, ordinal, lines in rounds:
         text = "\n" + "".join(lines)
         found.append((began, ordinal, text if ROUND_END in text else None))
-    return found, last
+    return found, rfc3339(last) if last is not None else None
+
+
+def _looks_stamped(stamp: str) -> bool:
+    """Whether a line starts with a kubelet timestamp ("2026-12-07T01:02:03.123456789Z")."""
+    return len(stamp) >= 20 and stamp[4] == "-" and stamp[10] == "T" and stamp[:4].isdigit()
 
 
 def rfc3339(stamp: str) -> datetime | None:

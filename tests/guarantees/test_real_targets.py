@@ -164,13 +164,20 @@ def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
     )
     # A plain py-spy dump lives a few milliseconds (a scan takes a native one only where a call is
     # unexplained): look without pause, for as long as the doctor runs.
-    deadline = time.monotonic() + 120
+    started = time.monotonic()
+    deadline = started + 120
+    looks = 0
     while doctor.pid not in _py_spies(tag).values() and doctor.poll() is None and time.monotonic() < deadline:
+        looks += 1
         time.sleep(0.001)
     said.close()
     if doctor.pid not in _py_spies(tag).values():
+        # Twice a doctor was found sampling when this gave up: say how often it looked, to tell a
+        # doctor that started late from a poll too slow to see its py-spy.
+        waited = time.monotonic() - started
         pytest.fail(
-            f"the doctor never started sampling (exit {doctor.poll()}): "
+            f"the doctor never started sampling (exit {doctor.poll()}; {looks} looks in {waited:.0f} s, "
+            f"targets traced now: {_traced(demo_environment)}): "
             + (tmp_path / "doctor.err").read_text()[-2000:]
             + _where_it_is(doctor)
         )
@@ -185,6 +192,20 @@ def test_killing_the_doctor_mid_sample_leaves_no_target_stopped(
     assert outlived <= PY_SPY_OUTLIVES_AT_MOST, f"its py-spy ended {outlived:.1f} s after {sig.name}"
     for pid, (_, state, _, _) in _processes(demo_environment).items():
         assert state not in ("T", "t"), f"process {pid} left stopped after {sig.name}"
+
+
+def _traced(environment: DemoEnvironment) -> list[int]:
+    """The staged processes a debugger is attached to (TracerPid), i.e. being dumped."""
+    traced = []
+    for pid in _processes(environment):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        tracer = next((line.split()[1] for line in status.splitlines() if line.startswith("TracerPid:")), "0")
+        if tracer != "0":
+            traced.append(pid)
+    return traced
 
 
 def _where_it_is(doctor: subprocess.Popen[bytes]) -> str:

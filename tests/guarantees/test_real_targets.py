@@ -202,8 +202,7 @@ def _traced(environment: DemoEnvironment) -> list[int]:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        tracer = next((line.split()[1] for line in status.splitlines() if line.startswith("TracerPid:")), "0")
-        if tracer != "0":
+        if procfs._parse_status(status).get("TracerPid", "0") != "0":
             traced.append(pid)
     return traced
 

@@ -31,6 +31,7 @@ from prefect_cancel_doctor.sample import (
     SampleRequest,
     sample_many,
     sample_process,
+    sampler,
 )
 from prefect_cancel_doctor.sample.pyspy import find_py_spy
 from prefect_cancel_doctor.sample.sampler import EXITED
@@ -409,8 +410,6 @@ def test_a_source_line_is_read_once_however_many_dumps_and_threads_stand_at_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A Prefect engine has dozens of threads waiting at the same few lines, dump after dump.
-    from prefect_cancel_doctor.sample import sampler
-
     reads: list[tuple[str, int]] = []
     read = sampler.read_source_line
 

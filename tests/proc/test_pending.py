@@ -25,9 +25,25 @@ hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", 2**31 - 1)
 """
 
 
+def _cpu_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    utime, stime = stat[stat.rfind(")") + 2 :].split()[11:13]
+    return int(utime) + int(stime)
+
+
 def _start(python: str) -> subprocess.Popen[str]:
+    """The script started and inside its C call.
+
+    "ready" comes a few bytecodes before the call: a SIGTERM sent in between (the target
+    descheduled on a loaded machine) runs the handler and ends it. A tenth of a second of CPU
+    after "ready" can only have been spent inside the call."""
     process = subprocess.Popen([python, "-c", IN_C_CALL], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    at_ready = _cpu_ticks(process.pid)
+    deadline = time.monotonic() + 30
+    while _cpu_ticks(process.pid) < at_ready + os.sysconf("SC_CLK_TCK") // 10:
+        assert time.monotonic() < deadline and process.poll() is None, "the C call never ran"
+        time.sleep(0.01)
     return process
 
 

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import httpx
 
+from prefect_cancel_doctor.demo import empty_database
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import FlowRun, Worker
@@ -381,6 +383,10 @@ class LocalPrefect:
         if self.server_pid is not None:
             raise HarnessError("the server is already running")
         self._server_starts += 1
+        database = self.home / "prefect.db"
+        # A new database: from the installation's migrated copy, else migrated here and kept as it.
+        new_database = "PREFECT_API_DATABASE_CONNECTION_URL" not in self._server_env and not database.exists()
+        migrates_here = new_database and not empty_database.start_from_template(database)
         env = self.child_env(
             {
                 "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
@@ -388,7 +394,7 @@ class LocalPrefect:
                 # PREFECT_API_URL, which child_env also sets: said here so that nothing else wins).
                 "PREFECT_SERVER_UI_API_URL": self.api_url,
                 **(_ui_static_directory() if self.ui else {}),
-                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
                 "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_CANCELLING_TIMEOUT_SECONDS": str(
                     self._cancelling_timeout
                 ),
@@ -414,6 +420,8 @@ class LocalPrefect:
             self._server = _spawn(command, env, log_file, self.workdir)
         self._log(f"server: starting on {self.api_url} (pid {self._server.pid})")
         self.wait_healthy(self.startup_timeout)
+        if migrates_here:
+            empty_database.keep_as_template(database)
         self._close_client()
 
     def wait_healthy(self, timeout: float) -> float:

@@ -28,13 +28,14 @@ from pathlib import Path
 
 
 def template_path() -> Path | None:
-    """Where this installation's migrated empty database is kept (None: Prefect not installed)."""
+    """Where this installation's migrated empty database is kept (None: Prefect not installed, or
+    no cache directory: no $XDG_CACHE_HOME and no home)."""
     try:
         version = importlib.metadata.version("prefect")
-    except importlib.metadata.PackageNotFoundError:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (importlib.metadata.PackageNotFoundError, RuntimeError):
         return None
     environment = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "prefect-cancel-doctor" / "prefect-db" / f"prefect-{version}-{environment}.db"
 
 

@@ -500,7 +500,11 @@ def _read_text(path: Path) -> str:
 
 
 def _raw_text(path: str) -> str:
-    """`_read_text` through os.open/os.read (`_read_raw`), for the files read for every thread."""
+    """`_read_text` through os.open/os.read (`_read_raw`), for the files read for every thread.
+
+    Not `_read_text`'s body for every caller: a read refused after the open reads as gone here
+    (a thread exiting between the two), where `_read_text` lets a permission error through, and
+    no newline is translated (a process's own `comm` or a socket's path may hold a "\\r")."""
     try:
         data = _read_raw(path, strict=True)
     except _VANISHED as exc:

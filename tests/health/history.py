@@ -300,6 +300,27 @@ def seed_history(
         # Where they ran: the report shows it, since their processes may still be there.
         where = f"etl-host-{int(run_id[4:6], 16) % 7}:{4000 + int(run_id[:4], 16) % 5000}"
         api.call("PATCH", f"flow_runs/{run_id}", {"infrastructure_pid": where})
+    # First the runs the server times out, and its timeouts waited for on a quiet database: its
+    # timeout handlers collide on SQLite's lock with any other write and retry with growing gaps
+    # (fired together, or amid the server's own follow-up of ~450 other cancels, they took 66-107 s
+    # after a 15 s timeout). One at a time, 0.75 s apart, for the same reason.
+    for run_id in to_cancel["timed_out"]:
+        api.set_states([run_id], "CANCELLING")
+        time.sleep(0.75)
+    intents.update(dict.fromkeys(to_cancel["timed_out"], "timed_out"))
+    took = wait_until(
+        lambda: (
+            api.count({"id": {"any_": to_cancel["timed_out"]}, "state": {"type": {"any_": ["CANCELLING"]}}})
+            == 0
+        ),
+        timeout_seconds + 300,
+        "the server's cancelling timeout to end the timed-out runs",
+        interval=1.0,
+    )
+    fleet.timings["server_timeouts"] = round(time.monotonic() - clock, 2)
+    log(f"the server timed out {len(to_cancel['timed_out'])} runs ({took:.0f}s after the last)")
+
+    clock = time.monotonic()
     # Each kind of cancel ends well within the server's cancelling timeout after it began: on a
     # loaded machine one step can take longer than that timeout, which then ended the runs of the
     # step before ("ignored" and "slow" runs counted as timed out).
@@ -321,26 +342,8 @@ def seed_history(
     for delay in sorted(slow_groups):
         time.sleep(max(0.0, started + delay - time.monotonic()))
         api.set_states(slow_groups[delay], "CANCELLED")
-    # Last, one at a time, 0.75 s apart: on SQLite the server's timeout handlers, firing
-    # together, collide on the database lock and retry for minutes ("database is locked").
-    for run_id in to_cancel["timed_out"]:
-        api.set_states([run_id], "CANCELLING")
-        time.sleep(0.75)
-    intents.update(dict.fromkeys(to_cancel["timed_out"], "timed_out"))
     fleet.timings["cancel"] = round(time.monotonic() - clock, 2)
-    log(f"cancelled {len(intents)} runs in {fleet.timings['cancel']}s; waiting for the server's timeouts")
-
-    took = wait_until(
-        lambda: (
-            api.count({"id": {"any_": to_cancel["timed_out"]}, "state": {"type": {"any_": ["CANCELLING"]}}})
-            == 0
-        ),
-        timeout_seconds + 300,
-        "the server's cancelling timeout to end the timed-out runs",
-        interval=1.0,
-    )
-    fleet.timings["server_timeouts"] = round(took, 2)
-    log(f"the server timed out {len(to_cancel['timed_out'])} runs ({took:.0f}s)")
+    log(f"cancelled {len(intents)} runs in {fleet.timings['cancel']}s")
     return intents
 
 
@@ -413,22 +416,29 @@ def seed_present(api: Api, fleet: SeededFleet, log: Callable[[str], None]) -> di
     api.set_state(parent, "CANCELLED")
     fleet.parent_run, fleet.child_runs = parent, tuple(children)
     intents[parent] = "quick"
-    # The server's cancellation cleanup proposes Cancelling for them (deployment runs are not
-    # cancelled outright): wait for it, so that the history does not change under the tests.
-    took = wait_until(
-        lambda: api.count({"id": {"any_": children}, "state": {"type": {"any_": ["CANCELLING"]}}}) == 2,
-        120,
-        "the server to propose Cancelling for the children of the cancelled parent",
-        interval=1.0,
-    )
     intents.update(dict.fromkeys(children, "cancelling"))
-    fleet.timings["children_cancelling"] = round(took, 2)
     fleet.total_runs += len(remote) + len(k8s) + 1 + 1 + len(children)
     log(
         f"{len(remote) + len(k8s)} runs stuck on remote hosts, a held slot, "
         "a cancelled parent with 2 live children"
     )
     return intents
+
+
+def wait_for_the_children_cancelling(api: Api, fleet: SeededFleet) -> None:
+    """The server's cancellation cleanup proposes Cancelling for the cancelled parent's children
+    (deployment runs are not cancelled outright): waited for, so that the history does not change
+    under the tests (it takes the server 10-40 s: the demo's runs are staged meanwhile)."""
+    took = wait_until(
+        lambda: (
+            api.count({"id": {"any_": list(fleet.child_runs)}, "state": {"type": {"any_": ["CANCELLING"]}}})
+            == len(fleet.child_runs)
+        ),
+        120,
+        "the server to propose Cancelling for the children of the cancelled parent",
+        interval=1.0,
+    )
+    fleet.timings["children_cancelling"] = round(took, 2)
 
 
 # -- the truth ---------------------------------------------------------------------------
@@ -513,6 +523,7 @@ def seeded_fleet(
         fleet.api_url = server.api_url
         intents.update(seed_present(api, fleet, log))
         environment = stage_scenarios(server, select(list(scenarios)), log) if scenarios else None
+        wait_for_the_children_cancelling(api, fleet)
         for run in environment.runs if environment else ():
             intents[run.run_id] = "cancelling" if run.expected_state == "CANCELLING" else "timed_out"
             fleet.total_runs += 1

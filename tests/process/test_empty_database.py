@@ -14,7 +14,7 @@ import pytest
 from prefect_cancel_doctor.demo import empty_database
 from prefect_cancel_doctor.demo.harness import LocalPrefect
 
-pytestmark = [pytest.mark.server, pytest.mark.real]
+pytestmark = pytest.mark.server
 
 
 def _rows(database: Path, query: str) -> list[tuple[object, ...]]:

@@ -23,7 +23,8 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -46,7 +47,7 @@ def start_from_template(database: Path) -> bool:
     if template is None or not template.is_file() or database.exists():
         return False
     try:
-        _copy_atomically(template, database)
+        _write_then_rename(database, lambda partial: shutil.copyfile(template, partial))
     except OSError:
         return False
     return True
@@ -60,24 +61,28 @@ def keep_as_template(database: Path) -> None:
         return
     with contextlib.suppress(OSError, sqlite3.Error):
         template.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=template.parent, prefix=".partial-", suffix=".db")
-        os.close(handle)
-        try:
-            source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-            target = sqlite3.connect(partial)
-            try:
-                source.backup(target)
-            finally:
-                target.close()
-                source.close()
-            os.replace(partial, template)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+        _write_then_rename(template, lambda partial: _backup(database, partial))
 
 
-def _copy_atomically(source: Path, destination: Path) -> None:
-    """Copy to a sibling then rename: a server never opens a half-written database."""
-    partial = destination.with_name(f".partial-{destination.name}")
-    shutil.copyfile(source, partial)
-    os.replace(partial, destination)
+def _backup(database: Path, destination: str) -> None:
+    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    target = sqlite3.connect(destination)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
+def _write_then_rename(destination: Path, write: Callable[[str], object]) -> None:
+    """`write` a file beside `destination` under a name of its own, then rename it there: a server
+    never opens a half-written database, and processes writing the same template at once do not
+    mix. The partial file is removed when `write` fails; `write` creates it, so it has the mode any
+    new file gets, as a database the server creates does."""
+    partial = str(destination.with_name(f".partial-{uuid.uuid4().hex}-{destination.name}"))
+    try:
+        write(partial)
+        os.replace(partial, destination)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)

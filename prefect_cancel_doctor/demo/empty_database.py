@@ -46,6 +46,12 @@ def start_from_template(database: Path) -> bool:
     template = template_path()
     if template is None or not template.is_file() or database.exists():
         return False
+    if not _migrated(template):
+        # Damaged (a disk error, a hand edit): every server would fail on it. This one migrates
+        # its own database, and is kept as the copy instead.
+        with contextlib.suppress(OSError):
+            template.unlink()
+        return False
     try:
         _write_then_rename(database, lambda partial: shutil.copyfile(template, partial))
     except OSError:
@@ -62,6 +68,18 @@ def keep_as_template(database: Path) -> None:
     with contextlib.suppress(OSError, sqlite3.Error):
         template.parent.mkdir(parents=True, exist_ok=True)
         _write_then_rename(template, lambda partial: _backup(database, partial))
+
+
+def _migrated(database: Path) -> bool:
+    """Whether `database` opens as SQLite and records the schema's version (one alembic row)."""
+    try:
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            return bool(connection.execute("select count(*) from alembic_version").fetchone() == (1,))
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
 
 
 def _backup(database: Path, destination: str) -> None:

@@ -76,3 +76,20 @@ def test_new_servers_start_from_the_first_ones_migrated_copy(
         assert not (tmp_path / "third" / "prefect-home" / "prefect.db").exists()
         assert _block_type_ids(elsewhere).isdisjoint(first_ids)
     assert _block_type_ids(template) == first_ids
+
+
+def test_a_damaged_copy_is_replaced_by_the_next_servers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = empty_database.template_path()
+    assert template is not None
+    template.parent.mkdir(parents=True)
+    # GIVEN a copy that is not a database (a disk error, a hand edit)
+    template.write_bytes(b"not a database " * 100)
+    # WHEN a server starts on a new database, THEN it migrates its own, serves, and its database
+    # becomes the copy
+    with LocalPrefect(workdir=tmp_path / "server") as prefect:
+        _a_run_is_stored(prefect)
+        assert _rows(template, "select count(*) from alembic_version") == [(1,)]
+        assert _rows(template, "select count(*) from flow_run") == [(0,)]
